@@ -1,0 +1,3 @@
+module github.com/docker2vm/docker2vm
+
+go 1.24.0
