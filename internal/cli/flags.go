@@ -1,0 +1,184 @@
+// Package cli holds what both commands share: the flag grammar of the
+// original docker2vm, error rendering with hints, exit codes and progress
+// output on stderr.
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Kind says how a flag takes values.
+type Kind int
+
+const (
+	// String flags take one value and may be given once.
+	String Kind = iota
+	// Bool flags take no value (`--flag`); `--flag=true|false` is accepted.
+	Bool
+	// Repeat flags take one value and may be given many times.
+	Repeat
+)
+
+// Flag describes one long option.
+type Flag struct {
+	Name  string // without the leading dashes
+	Kind  Kind
+	Arg   string // placeholder shown in usage, e.g. "PATH"
+	Usage string
+}
+
+// Flags is the parsed command line.
+type Flags struct {
+	values map[string][]string
+	bools  map[string]bool
+}
+
+// Str returns a single-valued flag's value, or def when it was not given.
+func (f *Flags) Str(name, def string) string {
+	if v, ok := f.values[name]; ok && len(v) > 0 {
+		return v[0]
+	}
+	return def
+}
+
+// Has reports whether a valued flag was given.
+func (f *Flags) Has(name string) bool { _, ok := f.values[name]; return ok }
+
+// List returns every value of a repeatable flag, in order.
+func (f *Flags) List(name string) []string { return f.values[name] }
+
+// Bool returns a boolean flag.
+func (f *Flags) Bool(name string) bool { return f.bools[name] }
+
+// ErrHelp is returned by Parse when --help or -h was given.
+var ErrHelp = fmt.Errorf("help requested")
+
+// Parse reads args ("--flag value", "--flag=value", "--bool") against specs.
+// It rejects unknown flags, stray positional arguments, missing values and
+// single-valued flags given twice, each with a message naming the flag.
+func Parse(args []string, specs []Flag) (*Flags, error) {
+	byName := make(map[string]Flag, len(specs))
+	for _, s := range specs {
+		byName[s.Name] = s
+	}
+	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}}
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--help" || arg == "-h" {
+			return nil, ErrHelp
+		}
+		if !strings.HasPrefix(arg, "--") || arg == "--" {
+			return nil, &Error{
+				Msg:   fmt.Sprintf("Unexpected argument %q.", arg),
+				Hints: []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."},
+			}
+		}
+		name, value, hasValue := strings.Cut(arg[2:], "=")
+		spec, ok := byName[name]
+		if !ok {
+			return nil, &Error{
+				Msg:   fmt.Sprintf("Unknown flag --%s.", name),
+				Hints: append(suggest(name, specs), "Run with --help to see the accepted flags."),
+			}
+		}
+		switch spec.Kind {
+		case Bool:
+			b := true
+			if hasValue {
+				switch strings.ToLower(value) {
+				case "true", "1", "yes":
+				case "false", "0", "no":
+					b = false
+				default:
+					return nil, &Error{Msg: fmt.Sprintf("Flag --%s takes no value (got %q).", name, value),
+						Hints: []string{fmt.Sprintf("Write --%s on its own.", name)}}
+				}
+			}
+			if _, dup := out.bools[name]; dup {
+				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
+					Hints: []string{fmt.Sprintf("Pass --%s once.", name)}}
+			}
+			out.bools[name] = b
+			continue
+		}
+		if !hasValue {
+			if i+1 >= len(args) || (strings.HasPrefix(args[i+1], "--") && len(args[i+1]) > 2) {
+				return nil, &Error{Msg: fmt.Sprintf("Flag --%s requires a value.", name),
+					Hints: []string{fmt.Sprintf("Write --%s %s.", name, placeholder(spec))}}
+			}
+			i++
+			value = args[i]
+		}
+		if spec.Kind == String {
+			if _, dup := out.values[name]; dup {
+				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
+					Hints: []string{fmt.Sprintf("Pass --%s once.", name)}}
+			}
+		}
+		out.values[name] = append(out.values[name], value)
+	}
+	return out, nil
+}
+
+func placeholder(f Flag) string {
+	if f.Arg != "" {
+		return f.Arg
+	}
+	return "VALUE"
+}
+
+// suggest names flags close to an unknown one (a typo or a missing dash).
+func suggest(name string, specs []Flag) []string {
+	var best []string
+	for _, s := range specs {
+		if d := editDistance(name, s.Name); d <= 2 || strings.HasPrefix(s.Name, name) {
+			best = append(best, s.Name)
+		}
+	}
+	sort.Strings(best)
+	if len(best) == 0 {
+		return nil
+	}
+	return []string{"Did you mean --" + strings.Join(best, " or --") + "?"}
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Usage renders the flag table for --help.
+func Usage(specs []Flag) string {
+	var b strings.Builder
+	width := 0
+	cols := make([]string, len(specs))
+	for i, s := range specs {
+		c := "--" + s.Name
+		if s.Kind != Bool {
+			c += " " + placeholder(s)
+		}
+		cols[i] = c
+		width = max(width, len(c))
+	}
+	for i, s := range specs {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, cols[i], s.Usage)
+	}
+	return b.String()
+}

@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var testSpecs = []Flag{
+	{Name: "image", Arg: "REF", Usage: "image reference"},
+	{Name: "out", Arg: "PATH", Usage: "output directory"},
+	{Name: "dry-run", Kind: Bool, Usage: "print the plan"},
+	{Name: "build-arg", Kind: Repeat, Arg: "KEY=VALUE", Usage: "build argument"},
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		check   func(t *testing.T, f *Flags)
+	}{
+		{name: "space form", args: []string{"--image", "busybox", "--out", "o"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("image", "") != "busybox" || f.Str("out", "") != "o" {
+				t.Errorf("got image=%q out=%q", f.Str("image", ""), f.Str("out", ""))
+			}
+		}},
+		{name: "equals form", args: []string{"--image=a=b", "--out=o"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("image", "") != "a=b" {
+				t.Errorf("image = %q, want a=b", f.Str("image", ""))
+			}
+		}},
+		{name: "empty value with equals", args: []string{"--image="}, check: func(t *testing.T, f *Flags) {
+			if !f.Has("image") || f.Str("image", "x") != "" {
+				t.Errorf("want empty image value")
+			}
+		}},
+		{name: "bool", args: []string{"--dry-run"}, check: func(t *testing.T, f *Flags) {
+			if !f.Bool("dry-run") {
+				t.Error("dry-run not set")
+			}
+		}},
+		{name: "bool false", args: []string{"--dry-run=false"}, check: func(t *testing.T, f *Flags) {
+			if f.Bool("dry-run") {
+				t.Error("dry-run set")
+			}
+		}},
+		{name: "bool bad value", args: []string{"--dry-run=maybe"}, wantErr: "Flag --dry-run takes no value"},
+		{name: "repeatable keeps order", args: []string{"--build-arg", "A=1", "--build-arg=B=2"}, check: func(t *testing.T, f *Flags) {
+			if got := f.List("build-arg"); !reflect.DeepEqual(got, []string{"A=1", "B=2"}) {
+				t.Errorf("build-arg = %q", got)
+			}
+		}},
+		{name: "duplicate single", args: []string{"--out", "a", "--out", "b"}, wantErr: "Flag --out was given more than once."},
+		{name: "duplicate bool", args: []string{"--dry-run", "--dry-run"}, wantErr: "Flag --dry-run was given more than once."},
+		{name: "unknown", args: []string{"--imag", "x"}, wantErr: "Unknown flag --imag."},
+		{name: "positional", args: []string{"busybox"}, wantErr: `Unexpected argument "busybox".`},
+		{name: "single dash", args: []string{"-o"}, wantErr: `Unexpected argument "-o".`},
+		{name: "missing value at end", args: []string{"--out"}, wantErr: "Flag --out requires a value."},
+		{name: "missing value before flag", args: []string{"--out", "--dry-run"}, wantErr: "Flag --out requires a value."},
+		{name: "help", args: []string{"--out", "x", "--help"}, wantErr: "help requested"},
+		{name: "short help", args: []string{"-h"}, wantErr: "help requested"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Parse(tt.args, testSpecs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, f)
+		})
+	}
+}
+
+func TestUnknownFlagSuggests(t *testing.T) {
+	_, err := Parse([]string{"--imag", "x"}, testSpecs)
+	hints := HintsOf(err)
+	if len(hints) == 0 || hints[0] != "Did you mean --image?" {
+		t.Fatalf("hints = %q", hints)
+	}
+}
+
+type hinted struct{ error }
+
+func (hinted) Hints() []string { return []string{"inner hint"} }
+
+func TestRender(t *testing.T) {
+	err := &Error{Msg: "outer", Hints: []string{"outer hint"}, Err: hinted{errors.New("inner")}}
+	var b bytes.Buffer
+	Render(&b, err)
+	want := "Error: outer: inner\nHow to fix:\n  - outer hint\n  - inner hint\n"
+	if b.String() != want {
+		t.Fatalf("got %q, want %q", b.String(), want)
+	}
+	b.Reset()
+	Render(&b, errors.New("plain"))
+	if b.String() != "Error: plain\n" {
+		t.Fatalf("got %q", b.String())
+	}
+}
+
+func TestExecExitCodes(t *testing.T) {
+	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: testSpecs,
+		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
+			if f.Str("image", "") == "fail" {
+				return &Error{Msg: "it failed", Hints: []string{"do better"}}
+			}
+			return PrintJSON(stdout, map[string]string{"ok": "yes"})
+		}}
+	tests := []struct {
+		args               []string
+		code               int
+		stdout, stderrPart string
+	}{
+		{[]string{"--image", "ok"}, 0, "{\n  \"ok\": \"yes\"\n}\n", ""},
+		{[]string{"--image", "fail"}, 1, "", "Error: it failed\nHow to fix:\n  - do better\n"},
+		{[]string{"--help"}, 0, "x [flags]\n\nFlags:\n", ""},
+		{[]string{"--bogus"}, 1, "", "Error: Unknown flag --bogus.\n"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		code := cmd.Exec(context.Background(), tt.args, &out, &errb)
+		if code != tt.code {
+			t.Errorf("%v: code %d, want %d", tt.args, code, tt.code)
+		}
+		if !strings.HasPrefix(out.String(), tt.stdout) || (tt.stdout == "" && out.Len() > 0) {
+			t.Errorf("%v: stdout %q, want prefix %q", tt.args, out.String(), tt.stdout)
+		}
+		if !strings.Contains(errb.String(), tt.stderrPart) || (tt.stderrPart == "" && errb.Len() > 0) {
+			t.Errorf("%v: stderr %q, want %q", tt.args, errb.String(), tt.stderrPart)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"1024", 1024, true}, {"512M", 512 << 20, true}, {"2G", 2 << 30, true},
+		{"2GiB", 2 << 30, true}, {"1t", 1 << 40, true}, {"4KB", 4096, true},
+		{"", 0, false}, {"-1", 0, false}, {"1.5G", 0, false}, {"lots", 0, false}, {"99999999999T", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize("size", tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

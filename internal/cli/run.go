@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Exit codes shared by both commands.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+)
+
+// Command is one executable's entry point.
+type Command struct {
+	Name  string
+	Usage string // synopsis and description shown before the flag table
+	Flags []Flag
+	// Run does the work. It writes its one JSON result to stdout and
+	// human-facing progress to stderr.
+	Run func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error
+}
+
+// Main parses args, runs the command with a context cancelled on SIGINT or
+// SIGTERM, renders errors and returns the process exit code.
+func (c *Command) Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return c.Exec(ctx, args, stdout, stderr)
+}
+
+// Exec is Main without signal handling, for tests.
+func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f, err := Parse(args, c.Flags)
+	if errors.Is(err, ErrHelp) {
+		fmt.Fprint(stdout, c.Help())
+		return ExitOK
+	}
+	if err == nil {
+		err = c.Run(ctx, f, stdout, stderr)
+	}
+	if err != nil {
+		Render(stderr, err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// Help is the --help text.
+func (c *Command) Help() string {
+	return strings.TrimRight(c.Usage, "\n") + "\n\nFlags:\n" + Usage(c.Flags)
+}
+
+// Progress returns where human-facing progress goes: stderr, or nowhere
+// with --quiet.
+func Progress(f *Flags, stderr io.Writer) io.Writer {
+	if f.Bool("quiet") {
+		return io.Discard
+	}
+	return stderr
+}
+
+// IsTerminal reports whether w is a character device (a terminal), so
+// progress bars are drawn only for people.
+func IsTerminal(w io.Writer) bool {
+	file, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := file.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// ParseSize reads a byte count: a plain number or one with a binary suffix
+// (K, M, G, T, optionally followed by "i" and/or "B": 512M, 2GiB, 1T).
+func ParseSize(flag, s string) (int64, error) {
+	orig := s
+	s = strings.TrimSpace(strings.ToUpper(s))
+	s = strings.TrimSuffix(s, "B")
+	s = strings.TrimSuffix(s, "I")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || (mult > 1 && v > (1<<62)/mult) {
+		return 0, &Error{Msg: fmt.Sprintf("Invalid size for --%s: %q.", flag, orig),
+			Hints: []string{fmt.Sprintf("Give a byte count such as --%s 1073741824, --%s 512M or --%s 2G.", flag, flag, flag)}}
+	}
+	return v * mult, nil
+}
+
+// ParseCount reads a non-negative integer flag.
+func ParseCount(flag, s string) (int64, error) {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || v < 0 {
+		return 0, &Error{Msg: fmt.Sprintf("Invalid number for --%s: %q.", flag, s),
+			Hints: []string{fmt.Sprintf("Give a whole number, e.g. --%s 1000000.", flag)}}
+	}
+	return v, nil
+}
