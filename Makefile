@@ -1,0 +1,44 @@
+# docker2vm: build, test, lint, fuzz, bench and the demo.
+GO ?= go
+BIN := bin
+PKGS := ./...
+FUZZTIME ?= 30s
+
+.PHONY: all build test test-unit test-integration lint fuzz bench demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The whole suite: unit, fuzz seed corpora and integration tests (real
+# registry, umoci, e2fsck, loop mounts, QEMU boots). Integration tests need
+# root and the tools .ci/run installs; outside CI a missing tool skips.
+test: lint
+	$(GO) test -count=1 -timeout 60m $(PKGS)
+
+# Fast tests only (no external tools).
+test-unit:
+	$(GO) test -short -count=1 $(PKGS)
+
+test-integration:
+	$(GO) test -count=1 -timeout 60m -run 'Integration|E2E|Registry|Umoci|Mount|Boot' $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Run every fuzz target for FUZZTIME each.
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf $(BIN) out
