@@ -4,17 +4,21 @@ BIN := bin
 PKGS := ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-unit test-integration lint fuzz bench demo clean
+.PHONY: all build deps test test-unit test-integration lint fuzz bench demo clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+# Install the tools integration tests and the demo need (root: apt-get, npm).
+deps:
+	bash scripts/install-deps.sh
+
 # The whole suite: unit, fuzz seed corpora and integration tests (real
 # registry, umoci, e2fsck, loop mounts, QEMU boots). Integration tests need
 # root and the tools .ci/run installs; outside CI a missing tool skips.
-test: lint
+test: deps lint
 	$(GO) test -count=1 -timeout 60m $(PKGS)
 
 # Fast tests only (no external tools).
