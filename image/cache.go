@@ -1,0 +1,212 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// blobCache is a content-addressed store: <root>/blobs/sha256/<hex>.
+//
+// Writes go to a temporary file in the same directory and are renamed into
+// place only once their digest (and size) checked out, so a reader never
+// sees a partial entry and two processes writing the same blob at once both
+// succeed (the last rename wins; the contents are identical). Every read
+// hashes the entry before serving it; an entry that fails is deleted and
+// reported as a miss, so the caller fetches it again. Nothing is ever
+// evicted.
+type blobCache struct {
+	dir string
+}
+
+func newBlobCache(root string) (*blobCache, error) {
+	dir := filepath.Join(root, "blobs", "sha256")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, newError(err, []string{"Pass --cache-dir with a writable directory, or --no-cache."}, "cannot create the blob cache %s", dir)
+	}
+	return &blobCache{dir: dir}, nil
+}
+
+func (c *blobCache) path(h v1.Hash) string { return filepath.Join(c.dir, h.Hex) }
+
+// get returns the verified entry for desc, open at offset 0, or ok=false on
+// a miss. A corrupt entry is removed and reported as a miss.
+func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok bool, err error) {
+	if desc.Digest.Algorithm != "sha256" {
+		return nil, false, nil
+	}
+	p := c.path(desc.Digest)
+	f, err = os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("blob cache: %w", err)
+	}
+	good, err := verifyFile(ctx, f, desc)
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if !good {
+		// Corrupt: drop it (only if it is still the file we checked;
+		// a concurrent writer may have replaced it with a good one).
+		st0, e0 := f.Stat()
+		f.Close()
+		if st1, e1 := os.Stat(p); e0 == nil && e1 == nil && os.SameFile(st0, st1) {
+			os.Remove(p)
+		}
+		return nil, false, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	return f, true, nil
+}
+
+func verifyFile(ctx context.Context, f *os.File, desc v1.Descriptor) (bool, error) {
+	if desc.Size > 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return false, err
+		}
+		if fi.Size() != desc.Size {
+			return false, nil
+		}
+	}
+	h := sha256.New()
+	if _, err := copyCtx(ctx, h, f); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil
+	}
+	return hashOf(h) == desc.Digest, nil
+}
+
+// getBytes returns a small verified entry.
+func (c *blobCache) getBytes(ctx context.Context, desc v1.Descriptor, limit int64) ([]byte, bool, error) {
+	f, ok, err := c.get(ctx, desc)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	defer f.Close()
+	b, err := readAllLimit(f, limit, "cached blob "+desc.Digest.String())
+	if err != nil {
+		return nil, false, err
+	}
+	if sha256Of(b) != desc.Digest { // changed between verify and read
+		return nil, false, nil
+	}
+	return b, true, nil
+}
+
+// put stores b under its digest atomically.
+func (c *blobCache) put(b []byte) error {
+	d := sha256Of(b)
+	w, err := c.newWriter()
+	if err != nil {
+		return err
+	}
+	if _, err := w.f.Write(b); err != nil {
+		w.abort()
+		return fmt.Errorf("blob cache: %w", err)
+	}
+	return w.commit(d)
+}
+
+type cacheWriter struct {
+	c *blobCache
+	f *os.File
+}
+
+func (c *blobCache) newWriter() (*cacheWriter, error) {
+	f, err := os.CreateTemp(c.dir, ".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("blob cache: %w", err)
+	}
+	return &cacheWriter{c: c, f: f}, nil
+}
+
+func (w *cacheWriter) abort() {
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func (w *cacheWriter) commit(d v1.Hash) error {
+	if err := w.f.Close(); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("blob cache: %w", err)
+	}
+	if err := os.Rename(w.f.Name(), w.c.path(d)); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("blob cache: %w", err)
+	}
+	return nil
+}
+
+// tee returns a reader that passes rc through while writing it to the
+// cache; the entry is committed when rc reaches EOF with the digest and size
+// of desc, and discarded otherwise (error, mismatch, or Close before EOF).
+// Failing to write the cache never fails the read.
+func (c *blobCache) tee(rc io.ReadCloser, desc v1.Descriptor) io.ReadCloser {
+	w, err := c.newWriter()
+	if err != nil {
+		return rc
+	}
+	return &teeReader{rc: rc, w: w, h: sha256.New(), desc: desc}
+}
+
+type teeReader struct {
+	rc   io.ReadCloser
+	w    *cacheWriter // nil once committed or dropped
+	h    hash.Hash
+	n    int64
+	desc v1.Descriptor
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.rc.Read(p)
+	if n > 0 && t.w != nil {
+		t.h.Write(p[:n])
+		t.n += int64(n)
+		if _, werr := t.w.f.Write(p[:n]); werr != nil {
+			t.drop()
+		}
+	}
+	if t.w != nil {
+		switch {
+		case err == io.EOF:
+			if (t.desc.Size <= 0 || t.n == t.desc.Size) && hashOf(t.h) == t.desc.Digest {
+				t.w.commit(t.desc.Digest)
+				t.w = nil
+			} else {
+				t.drop()
+			}
+		case err != nil:
+			t.drop()
+		}
+	}
+	return n, err
+}
+
+func (t *teeReader) drop() {
+	if t.w != nil {
+		t.w.abort()
+		t.w = nil
+	}
+}
+
+func (t *teeReader) Close() error {
+	t.drop()
+	return t.rc.Close()
+}

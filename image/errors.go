@@ -1,0 +1,64 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is a user-facing failure of the image package: what failed, how to
+// fix it, and the underlying cause. The CLI renders Error() after "Error:"
+// and each hint under "How to fix:" (it collects hints from every error in
+// the chain that has a Hints() []string method).
+type Error struct {
+	Msg   string
+	Fixes []string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Err != nil && e.Msg == "":
+		return e.Err.Error()
+	case e.Err != nil:
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Hints returns the ways to fix the failure, most useful first.
+func (e *Error) Hints() []string { return e.Fixes }
+
+// HintError is implemented by errors that carry fixes for the user.
+type HintError interface {
+	error
+	Hints() []string
+}
+
+func newError(err error, hints []string, format string, args ...any) *Error {
+	return &Error{Msg: fmt.Sprintf(format, args...), Fixes: hints, Err: err}
+}
+
+// ErrDigestMismatch is matched (errors.Is) by every integrity failure: a
+// manifest, config or layer whose bytes do not hash to their digest, or
+// whose size differs from the one its descriptor states.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+var corruptHints = []string{
+	"The image source is corrupt or was tampered with: fetch, export or build the image again.",
+	"If the blob came from the cache, run again (the corrupt cache entry has been removed) or pass --no-cache.",
+}
+
+// integrityError reports a blob whose content does not match its descriptor.
+type integrityError struct {
+	what string // "layer 2 sha256:…", "manifest sha256:…", "config sha256:…"
+	msg  string // "got sha256:…" or "size 12 bytes, expected 13"
+}
+
+func (e *integrityError) Error() string {
+	return fmt.Sprintf("%s: digest mismatch: %s; the image source is corrupt or was tampered with", e.what, e.msg)
+}
+func (e *integrityError) Is(target error) bool { return target == ErrDigestMismatch }
+func (e *integrityError) Hints() []string      { return corruptHints }

@@ -1,0 +1,245 @@
+// Package image turns a source reference (a registry image, an OCI image
+// layout directory, an OCI archive or a `docker save` archive) into a
+// verified image for one platform: its manifest, config and layers, with
+// every byte checked against its digest while it streams. Registry blobs go
+// through a content-addressed cache (see Options.CacheDir).
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Options configure Resolve.
+type Options struct {
+	// Platform to select: linux/amd64 or linux/arm64 (a variant is allowed).
+	// The zero value means HostPlatform().
+	Platform Platform
+	// CacheDir is the cache root; blobs live in CacheDir/blobs/sha256/<hex>.
+	// "" means $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm.
+	CacheDir string
+	// NoCache streams registry blobs without reading or writing the cache.
+	NoCache bool
+	// InsecureRegistries are registries (host or host:port) to reach over
+	// plain HTTP. Loopback registries always are.
+	InsecureRegistries []string
+	// Keychain finds registry credentials; nil means authn.DefaultKeychain
+	// (the Docker config in $DOCKER_CONFIG or ~/.docker, and its credential
+	// helpers).
+	Keychain authn.Keychain
+	// Progress receives human progress (stderr); nil means none. Blob
+	// downloads show a progress bar when it is a terminal, plain lines
+	// otherwise.
+	Progress io.Writer
+	// RefName selects the image in a layout or archive holding several:
+	// the org.opencontainers.image.ref.name annotation (or the full
+	// io.containerd.image.name) of an OCI index entry, or a RepoTags entry
+	// of a docker-save archive. It overrides a ":REFNAME" suffix of
+	// Source.Ref.
+	RefName string
+	// MaxArchiveSize bounds the decompressed size of a gzip- or
+	// zstd-compressed --oci-tar archive (it is decompressed to a temporary
+	// file): a guard against decompression bombs. 0 means 1 TiB.
+	MaxArchiveSize int64
+}
+
+// Image is a resolved image for one platform. Close it when done.
+type Image struct {
+	Source Source
+	// Digest is the manifest digest of the selected platform image. For a
+	// legacy `docker save` archive (no index.json) it is the digest of the
+	// Docker schema 2 manifest synthesized from the archive (RawManifest).
+	Digest v1.Hash
+	// IndexDigest is the digest of the image index the manifest was chosen
+	// from (the outermost one), when the source was an index. An OCI
+	// layout's index.json has no digest and is not reported here.
+	IndexDigest *v1.Hash
+	// Platform is the platform of the selected image, from its config (the
+	// variant from the index when the config has none).
+	Platform Platform
+	// RefName is the reference name the image was selected by, if any.
+	RefName      string
+	Manifest     *v1.Manifest
+	RawManifest  []byte
+	ConfigDigest v1.Hash
+	Config       *v1.ConfigFile
+	RawConfig    []byte
+	Layers       []Layer
+
+	store  store
+	layers []v1.Descriptor
+}
+
+// Layer describes one layer of the image, bottom first.
+type Layer struct {
+	Index     int
+	Digest    v1.Hash // digest of the blob as stored (compressed)
+	DiffID    v1.Hash // digest of the uncompressed tar, from the config
+	MediaType types.MediaType
+	Size      int64 // size of the blob as stored
+	// Compression is what the media type says ("gzip", "zstd" or "none";
+	// sniffed for docker-save layers). OpenLayer decompresses by the
+	// stream's magic bytes, so a mislabelled gzip layer still works.
+	Compression string
+}
+
+// store serves the manifests and blobs of one source.
+type store interface {
+	// manifest returns the bytes of the manifest or index desc names,
+	// verified against desc.Digest (and desc.Size when set).
+	manifest(ctx context.Context, desc v1.Descriptor, what string) ([]byte, error)
+	// blob returns the raw bytes of a blob; the caller verifies them.
+	blob(ctx context.Context, desc v1.Descriptor, what string) (io.ReadCloser, error)
+	close() error
+}
+
+const (
+	maxManifestSize = 8 << 20
+	maxConfigSize   = 32 << 20
+)
+
+// Resolve finds the image src names for opts.Platform, fetches and verifies
+// its manifest and config, and returns it ready for OpenLayer.
+func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
+	plat, err := validatePlatform(opts.Platform)
+	if err != nil {
+		return nil, err
+	}
+	opts.Platform = plat
+	if opts.Keychain == nil {
+		opts.Keychain = authn.DefaultKeychain
+	}
+	if !opts.NoCache && opts.CacheDir == "" {
+		opts.CacheDir, err = DefaultCacheDir()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if strings.TrimSpace(src.Ref) == "" {
+		return nil, newError(nil, []string{"Pass an image reference or a path."}, "empty %s source", src.Kind)
+	}
+	var img *Image
+	switch src.Kind {
+	case KindRegistry:
+		img, err = resolveRegistry(ctx, src, opts)
+	case KindOCILayout:
+		img, err = resolveLayout(ctx, src, opts)
+	case KindOCIArchive:
+		img, err = resolveArchive(ctx, src, opts)
+	default:
+		return nil, newError(nil, []string{"Use --image, --oci-layout or --oci-tar."}, "unknown source kind %q", src.Kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	img.Source = src
+	return img, nil
+}
+
+// DefaultCacheDir returns $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm.
+func DefaultCacheDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", newError(err, []string{"Set XDG_CACHE_HOME or HOME, or pass --no-cache."}, "cannot find a cache directory")
+	}
+	return filepath.Join(d, "docker2vm"), nil
+}
+
+// Close releases what the image holds open (archive files, temporary
+// files). Layer streams already open keep working until closed only for
+// registry and layout sources.
+func (img *Image) Close() error {
+	if img == nil || img.store == nil {
+		return nil
+	}
+	err := img.store.close()
+	img.store = nil
+	return err
+}
+
+// layerName names layer i for messages: "layer 2 sha256:abc…".
+func (img *Image) layerName(i int) string {
+	return fmt.Sprintf("layer %d %s", i, img.layers[i].Digest)
+}
+
+// OpenLayer returns layer i's uncompressed tar stream. The stored bytes are
+// verified against the layer digest and size while they stream, and the
+// uncompressed bytes against the DiffID; a mismatch is returned by Read at
+// EOF (instead of io.EOF) or by Close, naming the layer. Close reads what
+// the caller left unread (a tar reader stops at the end-of-archive marker)
+// to finish the checks, unless ctx is done.
+func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
+	if img.store == nil {
+		return nil, errors.New("image is closed")
+	}
+	if i < 0 || i >= len(img.layers) {
+		return nil, fmt.Errorf("layer %d out of range: the image has %d layers", i, len(img.layers))
+	}
+	desc := img.layers[i]
+	what := img.layerName(i)
+	if l, ok := img.store.(interface{ local() bool }); ok && l.local() {
+		// Local blobs are verified before a byte is handed out, so a
+		// corrupt layer fails here rather than as a tar error downstream.
+		if err := img.verifyBlob(ctx, desc, what); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := img.store.blob(ctx, desc, what)
+	if err != nil {
+		return nil, err
+	}
+	return newLayerReader(ctx, raw, desc, img.Layers[i].DiffID, what)
+}
+
+func (img *Image) verifyBlob(ctx context.Context, desc v1.Descriptor, what string) error {
+	raw, err := img.store.blob(ctx, desc, what)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	v, err := newVerifier(raw, desc.Digest, desc.Size, what)
+	if err != nil {
+		return err
+	}
+	_, err = copyCtx(ctx, io.Discard, v)
+	return err
+}
+
+// compressionOf maps a layer media type to its compression, or returns an
+// error naming the layer for media types we cannot apply.
+func compressionOf(mt types.MediaType, what string) (string, error) {
+	switch mt {
+	case types.OCILayer, types.DockerLayer, "application/vnd.docker.image.rootfs.diff.tar+gzip":
+		return "gzip", nil
+	case types.OCILayerZStd:
+		return "zstd", nil
+	case types.OCIUncompressedLayer, "application/vnd.docker.image.rootfs.diff.tar":
+		return "none", nil
+	case types.DockerForeignLayer, types.OCIRestrictedLayer, types.OCIUncompressedRestrictedLayer,
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd":
+		return "", newError(nil, []string{
+			"Foreign/non-distributable layers (e.g. Windows base layers) cannot be converted; use a Linux image whose layers are all in the registry.",
+		}, "%s has media type %s (a foreign, non-distributable layer), which is not supported", what, mt)
+	}
+	return "", newError(nil, []string{
+		"Supported layer media types: application/vnd.oci.image.layer.v1.tar[+gzip|+zstd] and application/vnd.docker.image.rootfs.diff.tar[.gzip].",
+		"The reference may name an artifact (Helm chart, signature, SBOM) rather than a container image.",
+	}, "%s has unsupported media type %q", what, mt)
+}
+
+func isIndexType(mt types.MediaType) bool {
+	return mt == types.OCIImageIndex || mt == types.DockerManifestList
+}
+
+func isManifestType(mt types.MediaType) bool {
+	return mt == types.OCIManifestSchema1 || mt == types.DockerManifestSchema2
+}

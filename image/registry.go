@@ -1,0 +1,287 @@
+package image
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// UserAgent is sent to registries.
+const UserAgent = "docker2vm"
+
+// registryStore serves one repository's manifests and blobs, through the
+// cache when there is one.
+type registryStore struct {
+	puller   *remote.Puller
+	ref      name.Reference
+	repo     name.Repository
+	cache    *blobCache // nil with NoCache
+	progress *progress
+	insecure []string
+}
+
+func (s *registryStore) manifest(ctx context.Context, desc v1.Descriptor, what string) ([]byte, error) {
+	if err := checkAlgorithm(desc.Digest, what); err != nil {
+		return nil, err
+	}
+	if desc.Size > maxManifestSize {
+		return nil, newError(nil, nil, "%s is %d bytes, more than the %d allowed", what, desc.Size, maxManifestSize)
+	}
+	if s.cache != nil {
+		if b, ok, err := s.cache.getBytes(ctx, desc, maxManifestSize); err != nil {
+			return nil, err
+		} else if ok {
+			return b, nil
+		}
+	}
+	got, err := s.puller.Get(ctx, s.repo.Digest(desc.Digest.String()))
+	if err != nil {
+		if strings.Contains(err.Error(), "does not match requested digest") {
+			// go-containerregistry hashed the bytes and they differ.
+			return nil, &integrityError{what: what, msg: err.Error()}
+		}
+		return nil, s.wrap(err, what)
+	}
+	b := got.Manifest
+	if d := sha256Of(b); d != desc.Digest {
+		return nil, &integrityError{what: what, msg: "got " + d.String()}
+	}
+	if desc.Size > 0 && int64(len(b)) != desc.Size {
+		return nil, &integrityError{what: what, msg: fmt.Sprintf("%d bytes, expected %d", len(b), desc.Size)}
+	}
+	if s.cache != nil {
+		s.cache.put(b) // best effort
+	}
+	return b, nil
+}
+
+func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what string) (io.ReadCloser, error) {
+	if err := checkAlgorithm(desc.Digest, what); err != nil {
+		return nil, err
+	}
+	isLayer := strings.HasPrefix(what, "layer ")
+	if s.cache != nil {
+		f, ok, err := s.cache.get(ctx, desc)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if isLayer && s.progress != nil {
+				s.progress.printf("Using cached %s (%s)\n", what, humanBytes(desc.Size))
+			}
+			return f, nil
+		}
+	}
+	l, err := s.puller.Layer(ctx, s.repo.Digest(desc.Digest.String()))
+	if err != nil {
+		return nil, s.wrap(err, what)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, s.wrap(err, what)
+	}
+	rc = &errWrapReader{rc: rc, what: what, wrap: func(err error) error { return s.wrap(err, what) }}
+	if isLayer {
+		rc = s.progress.wrap(rc, what, desc.Size)
+	}
+	if s.cache != nil {
+		rc = s.cache.tee(rc, desc)
+	}
+	return rc, nil
+}
+
+func (s *registryStore) close() error { return nil }
+
+// errWrapReader explains registry errors met while streaming a blob.
+type errWrapReader struct {
+	rc   io.ReadCloser
+	what string
+	wrap func(error) error
+}
+
+func (r *errWrapReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	if err != nil && err != io.EOF {
+		if strings.Contains(err.Error(), "error verifying") || strings.Contains(err.Error(), "does not match") {
+			// go-containerregistry's own digest check.
+			return n, &integrityError{what: r.what, msg: err.Error()}
+		}
+		err = r.wrap(err)
+	}
+	return n, err
+}
+func (r *errWrapReader) Close() error { return r.rc.Close() }
+
+func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, error) {
+	ref, err := ParseReference(src.Ref, opts.InsecureRegistries)
+	if err != nil {
+		return nil, err
+	}
+	puller, err := remote.NewPuller(
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(opts.Keychain),
+		remote.WithUserAgent(UserAgent),
+		remote.WithRetryBackoff(remote.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 3}),
+		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+			http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
+	)
+	if err != nil {
+		return nil, err
+	}
+	st := &registryStore{puller: puller, ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries}
+	if !opts.NoCache {
+		if st.cache, err = newBlobCache(opts.CacheDir); err != nil {
+			return nil, err
+		}
+	}
+	top, raw, err := st.top(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &resolver{st: st, want: opts.Platform}
+	img, err := r.fromDescriptor(ctx, top, raw)
+	if pe, ok := err.(*platformErr); ok {
+		err = pe.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// top fetches the manifest or index the reference names. The digest comes
+// from the reference, or for a tag from a HEAD request (the registry's
+// Docker-Content-Digest); the bytes are then fetched by digest (or taken
+// from the cache) and checked against it.
+func (s *registryStore) top(ctx context.Context) (v1.Descriptor, []byte, error) {
+	what := "manifest " + s.ref.String()
+	var desc v1.Descriptor
+	if d, ok := s.ref.(name.Digest); ok {
+		h, err := v1.NewHash(d.DigestStr())
+		if err != nil {
+			return desc, nil, newError(err, nil, "invalid digest in %s", s.ref)
+		}
+		desc.Digest = h
+	} else {
+		hd, err := s.puller.Head(ctx, s.ref)
+		if err != nil {
+			var te *transport.Error
+			if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+				return desc, nil, s.wrap(err, what)
+			}
+			if isNetError(err) {
+				return desc, nil, s.wrap(err, what)
+			}
+			// Some registries answer HEAD without a digest: GET by tag.
+			got, gerr := s.puller.Get(ctx, s.ref)
+			if gerr != nil {
+				return desc, nil, s.wrap(gerr, what)
+			}
+			if s.cache != nil {
+				s.cache.put(got.Manifest)
+			}
+			return got.Descriptor, got.Manifest, nil
+		}
+		desc = *hd
+	}
+	b, err := s.manifest(ctx, desc, "manifest "+desc.Digest.String()+" ("+s.ref.String()+")")
+	if err != nil {
+		return desc, nil, err
+	}
+	if desc.MediaType == "" {
+		desc.MediaType = sniffManifestType(b)
+	}
+	desc.Size = int64(len(b))
+	return desc, b, nil
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// wrap turns a registry failure into an Error with hints.
+func (s *registryStore) wrap(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var ie *integrityError
+	if errors.As(err, &ie) {
+		return err
+	}
+	reg := s.repo.RegistryStr()
+	repo := s.repo.String()
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return newError(err, []string{
+				fmt.Sprintf("Log in with `docker login %s` (credentials are read from $DOCKER_CONFIG/config.json, by default ~/.docker/config.json, and its credential helpers).", reg),
+				"If your credentials are in another Docker config directory, set DOCKER_CONFIG to it.",
+				fmt.Sprintf("Check that your account may pull %s.", repo),
+			}, "%s: access to %s denied (HTTP %d)", what, repo, te.StatusCode)
+		case http.StatusNotFound:
+			return newError(err, []string{
+				fmt.Sprintf("Check the repository name and the tag or digest in %q.", s.ref.String()),
+				"If the repository is private, a missing login can look like this: `docker login " + reg + "`.",
+			}, "%s: not found in %s", what, repo)
+		case http.StatusTooManyRequests:
+			return newError(err, []string{"The registry rate-limits pulls: wait, or log in (`docker login " + reg + "`) for a higher limit."}, "%s: rate limited by %s", what, reg)
+		}
+		if te.StatusCode >= 500 {
+			return newError(err, []string{"The registry failed; try again later."}, "%s: registry %s error (HTTP %d)", what, reg, te.StatusCode)
+		}
+		return newError(err, nil, "%s: registry %s refused the request (HTTP %d)", what, reg, te.StatusCode)
+	}
+	plainHint := fmt.Sprintf("If %s serves plain HTTP, pass --insecure-registry %s.", reg, reg)
+	insecure := IsLoopbackRegistry(reg) || isInsecure(reg, s.insecure)
+	msg := err.Error()
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		h := []string{fmt.Sprintf("Check that a registry is listening at %s (host and port) and that the reference is right.", reg)}
+		if !insecure {
+			h = append(h, plainHint)
+		}
+		return newError(err, h, "%s: cannot connect to registry %s (connection refused)", what, reg)
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return newError(err, []string{plainHint}, "%s: registry %s speaks plain HTTP", what, reg)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return newError(err, []string{fmt.Sprintf("Check the registry host name %q and your network/DNS.", reg)}, "%s: cannot resolve registry host %s", what, reg)
+	}
+	var ce *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	if errors.As(err, &ce) || errors.As(err, &ua) || errors.As(err, &hn) || strings.Contains(msg, "x509:") {
+		return newError(err, []string{
+			"Install the registry's CA certificate into the system trust store (or point SSL_CERT_FILE at it).",
+			plainHint,
+		}, "%s: TLS certificate of %s not trusted", what, reg)
+	}
+	if isNetError(err) {
+		h := []string{fmt.Sprintf("Check the network and that %s is reachable.", reg)}
+		if !insecure {
+			h = append(h, plainHint)
+		}
+		return newError(err, h, "%s: cannot reach registry %s", what, reg)
+	}
+	return newError(err, nil, "%s: registry %s", what, reg)
+}

@@ -1,0 +1,470 @@
+package image
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+var (
+	amd64   = v1.Platform{OS: "linux", Architecture: "amd64"}
+	arm64   = v1.Platform{OS: "linux", Architecture: "arm64"}
+	arm64v8 = v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	armv7   = v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+)
+
+func integration(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+}
+
+// readFiles opens every layer in order and returns path -> content of the
+// regular files (later layers win).
+func readFiles(t *testing.T, img *Image) map[string]string {
+	t.Helper()
+	files, err := tryReadFiles(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func tryReadFiles(ctx context.Context, img *Image) (map[string]string, error) {
+	files := map[string]string{}
+	for i := range img.Layers {
+		rc, err := img.OpenLayer(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				// A well-behaved consumer prefers Close's verdict: it
+				// finishes the digest checks.
+				if cerr := rc.Close(); cerr != nil {
+					return nil, cerr
+				}
+				return nil, err
+			}
+			if h.Typeflag == tar.TypeReg {
+				b, err := io.ReadAll(tr)
+				if err != nil {
+					rc.Close()
+					return nil, err
+				}
+				files[h.Name] = string(b)
+			}
+		}
+		if err := rc.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+func resolveT(t *testing.T, kind SourceKind, ref string, opts Options) *Image {
+	t.Helper()
+	if opts.CacheDir == "" && !opts.NoCache {
+		opts.CacheDir = t.TempDir()
+	}
+	img, err := Resolve(context.Background(), Source{Kind: kind, Ref: ref}, opts)
+	if err != nil {
+		t.Fatalf("Resolve(%s %s): %v", kind, ref, err)
+	}
+	t.Cleanup(func() { img.Close() })
+	return img
+}
+
+func wantErr(t *testing.T, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want an error containing %q, got nil", parts)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("error %q does not contain %q", err, p)
+		}
+	}
+}
+
+func hintsText(err error) string {
+	var out []string
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if h, ok := e.(interface{ Hints() []string }); ok {
+			out = append(out, h.Hints()...)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func multiArchIndex(t *testing.T, oci bool) (v1.ImageIndex, map[string]v1.Image) {
+	imgs := map[string]v1.Image{
+		"amd64": testenv.NewImage(t, testenv.ImageSpec{Platform: amd64, OCI: oci}),
+		"arm64": testenv.NewImage(t, testenv.ImageSpec{Platform: arm64v8, OCI: oci}),
+		"armv7": testenv.NewImage(t, testenv.ImageSpec{Platform: armv7, OCI: oci}),
+	}
+	idx := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["amd64"], imgs["arm64"]}, Attestation: true, OCI: oci})
+	return idx, imgs
+}
+
+func TestPlatformSelection(t *testing.T) {
+	idx, imgs := multiArchIndex(t, true)
+	dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+	idxDigest, _ := idx.Digest()
+	tests := []struct {
+		want     v1.Platform
+		image    string
+		platform string
+	}{
+		{amd64, "amd64", "linux/amd64"},
+		{arm64, "arm64", "linux/arm64/v8"},
+		{arm64v8, "arm64", "linux/arm64/v8"},
+	}
+	for _, tc := range tests {
+		t.Run(platformString(tc.want), func(t *testing.T) {
+			img := resolveT(t, KindOCILayout, dir, Options{Platform: tc.want})
+			wantDigest, _ := imgs[tc.image].Digest()
+			if img.Digest != wantDigest {
+				t.Errorf("digest %s, want %s", img.Digest, wantDigest)
+			}
+			if img.IndexDigest == nil || *img.IndexDigest != idxDigest {
+				t.Errorf("IndexDigest = %v, want %s", img.IndexDigest, idxDigest)
+			}
+			if got := platformString(img.Platform); got != tc.platform {
+				t.Errorf("platform %s, want %s", got, tc.platform)
+			}
+			files := readFiles(t, img)
+			if !strings.HasPrefix(files["etc/arch"], tc.want.Architecture) {
+				t.Errorf("etc/arch = %q", files["etc/arch"])
+			}
+		})
+	}
+
+	t.Run("miss lists platforms, attestation ignored", func(t *testing.T) {
+		idx := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["arm64"]}, Attestation: true, OCI: true})
+		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "no linux/amd64 variant", "linux/arm/v7, linux/arm64/v8")
+		if strings.Contains(err.Error(), "unknown") {
+			t.Errorf("attestation listed as a platform: %v", err)
+		}
+		if !strings.Contains(hintsText(err), "--platform linux/arm64") {
+			t.Errorf("hints do not suggest linux/arm64: %q", hintsText(err))
+		}
+	})
+	t.Run("single-platform mismatch", func(t *testing.T) {
+		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: imgs["arm64"]})
+		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "image is linux/arm64/v8 but --platform is linux/amd64; pass --platform linux/arm64 or choose another image")
+	})
+	t.Run("nested index", func(t *testing.T) {
+		inner := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["amd64"], imgs["arm64"]}, OCI: true})
+		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: inner, RefName: "v1"})
+		img := resolveT(t, KindOCILayout, dir, Options{Platform: arm64})
+		if d, _ := imgs["arm64"].Digest(); img.Digest != d {
+			t.Errorf("nested index: got %s", img.Digest)
+		}
+		innerDigest, _ := inner.Digest()
+		if img.IndexDigest == nil || *img.IndexDigest != innerDigest {
+			t.Errorf("IndexDigest = %v", img.IndexDigest)
+		}
+	})
+	t.Run("docker manifest list", func(t *testing.T) {
+		idx, imgs := multiArchIndex(t, false)
+		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+		img := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
+		if d, _ := imgs["amd64"].Digest(); img.Digest != d {
+			t.Errorf("got %s", img.Digest)
+		}
+	})
+}
+
+func TestLayerMediaTypes(t *testing.T) {
+	content := testenv.TarLayer(t, testenv.TarFile{Name: "f", Content: "data"})
+	for _, tc := range []struct {
+		name string
+		c    testenv.Compression
+		oci  bool
+	}{{"oci gzip", testenv.Gzip, true}, {"docker gzip", testenv.Gzip, false}, {"zstd", testenv.Zstd, true}, {"uncompressed", testenv.None, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := testenv.NewLayer(t, content, tc.c, tc.oci)
+			img := testenv.NewImage(t, testenv.ImageSpec{OCI: tc.oci, Layers: []v1.Layer{l}})
+			dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+			got := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
+			if got.Layers[0].MediaType != l.MT || got.Layers[0].Compression != string(tc.c) {
+				t.Errorf("layer %+v", got.Layers[0])
+			}
+			if files := readFiles(t, got); files["f"] != "data" {
+				t.Errorf("files = %v", files)
+			}
+		})
+	}
+	t.Run("gzip labelled uncompressed is sniffed", func(t *testing.T) {
+		l := testenv.NewLayer(t, content, testenv.Gzip, true)
+		l.MT = "application/vnd.oci.image.layer.v1.tar"
+		img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{l}})
+		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+		if files := readFiles(t, resolveT(t, KindOCILayout, dir, Options{Platform: amd64})); files["f"] != "data" {
+			t.Errorf("files = %v", files)
+		}
+	})
+	for _, mt := range []string{"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "application/vnd.cncf.helm.chart.content.v1.tar+gzip"} {
+		t.Run(mt, func(t *testing.T) {
+			l := testenv.NewLayer(t, content, testenv.Gzip, true)
+			l.MT = typesMT(mt)
+			img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{l}})
+			dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+			_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+			d, _ := l.Digest()
+			wantErr(t, err, "layer 0 "+d.String(), mt)
+		})
+	}
+}
+
+func TestLayoutRefNames(t *testing.T) {
+	a := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=a"}})
+	b := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=b"}})
+	parent := filepath.Join(t.TempDir(), "with:colon")
+	dir := testenv.WriteLayout(t, parent, testenv.LayoutEntry{Image: a, RefName: "a"}, testenv.LayoutEntry{Image: b, RefName: "b"})
+	for _, tc := range []struct {
+		ref, opt, env string
+	}{{dir + ":a", "", "WHO=a"}, {dir + ":b", "", "WHO=b"}, {dir, "b", "WHO=b"}, {dir + ":a", "b", "WHO=b"}} {
+		img := resolveT(t, KindOCILayout, tc.ref, Options{Platform: amd64, RefName: tc.opt})
+		if got := img.Config.Config.Env; len(got) != 1 || got[0] != tc.env {
+			t.Errorf("%s (RefName %q): env %v, want %s", tc.ref, tc.opt, got, tc.env)
+		}
+	}
+	_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+	wantErr(t, err, "holds several images", "available refs: a, b")
+	_, err = Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir + ":c"}, Options{Platform: amd64, NoCache: true})
+	wantErr(t, err, `no image named "c"`, "available refs: a, b")
+}
+
+func typesMT(s string) types.MediaType { return types.MediaType(s) }
+
+// flip changes one byte of a file at off (negative: from the end).
+func flip(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if off < 0 {
+		fi, _ := f.Stat()
+		off += fi.Size()
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipMember flips a byte in the middle of a member of a plain tar.
+func flipMember(t *testing.T, archive, member string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, err := indexTar(context.Background(), f, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := tf.lookup(member)
+	tf.close()
+	if !ok {
+		t.Fatalf("no member %s in %s", member, archive)
+	}
+	flip(t, archive, m.off+m.size/2)
+}
+
+func layerDigest(t *testing.T, img v1.Image, i int) v1.Hash {
+	ls, _ := img.Layers()
+	d, _ := ls[i].Digest()
+	return d
+}
+
+func TestOCIArchives(t *testing.T) {
+	integration(t)
+	idx, imgs := multiArchIndex(t, true)
+	other := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=other"}})
+	layoutDir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx, RefName: "multi"}, testenv.LayoutEntry{Image: other, RefName: "other"})
+	for _, gz := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "gzip"}[gz]
+		t.Run(name, func(t *testing.T) {
+			cache := t.TempDir()
+			archive := testenv.WriteOCIArchive(t, layoutDir, filepath.Join(t.TempDir(), "img.tar"), gz)
+			img := resolveT(t, KindOCIArchive, archive+":multi", Options{Platform: arm64, CacheDir: cache})
+			if d, _ := imgs["arm64"].Digest(); img.Digest != d {
+				t.Errorf("digest %s", img.Digest)
+			}
+			if files := readFiles(t, img); files["etc/arch"] != "arm64v8\n" {
+				t.Errorf("files %v", files)
+			}
+			if gz {
+				tmps, _ := filepath.Glob(filepath.Join(cache, "tmp", "docker2vm-archive-*"))
+				if len(tmps) != 1 {
+					t.Errorf("want one decompressed temp file, have %v", tmps)
+				}
+				img.Close()
+				tmps, _ = filepath.Glob(filepath.Join(cache, "tmp", "docker2vm-archive-*"))
+				if len(tmps) != 0 {
+					t.Errorf("temp file not removed on Close: %v", tmps)
+				}
+			}
+			img2 := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64, RefName: "other", NoCache: true})
+			if img2.Config.Config.Env[0] != "WHO=other" {
+				t.Errorf("env %v", img2.Config.Config.Env)
+			}
+			_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, NoCache: true})
+			wantErr(t, err, "available refs: multi, other")
+		})
+	}
+}
+
+func TestDockerSaveArchives(t *testing.T) {
+	integration(t)
+	a := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=a"}})
+	b := testenv.NewImage(t, testenv.ImageSpec{Platform: arm64, Env: []string{"WHO=b"}})
+	t.Run("ggcr tarball", func(t *testing.T) {
+		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), map[string]v1.Image{"example.com/a:1": a, "example.com/b:2": b})
+		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "holds 2 images", "example.com/a:1", "example.com/b:2")
+		img := resolveT(t, KindOCIArchive, p+":example.com/a:1", Options{Platform: amd64})
+		if img.Config.Config.Env[0] != "WHO=a" || img.Layers[0].Compression != "gzip" {
+			t.Errorf("got %v %+v", img.Config.Config.Env, img.Layers[0])
+		}
+		if files := readFiles(t, img); files["bin/hello"] == "" {
+			t.Errorf("files %v", files)
+		}
+		_, err = Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, RefName: "example.com/b:2", NoCache: true})
+		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
+	})
+	t.Run("legacy docker save", func(t *testing.T) {
+		l := testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: "x", Content: "same"}), testenv.Gzip, false)
+		img0 := testenv.NewImage(t, testenv.ImageSpec{Layers: []v1.Layer{l, l}})
+		p := testenv.WriteLegacyDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), img0, "app:latest")
+		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
+		if len(img.Layers) != 2 || img.Layers[1].Compression != "none" || img.Layers[0].Digest != img.Layers[0].DiffID {
+			t.Errorf("layers %+v", img.Layers)
+		}
+		if files := readFiles(t, img); files["x"] != "same" {
+			t.Errorf("files %v", files)
+		}
+		flipMember(t, p, "0000000000000000000000000000000000000000000000000000000000000001/layer.tar")
+		img = resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
+		_, err := tryReadFiles(context.Background(), img)
+		wantErr(t, err, "layer 0 "+img.Layers[0].Digest.String(), "digest mismatch")
+	})
+}
+
+func TestTamperedLayoutAndArchives(t *testing.T) {
+	integration(t)
+	img0 := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
+	l1 := layerDigest(t, img0, 1)
+	mdig, _ := img0.Digest()
+	fresh := func(t *testing.T) string {
+		return testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img0})
+	}
+	t.Run("layout layer", func(t *testing.T) {
+		dir := fresh(t)
+		flip(t, filepath.Join(dir, "blobs", "sha256", l1.Hex), 20)
+		img := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
+		_, err := tryReadFiles(context.Background(), img)
+		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch", "tampered")
+	})
+	t.Run("layout manifest", func(t *testing.T) {
+		dir := fresh(t)
+		flip(t, filepath.Join(dir, "blobs", "sha256", mdig.Hex), 30)
+		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
+	})
+	t.Run("layout config", func(t *testing.T) {
+		dir := fresh(t)
+		cd, _ := img0.ConfigName()
+		flip(t, filepath.Join(dir, "blobs", "sha256", cd.Hex), 10)
+		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "config "+cd.String(), "digest mismatch")
+	})
+	t.Run("oci archive member", func(t *testing.T) {
+		archive := testenv.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
+		flipMember(t, archive, "blobs/sha256/"+l1.Hex)
+		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
+		_, err := tryReadFiles(context.Background(), img)
+		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch")
+	})
+	t.Run("oci archive manifest", func(t *testing.T) {
+		archive := testenv.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
+		flipMember(t, archive, "blobs/sha256/"+mdig.Hex)
+		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
+	})
+	t.Run("gzip oci archive", func(t *testing.T) {
+		dir := fresh(t)
+		flip(t, filepath.Join(dir, "blobs", "sha256", l1.Hex), -3) // in the gzip trailer
+		archive := testenv.WriteOCIArchive(t, dir, filepath.Join(t.TempDir(), "a.tar.gz"), true)
+		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
+		_, err := tryReadFiles(context.Background(), img)
+		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch")
+	})
+	t.Run("docker save layer", func(t *testing.T) {
+		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
+		flipMember(t, p, l1.Hex+".tar.gz")
+		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
+		_, err := tryReadFiles(context.Background(), img)
+		wantErr(t, err, "layer 1", "digest mismatch")
+	})
+	t.Run("docker save config", func(t *testing.T) {
+		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
+		cd, _ := img0.ConfigName()
+		flipMember(t, p, cd.String())
+		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, "config "+cd.String(), "digest mismatch")
+	})
+}
+
+func TestArchiveErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o644)
+		return p
+	}
+	for _, tc := range []struct {
+		name, path string
+		parts      []string
+	}{
+		{"missing", filepath.Join(dir, "nope.tar"), []string{"cannot open archive"}},
+		{"not a tar", write("junk.tar", strings.Repeat("junk", 300)), []string{"is not a valid image archive"}},
+		{"empty", write("empty.tar", ""), []string{"neither index.json"}},
+		{"directory", dir, []string{"is a directory"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: tc.path}, Options{Platform: amd64, NoCache: true})
+			wantErr(t, err, tc.parts...)
+			if hintsText(err) == "" {
+				t.Errorf("no hints: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,302 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// shortHex renders a digest for messages.
+func hashOf(h hash.Hash) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+}
+
+func sha256Of(b []byte) v1.Hash {
+	s := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
+}
+
+func checkAlgorithm(d v1.Hash, what string) error {
+	if d.Algorithm != "sha256" {
+		return newError(nil, []string{"Only sha256 digests are supported."}, "%s: unsupported digest algorithm %q", what, d.Algorithm)
+	}
+	return nil
+}
+
+// verifier passes r through, hashing it; it fails when more than size bytes
+// arrive, and at EOF when fewer did or the hash differs from want. A
+// negative size is not checked.
+type verifier struct {
+	r    io.Reader
+	h    hash.Hash
+	want v1.Hash
+	size int64
+	n    int64
+	what string
+	err  error // sticky result once EOF was seen
+	done bool
+}
+
+func newVerifier(r io.Reader, want v1.Hash, size int64, what string) (*verifier, error) {
+	if err := checkAlgorithm(want, what); err != nil {
+		return nil, err
+	}
+	return &verifier{r: r, h: sha256.New(), want: want, size: size, what: what}, nil
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	if v.done {
+		if v.err != nil {
+			return 0, v.err
+		}
+		return 0, io.EOF
+	}
+	if v.size >= 0 && int64(len(p)) > v.size-v.n+1 {
+		p = p[:v.size-v.n+1] // read at most one byte past the size, to detect excess
+	}
+	n, err := v.r.Read(p)
+	v.n += int64(n)
+	v.h.Write(p[:n])
+	if v.size >= 0 && v.n > v.size {
+		v.done = true
+		v.err = &integrityError{what: v.what, msg: fmt.Sprintf("more than the %d bytes its descriptor states", v.size)}
+		return n, v.err
+	}
+	if err == io.EOF {
+		v.done = true
+		v.err = v.check()
+		if v.err != nil {
+			return n, v.err
+		}
+	} else if err != nil {
+		err = fmt.Errorf("reading %s: %w", v.what, err)
+	}
+	return n, err
+}
+
+func (v *verifier) check() error {
+	if v.size >= 0 && v.n != v.size {
+		return &integrityError{what: v.what, msg: fmt.Sprintf("%d bytes, expected %d", v.n, v.size)}
+	}
+	if got := hashOf(v.h); got != v.want {
+		return &integrityError{what: v.what, msg: "got " + got.String()}
+	}
+	return nil
+}
+
+// readVerified reads a whole small blob (at most limit bytes) and checks it.
+func readVerified(r io.Reader, desc v1.Descriptor, limit int64, what string) ([]byte, error) {
+	if desc.Size > limit {
+		return nil, newError(nil, nil, "%s is %d bytes, more than the %d allowed", what, desc.Size, limit)
+	}
+	size := desc.Size
+	if size <= 0 {
+		size = -1
+	}
+	v, err := newVerifier(io.LimitReader(r, limit+1), desc.Digest, size, what)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(v)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, newError(nil, nil, "%s is more than the %d bytes allowed", what, limit)
+	}
+	return b, nil
+}
+
+// Magic numbers.
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+func sniffCompression(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		return "gzip"
+	case bytes.HasPrefix(head, zstdMagic):
+		return "zstd"
+	}
+	return "none"
+}
+
+// layerReader decompresses a verified layer stream and checks its DiffID.
+type layerReader struct {
+	ctx     context.Context
+	raw     io.ReadCloser // the stored bytes
+	comp    *verifier     // over raw
+	dec     io.Reader     // decompressed
+	closeFn func()        // releases the decompressor
+	diff    *verifier     // over dec; nil when not checked separately
+	out     io.Reader
+	err     error // sticky
+	eof     bool
+	closed  bool
+}
+
+func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, diffID v1.Hash, what string) (io.ReadCloser, error) {
+	comp, err := newVerifier(raw, desc.Digest, desc.Size, what)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(comp, 64<<10)
+	head, err := br.Peek(4)
+	if err != nil && err != io.EOF {
+		raw.Close()
+		return nil, err
+	}
+	lr := &layerReader{ctx: ctx, raw: raw, comp: comp}
+	var kind = sniffCompression(head)
+	switch kind {
+	case "gzip":
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("%s: bad gzip stream: %w", what, err)
+		}
+		lr.dec, lr.closeFn = zr, func() { zr.Close() }
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256<<20))
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("%s: bad zstd stream: %w", what, err)
+		}
+		lr.dec, lr.closeFn = zr, zr.Close
+	default:
+		lr.dec = br
+	}
+	lr.out = lr.dec
+	if diffID.Hex != "" && (kind != "none" || diffID != desc.Digest) {
+		lr.diff, err = newVerifier(lr.dec, diffID, -1, what+" (uncompressed, diff ID "+diffID.String()+")")
+		if err != nil {
+			lr.Close()
+			return nil, err
+		}
+		lr.out = lr.diff
+	}
+	return lr, nil
+}
+
+func (l *layerReader) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	if l.eof {
+		return 0, io.EOF
+	}
+	if err := l.ctx.Err(); err != nil {
+		l.err = err
+		return 0, err
+	}
+	n, err := l.out.Read(p)
+	if err == io.EOF {
+		// The decompressor may stop before the end of the stored blob
+		// (padding, trailing frames): read it to the end so its digest
+		// is checked.
+		if _, derr := io.Copy(io.Discard, l.comp); derr != nil {
+			l.err = derr
+			return n, derr
+		}
+		l.eof = true
+		return n, io.EOF
+	}
+	if err != nil {
+		if !errors.Is(err, ErrDigestMismatch) {
+			// A broken stream (bad gzip data...) is most likely a
+			// corrupt blob: say which.
+			if verr := l.finishCompressed(); verr != nil {
+				err = verr
+			} else if l.diff != nil && !l.diff.done {
+				// The stored bytes match their digest but do not
+				// decompress: they cannot match the diff ID either.
+				err = &integrityError{what: l.comp.what, msg: fmt.Sprintf("the layer does not decompress (%v), so it cannot match diff ID %s", errors.Unwrap(err), l.diff.want)}
+			} else {
+				err = fmt.Errorf("%s: %w", l.comp.what, err)
+			}
+		}
+		l.err = err
+	}
+	return n, err
+}
+
+// finishCompressed reads the rest of the stored blob and returns its
+// verification error, if any.
+func (l *layerReader) finishCompressed() error {
+	if l.comp.done {
+		return l.comp.err
+	}
+	_, err := copyCtx(l.ctx, io.Discard, l.comp)
+	if errors.Is(err, ErrDigestMismatch) {
+		return err
+	}
+	return nil
+}
+
+// Close finishes the checks (reading what is left unless ctx is done) and
+// releases the stream.
+func (l *layerReader) Close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	var err error
+	if l.err == nil && !l.eof && l.ctx.Err() == nil {
+		_, err = copyCtx(l.ctx, io.Discard, readerFunc(l.Read))
+		if errors.Is(err, l.ctx.Err()) {
+			err = nil
+		}
+	}
+	if l.closeFn != nil {
+		l.closeFn()
+	}
+	if cerr := l.raw.Close(); err == nil && l.err == nil {
+		err = cerr
+	}
+	if err == nil && l.err != nil && errors.Is(l.err, ErrDigestMismatch) {
+		err = l.err
+	}
+	return err
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// copyCtx is io.Copy that stops when ctx is done.
+func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	buf := make([]byte, 128<<10)
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}

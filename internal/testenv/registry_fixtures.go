@@ -1,0 +1,422 @@
+package testenv
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+)
+
+func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TarFile is one entry of a test layer.
+type TarFile struct {
+	Name    string
+	Content string
+	Mode    int64
+	Dir     bool
+}
+
+// TarLayer builds an uncompressed tar in memory (deterministic: fixed
+// times and owners).
+func TarLayer(t testing.TB, files ...TarFile) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	for _, f := range files {
+		h := &tar.Header{Name: f.Name, Mode: f.Mode, ModTime: mt, Format: tar.FormatPAX}
+		if f.Dir {
+			h.Typeflag = tar.TypeDir
+			if h.Mode == 0 {
+				h.Mode = 0o755
+			}
+		} else {
+			h.Typeflag = tar.TypeReg
+			h.Size = int64(len(f.Content))
+			if h.Mode == 0 {
+				h.Mode = 0o644
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, f.Content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Compression of a test layer.
+type Compression string
+
+const (
+	Gzip Compression = "gzip"
+	Zstd Compression = "zstd"
+	None Compression = "none"
+)
+
+// Layer is a v1.Layer over in-memory bytes.
+type Layer struct {
+	Raw, Tar []byte
+	MT       types.MediaType
+}
+
+func digestOf(b []byte) v1.Hash {
+	s := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
+}
+
+func (l *Layer) Digest() (v1.Hash, error)           { return digestOf(l.Raw), nil }
+func (l *Layer) DiffID() (v1.Hash, error)           { return digestOf(l.Tar), nil }
+func (l *Layer) Compressed() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l.Raw)), nil }
+func (l *Layer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.Tar)), nil
+}
+func (l *Layer) Size() (int64, error)                { return int64(len(l.Raw)), nil }
+func (l *Layer) MediaType() (types.MediaType, error) { return l.MT, nil }
+
+// NewLayer compresses tarBytes; oci selects OCI media types (else Docker;
+// zstd and none are always OCI media types).
+func NewLayer(t testing.TB, tarBytes []byte, c Compression, oci bool) *Layer {
+	t.Helper()
+	l := &Layer{Tar: tarBytes}
+	switch c {
+	case Gzip:
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write(tarBytes)
+		zw.Close()
+		l.Raw = b.Bytes()
+		l.MT = types.DockerLayer
+		if oci {
+			l.MT = types.OCILayer
+		}
+	case Zstd:
+		zw, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Raw = zw.EncodeAll(tarBytes, nil)
+		zw.Close()
+		l.MT = types.OCILayerZStd
+	default:
+		l.Raw = tarBytes
+		l.MT = types.OCIUncompressedLayer
+	}
+	return l
+}
+
+// ImageSpec describes a test image.
+type ImageSpec struct {
+	Platform v1.Platform // default linux/amd64
+	OCI      bool        // OCI media types (else Docker schema 2)
+	Layers   []v1.Layer  // default: two small gzip layers
+	Env      []string
+}
+
+// NewImage builds an image from spec.
+func NewImage(t testing.TB, spec ImageSpec) v1.Image {
+	t.Helper()
+	p := spec.Platform
+	if p.OS == "" {
+		p = v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	if spec.Layers == nil {
+		tag := p.Architecture + p.Variant
+		spec.Layers = []v1.Layer{
+			NewLayer(t, TarLayer(t, TarFile{Name: "etc/", Dir: true}, TarFile{Name: "etc/arch", Content: tag + "\n"}), Gzip, spec.OCI),
+			NewLayer(t, TarLayer(t, TarFile{Name: "bin/", Dir: true}, TarFile{Name: "bin/hello", Content: "#!/bin/sh\necho hi " + tag + "\n", Mode: 0o755}), Gzip, spec.OCI),
+		}
+	}
+	base := empty.Image
+	if spec.OCI {
+		base = mutate.MediaType(base, types.OCIManifestSchema1)
+		base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	}
+	var adds []mutate.Addendum
+	for _, l := range spec.Layers {
+		mt, _ := l.MediaType()
+		adds = append(adds, mutate.Addendum{Layer: l, MediaType: mt})
+	}
+	img, err := mutate.Append(base, adds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+	cf.Config.Env = spec.Env
+	cf.Config.Cmd = []string{"/bin/hello"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// IndexSpec describes a multi-platform index.
+type IndexSpec struct {
+	Images      []v1.Image // each annotated with the platform of its config
+	Attestation bool       // add a BuildKit-style attestation manifest (unknown/unknown)
+	OCI         bool
+}
+
+// NewIndex builds an index of images, each entry carrying its platform.
+func NewIndex(t testing.TB, spec IndexSpec) v1.ImageIndex {
+	t.Helper()
+	var idx v1.ImageIndex = empty.Index
+	if spec.OCI {
+		idx = mutate.IndexMediaType(idx, types.OCIImageIndex)
+	} else {
+		idx = mutate.IndexMediaType(idx, types.DockerManifestList)
+	}
+	var adds []mutate.IndexAddendum
+	for _, img := range spec.Images {
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := cf.Platform()
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
+	}
+	if spec.Attestation && len(spec.Images) > 0 {
+		d, err := spec.Images[0].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		att := NewImage(t, ImageSpec{OCI: true, Platform: v1.Platform{OS: "unknown", Architecture: "unknown"},
+			Layers: []v1.Layer{NewLayer(t, []byte(`{"predicateType":"https://slsa.dev/provenance/v0.2"}`), None, true)}})
+		adds = append(adds, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
+			Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
+			Annotations: map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": d.String()},
+		}})
+	}
+	return mutate.AppendManifests(idx, adds...)
+}
+
+// LayoutEntry is one top-level entry of a test OCI layout.
+type LayoutEntry struct {
+	Image   v1.Image      // or
+	Index   v1.ImageIndex // one of the two
+	RefName string        // org.opencontainers.image.ref.name, optional
+	// Platform annotates the index.json entry, optional.
+	Platform *v1.Platform
+}
+
+// WriteLayout writes an OCI image layout into dir (created if needed).
+func WriteLayout(t testing.TB, dir string, entries ...LayoutEntry) string {
+	t.Helper()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var opts []layout.Option
+		if e.RefName != "" {
+			opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": e.RefName}))
+		}
+		if e.Platform != nil {
+			opts = append(opts, layout.WithPlatform(*e.Platform))
+		}
+		if e.Image != nil {
+			err = p.AppendImage(e.Image, opts...)
+		} else {
+			err = p.AppendIndex(e.Index, opts...)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// WriteOCIArchive tars the layout in dir into out (gzip-compressed when
+// compress is set), the way `docker buildx --output type=oci` does.
+func WriteOCIArchive(t testing.TB, dir, out string, compress bool) string {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var w io.Writer = f
+	var zw *gzip.Writer
+	if compress {
+		zw = gzip.NewWriter(f)
+		w = zw
+	}
+	tw := tar.NewWriter(w)
+	var names []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p != dir {
+			names = append(names, p)
+		}
+		return nil
+	})
+	sort.Strings(names)
+	for _, p := range names {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h, err := tar.FileInfoHeader(fi, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Name = filepath.ToSlash(rel)
+		if fi.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw.Write(b)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// WriteDockerSave writes a docker-save style archive with go-containerregistry
+// (layers stored compressed as <digest>.tar.gz, config as sha256:<hex>).
+func WriteDockerSave(t testing.TB, out string, images map[string]v1.Image) string {
+	t.Helper()
+	m := map[name.Reference]v1.Image{}
+	for tag, img := range images {
+		ref, err := name.NewTag(tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[ref] = img
+	}
+	if err := tarball.MultiRefWriteToFile(out, m); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// WriteLegacyDockerSave writes an archive in the layout of `docker save`
+// before Docker 25: <n>/layer.tar holding the uncompressed layer,
+// <confighex>.json, manifest.json and repositories; a repeated layer is a
+// symlink to the first copy, as Docker writes it.
+func WriteLegacyDockerSave(t testing.TB, out string, img v1.Image, tag string) string {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	add := func(name string, b []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(b)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName := digestOf(cfg).Hex + ".json"
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	first := map[v1.Hash]string{}
+	for i, l := range layers {
+		d, _ := l.DiffID()
+		dir := fmt.Sprintf("%064x", i+1)
+		name := dir + "/layer.tar"
+		names = append(names, name)
+		if prev, ok := first[d]; ok {
+			tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: "../" + prev, Mode: 0o777})
+			continue
+		}
+		first[d] = name
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
+		add(name, b)
+	}
+	add(cfgName, cfg)
+	mf, _ := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{tag}, "Layers": names}})
+	add("manifest.json", mf)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Push writes an image or index to the registry as repo:tag, with basic
+// auth when the registry has credentials. It returns the reference.
+func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
+	t.Helper()
+	ref, err := name.ParseReference(r.Ref(repoTag), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{}
+	if r.Username != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}))
+	}
+	if img != nil {
+		err = remote.Write(ref, img, opts...)
+	} else {
+		err = remote.WriteIndex(ref, idx, opts...)
+	}
+	if err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	return ref.String()
+}
