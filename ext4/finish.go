@@ -1,0 +1,405 @@
+package ext4
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
+
+// node is one inode as Finish lays it out.
+type node struct {
+	in     *fstree.Inode
+	path   string
+	parent uint32 // directories: the parent's inode number
+	links  uint32
+	data   *content // regular files
+
+	// filled by layout
+	iblock [60]byte
+	flags  uint32
+	size   uint64
+	blocks uint64 // image blocks charged to the inode (data, tree, xattr block)
+	xblock int    // index into finisher.xblocks, -1 for none
+	ibody  []byte // in-inode xattr area, nil for none
+}
+
+// xblock is one xattr block, shared by every inode with the same set.
+type xblock struct {
+	data []byte
+	refs uint32
+	blk  uint64
+}
+
+// finisher holds the state of one Finish call.
+type finisher struct {
+	w        *Writer
+	nodes    []*node // by inode number; reserved numbers are nil
+	uuid     [16]byte
+	hashSeed [4]uint32
+	csumSeed uint32
+	xblocks  []*xblock
+	xindex   map[string]int
+	idx      map[*fstree.Inode]uint32
+
+	journal    *node
+	groups     uint64
+	blocks     uint64 // blocks_count
+	ipg        uint32
+	gdt        uint64
+	blockBmp   []uint64
+	inodeBmp   []uint64
+	inodeTable []uint64
+}
+
+// Finish writes all metadata for tree t, whose regular files hold content
+// returned by Put (or readable through Options.Source), and sizes the file.
+// The file is then a complete ext4 image. The tree is not modified.
+func (w *Writer) Finish(ctx context.Context, t *fstree.Tree) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished {
+		return errors.New("ext4: Finish called twice")
+	}
+	if t == nil || t.Root == nil || t.Root.Type != fstree.TypeDir {
+		return errors.New("ext4: tree has no root directory")
+	}
+	fin := &finisher{w: w, xindex: map[string]int{}}
+	if err := fin.number(ctx, t); err != nil {
+		return err
+	}
+	w.finished = true
+	steps := []func(context.Context) error{fin.layout, fin.writeXattrBlocks, fin.makeJournal, fin.plan, fin.writeInodes, fin.writeGroups}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	size := int64(fin.blocks) * blockSize
+	if w.opts.Size > 0 {
+		size = w.opts.Size
+	}
+	if err := w.f.Truncate(size); err != nil {
+		return fmt.Errorf("ext4: setting image size: %w", err)
+	}
+	return nil
+}
+
+// number gives every inode its number (root 2, lost+found 11, the rest from
+// 12 in walk order), counts links, takes in foreign content and hashes the
+// tree for the derived UUID.
+func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
+	w := f.w
+	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
+	root := *t.Root
+	root.Children = make(map[string]*fstree.Inode, len(t.Root.Children)+1)
+	for k, v := range t.Root.Children {
+		root.Children[k] = v
+	}
+	f.nodes = make([]*node, firstIno)
+	f.nodes[rootIno] = &node{in: &root, parent: rootIno, links: 2}
+	index := map[*fstree.Inode]uint32{t.Root: rootIno, &root: rootIno}
+	f.idx = index
+	lf, ok := root.Children["lost+found"]
+	if !ok {
+		lf = fstree.NewDir(0o700, 0, 0)
+		lf.Mtime, lf.Atime, lf.Ctime = sde, sde, sde
+		root.Children["lost+found"] = lf
+	}
+	if lf.Type == fstree.TypeDir {
+		f.nodes = append(f.nodes, &node{in: lf, path: "lost+found", parent: rootIno, links: 2})
+		index[lf] = firstIno
+	}
+	owner := map[*content]uint32{}
+	h := sha256.New()
+	fmt.Fprintf(h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
+	hashInode(h, "", &root, 0)
+
+	var visit func(dirIno uint32, dir *fstree.Inode, p string, depth int) error
+	visit = func(dirIno uint32, dir *fstree.Inode, p string, depth int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for _, name := range fstree.SortedNames(dir) {
+			c := dir.Children[name]
+			cp := name
+			if p != "" {
+				cp = p + "/" + name
+			}
+			if c == nil {
+				return fmt.Errorf("ext4: %s: nil inode in tree", cp)
+			}
+			ino, seen := index[c]
+			if c.Type == fstree.TypeDir {
+				if seen && ino != firstIno {
+					return fmt.Errorf("ext4: %s: directory appears twice in the tree", cp)
+				}
+				if !seen {
+					ino = uint32(len(f.nodes))
+					f.nodes = append(f.nodes, &node{in: c, path: cp, links: 2})
+					index[c] = ino
+				}
+				f.nodes[ino].parent = dirIno
+				f.nodes[dirIno].links++
+				hashInode(h, cp, c, ino)
+				if err := visit(ino, c, cp, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+			if !seen {
+				ino = uint32(len(f.nodes))
+				n := &node{in: c, path: cp}
+				f.nodes = append(f.nodes, n)
+				index[c] = ino
+				if err := f.takeContent(ctx, n, ino, owner); err != nil {
+					return err
+				}
+			}
+			n := f.nodes[ino]
+			n.links++
+			if n.links > maxLinks {
+				return fmt.Errorf("ext4: %s: more than %d hard links", cp, maxLinks)
+			}
+			hashInode(h, cp, c, ino)
+			if n.data != nil {
+				binary.Write(h, binary.LittleEndian, n.data.crc)
+			}
+		}
+		return nil
+	}
+	if err := visit(rootIno, &root, "", 0); err != nil {
+		return err
+	}
+	if uint64(len(f.nodes)) > 1<<32-1 {
+		return errors.New("ext4: too many inodes")
+	}
+	sum := h.Sum(nil)
+	copy(f.uuid[:], sum)
+	f.uuid[6] = f.uuid[6]&0x0f | 0x50 // name-based UUID
+	f.uuid[8] = f.uuid[8]&0x3f | 0x80
+	if w.opts.UUID != nil {
+		f.uuid = *w.opts.UUID
+	}
+	seed := sha256.Sum256(append([]byte("ext4 htree hash seed "), f.uuid[:]...))
+	for i := range f.hashSeed {
+		f.hashSeed[i] = le.Uint32(seed[4*i:])
+	}
+	f.csumSeed = crc32cRaw(^uint32(0), f.uuid[:])
+	return nil
+}
+
+// takeContent checks a regular file's content and copies it in when it
+// came from another store or is shared with another inode.
+func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner map[*content]uint32) error {
+	if n.in.Type != fstree.TypeRegular || n.in.Content == nil {
+		return nil
+	}
+	w := f.w
+	c, ok := n.in.Content.(*content)
+	if ok && c.w == w {
+		if c.released {
+			return fmt.Errorf("ext4: %s: content was released but is still in the tree", n.path)
+		}
+		if _, dup := owner[c]; !dup {
+			owner[c] = ino
+			n.data = c
+			return nil
+		}
+	}
+	src := w.opts.Source
+	if ok && c.w == w {
+		src = w
+	} else if c, ok := n.in.Content.(*content); ok {
+		src = c.w
+	}
+	if src == nil {
+		return fmt.Errorf("ext4: %s: content %T was not stored by this writer and Options.Source is not set", n.path, n.in.Content)
+	}
+	ra, err := src.Open(n.in.Content)
+	if err != nil {
+		return fmt.Errorf("ext4: %s: opening content: %w", n.path, err)
+	}
+	size := n.in.Content.Size()
+	nc := &content{w: w, size: size}
+	if err := w.fill(ctx, nc, io.NewSectionReader(ra, 0, size)); err != nil {
+		return fmt.Errorf("ext4: %s: copying content: %w", n.path, err)
+	}
+	n.data = nc
+	return nil
+}
+
+func hashInode(h hash.Hash, p string, n *fstree.Inode, ino uint32) {
+	fmt.Fprintf(h, "%q %d %d %o %d %d %v %v %v %d %q %d %d\n", p, ino, n.Type, n.Mode, n.UID, n.GID,
+		n.Mtime, n.Atime, n.Ctime, n.Size(), n.Target, n.Major, n.Minor)
+	for _, x := range n.Xattrs {
+		fmt.Fprintf(h, "x %q %q\n", x.Name, x.Value)
+	}
+}
+
+// layout writes every inode's blocks (directories, extent trees, slow
+// symlinks) and works out its i_block, flags, size and xattrs.
+func (f *finisher) layout(ctx context.Context) error {
+	for ino := uint32(rootIno); ino < uint32(len(f.nodes)); ino++ {
+		n := f.nodes[ino]
+		if n == nil {
+			continue
+		}
+		if ino%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if err := f.layoutOne(ino, n); err != nil {
+			p := n.path
+			if p == "" {
+				p = "/"
+			}
+			return fmt.Errorf("ext4: inode for %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func (f *finisher) layoutOne(ino uint32, n *node) error {
+	w := f.w
+	seed := inodeCsumSeed(f.csumSeed, ino, 0)
+	n.xblock = -1
+	switch n.in.Type {
+	case fstree.TypeDir:
+		ents := make([]dirent, 0, len(n.in.Children))
+		for _, name := range fstree.SortedNames(n.in) {
+			c := n.in.Children[name]
+			ents = append(ents, dirent{name: name, ino: f.idx[c], ftype: fileType(c.Type)})
+		}
+		minBlocks := 1
+		if ino == firstIno && len(ents) == 0 {
+			minBlocks = 4 // mke2fs gives lost+found 16 KiB to reconnect into
+		}
+		data, indexed, err := dirBlocks(ino, n.parent, ents, minBlocks, seed, f.hashSeed)
+		if err != nil {
+			return err
+		}
+		ext, err := w.writeBlocks(data)
+		if err != nil {
+			return err
+		}
+		if err := f.setExtents(n, ino, seed, ext); err != nil {
+			return err
+		}
+		n.size = uint64(len(data))
+		if indexed {
+			n.flags |= flagIndex
+		}
+		if n.links > maxLinks {
+			n.links = 1 // dir_nlink: "many"
+		}
+	case fstree.TypeRegular:
+		var ext []extent
+		if n.data != nil {
+			ext = n.data.ext
+			n.size = uint64(n.data.size)
+		}
+		if err := f.setExtents(n, ino, seed, ext); err != nil {
+			return err
+		}
+	case fstree.TypeSymlink:
+		t := n.in.Target
+		n.size = uint64(len(t))
+		switch {
+		case len(t) < 60:
+			copy(n.iblock[:], t)
+		case len(t) < blockSize:
+			b := make([]byte, blockSize)
+			copy(b, t)
+			ext, err := w.writeBlocks(b)
+			if err != nil {
+				return err
+			}
+			if err := f.setExtents(n, ino, seed, ext); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("symlink target of %d bytes is longer than %d", len(t), blockSize-1)
+		}
+	case fstree.TypeCharDev, fstree.TypeBlockDev:
+		ma, mi := n.in.Major, n.in.Minor
+		if ma < 256 && mi < 256 {
+			le.PutUint32(n.iblock[0:], ma<<8|mi)
+		} else {
+			if ma >= 1<<12 || mi >= 1<<20 {
+				return fmt.Errorf("device number %d:%d out of range", ma, mi)
+			}
+			le.PutUint32(n.iblock[4:], mi&0xff|ma<<8|(mi&^0xff)<<12)
+		}
+	case fstree.TypeFIFO, fstree.TypeSocket:
+	default:
+		return fmt.Errorf("unknown inode type %v", n.in.Type)
+	}
+	if len(n.in.Xattrs) > 0 {
+		xs, err := toDiskXattrs(n.in.Xattrs)
+		if err != nil {
+			return err
+		}
+		ibody, block, err := splitXattrs(xs)
+		if err != nil {
+			return err
+		}
+		if len(ibody) > 0 {
+			n.ibody = encodeIbody(ibody)
+		}
+		if len(block) > 0 {
+			b := encodeXattrBlock(block)
+			i, ok := f.xindex[string(b)]
+			if !ok {
+				i = len(f.xblocks)
+				f.xblocks = append(f.xblocks, &xblock{data: b})
+				f.xindex[string(b)] = i
+			}
+			f.xblocks[i].refs++
+			n.xblock = i
+			n.blocks++
+		}
+	}
+	return nil
+}
+
+func (f *finisher) setExtents(n *node, ino, seed uint32, ext []extent) error {
+	ib, tree, err := f.w.extentTree(ino, seed, ext)
+	if err != nil {
+		return err
+	}
+	n.iblock = ib
+	n.flags |= flagExtents
+	for _, e := range ext {
+		n.blocks += uint64(e.len)
+	}
+	n.blocks += tree
+	return nil
+}
+
+
+func fileType(t fstree.Type) uint8 {
+	switch t {
+	case fstree.TypeRegular:
+		return ftReg
+	case fstree.TypeDir:
+		return ftDir
+	case fstree.TypeSymlink:
+		return ftSymlink
+	case fstree.TypeCharDev:
+		return ftChr
+	case fstree.TypeBlockDev:
+		return ftBlk
+	case fstree.TypeFIFO:
+		return ftFIFO
+	case fstree.TypeSocket:
+		return ftSock
+	}
+	return ftUnknown
+}

@@ -1,0 +1,463 @@
+package ext4
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sort"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
+
+// writeXattrBlocks places the shared xattr blocks now that their
+// reference counts are known.
+func (f *finisher) writeXattrBlocks(ctx context.Context) error {
+	for _, x := range f.xblocks {
+		x.blk = f.w.metaAlloc(1).start
+		le.PutUint32(x.data[4:], x.refs)
+		le.PutUint32(x.data[16:], 0)
+		var nr [8]byte
+		le.PutUint64(nr[:], x.blk)
+		le.PutUint32(x.data[16:], crc32cRaw(crc32cRaw(f.csumSeed, nr[:]), x.data))
+		if _, err := f.w.f.WriteAt(x.data, int64(x.blk)*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing xattr block: %w", err)
+		}
+		x.data = nil
+	}
+	return nil
+}
+
+// headroom is the free space (in blocks) added to an automatically sized
+// image that uses `used` blocks.
+func (w *Writer) headroom(used uint64) uint64 {
+	if w.opts.Headroom > 0 {
+		return (uint64(w.opts.Headroom) + blockSize - 1) / blockSize
+	}
+	return max(minHeadroom/blockSize, used/4)
+}
+
+// makeJournal allocates the journal (contiguous fresh blocks, left as
+// holes: an empty journal needs only its superblock) as inode 8.
+func (f *finisher) makeJournal(ctx context.Context) error {
+	w := f.w
+	if w.opts.NoJournal {
+		return nil
+	}
+	var jb uint64
+	switch {
+	case w.opts.JournalSize > 0:
+		jb = uint64(w.opts.JournalSize) / blockSize
+		if jb < minJournalBlocks {
+			return fmt.Errorf("ext4: journal size %d is below the minimum of %d bytes", w.opts.JournalSize, minJournalBlocks*blockSize)
+		}
+	case w.opts.Size > 0:
+		jb = defaultJournalBlocks(uint64(w.opts.Size) / blockSize)
+	default:
+		jb = defaultJournalBlocks(w.alloc.next + w.headroom(w.alloc.next))
+	}
+	c := &content{w: w, size: int64(jb) * blockSize}
+	for l := uint64(0); l < jb; {
+		r := w.alloc.fresh(jb - l)
+		w.metaRuns = append(w.metaRuns, r)
+		c.appendRun(l, r)
+		l += r.len
+	}
+	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
+	n := &node{in: &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o600, Mtime: sde, Atime: sde, Ctime: sde}, path: "<journal>", links: 1, data: c}
+	f.nodes[journalIno] = n
+	if err := f.layoutOne(journalIno, n); err != nil {
+		return fmt.Errorf("ext4: journal: %w", err)
+	}
+	jsb := journalSuperblock{
+		Magic:           jbd2Magic,
+		BlockType:       jbd2SuperblockV2,
+		BlockSize:       blockSize,
+		MaxLen:          uint32(jb),
+		First:           1,
+		Sequence:        1,
+		FeatureIncompat: jbd2Incompat64bit | jbd2IncompatCsumV3,
+		UUID:            f.uuid,
+		NrUsers:         1,
+		ChecksumType:    jbd2CRC32C,
+	}
+	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.ext[0].phys)*blockSize); err != nil {
+		return fmt.Errorf("ext4: writing journal superblock: %w", err)
+	}
+	return nil
+}
+
+// plan fixes the geometry (size, groups, inodes per group) and places the
+// bitmaps and inode tables after everything else.
+func (f *finisher) plan(ctx context.Context) error {
+	w := f.w
+	ninodes := uint64(len(f.nodes) - 1)
+	fixed := w.opts.Size > 0
+	total := w.alloc.next + w.headroom(w.alloc.next)
+	if fixed {
+		total = uint64(w.opts.Size) / blockSize
+	}
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return errors.New("ext4: filesystem geometry did not converge")
+		}
+		if !fixed {
+			total = (total + 255) &^ 255 // whole MiB
+		}
+		groups := (total + blocksPerGrp - 1) / blocksPerGrp
+		gdt := gdtBlocks(groups)
+		if 1+gdt > w.alloc.resv {
+			return fmt.Errorf("ext4: image of %d bytes is too large for automatic sizing; set Size", total*blockSize)
+		}
+		if last := total - (groups-1)*blocksPerGrp; groups > 1 && isBackupGroup(groups-1) && last < 2+gdt {
+			// the last group cannot hold its superblock copy
+			if fixed {
+				total = (groups - 1) * blocksPerGrp
+			} else {
+				total = (groups-1)*blocksPerGrp + 2 + gdt
+			}
+			continue
+		}
+		want := max(ninodes+max(ninodes/4, 1024), total*blockSize/uint64(w.opts.InodeRatio))
+		ipg := (want + groups - 1) / groups
+		ipg = max(16, (ipg+15)&^15)
+		if ipg > 8*blockSize {
+			ipg = 8 * blockSize
+		}
+		if ipg*groups < ninodes {
+			if fixed {
+				return fmt.Errorf("ext4: tree has %d inodes but --size %d holds at most %d; raise --size or omit it", ninodes, w.opts.Size, ipg*groups)
+			}
+			total = (ninodes + ipg - 1) / ipg * blocksPerGrp
+			continue
+		}
+		sim := w.alloc
+		f.place(&sim, groups, uint32(ipg), false)
+		end := sim.next
+		if fixed {
+			if end > total {
+				return w.tooSmall(end)
+			}
+		} else if want := end + w.headroom(end); want > total {
+			total = want
+			continue
+		}
+		f.blocks, f.groups, f.ipg, f.gdt = total, groups, uint32(ipg), gdt
+		f.place(&w.alloc, groups, uint32(ipg), true)
+		return nil
+	}
+}
+
+// place allocates the block bitmaps, inode bitmaps and inode tables of all
+// groups back to back, as flex_bg allows.
+func (f *finisher) place(a *allocator, groups uint64, ipg uint32, record bool) {
+	tableBlocks := uint64(ipg) * inodeSize / blockSize
+	if record {
+		f.blockBmp = make([]uint64, groups)
+		f.inodeBmp = make([]uint64, groups)
+		f.inodeTable = make([]uint64, groups)
+	}
+	take := func(n uint64) uint64 {
+		r := a.contig(n)
+		if record {
+			f.w.metaRuns = append(f.w.metaRuns, r)
+		}
+		return r.start
+	}
+	for g := range groups {
+		b := take(1)
+		if record {
+			f.blockBmp[g] = b
+		}
+	}
+	for g := range groups {
+		b := take(1)
+		if record {
+			f.inodeBmp[g] = b
+		}
+	}
+	for g := range groups {
+		b := take(tableBlocks)
+		if record {
+			f.inodeTable[g] = b
+		}
+	}
+}
+
+// writeInodes writes the used part of every group's inode table.
+func (f *finisher) writeInodes(ctx context.Context) error {
+	last := uint64(len(f.nodes) - 1)
+	ipg := uint64(f.ipg)
+	for g := uint64(0); g < f.groups; g++ {
+		first := g*ipg + 1
+		if first > last {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min((g+1)*ipg, last)
+		buf := make([]byte, ((end-first+1)*inodeSize+blockSize-1)/blockSize*blockSize)
+		for ino := first; ino <= end; ino++ {
+			if err := f.encodeInode(buf[(ino-first)*inodeSize:(ino-first+1)*inodeSize], uint32(ino)); err != nil {
+				return err
+			}
+		}
+		if _, err := f.w.f.WriteAt(buf, int64(f.inodeTable[g])*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing inode table of group %d: %w", g, err)
+		}
+	}
+	return nil
+}
+
+func putTime(b []byte, off, extraOff int, t fstree.Timestamp) {
+	lo, extra := encodeTime(t.Sec, t.Nsec)
+	le.PutUint32(b[off:], lo)
+	le.PutUint32(b[extraOff:], extra)
+}
+
+// encodeInode fills the 256-byte inode ino.
+func (f *finisher) encodeInode(b []byte, ino uint32) error {
+	seed := inodeCsumSeed(f.csumSeed, ino, 0)
+	le.PutUint16(b[iExtraIsize:], extraIsize)
+	n := f.nodes[ino]
+	if n == nil { // reserved and unused: zeroed like mke2fs, but checksummed
+		setInodeCsum(b, seed)
+		return nil
+	}
+	in := n.in
+	mode := uint16(in.Mode & 0o7777)
+	switch in.Type {
+	case fstree.TypeRegular:
+		mode |= sIFREG
+	case fstree.TypeDir:
+		mode |= sIFDIR
+	case fstree.TypeSymlink:
+		mode |= sIFLNK
+	case fstree.TypeCharDev:
+		mode |= sIFCHR
+	case fstree.TypeBlockDev:
+		mode |= sIFBLK
+	case fstree.TypeFIFO:
+		mode |= sIFIFO
+	case fstree.TypeSocket:
+		mode |= sIFSOCK
+	}
+	le.PutUint16(b[iMode:], mode)
+	le.PutUint16(b[iUID:], uint16(in.UID))
+	le.PutUint16(b[iUIDHi:], uint16(in.UID>>16))
+	le.PutUint16(b[iGID:], uint16(in.GID))
+	le.PutUint16(b[iGIDHi:], uint16(in.GID>>16))
+	le.PutUint32(b[iSizeLo:], uint32(n.size))
+	le.PutUint32(b[iSizeHigh:], uint32(n.size>>32))
+	putTime(b, iAtime, iAtimeExtra, in.Atime)
+	putTime(b, iCtime, iCtimeExtra, in.Ctime)
+	putTime(b, iMtime, iMtimeExtra, in.Mtime)
+	putTime(b, iCrtime, iCrtimeExtra, fstree.Timestamp{Sec: f.w.opts.SourceDateEpoch})
+	le.PutUint16(b[iLinks:], uint16(n.links))
+	sectors := n.blocks * (blockSize / 512)
+	if sectors >= 1<<48 {
+		return fmt.Errorf("ext4: inode for %s: too many blocks", n.path)
+	}
+	le.PutUint32(b[iBlocksLo:], uint32(sectors))
+	le.PutUint16(b[iBlocksHi:], uint16(sectors>>32))
+	le.PutUint32(b[iFlags:], n.flags)
+	copy(b[iBlock:iBlock+60], n.iblock[:])
+	if n.xblock >= 0 {
+		blk := f.xblocks[n.xblock].blk
+		le.PutUint32(b[iFileACLLo:], uint32(blk))
+		le.PutUint16(b[iFileACLHi:], uint16(blk>>32))
+	}
+	if n.ibody != nil {
+		copy(b[xattrIbodyOff:], n.ibody)
+	}
+	setInodeCsum(b, seed)
+	return nil
+}
+
+// writeGroups writes the bitmaps, the group descriptor table and the
+// superblock with its backups.
+func (f *finisher) writeGroups(ctx context.Context) error {
+	w := f.w
+	var used []run
+	for _, n := range f.nodes {
+		if n != nil && n.data != nil && n != f.nodes[journalIno] {
+			for _, e := range n.data.ext {
+				used = append(used, run{e.phys, uint64(e.len)})
+			}
+		}
+	}
+	used = append(used, w.metaRuns...)
+	for g := uint64(0); g < f.groups; g++ {
+		if isBackupGroup(g) {
+			used = append(used, run{g * blocksPerGrp, 1 + f.gdt})
+		}
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].start < used[j].start })
+	for i := 1; i < len(used); i++ {
+		if used[i].start < used[i-1].start+used[i-1].len {
+			return fmt.Errorf("ext4: internal error: block %d allocated twice", used[i].start)
+		}
+	}
+	if k := len(used); k > 0 && used[k-1].start+used[k-1].len > f.blocks {
+		return w.tooSmall(used[k-1].start + used[k-1].len)
+	}
+
+	last := uint64(len(f.nodes) - 1)
+	ipg := uint64(f.ipg)
+	dirs := make([]uint32, f.groups)
+	for ino, n := range f.nodes {
+		if n != nil && n.in.Type == fstree.TypeDir {
+			dirs[uint64(ino-1)/ipg]++
+		}
+	}
+	gdt := make([]byte, f.gdt*blockSize)
+	var freeBlocks uint64
+	bm := make([]byte, blockSize)
+	ui := 0
+	for g := uint64(0); g < f.groups; g++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// block bitmap
+		clear(bm)
+		gs, ge := g*blocksPerGrp, (g+1)*blocksPerGrp
+		for ui < len(used) && used[ui].start < ge {
+			r := used[ui]
+			s, e := max(r.start, gs), min(r.start+r.len, ge)
+			setBits(bm, s-gs, e-gs)
+			if r.start+r.len > ge {
+				break // continues in the next group
+			}
+			ui++
+		}
+		valid := uint64(blocksPerGrp)
+		if ge > f.blocks {
+			valid = f.blocks - gs
+			setBits(bm, valid, blocksPerGrp)
+		}
+		free := blocksPerGrp - popcount(bm)
+		freeBlocks += free
+		gd := groupDesc{Flags: bgInodeZeroed}
+		gd.BlockBitmapCsumLo, gd.BlockBitmapCsumHi = split32(crc32cRaw(f.csumSeed, bm))
+		if _, err := w.f.WriteAt(bm, int64(f.blockBmp[g])*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing block bitmap: %w", err)
+		}
+		// inode bitmap
+		clear(bm)
+		usedInodes := uint64(0)
+		if last > g*ipg {
+			usedInodes = min(ipg, last-g*ipg)
+		}
+		setBits(bm, 0, usedInodes)
+		setBits(bm, ipg, blocksPerGrp)
+		gd.InodeBitmapCsumLo, gd.InodeBitmapCsumHi = split32(crc32cRaw(f.csumSeed, bm[:ipg/8]))
+		if _, err := w.f.WriteAt(bm, int64(f.inodeBmp[g])*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing inode bitmap: %w", err)
+		}
+		gd.BlockBitmapLo, gd.BlockBitmapHi = uint32(f.blockBmp[g]), uint32(f.blockBmp[g]>>32)
+		gd.InodeBitmapLo, gd.InodeBitmapHi = uint32(f.inodeBmp[g]), uint32(f.inodeBmp[g]>>32)
+		gd.InodeTableLo, gd.InodeTableHi = uint32(f.inodeTable[g]), uint32(f.inodeTable[g]>>32)
+		gd.FreeBlocksCountLo, gd.FreeBlocksCountHi = split32(uint32(free))
+		gd.FreeInodesCountLo, gd.FreeInodesCountHi = split32(uint32(ipg - usedInodes))
+		gd.ItableUnusedLo, gd.ItableUnusedHi = split32(uint32(ipg - usedInodes))
+		gd.UsedDirsCountLo, gd.UsedDirsCountHi = split32(dirs[g])
+		copy(gdt[g*descSize:], gd.marshal(f.csumSeed, uint32(g)))
+	}
+
+	sde := uint32(w.opts.SourceDateEpoch)
+	sb := superblock{
+		InodesCount:       uint32(f.groups * ipg),
+		BlocksCountLo:     uint32(f.blocks),
+		BlocksCountHi:     uint32(f.blocks >> 32),
+		FreeBlocksCountLo: uint32(freeBlocks),
+		FreeBlocksCountHi: uint32(freeBlocks >> 32),
+		FreeInodesCount:   uint32(f.groups*ipg - last),
+		LogBlockSize:      logBlockSize,
+		LogClusterSize:    logBlockSize,
+		BlocksPerGroup:    blocksPerGrp,
+		ClustersPerGroup:  blocksPerGrp,
+		InodesPerGroup:    f.ipg,
+		Wtime:             sde,
+		MaxMntCount:       0xFFFF,
+		Magic:             superMagic,
+		State:             1, // cleanly unmounted
+		Errors:            1, // continue
+		Lastcheck:         sde,
+		RevLevel:          1,
+		FirstIno:          firstIno,
+		InodeSize:         inodeSize,
+		FeatureCompat:     compatExtAttr | compatDirIndex,
+		FeatureIncompat:   incompatFiletype | incompatExtents | incompat64bit | incompatFlexBG,
+		FeatureRoCompat: roCompatSparseSuper | roCompatLargeFile | roCompatHugeFile | roCompatDirNlink |
+			roCompatExtraIsize | roCompatMetadataCsum,
+		UUID:             f.uuid,
+		HashSeed:         f.hashSeed,
+		DefHashVersion:   hashHalfMD4,
+		DescSize:         descSize,
+		DefaultMountOpts: 0x0004 | 0x0008, // user_xattr, acl
+		MkfsTime:         sde,
+		MinExtraIsize:    extraIsize,
+		WantExtraIsize:   extraIsize,
+		Flags:            flagUnsignedHash,
+		LogGroupsPerFlex: 4,
+		ChecksumType:     1, // crc32c
+		WtimeHi:          uint8(w.opts.SourceDateEpoch >> 32),
+		MkfsTimeHi:       uint8(w.opts.SourceDateEpoch >> 32),
+		LastcheckHi:      uint8(w.opts.SourceDateEpoch >> 32),
+	}
+	copy(sb.VolumeName[:], w.opts.Label)
+	if j := f.nodes[journalIno]; j != nil {
+		sb.FeatureCompat |= compatHasJournal
+		sb.JournalInum = journalIno
+		sb.JnlBackupType = 1 // EXT3_JNL_BACKUP_BLOCKS: s_jnl_blocks mirrors i_block
+		for i := 0; i < 15; i++ {
+			sb.JnlBlocks[i] = le.Uint32(j.iblock[4*i:])
+		}
+		sb.JnlBlocks[15] = uint32(j.size >> 32)
+		sb.JnlBlocks[16] = uint32(j.size)
+	}
+	for g := uint64(0); g < f.groups; g++ {
+		if !isBackupGroup(g) {
+			continue
+		}
+		sb.BlockGroupNr = uint16(g)
+		off := int64(g*blocksPerGrp) * blockSize
+		if g == 0 {
+			off = superblockOffset
+		}
+		if _, err := w.f.WriteAt(sb.marshal(), off); err != nil {
+			return fmt.Errorf("ext4: writing superblock: %w", err)
+		}
+		if _, err := w.f.WriteAt(gdt, int64(g*blocksPerGrp+1)*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing group descriptors: %w", err)
+		}
+	}
+	return nil
+}
+
+func split32(v uint32) (uint16, uint16) { return uint16(v), uint16(v >> 16) }
+
+// setBits sets bits [from, to) of a bitmap.
+func setBits(bm []byte, from, to uint64) {
+	for from < to && from%8 != 0 {
+		bm[from/8] |= 1 << (from % 8)
+		from++
+	}
+	for from+8 <= to {
+		bm[from/8] = 0xFF
+		from += 8
+	}
+	for from < to {
+		bm[from/8] |= 1 << (from % 8)
+		from++
+	}
+}
+
+func popcount(b []byte) uint64 {
+	var n int
+	for i := 0; i+8 <= len(b); i += 8 {
+		n += bits.OnesCount64(le.Uint64(b[i:]))
+	}
+	return uint64(n)
+}

@@ -1,0 +1,110 @@
+package ext4
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
+
+// needTool returns the path of an external tool, skipping the test when it
+// is missing, except under CI=true where a missing tool is a failure.
+func needTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				p, err = filepath.Join(dir, name), nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI: %v", name, err)
+		}
+		t.Skipf("%s not available: %v", name, err)
+	}
+	return p
+}
+
+// needRoot skips (or fails under CI) when mounting is impossible.
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("loop mounts need root under CI")
+		}
+		t.Skip("loop mounts need root")
+	}
+	needTool(t, "mount")
+	needTool(t, "umount")
+}
+
+// fsck runs e2fsck -fn and fails on any reported problem.
+func fsck(t testing.TB, img string) {
+	t.Helper()
+	e2fsck := needTool(t, "e2fsck")
+	out, err := exec.Command(e2fsck, "-fn", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn %s: %v\n%s", img, err, out)
+	}
+}
+
+// putBytes stores data through the writer.
+func putBytes(t testing.TB, w fstree.Store, data []byte) fstree.Content {
+	t.Helper()
+	c, err := w.Put(context.Background(), bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// writeImage creates an image in a temp dir from a tree that build fills
+// through the writer.
+func writeImage(t testing.TB, opts Options, build func(w *Writer) *fstree.Tree) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "rootfs.ext4")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := NewWriter(f, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := build(w)
+	if err := w.Finish(context.Background(), tree); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// mkdirAll returns the directory at p, creating it.
+func mkdirAll(tr *fstree.Tree, p string) *fstree.Inode {
+	n := tr.Root
+	for _, name := range fstree.Split(p) {
+		c, ok := n.Children[name]
+		if !ok {
+			c = fstree.NewDir(0o755, 0, 0)
+			fstree.Link(n, name, c, nil)
+		}
+		n = c
+	}
+	return n
+}
+
+// add links n at path p (parents created).
+func add(tr *fstree.Tree, p string, n *fstree.Inode) *fstree.Inode {
+	dir, name := filepath.Split(p)
+	fstree.Link(mkdirAll(tr, strings.TrimSuffix(dir, "/")), name, n, nil)
+	return n
+}
