@@ -28,8 +28,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// HintList returns the hints (the field is named Hints).
+func (e *Error) HintList() []string { return e.Hints }
+
 // HintsOf collects the hints of every error in err's chain that has any
-// (any type with a Hints() []string method), outermost first, without
+// (any type with a Hints() or HintList() []string method, since error
+// types that keep hints in a Hints field cannot also have a Hints method),
+// outermost first, without
 // duplicates.
 func HintsOf(err error) []string {
 	var out []string
@@ -37,15 +42,15 @@ func HintsOf(err error) []string {
 	var visit func(error)
 	visit = func(e error) {
 		for e != nil {
-			if h, ok := e.(interface{ Hints() []string }); ok {
-				for _, s := range h.Hints() {
-					if !seen[s] {
-						seen[s] = true
-						out = append(out, s)
-					}
-				}
-			} else if ce, ok := e.(*Error); ok {
-				for _, s := range ce.Hints {
+			var hs []string
+			switch h := e.(type) {
+			case interface{ Hints() []string }:
+				hs = h.Hints()
+			case interface{ HintList() []string }:
+				hs = h.HintList()
+			}
+			if hs != nil {
+				for _, s := range hs {
 					if !seen[s] {
 						seen[s] = true
 						out = append(out, s)

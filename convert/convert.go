@@ -1,0 +1,237 @@
+// Package convert is the pipeline that turns an image into a Gondolin
+// guest: resolve the image, merge its layers, write rootfs.ext4 and
+// meta.json, and publish the output directory atomically. Plan is the dry
+// run; Run does the work. This is the public Go API for other programs.
+package convert
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/rootfs"
+)
+
+// Mode selects what the output directory holds.
+type Mode string
+
+const (
+	// ModeRootfs writes rootfs.ext4 and meta.json.
+	ModeRootfs Mode = "rootfs"
+	// ModeAssets writes a complete Gondolin guest directory.
+	ModeAssets Mode = "assets"
+)
+
+// Options configure a conversion.
+type Options struct {
+	Command string // the command name reported in results
+	Source  image.Source
+	Image   image.Options
+	Mode    Mode
+	OutDir  string
+	Limits  rootfs.Limits
+	FS      ext4.Options
+	// Progress receives human-facing progress lines (stderr); nil for none.
+	Progress io.Writer
+	// Origin, when set, is reported as the source in results and meta.json
+	// instead of Source (dockerfile2gondolin converts a temporary archive
+	// but the user's source is the Dockerfile).
+	Origin *SourceInfo
+	// Now is used for generatedAt; nil means time.Now.
+	Now func() time.Time
+}
+
+// SourceInfo names where the image came from.
+type SourceInfo struct {
+	Kind    string `json:"kind"`
+	Ref     string `json:"ref,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Context string `json:"context,omitempty"`
+}
+
+func (o Options) sourceInfo() SourceInfo {
+	if o.Origin != nil {
+		return *o.Origin
+	}
+	return sourceInfo(o.Source)
+}
+
+func sourceInfo(s image.Source) SourceInfo {
+	if s.Kind == image.KindRegistry {
+		return SourceInfo{Kind: string(s.Kind), Ref: s.Ref}
+	}
+	return SourceInfo{Kind: string(s.Kind), Path: s.Ref}
+}
+
+// Step is one stage of the plan.
+type Step struct {
+	ID          string `json:"id"`
+	Stage       string `json:"stage"`
+	Description string `json:"description"`
+}
+
+// LayerInfo describes one layer of the resolved image.
+type LayerInfo struct {
+	Digest    string `json:"digest"`
+	DiffID    string `json:"diffId,omitempty"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+}
+
+// ImageInfo is what the resolver found.
+type ImageInfo struct {
+	Digest      string            `json:"digest"`
+	IndexDigest string            `json:"indexDigest,omitempty"`
+	Platform    string            `json:"platform"`
+	Config      RuntimeConfig     `json:"config"`
+	Layers      []LayerInfo       `json:"layers"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// RuntimeConfig is the part of the image config a guest needs to run the
+// image as its author intended.
+type RuntimeConfig struct {
+	Entrypoint []string `json:"entrypoint"`
+	Cmd        []string `json:"cmd"`
+	Env        []string `json:"env"`
+	WorkingDir string   `json:"workdir"`
+	User       string   `json:"user"`
+}
+
+// Plan is the dry-run result.
+type Plan struct {
+	Command  string     `json:"command"`
+	DryRun   bool       `json:"dryRun"`
+	Source   SourceInfo `json:"source"`
+	Platform string     `json:"platform"`
+	Mode     Mode       `json:"mode"`
+	OutDir   string     `json:"outDir"`
+	Image    ImageInfo  `json:"image"`
+	Steps    []Step     `json:"steps"`
+}
+
+// Result is what a successful conversion reports.
+type Result struct {
+	Command           string     `json:"command"`
+	Source            SourceInfo `json:"source"`
+	SourceDigest      string     `json:"sourceDigest"`
+	Platform          string     `json:"platform"`
+	Mode              Mode       `json:"mode"`
+	OutDir            string     `json:"outDir"`
+	RootfsPath        string     `json:"rootfsPath"`
+	MetadataPath      string     `json:"metadataPath"`
+	AssetManifestPath string     `json:"assetManifestPath,omitempty"`
+	Files             []string   `json:"files"`
+}
+
+func platformString(p image.Platform) string { return p.String() }
+
+func describe(img *image.Image) ImageInfo {
+	info := ImageInfo{
+		Digest:   img.Digest.String(),
+		Platform: platformString(img.Platform),
+		Layers:   make([]LayerInfo, 0, len(img.Layers)),
+	}
+	if img.IndexDigest != nil {
+		info.IndexDigest = img.IndexDigest.String()
+	}
+	if img.Config != nil {
+		c := img.Config.Config
+		info.Config = RuntimeConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User}
+		info.Labels = c.Labels
+	}
+	for _, l := range img.Layers {
+		li := LayerInfo{Digest: l.Digest.String(), MediaType: string(l.MediaType), Size: l.Size}
+		if l.DiffID.Hex != "" {
+			li.DiffID = l.DiffID.String()
+		}
+		info.Layers = append(info.Layers, li)
+	}
+	return info
+}
+
+func steps(opts Options, img *image.Image) []Step {
+	s := []Step{
+		{ID: "resolve", Stage: "source", Description: fmt.Sprintf("resolve %s for %s", describeSource(opts.Source), platformString(img.Platform))},
+	}
+	for i, l := range img.Layers {
+		s = append(s, Step{ID: fmt.Sprintf("layer-%d", i), Stage: "merge",
+			Description: fmt.Sprintf("apply layer %d %s (%s, %d bytes)", i, l.Digest, l.MediaType, l.Size)})
+	}
+	s = append(s,
+		Step{ID: "rootfs", Stage: "filesystem", Description: "write rootfs.ext4 from the merged tree"},
+		Step{ID: "metadata", Stage: "output", Description: "write meta.json (image config, layers, source)"},
+	)
+	if opts.Mode == ModeAssets {
+		s = append(s, Step{ID: "assets", Stage: "output", Description: "copy kernel and initramfs from the Gondolin base bundle and write manifest.json"})
+	}
+	s = append(s, Step{ID: "publish", Stage: "output", Description: "replace " + opts.OutDir + " atomically"})
+	return s
+}
+
+func describeSource(s image.Source) string {
+	switch s.Kind {
+	case image.KindRegistry:
+		return "image " + s.Ref
+	case image.KindOCILayout:
+		return "OCI layout " + s.Ref
+	default:
+		return "archive " + s.Ref
+	}
+}
+
+// PlanConversion resolves the image and returns what Run would do, without
+// writing anything.
+func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
+	if err := validate(opts); err != nil {
+		return nil, err
+	}
+	img, err := image.Resolve(ctx, opts.Source, opts.Image)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	return &Plan{
+		Command:  opts.Command,
+		DryRun:   true,
+		Source:   opts.sourceInfo(),
+		Platform: platformString(img.Platform),
+		Mode:     opts.Mode,
+		OutDir:   opts.OutDir,
+		Image:    describe(img),
+		Steps:    steps(opts, img),
+	}, nil
+}
+
+func validate(opts Options) error {
+	switch opts.Mode {
+	case ModeRootfs, ModeAssets:
+	default:
+		return &Error{Msg: fmt.Sprintf("Unknown mode %q.", opts.Mode), Hints: []string{"Use --mode rootfs or --mode assets."}}
+	}
+	if opts.OutDir == "" {
+		return &Error{Msg: "An output directory is required.", Hints: []string{"Pass --out PATH."}}
+	}
+	return nil
+}
+
+// Error is a conversion failure with hints for the user.
+type Error struct {
+	Msg   string
+	Hints []string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+func (e *Error) Unwrap() error { return e.Err }
+
+// HintList returns the fixes to suggest.
+func (e *Error) HintList() []string { return e.Hints }

@@ -1,0 +1,317 @@
+package convert
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+// entry is one tar entry of a test layer.
+type entry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+	uid, gid         int
+	xattrs           map[string]string
+}
+
+func layerTar(t *testing.T, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Uid: e.uid, Gid: e.gid, Linkname: e.link,
+			ModTime: time.Unix(1700000000, 123456789), Format: tar.FormatPAX}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		for k, v := range e.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// sampleImage has three layers with a whiteout, an opaque directory, a
+// hardlink, a symlink, a setuid file with a capability and non-root owners.
+func sampleImage(t *testing.T) v1.Image {
+	cap := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	l1 := layerTar(t,
+		entry{name: "etc/", typ: tar.TypeDir},
+		entry{name: "etc/os-release", body: "ID=sample\n"},
+		entry{name: "etc/secret", body: "lower layer secret\n"},
+		entry{name: "opt/", typ: tar.TypeDir},
+		entry{name: "opt/old/", typ: tar.TypeDir},
+		entry{name: "opt/old/a", body: "a"},
+		entry{name: "bin/", typ: tar.TypeDir},
+		entry{name: "bin/ping", body: "ELF pretend", mode: 0o4755, xattrs: map[string]string{"security.capability": cap}},
+		entry{name: "home/", typ: tar.TypeDir},
+		entry{name: "home/user/", typ: tar.TypeDir, mode: 0o700, uid: 1000, gid: 1000},
+		entry{name: "home/user/notes", body: "mine", uid: 1000, gid: 1000, mode: 0o600},
+	)
+	l2 := layerTar(t,
+		entry{name: "etc/.wh.secret"},
+		entry{name: "opt/old/.wh..wh..opq"},
+		entry{name: "opt/old/b", body: "b"},
+		entry{name: "bin/ping6", typ: tar.TypeLink, link: "bin/ping"},
+		entry{name: "bin/sh", typ: tar.TypeSymlink, link: "busybox"},
+	)
+	l3 := layerTar(t, entry{name: "etc/motd", body: "hello from layer 3\n"})
+	return testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"},
+		Layers: []v1.Layer{
+			testenv.NewLayer(t, l1, testenv.Gzip, true),
+			testenv.NewLayer(t, l2, testenv.Zstd, true),
+			testenv.NewLayer(t, l3, testenv.None, true),
+		}})
+}
+
+func layoutSource(t *testing.T, img v1.Image) image.Source {
+	dir := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
+	return image.Source{Kind: image.KindOCILayout, Ref: dir}
+}
+
+func options(src image.Source, out string) Options {
+	return Options{
+		Command: "oci2gondolin",
+		Source:  src,
+		Image:   image.Options{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, NoCache: true},
+		Mode:    ModeRootfs,
+		OutDir:  out,
+		Now:     func() time.Time { return time.Unix(1800000000, 0) },
+	}
+}
+
+func openRootfs(t *testing.T, path string) *ext4.FS {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		t.Fatalf("reading back %s: %v", path, err)
+	}
+	return fs
+}
+
+func TestRunRootfs(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	res, err := Run(ctx, options(layoutSource(t, sampleImage(t)), out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RootfsPath != filepath.Join(out, RootfsFile) || res.MetadataPath != filepath.Join(out, MetadataFile) ||
+		res.Mode != ModeRootfs || res.Platform != "linux/amd64" || !strings.HasPrefix(res.SourceDigest, "sha256:") {
+		t.Errorf("result = %+v", res)
+	}
+	if len(res.Files) != 2 {
+		t.Errorf("files = %q, want rootfs.ext4 and meta.json", res.Files)
+	}
+	var meta Metadata
+	b, err := os.ReadFile(res.MetadataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if meta.SourceDigest != res.SourceDigest || len(meta.Layers) != 3 || meta.Runtime.Env[1] != "GREETING=hi" ||
+		meta.GeneratedAt != "2027-01-15T08:00:00Z" || meta.Source.Kind != "oci-layout" {
+		t.Errorf("meta = %+v", meta)
+	}
+
+	fs := openRootfs(t, res.RootfsPath)
+	checkFile := func(p, want string) {
+		t.Helper()
+		r, err := fs.Open(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			return
+		}
+		got, _ := io.ReadAll(r)
+		if string(got) != want {
+			t.Errorf("%s = %q, want %q", p, got, want)
+		}
+	}
+	checkFile("/etc/os-release", "ID=sample\n")
+	checkFile("/etc/motd", "hello from layer 3\n")
+	checkFile("/opt/old/b", "b")
+	checkFile("/home/user/notes", "mine")
+	for _, gone := range []string{"/etc/secret", "/opt/old/a", "/etc/.wh.secret", "/opt/old/.wh..wh..opq"} {
+		if _, err := fs.Open(gone); err == nil {
+			t.Errorf("%s survived its whiteout", gone)
+		}
+	}
+	if target, err := fs.Readlink("/bin/sh"); err != nil || target != "busybox" {
+		t.Errorf("readlink /bin/sh = %q, %v", target, err)
+	}
+	if testing.Short() {
+		return
+	}
+	e2fsck := testenv.RequireTool(t, "e2fsck")
+	if out, err := exec.Command(e2fsck, "-fn", res.RootfsPath).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
+	}
+	debugfs := testenv.RequireTool(t, "debugfs")
+	stat := func(p string) string {
+		out, err := exec.Command(debugfs, "-R", "stat "+p, res.RootfsPath).CombinedOutput()
+		if err != nil {
+			t.Fatalf("debugfs stat %s: %v\n%s", p, err, out)
+		}
+		return string(out)
+	}
+	ping := stat("/bin/ping")
+	for _, want := range []string{"Mode:  04755", "Links: 2", "security.capability (20)"} {
+		if !strings.Contains(ping, want) {
+			t.Errorf("debugfs stat /bin/ping lacks %q:\n%s", want, ping)
+		}
+	}
+	if home := stat("/home/user"); !strings.Contains(home, "User:  1000   Group:  1000") || !strings.Contains(home, "Mode:  0700") {
+		t.Errorf("debugfs stat /home/user:\n%s", home)
+	}
+}
+
+func TestRunReplacesEarlierOutputAtomically(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	src := layoutSource(t, sampleImage(t))
+	if _, err := Run(ctx, options(src, out)); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(out, "stale-from-earlier-run")
+	if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+	if _, err := Run(ctx, options(src, out)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a file of the earlier run survived: %v", err)
+	}
+	second, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+	if !bytes.Equal(first, second) {
+		t.Errorf("the same image and options gave different rootfs.ext4 bytes")
+	}
+	assertNoStaging(t, filepath.Dir(out))
+}
+
+func assertNoStaging(t *testing.T, parent string) {
+	t.Helper()
+	ents, _ := os.ReadDir(parent)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("staging directory left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestRunRefusesForeignOutDir(t *testing.T) {
+	out := t.TempDir()
+	keep := filepath.Join(out, "precious.txt")
+	if err := os.WriteFile(keep, []byte("user data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), options(layoutSource(t, sampleImage(t)), out))
+	if err == nil || !strings.Contains(err.Error(), "does not hold a docker2vm output") {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(keep); string(b) != "user data" {
+		t.Errorf("user file changed")
+	}
+}
+
+func TestRunTamperedLayerLeavesOutputIntact(t *testing.T) {
+	ctx := context.Background()
+	img := sampleImage(t)
+	src := layoutSource(t, img)
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Run(ctx, options(src, out)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(out, MetadataFile))
+	layers, _ := img.Layers()
+	d, _ := layers[2].Digest()
+	blob := filepath.Join(src.Ref, "blobs", "sha256", d.Hex)
+	b, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(blob, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(ctx, options(src, out))
+	if !errors.Is(err, image.ErrDigestMismatch) || !strings.Contains(err.Error(), d.Hex[:12]) {
+		t.Fatalf("err = %v, want a digest mismatch naming %s", err, d)
+	}
+	after, _ := os.ReadFile(filepath.Join(out, MetadataFile))
+	if !bytes.Equal(before, after) {
+		t.Errorf("the previous output changed after a failed run")
+	}
+	assertNoStaging(t, filepath.Dir(out))
+}
+
+func TestPlanWritesNothing(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	plan, err := PlanConversion(context.Background(), options(layoutSource(t, sampleImage(t)), out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.DryRun || len(plan.Image.Layers) != 3 || plan.Image.Layers[1].MediaType != "application/vnd.oci.image.layer.v1.tar+zstd" ||
+		plan.Image.Config.Env[1] != "GREETING=hi" || plan.Platform != "linux/amd64" {
+		t.Errorf("plan = %+v", plan)
+	}
+	var ids []string
+	for _, s := range plan.Steps {
+		ids = append(ids, s.ID)
+	}
+	if got := strings.Join(ids, ","); got != "resolve,layer-0,layer-1,layer-2,rootfs,metadata,publish" {
+		t.Errorf("steps = %s", got)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("dry run created %s", out)
+	}
+}

@@ -1,0 +1,139 @@
+// Package app defines the two commands, oci2gondolin and
+// dockerfile2gondolin: their flags, how flags become convert options, and
+// what they print.
+package app
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/rootfs"
+)
+
+// outputFlags are shared by both commands: target, output and filesystem.
+var outputFlags = []cli.Flag{
+	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output"},
+	{Name: "platform", Arg: "OS/ARCH", Usage: "target platform: linux/amd64 or linux/arm64 (default: the host's)"},
+	{Name: "mode", Arg: "MODE", Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
+	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
+	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr"},
+	{Name: "cache-dir", Arg: "DIR", Usage: "blob cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
+	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob cache"},
+	{Name: "insecure-registry", Kind: cli.Repeat, Arg: "HOST[:PORT]", Usage: "reach this registry over plain HTTP (repeatable; loopback registries always are)"},
+	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
+	{Name: "headroom", Arg: "BYTES", Usage: "free space added for the guest when --size is not given, e.g. 512M"},
+	{Name: "no-journal", Kind: cli.Bool, Usage: "write ext4 without a journal"},
+	{Name: "label", Arg: "NAME", Usage: "filesystem label (default gondolin-root)"},
+	{Name: "max-bytes", Arg: "BYTES", Usage: "refuse images whose layers hold more file data than this (default 64G)"},
+	{Name: "max-entries", Arg: "N", Usage: "refuse images whose layers hold more entries than this (default 10000000)"},
+	{Name: "max-path", Arg: "N", Usage: "refuse entry names longer than this many bytes (default 4096)"},
+}
+
+// parseMode reads --mode (case-insensitive).
+func parseMode(f *cli.Flags) (convert.Mode, error) {
+	switch m := strings.ToLower(f.Str("mode", "rootfs")); m {
+	case "rootfs":
+		return convert.ModeRootfs, nil
+	case "assets":
+		return convert.ModeAssets, nil
+	default:
+		return "", &cli.Error{Msg: fmt.Sprintf("Invalid --mode %q.", f.Str("mode", "")),
+			Hints: []string{"Use --mode rootfs or --mode assets."}}
+	}
+}
+
+// baseOptions turns the shared flags into convert options.
+func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
+	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
+	out := f.Str("out", "")
+	if out == "" {
+		return opts, &cli.Error{Msg: "Missing required flag --out.", Hints: []string{"Pass --out PATH: the directory to write the result into."}}
+	}
+	opts.OutDir = out
+	mode, err := parseMode(f)
+	if err != nil {
+		return opts, err
+	}
+	opts.Mode = mode
+	plat := image.HostPlatform()
+	if f.Has("platform") {
+		p, err := image.ParsePlatform(f.Str("platform", ""))
+		if err != nil {
+			return opts, err
+		}
+		plat = p
+	}
+	opts.Image = image.Options{
+		Platform:           plat,
+		CacheDir:           f.Str("cache-dir", ""),
+		NoCache:            f.Bool("no-cache"),
+		InsecureRegistries: f.List("insecure-registry"),
+	}
+	if !f.Bool("quiet") {
+		opts.Image.Progress = stderr
+	}
+	if f.Has("size") {
+		if opts.FS.Size, err = cli.ParseSize("size", f.Str("size", "")); err != nil {
+			return opts, err
+		}
+	}
+	if f.Has("headroom") {
+		if opts.FS.Headroom, err = cli.ParseSize("headroom", f.Str("headroom", "")); err != nil {
+			return opts, err
+		}
+	}
+	opts.FS.NoJournal = f.Bool("no-journal")
+	opts.FS.Label = f.Str("label", "")
+	if len(opts.FS.Label) > 16 {
+		return opts, &cli.Error{Msg: fmt.Sprintf("Label %q is longer than 16 bytes.", opts.FS.Label),
+			Hints: []string{"ext4 labels hold at most 16 bytes: pass a shorter --label."}}
+	}
+	lim := rootfs.Limits{}
+	if f.Has("max-bytes") {
+		if lim.MaxBytes, err = cli.ParseSize("max-bytes", f.Str("max-bytes", "")); err != nil {
+			return opts, err
+		}
+	}
+	if f.Has("max-entries") {
+		n, err := cli.ParseCount("max-entries", f.Str("max-entries", ""))
+		if err != nil {
+			return opts, err
+		}
+		lim.MaxEntries = int(n)
+	}
+	if f.Has("max-path") {
+		n, err := cli.ParseCount("max-path", f.Str("max-path", ""))
+		if err != nil {
+			return opts, err
+		}
+		lim.MaxPathLen = int(n)
+	}
+	opts.Limits = lim
+	sde, err := sourceDateEpoch()
+	if err != nil {
+		return opts, err
+	}
+	opts.FS.SourceDateEpoch = sde
+	return opts, nil
+}
+
+// sourceDateEpoch reads SOURCE_DATE_EPOCH, the reproducible-builds time
+// for anything the image does not date itself (0 when unset).
+func sourceDateEpoch() (int64, error) {
+	v := strings.TrimSpace(os.Getenv("SOURCE_DATE_EPOCH"))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, &cli.Error{Msg: fmt.Sprintf("Invalid SOURCE_DATE_EPOCH %q.", v),
+			Hints: []string{"Set SOURCE_DATE_EPOCH to a Unix time in seconds, or unset it."}}
+	}
+	return n, nil
+}

@@ -1,0 +1,119 @@
+package app
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cli"
+)
+
+const ociUsage = `oci2gondolin converts an OCI or Docker image into a Gondolin guest.
+
+Usage:
+  oci2gondolin (--image REF | --oci-layout PATH[:REF] | --oci-tar PATH) --out PATH [flags]
+
+Sources (exactly one):
+  --image REF         an image in a registry (docker.io/library/busybox:latest, 127.0.0.1:5000/app@sha256:...)
+                      credentials come from the Docker config and its credential helpers
+  --oci-layout PATH   an OCI image layout directory; PATH:REF or --ref-name selects an image by its
+                      org.opencontainers.image.ref.name annotation when the layout holds several
+  --oci-tar PATH      an OCI archive (plain or gzip) or a "docker save" archive
+
+On success one JSON document describing the result is printed on stdout;
+progress and errors go to stderr. Exit status 0 on success, 1 on any failure.`
+
+// OCI2Gondolin is the oci2gondolin command.
+func OCI2Gondolin() *cli.Command {
+	flags := append([]cli.Flag{
+		{Name: "image", Arg: "REF", Usage: "image reference in a registry"},
+		{Name: "oci-layout", Arg: "PATH", Usage: "OCI image layout directory (PATH:REF selects an image)"},
+		{Name: "oci-tar", Arg: "PATH", Usage: "OCI archive or docker-save archive"},
+		{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"},
+	}, outputFlags...)
+	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Run: runOCI2Gondolin}
+}
+
+func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+	src, err := sourceFromFlags(f)
+	if err != nil {
+		return err
+	}
+	opts, err := baseOptions("oci2gondolin", f, stderr)
+	if err != nil {
+		return err
+	}
+	opts.Source = src
+	opts.Image.RefName = f.Str("ref-name", "")
+	return convertAndPrint(ctx, opts, f.Bool("dry-run"), stdout)
+}
+
+func convertAndPrint(ctx context.Context, opts convert.Options, dryRun bool, stdout io.Writer) error {
+	if dryRun {
+		plan, err := convert.PlanConversion(ctx, opts)
+		if err != nil {
+			return err
+		}
+		return cli.PrintJSON(stdout, plan)
+	}
+	res, err := convert.Run(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return cli.PrintJSON(stdout, res)
+}
+
+// sourceFromFlags applies the "exactly one source" rule.
+func sourceFromFlags(f *cli.Flags) (image.Source, error) {
+	var given []string
+	for _, n := range []string{"image", "oci-layout", "oci-tar"} {
+		if f.Has(n) {
+			given = append(given, "--"+n)
+		}
+	}
+	switch {
+	case len(given) == 0:
+		return image.Source{}, &cli.Error{Msg: "Exactly one input source is required.",
+			Hints: []string{"Pass one of --image REF, --oci-layout PATH or --oci-tar PATH."}}
+	case len(given) > 1:
+		return image.Source{}, &cli.Error{Msg: "Input source flags are mutually exclusive.",
+			Hints: []string{"Pass only one of " + strings.Join(given, ", ") + "."}}
+	}
+	switch {
+	case f.Has("image"):
+		ref := strings.TrimSpace(f.Str("image", ""))
+		if ref == "" {
+			return image.Source{}, &cli.Error{Msg: "--image needs a reference.", Hints: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
+		}
+		return image.Source{Kind: image.KindRegistry, Ref: ref}, nil
+	case f.Has("oci-layout"):
+		p := f.Str("oci-layout", "")
+		if p == "" {
+			return image.Source{}, &cli.Error{Msg: "--oci-layout needs a path.", Hints: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
+		}
+		return image.Source{Kind: image.KindOCILayout, Ref: p}, nil
+	default:
+		p := f.Str("oci-tar", "")
+		if path, _ := image.SplitPathRef(p); !exists(path) {
+			_, err := os.Stat(path)
+			return image.Source{}, &cli.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
+				Hints: []string{"Pass the path of an OCI archive or a docker save tarball."}}
+		}
+		return image.Source{Kind: image.KindOCIArchive, Ref: p}, nil
+	}
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func errText(err error) string {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
