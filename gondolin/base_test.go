@@ -1,0 +1,388 @@
+package gondolin
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// storeWithRef imports a base into a store under ref for arch.
+func storeWithRef(t *testing.T, store, ref, arch string) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src-"+arch)
+	makeBaseDir(t, src, arch, true)
+	obj, err := Import(context.Background(), src, ref, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+func TestFindBaseOrder(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	explicit := filepath.Join(t.TempDir(), "explicit")
+	makeBaseDir(t, explicit, ArchX86_64, false)
+	guest := filepath.Join(t.TempDir(), "guest")
+	makeBaseDir(t, guest, ArchX86_64, true)
+	store := filepath.Join(home, ".cache", "gondolin", "images")
+	objX := storeWithRef(t, store, "alpine-base:latest", ArchX86_64)
+	objA := storeWithRef(t, store, "alpine-base:latest", ArchAarch64)
+	custom := storeWithRef(t, store, "custom:v1", ArchX86_64)
+	legacy := filepath.Join(home, ".cache", "gondolin", "v0.5.1")
+	makeBaseDir(t, legacy, ArchAarch64, false)
+	older := filepath.Join(home, ".cache", "gondolin", "v0.4.9")
+	makeBaseDir(t, older, ArchX86_64, false)
+
+	tests := []struct {
+		name       string
+		o          BaseOptions
+		wantDir    string
+		wantOrigin string
+	}{
+		{"flag wins", BaseOptions{Dir: explicit, Platform: "linux/amd64", Getenv: envFrom(map[string]string{"GONDOLIN_GUEST_DIR": guest, "HOME": home})}, explicit, "--base"},
+		{"guest dir", BaseOptions{Platform: "amd64", Getenv: envFrom(map[string]string{"GONDOLIN_GUEST_DIR": guest, "HOME": home})}, guest, "GONDOLIN_GUEST_DIR"},
+		{"store x86_64 target", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"HOME": home})}, objX, "image store ref alpine-base:latest"},
+		{"store aarch64 target", BaseOptions{Platform: "linux/arm64", Getenv: envFrom(map[string]string{"HOME": home})}, objA, "image store ref alpine-base:latest"},
+		{"default image env", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"HOME": home, "GONDOLIN_DEFAULT_IMAGE": "custom:v1"})}, custom, "image store ref custom:v1"},
+		{"default image by build id", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"HOME": home, "GONDOLIN_DEFAULT_IMAGE": filepath.Base(objX)})}, objX, "image store object " + filepath.Base(objX)},
+		{"store env", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"GONDOLIN_IMAGE_STORE": store})}, objX, "image store ref alpine-base:latest"},
+		{"xdg cache", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"XDG_CACHE_HOME": filepath.Join(home, ".cache")})}, objX, "image store ref alpine-base:latest"},
+		{"legacy newest matching arch", BaseOptions{NoDownload: true, Platform: "linux/arm64", Getenv: envFrom(map[string]string{"HOME": home, "GONDOLIN_DEFAULT_IMAGE": "nothing:here"})}, legacy, "older Gondolin cache v0.5.1"},
+		{"legacy skips other arch", BaseOptions{NoDownload: true, Platform: "linux/amd64", Getenv: envFrom(map[string]string{"HOME": home, "GONDOLIN_DEFAULT_IMAGE": "nothing:here"})}, older, "older Gondolin cache v0.4.9"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := FindBase(ctx, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Dir != tc.wantDir || b.Origin != tc.wantOrigin {
+				t.Fatalf("got %s (%s), want %s (%s)", b.Dir, b.Origin, tc.wantDir, tc.wantOrigin)
+			}
+			if b.Arch != NormalizeArch(tc.o.Platform) {
+				t.Fatalf("arch %s", b.Arch)
+			}
+		})
+	}
+}
+
+func TestFindBaseErrors(t *testing.T) {
+	ctx := context.Background()
+	armDir := filepath.Join(t.TempDir(), "arm")
+	makeBaseDir(t, armDir, ArchAarch64, true)
+	armNoManifest := filepath.Join(t.TempDir(), "arm2")
+	makeBaseDir(t, armNoManifest, ArchAarch64, false)
+	incomplete := t.TempDir()
+	os.WriteFile(filepath.Join(incomplete, KernelName), fakeKernel(ArchX86_64), 0o644)
+	escape := filepath.Join(t.TempDir(), "esc")
+	makeBaseDir(t, escape, ArchX86_64, false)
+	os.WriteFile(filepath.Join(escape, ManifestName), []byte(`{"version":1,"config":{"arch":"x86_64"},"assets":{"kernel":"../k","initramfs":"i","rootfs":"r"}}`), 0o644)
+	emptyHome := t.TempDir()
+
+	tests := []struct {
+		name string
+		o    BaseOptions
+		want []string
+	}{
+		{"flag wrong arch", BaseOptions{Dir: armDir, Platform: "linux/amd64"}, []string{"is for aarch64 but the target is x86_64", "--base DIR"}},
+		{"flag wrong arch from kernel header", BaseOptions{Dir: armNoManifest, Platform: "linux/amd64"}, []string{"is for aarch64"}},
+		{"flag incomplete", BaseOptions{Dir: incomplete, Platform: "linux/amd64"}, []string{"missing guest assets", "initramfs.cpio.lz4, rootfs.ext4"}},
+		{"manifest escapes", BaseOptions{Dir: escape, Platform: "linux/amd64"}, []string{"assets.kernel"}},
+		{"guest dir wrong", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"GONDOLIN_GUEST_DIR": armDir})}, []string{"GONDOLIN_GUEST_DIR=", "Unset GONDOLIN_GUEST_DIR"}},
+		{"nothing anywhere", BaseOptions{Platform: "linux/amd64", NoDownload: true, Getenv: envFrom(map[string]string{"HOME": emptyHome})},
+			[]string{"no Gondolin base bundle for x86_64", "GONDOLIN_GUEST_DIR: not set", filepath.Join(emptyHome, ".cache/gondolin/images/refs/alpine-base/latest/x86_64"), "download: disabled", "gondolin image pull alpine-base:latest", "--base DIR"}},
+		{"bad platform", BaseOptions{Platform: "linux/s390x"}, []string{"unsupported target platform"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := FindBase(ctx, tc.o)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			full := err.Error() + "\n" + strings.Join(hintsOf(err), "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(full, w) {
+					t.Errorf("error %q lacks %q", full, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFindBaseStoreOtherArchOnly(t *testing.T) {
+	home := t.TempDir()
+	store := filepath.Join(home, ".cache", "gondolin", "images")
+	storeWithRef(t, store, "alpine-base:latest", ArchAarch64)
+	_, err := FindBase(context.Background(), BaseOptions{Platform: "linux/amd64", NoDownload: true, Getenv: envFrom(map[string]string{"HOME": home})})
+	if err == nil || !strings.Contains(err.Error(), "there is one for aarch64 only") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func hintsOf(err error) []string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Fixes
+	}
+	return nil
+}
+
+type tarEntry struct {
+	name string
+	typ  byte
+	data string
+}
+
+func makeTarGz(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		hdr := &tar.Header{Name: e.name, Typeflag: typ, Mode: 0o644, Size: int64(len(e.data))}
+		if typ != tar.TypeReg {
+			hdr.Size = 0
+			hdr.Linkname = "x"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if typ == tar.TypeReg {
+			tw.Write([]byte(e.data))
+		}
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+// baseArchive returns a valid base archive for arch and its build id.
+func baseArchive(t *testing.T, arch string, extra ...tarEntry) ([]byte, string) {
+	dir := t.TempDir()
+	makeBaseDir(t, dir, arch, true)
+	m, err := ReadManifest(filepath.Join(dir, ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []tarEntry
+	es = append(es, tarEntry{name: "./", typ: tar.TypeDir})
+	for _, n := range []string{ManifestName, KernelName, InitramfsName, RootfsName} {
+		d, _ := os.ReadFile(filepath.Join(dir, n))
+		es = append(es, tarEntry{name: "./" + n, data: string(d)})
+	}
+	es = append(es, extra...)
+	return makeTarGz(t, es), m.BuildID
+}
+
+func registryServer(t *testing.T, archives map[string][]byte, reg func(srvURL string) any) *httptest.Server {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/registry.json" {
+			json.NewEncoder(w).Encode(reg(srv.URL))
+			return
+		}
+		if a, ok := archives[r.URL.Path]; ok {
+			w.Write(a)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func TestFindBaseDownload(t *testing.T) {
+	ctx := context.Background()
+	good, goodID := baseArchive(t, ArchX86_64)
+	goodArm, goodArmID := baseArchive(t, ArchAarch64)
+	evil := makeTarGz(t, []tarEntry{{name: "../evil", data: "x"}})
+	link := makeTarGz(t, []tarEntry{{name: "vmlinuz-virt", typ: tar.TypeSymlink}})
+	nested := makeTarGz(t, []tarEntry{{name: "sub/vmlinuz-virt", data: "x"}})
+	archives := map[string][]byte{"/good.tar.gz": good, "/arm.tar.gz": goodArm, "/evil.tar.gz": evil, "/link.tar.gz": link, "/nested.tar.gz": nested}
+
+	mkreg := func(ref, buildID, url, sum, arch string) func(string) any {
+		return func(string) any {
+			return map[string]any{"schema": 1,
+				"refs":   map[string]any{ref: map[string]string{arch: buildID}},
+				"builds": map[string]any{buildID: map[string]string{"arch": arch, "url": url, "sha256": sum}}}
+		}
+	}
+	fakeID := "11111111-2222-5333-8444-555555555555"
+	tests := []struct {
+		name    string
+		reg     func(string) any
+		arch    string
+		wantErr string
+	}{
+		{"ok relative url", mkreg("alpine-base:latest", goodID, "good.tar.gz", sha(good), "x86_64"), "linux/amd64", ""},
+		{"ok arm", mkreg("alpine-base:latest", goodArmID, "arm.tar.gz", sha(goodArm), "aarch64"), "linux/arm64", ""},
+		{"target arch missing", mkreg("alpine-base:latest", goodArmID, "arm.tar.gz", sha(goodArm), "aarch64"), "linux/amd64", "has no build for x86_64"},
+		{"checksum mismatch", mkreg("alpine-base:latest", goodID, "good.tar.gz", strings.Repeat("0", 64), "x86_64"), "linux/amd64", "checksum mismatch"},
+		{"no checksum", mkreg("alpine-base:latest", goodID, "good.tar.gz", "", "x86_64"), "linux/amd64", "no valid sha256"},
+		{"build id mismatch", mkreg("alpine-base:latest", fakeID, "good.tar.gz", sha(good), "x86_64"), "linux/amd64", "buildId mismatch"},
+		{"arch mismatch", mkreg("alpine-base:latest", goodArmID, "arm.tar.gz", sha(goodArm), "x86_64"), "linux/amd64", "arch mismatch"},
+		{"traversal", mkreg("alpine-base:latest", fakeID, "evil.tar.gz", sha(evil), "x86_64"), "linux/amd64", "not a flat file name"},
+		{"symlink entry", mkreg("alpine-base:latest", fakeID, "link.tar.gz", sha(link), "x86_64"), "linux/amd64", "not a regular file"},
+		{"nested entry", mkreg("alpine-base:latest", fakeID, "nested.tar.gz", sha(nested), "x86_64"), "linux/amd64", "not a flat file name"},
+		{"ref missing", mkreg("other:latest", goodID, "good.tar.gz", sha(good), "x86_64"), "linux/amd64", "not in the registry"},
+		{"404", mkreg("alpine-base:latest", goodID, "missing.tar.gz", sha(good), "x86_64"), "linux/amd64", "404"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := registryServer(t, archives, tc.reg)
+			store := t.TempDir()
+			var progress bytes.Buffer
+			o := BaseOptions{Platform: tc.arch, HTTPClient: srv.Client(), Progress: &progress,
+				Getenv: envFrom(map[string]string{"GONDOLIN_IMAGE_STORE": store, "GONDOLIN_IMAGE_REGISTRY_URL": srv.URL + "/registry.json"})}
+			b, err := FindBase(ctx, o)
+			// Nothing half-written may stay in the store.
+			tmps, _ := filepath.Glob(filepath.Join(store, "objects", ".tmp-*"))
+			if len(tmps) > 0 {
+				t.Errorf("leftover temp dirs %v", tmps)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				if objs, _ := os.ReadDir(filepath.Join(store, "objects")); len(objs) > 0 {
+					t.Fatalf("store has objects after a failed download: %v", objs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			arch := NormalizeArch(tc.arch)
+			link := filepath.Join(store, "refs", "alpine-base", "latest", arch)
+			target, err := os.Readlink(link)
+			if err != nil || filepath.IsAbs(target) {
+				t.Fatalf("ref link %q %v", target, err)
+			}
+			if filepath.Join(filepath.Dir(link), target) != b.Dir || b.Arch != arch || b.Manifest == nil {
+				t.Fatalf("base %+v, link -> %s", b, target)
+			}
+			// Found again without network.
+			o.NoDownload = true
+			o.HTTPClient = &http.Client{Transport: failTransport{}}
+			b2, err := FindBase(ctx, o)
+			if err != nil || b2.Dir != b.Dir {
+				t.Fatalf("second lookup: %v %v", err, b2)
+			}
+		})
+	}
+}
+
+type failTransport struct{}
+
+func (failTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("network used")
+}
+
+func TestImportLayout(t *testing.T) {
+	ctx := context.Background()
+	store := t.TempDir()
+	src := t.TempDir()
+	makeBaseDir(t, src, ArchX86_64, true)
+	m, _ := ReadManifest(filepath.Join(src, ManifestName))
+	obj, err := Import(ctx, src, "team/my-image:v1", store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obj != filepath.Join(store, "objects", m.BuildID) {
+		t.Fatalf("object dir %s", obj)
+	}
+	for _, n := range []string{ManifestName, KernelName, InitramfsName, RootfsName} {
+		a, _ := os.ReadFile(filepath.Join(src, n))
+		b, err := os.ReadFile(filepath.Join(obj, n))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("%s not copied: %v", n, err)
+		}
+	}
+	link := filepath.Join(store, "refs", "team", "my-image", "v1", "x86_64")
+	target, err := os.Readlink(link)
+	if err != nil || target != "../../../../objects/"+m.BuildID {
+		t.Fatalf("link %q %v", target, err)
+	}
+	// Re-point the ref at a new build: replaced atomically.
+	src2 := t.TempDir()
+	makeBaseDir(t, src2, ArchX86_64, true)
+	os.WriteFile(filepath.Join(src2, RootfsName), []byte("changed"), 0o644)
+	c := Checksums{Kernel: sha(fakeKernel(ArchX86_64)), Initramfs: sha([]byte("initramfs-x86_64")), Rootfs: sha([]byte("changed"))}
+	writeManifest(filepath.Join(src2, ManifestName), &Manifest{Version: 1, BuildID: BuildID(c, "x86_64"), Config: ManifestConfig{Arch: "x86_64"}, Assets: DefaultAssets(), Checksums: c})
+	obj2, err := Import(ctx, src2, "team/my-image:v1", store)
+	if err != nil || obj2 == obj {
+		t.Fatal(err)
+	}
+	target, _ = os.Readlink(link)
+	if target != "../../../../objects/"+BuildID(c, "x86_64") {
+		t.Fatalf("link not replaced: %s", target)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(link), "*.tmp-*"))
+	if len(leftovers) > 0 {
+		t.Fatal(leftovers)
+	}
+	// Default tag.
+	if _, err := Import(ctx, src, "plain", store); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Readlink(filepath.Join(store, "refs", "plain", "latest", "x86_64")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestImportRejects(t *testing.T) {
+	ctx := context.Background()
+	noManifest := t.TempDir()
+	makeBaseDir(t, noManifest, ArchX86_64, false)
+	noID := t.TempDir()
+	makeBaseDir(t, noID, ArchX86_64, false)
+	os.WriteFile(filepath.Join(noID, ManifestName), []byte(`{"version":1,"config":{"arch":"x86_64"},"assets":{"kernel":"vmlinuz-virt","initramfs":"initramfs.cpio.lz4","rootfs":"rootfs.ext4"}}`), 0o644)
+	escape := t.TempDir()
+	makeBaseDir(t, escape, ArchX86_64, true)
+	os.Remove(filepath.Join(escape, RootfsName))
+	outside := filepath.Join(t.TempDir(), "outside")
+	os.WriteFile(outside, []byte("x"), 0o644)
+	os.Symlink(outside, filepath.Join(escape, RootfsName))
+	good := t.TempDir()
+	makeBaseDir(t, good, ArchX86_64, true)
+	for _, tc := range []struct{ name, dir, tag, want string }{
+		{"no manifest", noManifest, "a:b", "manifest.json"},
+		{"no build id", noID, "a:b", "buildId"},
+		{"symlink escape", escape, "a:b", "outside"},
+		{"bad tag", good, "../x:y", "invalid image name"},
+		{"bad tag chars", good, "a:b/c", "invalid image"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := t.TempDir()
+			_, err := Import(ctx, tc.dir, tc.tag, store)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if objs, _ := os.ReadDir(filepath.Join(store, "objects")); len(objs) > 0 {
+				t.Fatalf("store not clean: %v", objs)
+			}
+		})
+	}
+}

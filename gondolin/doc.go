@@ -1,0 +1,64 @@
+// Package gondolin holds everything specific to Gondolin, the QEMU micro-VM
+// runtime our output boots under: finding a base bundle (the kernel,
+// initramfs and runtime glue we reuse), the asset manifest (manifest.json,
+// Gondolin 0.12 schema) and its build id, importing an asset directory into
+// Gondolin's image store, and planning the runtime glue added to an image's
+// filesystem tree (pure functions over fstree).
+//
+// The rules follow docs/gondolin-contract.md and were checked against the
+// JavaScript of @earendil-works/gondolin 0.12.0 (read only).
+package gondolin
+
+import "strings"
+
+// Error is a user-facing failure: what went wrong, how to fix it, the cause.
+// The CLI collects Hints() from every error in the chain.
+type Error struct {
+	Msg   string
+	Fixes []string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Err != nil && e.Msg == "":
+		return e.Err.Error()
+	case e.Err != nil:
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Hints returns the ways to fix the failure, most useful first.
+func (e *Error) Hints() []string { return e.Fixes }
+
+// Architecture names as Gondolin writes them in manifest.json.
+const (
+	ArchX86_64  = "x86_64"
+	ArchAarch64 = "aarch64"
+)
+
+// NormalizeArch maps the names Gondolin accepts (x86_64, amd64, x64,
+// aarch64, arm64, case-insensitive) and OCI platform strings
+// ("linux/amd64", "linux/arm64/v8") to x86_64 or aarch64; "" if unknown.
+func NormalizeArch(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		// OS/ARCH[/VARIANT]
+		parts := strings.Split(s, "/")
+		if len(parts) < 2 || parts[0] != "linux" {
+			return ""
+		}
+		s = parts[1]
+	}
+	switch s {
+	case "x86_64", "amd64", "x64":
+		return ArchX86_64
+	case "aarch64", "arm64":
+		return ArchAarch64
+	}
+	return ""
+}

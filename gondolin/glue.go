@@ -1,0 +1,567 @@
+package gondolin
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
+
+// GlueSource is read-only access to the base bundle's rootfs. The ext4
+// reader satisfies it through a small adapter (see ReadGlue). Paths are
+// absolute, slash-separated and contain no symlinks except possibly the
+// last component: ReadGlue resolves symlinks itself, confined to the base.
+type GlueSource interface {
+	// Lstat returns the inode at path without following a final symlink.
+	// Only metadata is needed (Type, Mode, UID, GID, times, Target for a
+	// symlink); Content and Children may be left empty. A missing path is
+	// an error wrapping fs.ErrNotExist.
+	Lstat(path string) (*fstree.Inode, error)
+	// Extract copies path into store: a file with its content, a symlink
+	// as a symlink, a directory with everything below it.
+	Extract(ctx context.Context, path string, store fstree.Store) (*fstree.Inode, error)
+}
+
+// Paths of Gondolin's runtime in its rootfs.
+const (
+	InitPath           = "/init"
+	SandboxdPath       = "/usr/bin/sandboxd"
+	SandboxfsPath      = "/usr/bin/sandboxfs"
+	SandboxsshPath     = "/usr/bin/sandboxssh"
+	SandboxingressPath = "/usr/bin/sandboxingress"
+	ModulesDir         = "/lib/modules"
+	ImageEnvPath       = "/etc/profile.d/gondolin-image-env.sh"
+	EntrypointPath     = "/usr/bin/docker2vm-entrypoint"
+	// PrivateDir holds what we add that has no standard place: base
+	// binaries (busybox, kmod) that applet symlinks point at, tools only
+	// our entrypoint script uses, and an image's own /init when it had to
+	// make way for Gondolin's.
+	PrivateDir    = "/usr/lib/docker2vm"
+	PrivateBinDir = PrivateDir + "/bin"
+	ImageInitPath = PrivateDir + "/image-init"
+)
+
+// AgentPaths are Gondolin's guest binaries. sandboxd and sandboxfs are
+// required; sandboxssh and sandboxingress are started when present.
+var AgentPaths = []string{SandboxdPath, SandboxfsPath, SandboxsshPath, SandboxingressPath}
+
+// InitTools are the commands Gondolin's rootfs /init runs (PATH
+// /usr/sbin:/usr/bin:/sbin:/bin).
+var InitTools = []string{"sh", "mount", "mkdir", "chmod", "cat", "basename", "tr", "mknod", "ln", "ls", "grep", "seq", "sleep", "modprobe", "cp"}
+
+// UserTools are the commands docker2vm-entrypoint may use to switch user,
+// in order of preference. Those the base has are added under PrivateBinDir.
+var UserTools = []string{"su-exec", "setpriv", "chpst"}
+
+// initPATH is the search order of Gondolin's init.
+var initPATH = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// muslLibPath is musl's default library search path.
+var muslLibPath = []string{"/lib", "/usr/local/lib", "/usr/lib"}
+
+// Glue is what Inject adds to an image, as read from a base rootfs. Every
+// inode's content is in the Store given to ReadGlue.
+type Glue struct {
+	// Init is Gondolin's rootfs /init (made to source the image env
+	// file before starting sandboxd, when the base's did not).
+	Init *fstree.Inode
+	// Agents maps AgentPaths present in the base to their files.
+	Agents map[string]*fstree.Inode
+	// Modules maps a kernel version to its /lib/modules/<kver> subtree.
+	Modules map[string]*fstree.Inode
+	// Binaries maps a name under PrivateBinDir ("busybox", "kmod") to a
+	// base executable that tools resolve to.
+	Binaries map[string]*fstree.Inode
+	// Tools maps a command name to the base binary (a key of Binaries)
+	// that provides it and the directory the base has it in.
+	Tools map[string]Tool
+	// Libs maps an absolute base path to a file or symlink the Binaries
+	// need at run time: the ELF interpreter (the musl loader) and the
+	// DT_NEEDED libraries, found on musl's search path.
+	Libs map[string]*fstree.Inode
+	// Needs maps a key of Binaries to the Libs paths it needs
+	// (transitively, symlink hops included).
+	Needs map[string][]string
+	// Notes are remarks for the user (e.g. /init not patched).
+	Notes []string
+
+	store fstree.Store
+}
+
+// Tool is one command the base provides.
+type Tool struct {
+	Binary string // key in Glue.Binaries
+	Dir    string // where the base has it, e.g. "/bin"
+}
+
+// ReadGlue reads Gondolin's runtime glue out of a base rootfs: /init, the
+// sandbox binaries, /lib/modules/*, and the tools the init and our
+// entrypoint need (with the musl loader and libraries they link). Content
+// goes to store, which Inject later uses for the files it generates.
+//
+// Adapting the ext4 reader: Extract is (*ext4.FS).Extract; Lstat can be
+// written over the reader's directory lookup (metadata only).
+func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, error) {
+	g := &Glue{
+		Agents:   map[string]*fstree.Inode{},
+		Modules:  map[string]*fstree.Inode{},
+		Binaries: map[string]*fstree.Inode{},
+		Tools:    map[string]Tool{},
+		Libs:     map[string]*fstree.Inode{},
+		Needs:    map[string][]string{},
+		store:    store,
+	}
+	r := baseResolver{src}
+
+	// /init
+	real, n, err := r.resolve(InitPath)
+	if err != nil || n.Type != fstree.TypeRegular {
+		return nil, glueErr("the base rootfs has no /init (Gondolin's boot script)", err)
+	}
+	data, err := readWhole(ctx, src, real)
+	if err != nil {
+		return nil, glueErr("reading /init from the base rootfs", err)
+	}
+	patched, note := patchInit(data)
+	if note != "" {
+		g.Notes = append(g.Notes, note)
+	}
+	if g.Init, err = putFile(ctx, store, n, patched); err != nil {
+		return nil, err
+	}
+
+	// Agents.
+	for _, p := range AgentPaths {
+		real, n, err := r.resolve(p)
+		if errors.Is(err, fs.ErrNotExist) && p != SandboxdPath && p != SandboxfsPath {
+			continue
+		}
+		if err != nil {
+			return nil, glueErr("the base rootfs has no "+p, err)
+		}
+		if n.Type != fstree.TypeRegular {
+			return nil, glueErr(fmt.Sprintf("%s in the base rootfs is a %s, not a file", p, n.Type), nil)
+		}
+		in, err := src.Extract(ctx, real, store)
+		if err != nil {
+			return nil, glueErr("reading "+p+" from the base rootfs", err)
+		}
+		g.Agents[p] = in
+	}
+
+	// Kernel modules.
+	if real, n, err := r.resolve(ModulesDir); err == nil && n.Type == fstree.TypeDir {
+		mods, err := src.Extract(ctx, real, store)
+		if err != nil {
+			return nil, glueErr("reading /lib/modules from the base rootfs", err)
+		}
+		for _, kver := range fstree.SortedNames(mods) {
+			if c := mods.Children[kver]; c.Type == fstree.TypeDir {
+				g.Modules[kver] = c
+			}
+		}
+	} else {
+		g.Notes = append(g.Notes, "the base rootfs has no /lib/modules: the kernel must have what it needs built in")
+	}
+
+	// Tools and what they link.
+	binPaths := map[string]string{} // binary name -> base real path
+	for _, name := range append(append([]string{}, InitTools...), UserTools...) {
+		for _, dir := range initPATH {
+			real, n, err := r.resolve(dir + "/" + name)
+			if err != nil || n.Type != fstree.TypeRegular {
+				continue
+			}
+			bin := path.Base(real)
+			if prev, ok := binPaths[bin]; ok && prev != real {
+				bin = strings.TrimPrefix(strings.ReplaceAll(real, "/", "-"), "-")
+			}
+			if _, ok := g.Binaries[bin]; !ok {
+				data, err := readWhole(ctx, src, real)
+				if err != nil {
+					return nil, glueErr("reading "+real+" from the base rootfs", err)
+				}
+				if g.Binaries[bin], err = putFile(ctx, store, n, data); err != nil {
+					return nil, err
+				}
+				binPaths[bin] = real
+			}
+			g.Tools[name] = Tool{Binary: bin, Dir: dir}
+			break
+		}
+	}
+	// Each binary's libraries, transitively.
+	direct := map[string][]string{} // base path -> lib chain paths it needs directly
+	var depsOf func(p string) ([]string, error)
+	depsOf = func(p string) ([]string, error) {
+		if d, ok := direct[p]; ok {
+			return d, nil
+		}
+		direct[p] = nil // cycle guard
+		data, err := readWhole(ctx, src, p)
+		if err != nil {
+			return nil, glueErr("reading "+p+" from the base rootfs", err)
+		}
+		interp, needed, err := elfDeps(data)
+		if err != nil {
+			return nil, glueErr("reading the ELF headers of "+p+" in the base rootfs", err)
+		}
+		var libs []string
+		if interp != "" {
+			libs = append(libs, interp)
+		}
+		for _, so := range needed {
+			found := ""
+			for _, d := range muslLibPath {
+				if _, err := src.Lstat(d + "/" + so); err == nil {
+					found = d + "/" + so
+					break
+				}
+			}
+			if found == "" {
+				if muslReserved(so) {
+					continue // provided by the musl loader itself
+				}
+				return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %s, which the base does not have", p, so), nil)
+			}
+			libs = append(libs, found)
+		}
+		var out []string
+		for _, lib := range libs {
+			chain, err := r.chain(lib)
+			if err != nil {
+				return nil, glueErr("resolving "+lib+" in the base rootfs", err)
+			}
+			out = append(out, chain...)
+			for _, c := range chain {
+				if _, ok := g.Libs[c]; ok {
+					continue
+				}
+				ln, err := src.Lstat(c)
+				if err != nil {
+					return nil, glueErr("reading "+c+" from the base rootfs", err)
+				}
+				if ln.Type == fstree.TypeSymlink {
+					in, err := src.Extract(ctx, c, store)
+					if err != nil {
+						return nil, glueErr("reading "+c+" from the base rootfs", err)
+					}
+					g.Libs[c] = in
+					continue
+				}
+				data, err := readWhole(ctx, src, c)
+				if err != nil {
+					return nil, glueErr("reading "+c+" from the base rootfs", err)
+				}
+				if g.Libs[c], err = putFile(ctx, store, ln, data); err != nil {
+					return nil, err
+				}
+			}
+			// The library's own needs.
+			sub, err := depsOf(chain[len(chain)-1])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+		}
+		direct[p] = out
+		return out, nil
+	}
+	for _, bin := range sortedKeys(binPaths) {
+		libs, err := depsOf(binPaths[bin])
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, l := range libs {
+			if !seen[l] {
+				seen[l] = true
+				g.Needs[bin] = append(g.Needs[bin], l)
+			}
+		}
+	}
+	return g, nil
+}
+
+func glueErr(msg string, err error) error {
+	return &Error{Msg: msg, Err: err, Fixes: []string{
+		"Use a Gondolin base bundle built by Gondolin (e.g. `gondolin image pull alpine-base:latest`), or pass --base DIR with one.",
+	}}
+}
+
+// muslReserved reports names musl's loader satisfies itself (libc,
+// libpthread, librt, libm, libdl, libutil, libxnet).
+func muslReserved(so string) bool {
+	for _, p := range []string{"libc.", "libpthread.", "librt.", "libm.", "libdl.", "libutil.", "libxnet."} {
+		if strings.HasPrefix(so, p) {
+			return true
+		}
+	}
+	return strings.HasPrefix(so, "ld-musl-")
+}
+
+// elfDeps returns an ELF file's interpreter and DT_NEEDED names. Data that
+// is not ELF (a script) has none.
+func elfDeps(data []byte) (interp string, needed []string, err error) {
+	if len(data) < 4 || string(data[:4]) != elf.ELFMAG {
+		return "", nil, nil
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(p.Open())
+			if err != nil {
+				return "", nil, err
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	needed, err = f.ImportedLibraries()
+	return interp, needed, err
+}
+
+const maxGlueFile = 256 << 20
+
+// readWhole extracts one regular file into memory.
+func readWhole(ctx context.Context, src GlueSource, p string) ([]byte, error) {
+	var ms fstree.MemStore
+	n, err := src.Extract(ctx, p, &ms)
+	if err != nil {
+		return nil, err
+	}
+	if n.Type != fstree.TypeRegular {
+		return nil, fmt.Errorf("%s is a %s, not a file", p, n.Type)
+	}
+	if n.Content == nil {
+		return nil, nil
+	}
+	if n.Content.Size() > maxGlueFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxGlueFile)
+	}
+	ra, err := ms.Open(n.Content)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, n.Content.Size())
+	if _, err := ra.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// putFile stores data as a regular file with meta's ownership, mode, times.
+func putFile(ctx context.Context, store fstree.Store, meta *fstree.Inode, data []byte) (*fstree.Inode, error) {
+	n := &fstree.Inode{Type: fstree.TypeRegular, Mode: meta.Mode & 0o7777, UID: meta.UID, GID: meta.GID,
+		Mtime: meta.Mtime, Atime: meta.Atime, Ctime: meta.Ctime}
+	if len(data) > 0 {
+		c, err := store.Put(ctx, bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return nil, err
+		}
+		n.Content = c
+	}
+	return n, nil
+}
+
+// envSourceSnippet makes Gondolin's init load the image environment.
+const envSourceSnippet = "# Load the image's environment (added by docker2vm)\n" +
+	"if [ -r " + ImageEnvPath + " ]; then\n" +
+	"  . " + ImageEnvPath + "\n" +
+	"fi\n"
+
+// patchInit makes the base's /init source the image env file before it
+// starts sandboxd. Gondolin 0.12 adds that only to images built with a
+// default environment, so a stock base may lack it.
+func patchInit(data []byte) ([]byte, string) {
+	if bytes.Contains(data, []byte(ImageEnvPath)) {
+		return data, ""
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.TrimSpace(lines[i]) == "exec /usr/bin/sandboxd" {
+			out := strings.Join(lines[:i], "") + envSourceSnippet + "\n" + strings.Join(lines[i:], "")
+			return []byte(out), ""
+		}
+	}
+	return data, "the base's /init does not `exec /usr/bin/sandboxd` as expected; it was left as is and may not load " + ImageEnvPath
+}
+
+// baseResolver resolves paths in a GlueSource, following symlinks within
+// the base (absolute targets restart at the base root, ".." stops there).
+type baseResolver struct{ src GlueSource }
+
+// resolve follows every symlink and returns the real path and its inode.
+func (r baseResolver) resolve(p string) (string, *fstree.Inode, error) {
+	chain, err := r.chain(p)
+	if err != nil {
+		return "", nil, err
+	}
+	real := chain[len(chain)-1]
+	n, err := r.src.Lstat(real)
+	return real, n, err
+}
+
+// chain returns the paths visited resolving p's final component: p's
+// directory resolved, then each symlink hop, ending at a non-symlink.
+func (r baseResolver) chain(p string) ([]string, error) {
+	var out []string
+	cur := p
+	for hops := 0; hops < 40; hops++ {
+		dir, err := r.resolveDir(path.Dir(path.Clean("/" + cur)))
+		if err != nil {
+			return nil, err
+		}
+		full := path.Join(dir, path.Base(path.Clean("/"+cur)))
+		n, err := r.src.Lstat(full)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, full)
+		if n.Type != fstree.TypeSymlink {
+			return out, nil
+		}
+		if n.Target == "" {
+			return nil, fmt.Errorf("%s: empty symlink: %w", full, fs.ErrNotExist)
+		}
+		if strings.HasPrefix(n.Target, "/") {
+			cur = n.Target
+		} else {
+			cur = path.Join(dir, n.Target)
+		}
+	}
+	return nil, fmt.Errorf("%s: too many levels of symbolic links", p)
+}
+
+// resolveDir resolves a directory path component by component.
+func (r baseResolver) resolveDir(p string) (string, error) {
+	real := "/"
+	comps := fstree.Split(p)
+	for hops := 0; len(comps) > 0; {
+		c := comps[0]
+		comps = comps[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			real = path.Dir(real)
+			continue
+		}
+		next := path.Join(real, c)
+		n, err := r.src.Lstat(next)
+		if err != nil {
+			return "", err
+		}
+		switch n.Type {
+		case fstree.TypeDir:
+			real = next
+		case fstree.TypeSymlink:
+			if hops++; hops > 40 {
+				return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+			}
+			if n.Target == "" {
+				return "", fmt.Errorf("%s: empty symlink: %w", next, fs.ErrNotExist)
+			}
+			if strings.HasPrefix(n.Target, "/") {
+				real = "/"
+			}
+			comps = append(fstree.Split(n.Target), comps...)
+		default:
+			return "", fmt.Errorf("%s: %w", next, fstree.ErrNotDir)
+		}
+	}
+	return real, nil
+}
+
+// TreeSource is a GlueSource over an in-memory tree whose content is in
+// Store (which must implement fstree.Opener). Tests use it; so can a
+// caller that already has a base rootfs as a tree.
+type TreeSource struct {
+	Tree  *fstree.Tree
+	Store fstree.Store
+}
+
+// Lstat implements GlueSource.
+func (s TreeSource) Lstat(p string) (*fstree.Inode, error) {
+	n, ok := s.Tree.Lookup(strings.TrimPrefix(path.Clean("/"+p), "/"))
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+	}
+	return n, nil
+}
+
+// Extract implements GlueSource, copying content into store.
+func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
+	n, err := s.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	op, ok := s.Store.(fstree.Opener)
+	if !ok {
+		return nil, fmt.Errorf("TreeSource store %T cannot be read back", s.Store)
+	}
+	copies := map[*fstree.Inode]*fstree.Inode{}
+	var cp func(n *fstree.Inode) (*fstree.Inode, error)
+	cp = func(n *fstree.Inode) (*fstree.Inode, error) {
+		if c, ok := copies[n]; ok {
+			c.Links++
+			return c, nil
+		}
+		c := *n
+		c.Children = nil
+		c.Xattrs = append([]fstree.Xattr(nil), n.Xattrs...)
+		c.Links = 1
+		if n.Type == fstree.TypeDir {
+			c.Links = 0
+			c.Children = map[string]*fstree.Inode{}
+			for _, name := range fstree.SortedNames(n) {
+				cc, err := cp(n.Children[name])
+				if err != nil {
+					return nil, err
+				}
+				c.Children[name] = cc
+			}
+		}
+		if n.Content != nil {
+			ra, err := op.Open(n.Content)
+			if err != nil {
+				return nil, err
+			}
+			c.Content, err = store.Put(ctx, io.NewSectionReader(ra, 0, n.Content.Size()), n.Content.Size())
+			if err != nil {
+				return nil, err
+			}
+		}
+		copies[n] = &c
+		return &c, nil
+	}
+	top, err := cp(n)
+	if err != nil {
+		return nil, err
+	}
+	if top.Type != fstree.TypeDir {
+		top.Links = 0 // the caller's fstree.Link counts the entry it adds
+	}
+	return top, nil
+}
+
+// sortedKeys returns a map's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

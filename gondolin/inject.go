@@ -1,0 +1,766 @@
+package gondolin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
+
+// ImageConfig is the part of the OCI image config a guest needs.
+type ImageConfig struct {
+	Env        []string
+	WorkingDir string
+	User       string
+	Entrypoint []string
+	Cmd        []string
+}
+
+// Injection lists what Inject changed, as real absolute paths inside the
+// image (after resolving the image's own symlinks), for meta.json. A
+// directory listed in Dirs that came from the base (a /lib/modules/<kver>)
+// was added with everything below it.
+type Injection struct {
+	Files    []string `json:"files"`
+	Dirs     []string `json:"directories"`
+	Symlinks []string `json:"symlinks"`
+	// Moved lists image entries moved out of the way (only an image's own
+	// /init, which must make way for Gondolin's).
+	Moved []Move `json:"moved,omitempty"`
+	// Kept lists glue paths where the image's own entry was kept.
+	Kept []string `json:"kept,omitempty"`
+	// Entrypoint is the script that runs the image's ENTRYPOINT/CMD.
+	Entrypoint string   `json:"entrypoint"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// Move is one relocated image entry.
+type Move struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// requiredDirs must exist for Gondolin's init (and for readonly rootfs
+// mode, where init cannot create them), with the modes used when missing.
+var requiredDirs = []struct {
+	path string
+	mode uint32
+}{
+	{"/proc", 0o555}, {"/sys", 0o555}, {"/dev", 0o755}, {"/run", 0o755},
+	{"/tmp", 0o1777}, {"/var/tmp", 0o1777}, {"/var/cache", 0o755}, {"/var/log", 0o755},
+	{"/root", 0o700}, {"/home", 0o755}, {"/data", 0o755},
+	{"/etc/gondolin", 0o755}, {"/etc/gondolin/mitm", 0o755},
+}
+
+// softTools may be missing: init tolerates their failure.
+var softTools = map[string]bool{"modprobe": true, "ls": true}
+
+// Inject adds Gondolin's runtime glue to an image tree, never replacing an
+// image file (the one exception: an image's own /init is moved to
+// ImageInitPath, because Gondolin's initramfs always runs /init). It
+// fails if the image has its own Gondolin agent binaries. Generated files
+// (the env file, the entrypoint script) are stored in the store given to
+// ReadGlue; glue content that is not used is passed to release (may be
+// nil). On error img is left half-changed and must be discarded.
+func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.Content)) (*Injection, error) {
+	if img == nil || img.Root == nil || glue == nil || glue.Init == nil {
+		return nil, errors.New("gondolin.Inject: nil tree or glue")
+	}
+	r := &imgResolver{t: img, inj: &Injection{Entrypoint: EntrypointPath}, placed: map[*fstree.Inode]bool{}, now: img.Root.Mtime}
+	inj := r.inj
+
+	// Fail early on what cannot be fixed without replacing image files.
+	for _, p := range AgentPaths {
+		l, err := r.walk(p, false, false)
+		if err != nil {
+			return nil, injErr("cannot place "+p, err)
+		}
+		if l.node != nil {
+			return nil, &Error{Msg: fmt.Sprintf("the image has its own %s (at %s); Gondolin's guest agent must be there", p, l.path),
+				Fixes: []string{"Remove " + p + " from the image (a final build stage without it), or convert an image that does not ship Gondolin's binaries."}}
+		}
+	}
+	if l, err := r.walk(EntrypointPath, false, false); err != nil || l.node != nil {
+		return nil, &Error{Msg: "the image already has " + EntrypointPath + ", the path docker2vm uses for its entrypoint script", Err: err,
+			Fixes: []string{"Remove " + EntrypointPath + " from the image."}}
+	}
+
+	// /init: Gondolin's, moving the image's own out of the way.
+	if l, err := r.walk(InitPath, false, false); err != nil {
+		return nil, injErr("cannot place /init", err)
+	} else if l.node != nil {
+		if err := r.mkdirAll(PrivateDir, 0o755); err != nil {
+			return nil, err
+		}
+		dst, err := r.walk(ImageInitPath, false, true)
+		if err != nil {
+			return nil, injErr("cannot move the image's /init", err)
+		}
+		if dst.node != nil {
+			return nil, &Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's"}
+		}
+		n := l.node
+		delete(img.Root.Children, "init")
+		if n.Type == fstree.TypeSymlink && !strings.HasPrefix(n.Target, "/") {
+			n.Target = path.Clean("/" + n.Target) // it was relative to /
+		}
+		dst.parent.Children[dst.name] = n
+		inj.Moved = append(inj.Moved, Move{From: InitPath, To: dst.path})
+		inj.Notes = append(inj.Notes, "the image's own /init was moved to "+dst.path+" (Gondolin's initramfs always starts /init); "+EntrypointPath+" runs it where the image's ENTRYPOINT/CMD names /init")
+	}
+	if _, err := r.addFile(InitPath, glue.Init); err != nil {
+		return nil, err
+	}
+
+	for _, p := range AgentPaths {
+		if n := glue.Agents[p]; n != nil {
+			if _, err := r.addFile(p, n); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if glue.Agents[SandboxdPath] == nil {
+		return nil, glueErr("the base has no "+SandboxdPath, nil)
+	}
+
+	for _, d := range requiredDirs {
+		if err := r.mkdirAll(d.path, d.mode); err != nil {
+			return nil, err
+		}
+	}
+
+	for _, kver := range sortedKeys(glue.Modules) {
+		if err := r.merge(ModulesDir+"/"+kver, glue.Modules[kver]); err != nil {
+			return nil, err
+		}
+	}
+
+	// Tools the init needs.
+	var missing []string
+	for _, tool := range InitTools {
+		if r.hasTool(tool) {
+			continue
+		}
+		t, ok := glue.Tools[tool]
+		if !ok {
+			if softTools[tool] {
+				inj.Notes = append(inj.Notes, "neither the image nor the base has "+tool+"; Gondolin's init goes on without it")
+				continue
+			}
+			missing = append(missing, tool)
+			continue
+		}
+		if err := r.addBinary(glue, t.Binary); err != nil {
+			return nil, err
+		}
+		dirs := []string{"/bin"}
+		if tool != "sh" {
+			dirs = uniq(append([]string{t.Dir}, "/usr/bin", "/bin", "/usr/sbin", "/sbin"))
+		}
+		placed := false
+		for _, d := range dirs {
+			l, err := r.walk(d+"/"+tool, false, false)
+			if err != nil || l.node != nil {
+				continue
+			}
+			if _, err := r.addSymlink(d+"/"+tool, PrivateBinDir+"/"+t.Binary); err != nil {
+				return nil, err
+			}
+			placed = true
+			break
+		}
+		if !placed {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
+			Fixes: []string{"Use a base bundle whose rootfs has busybox (Gondolin's alpine-base does).", "Or add those commands to the image (e.g. busybox)."}}
+	}
+
+	// User switching for the entrypoint: tools under PrivateBinDir only.
+	if !isRootUser(cfg.User) {
+		for _, tool := range UserTools {
+			t, ok := glue.Tools[tool]
+			if !ok {
+				continue
+			}
+			if err := r.addBinary(glue, t.Binary); err != nil {
+				return nil, err
+			}
+			if t.Binary != tool {
+				if l, err := r.walk(PrivateBinDir+"/"+tool, false, false); err == nil && l.node == nil {
+					if _, err := r.addSymlink(PrivateBinDir+"/"+tool, t.Binary); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+	}
+
+	// The image's environment.
+	envScript, envNotes := EnvScript(cfg.Env)
+	inj.Notes = append(inj.Notes, envNotes...)
+	if err := r.mkdirAll(path.Dir(ImageEnvPath), 0o755); err != nil {
+		return nil, err
+	}
+	if added, err := r.addGenerated(glue, ImageEnvPath, []byte(envScript), 0o644); err != nil {
+		return nil, err
+	} else if !added {
+		inj.Kept = append(inj.Kept, ImageEnvPath)
+		inj.Notes = append(inj.Notes, "the image has its own "+ImageEnvPath+"; it was kept and the image's ENV was not written there")
+	}
+
+	if wd := cfg.WorkingDir; wd != "" {
+		if err := r.mkdirAll(path.Clean("/"+wd), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	moved := ""
+	if len(inj.Moved) > 0 {
+		moved = inj.Moved[0].To
+	}
+	if added, err := r.addGenerated(glue, EntrypointPath, []byte(EntrypointScript(cfg, moved)), 0o755); err != nil {
+		return nil, err
+	} else if !added {
+		return nil, &Error{Msg: "the image already has " + EntrypointPath}
+	}
+
+	// The init's interpreter must work.
+	if !r.hasFileAt("/bin/sh") {
+		return nil, &Error{Msg: "the image's /bin/sh is broken (a dangling symlink or not a file), so Gondolin's init cannot run",
+			Fixes: []string{"Fix or remove /bin/sh in the image; docker2vm adds busybox's sh when /bin/sh is absent."}}
+	}
+
+	r.releaseUnused(glue, release)
+	for _, s := range [][]string{inj.Files, inj.Dirs, inj.Symlinks, inj.Kept} {
+		sort.Strings(s)
+	}
+	return inj, nil
+}
+
+func injErr(msg string, err error) error {
+	return &Error{Msg: msg, Err: err, Fixes: []string{"Check the image for files where directories are expected (e.g. /usr/bin, /etc/profile.d)."}}
+}
+
+func uniq(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// isRootUser reports whether a Docker USER value means root.
+func isRootUser(u string) bool {
+	u = strings.TrimSpace(u)
+	return u == "" || u == "root" || u == "0" || u == "0:0" || u == "root:root" || u == "root:0" || u == "0:root"
+}
+
+// imgResolver walks and changes the image tree like a chroot: absolute
+// symlink targets restart at the tree root and ".." stops there.
+type imgResolver struct {
+	t      *fstree.Tree
+	inj    *Injection
+	placed map[*fstree.Inode]bool
+	now    fstree.Timestamp
+}
+
+type loc struct {
+	parent *fstree.Inode // the directory holding name
+	name   string
+	node   *fstree.Inode // nil if absent
+	path   string        // real absolute path
+}
+
+type frame struct {
+	name string
+	node *fstree.Inode
+}
+
+func framesPath(st []frame) string {
+	var b strings.Builder
+	for _, f := range st[1:] {
+		b.WriteString("/")
+		b.WriteString(f.name)
+	}
+	if b.Len() == 0 {
+		return "/"
+	}
+	return b.String()
+}
+
+// walk resolves p. Symlinks in the middle are always followed, the last
+// one only with followLast. With create, missing intermediate directories
+// are created (0755, root). Without it, a missing intermediate directory
+// means the path is free: node is nil and parent is nil.
+func (r *imgResolver) walk(p string, followLast, create bool) (loc, error) {
+	st := []frame{{"", r.t.Root}}
+	comps := fstree.Split(path.Clean("/" + p))
+	hops := 0
+	for len(comps) > 0 {
+		c := comps[0]
+		comps = comps[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(st) > 1 {
+				st = st[:len(st)-1]
+			}
+			continue
+		}
+		cur := st[len(st)-1].node
+		last := len(comps) == 0
+		child := cur.Children[c]
+		if child == nil {
+			if last {
+				return loc{parent: cur, name: c, path: join(framesPath(st), c)}, nil
+			}
+			if !create {
+				return loc{path: join(framesPath(st), c)}, nil
+			}
+			child = r.newDir(0o755)
+			fstree.Link(cur, c, child, nil)
+			r.inj.Dirs = append(r.inj.Dirs, join(framesPath(st), c))
+		}
+		if child.Type == fstree.TypeSymlink && (!last || followLast) {
+			if hops++; hops > 40 {
+				return loc{}, fmt.Errorf("%s: too many levels of symbolic links", p)
+			}
+			if child.Target == "" {
+				return loc{}, fmt.Errorf("%s: empty symlink at %s", p, join(framesPath(st), c))
+			}
+			if strings.HasPrefix(child.Target, "/") {
+				st = st[:1]
+			}
+			comps = append(fstree.Split(child.Target), comps...)
+			if len(comps) == 0 {
+				// A link to "/" as the last component.
+				return r.stackLoc(st), nil
+			}
+			continue
+		}
+		if last {
+			return loc{parent: cur, name: c, node: child, path: join(framesPath(st), c)}, nil
+		}
+		if child.Type != fstree.TypeDir {
+			return loc{}, fmt.Errorf("%s: %s is a %s: %w", p, join(framesPath(st), c), child.Type, fstree.ErrNotDir)
+		}
+		st = append(st, frame{c, child})
+	}
+	return r.stackLoc(st), nil
+}
+
+func (r *imgResolver) stackLoc(st []frame) loc {
+	top := st[len(st)-1]
+	l := loc{name: top.name, node: top.node, path: framesPath(st)}
+	if len(st) > 1 {
+		l.parent = st[len(st)-2].node
+	}
+	return l
+}
+
+func join(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+func (r *imgResolver) newDir(mode uint32) *fstree.Inode {
+	d := fstree.NewDir(mode, 0, 0)
+	d.Mtime, d.Atime, d.Ctime = r.now, r.now, r.now
+	return d
+}
+
+// mkdirAll makes p a directory (through the image's symlinks) if missing.
+func (r *imgResolver) mkdirAll(p string, mode uint32) error {
+	l, err := r.walk(p, true, true)
+	if err != nil {
+		return injErr("cannot create "+p, err)
+	}
+	if l.node == nil {
+		fstree.Link(l.parent, l.name, r.newDir(mode), nil)
+		r.inj.Dirs = append(r.inj.Dirs, l.path)
+		return nil
+	}
+	if l.node.Type != fstree.TypeDir {
+		return &Error{Msg: fmt.Sprintf("the image has a %s at %s where Gondolin's init needs a directory", l.node.Type, l.path),
+			Fixes: []string{"Remove " + l.path + " from the image or make it a directory."}}
+	}
+	return nil
+}
+
+// add links n at p when p is free; false if the image has an entry there.
+func (r *imgResolver) add(p string, n *fstree.Inode) (bool, string, error) {
+	l, err := r.walk(p, false, false)
+	if err != nil {
+		return false, "", injErr("cannot place "+p, err)
+	}
+	if l.node != nil {
+		return false, l.path, nil
+	}
+	if l, err = r.walk(p, false, true); err != nil {
+		return false, "", injErr("cannot place "+p, err)
+	}
+	if n.Type != fstree.TypeDir {
+		n.Links = 0
+	}
+	fstree.Link(l.parent, l.name, n, nil)
+	r.markPlaced(n)
+	return true, l.path, nil
+}
+
+func (r *imgResolver) markPlaced(n *fstree.Inode) {
+	r.placed[n] = true
+	for _, c := range n.Children {
+		r.markPlaced(c)
+	}
+}
+
+func (r *imgResolver) addFile(p string, n *fstree.Inode) (bool, error) {
+	ok, real, err := r.add(p, n)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, &Error{Msg: "cannot add " + p + ": the image has an entry at " + real}
+	}
+	r.inj.Files = append(r.inj.Files, real)
+	return true, nil
+}
+
+func (r *imgResolver) addSymlink(p, target string) (bool, error) {
+	n := &fstree.Inode{Type: fstree.TypeSymlink, Mode: 0o777, Target: target, Mtime: r.now, Atime: r.now, Ctime: r.now}
+	ok, real, err := r.add(p, n)
+	if err != nil || !ok {
+		return ok, err
+	}
+	r.inj.Symlinks = append(r.inj.Symlinks, real)
+	return true, nil
+}
+
+// addGenerated stores data through the glue's store and adds it at p if free.
+func (r *imgResolver) addGenerated(glue *Glue, p string, data []byte, mode uint32) (bool, error) {
+	if l, err := r.walk(p, false, false); err != nil {
+		return false, injErr("cannot place "+p, err)
+	} else if l.node != nil {
+		return false, nil
+	}
+	if glue.store == nil {
+		return false, errors.New("gondolin.Inject: glue has no store (use ReadGlue)")
+	}
+	n, err := putFile(context.Background(), glue.store, &fstree.Inode{Mode: mode, Mtime: r.now, Atime: r.now, Ctime: r.now}, data)
+	if err != nil {
+		return false, err
+	}
+	return r.addFile(p, n)
+}
+
+// addBinary places a base binary under PrivateBinDir with the libraries
+// it needs (each only where the image has nothing: an image's own musl
+// loader or library of the same name is kept).
+func (r *imgResolver) addBinary(glue *Glue, bin string) error {
+	n := glue.Binaries[bin]
+	if n == nil {
+		return fmt.Errorf("gondolin.Inject: glue has no binary %q", bin)
+	}
+	if r.placed[n] {
+		return nil
+	}
+	if err := r.mkdirAll(PrivateBinDir, 0o755); err != nil {
+		return err
+	}
+	if _, err := r.addFile(PrivateBinDir+"/"+bin, n); err != nil {
+		return err
+	}
+	for _, lp := range glue.Needs[bin] {
+		ln := glue.Libs[lp]
+		if ln == nil || r.placed[ln] {
+			continue
+		}
+		ok, real, err := r.add(lp, ln)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if !contains(r.inj.Kept, real) {
+				r.inj.Kept = append(r.inj.Kept, real)
+				r.inj.Notes = append(r.inj.Notes, fmt.Sprintf("the image has its own %s; %s uses it instead of the base's", real, bin))
+			}
+			continue
+		}
+		if ln.Type == fstree.TypeSymlink {
+			r.inj.Symlinks = append(r.inj.Symlinks, real)
+		} else {
+			r.inj.Files = append(r.inj.Files, real)
+		}
+	}
+	return nil
+}
+
+func contains(s []string, x string) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// merge adds a base directory subtree at p: whole when p is free,
+// entry by entry (image entries win) when the image has that directory.
+func (r *imgResolver) merge(p string, src *fstree.Inode) error {
+	l, err := r.walk(p, true, true)
+	if err != nil {
+		return injErr("cannot place "+p, err)
+	}
+	if l.node == nil {
+		fstree.Link(l.parent, l.name, src, nil)
+		r.markPlaced(src)
+		if src.Type == fstree.TypeDir {
+			r.inj.Dirs = append(r.inj.Dirs, l.path)
+		} else if src.Type == fstree.TypeSymlink {
+			r.inj.Symlinks = append(r.inj.Symlinks, l.path)
+		} else {
+			r.inj.Files = append(r.inj.Files, l.path)
+		}
+		return nil
+	}
+	if l.node.Type != fstree.TypeDir || src.Type != fstree.TypeDir {
+		r.inj.Kept = append(r.inj.Kept, l.path)
+		return nil
+	}
+	for _, name := range fstree.SortedNames(src) {
+		c := src.Children[name]
+		if c.Type == fstree.TypeDir {
+			if err := r.merge(l.path+"/"+name, c); err != nil {
+				return err
+			}
+			continue
+		}
+		if ex := l.node.Children[name]; ex != nil {
+			r.inj.Kept = append(r.inj.Kept, l.path+"/"+name)
+			continue
+		}
+		c.Links = 0
+		fstree.Link(l.node, name, c, nil)
+		r.placed[c] = true
+		if c.Type == fstree.TypeSymlink {
+			r.inj.Symlinks = append(r.inj.Symlinks, l.path+"/"+name)
+		} else {
+			r.inj.Files = append(r.inj.Files, l.path+"/"+name)
+		}
+	}
+	return nil
+}
+
+// hasFileAt reports whether p resolves to a regular file.
+func (r *imgResolver) hasFileAt(p string) bool {
+	l, err := r.walk(p, true, false)
+	return err == nil && l.node != nil && l.node.Type == fstree.TypeRegular
+}
+
+// hasTool reports whether the init's PATH finds tool in the image.
+func (r *imgResolver) hasTool(tool string) bool {
+	if tool == "sh" {
+		return r.hasFileAt("/bin/sh")
+	}
+	for _, d := range initPATH {
+		if r.hasFileAt(d + "/" + tool) {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseUnused hands back content of glue inodes Inject did not place.
+func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
+	if release == nil {
+		return
+	}
+	done := map[*fstree.Inode]bool{}
+	var visit func(n *fstree.Inode)
+	visit = func(n *fstree.Inode) {
+		if n == nil || done[n] {
+			return
+		}
+		done[n] = true
+		if !r.placed[n] && n.Content != nil {
+			release(n.Content)
+		}
+		for _, c := range n.Children {
+			visit(c)
+		}
+	}
+	visit(g.Init)
+	for _, k := range sortedKeys(g.Agents) {
+		visit(g.Agents[k])
+	}
+	for _, k := range sortedKeys(g.Modules) {
+		visit(g.Modules[k])
+	}
+	for _, k := range sortedKeys(g.Binaries) {
+		visit(g.Binaries[k])
+	}
+	for _, k := range sortedKeys(g.Libs) {
+		visit(g.Libs[k])
+	}
+}
+
+// ShellQuote quotes s for POSIX sh (single quotes; newlines, $, `, \ and
+// " are literal inside them).
+func ShellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// EnvScript renders an image's Env as `export K='v'` lines. Entries that
+// a shell cannot export (no '=', a key that is not a shell name) are left
+// out and reported in notes. Later duplicates win, as in Docker.
+func EnvScript(env []string) (string, []string) {
+	var b bytes.Buffer
+	b.WriteString("# The image's environment (ENV), written by docker2vm.\n")
+	b.WriteString("# Sourced by Gondolin's /init before it starts sandboxd, and by " + EntrypointPath + ".\n")
+	var notes []string
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !shellName.MatchString(k) {
+			notes = append(notes, fmt.Sprintf("image env entry %q cannot be exported by a shell; left out of %s", kv, ImageEnvPath))
+			continue
+		}
+		fmt.Fprintf(&b, "export %s=%s\n", k, ShellQuote(v))
+	}
+	return b.String(), notes
+}
+
+// EntrypointScript renders /usr/bin/docker2vm-entrypoint: it loads the
+// image env, enters WorkingDir, switches to User and execs
+// ENTRYPOINT + (its arguments, or CMD when it has none), as `docker run
+// IMAGE [ARGS...]` does. movedInit, when set, replaces a "/init" argument.
+func EntrypointScript(cfg ImageConfig, movedInit string) string {
+	q := func(args []string) string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			if movedInit != "" && a == InitPath {
+				a = movedInit
+			}
+			out[i] = ShellQuote(a)
+		}
+		return strings.Join(out, " ")
+	}
+	var b strings.Builder
+	b.WriteString(`#!/bin/sh
+# Written by docker2vm: runs the image's ENTRYPOINT and CMD the way
+# ` + "`docker run IMAGE [ARGS...]`" + ` would. Arguments replace CMD.
+set -e
+if [ -r ` + ImageEnvPath + ` ]; then
+  . ` + ImageEnvPath + `
+fi
+`)
+	wd := cfg.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	fmt.Fprintf(&b, "cd %s\n", ShellQuote(path.Clean("/"+wd)))
+	if len(cfg.Cmd) > 0 {
+		fmt.Fprintf(&b, "if [ \"$#\" -eq 0 ]; then\n  set -- %s\nfi\n", q(cfg.Cmd))
+	}
+	if len(cfg.Entrypoint) > 0 {
+		fmt.Fprintf(&b, "set -- %s \"$@\"\n", q(cfg.Entrypoint))
+	}
+	b.WriteString(`if [ "$#" -eq 0 ]; then
+  echo "docker2vm-entrypoint: the image has no ENTRYPOINT or CMD; pass the command to run" >&2
+  exit 127
+fi
+`)
+	if !isRootUser(cfg.User) {
+		user, group, _ := strings.Cut(strings.TrimSpace(cfg.User), ":")
+		hasHome := false
+		for _, kv := range cfg.Env {
+			if strings.HasPrefix(kv, "HOME=") {
+				hasHome = true
+			}
+		}
+		fmt.Fprintf(&b, "d2v_user=%s\nd2v_group=%s\n", ShellQuote(user), ShellQuote(group))
+		b.WriteString(userSwitch)
+		if !hasHome {
+			b.WriteString("export HOME=\"${d2v_home:-/}\"\n")
+		}
+		b.WriteString("d2v_switch \"$@\"\n")
+	}
+	b.WriteString("exec \"$@\"\n")
+	return b.String()
+}
+
+// userSwitch resolves d2v_user/d2v_group with /etc/passwd and /etc/group
+// (shell builtins only) and defines d2v_switch, which execs the command as
+// that user with the first of su-exec, gosu, setpriv or chpst it finds
+// (ours under PrivateBinDir first, then the image's on PATH).
+const userSwitch = `d2v_uid= d2v_gid= d2v_home=
+case "$d2v_user" in
+  ''|*[!0-9]*)
+    if [ -r /etc/passwd ]; then
+      while IFS=: read -r d2v_n d2v_p d2v_u d2v_g d2v_c d2v_h d2v_s; do
+        if [ "$d2v_n" = "$d2v_user" ]; then d2v_uid=$d2v_u d2v_gid=$d2v_g d2v_home=$d2v_h; break; fi
+      done < /etc/passwd
+    fi
+    if [ -z "$d2v_uid" ]; then
+      echo "docker2vm-entrypoint: user $d2v_user not found in /etc/passwd" >&2
+      exit 126
+    fi ;;
+  *)
+    d2v_uid=$d2v_user d2v_gid=0
+    if [ -r /etc/passwd ]; then
+      while IFS=: read -r d2v_n d2v_p d2v_u d2v_g d2v_c d2v_h d2v_s; do
+        if [ "$d2v_u" = "$d2v_uid" ]; then d2v_gid=$d2v_g d2v_home=$d2v_h; break; fi
+      done < /etc/passwd
+    fi ;;
+esac
+case "$d2v_group" in
+  '') ;;
+  *[!0-9]*)
+    d2v_found=
+    if [ -r /etc/group ]; then
+      while IFS=: read -r d2v_n d2v_p d2v_g d2v_m; do
+        if [ "$d2v_n" = "$d2v_group" ]; then d2v_found=$d2v_g; break; fi
+      done < /etc/group
+    fi
+    if [ -z "$d2v_found" ]; then
+      echo "docker2vm-entrypoint: group $d2v_group not found in /etc/group" >&2
+      exit 126
+    fi
+    d2v_gid=$d2v_found ;;
+  *) d2v_gid=$d2v_group ;;
+esac
+d2v_switch() {
+  if [ "$d2v_uid" = 0 ] && [ "$d2v_gid" = 0 ]; then
+    exec "$@"
+  fi
+  for d2v_t in ` + PrivateBinDir + `/su-exec ` + PrivateBinDir + `/setpriv ` + PrivateBinDir + `/chpst su-exec gosu setpriv chpst; do
+    case "$d2v_t" in
+      /*) [ -x "$d2v_t" ] || continue ;;
+      *) command -v "$d2v_t" >/dev/null 2>&1 || continue ;;
+    esac
+    case "${d2v_t##*/}" in
+      su-exec|gosu) exec "$d2v_t" "$d2v_uid:$d2v_gid" "$@" ;;
+      setpriv) exec "$d2v_t" --reuid="$d2v_uid" --regid="$d2v_gid" --clear-groups "$@" ;;
+      chpst) exec "$d2v_t" -u ":$d2v_uid:$d2v_gid" "$@" ;;
+    esac
+  done
+  echo "docker2vm-entrypoint: cannot switch to user $d2v_uid:$d2v_gid: no su-exec, gosu, setpriv or chpst found" >&2
+  exit 126
+}
+`

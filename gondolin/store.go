@@ -1,0 +1,203 @@
+package gondolin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+)
+
+var (
+	imageNamePattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+	imageSegmentPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	imageTagPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// ParseImageRef splits a Gondolin image ref "name[:tag]" (tag defaults to
+// latest; the last colon separates the tag) and validates it as Gondolin
+// does: name segments of letters, digits, '.', '_', '-' separated by '/',
+// none of them "." or "..".
+func ParseImageRef(ref string) (name, tag string, err error) {
+	s := strings.TrimSpace(ref)
+	if s == "" {
+		return "", "", fmt.Errorf("image reference must not be empty")
+	}
+	name, tag = s, "latest"
+	if i := strings.LastIndexByte(s, ':'); i > 0 && i < len(s)-1 {
+		name, tag = s[:i], s[i+1:]
+	}
+	if !imageNamePattern.MatchString(name) {
+		return "", "", fmt.Errorf("invalid image name %q (allowed: letters, numbers, '.', '_', '-', '/')", name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." || !imageSegmentPattern.MatchString(seg) {
+			return "", "", fmt.Errorf("invalid image name %q (bad segment %q)", name, seg)
+		}
+	}
+	if !imageTagPattern.MatchString(tag) {
+		return "", "", fmt.Errorf("invalid image tag %q (allowed: letters, numbers, '.', '_', '-')", tag)
+	}
+	return name, tag, nil
+}
+
+func randSuffix() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Import copies the asset directory dir into Gondolin's image store at
+// storeDir, laid out as `gondolin image import DIR --tag name:tag` does in
+// Gondolin 0.12: objects/<buildId>/ holds manifest.json (copied as is) and
+// the assets under their manifest names, written to
+// objects/.tmp-<buildId>-<rand> and renamed into place (an existing object
+// with that build id is kept: same id, same content); then
+// refs/<name>/<tag>/<arch> becomes a relative symlink to the object,
+// replaced atomically (symlink at <link>.tmp-<rand>, renamed over it).
+// An empty tag imports without touching refs. It returns the object dir.
+func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
+	if storeDir == "" {
+		return "", fmt.Errorf("no image store directory")
+	}
+	var name, rtag string
+	if tag != "" {
+		var err error
+		if name, rtag, err = ParseImageRef(tag); err != nil {
+			return "", &Error{Msg: "cannot import " + dir, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
+		}
+	}
+	m, err := ReadManifest(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
+			Fixes: []string{"Convert with --mode assets so the directory has a manifest.json with a buildId and config.arch."}}
+	}
+	arch := NormalizeArch(m.Config.Arch)
+	objects := filepath.Join(storeDir, "objects")
+	objectDir := filepath.Join(objects, m.BuildID)
+	if _, err := os.Stat(objectDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(objects, 0o755); err != nil {
+			return "", err
+		}
+		tmp := filepath.Join(objects, ".tmp-"+m.BuildID+"-"+randSuffix())
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return "", err
+		}
+		done := false
+		defer func() {
+			if !done {
+				os.RemoveAll(tmp)
+			}
+		}()
+		if _, err := copyAsset(ctx, filepath.Join(dir, ManifestName), filepath.Join(tmp, ManifestName)); err != nil {
+			return "", err
+		}
+		names := []string{m.Assets.Kernel, m.Assets.Initramfs, m.Assets.Rootfs}
+		if m.Assets.KrunKernel != "" {
+			names = append(names, m.Assets.KrunKernel)
+		}
+		if m.Assets.KrunInitrd != "" {
+			names = append(names, m.Assets.KrunInitrd)
+		}
+		for _, n := range names {
+			src, err := confinedRegular(dir, n)
+			if err != nil {
+				return "", err
+			}
+			dst := filepath.Join(tmp, n)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return "", err
+			}
+			if _, err := copyAsset(ctx, src, dst); err != nil {
+				return "", err
+			}
+		}
+		if err := os.Rename(tmp, objectDir); err != nil {
+			if !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+				return "", err
+			}
+			// Imported concurrently by someone else: theirs stands.
+		} else {
+			done = true
+		}
+	} else if err != nil {
+		return "", err
+	}
+	if _, err := loadBase(objectDir, "image store", arch, ""); err != nil {
+		return "", fmt.Errorf("image store object %s: %w", objectDir, err)
+	}
+	if name != "" {
+		if err := writeRef(storeDir, name, rtag, arch, objectDir); err != nil {
+			return "", err
+		}
+	}
+	return objectDir, nil
+}
+
+// confinedRegular resolves name inside dir and requires a regular file
+// whose real path stays inside dir's real path.
+func confinedRegular(dir, name string) (string, error) {
+	if err := localName("asset", name); err != nil {
+		return "", err
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(filepath.Join(dir, name))
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(realDir, real)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("asset %q resolves to %s, outside %s", name, real, realDir)
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("asset %q is not a regular file", name)
+	}
+	return real, nil
+}
+
+// writeRef points refs/<name>/<tag>/<arch> at objectDir with a relative
+// symlink, replacing any old link atomically.
+func writeRef(storeDir, name, tag, arch, objectDir string) error {
+	refs := filepath.Join(storeDir, "refs")
+	link := filepath.Join(refs, filepath.FromSlash(name), tag, arch)
+	if rel, err := filepath.Rel(refs, link); err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("image ref %s:%s escapes %s", name, tag, refs)
+	}
+	linkDir := filepath.Dir(link)
+	if err := os.MkdirAll(linkDir, 0o755); err != nil {
+		return err
+	}
+	absLinkDir, err := filepath.Abs(linkDir)
+	if err != nil {
+		return err
+	}
+	absObj, err := filepath.Abs(objectDir)
+	if err != nil {
+		return err
+	}
+	target, err := filepath.Rel(absLinkDir, absObj)
+	if err != nil {
+		return err
+	}
+	tmp := link + ".tmp-" + randSuffix()
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
