@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -34,6 +35,17 @@ type Options struct {
 	OutDir  string
 	Limits  rootfs.Limits
 	FS      ext4.Options
+	// Base says where to find the Gondolin base bundle (kernel, initramfs
+	// and the runtime glue); its Platform is set from the image.
+	Base gondolin.BaseOptions
+	// Plain writes the image tree alone, without Gondolin's runtime glue
+	// (rootfs mode only): the result does not boot in Gondolin by itself.
+	Plain bool
+	// RootfsMode is recorded in an assets manifest: cow, memory, readonly.
+	RootfsMode gondolin.RootfsMode
+	// Tag, when set, imports an assets result into Gondolin's image store
+	// as NAME:TAG.
+	Tag string
 	// Progress receives human-facing progress lines (stderr); nil for none.
 	Progress io.Writer
 	// Origin, when set, is reported as the source in results and meta.json
@@ -161,6 +173,10 @@ func steps(opts Options, img *image.Image) []Step {
 		s = append(s, Step{ID: fmt.Sprintf("layer-%d", i), Stage: "merge",
 			Description: fmt.Sprintf("apply layer %d %s (%s, %d bytes)", i, l.Digest, l.MediaType, l.Size)})
 	}
+	if !opts.Plain {
+		s = append([]Step{s[0], {ID: "base", Stage: "source", Description: "find the Gondolin base bundle for " + platformString(img.Platform) + " and read its runtime glue"}}, s[1:]...)
+		s = append(s, Step{ID: "glue", Stage: "merge", Description: "add Gondolin's init, sandbox daemons, kernel modules and missing tools without replacing image files; write the image env and entrypoint"})
+	}
 	s = append(s,
 		Step{ID: "rootfs", Stage: "filesystem", Description: "write rootfs.ext4 from the merged tree"},
 		Step{ID: "metadata", Stage: "output", Description: "write meta.json (image config, layers, source)"},
@@ -169,6 +185,9 @@ func steps(opts Options, img *image.Image) []Step {
 		s = append(s, Step{ID: "assets", Stage: "output", Description: "copy kernel and initramfs from the Gondolin base bundle and write manifest.json"})
 	}
 	s = append(s, Step{ID: "publish", Stage: "output", Description: "replace " + opts.OutDir + " atomically"})
+	if opts.Tag != "" {
+		s = append(s, Step{ID: "import", Stage: "output", Description: "import into Gondolin's image store as " + opts.Tag})
+	}
 	return s
 }
 
@@ -214,6 +233,18 @@ func validate(opts Options) error {
 	}
 	if opts.OutDir == "" {
 		return &Error{Msg: "An output directory is required.", Hints: []string{"Pass --out PATH."}}
+	}
+	if opts.Plain && opts.Mode == ModeAssets {
+		return &Error{Msg: "--plain cannot be used with --mode assets",
+			Hints: []string{"A Gondolin guest needs the runtime glue: drop --plain, or use --mode rootfs."}}
+	}
+	if opts.Tag != "" {
+		if opts.Mode != ModeAssets {
+			return &Error{Msg: "--tag needs --mode assets", Hints: []string{"Add --mode assets to import the guest into Gondolin's image store."}}
+		}
+		if _, _, err := gondolin.ParseImageRef(opts.Tag); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -112,6 +112,7 @@ func options(src image.Source, out string) Options {
 		Source:  src,
 		Image:   image.Options{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, NoCache: true},
 		Mode:    ModeRootfs,
+		Plain:   true,
 		OutDir:  out,
 		Now:     func() time.Time { return time.Unix(1800000000, 0) },
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -49,11 +51,79 @@ type RootfsInfo struct {
 
 // Injection records the Gondolin runtime glue added to the image tree.
 type Injection struct {
-	Applied             bool     `json:"applied"`
-	Note                string   `json:"note,omitempty"`
-	BaseRootfsPath      string   `json:"baseRootfsPath,omitempty"`
-	InjectedFiles       []string `json:"injectedFiles"`
-	InjectedDirectories []string `json:"injectedDirectories"`
+	Applied             bool                   `json:"applied"`
+	Note                string                 `json:"note,omitempty"`
+	BaseRootfsPath      string                 `json:"baseRootfsPath,omitempty"`
+	BaseOrigin          string                 `json:"baseOrigin,omitempty"`
+	Base                *gondolin.BaseIdentity `json:"base,omitempty"`
+	InjectedFiles       []string               `json:"injectedFiles"`
+	InjectedDirectories []string               `json:"injectedDirectories"`
+	InjectedSymlinks    []string               `json:"injectedSymlinks,omitempty"`
+	Moved               []gondolin.Move        `json:"moved,omitempty"`
+	Kept                []string               `json:"kept,omitempty"`
+	// Entrypoint runs the image's ENTRYPOINT/CMD with its env, workdir
+	// and user: vm.exec(["/usr/bin/docker2vm-entrypoint", ...args]).
+	Entrypoint string   `json:"entrypoint,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// buildTime dates an assets manifest reproducibly: the image's creation
+// time, else SOURCE_DATE_EPOCH, else the Unix epoch.
+func buildTime(img *image.Image, sde int64) time.Time {
+	if sde > 0 {
+		return time.Unix(sde, 0).UTC()
+	}
+	if img.Config != nil && !img.Config.Created.IsZero() {
+		return img.Config.Created.UTC()
+	}
+	return time.Unix(0, 0).UTC()
+}
+
+// readGlue reads Gondolin's runtime glue from the base's rootfs.ext4 with
+// our own ext4 reader, storing file data through store.
+func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*gondolin.Glue, error) {
+	f, err := os.Open(base.RootfsPath)
+	if err != nil {
+		return nil, &Error{Msg: "cannot open the Gondolin base rootfs", Err: err,
+			Hints: []string{"Check the base bundle in " + base.Dir + ", or pass another with --base DIR."}}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		return nil, &Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
+			Hints: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
+	}
+	glue, err := gondolin.ReadGlue(ctx, glueSource{fs}, store)
+	if err != nil {
+		return nil, fmt.Errorf("reading runtime glue from %s: %w", base.RootfsPath, err)
+	}
+	return glue, nil
+}
+
+// glueSource adapts the ext4 reader to gondolin.GlueSource.
+type glueSource struct{ fs *ext4.FS }
+
+func (g glueSource) Lstat(p string) (*fstree.Inode, error) {
+	n, err := g.fs.Lookup(p)
+	if err != nil {
+		return nil, err
+	}
+	out := &fstree.Inode{Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Mtime: n.Mtime, Atime: n.Atime, Ctime: n.Ctime,
+		Major: n.Major, Minor: n.Minor}
+	if n.Type == fstree.TypeSymlink {
+		if out.Target, err = g.fs.Readlink(p); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (g glueSource) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
+	return g.fs.Extract(ctx, p, store)
 }
 
 // Run converts the image and publishes the output directory. On failure the
@@ -61,10 +131,6 @@ type Injection struct {
 func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err := validate(opts); err != nil {
 		return nil, err
-	}
-	if opts.Mode == ModeAssets {
-		return nil, &Error{Msg: "--mode assets is not available yet in this build",
-			Hints: []string{"Use --mode rootfs to get rootfs.ext4 and meta.json."}}
 	}
 	progress := func(format string, a ...any) {
 		if opts.Progress != nil {
@@ -77,6 +143,19 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	defer img.Close()
 	progress("resolved %s %s (%s, %d layers)", describeSource(opts.Source), img.Digest, img.Platform.String(), len(img.Layers))
+
+	var base *gondolin.Base
+	if !opts.Plain {
+		bo := opts.Base
+		bo.Platform = img.Platform.String()
+		if bo.Progress == nil {
+			bo.Progress = opts.Progress
+		}
+		if base, err = gondolin.FindBase(ctx, bo); err != nil {
+			return nil, err
+		}
+		progress("Gondolin base: %s (%s)", base.Dir, base.Origin)
+	}
 
 	st, err := newStaging(opts.OutDir)
 	if err != nil {
@@ -103,6 +182,12 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var glue *gondolin.Glue
+	if base != nil {
+		if glue, err = readGlue(ctx, base, w); err != nil {
+			return nil, err
+		}
+	}
 	m := rootfs.New(w, opts.Limits)
 	for i, l := range img.Layers {
 		if err := ctx.Err(); err != nil {
@@ -123,6 +208,26 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		}
 		progress("applied layer %d/%d %s in %s", i+1, len(img.Layers), l.Digest, time.Since(start).Round(time.Millisecond))
 	}
+	info := describe(img)
+	injection := Injection{Applied: false, Note: "plain image tree (--plain): no Gondolin runtime glue",
+		InjectedFiles: []string{}, InjectedDirectories: []string{}}
+	if glue != nil {
+		inj, err := gondolin.Inject(m.Tree(), glue, gondolin.ImageConfig{
+			Env: info.Config.Env, WorkingDir: info.Config.WorkingDir, User: info.Config.User,
+			Entrypoint: info.Config.Entrypoint, Cmd: info.Config.Cmd,
+		}, w.Release)
+		if err != nil {
+			return nil, err
+		}
+		id, err := base.Identity(ctx)
+		if err != nil {
+			return nil, err
+		}
+		injection = Injection{Applied: true, BaseRootfsPath: base.RootfsPath, BaseOrigin: base.Origin, Base: &id,
+			InjectedFiles: inj.Files, InjectedDirectories: inj.Dirs, InjectedSymlinks: inj.Symlinks,
+			Moved: inj.Moved, Kept: inj.Kept, Entrypoint: inj.Entrypoint, Notes: inj.Notes}
+		progress("added Gondolin runtime glue: %d files, %d directories, %d symlinks", len(inj.Files), len(inj.Dirs), len(inj.Symlinks))
+	}
 	if err := w.Finish(ctx, m.Tree()); err != nil {
 		return nil, err
 	}
@@ -140,7 +245,6 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	stats := m.Stats()
 	progress("wrote %s (%d entries, %d MiB apparent)", RootfsFile, stats.Entries, fi.Size()>>20)
 
-	info := describe(img)
 	label := fsOpts.Label
 	if label == "" {
 		label = "gondolin-root" // the ext4 writer's default
@@ -158,12 +262,21 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		Layers:        info.Layers,
 		Rootfs: RootfsInfo{File: RootfsFile, SizeBytes: fi.Size(), Entries: stats.Entries, DataBytes: stats.Bytes,
 			Journal: !fsOpts.NoJournal, Label: label},
-		RuntimeInjection: Injection{Applied: false,
-			Note:          "plain image tree: Gondolin runtime glue is not injected by this build",
-			InjectedFiles: []string{}, InjectedDirectories: []string{}},
+		RuntimeInjection: injection,
 	}
 	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
 		return nil, err
+	}
+	manifestPath := ""
+	if opts.Mode == ModeAssets {
+		src := gondolin.OCISource{Image: opts.Source.Ref, Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
+		if _, err := gondolin.WriteAssets(ctx, st.dir, base, rootfsPath, gondolin.AssetOptions{
+			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, fsOpts.SourceDateEpoch),
+		}); err != nil {
+			return nil, err
+		}
+		manifestPath = filepath.Join(st.out, gondolin.ManifestName)
+		progress("wrote Gondolin assets (kernel, initramfs, manifest.json)")
 	}
 	files, err := listFiles(st.dir)
 	if err != nil {
@@ -176,16 +289,24 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	for i, name := range files {
 		files[i] = filepath.Join(st.out, name)
 	}
+	if opts.Tag != "" {
+		obj, err := gondolin.Import(ctx, st.out, opts.Tag, opts.Base.StoreDir())
+		if err != nil {
+			return nil, fmt.Errorf("importing %s into Gondolin's image store: %w", st.out, err)
+		}
+		progress("imported as %s (%s)", opts.Tag, obj)
+	}
 	return &Result{
-		Command:      opts.Command,
-		Source:       opts.sourceInfo(),
-		SourceDigest: info.Digest,
-		Platform:     info.Platform,
-		Mode:         opts.Mode,
-		OutDir:       st.out,
-		RootfsPath:   filepath.Join(st.out, RootfsFile),
-		MetadataPath: filepath.Join(st.out, MetadataFile),
-		Files:        files,
+		Command:           opts.Command,
+		Source:            opts.sourceInfo(),
+		SourceDigest:      info.Digest,
+		Platform:          info.Platform,
+		Mode:              opts.Mode,
+		OutDir:            st.out,
+		RootfsPath:        filepath.Join(st.out, RootfsFile),
+		MetadataPath:      filepath.Join(st.out, MetadataFile),
+		AssetManifestPath: manifestPath,
+		Files:             files,
 	}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/rootfs"
@@ -22,6 +23,11 @@ var outputFlags = []cli.Flag{
 	{Name: "platform", Arg: "OS/ARCH", Usage: "target platform: linux/amd64 or linux/arm64 (default: the host's)"},
 	{Name: "mode", Arg: "MODE", Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
+	{Name: "base", Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue); default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
+	{Name: "no-download", Kind: cli.Bool, Usage: "never download a Gondolin base bundle"},
+	{Name: "plain", Kind: cli.Bool, Usage: "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"},
+	{Name: "rootfs-mode", Arg: "MODE", Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
+	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
 	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr"},
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob cache"},
@@ -61,6 +67,17 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		return opts, err
 	}
 	opts.Mode = mode
+	opts.Base = gondolin.BaseOptions{Dir: f.Str("base", ""), NoDownload: f.Bool("no-download")}
+	opts.Plain = f.Bool("plain")
+	opts.Tag = f.Str("tag", "")
+	if f.Has("rootfs-mode") {
+		if mode != convert.ModeAssets {
+			return opts, &cli.Error{Msg: "--rootfs-mode needs --mode assets", Hints: []string{"Add --mode assets, or drop --rootfs-mode."}}
+		}
+		if opts.RootfsMode, err = gondolin.ParseRootfsMode(f.Str("rootfs-mode", "")); err != nil {
+			return opts, err
+		}
+	}
 	plat := image.HostPlatform()
 	if f.Has("platform") {
 		p, err := image.ParsePlatform(f.Str("platform", ""))

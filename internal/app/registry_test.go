@@ -29,7 +29,7 @@ func TestRegistryEndToEnd(t *testing.T) {
 
 	cache := t.TempDir()
 	out := filepath.Join(t.TempDir(), "out")
-	base := []string{"--image", ref, "--platform", "linux/arm64", "--out", out, "--cache-dir", cache, "--quiet"}
+	base := []string{"--image", ref, "--platform", "linux/arm64", "--out", out, "--cache-dir", cache, "--quiet", "--plain"}
 
 	// Without credentials the registry says 401 and the hint names docker login.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
