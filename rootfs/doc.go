@@ -18,8 +18,10 @@
 //   - Symlinks in the parent components of a name are followed inside the
 //     image: an absolute target starts again at the image root and ".." at the
 //     root stays at the root (like chroot). At most 40 symlinks are followed
-//     per lookup (Linux's MAXSYMLINKS); more is an error. A symlink with an
-//     empty target cannot be traversed (Linux: ENOENT).
+//     per lookup (Linux's MAXSYMLINKS) and one lookup walks at most 1024
+//     components; more is an error. Symlink targets are cleaned lexically
+//     before they are walked (containerd's fs.RootPath does the same). A
+//     symlink with an empty target cannot be traversed (Linux: ENOENT).
 //   - The final component is never followed: an entry named like an existing
 //     symlink replaces the symlink.
 //   - A parent component that is a file (or device, fifo) is an error.
@@ -64,7 +66,9 @@
 //     the root like any name, its final component is not followed, so a link
 //     to a symlink links the symlink inode). A missing target or a directory
 //     target is an error. The hardlink header's own metadata is ignored (as
-//     umoci and GNU tar do): a link has none of its own.
+//     umoci and GNU tar do): a link has none of its own. A link to itself, or
+//     over the directory holding its target, keeps that inode (containerd and
+//     umoci unlink first and then fail).
 //   - Parents missing from a layer are created as root-owned 0755 directories
 //     with a zero mtime.
 //   - Modes keep setuid, setgid and sticky (mode & 07777); numeric uid/gid are
@@ -73,6 +77,8 @@
 //   - Xattrs come from PAX "SCHILY.xattr.NAME" and "LIBARCHIVE.xattr.NAME"
 //     (URL-escaped name, base64 value) records; SCHILY wins when both are set.
 //     Values over 64 KiB and names over 255 bytes are errors (Linux limits).
+//     user.* xattrs on anything but files and directories are dropped (Linux
+//     refuses them; containerd drops them with a warning).
 //   - GNU sparse files (all formats archive/tar reads) are regular files whose
 //     holes read as zeros; the store may turn zero blocks back into holes.
 //   - PAX global headers are ignored; any other entry type is an error.

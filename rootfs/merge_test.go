@@ -54,7 +54,7 @@ func runCases(t *testing.T, cases []mergeCase) {
 	}
 }
 
-// TestSymlinks covers symlinks in parent components and symlinks replacing
+// symlinkCases cover symlinks in parent components and symlinks replacing
 // or replaced by directories (containerd's TestBreakouts symlink cases).
 func symlinkCases() []mergeCase {
 	return []mergeCase{
@@ -192,6 +192,8 @@ func symlinkCases() []mergeCase {
 			err: `layer 0 (test0): entry "a/x": too many levels of symbolic links at "/a" (more than 40): the image is malformed or hostile`},
 		{name: "symlink self loop", layers: [][]ent{{S("a", "a/."), F("a/x", "")}},
 			err: `too many levels of symbolic links`},
+		{name: "symlink walk bound", layers: [][]ent{{S("a", strings.Repeat("../", 400)+"b"), S("b", strings.Repeat("../", 400)+"c"), S("c", strings.Repeat("../", 400)+"d"), D("d"), F("a/ok", "")}},
+			err: `entry "a/ok": resolving the path walks more than 1024 components through symlinks`},
 		{name: "symlink empty target as parent", layers: [][]ent{{S("e", ""), F("e/x", "")}},
 			err: `entry "e/x": "/e" is a symlink with an empty target, which cannot be used as a directory`},
 		{name: "parent is a file", layers: [][]ent{{F("f", "x"), F("f/g", "")}},
@@ -203,7 +205,7 @@ func symlinkCases() []mergeCase {
 
 func TestSymlinks(t *testing.T) { runCases(t, symlinkCases()) }
 
-// TestHardlinks covers hardlink resolution (containerd's Hardlink* cases)
+// hardlinkCases cover hardlink resolution (containerd's Hardlink* cases)
 // and hardlink identity across layers.
 func hardlinkCases() []mergeCase {
 	twoNames := func(a, b string) string {
@@ -292,7 +294,7 @@ func hardlinkCases() []mergeCase {
 
 func TestHardlinks(t *testing.T) { runCases(t, hardlinkCases()) }
 
-// TestWhiteouts covers whiteouts and opaque markers (containerd's Whiteout*
+// whiteoutCases cover whiteouts and opaque markers (containerd's Whiteout*
 // cases and the OCI layer spec).
 func whiteoutCases() []mergeCase {
 	lower := with(etc, F("etc/whitedout", "ahhhh"), S("localetc", "/etc"))
@@ -405,7 +407,7 @@ func whiteoutCases() []mergeCase {
 
 func TestWhiteouts(t *testing.T) { runCases(t, whiteoutCases()) }
 
-// TestEntries covers names, entry types and header fields.
+// entryCases cover names, entry types and header fields.
 func entryCases() []mergeCase {
 	long1, long2 := strings.Repeat("x", 200), strings.Repeat("y", 250)
 	longName := "d/" + long1 + "/" + long2

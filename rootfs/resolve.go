@@ -11,6 +11,12 @@ import (
 // fails (ELOOP). Rule: bounded symlink hops (test: "symlink loop").
 const maxSymlinkHops = 40
 
+// maxWalk bounds the components one lookup may walk, symlink targets
+// included. Rule: a lookup costs at most maxWalk steps, so a hostile chain
+// of long symlink targets cannot turn millions of entries into a CPU
+// bomb (test: "symlink walk bound"). Real lookups walk a few dozen.
+const maxWalk = 1024
+
 // nameMax is the longest name component Linux and ext4 accept (NAME_MAX).
 const nameMax = 255
 
@@ -62,19 +68,25 @@ type resolver struct {
 // directory nor a symlink is an error (test: "parent is a file").
 func (r resolver) dir(comps []string) (*fstree.Inode, error) {
 	root := r.m.tree.Root
-	stack := []*fstree.Inode{root} // the current directory and its ancestors
+	// Small fixed buffers keep the common lookup free of allocations.
+	var stackBuf [16]*fstree.Inode
+	var todoBuf, namesBuf [16]string
+	stack := append(stackBuf[:0], root) // the current directory and its ancestors
 	// todo holds the components still to walk, in reverse order, so that a
 	// symlink's target can be pushed in front of the rest.
-	todo := make([]string, 0, len(comps))
+	todo := todoBuf[:0]
 	for i := len(comps) - 1; i >= 0; i-- {
 		todo = append(todo, comps[i])
 	}
-	var names []string // names[i] is the name of stack[i+1], for messages
+	names := namesBuf[:0] // names[i] is the name of stack[i+1], for messages
 	where := func(name string) string {
 		return path.Join(append(append([]string{"/"}, names...), name)...)
 	}
-	hops := 0
+	hops, steps := 0, 0
 	for len(todo) > 0 {
+		if steps++; steps > maxWalk {
+			return nil, malformed("resolving the path walks more than %d components through symlinks", maxWalk)
+		}
 		name := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
 		cur := stack[len(stack)-1]
