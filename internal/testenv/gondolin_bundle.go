@@ -1,0 +1,1076 @@
+package testenv
+
+// A fixture Gondolin base bundle built from Debian packages: the cloud
+// kernel, a busybox initramfs, a busybox rootfs.ext4 with our guest agent
+// (internal/guestagent) at /usr/bin/sandboxd, and manifest.json. See
+// docs/gondolin-contract.md for what each piece must satisfy.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"crypto/sha256"
+	"debug/elf"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+//go:embed testdata/initramfs-init.sh
+var gdInitramfsInit []byte
+
+//go:embed testdata/rootfs-init.sh
+var gdRootfsInit []byte
+
+// gdBundleFormat is part of every cache key: bump it when the bundle layout
+// or build steps change in a way the inputs' hashes do not capture.
+const gdBundleFormat = "docker2vm-testenv-bundle-v1"
+
+// gdKernelMetaPackage is the Debian package whose dependency names the
+// kernel image package to use.
+const gdKernelMetaPackage = "linux-image-cloud-amd64"
+
+// gdModules are loaded by both inits; their dependencies are added from
+// modules.dep.
+var gdModules = []string{
+	"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+	"virtio_blk", "virtio_console", "virtio-rng", "virtio_net", "fuse",
+}
+
+// GondolinBundlePackages lists the Debian packages BuildBaseBundle needs
+// installed (the kernel is fetched with apt-get download at test time).
+const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt"
+
+// GondolinBootPackages lists the Debian packages BootGondolin needs besides
+// Node.js and npm.
+const GondolinBootPackages = "qemu-system-x86 qemu-utils"
+
+// Bundle asset names (Gondolin's defaults).
+const (
+	BundleKernel    = "vmlinuz-virt"
+	BundleInitramfs = "initramfs.cpio.lz4"
+	BundleRootfs    = "rootfs.ext4"
+	BundleManifest  = "manifest.json"
+)
+
+// GondolinCacheDir is where fixtures are cached across test runs:
+// $DOCKER2VM_TEST_CACHE, else $XDG_CACHE_HOME/docker2vm-test, else
+// ~/.cache/docker2vm-test, else $TMPDIR/docker2vm-testenv.
+func GondolinCacheDir() string {
+	if d := os.Getenv("DOCKER2VM_TEST_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "docker2vm-test")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" && h != "/" {
+		return filepath.Join(h, ".cache", "docker2vm-test")
+	}
+	return filepath.Join(os.TempDir(), "docker2vm-testenv")
+}
+
+var (
+	gdBundleMu   sync.Mutex
+	gdBundleDir  string
+	gdSandboxdMu sync.Mutex
+	gdSandboxd   string
+)
+
+// BuildBaseBundle returns a directory holding a bootable Gondolin base
+// bundle for x86_64 (vmlinuz-virt, initramfs.cpio.lz4, rootfs.ext4,
+// manifest.json). Callers must treat it as read-only. It is built once per
+// set of inputs and cached in GondolinCacheDir (and in memory for the rest
+// of the test process). It skips the test when a tool is missing, except
+// under CI=true, where it fails.
+func BuildBaseBundle(t testing.TB) string {
+	t.Helper()
+	tools := gdRequireTools(t, GondolinBundlePackages, "go", "apt-get", "apt-cache", "dpkg-deb", "depmod", "mke2fs", "lz4")
+	gdBundleMu.Lock()
+	defer gdBundleMu.Unlock()
+	if gdBundleDir != "" {
+		return gdBundleDir
+	}
+	start := time.Now()
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir()}
+	dir, err := b.build()
+	if err != nil {
+		t.Fatalf("BuildBaseBundle: %v", err)
+	}
+	t.Logf("BuildBaseBundle: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
+	gdBundleDir = dir
+	return dir
+}
+
+// BuildSandboxd builds the test guest agent (internal/guestagent/cmd/sandboxd)
+// as a static linux/amd64 binary and returns its path (read-only, cached for
+// the test process).
+func BuildSandboxd(t testing.TB) string {
+	t.Helper()
+	tools := gdRequireTools(t, "golang", "go")
+	gdSandboxdMu.Lock()
+	defer gdSandboxdMu.Unlock()
+	if gdSandboxd != "" {
+		return gdSandboxd
+	}
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir()}
+	p, err := b.sandboxd()
+	if err != nil {
+		t.Fatalf("BuildSandboxd: %v", err)
+	}
+	gdSandboxd = p
+	return p
+}
+
+type gdBuilder struct {
+	t     testing.TB
+	tools map[string]string
+	cache string
+}
+
+func (b *gdBuilder) logf(format string, args ...any) {
+	b.t.Helper()
+	b.t.Logf(format, args...)
+}
+
+func (b *gdBuilder) run(dir string, env []string, name string, args ...string) ([]byte, error) {
+	path := b.tools[name]
+	if path == "" {
+		path = name
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, gdTail(stderr.String(), 4000))
+	}
+	return out, nil
+}
+
+func gdTail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// lock takes an exclusive flock on the cache so that test binaries of
+// different packages running in parallel do not build the same thing twice.
+func (b *gdBuilder) lock() (unlock func(), err error) { return b.lockFile(".lock") }
+
+func (b *gdBuilder) lockFile(name string) (unlock func(), err error) {
+	if err := os.MkdirAll(b.cache, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(b.cache, name), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func (b *gdBuilder) build() (string, error) {
+	unlock, err := b.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+
+	agent, err := b.sandboxd()
+	if err != nil {
+		return "", err
+	}
+	kernel, err := b.kernel()
+	if err != nil {
+		return "", err
+	}
+	busybox, err := b.busybox()
+	if err != nil {
+		return "", err
+	}
+
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", gdBundleFormat)
+	for _, in := range []struct {
+		name string
+		data []byte
+	}{{"initramfs-init", gdInitramfsInit}, {"rootfs-init", gdRootfsInit}} {
+		fmt.Fprintf(h, "%s=%x\n", in.name, sha256.Sum256(in.data))
+	}
+	for _, f := range []string{agent, busybox, filepath.Join(kernel.dir, "id")} {
+		sum, err := gdFileSHA256(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s=%s\n", filepath.Base(f), sum)
+	}
+	fmt.Fprintf(h, "modules=%s\n", strings.Join(gdModules, ","))
+	key := hex.EncodeToString(h.Sum(nil))[:20]
+	out := filepath.Join(b.cache, "bundles", key)
+	if _, err := os.Stat(filepath.Join(out, BundleManifest)); err == nil {
+		return out, nil
+	}
+	b.logf("building Gondolin base bundle %s (kernel %s)", out, kernel.release)
+
+	tmp, err := os.MkdirTemp(filepath.Join(b.cache), "bundle-tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	bundle := filepath.Join(tmp, "bundle")
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		return "", err
+	}
+
+	// vmlinuz-virt
+	if err := gdCopyFile(filepath.Join(kernel.dir, "vmlinuz"), filepath.Join(bundle, BundleKernel), 0o644); err != nil {
+		return "", err
+	}
+
+	applets, err := b.applets(busybox)
+	if err != nil {
+		return "", err
+	}
+
+	// initramfs.cpio.lz4
+	irfs := gdNewTree()
+	irfs.base(busybox, applets)
+	irfs.file("init", 0o755, gdInitramfsInit, "")
+	irfs.dir("newroot", 0o755)
+	irfs.dev("dev/console", 0o600, 5, 1)
+	irfs.dev("dev/null", 0o666, 1, 3)
+	if err := irfs.addDir(filepath.Join(kernel.dir, "modules"), "lib/modules"); err != nil {
+		return "", err
+	}
+	var cpio bytes.Buffer
+	if err := irfs.writeCpio(&cpio); err != nil {
+		return "", err
+	}
+	cpioPath := filepath.Join(tmp, "initramfs.cpio")
+	if err := os.WriteFile(cpioPath, cpio.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	if _, err := b.run(tmp, nil, "lz4", "-l", "-9", "-q", "-f", cpioPath, filepath.Join(bundle, BundleInitramfs)); err != nil {
+		return "", err
+	}
+
+	// rootfs.ext4
+	rfs := gdNewTree()
+	rfs.base(busybox, applets)
+	rfs.file("init", 0o755, gdRootfsInit, "")
+	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
+	// Everything Gondolin's rootfs modes and init need, pre-created so the
+	// image also boots read-only.
+	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log", "root", "home", "data", "etc/gondolin", "etc/gondolin/mitm", "etc/profile.d", "mnt"} {
+		rfs.dir(d, 0o755)
+	}
+	rfs.entries["tmp"].mode = 0o1777
+	rfs.entries["var/tmp"].mode = 0o1777
+	rfs.entries["root"].mode = 0o700
+	rfs.file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), "")
+	rfs.file("etc/group", 0o644, []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), "")
+	rfs.file("etc/hostname", 0o644, []byte("gondolin\n"), "")
+	rfs.file("etc/hosts", 0o644, []byte("127.0.0.1 localhost\n::1 localhost\n"), "")
+	rfs.file("etc/os-release", 0o644, []byte("ID=docker2vm-testenv\nNAME=\"docker2vm test base (busybox)\"\n"), "")
+	if err := rfs.addDir(filepath.Join(kernel.dir, "modules"), "lib/modules"); err != nil {
+		return "", err
+	}
+	stage := filepath.Join(tmp, "rootfs")
+	if err := rfs.materialize(stage); err != nil {
+		return "", err
+	}
+	uuid := gdUUIDv5(gdBundleNamespace, "rootfs\n"+key)
+	if _, err := b.run(tmp, []string{"E2FSPROGS_FAKE_TIME=" + fmt.Sprint(gdEpoch)}, "mke2fs", "-q", "-F", "-t", "ext4",
+		"-O", "^has_journal", "-m", "0", "-L", "gondolin-root", "-U", uuid,
+		"-E", "root_owner=0:0,hash_seed="+gdUUIDv5(gdBundleNamespace, "hash\n"+key),
+		"-d", stage, filepath.Join(bundle, BundleRootfs), "64M"); err != nil {
+		return "", err
+	}
+
+	if err := gdWriteManifest(bundle, "x86_64", "busybox"); err != nil {
+		return "", err
+	}
+
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(bundle, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// ---------------------------------------------------------------- inputs
+
+// sandboxd builds the guest agent into the cache and returns its path. The
+// cache key hashes the agent's sources (internal/guestagent, which imports
+// only the standard library), go.mod and the Go version, so a warm call
+// costs one "go env" instead of a link.
+func (b *gdBuilder) sandboxd() (string, error) {
+	root, err := gdModuleRoot(b.tools["go"])
+	if err != nil {
+		return "", err
+	}
+	goVersion, err := b.run(root, nil, "go", "env", "GOVERSION")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\nlinux/amd64 static\n", strings.TrimSpace(string(goVersion)))
+	var files []string
+	src := filepath.Join(root, "internal", "guestagent")
+	err = filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if !info.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	files = append(files, filepath.Join(root, "go.mod"))
+	sort.Strings(files)
+	for _, f := range files {
+		sum, err := gdFileSHA256(f)
+		if err != nil {
+			return "", err
+		}
+		rel, _ := filepath.Rel(root, f)
+		fmt.Fprintf(h, "%s %s\n", rel, sum)
+	}
+	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], "sandboxd")
+	if gdIsStaticAmd64(final) {
+		return final, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", err
+	}
+	tmp := final + ".tmp"
+	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"}, "go", "build",
+		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/sandboxd"); err != nil {
+		return "", err
+	}
+	if !gdIsStaticAmd64(tmp) {
+		return "", fmt.Errorf("%s is not a static linux/amd64 binary", tmp)
+	}
+	return final, os.Rename(tmp, final)
+}
+
+func gdModuleRoot(goTool string) (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok {
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		if _, err := os.Stat(filepath.Join(root, "internal", "guestagent", "cmd", "sandboxd")); err == nil {
+			return filepath.Clean(root), nil
+		}
+	}
+	out, err := exec.Command(goTool, "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("cannot locate the docker2vm module root")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+type gdKernel struct {
+	dir     string // holds vmlinuz, modules/<release>/..., id
+	release string
+}
+
+var gdDebVersionRE = regexp.MustCompile(`^linux-image-[0-9].*-cloud-amd64$`)
+
+// kernel downloads (apt-get download) and unpacks the Debian cloud kernel,
+// keeping vmlinuz and the modules we load (with their dependencies and a
+// fresh modules.dep). Cached per .deb checksum.
+func (b *gdBuilder) kernel() (*gdKernel, error) {
+	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB")
+	if deb == "" {
+		var err error
+		if deb, err = b.aptDownload("kernel", b.kernelPackage); err != nil {
+			return nil, err
+		}
+	}
+	debSum, err := gdFileSHA256(deb)
+	if err != nil {
+		return nil, err
+	}
+	modKey := sha256.Sum256([]byte(debSum + "\n" + strings.Join(gdModules, ",")))
+	dir := filepath.Join(b.cache, "kernel", hex.EncodeToString(modKey[:])[:20])
+	if rel, err := os.ReadFile(filepath.Join(dir, "id")); err == nil {
+		return &gdKernel{dir: dir, release: strings.Fields(string(rel))[0]}, nil
+	}
+	b.logf("unpacking %s", filepath.Base(deb))
+	tmp, err := os.MkdirTemp(b.cache, "kernel-tmp-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	x := filepath.Join(tmp, "x")
+	if _, err := b.run(tmp, nil, "dpkg-deb", "-x", deb, x); err != nil {
+		return nil, err
+	}
+	rels, _ := filepath.Glob(filepath.Join(x, "lib", "modules", "*"))
+	if len(rels) != 1 {
+		return nil, fmt.Errorf("%s: want one lib/modules/<release>, found %v", deb, rels)
+	}
+	release := filepath.Base(rels[0])
+	if _, err := b.run(tmp, nil, "depmod", "-b", x, release); err != nil {
+		return nil, err
+	}
+	deps, err := gdReadModulesDep(filepath.Join(rels[0], "modules.dep"))
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]string{}
+	for rel := range deps {
+		byName[gdModName(rel)] = rel
+	}
+	want := map[string]bool{}
+	var add func(rel string)
+	add = func(rel string) {
+		if want[rel] {
+			return
+		}
+		want[rel] = true
+		for _, d := range deps[rel] {
+			add(d)
+		}
+	}
+	for _, m := range gdModules {
+		rel, ok := byName[strings.ReplaceAll(m, "-", "_")]
+		if !ok {
+			continue // built into this kernel
+		}
+		add(rel)
+	}
+	stage := filepath.Join(tmp, "k")
+	modDir := filepath.Join(stage, "modules", release)
+	for rel := range want {
+		if err := gdCopyFile(filepath.Join(rels[0], rel), filepath.Join(modDir, rel), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		if _, err := os.Stat(filepath.Join(rels[0], f)); err == nil {
+			if err := gdCopyFile(filepath.Join(rels[0], f), filepath.Join(modDir, f), 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// depmod wants lib/modules/<release> under its base directory.
+	if err := os.MkdirAll(filepath.Join(tmp, "dm", "lib"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Symlink(filepath.Join(stage, "modules"), filepath.Join(tmp, "dm", "lib", "modules")); err != nil {
+		return nil, err
+	}
+	if _, err := b.run(tmp, nil, "depmod", "-b", filepath.Join(tmp, "dm"), release); err != nil {
+		return nil, err
+	}
+	if err := gdCopyFile(filepath.Join(x, "boot", "vmlinuz-"+release), filepath.Join(stage, "vmlinuz"), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(stage, "id"), []byte(release+" "+debSum+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(stage, dir); err != nil {
+		return nil, err
+	}
+	return &gdKernel{dir: dir, release: release}, nil
+}
+
+// kernelPackage resolves the versioned kernel image package that
+// linux-image-cloud-amd64 depends on.
+func (b *gdBuilder) kernelPackage() (string, error) {
+	out, err := b.run("", nil, "apt-cache", "depends", gdKernelMetaPackage)
+	if err != nil {
+		return "", fmt.Errorf("%v (is the apt package index present? run apt-get update)", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Depends:" && gdDebVersionRE.MatchString(f[1]) {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-amd64:\n%s", gdKernelMetaPackage, out)
+}
+
+// aptDownload fetches the candidate version of a package into the cache,
+// reusing a cached .deb whose SHA256 matches the package index.
+func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (string, error) {
+	pkg, version, sum, err := b.aptResolve(name, resolve)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(b.cache, "debs")
+	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+".deb")
+	if got, err := gdFileSHA256(final); err == nil && (sum == "" || got == sum) {
+		return final, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(dir, "dl-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	// The file is written directly by root when running as root; silence
+	// apt's "unsandboxed download" warning by not dropping privileges.
+	args := []string{"download", "-q", pkg + "=" + version}
+	if os.Geteuid() == 0 {
+		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
+	}
+	b.logf("apt-get download %s=%s", pkg, version)
+	if _, err := b.run(tmp, nil, "apt-get", args...); err != nil {
+		return "", err
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("apt-get download %s: got %v", pkg, debs)
+	}
+	if sum != "" {
+		if got, err := gdFileSHA256(debs[0]); err != nil || got != sum {
+			return "", fmt.Errorf("apt-get download %s: sha256 %s, index says %s (%v)", pkg, got, sum, err)
+		}
+	}
+	return final, os.Rename(debs[0], final)
+}
+
+// aptResolve returns the package, candidate version and .deb SHA256 for
+// name. apt-cache needs about a second per call, so answers are cached
+// until the package lists in /var/lib/apt/lists change.
+func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg, version, sum string, err error) {
+	lists, _ := filepath.Glob("/var/lib/apt/lists/*Packages*")
+	h := sha256.New()
+	for _, l := range lists {
+		if st, err := os.Stat(l); err == nil {
+			fmt.Fprintf(h, "%s %d %d\n", l, st.Size(), st.ModTime().UnixNano())
+		}
+	}
+	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if data, err := os.ReadFile(memo); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 3 {
+			return f[0], f[1], f[2], nil
+		}
+	}
+	if pkg, err = resolve(); err != nil {
+		return
+	}
+	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", pkg)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Version: "); ok && version == "" {
+			version = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "SHA256: "); ok && sum == "" {
+			sum = strings.TrimSpace(v)
+		}
+	}
+	if version == "" || sum == "" {
+		return "", "", "", fmt.Errorf("apt-cache show %s: no Version/SHA256", pkg)
+	}
+	if len(lists) > 0 {
+		_ = os.MkdirAll(filepath.Dir(memo), 0o755)
+		_ = os.WriteFile(memo, []byte(pkg+" "+version+" "+sum+"\n"), 0o644)
+	}
+	return pkg, version, sum, nil
+}
+
+// busybox returns a statically linked busybox: the host's (package
+// busybox-static) or one unpacked from apt-get download busybox-static.
+func (b *gdBuilder) busybox() (string, error) {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if gdIsStaticAmd64(p) {
+			return p, nil
+		}
+	}
+	deb, err := b.aptDownload("busybox-static", func() (string, error) { return "busybox-static", nil })
+	if err != nil {
+		return "", fmt.Errorf("no static busybox on the host and apt-get download failed: %w", err)
+	}
+	sum, err := gdFileSHA256(deb)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(b.cache, "busybox", sum[:20])
+	p := filepath.Join(dir, "bin", "busybox")
+	if gdIsStaticAmd64(p) {
+		return p, nil
+	}
+	if _, err := b.run("", nil, "dpkg-deb", "-x", deb, dir); err != nil {
+		return "", err
+	}
+	if !gdIsStaticAmd64(p) {
+		return "", fmt.Errorf("%s: no static amd64 bin/busybox", deb)
+	}
+	return p, nil
+}
+
+func gdIsStaticAmd64(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		return false
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// applets lists busybox's applets with their install paths (bin/sh, ...).
+func (b *gdBuilder) applets(busybox string) ([]string, error) {
+	out, err := b.run("", nil, busybox, "--list-full")
+	if err != nil {
+		return nil, err
+	}
+	var list []string
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.Contains(l, "..") && !strings.HasPrefix(l, "/") {
+			list = append(list, l)
+		}
+	}
+	if len(list) < 50 {
+		return nil, fmt.Errorf("%s --list-full: only %d applets", busybox, len(list))
+	}
+	return list, nil
+}
+
+func gdReadModulesDep(path string) (map[string][]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	deps := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		mod, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		deps[mod] = strings.Fields(rest)
+	}
+	return deps, sc.Err()
+}
+
+// gdModName maps kernel/drivers/char/hw_random/virtio-rng.ko to virtio_rng.
+func gdModName(rel string) string {
+	base := filepath.Base(rel)
+	for _, ext := range []string{".xz", ".zst", ".gz"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return strings.ReplaceAll(strings.TrimSuffix(base, ".ko"), "-", "_")
+}
+
+// ---------------------------------------------------------------- manifest
+
+// gdBundleNamespace is Gondolin's UUIDv5 namespace for asset build ids.
+const gdBundleNamespace = "7b6ed0c0-7e7f-4c2a-8b2d-0bf3d5be9d52"
+
+type gdManifest struct {
+	Version         int               `json:"version"`
+	BuildID         string            `json:"buildId"`
+	Config          gdManifestConfig  `json:"config"`
+	RuntimeDefaults map[string]string `json:"runtimeDefaults"`
+	BuildTime       string            `json:"buildTime"`
+	Assets          map[string]string `json:"assets"`
+	Checksums       map[string]string `json:"checksums"`
+}
+
+type gdManifestConfig struct {
+	Arch            string            `json:"arch"`
+	Distro          string            `json:"distro"`
+	RuntimeDefaults map[string]string `json:"runtimeDefaults"`
+}
+
+// GondolinBuildID computes a manifest buildId the way Gondolin does: a
+// UUIDv5 in Gondolin's namespace over "gondolin-asset-build",
+// "kernel=<sha>", "initramfs=<sha>", "rootfs=<sha>", optional
+// "krunKernel=<sha>"/"krunInitrd=<sha>" (pass "" to omit), "arch=<arch>",
+// joined by "\n".
+func GondolinBuildID(kernel, initramfs, rootfs, krunKernel, krunInitrd, arch string) string {
+	lines := []string{"gondolin-asset-build", "kernel=" + kernel, "initramfs=" + initramfs, "rootfs=" + rootfs}
+	if krunKernel != "" {
+		lines = append(lines, "krunKernel="+krunKernel)
+	}
+	if krunInitrd != "" {
+		lines = append(lines, "krunInitrd="+krunInitrd)
+	}
+	lines = append(lines, "arch="+arch)
+	return gdUUIDv5(gdBundleNamespace, strings.Join(lines, "\n"))
+}
+
+func gdWriteManifest(dir, arch, distro string) error {
+	sums := map[string]string{}
+	for key, name := range map[string]string{"kernel": BundleKernel, "initramfs": BundleInitramfs, "rootfs": BundleRootfs} {
+		s, err := gdFileSHA256(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		sums[key] = s
+	}
+	defaults := map[string]string{"rootfsMode": "cow"}
+	m := gdManifest{
+		Version:         1,
+		BuildID:         GondolinBuildID(sums["kernel"], sums["initramfs"], sums["rootfs"], "", "", arch),
+		Config:          gdManifestConfig{Arch: arch, Distro: distro, RuntimeDefaults: defaults},
+		RuntimeDefaults: defaults,
+		BuildTime:       time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
+		Assets:          map[string]string{"kernel": BundleKernel, "initramfs": BundleInitramfs, "rootfs": BundleRootfs},
+		Checksums:       sums,
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, BundleManifest), append(data, '\n'), 0o644)
+}
+
+// gdUUIDv5 implements RFC 4122 name-based UUIDs with SHA-1.
+func gdUUIDv5(namespace, name string) string {
+	ns, err := hex.DecodeString(strings.ReplaceAll(namespace, "-", ""))
+	if err != nil || len(ns) != 16 {
+		panic("bad namespace UUID " + namespace)
+	}
+	h := sha1.New()
+	h.Write(ns)
+	h.Write([]byte(name))
+	u := h.Sum(nil)[:16]
+	u[6] = (u[6] & 0x0f) | 0x50
+	u[8] = (u[8] & 0x3f) | 0x80
+	x := hex.EncodeToString(u)
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
+}
+
+// ---------------------------------------------------------------- trees
+
+const (
+	gdIFDIR = 0o040000
+	gdIFREG = 0o100000
+	gdIFLNK = 0o120000
+	gdIFCHR = 0o020000
+)
+
+type gdEntry struct {
+	path   string // relative, no leading slash
+	mode   uint32 // permission bits (incl. sticky); type is in kind
+	kind   uint32
+	data   []byte
+	src    string // file contents from here when data is nil
+	target string // symlink target
+	major  uint32
+	minor  uint32
+}
+
+type gdTree struct{ entries map[string]*gdEntry }
+
+func gdNewTree() *gdTree { return &gdTree{entries: map[string]*gdEntry{}} }
+
+func (t *gdTree) dir(p string, mode uint32) {
+	p = strings.Trim(p, "/")
+	if p == "" || p == "." {
+		return
+	}
+	t.dir(filepath.Dir(p), 0o755)
+	if _, ok := t.entries[p]; !ok {
+		t.entries[p] = &gdEntry{path: p, kind: gdIFDIR, mode: mode}
+	}
+}
+
+func (t *gdTree) file(p string, mode uint32, data []byte, src string) {
+	t.dir(filepath.Dir(p), 0o755)
+	t.entries[p] = &gdEntry{path: p, kind: gdIFREG, mode: mode, data: data, src: src}
+}
+
+func (t *gdTree) symlink(p, target string) {
+	t.dir(filepath.Dir(p), 0o755)
+	t.entries[p] = &gdEntry{path: p, kind: gdIFLNK, mode: 0o777, target: target}
+}
+
+func (t *gdTree) dev(p string, mode uint32, major, minor uint32) {
+	t.dir(filepath.Dir(p), 0o755)
+	t.entries[p] = &gdEntry{path: p, kind: gdIFCHR, mode: mode, major: major, minor: minor}
+}
+
+// base adds busybox at /bin/busybox with all its applets as symlinks and the
+// usual top-level directories.
+func (t *gdTree) base(busybox string, applets []string) {
+	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "lib", "proc", "sys", "dev", "run", "tmp"} {
+		t.dir(d, 0o755)
+	}
+	t.file("bin/busybox", 0o755, nil, busybox)
+	for _, a := range applets {
+		if a == "bin/busybox" {
+			continue
+		}
+		t.symlink(a, "/bin/busybox")
+	}
+}
+
+// addDir copies a host directory tree (regular files, dirs, symlinks).
+func (t *gdTree) addDir(src, dst string) error {
+	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.ToSlash(filepath.Join(dst, rel))
+		switch {
+		case info.IsDir():
+			t.dir(target, 0o755)
+		case info.Mode()&os.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			t.symlink(target, l)
+		case info.Mode().IsRegular():
+			t.file(target, uint32(info.Mode().Perm()), nil, p)
+		}
+		return nil
+	})
+}
+
+func (t *gdTree) sorted() []*gdEntry {
+	list := make([]*gdEntry, 0, len(t.entries))
+	for _, e := range t.entries {
+		list = append(list, e)
+	}
+	// Parents sort before children because a path is a prefix of its
+	// children's paths and "/" sorts before every name character we use.
+	sort.Slice(list, func(i, j int) bool { return list[i].path < list[j].path })
+	return list
+}
+
+func (e *gdEntry) contents() ([]byte, error) {
+	if e.kind == gdIFLNK {
+		return []byte(e.target), nil
+	}
+	if e.kind != gdIFREG {
+		return nil, nil
+	}
+	if e.data != nil || e.src == "" {
+		return e.data, nil
+	}
+	return os.ReadFile(e.src)
+}
+
+// writeCpio writes the tree as a "newc" cpio archive owned by root with
+// zero mtimes (reproducible).
+func (t *gdTree) writeCpio(w io.Writer) error {
+	ino := uint32(1)
+	write := func(name string, mode, nlink uint32, data []byte, rmaj, rmin uint32) error {
+		hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+			ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rmaj, rmin, len(name)+1, 0)
+		ino++
+		buf := append([]byte(hdr), name...)
+		buf = append(buf, 0)
+		for len(buf)%4 != 0 {
+			buf = append(buf, 0)
+		}
+		buf = append(buf, data...)
+		for len(buf)%4 != 0 {
+			buf = append(buf, 0)
+		}
+		_, err := w.Write(buf)
+		return err
+	}
+	for _, e := range t.sorted() {
+		data, err := e.contents()
+		if err != nil {
+			return err
+		}
+		nlink := uint32(1)
+		if e.kind == gdIFDIR {
+			nlink = 2
+		}
+		if err := write(e.path, e.kind|e.mode, nlink, data, e.major, e.minor); err != nil {
+			return err
+		}
+	}
+	return write("TRAILER!!!", 0, 1, nil, 0, 0)
+}
+
+// materialize writes the tree to a host directory for mke2fs -d. Device
+// nodes are skipped (the guest mounts devtmpfs on /dev).
+func (t *gdTree) materialize(dir string) error {
+	for _, e := range t.sorted() {
+		p := filepath.Join(dir, filepath.FromSlash(e.path))
+		switch e.kind {
+		case gdIFDIR:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case gdIFLNK:
+			if err := os.Symlink(e.target, p); err != nil {
+				return err
+			}
+		case gdIFREG:
+			if e.data == nil && e.src != "" {
+				if err := gdCopyFile(e.src, p, 0o644); err != nil {
+					return err
+				}
+			} else if err := os.WriteFile(p, e.data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	// Apply modes after the contents (and children) exist; Chmod avoids the
+	// umask and keeps sticky bits.
+	for _, e := range t.sorted() {
+		if e.kind == gdIFLNK || e.kind == gdIFCHR {
+			continue
+		}
+		fm := os.FileMode(e.mode & 0o777)
+		if e.mode&0o1000 != 0 {
+			fm |= os.ModeSticky
+		}
+		if err := os.Chmod(filepath.Join(dir, filepath.FromSlash(e.path)), fm); err != nil {
+			return err
+		}
+	}
+	// Fixed timestamps (children before parents) make the image
+	// reproducible together with mke2fs -U, hash_seed and E2FSPROGS_FAKE_TIME.
+	list := t.sorted()
+	for i := len(list) - 1; i >= 0; i-- {
+		if err := gdLutimes(filepath.Join(dir, filepath.FromSlash(list[i].path)), gdEpoch); err != nil {
+			return err
+		}
+	}
+	return gdLutimes(dir, gdEpoch)
+}
+
+// gdEpoch is the timestamp of every file in the fixture images (2000-01-01).
+const gdEpoch = 946684800
+
+func gdLutimes(p string, sec int64) error {
+	ts := [2]syscall.Timespec{{Sec: sec}, {Sec: sec}}
+	path, err := syscall.BytePtrFromString(p)
+	if err != nil {
+		return err
+	}
+	atFDCWD := -100
+	const atSymlinkNofollow = 0x100
+	_, _, e := syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&ts[0])), atSymlinkNofollow, 0, 0)
+	if e != 0 {
+		return &os.PathError{Op: "utimensat", Path: p, Err: e}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- files
+
+func gdFileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func gdCopyFile(src, dst string, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// GondolinRootfsInit returns the fixture's rootfs /init script (a
+// Gondolin-style init that ends in exec /usr/bin/sandboxd), for tests that
+// need to put it into an image themselves.
+func GondolinRootfsInit() []byte { return append([]byte(nil), gdRootfsInit...) }
+
+// GondolinAssets returns a new asset directory (under t.TempDir) that boots
+// rootfs (an ext4 image, e.g. a converted container image) with the kernel
+// and initramfs of the base bundle baseDir (usually BuildBaseBundle(t)).
+// Kernel and initramfs are symlinked, rootfs is symlinked too (Gondolin
+// never writes to it in cow/memory/readonly modes), and a manifest.json
+// with fresh checksums and buildId is written. The rootfs must carry its
+// own /init and /usr/bin/sandboxd (see BuildSandboxd, GondolinRootfsInit).
+func GondolinAssets(t testing.TB, baseDir, rootfs string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, l := range []struct{ src, name string }{
+		{filepath.Join(baseDir, BundleKernel), BundleKernel},
+		{filepath.Join(baseDir, BundleInitramfs), BundleInitramfs},
+		{rootfs, BundleRootfs},
+	} {
+		src, err := filepath.Abs(l.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(src); err != nil {
+			t.Fatalf("GondolinAssets: %v", err)
+		}
+		if err := os.Symlink(src, filepath.Join(dir, l.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := gdWriteManifest(dir, "x86_64", "docker2vm"); err != nil {
+		t.Fatalf("GondolinAssets: %v", err)
+	}
+	return dir
+}

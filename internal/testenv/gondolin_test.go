@@ -1,0 +1,259 @@
+package testenv
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGondolinUUIDv5(t *testing.T) {
+	// RFC 4122 / Python uuid.uuid5(uuid.NAMESPACE_DNS, "python.org")
+	if got := gdUUIDv5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "python.org"); got != "886313e1-3b8a-5372-9b90-0c9aee199e5d" {
+		t.Fatalf("got %s", got)
+	}
+	id := GondolinBuildID("a", "b", "c", "", "", "x86_64")
+	if id != gdUUIDv5(gdBundleNamespace, "gondolin-asset-build\nkernel=a\ninitramfs=b\nrootfs=c\narch=x86_64") {
+		t.Fatalf("buildId %s", id)
+	}
+	if GondolinBuildID("a", "b", "c", "d", "", "x86_64") == id {
+		t.Fatal("krunKernel must change the id")
+	}
+}
+
+func TestGondolinCpio(t *testing.T) {
+	cpio, err := exec.LookPath("cpio")
+	if err != nil {
+		t.Skip("cpio not installed")
+	}
+	tr := gdNewTree()
+	tr.file("bin/hello", 0o755, []byte("#!/bin/sh\necho hi\n"), "")
+	tr.symlink("bin/sh", "/bin/busybox")
+	tr.dir("a/b/c", 0o700)
+	tr.dev("dev/console", 0o600, 5, 1)
+	var buf bytes.Buffer
+	if err := tr.writeCpio(&buf); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(cpio, "-itv", "--quiet")
+	cmd.Stdin = &buf
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio -t: %v\n%s", err, out)
+	}
+	for _, want := range []string{"drwx------", "a/b/c", "-rwxr-xr-x", "bin/hello", "bin/sh -> /bin/busybox", "crw-------", "dev/console"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("listing lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestGondolinBaseBundle builds the fixture bundle and checks its files
+// without booting it.
+func TestGondolinBaseBundle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a kernel bundle; skipped with -short")
+	}
+	start := time.Now()
+	dir := BuildBaseBundle(t)
+	t.Logf("first call %s", time.Since(start))
+	start = time.Now()
+	if again := BuildBaseBundle(t); again != dir {
+		t.Fatalf("second call returned %s, want %s", again, dir)
+	}
+	t.Logf("second call %s", time.Since(start))
+
+	var m gdManifest
+	data, err := os.ReadFile(filepath.Join(dir, BundleManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Version != 1 || m.Config.Arch != "x86_64" || m.Assets["rootfs"] != BundleRootfs {
+		t.Fatalf("manifest %+v", m)
+	}
+	for key, name := range m.Assets {
+		sum, err := gdFileSHA256(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Checksums[key] != sum {
+			t.Errorf("checksum of %s: manifest %s, file %s", key, m.Checksums[key], sum)
+		}
+	}
+	if want := GondolinBuildID(m.Checksums["kernel"], m.Checksums["initramfs"], m.Checksums["rootfs"], "", "", "x86_64"); m.BuildID != want {
+		t.Errorf("buildId %s, want %s", m.BuildID, want)
+	}
+	if e2fsck, ok := gdLookTool("e2fsck"); ok {
+		if out, err := exec.Command(e2fsck, "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
+			t.Errorf("e2fsck: %v\n%s", err, out)
+		}
+	}
+	if debugfs, ok := gdLookTool("debugfs"); ok {
+		out, err := exec.Command(debugfs, "-R", "stat /usr/bin/sandboxd", filepath.Join(dir, BundleRootfs)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Mode:  0755") {
+			t.Errorf("debugfs stat /usr/bin/sandboxd: %v\n%s", err, out)
+		}
+	}
+}
+
+// TestGondolinBoot boots the base bundle as is (its own rootfs.ext4) with
+// the real Gondolin host in every rootfs mode.
+func TestGondolinBoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	dir := BuildBaseBundle(t)
+	for _, mode := range []string{"cow", "readonly", "memory"} {
+		t.Run(mode, func(t *testing.T) {
+			res := BootGondolin(t, dir, BootOptions{RootfsMode: mode},
+				[]string{"/bin/echo", "hello"},
+				[]string{"id", "-u"},
+				[]string{"/bin/cat", "/proc/cmdline"},
+				[]string{"/bin/sh", "-c", "echo err >&2; exit 7"},
+				[]string{"/bin/sh", "-c", "touch /probe && echo writable || echo readonly"},
+			)
+			if r := res[0]; r.ExitCode != 0 || r.Stdout != "hello\n" {
+				t.Errorf("echo: %+v", r)
+			}
+			if r := res[1]; r.ExitCode != 0 || r.Stdout != "0\n" {
+				t.Errorf("id -u: %+v", r)
+			}
+			if r := res[2]; r.ExitCode != 0 || !strings.Contains(r.Stdout, "console=ttyS0") {
+				t.Errorf("cmdline: %+v", r)
+			}
+			if r := res[3]; r.ExitCode != 7 || r.Stderr != "err\n" {
+				t.Errorf("exit/stderr: %+v", r)
+			}
+			want := "writable\n"
+			if mode == "readonly" {
+				want = "readonly\n"
+			}
+			if r := res[4]; r.Stdout != want {
+				t.Errorf("rootfs write probe: %+v, want %q", r, want)
+			}
+		})
+	}
+}
+
+// TestGondolinExecFeatures checks env, cwd and stdin through the real host.
+func TestGondolinExecFeatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	dir := BuildBaseBundle(t)
+	in := "line1\nline2\n"
+	rep, err := RunGondolin(t, dir, BootOptions{RootfsMode: "memory"},
+		ExecSpec{Argv: []string{"/bin/sh", "-c", "echo $FOO; pwd; echo $HOME"}, Env: []string{"FOO=bar"}, Cwd: "/etc"},
+		ExecSpec{Argv: []string{"wc", "-l"}, Stdin: &in}, // PATH lookup: /usr/bin/wc
+		ExecSpec{Argv: []string{"/no/such/binary"}},
+		// sandboxd is PID 1: orphans must be reaped, and a background
+		// child holding stdout must not block the exec.
+		ExecSpec{Argv: []string{"/bin/sh", "-c", "(sleep 0.3 &); sleep 5 & echo bg"}},
+		ExecSpec{Argv: []string{"/bin/sh", "-c", "sleep 1; cat /proc/1/comm; cat /proc/[0-9]*/stat | awk '$3 == \"Z\"' | wc -l"}},
+	)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, gdTail(rep.Log, 8000))
+	}
+	if got := rep.Results[0].Stdout; got != "bar\n/etc\n/root\n" {
+		t.Errorf("env/cwd: %q", got)
+	}
+	if got := strings.TrimSpace(rep.Results[1].Stdout); got != "2" {
+		t.Errorf("stdin: %+v", rep.Results[1])
+	}
+	if r := rep.Results[2]; r.ExitCode != 127 {
+		t.Errorf("missing binary: %+v", r)
+	}
+	if r := rep.Results[3]; r.Stdout != "bg\n" {
+		t.Errorf("background child: %+v", r)
+	}
+	if r := rep.Results[4]; r.Stdout != "sandboxd\n0\n" {
+		t.Errorf("PID 1 / zombies: %+v", r)
+	}
+	t.Logf("boot %s exec %s total %s", rep.BootTime, rep.ExecTime, rep.Total)
+}
+
+// TestGondolinAssets boots the base rootfs through GondolinAssets (the
+// path end-to-end tests of converted images take).
+func TestGondolinAssets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	base := BuildBaseBundle(t)
+	dir := GondolinAssets(t, base, filepath.Join(base, BundleRootfs))
+	res := BootGondolin(t, dir, BootOptions{}, []string{"/bin/cat", "/etc/os-release"})
+	if !strings.Contains(res[0].Stdout, "docker2vm-testenv") {
+		t.Fatalf("got %+v", res[0])
+	}
+}
+
+// TestGondolinBootFailure checks that a rootfs that cannot boot (no /init)
+// fails fast with the guest console in the log instead of hanging.
+func TestGondolinBootFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	base := BuildBaseBundle(t)
+	mke2fs, _ := gdLookTool("mke2fs")
+	empty := filepath.Join(t.TempDir(), "empty.ext4")
+	if out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext4", empty, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v\n%s", err, out)
+	}
+	start := time.Now()
+	rep, err := RunGondolin(t, GondolinAssets(t, base, empty), BootOptions{Timeout: 90 * time.Second}, ExecSpec{Argv: []string{"/bin/true"}})
+	if err == nil {
+		t.Fatalf("boot without /init succeeded: %+v", rep.Results)
+	}
+	if !strings.Contains(rep.Log, "no executable /init") {
+		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", gdTail(rep.Log, 3000))
+	}
+	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+// TestGondolinMissingToolCI checks the skip/fail rule: a missing tool skips
+// the test, except under CI=true, where it fails.
+func TestGondolinMissingToolCI(t *testing.T) {
+	if os.Getenv("GD_MISSING_TOOL_CHILD") == "1" {
+		gdRequireTools(t, "nothing", "docker2vm-no-such-tool")
+		t.Log("NOT REACHED")
+		return
+	}
+	for _, ci := range []string{"true", ""} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestGondolinMissingToolCI$", "-test.v")
+		cmd.Env = append(os.Environ(), "GD_MISSING_TOOL_CHILD=1", "CI="+ci)
+		out, err := cmd.CombinedOutput()
+		switch {
+		case strings.Contains(string(out), "NOT REACHED"):
+			t.Fatalf("CI=%q: test continued without the tool:\n%s", ci, out)
+		case ci == "true" && (err == nil || !strings.Contains(string(out), "--- FAIL")):
+			t.Fatalf("CI=true: want a failure, got %v:\n%s", err, out)
+		case ci == "" && (err != nil || !strings.Contains(string(out), "--- SKIP")):
+			t.Fatalf("CI unset: want a skip, got %v:\n%s", err, out)
+		}
+	}
+}
+
+// TestGondolinImageStore verifies the base with Gondolin's own CLI, imports
+// it into a private image store and boots it by ref.
+func TestGondolinImageStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	base := BuildBaseBundle(t)
+	GondolinVerify(t, base)
+	store := "GONDOLIN_IMAGE_STORE=" + t.TempDir()
+	out, err := GondolinCLI(t, []string{store}, "image", "import", base, "--tag", "docker2vm-test:latest")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	res := BootGondolin(t, "docker2vm-test:latest", BootOptions{HostEnv: []string{store}}, []string{"/bin/echo", "from-store"})
+	if res[0].Stdout != "from-store\n" {
+		t.Fatalf("got %+v", res[0])
+	}
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// Test harness for docker2vm: boots a Gondolin guest asset directory with the
+// real Gondolin host SDK (@earendil-works/gondolin, see package.json), runs
+// commands in it and prints the results as JSON.
+//
+// Usage:
+//   node run.mjs ASSETS_DIR [ROOTFS_MODE] [COMMANDS_JSON]
+//   node run.mjs < request.json
+//
+// COMMANDS_JSON is a JSON array of argv arrays, e.g. '[["echo","hi"],["id","-u"]]'.
+// A request on stdin is a JSON object:
+//   {"imagePath": DIR, "rootfsMode": "cow"|"readonly"|"memory"|"",
+//    "timeoutMs": 240000, "startTimeoutMs": 120000, "accel": "tcg",
+//    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text"}]}
+//
+// The result is printed on stdout as ONE line starting with RESULT_MARKER:
+//   {"results":[{"argv":[...],"exitCode":0,"signal":null,"stdout":"...","stderr":"..."}],
+//    "bootMs": N, "execMs": N, "error": "..."?}
+// Gondolin debug output (protocol + guest console) goes to stderr.
+import { VM } from "@earendil-works/gondolin";
+import { readFileSync } from "node:fs";
+
+const RESULT_MARKER = "@@DOCKER2VM-GONDOLIN-RESULT@@ ";
+
+function emit(obj) {
+  process.stdout.write(RESULT_MARKER + JSON.stringify(obj) + "\n");
+}
+
+function readRequest() {
+  const args = process.argv.slice(2);
+  if (args.length === 0) {
+    return JSON.parse(readFileSync(0, "utf8"));
+  }
+  const req = { imagePath: args[0], rootfsMode: args[1] ?? "" };
+  const cmds = args[2] !== undefined ? JSON.parse(args[2]) : [["/bin/echo", "hello"]];
+  req.commands = cmds.map((c) => (Array.isArray(c) ? { argv: c } : c));
+  return req;
+}
+
+function log(msg) {
+  process.stderr.write(`[run.mjs ${new Date().toISOString()}] ${msg}\n`);
+}
+
+async function main() {
+  const req = readRequest();
+  if (!req.imagePath) throw new Error("imagePath is required");
+  const commands = req.commands ?? [];
+  const timeoutMs = req.timeoutMs ?? 240000;
+
+  let vm = null;
+  const out = { results: [], bootMs: 0, execMs: 0 };
+  const timer = setTimeout(() => {
+    out.error = `timeout after ${timeoutMs} ms`;
+    emit(out);
+    log(out.error);
+    // Let Gondolin's exit handlers kill QEMU.
+    process.exit(3);
+  }, timeoutMs);
+
+  try {
+    const options = {
+      vfs: null,
+      startTimeoutMs: req.startTimeoutMs ?? 120000,
+      sandbox: {
+        imagePath: req.imagePath,
+        // As root Gondolin picks KVM when /dev/kvm is writable; force TCG.
+        accel: req.accel ?? "tcg",
+        debug: ["protocol", "exec"],
+      },
+      debugLog: (component, message) => {
+        process.stderr.write(`[${component}] ${message}\n`);
+      },
+    };
+    if (req.rootfsMode) options.rootfs = { mode: req.rootfsMode };
+    if (req.memory) options.memory = req.memory;
+    if (req.cpus) options.cpus = req.cpus;
+
+    const t0 = Date.now();
+    log(`creating VM from ${req.imagePath} rootfsMode=${req.rootfsMode || "(default)"}`);
+    vm = await VM.create(options);
+    await vm.start();
+    out.bootMs = Date.now() - t0;
+    log(`VM started in ${out.bootMs} ms`);
+
+    const t1 = Date.now();
+    for (const c of commands) {
+      const execOpts = {};
+      if (c.env) execOpts.env = c.env;
+      if (c.cwd) execOpts.cwd = c.cwd;
+      if (c.stdin !== undefined && c.stdin !== null) execOpts.stdin = c.stdin;
+      const r = await vm.exec(c.argv, execOpts);
+      out.results.push({
+        argv: c.argv,
+        exitCode: r.exitCode,
+        signal: r.signal ?? null,
+        stdout: r.stdout,
+        stderr: r.stderr,
+      });
+    }
+    out.execMs = Date.now() - t1;
+  } catch (err) {
+    out.error = err && err.stack ? err.stack : String(err);
+  } finally {
+    if (vm) {
+      try {
+        await vm.close();
+      } catch (err) {
+        log(`close failed: ${err}`);
+      }
+    }
+    clearTimeout(timer);
+  }
+  emit(out);
+  process.exit(out.error ? 1 : 0);
+}
+
+main().catch((err) => {
+  emit({ results: [], error: err && err.stack ? err.stack : String(err) });
+  process.exit(1);
+});
