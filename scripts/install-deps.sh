@@ -27,6 +27,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The fixture base bundle fetches the Debian cloud kernel with apt-get
+# download, which needs package lists.
+if [ "$(id -u)" = 0 ] && ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+
 if [ -f testdata/gondolin-host/package-lock.json ] && [ ! -d testdata/gondolin-host/node_modules/@earendil-works/gondolin ]; then
   echo "install-deps: installing the Gondolin host from npm" >&2
   (cd testdata/gondolin-host && npm ci --no-audit --no-fund --loglevel=error)
