@@ -49,8 +49,9 @@ const (
 	ImageInitPath = PrivateDir + "/image-init"
 )
 
-// AgentPaths are Gondolin's guest binaries. sandboxd and sandboxfs are
-// required; sandboxssh and sandboxingress are started when present.
+// AgentPaths are Gondolin's guest binaries. Only sandboxd (the exec agent)
+// is required: the others are added when the base has them (a base
+// without sandboxfs serves hosts that boot with vfs: null).
 var AgentPaths = []string{SandboxdPath, SandboxfsPath, SandboxsshPath, SandboxingressPath}
 
 // InitTools are the commands Gondolin's rootfs /init runs (PATH
@@ -141,7 +142,10 @@ func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, e
 	// Agents.
 	for _, p := range AgentPaths {
 		real, n, err := r.resolve(p)
-		if errors.Is(err, fs.ErrNotExist) && p != SandboxdPath && p != SandboxfsPath {
+		if errors.Is(err, fs.ErrNotExist) && p != SandboxdPath {
+			if p == SandboxfsPath {
+				g.Notes = append(g.Notes, "the base has no "+p+": the guest works with Gondolin's vfs: null only")
+			}
 			continue
 		}
 		if err != nil {

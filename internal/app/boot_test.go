@@ -1,0 +1,286 @@
+package app
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+// These tests are the proof that a converted image is a working Gondolin
+// guest: images are pushed to the real registry server, converted by the
+// oci2gondolin command in assets mode with the fixture base bundle, and
+// booted by the real Gondolin host under QEMU.
+
+type tarEntry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+}
+
+func buildTar(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// baseBusybox reads the static busybox out of the fixture base's
+// rootfs.ext4 with our own reader.
+func baseBusybox(t *testing.T, baseDir string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join(baseDir, "rootfs.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := fs.Open("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func withConfig(t *testing.T, img v1.Image, edit func(*v1.Config)) v1.Image {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	edit(&cf.Config)
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// busyboxImage is a two-layer busybox image: busybox and its applets, then
+// an app directory, with ENV, WORKDIR and CMD.
+func busyboxImage(t *testing.T, busybox []byte) v1.Image {
+	entries := []tarEntry{
+		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
+		{name: "bin/busybox", typ: tar.TypeReg, mode: 0o755, body: string(busybox)},
+	}
+	for _, a := range []string{"sh", "ls", "cat", "echo", "id", "mkdir", "mount", "pwd", "touch", "rm", "env", "grep", "stat"} {
+		entries = append(entries, tarEntry{name: "bin/" + a, typ: tar.TypeSymlink, link: "busybox"})
+	}
+	entries = append(entries, tarEntry{name: "etc/", typ: tar.TypeDir, mode: 0o755},
+		tarEntry{name: "etc/passwd", typ: tar.TypeReg, mode: 0o644, body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
+		tarEntry{name: "etc/group", typ: tar.TypeReg, mode: 0o644, body: "root:x:0:\nnogroup:x:65534:\n"})
+	app := []tarEntry{
+		{name: "srv/", typ: tar.TypeDir, mode: 0o755},
+		{name: "srv/app.sh", typ: tar.TypeReg, mode: 0o755, body: "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n"},
+	}
+	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
+		Layers: []v1.Layer{testenv.NewLayer(t, buildTar(t, entries), testenv.Gzip, true), testenv.NewLayer(t, buildTar(t, app), testenv.Zstd, true)}})
+	return withConfig(t, img, func(c *v1.Config) {
+		c.WorkingDir = "/srv"
+		c.Entrypoint = []string{"/srv/app.sh"}
+		c.Cmd = []string{"default-arg"}
+	})
+}
+
+// helloImage holds one static binary and nothing else: no shell, no
+// /etc, no directories but the binary's.
+func helloImage(t *testing.T) v1.Image {
+	bin := filepath.Join(t.TempDir(), "hello")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./testdata/hello")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the hello binary: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := buildTar(t, []tarEntry{{name: "hello", typ: tar.TypeReg, mode: 0o755, body: string(b)}})
+	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
+		Layers: []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
+	return withConfig(t, img, func(c *v1.Config) {
+		c.Entrypoint = []string{"/hello"}
+		c.Cmd = []string{"x", "y"}
+	})
+}
+
+// convertAssets runs oci2gondolin --mode assets on ref and returns the
+// output directory.
+func convertAssets(t *testing.T, ref, base string, extra ...string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "guest")
+	args := append([]string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out,
+		"--no-cache", "--quiet"}, extra...)
+	code, stdout, stderr := run(t, OCI2Gondolin(), args...)
+	if code != 0 {
+		t.Fatalf("oci2gondolin %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+	}
+	var res convert.Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout)
+	}
+	if res.AssetManifestPath != filepath.Join(out, "manifest.json") {
+		t.Errorf("assetManifestPath = %q", res.AssetManifestPath)
+	}
+	for _, f := range []string{"vmlinuz-virt", "initramfs.cpio.lz4", "rootfs.ext4", "manifest.json", "meta.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("output lacks %s: %v", f, err)
+		}
+	}
+	e2fsck := testenv.RequireTool(t, "e2fsck")
+	if b, err := exec.Command(e2fsck, "-fn", filepath.Join(out, "rootfs.ext4")).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn: %v\n%s", err, b)
+	}
+	return out
+}
+
+func bootPrereqs(t *testing.T) (*testenv.Registry, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	testenv.RequireTool(t, testenv.RegistryBinary)
+	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundle(t)
+}
+
+func expectOutput(t *testing.T, results []testenv.ExecResult, i int, want string) {
+	t.Helper()
+	if i >= len(results) {
+		t.Fatalf("only %d results", len(results))
+	}
+	r := results[i]
+	if r.ExitCode != 0 || !strings.Contains(r.Stdout, want) {
+		t.Errorf("%q: exit %d stdout %q stderr %q; want stdout containing %q", r.Argv, r.ExitCode, r.Stdout, r.Stderr, want)
+	}
+}
+
+func TestBootBusyboxImage(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	ref := reg.Push(t, "busybox:e2e", busyboxImage(t, baseBusybox(t, base)), nil)
+	out := convertAssets(t, ref, base)
+	testenv.GondolinVerify(t, out)
+
+	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		[]string{"/bin/busybox", "echo", "hello"},
+		[]string{"/bin/sh", "-c", "echo \"$GREETING\""},
+		[]string{"/usr/bin/docker2vm-entrypoint"},
+		[]string{"/usr/bin/docker2vm-entrypoint", "given", "args"},
+		[]string{"/bin/sh", "-c", "touch /root/written && ls /root/written"},
+		[]string{"id", "-u"},
+	)
+	expectOutput(t, res, 0, "hello")
+	expectOutput(t, res, 1, "hello busybox")
+	expectOutput(t, res, 2, "app says hello busybox from /srv as 0 with default-arg")
+	expectOutput(t, res, 3, "app says hello busybox from /srv as 0 with given args")
+	expectOutput(t, res, 4, "/root/written")
+	expectOutput(t, res, 5, "0")
+}
+
+func TestBootShellLessImage(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	ref := reg.Push(t, "hello:e2e", helloImage(t), nil)
+	out := convertAssets(t, ref, base)
+	var meta convert.Metadata
+	b, err := os.ReadFile(filepath.Join(out, "meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if !meta.RuntimeInjection.Applied || !contains(meta.RuntimeInjection.InjectedFiles, "/init") || len(meta.RuntimeInjection.InjectedSymlinks) == 0 {
+		t.Errorf("meta.json runtimeInjection = %+v", meta.RuntimeInjection)
+	}
+	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		[]string{"/hello", "direct"},
+		[]string{"/usr/bin/docker2vm-entrypoint"},
+	)
+	expectOutput(t, res, 0, "hello from a shell-less image: args=direct cwd=/ uid=0 greeting=from scratch")
+	expectOutput(t, res, 1, "args=x,y")
+}
+
+func TestBootRootfsModes(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	ref := reg.Push(t, "busybox:modes", busyboxImage(t, baseBusybox(t, base)), nil)
+
+	// readonly: the image must already hold every directory Gondolin's init
+	// creates and the bind targets; the guest cannot write to its root.
+	ro := convertAssets(t, ref, base, "--rootfs-mode", "readonly")
+	var m struct {
+		RuntimeDefaults struct{ RootfsMode string } `json:"runtimeDefaults"`
+	}
+	b, _ := os.ReadFile(filepath.Join(ro, "manifest.json"))
+	if err := json.Unmarshal(b, &m); err != nil || m.RuntimeDefaults.RootfsMode != "readonly" {
+		t.Fatalf("manifest runtimeDefaults = %+v (%v)", m, err)
+	}
+	res := testenv.BootGondolin(t, ro, testenv.BootOptions{},
+		[]string{"/bin/sh", "-c", "touch /srv/x 2>&1; echo rc=$?"},
+		[]string{"/bin/sh", "-c", "ls -d /data /etc/gondolin /etc/gondolin/mitm /var/log /home"},
+	)
+	expectOutput(t, res, 0, "rc=1")
+	expectOutput(t, res, 1, "/etc/gondolin/mitm")
+
+	// cow: the guest writes to its root; the rootfs.ext4 on the host is untouched.
+	cow := convertAssets(t, ref, base, "--rootfs-mode", "cow")
+	before, err := os.ReadFile(filepath.Join(cow, "rootfs.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = testenv.BootGondolin(t, cow, testenv.BootOptions{},
+		[]string{"/bin/sh", "-c", "echo written > /srv/new && cat /srv/new && rm /srv/app.sh && ls /srv"},
+	)
+	expectOutput(t, res, 0, "written\nnew")
+	after, _ := os.ReadFile(filepath.Join(cow, "rootfs.ext4"))
+	if !bytes.Equal(before, after) {
+		t.Errorf("cow mode changed rootfs.ext4 on the host")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+var _ = context.Background
