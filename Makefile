@@ -41,6 +41,10 @@ fuzz:
 	  done; \
 	done
 
+# The main job: build a sample image, convert it, boot it with Gondolin.
+demo: build deps
+	$(GO) run ./internal/demo -bin $(BIN)/oci2gondolin -out out/demo
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 

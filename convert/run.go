@@ -243,7 +243,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	f = nil
 	stats := m.Stats()
-	progress("wrote %s (%d entries, %d MiB apparent)", RootfsFile, stats.Entries, fi.Size()>>20)
+	progress("wrote %s (%d layer entries merged, %d MiB apparent size, sparse)", RootfsFile, stats.Entries, fi.Size()>>20)
 
 	label := fsOpts.Label
 	if label == "" {

@@ -1,23 +1,17 @@
 package app
 
 import (
-	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/docker2vm/docker2vm/convert"
-	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -25,100 +19,6 @@ import (
 // guest: images are pushed to the real registry server, converted by the
 // oci2gondolin command in assets mode with the fixture base bundle, and
 // booted by the real Gondolin host under QEMU.
-
-type tarEntry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
-
-func buildTar(t *testing.T, entries []tarEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link, ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, e.body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// baseBusybox reads the static busybox out of the fixture base's
-// rootfs.ext4 with our own reader.
-func baseBusybox(t *testing.T, baseDir string) []byte {
-	t.Helper()
-	f, err := os.Open(filepath.Join(baseDir, "rootfs.ext4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	fs, err := ext4.Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := fs.Open("/bin/busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func withConfig(t *testing.T, img v1.Image, edit func(*v1.Config)) v1.Image {
-	t.Helper()
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	edit(&cf.Config)
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-// busyboxImage is a two-layer busybox image: busybox and its applets, then
-// an app directory, with ENV, WORKDIR and CMD.
-func busyboxImage(t *testing.T, busybox []byte) v1.Image {
-	entries := []tarEntry{
-		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
-		{name: "bin/busybox", typ: tar.TypeReg, mode: 0o755, body: string(busybox)},
-	}
-	for _, a := range []string{"sh", "ls", "cat", "echo", "id", "mkdir", "mount", "pwd", "touch", "rm", "env", "grep", "stat"} {
-		entries = append(entries, tarEntry{name: "bin/" + a, typ: tar.TypeSymlink, link: "busybox"})
-	}
-	entries = append(entries, tarEntry{name: "etc/", typ: tar.TypeDir, mode: 0o755},
-		tarEntry{name: "etc/passwd", typ: tar.TypeReg, mode: 0o644, body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
-		tarEntry{name: "etc/group", typ: tar.TypeReg, mode: 0o644, body: "root:x:0:\nnogroup:x:65534:\n"})
-	app := []tarEntry{
-		{name: "srv/", typ: tar.TypeDir, mode: 0o755},
-		{name: "srv/app.sh", typ: tar.TypeReg, mode: 0o755, body: "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n"},
-	}
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
-		Layers: []v1.Layer{testenv.NewLayer(t, buildTar(t, entries), testenv.Gzip, true), testenv.NewLayer(t, buildTar(t, app), testenv.Zstd, true)}})
-	return withConfig(t, img, func(c *v1.Config) {
-		c.WorkingDir = "/srv"
-		c.Entrypoint = []string{"/srv/app.sh"}
-		c.Cmd = []string{"default-arg"}
-	})
-}
 
 // helloImage holds one static binary and nothing else: no shell, no
 // /etc, no directories but the binary's.
@@ -133,10 +33,10 @@ func helloImage(t *testing.T) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer := buildTar(t, []tarEntry{{name: "hello", typ: tar.TypeReg, mode: 0o755, body: string(b)}})
+	layer := testenv.BuildTar(t, []testenv.Entry{{Name: "hello", Mode: 0o755, Body: string(b)}})
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
 		Layers: []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
-	return withConfig(t, img, func(c *v1.Config) {
+	return testenv.WithConfig(t, img, func(c *v1.Config) {
 		c.Entrypoint = []string{"/hello"}
 		c.Cmd = []string{"x", "y"}
 	})
@@ -194,7 +94,7 @@ func expectOutput(t *testing.T, results []testenv.ExecResult, i int, want string
 
 func TestBootBusyboxImage(t *testing.T) {
 	reg, base := bootPrereqs(t)
-	ref := reg.Push(t, "busybox:e2e", busyboxImage(t, baseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:e2e", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	out := convertAssets(t, ref, base)
 	testenv.GondolinVerify(t, out)
 
@@ -239,7 +139,7 @@ func TestBootShellLessImage(t *testing.T) {
 
 func TestBootRootfsModes(t *testing.T) {
 	reg, base := bootPrereqs(t)
-	ref := reg.Push(t, "busybox:modes", busyboxImage(t, baseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:modes", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 
 	// readonly: the image must already hold every directory Gondolin's init
 	// creates and the bind targets; the guest cannot write to its root.
@@ -282,5 +182,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-
-var _ = context.Background

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -81,7 +80,7 @@ func GondolinHostDir() (string, error) {
 // the results in order. Any boot or protocol failure fails the test (with
 // the guest console in the message). It skips when node, npm or QEMU are
 // missing, except under CI=true, where it fails.
-func BootGondolin(t testing.TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
+func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
 	t.Helper()
 	specs := make([]ExecSpec, len(cmds))
 	for i, c := range cmds {
@@ -99,7 +98,7 @@ func BootGondolin(t testing.TB, assetsDir string, opts BootOptions, cmds ...[]st
 // the error (boot failure, timeout, harness error) instead of failing the
 // test, with whatever results and log were collected. Missing tools still
 // skip (or fail under CI=true).
-func RunGondolin(t testing.TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
+func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
 	t.Helper()
 	tools := gdRequireTools(t, "nodejs npm "+GondolinBootPackages, "node", "npm", "qemu-system-x86_64", "qemu-img")
 	hostDir := gdEnsureHarness(t, tools)
@@ -200,7 +199,7 @@ var gdHarnessMu sync.Mutex
 
 // gdEnsureHarness installs the harness's node_modules (npm ci, offline
 // cache first) when they are missing.
-func gdEnsureHarness(t testing.TB, tools map[string]string) string {
+func gdEnsureHarness(t TB, tools map[string]string) string {
 	t.Helper()
 	dir, err := GondolinHostDir()
 	if err != nil {
@@ -240,7 +239,7 @@ func gdEnsureHarness(t testing.TB, tools map[string]string) string {
 // GondolinCLI runs the real gondolin CLI (from the harness's node_modules)
 // with args and extra environment env, returning its combined output. Tools
 // are required as for BootGondolin; a non-zero exit is returned as error.
-func GondolinCLI(t testing.TB, env []string, args ...string) (string, error) {
+func GondolinCLI(t TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	tools := gdRequireTools(t, "nodejs npm", "node", "npm")
 	dir := gdEnsureHarness(t, tools)
@@ -257,7 +256,7 @@ func GondolinCLI(t testing.TB, env []string, args ...string) (string, error) {
 
 // GondolinVerify fails the test unless "gondolin build --verify DIR"
 // accepts the asset directory (manifest, assets, checksums).
-func GondolinVerify(t testing.TB, dir string) {
+func GondolinVerify(t TB, dir string) {
 	t.Helper()
 	out, err := GondolinCLI(t, nil, "build", "--verify", dir)
 	if err != nil || !strings.Contains(out, "verified successfully") {

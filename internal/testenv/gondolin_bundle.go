@@ -26,7 +26,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 	"unsafe"
 )
@@ -97,7 +96,7 @@ var (
 // set of inputs and cached in GondolinCacheDir (and in memory for the rest
 // of the test process). It skips the test when a tool is missing, except
 // under CI=true, where it fails.
-func BuildBaseBundle(t testing.TB) string {
+func BuildBaseBundle(t TB) string {
 	t.Helper()
 	tools := gdRequireTools(t, GondolinBundlePackages, "go", "apt-get", "apt-cache", "dpkg-deb", "depmod", "mke2fs", "lz4")
 	gdBundleMu.Lock()
@@ -119,7 +118,7 @@ func BuildBaseBundle(t testing.TB) string {
 // BuildSandboxd builds the test guest agent (internal/guestagent/cmd/sandboxd)
 // as a static linux/amd64 binary and returns its path (read-only, cached for
 // the test process).
-func BuildSandboxd(t testing.TB) string {
+func BuildSandboxd(t TB) string {
 	t.Helper()
 	tools := gdRequireTools(t, "golang", "go")
 	gdSandboxdMu.Lock()
@@ -137,7 +136,7 @@ func BuildSandboxd(t testing.TB) string {
 }
 
 type gdBuilder struct {
-	t     testing.TB
+	t     TB
 	tools map[string]string
 	cache string
 }
@@ -1050,7 +1049,7 @@ func GondolinRootfsInit() []byte { return append([]byte(nil), gdRootfsInit...) }
 // never writes to it in cow/memory/readonly modes), and a manifest.json
 // with fresh checksums and buildId is written. The rootfs must carry its
 // own /init and /usr/bin/sandboxd (see BuildSandboxd, GondolinRootfsInit).
-func GondolinAssets(t testing.TB, baseDir, rootfs string) string {
+func GondolinAssets(t TB, baseDir, rootfs string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, l := range []struct{ src, name string }{

@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"testing"
 )
 
 // gdInCI reports whether missing tools must fail tests instead of skipping
@@ -17,7 +16,7 @@ func gdInCI() bool {
 
 // gdMissing skips the test, or fails it under CI, because a prerequisite
 // is missing.
-func gdMissing(t testing.TB, format string, args ...any) {
+func gdMissing(t TB, format string, args ...any) {
 	t.Helper()
 	if gdInCI() {
 		t.Fatalf("CI=true and a test prerequisite is missing: "+format, args...)
@@ -49,7 +48,7 @@ func gdLookTool(name string) (string, bool) {
 // gdRequireTools returns the paths of the named tools, skipping the test
 // (failing it under CI=true) when one is missing. pkgs names the Debian
 // packages to install, for the message.
-func gdRequireTools(t testing.TB, pkgs string, names ...string) map[string]string {
+func gdRequireTools(t TB, pkgs string, names ...string) map[string]string {
 	t.Helper()
 	paths := map[string]string{}
 	var missing []string

@@ -1,6 +1,3 @@
-// Package testenv holds helpers shared by integration tests: a real
-// registry server on loopback, test images, and writers for the on-disk
-// forms (OCI layout, OCI archive, docker-save archive).
 package testenv
 
 import (
@@ -23,7 +20,7 @@ const RegistryBinary = "/usr/bin/docker-registry"
 // RequireTool skips the test when the named program (a name on PATH or an
 // absolute path) is missing, except when CI=true, where the test fails: a
 // CI run never skips for a missing tool.
-func RequireTool(t testing.TB, name string) string {
+func RequireTool(t TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
@@ -56,7 +53,7 @@ type Registry struct {
 
 // StartRegistry starts the real registry server on a free loopback port,
 // storing into a temporary directory, and stops it when the test ends.
-func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
+func StartRegistry(t TB, opts RegistryOptions) *Registry {
 	t.Helper()
 	bin := RequireTool(t, RegistryBinary)
 	dir := t.TempDir()
@@ -129,7 +126,7 @@ http:
 	return r
 }
 
-func freePort(t testing.TB) int {
+func freePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +138,7 @@ func freePort(t testing.TB) int {
 
 // writeHtpasswd makes a bcrypt htpasswd file with the htpasswd tool
 // (apache2-utils).
-func writeHtpasswd(t testing.TB, path, user, pass string) {
+func writeHtpasswd(t TB, path, user, pass string) {
 	t.Helper()
 	bin := RequireTool(t, "htpasswd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

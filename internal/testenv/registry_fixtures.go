@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -41,7 +40,7 @@ type TarFile struct {
 
 // TarLayer builds an uncompressed tar in memory (deterministic: fixed
 // times and owners).
-func TarLayer(t testing.TB, files ...TarFile) []byte {
+func TarLayer(t TB, files ...TarFile) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -104,7 +103,7 @@ func (l *Layer) MediaType() (types.MediaType, error) { return l.MT, nil }
 
 // NewLayer compresses tarBytes; oci selects OCI media types (else Docker;
 // zstd and none are always OCI media types).
-func NewLayer(t testing.TB, tarBytes []byte, c Compression, oci bool) *Layer {
+func NewLayer(t TB, tarBytes []byte, c Compression, oci bool) *Layer {
 	t.Helper()
 	l := &Layer{Tar: tarBytes}
 	switch c {
@@ -142,7 +141,7 @@ type ImageSpec struct {
 }
 
 // NewImage builds an image from spec.
-func NewImage(t testing.TB, spec ImageSpec) v1.Image {
+func NewImage(t TB, spec ImageSpec) v1.Image {
 	t.Helper()
 	p := spec.Platform
 	if p.OS == "" {
@@ -192,7 +191,7 @@ type IndexSpec struct {
 }
 
 // NewIndex builds an index of images, each entry carrying its platform.
-func NewIndex(t testing.TB, spec IndexSpec) v1.ImageIndex {
+func NewIndex(t TB, spec IndexSpec) v1.ImageIndex {
 	t.Helper()
 	var idx v1.ImageIndex = empty.Index
 	if spec.OCI {
@@ -234,7 +233,7 @@ type LayoutEntry struct {
 }
 
 // WriteLayout writes an OCI image layout into dir (created if needed).
-func WriteLayout(t testing.TB, dir string, entries ...LayoutEntry) string {
+func WriteLayout(t TB, dir string, entries ...LayoutEntry) string {
 	t.Helper()
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
@@ -262,7 +261,7 @@ func WriteLayout(t testing.TB, dir string, entries ...LayoutEntry) string {
 
 // WriteOCIArchive tars the layout in dir into out (gzip-compressed when
 // compress is set), the way `docker buildx --output type=oci` does.
-func WriteOCIArchive(t testing.TB, dir, out string, compress bool) string {
+func WriteOCIArchive(t TB, dir, out string, compress bool) string {
 	t.Helper()
 	f, err := os.Create(out)
 	if err != nil {
@@ -325,7 +324,7 @@ func WriteOCIArchive(t testing.TB, dir, out string, compress bool) string {
 
 // WriteDockerSave writes a docker-save style archive with go-containerregistry
 // (layers stored compressed as <digest>.tar.gz, config as sha256:<hex>).
-func WriteDockerSave(t testing.TB, out string, images map[string]v1.Image) string {
+func WriteDockerSave(t TB, out string, images map[string]v1.Image) string {
 	t.Helper()
 	m := map[name.Reference]v1.Image{}
 	for tag, img := range images {
@@ -345,7 +344,7 @@ func WriteDockerSave(t testing.TB, out string, images map[string]v1.Image) strin
 // before Docker 25: <n>/layer.tar holding the uncompressed layer,
 // <confighex>.json, manifest.json and repositories; a repeated layer is a
 // symlink to the first copy, as Docker writes it.
-func WriteLegacyDockerSave(t testing.TB, out string, img v1.Image, tag string) string {
+func WriteLegacyDockerSave(t TB, out string, img v1.Image, tag string) string {
 	t.Helper()
 	f, err := os.Create(out)
 	if err != nil {
@@ -400,7 +399,7 @@ func WriteLegacyDockerSave(t testing.TB, out string, img v1.Image, tag string) s
 
 // Push writes an image or index to the registry as repo:tag, with basic
 // auth when the registry has credentials. It returns the reference.
-func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
+func (r *Registry) Push(t TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
 	t.Helper()
 	ref, err := name.ParseReference(r.Ref(repoTag), name.Insecure)
 	if err != nil {

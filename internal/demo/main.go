@@ -1,0 +1,166 @@
+// Command demo is `make demo`: it builds a sample image, pushes it to a
+// local registry, converts it with oci2gondolin into a Gondolin guest and
+// boots it with the real Gondolin host, printing what the guest ran.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/oci2gondolin", "the oci2gondolin binary to demonstrate")
+	out := flag.String("out", "out/demo", "where the converted guest goes")
+	verbose := flag.Bool("v", false, "print fixture build details")
+	flag.Parse()
+	c := &console{verbose: *verbose}
+	defer c.runCleanups()
+	os.Exit(c.demo(*bin, *out))
+}
+
+func (c *console) demo(bin, out string) int {
+	start := time.Now()
+	step := func(n int, what string) { fmt.Printf("\n[%d/4] %s\n", n, what) }
+
+	step(1, "Gondolin base bundle (Debian cloud kernel, busybox initramfs, docker2vm's test guest agent)")
+	base := testenv.BuildBaseBundle(c)
+	fmt.Printf("      %s\n", base)
+
+	step(2, "Sample image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
+	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
+	ref := reg.Push(c, "demo/busybox-app:latest", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
+	fmt.Printf("      %s\n", ref)
+
+	step(3, "Convert with oci2gondolin")
+	args := []string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out, "--no-cache"}
+	fmt.Printf("      $ %s %s\n", bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, prefixed{os.Stdout}
+	if err := cmd.Run(); err != nil {
+		fmt.Printf("demo: oci2gondolin failed: %v\n", err)
+		return 1
+	}
+	var res struct {
+		OutDir string   `json:"outDir"`
+		Files  []string `json:"files"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		fmt.Printf("demo: oci2gondolin printed no JSON result: %v\n%s", err, stdout.String())
+		return 1
+	}
+	fmt.Printf("      result on stdout (JSON): outDir=%s\n", res.OutDir)
+	for _, f := range res.Files {
+		fmt.Printf("        %s\n", filepath.Base(f))
+	}
+
+	step(4, "Boot the guest with the Gondolin host (QEMU, TCG) and run commands in it")
+	cmds := [][]string{
+		{"uname", "-sr"},
+		{"cat", "/etc/os-release"},
+		{"id"},
+		{"/bin/sh", "-c", "echo GREETING=$GREETING"},
+		{"/usr/bin/docker2vm-entrypoint"},
+		{"/bin/sh", "-c", "echo written > /srv/new && cat /srv/new"},
+	}
+	specs := make([]testenv.ExecSpec, len(cmds))
+	for i, a := range cmds {
+		specs[i] = testenv.ExecSpec{Argv: a}
+	}
+	rep, err := testenv.RunGondolin(c, res.OutDir, testenv.BootOptions{}, specs...)
+	if err != nil {
+		fmt.Printf("demo: boot failed: %v\n", err)
+		return 1
+	}
+	failed := false
+	for _, r := range rep.Results {
+		fmt.Printf("      guest$ %s\n", strings.Join(r.Argv, " "))
+		for _, line := range strings.Split(strings.TrimRight(r.Stdout+r.Stderr, "\n"), "\n") {
+			fmt.Printf("        %s\n", line)
+		}
+		if r.ExitCode != 0 {
+			fmt.Printf("        (exit %d)\n", r.ExitCode)
+			failed = true
+		}
+	}
+	fmt.Printf("\nBoot and %d commands took %s under TCG; the whole demo %s.\n",
+		len(rep.Results), (rep.BootTime + rep.ExecTime).Round(time.Millisecond), time.Since(start).Round(time.Second))
+	fmt.Printf("The guest directory %s is a Gondolin asset directory: use it as sandbox.imagePath (SDK) or GONDOLIN_GUEST_DIR.\n", res.OutDir)
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// console lets the test fixtures report to a person instead of to `go test`.
+type console struct {
+	verbose  bool
+	cleanups []func()
+	failed   bool
+}
+
+func (c *console) Helper() {}
+func (c *console) Log(args ...any) {
+	if c.verbose {
+		fmt.Println(append([]any{"      "}, args...)...)
+	}
+}
+func (c *console) Logf(format string, args ...any) {
+	if c.verbose {
+		fmt.Printf("      "+format+"\n", args...)
+	}
+}
+func (c *console) Errorf(format string, args ...any) {
+	c.failed = true
+	fmt.Printf("demo: "+format+"\n", args...)
+}
+func (c *console) Fatal(args ...any) { c.Fatalf("%s", fmt.Sprint(args...)) }
+func (c *console) Fatalf(format string, args ...any) {
+	fmt.Printf("demo failed: "+format+"\n", args...)
+	c.runCleanups()
+	os.Exit(1)
+}
+func (c *console) Skip(args ...any) { c.Skipf("%s", fmt.Sprint(args...)) }
+func (c *console) Skipf(format string, args ...any) {
+	fmt.Printf("demo cannot run: "+format+"\nInstall the tools it needs with `make deps` (as root), then run `make demo` again.\n", args...)
+	c.runCleanups()
+	os.Exit(1)
+}
+func (c *console) Failed() bool     { return c.failed }
+func (c *console) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
+func (c *console) TempDir() string {
+	d, err := os.MkdirTemp("", "docker2vm-demo-")
+	if err != nil {
+		c.Fatal(err)
+	}
+	c.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func (c *console) runCleanups() {
+	for i := len(c.cleanups) - 1; i >= 0; i-- {
+		c.cleanups[i]()
+	}
+	c.cleanups = nil
+}
+
+// prefixed indents the converter's progress lines under the step.
+type prefixed struct{ w *os.File }
+
+func (p prefixed) Write(b []byte) (int, error) {
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line != "" {
+			fmt.Fprintf(p.w, "      | %s", line)
+		}
+	}
+	return len(b), nil
+}

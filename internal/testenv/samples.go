@@ -1,0 +1,131 @@
+package testenv
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/docker2vm/docker2vm/ext4"
+)
+
+// Entry is one entry of a hand-built test layer.
+type Entry struct {
+	Name, Body, Link string
+	Type             byte
+	Mode             int64
+	UID, GID         int
+	Xattrs           map[string]string
+}
+
+// BuildTar writes entries as an uncompressed PAX tar (fixed times).
+func BuildTar(t TB, entries []Entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Uid: e.UID, Gid: e.GID, Linkname: e.Link,
+			ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.Body))
+		}
+		for k, v := range e.Xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, e.Body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// WithConfig returns img with its runtime config edited.
+func WithConfig(t TB, img v1.Image, edit func(*v1.Config)) v1.Image {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	edit(&cf.Config)
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// BaseBusybox reads the static busybox out of a base bundle's rootfs.ext4
+// with docker2vm's own ext4 reader.
+func BaseBusybox(t TB, baseDir string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join(baseDir, BundleRootfs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := fs.Open("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// BusyboxImage is a two-layer image: busybox with its applets and an
+// /etc/passwd, then an app directory; with ENV, WORKDIR, ENTRYPOINT and CMD
+// so the guest's docker2vm-entrypoint has something to honour.
+func BusyboxImage(t TB, busybox []byte) v1.Image {
+	t.Helper()
+	entries := []Entry{
+		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "bin/busybox", Mode: 0o755, Body: string(busybox)},
+	}
+	for _, a := range []string{"sh", "ls", "cat", "echo", "id", "mkdir", "mount", "pwd", "touch", "rm", "env", "grep", "stat", "uname", "df", "head"} {
+		entries = append(entries, Entry{Name: "bin/" + a, Type: tar.TypeSymlink, Link: "busybox"})
+	}
+	entries = append(entries,
+		Entry{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
+		Entry{Name: "etc/passwd", Mode: 0o644, Body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
+		Entry{Name: "etc/group", Mode: 0o644, Body: "root:x:0:\nnogroup:x:65534:\n"},
+		Entry{Name: "etc/os-release", Mode: 0o644, Body: "NAME=\"docker2vm sample\"\nID=busybox\n"})
+	app := []Entry{
+		{Name: "srv/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "srv/app.sh", Mode: 0o755, Body: "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n"},
+	}
+	img := NewImage(t, ImageSpec{OCI: true, Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
+		Layers: []v1.Layer{NewLayer(t, BuildTar(t, entries), Gzip, true), NewLayer(t, BuildTar(t, app), Zstd, true)}})
+	return WithConfig(t, img, func(c *v1.Config) {
+		c.WorkingDir = "/srv"
+		c.Entrypoint = []string{"/srv/app.sh"}
+		c.Cmd = []string{"default-arg"}
+	})
+}

@@ -1,0 +1,21 @@
+// Package testenv builds what the integration tests and the demo run
+// against: test images, a real registry server, a fixture Gondolin base
+// bundle and boots under the real Gondolin host.
+package testenv
+
+// TB is the part of testing.TB the helpers use. *testing.T satisfies it,
+// and so does the demo's console reporter, which lets `make demo` reuse
+// the same fixtures outside `go test`.
+type TB interface {
+	Helper()
+	Log(args ...any)
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+	Skipf(format string, args ...any)
+	Failed() bool
+	Cleanup(func())
+	TempDir() string
+}
