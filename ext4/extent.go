@@ -119,7 +119,7 @@ func (w *Writer) writeMetaBlock(b []byte, seed uint32) (uint64, error) {
 	tail := extentHdrSize + extentsPerBlock*extentEntrySize
 	le.PutUint32(b[tail:], crc32cRaw(seed, b[:tail]))
 	blk := w.metaAlloc(1).start
-	if _, err := w.f.WriteAt(b, int64(blk)*blockSize); err != nil {
+	if err := w.writeAt(b, int64(blk)*blockSize); err != nil {
 		return 0, fmt.Errorf("writing extent block: %w", err)
 	}
 	return blk, nil
@@ -141,7 +141,7 @@ func (w *Writer) writeBlocks(data []byte) ([]extent, error) {
 	for len(data) > 0 {
 		r := w.metaAlloc(uint64(len(data) / blockSize))
 		k := int(r.len) * blockSize
-		if _, err := w.f.WriteAt(data[:k], int64(r.start)*blockSize); err != nil {
+		if err := w.writeAt(data[:k], int64(r.start)*blockSize); err != nil {
 			return nil, err
 		}
 		c.appendRun(lblk, r)

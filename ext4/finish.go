@@ -80,6 +80,9 @@ func (w *Writer) Finish(ctx context.Context, t *fstree.Tree) error {
 			return err
 		}
 	}
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("ext4: writing image: %w", err)
+	}
 	size := int64(fin.blocks) * blockSize
 	if w.opts.Size > 0 {
 		size = w.opts.Size
@@ -120,6 +123,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	fmt.Fprintf(h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
 	hashInode(h, "", &root, 0)
 
+	visitedLF := false // the pre-numbered lost+found may be met once
 	var visit func(dirIno uint32, dir *fstree.Inode, p string, depth int) error
 	visit = func(dirIno uint32, dir *fstree.Inode, p string, depth int) error {
 		if err := ctx.Err(); err != nil {
@@ -136,8 +140,11 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 			}
 			ino, seen := index[c]
 			if c.Type == fstree.TypeDir {
-				if seen && ino != firstIno {
+				if seen && (ino != firstIno || visitedLF) {
 					return fmt.Errorf("ext4: %s: directory appears twice in the tree", cp)
+				}
+				if ino == firstIno {
+					visitedLF = true
 				}
 				if !seen {
 					ino = uint32(len(f.nodes))
@@ -212,16 +219,20 @@ func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner m
 			return nil
 		}
 	}
-	src := w.opts.Source
-	if ok && c.w == w {
-		src = w
-	} else if c, ok := n.in.Content.(*content); ok {
-		src = c.w
-	}
-	if src == nil {
+	// shared with another inode (each inode needs its own blocks), from
+	// another Writer, or from Options.Source: copy it in
+	var ra io.ReaderAt
+	var err error
+	switch {
+	case ok && c.w == w:
+		ra, err = w.openLocked(c)
+	case ok:
+		ra, err = c.w.Open(c)
+	case w.opts.Source != nil:
+		ra, err = w.opts.Source.Open(n.in.Content)
+	default:
 		return fmt.Errorf("ext4: %s: content %T was not stored by this writer and Options.Source is not set", n.path, n.in.Content)
 	}
-	ra, err := src.Open(n.in.Content)
 	if err != nil {
 		return fmt.Errorf("ext4: %s: opening content: %w", n.path, err)
 	}
@@ -382,7 +393,6 @@ func (f *finisher) setExtents(n *node, ino, seed uint32, ext []extent) error {
 	n.blocks += tree
 	return nil
 }
-
 
 func fileType(t fstree.Type) uint8 {
 	switch t {

@@ -30,59 +30,42 @@ const (
 	journalIno = 8
 
 	// s_feature_compat
-	compatDirPrealloc  = 0x1
-	compatHasJournal   = 0x4
-	compatExtAttr      = 0x8
-	compatResizeInode  = 0x10
-	compatDirIndex     = 0x20
-	compatSparseSuper2 = 0x200
+	compatHasJournal = 0x4
+	compatExtAttr    = 0x8
+	compatDirIndex   = 0x20
 
 	// s_feature_incompat
-	incompatCompression = 0x1
-	incompatFiletype    = 0x2
-	incompatRecover     = 0x4
-	incompatJournalDev  = 0x8
-	incompatMetaBG      = 0x10
-	incompatExtents     = 0x40
-	incompat64bit       = 0x80
-	incompatMMP         = 0x100
-	incompatFlexBG      = 0x200
-	incompatEAInode     = 0x400
-	incompatDirData     = 0x1000
-	incompatCsumSeed    = 0x2000
-	incompatLargedir    = 0x4000
-	incompatInlineData  = 0x8000
-	incompatEncrypt     = 0x10000
-	incompatCasefold    = 0x20000
+	incompatFiletype   = 0x2
+	incompatRecover    = 0x4
+	incompatMetaBG     = 0x10
+	incompatExtents    = 0x40
+	incompat64bit      = 0x80
+	incompatMMP        = 0x100
+	incompatFlexBG     = 0x200
+	incompatEAInode    = 0x400
+	incompatCsumSeed   = 0x2000
+	incompatLargedir   = 0x4000
+	incompatInlineData = 0x8000
+	incompatCasefold   = 0x20000
 
 	// s_feature_ro_compat
 	roCompatSparseSuper  = 0x1
 	roCompatLargeFile    = 0x2
 	roCompatHugeFile     = 0x8
-	roCompatGdtCsum      = 0x10
 	roCompatDirNlink     = 0x20
 	roCompatExtraIsize   = 0x40
-	roCompatQuota        = 0x100
 	roCompatBigalloc     = 0x200
 	roCompatMetadataCsum = 0x400
-	roCompatReadonly     = 0x1000
-	roCompatProject      = 0x2000
-	roCompatOrphanPresnt = 0x10000
 
 	// s_flags
-	flagSignedHash   = 0x1
 	flagUnsignedHash = 0x2
 
 	// bg_flags
-	bgInodeUninit = 0x1
-	bgBlockUninit = 0x2
 	bgInodeZeroed = 0x4
 
 	// i_flags
 	flagIndex     = 0x1000
-	flagHugeFile  = 0x40000
 	flagExtents   = 0x80000
-	flagEAInode   = 0x200000
 	flagInlineDat = 0x10000000
 
 	// i_mode file types
@@ -121,109 +104,109 @@ const (
 // superblock is struct ext4_super_block, 1024 bytes at byte 1024 of the
 // image (and at the start of each backup group).
 type superblock struct {
-	InodesCount        uint32
-	BlocksCountLo      uint32
-	RBlocksCountLo     uint32
-	FreeBlocksCountLo  uint32
-	FreeInodesCount    uint32
-	FirstDataBlock     uint32
-	LogBlockSize       uint32
-	LogClusterSize     uint32
-	BlocksPerGroup     uint32
-	ClustersPerGroup   uint32
-	InodesPerGroup     uint32
-	Mtime              uint32
-	Wtime              uint32
-	MntCount           uint16
-	MaxMntCount        uint16
-	Magic              uint16
-	State              uint16
-	Errors             uint16
-	MinorRevLevel      uint16
-	Lastcheck          uint32
-	Checkinterval      uint32
-	CreatorOS          uint32
-	RevLevel           uint32
-	DefResuid          uint16
-	DefResgid          uint16
-	FirstIno           uint32
-	InodeSize          uint16
-	BlockGroupNr       uint16
-	FeatureCompat      uint32
-	FeatureIncompat    uint32
-	FeatureRoCompat    uint32
-	UUID               [16]byte
-	VolumeName         [16]byte
-	LastMounted        [64]byte
-	AlgorithmBitmap    uint32
-	PreallocBlocks     uint8
-	PreallocDirBlocks  uint8
-	ReservedGdtBlocks  uint16
-	JournalUUID        [16]byte
-	JournalInum        uint32
-	JournalDev         uint32
-	LastOrphan         uint32
-	HashSeed           [4]uint32
-	DefHashVersion     uint8
-	JnlBackupType      uint8
-	DescSize           uint16
-	DefaultMountOpts   uint32
-	FirstMetaBg        uint32
-	MkfsTime           uint32
-	JnlBlocks          [17]uint32
-	BlocksCountHi      uint32
-	RBlocksCountHi     uint32
-	FreeBlocksCountHi  uint32
-	MinExtraIsize      uint16
-	WantExtraIsize     uint16
-	Flags              uint32
-	RaidStride         uint16
-	MMPInterval        uint16
-	MMPBlock           uint64
-	RaidStripeWidth    uint32
-	LogGroupsPerFlex   uint8
-	ChecksumType       uint8
-	EncryptionLevel    uint8
-	_                  uint8
-	KbytesWritten      uint64
-	SnapshotInum       uint32
-	SnapshotID         uint32
-	SnapshotRBlocks    uint64
-	SnapshotList       uint32
-	ErrorCount         uint32
-	FirstErrorTime     uint32
-	FirstErrorIno      uint32
-	FirstErrorBlock    uint64
-	FirstErrorFunc     [32]byte
-	FirstErrorLine     uint32
-	LastErrorTime      uint32
-	LastErrorIno       uint32
-	LastErrorLine      uint32
-	LastErrorBlock     uint64
-	LastErrorFunc      [32]byte
-	MountOpts          [64]byte
-	UsrQuotaInum       uint32
-	GrpQuotaInum       uint32
-	OverheadClusters   uint32
-	BackupBgs          [2]uint32
-	EncryptAlgos       [4]uint8
-	EncryptPwSalt      [16]byte
-	LpfIno             uint32
-	PrjQuotaInum       uint32
-	ChecksumSeed       uint32
-	WtimeHi            uint8
-	MtimeHi            uint8
-	MkfsTimeHi         uint8
-	LastcheckHi        uint8
-	FirstErrorTimeHi   uint8
-	LastErrorTimeHi    uint8
-	FirstErrorErrcode  uint8
-	LastErrorErrcode   uint8
-	Encoding           uint16
-	EncodingFlags      uint16
-	OrphanFileInum     uint32
-	Reserved           [94]uint32
-	Checksum           uint32
+	InodesCount       uint32
+	BlocksCountLo     uint32
+	RBlocksCountLo    uint32
+	FreeBlocksCountLo uint32
+	FreeInodesCount   uint32
+	FirstDataBlock    uint32
+	LogBlockSize      uint32
+	LogClusterSize    uint32
+	BlocksPerGroup    uint32
+	ClustersPerGroup  uint32
+	InodesPerGroup    uint32
+	Mtime             uint32
+	Wtime             uint32
+	MntCount          uint16
+	MaxMntCount       uint16
+	Magic             uint16
+	State             uint16
+	Errors            uint16
+	MinorRevLevel     uint16
+	Lastcheck         uint32
+	Checkinterval     uint32
+	CreatorOS         uint32
+	RevLevel          uint32
+	DefResuid         uint16
+	DefResgid         uint16
+	FirstIno          uint32
+	InodeSize         uint16
+	BlockGroupNr      uint16
+	FeatureCompat     uint32
+	FeatureIncompat   uint32
+	FeatureRoCompat   uint32
+	UUID              [16]byte
+	VolumeName        [16]byte
+	LastMounted       [64]byte
+	AlgorithmBitmap   uint32
+	PreallocBlocks    uint8
+	PreallocDirBlocks uint8
+	ReservedGdtBlocks uint16
+	JournalUUID       [16]byte
+	JournalInum       uint32
+	JournalDev        uint32
+	LastOrphan        uint32
+	HashSeed          [4]uint32
+	DefHashVersion    uint8
+	JnlBackupType     uint8
+	DescSize          uint16
+	DefaultMountOpts  uint32
+	FirstMetaBg       uint32
+	MkfsTime          uint32
+	JnlBlocks         [17]uint32
+	BlocksCountHi     uint32
+	RBlocksCountHi    uint32
+	FreeBlocksCountHi uint32
+	MinExtraIsize     uint16
+	WantExtraIsize    uint16
+	Flags             uint32
+	RaidStride        uint16
+	MMPInterval       uint16
+	MMPBlock          uint64
+	RaidStripeWidth   uint32
+	LogGroupsPerFlex  uint8
+	ChecksumType      uint8
+	EncryptionLevel   uint8
+	_                 uint8
+	KbytesWritten     uint64
+	SnapshotInum      uint32
+	SnapshotID        uint32
+	SnapshotRBlocks   uint64
+	SnapshotList      uint32
+	ErrorCount        uint32
+	FirstErrorTime    uint32
+	FirstErrorIno     uint32
+	FirstErrorBlock   uint64
+	FirstErrorFunc    [32]byte
+	FirstErrorLine    uint32
+	LastErrorTime     uint32
+	LastErrorIno      uint32
+	LastErrorLine     uint32
+	LastErrorBlock    uint64
+	LastErrorFunc     [32]byte
+	MountOpts         [64]byte
+	UsrQuotaInum      uint32
+	GrpQuotaInum      uint32
+	OverheadClusters  uint32
+	BackupBgs         [2]uint32
+	EncryptAlgos      [4]uint8
+	EncryptPwSalt     [16]byte
+	LpfIno            uint32
+	PrjQuotaInum      uint32
+	ChecksumSeed      uint32
+	WtimeHi           uint8
+	MtimeHi           uint8
+	MkfsTimeHi        uint8
+	LastcheckHi       uint8
+	FirstErrorTimeHi  uint8
+	LastErrorTimeHi   uint8
+	FirstErrorErrcode uint8
+	LastErrorErrcode  uint8
+	Encoding          uint16
+	EncodingFlags     uint16
+	OrphanFileInum    uint32
+	Reserved          [94]uint32
+	Checksum          uint32
 }
 
 func (sb *superblock) marshal() []byte {
@@ -322,13 +305,11 @@ const (
 	iAtime       = 0x08
 	iCtime       = 0x0C
 	iMtime       = 0x10
-	iDtime       = 0x14
 	iGID         = 0x18
 	iLinks       = 0x1A
 	iBlocksLo    = 0x1C
 	iFlags       = 0x20
 	iBlock       = 0x28
-	iGeneration  = 0x64
 	iFileACLLo   = 0x68
 	iSizeHigh    = 0x6C
 	iBlocksHi    = 0x74

@@ -20,7 +20,7 @@ func (f *finisher) writeXattrBlocks(ctx context.Context) error {
 		var nr [8]byte
 		le.PutUint64(nr[:], x.blk)
 		le.PutUint32(x.data[16:], crc32cRaw(crc32cRaw(f.csumSeed, nr[:]), x.data))
-		if _, err := f.w.f.WriteAt(x.data, int64(x.blk)*blockSize); err != nil {
+		if err := f.w.writeAt(x.data, int64(x.blk)*blockSize); err != nil {
 			return fmt.Errorf("ext4: writing xattr block: %w", err)
 		}
 		x.data = nil

@@ -15,29 +15,29 @@ const (
 // journalSuperblock is the start of journal_superblock_t (1024 bytes in all;
 // s_users and the rest stay zero for an internal journal).
 type journalSuperblock struct {
-	Magic            uint32
-	BlockType        uint32
-	HeaderSeq        uint32
-	BlockSize        uint32
-	MaxLen           uint32
-	First            uint32
-	Sequence         uint32
-	Start            uint32 // 0: the journal is empty (clean)
-	Errno            int32
-	FeatureCompat    uint32
-	FeatureIncompat  uint32
-	FeatureRoCompat  uint32
-	UUID             [16]byte
-	NrUsers          uint32
-	DynSuper         uint32
-	MaxTransaction   uint32
-	MaxTransData     uint32
-	ChecksumType     uint8
-	_                [3]uint8
-	NumFCBlocks      uint32
-	Head             uint32
-	_                [40]uint32
-	Checksum         uint32
+	Magic           uint32
+	BlockType       uint32
+	HeaderSeq       uint32
+	BlockSize       uint32
+	MaxLen          uint32
+	First           uint32
+	Sequence        uint32
+	Start           uint32 // 0: the journal is empty (clean)
+	Errno           int32
+	FeatureCompat   uint32
+	FeatureIncompat uint32
+	FeatureRoCompat uint32
+	UUID            [16]byte
+	NrUsers         uint32
+	DynSuper        uint32
+	MaxTransaction  uint32
+	MaxTransData    uint32
+	ChecksumType    uint8
+	_               [3]uint8
+	NumFCBlocks     uint32
+	Head            uint32
+	_               [40]uint32
+	Checksum        uint32
 }
 
 // marshal returns the journal's first block.

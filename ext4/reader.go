@@ -208,8 +208,8 @@ func (f *FS) inode(ino uint32) (*Inode, error) {
 	n.UID = uint32(le.Uint16(raw[iUID:])) | uint32(le.Uint16(raw[iUIDHi:]))<<16
 	n.GID = uint32(le.Uint16(raw[iGID:])) | uint32(le.Uint16(raw[iGIDHi:]))<<16
 	n.Size = int64(uint64(le.Uint32(raw[iSizeLo:])) | uint64(le.Uint32(raw[iSizeHigh:]))<<32)
-	if n.Size < 0 {
-		return nil, fmt.Errorf("ext4: inode %d: bad size", ino)
+	if n.Size < 0 || n.Size > maxFileBlks*f.bs {
+		return nil, fmt.Errorf("ext4: inode %d: size %d out of range", ino, n.Size)
 	}
 	n.Links = uint32(le.Uint16(raw[iLinks:]))
 	n.Flags = le.Uint32(raw[iFlags:])
@@ -284,7 +284,7 @@ func (f *FS) extents(n *Inode) ([]extent, error) {
 			lblk++
 			return nil
 		}
-		if visited++; uint64(visited) > limit+3 {
+		if visited++; uint64(visited) > min(limit+3, uint64(f.size/f.bs)) {
 			return fmt.Errorf("ext4: inode %d: block map larger than the file", n.Ino)
 		}
 		b, err := f.readBlock(blk)
@@ -743,6 +743,9 @@ func (f *FS) Walk(p string, fn func(p string, n *Inode) error) error {
 		return err
 	}
 	seen := map[uint32]bool{}
+	// Directories of a sound image never share blocks, so all of them
+	// together are smaller than the image; more means a directory bomb.
+	budget := f.size
 	var walk func(p string, n *Inode) error
 	walk = func(p string, n *Inode) error {
 		if err := fn(p, n); err != nil {
@@ -758,6 +761,9 @@ func (f *FS) Walk(p string, fn func(p string, n *Inode) error) error {
 			return fmt.Errorf("ext4: %s: directory loop at inode %d", p, n.Ino)
 		}
 		seen[n.Ino] = true
+		if budget -= max(n.Size, 1); budget < 0 {
+			return fmt.Errorf("ext4: %s: directories add up to more than the image size", p)
+		}
 		ents, err := f.readDir(n)
 		if err != nil {
 			return err
@@ -782,6 +788,9 @@ func (f *FS) Walk(p string, fn func(p string, n *Inode) error) error {
 // become one shared *fstree.Inode.
 func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
 	inodes := map[uint32]*fstree.Inode{}
+	// Files of a sound image never share blocks: mapped data beyond the
+	// image size means blocks are reused to amplify the copy.
+	budget := f.size
 	var top *fstree.Inode
 	parents := map[string]*fstree.Inode{}
 	err := f.Walk(p, func(wp string, n *Inode) error {
@@ -791,7 +800,7 @@ func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree
 		t, ok := inodes[n.Ino]
 		if !ok || n.Type == fstree.TypeDir {
 			var err error
-			if t, err = f.toTree(ctx, wp, n, store); err != nil {
+			if t, err = f.toTree(ctx, wp, n, store, &budget); err != nil {
 				return err
 			}
 			if n.Type != fstree.TypeDir {
@@ -822,7 +831,7 @@ func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree
 	return top, nil
 }
 
-func (f *FS) toTree(ctx context.Context, p string, n *Inode, store fstree.Store) (*fstree.Inode, error) {
+func (f *FS) toTree(ctx context.Context, p string, n *Inode, store fstree.Store, budget *int64) (*fstree.Inode, error) {
 	t := &fstree.Inode{Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Mtime: n.Mtime, Atime: n.Atime, Ctime: n.Ctime,
 		Major: n.Major, Minor: n.Minor}
 	xs, err := f.xattrs(n)
@@ -839,6 +848,16 @@ func (f *FS) toTree(ctx context.Context, p string, n *Inode, store fstree.Store)
 		}
 	case fstree.TypeRegular:
 		if n.Size > 0 {
+			ext, err := f.extents(n)
+			if err != nil {
+				return nil, fmt.Errorf("ext4: %s: %w", p, err)
+			}
+			for _, e := range ext {
+				*budget -= int64(e.len) * f.bs
+			}
+			if *budget < 0 {
+				return nil, fmt.Errorf("ext4: %s: file data adds up to more than the image size", p)
+			}
 			r, err := f.reader(n)
 			if err != nil {
 				return nil, fmt.Errorf("ext4: %s: %w", p, err)

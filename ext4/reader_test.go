@@ -130,6 +130,20 @@ func TestReaderRoundTrip(t *testing.T) {
 		if err != nil || len(xs) != 1 || xs[0].Name != "security.capability" {
 			t.Errorf("Xattrs: %v %v", xs, err)
 		}
+		// identical xattr sets share one block, with a matching refcount
+		var acl []uint32
+		for _, name := range []string{"x/shared0", "x/shared1", "x/shared2", "x/lone"} {
+			n, err := fsys.Lookup(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			acl = append(acl, le.Uint32(n.raw[iFileACLLo:]))
+		}
+		if acl[0] == 0 || acl[0] != acl[1] || acl[1] != acl[2] || acl[3] == acl[0] || acl[3] == 0 {
+			t.Errorf("xattr blocks %v: want the first three shared", acl)
+		} else if blk, _ := fsys.readBlock(uint64(acl[0])); le.Uint32(blk[4:]) != 3 {
+			t.Errorf("shared xattr block refcount %d, want 3", le.Uint32(blk[4:]))
+		}
 		if fsys.Label() != "gondolin-root" {
 			t.Errorf("label %q", fsys.Label())
 		}

@@ -61,8 +61,8 @@ const (
 )
 
 // Writer makes an ext4 image in a file. File data is written as it is Put;
-// Finish lays out all metadata. A Writer is safe for use by one goroutine at
-// a time (calls are serialised by a mutex).
+// Finish lays out all metadata. Calls are serialised by a mutex: concurrent
+// use is safe but gains nothing, and Put order decides the block layout.
 type Writer struct {
 	mu       sync.Mutex
 	f        *os.File
@@ -72,6 +72,42 @@ type Writer struct {
 	finished bool
 	// metaRuns are blocks taken by metadata during Finish.
 	metaRuns []run
+	// pend gathers writes to consecutive blocks (small files land one after
+	// the other) so that they reach the file in few large writes.
+	pend    []byte
+	pendOff int64
+}
+
+const pendMax = 1 << 20
+
+// writeAt writes p at off through the gathering buffer.
+func (w *Writer) writeAt(p []byte, off int64) error {
+	if len(w.pend) > 0 && w.pendOff+int64(len(w.pend)) == off && len(w.pend)+len(p) <= pendMax {
+		w.pend = append(w.pend, p...)
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if len(p) >= pendMax/2 {
+		_, err := w.f.WriteAt(p, off)
+		return err
+	}
+	if w.pend == nil {
+		w.pend = make([]byte, 0, pendMax)
+	}
+	w.pend, w.pendOff = append(w.pend, p...), off
+	return nil
+}
+
+// flush writes out gathered data.
+func (w *Writer) flush() error {
+	if len(w.pend) == 0 {
+		return nil
+	}
+	_, err := w.f.WriteAt(w.pend, w.pendOff)
+	w.pend = w.pend[:0]
+	return err
 }
 
 // content is a regular file's data in the image.
@@ -219,7 +255,7 @@ func (w *Writer) writeRun(c *content, lblk uint64, data []byte) error {
 			return w.tooSmall(r.start + r.len)
 		}
 		k := int(r.len) * blockSize
-		if _, err := w.f.WriteAt(data[:k], int64(r.start)*blockSize); err != nil {
+		if err := w.writeAt(data[:k], int64(r.start)*blockSize); err != nil {
 			w.alloc.release(r)
 			return fmt.Errorf("ext4: writing file data: %w", err)
 		}
@@ -258,12 +294,21 @@ func (w *Writer) releaseLocked(c *content) {
 // Open implements fstree.Opener: it reads back stored content (holes read
 // as zeros).
 func (w *Writer) Open(fc fstree.Content) (io.ReaderAt, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.openLocked(fc)
+}
+
+func (w *Writer) openLocked(fc fstree.Content) (io.ReaderAt, error) {
 	c, ok := fc.(*content)
 	if !ok || c.w != w {
 		return nil, fmt.Errorf("ext4: content %T was not stored by this writer", fc)
 	}
 	if c.released {
 		return nil, errors.New("ext4: content was released")
+	}
+	if err := w.flush(); err != nil {
+		return nil, fmt.Errorf("ext4: writing file data: %w", err)
 	}
 	return &extentReader{r: w.f, ext: c.ext, size: c.size, bs: blockSize}, nil
 }

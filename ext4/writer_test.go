@@ -68,7 +68,9 @@ func kindsTree(t testing.TB, s fstree.Store) *fstree.Tree {
 	for i := range big {
 		big[i] = byte(i * 7 / 3)
 	}
-	add(tr, "usr/lib/big", file(t, s, big, 0o755))
+	bigf := add(tr, "usr/lib/big", file(t, s, big, 0o755))
+	// the same content handle in a second, distinct inode gets its own copy
+	add(tr, "usr/lib/big-copy", &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o644, Content: bigf.Content})
 	add(tr, "bin/sh", &fstree.Inode{Type: fstree.TypeSymlink, Mode: 0o777, Target: "busybox", Mtime: ts(sde, 0)})
 	add(tr, "slow", &fstree.Inode{Type: fstree.TypeSymlink, Mode: 0o777, Target: strings.Repeat("long/", 40) + "end"})
 	add(tr, "exact59", &fstree.Inode{Type: fstree.TypeSymlink, Mode: 0o777, Target: strings.Repeat("a", 59)})
@@ -88,7 +90,7 @@ func kindsTree(t testing.TB, s fstree.Store) *fstree.Tree {
 	add(tr, "owned", owned)
 	add(tr, "setgid", file(t, s, []byte("g"), 0o2755))
 	tmp := add(tr, "tmp", fstree.NewDir(0o1777, 0, 0))
-	tmp.Mtime = ts(-1000, 42)            // before 1970
+	tmp.Mtime = ts(-1000, 42)             // before 1970
 	add(tr, "future", file(t, s, nil, 0)) // mode 0
 	tr.Root.Children["future"].Mtime = ts(1<<32+5, 7)
 	tr.Root.Children["future"].Atime = ts(1<<33+1, 8)
@@ -308,6 +310,19 @@ func TestWriterRemountRW(t *testing.T) {
 	must(os.Rename(filepath.Join(dir, "frag"), filepath.Join(dir, "tmp/frag")))
 	umount(t, dir)
 	fsck(t, img)
+	// our reader follows what the kernel wrote (split htree, new extents)
+	fsys := openImage(t, img)
+	if ents, err := fsys.ReadDir("mid"); err != nil || len(ents) != 800 {
+		t.Fatalf("mid after remount: %d entries, %v", len(ents), err)
+	}
+	if r, err := fsys.Open("newfile"); err != nil || r.Size() != 5<<20 {
+		t.Fatalf("newfile: %v", err)
+	} else if b, _ := io.ReadAll(r); !bytes.Equal(b, bytes.Repeat([]byte("n"), 5<<20)) {
+		t.Fatal("newfile content differs")
+	}
+	if _, err := fsys.Lookup("deep"); !errorsIs(err, ErrNotExist) {
+		t.Fatalf("deep after removal: %v", err)
+	}
 	dir = mountImage(t, img, false)
 	if b, err := os.ReadFile(filepath.Join(dir, "etc/hello")); err != nil || string(b) != "changed" {
 		t.Fatalf("after remount: %q %v", b, err)
@@ -403,5 +418,37 @@ func TestDxHashMatchesDebugfs(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestWriterSizes(t *testing.T) {
+	small := func(t testing.TB, s fstree.Store) *fstree.Tree {
+		tr := fstree.New()
+		add(tr, "etc/os-release", file(t, s, []byte("ID=test\n"), 0o644))
+		add(tr, "bin/x", file(t, s, bytes.Repeat([]byte("x"), 100000), 0o755))
+		return tr
+	}
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"1MiB-nojournal", Options{Size: 1 << 20, NoJournal: true, InodeRatio: 1 << 20}},
+		{"tiny-last-group", Options{Size: 128<<20 + 8192}},
+		{"3-groups", Options{Size: 384 << 20, JournalSize: 4 << 20}},
+		{"headroom", Options{Headroom: 1 << 20}},
+		{"uuid", Options{UUID: &[16]byte{1, 2, 3}, Label: "sixteen-chars-ok"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, tr, hs := buildWith(t, tc.opts, small)
+			fsck(t, img)
+			if st, _ := os.Stat(img); tc.opts.Size > 0 && st.Size() != tc.opts.Size {
+				t.Errorf("image is %d bytes, want %d", st.Size(), tc.opts.Size)
+			}
+			fsys := openImage(t, img)
+			if tc.opts.UUID != nil && fsys.UUID() != *tc.opts.UUID {
+				t.Errorf("uuid %x", fsys.UUID())
+			}
+			compareMounted(t, mountImage(t, img, false), tr, hs)
+		})
 	}
 }
