@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -181,4 +182,77 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestBootFromImageStore imports the guest into a Gondolin image store two
+// ways, with --tag and with Gondolin's own `gondolin image import`, and
+// boots it by reference the way Gondolin users name images.
+func TestBootFromImageStore(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	ref := reg.Push(t, "busybox:store", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	store := t.TempDir()
+	t.Setenv("GONDOLIN_IMAGE_STORE", store)
+	out := convertAssets(t, ref, base, "--tag", "d2v-busybox:e2e")
+
+	var m struct {
+		BuildID string `json:"buildId"`
+	}
+	b, _ := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	link, err := os.Readlink(filepath.Join(store, "refs", "d2v-busybox", "e2e", "x86_64"))
+	if err != nil || filepath.Base(link) != m.BuildID {
+		t.Fatalf("ref symlink = %q, %v; want it to name object %s", link, err, m.BuildID)
+	}
+
+	// Gondolin's own importer must accept the same directory.
+	if outp, err := testenv.GondolinCLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", out, "--tag", "d2v-busybox:imported"); err != nil {
+		t.Fatalf("gondolin image import: %v\n%s", err, outp)
+	}
+	res := testenv.BootGondolin(t, "d2v-busybox:imported", testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+		[]string{"/bin/sh", "-c", "cat /etc/os-release; echo $GREETING"},
+	)
+	expectOutput(t, res, 0, "hello busybox")
+	res = testenv.BootGondolin(t, "d2v-busybox:e2e", testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+		[]string{"/usr/bin/docker2vm-entrypoint", "from-store"},
+	)
+	expectOutput(t, res, 0, "with from-store")
+}
+
+// TestBootDebianImage converts a three-layer Debian minbase (whiteouts of a
+// file and a directory, an opaque directory, a setuid binary, a file
+// capability) and checks the merged tree from inside the running guest.
+func TestBootDebianImage(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	img, facts := testenv.DebianImage(t, testenv.Gzip)
+	ref := reg.Push(t, "debian:minbase", img, nil)
+	out := convertAssets(t, ref, base)
+
+	// The capability as the kernel's ext4 driver returns it: perl-base's
+	// syscall(2) calls getxattr (191 on x86_64) in the guest.
+	getcap := `my ($p, $a, $b) = ("` + facts.CapPath + `", "security.capability", "\0" x 64); ` +
+		`my $n = syscall(191, $p, $a, $b, 64); die "getxattr: $!\n" if $n < 0; print unpack("H*", substr($b, 0, $n)), "\n";`
+	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		[]string{"cat", "/etc/debian_version"},
+		[]string{"/bin/sh", "-c", "for p in " + strings.Join(facts.WhitedOut, " ") + "; do test -e $p && echo present $p || echo absent $p; done"},
+		[]string{"ls", "-A", facts.OpaqueDir},
+		[]string{"stat", "-c", "%a %U", facts.SetuidPath},
+		[]string{"perl", "-e", getcap},
+		[]string{"id", "-u"},
+		[]string{"/bin/sh", "-c", "echo $DOCKER2VM_TEST; echo $PATH"},
+		[]string{"/bin/sh", "-c", "echo 'deb written' > /root/f && cat /root/f"},
+	)
+	expectOutput(t, res, 0, facts.DebianVersion)
+	for _, p := range facts.WhitedOut {
+		expectOutput(t, res, 1, "absent "+p)
+	}
+	if got := strings.TrimSpace(res[2].Stdout); got != filepath.Base(facts.NewInOpaque) {
+		t.Errorf("ls %s = %q, want only %s", facts.OpaqueDir, got, filepath.Base(facts.NewInOpaque))
+	}
+	expectOutput(t, res, 3, "4755 root")
+	expectOutput(t, res, 4, hex.EncodeToString(facts.CapValue))
+	expectOutput(t, res, 5, "0")
+	expectOutput(t, res, 6, "debian\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	expectOutput(t, res, 7, "deb written")
 }
