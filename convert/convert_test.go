@@ -18,6 +18,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -314,5 +315,42 @@ func TestPlanWritesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("dry run created %s", out)
+	}
+}
+
+// TestRunFullDisk converts into a filesystem that runs out of space: the
+// error must say so and name the file, and nothing may be left behind.
+func TestRunFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs")
+	}
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true: this test needs root to mount a small tmpfs")
+		}
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte(i*7919 + i>>8) // not zero, so it is not a hole
+	}
+	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true,
+		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, entry{name: "big", body: string(big)}), testenv.Gzip, true)}})
+	out := filepath.Join(dir, "out")
+	_, err := Run(context.Background(), options(layoutSource(t, img), out))
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "rootfs.ext4") || len(cli.HintsOf(err)) == 0 {
+		t.Fatalf("err = %v, want ENOSPC naming rootfs.ext4", err)
+	}
+	if testing.Verbose() {
+		t.Logf("error: %v", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 0 {
+		t.Errorf("left behind in the full filesystem: %v", ents)
 	}
 }

@@ -3,10 +3,12 @@ package convert
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/docker2vm/docker2vm/ext4"
@@ -164,6 +166,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			st.discard()
+			if errors.Is(err, syscall.ENOSPC) {
+				err = &Error{Msg: "out of disk space while writing the output", Err: err,
+					Hints: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
+						"meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less."}}
+			}
 		}
 	}()
 
