@@ -55,6 +55,9 @@ func (f *Flags) Bool(name string) bool { return f.bools[name] }
 // ErrHelp is returned by Parse when --help or -h was given.
 var ErrHelp = fmt.Errorf("help requested")
 
+// ErrVersion is returned by Parse when --version was given.
+var ErrVersion = fmt.Errorf("version requested")
+
 // Parse reads args ("--flag value", "--flag=value", "--bool") against specs.
 // It rejects unknown flags, stray positional arguments, missing values and
 // single-valued flags given twice, each with a message naming the flag.
@@ -68,6 +71,9 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		arg := args[i]
 		if arg == "--help" || arg == "-h" {
 			return nil, ErrHelp
+		}
+		if arg == "--version" {
+			return nil, ErrVersion
 		}
 		if !strings.HasPrefix(arg, "--") || arg == "--" {
 			return nil, &Error{

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,10 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprint(stdout, c.Help())
 		return ExitOK
 	}
+	if errors.Is(err, ErrVersion) {
+		fmt.Fprintf(stdout, "%s %s\n", c.Name, Version())
+		return ExitOK
+	}
 	if err == nil {
 		err = c.Run(ctx, f, stdout, stderr)
 	}
@@ -55,7 +60,41 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 
 // Help is the --help text.
 func (c *Command) Help() string {
-	return strings.TrimRight(c.Usage, "\n") + "\n\nFlags:\n" + Usage(c.Flags)
+	all := append(append([]Flag{}, c.Flags...),
+		Flag{Name: "help", Kind: Bool, Usage: "show this help"},
+		Flag{Name: "version", Kind: Bool, Usage: "print the version"})
+	return strings.TrimRight(c.Usage, "\n") + "\n\nFlags:\n" + Usage(all)
+}
+
+// Version is the module version the binary was built from (a tag when
+// installed with go install, else the VCS revision, else "devel").
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
 }
 
 // Progress returns where human-facing progress goes: stderr, or nowhere
