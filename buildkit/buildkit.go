@@ -237,9 +237,12 @@ func Build(ctx context.Context, o Options) (err error) {
 		}
 		fmt.Fprintf(log, "+ %s\n", strings.Join(s.Argv, " "))
 		cmd := exec.CommandContext(ctx, s.Argv[0], s.Argv[1:]...)
-		cmd.Stdout, cmd.Stderr = log, log
 		tail := &tailWriter{max: 4096}
-		cmd.Stderr = io.MultiWriter(log, tail)
+		// One writer for both streams: exec then copies them with a single
+		// goroutine. Two writers sharing log raced (a bytes.Buffer lost the
+		// build output entirely).
+		w := io.MultiWriter(log, tail)
+		cmd.Stdout, cmd.Stderr = w, w
 		if rerr := cmd.Run(); rerr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -265,7 +268,7 @@ func missingTool(b Builder, tool string) error {
 }
 
 func stepError(o Options, s Step, err error, tail string) error {
-	msg := fmt.Sprintf("%s failed", strings.Join(s.Argv[:min(3, len(s.Argv))], " "))
+	msg := fmt.Sprintf("%s failed", stepName(s))
 	var hints []string
 	low := strings.ToLower(tail)
 	switch {
@@ -280,12 +283,51 @@ func stepError(o Options, s Step, err error, tail string) error {
 		hints = []string{"Install the buildx plugin (package docker-buildx or docker-buildx-plugin)."}
 	default:
 		hints = []string{"Read the build log above for the failing step.", "Fix the Dockerfile or the build context and run again."}
+		if o.Log == nil || o.Log == io.Discard {
+			hints[0] = "Run again without --quiet to see the build log."
+		}
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &Error{Msg: fmt.Sprintf("%s (exit status %d)", msg, ee.ExitCode()), Hints: hints}
+		msg = fmt.Sprintf("%s (exit status %d)", msg, ee.ExitCode())
+		err = nil
+	}
+	// The builder's own last error line names the failing step and its
+	// exit code; the log above it may have been discarded (--quiet).
+	if cause := lastErrorLine(tail); cause != "" {
+		msg += ": " + cause
 	}
 	return &Error{Msg: msg, Hints: hints, Err: err}
+}
+
+// stepName is the command and subcommand of a step, for messages:
+// "buildctl build", "docker buildx build".
+func stepName(s Step) string {
+	if len(s.Argv) > 0 && s.Argv[0] == "buildctl" {
+		for _, a := range s.Argv[1:] {
+			if a == "build" {
+				return "buildctl build"
+			}
+		}
+	}
+	return strings.Join(s.Argv[:min(3, len(s.Argv))], " ")
+}
+
+// lastErrorLine returns the last "error: ..." (buildctl) or "ERROR: ..."
+// (buildx) line of a build log without its prefix, shortened.
+func lastErrorLine(log string) string {
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if len(l) > len("error:") && strings.EqualFold(l[:len("error:")], "error:") {
+			l = strings.TrimSpace(l[len("error:"):])
+			if len(l) > 400 {
+				l = l[:400] + "..."
+			}
+			return l
+		}
+	}
+	return ""
 }
 
 // tailWriter keeps the last max bytes written, to classify failures.

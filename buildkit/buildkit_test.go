@@ -141,7 +141,7 @@ func TestBuildWithFakeDocker(t *testing.T) {
 		wantHint string
 	}{
 		{name: "success"},
-		{name: "build fails", fail: "build", wantErr: "docker buildx build failed (exit status 1)", wantHint: "Read the build log above"},
+		{name: "build fails", fail: "build", wantErr: `docker buildx build failed (exit status 1): failed to solve: process "/bin/sh -c false" did not complete successfully: exit code: 1`, wantHint: "Read the build log above"},
 		{name: "daemon down", fail: "daemon", wantErr: "cannot reach the Docker daemon", wantHint: "Start Docker"},
 	}
 	for _, tt := range tests {
@@ -187,6 +187,9 @@ func TestBuildWithFakeDocker(t *testing.T) {
 			}
 			if !strings.Contains(buildLog.String(), "docker buildx build") {
 				t.Errorf("build log misses the command line: %q", buildLog.String())
+			}
+			if tt.fail == "build" && !strings.Contains(buildLog.String(), "ERROR: failed to solve") {
+				t.Errorf("build log misses the builder's output: %q", buildLog.String())
 			}
 		})
 	}

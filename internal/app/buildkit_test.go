@@ -1,0 +1,333 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+// dockerfile2gondolin against a real BuildKit: buildkitd (built from the Go
+// module graph by tools/buildkit) runs as root with the OCI worker, pulls
+// its base image from the real registry server over plain HTTP, and the
+// built image is converted in assets mode and booted under Gondolin. No
+// Dockerfile here has a `# syntax=` line: that would need Docker Hub.
+
+type buildkitEnv struct {
+	reg  *testenv.Registry
+	base string // the fixture Gondolin base bundle
+	bk   *testenv.Buildkitd
+	from string // REGISTRY/busybox:base
+}
+
+func buildkitPrereqs(t *testing.T, opts testenv.BuildkitOptions) *buildkitEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs buildkitd and boots a VM")
+	}
+	reg, base := bootPrereqs(t)
+	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
+	bk := testenv.StartBuildkitd(t, opts)
+	bk.PutOnPath(t)
+	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	// Each test's temporary files in a directory of its own, to check that
+	// the build archive does not outlive the command.
+	t.Setenv("TMPDIR", t.TempDir())
+	return &buildkitEnv{reg: reg, base: base, bk: bk, from: from}
+}
+
+// writeBuildContext makes a build context directory holding files and a
+// Dockerfile, and returns (dockerfile, context).
+func writeBuildContext(t *testing.T, dockerfile string, files map[string]string) (string, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ctx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	df := filepath.Join(dir, "Dockerfile")
+	if err := os.WriteFile(df, []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return df, dir
+}
+
+// dockerfileBuild runs dockerfile2gondolin with the buildctl builder in
+// assets mode and checks the output contract: exit 0, stdout exactly one
+// JSON document, no build archive left behind.
+func (e *buildkitEnv) build(t *testing.T, addr, df, ctxDir string, extra ...string) (string, convert.Result, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "guest")
+	args := append([]string{"--file", df, "--context", ctxDir, "--builder", "buildctl", "--buildkit-addr", addr,
+		"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out, "--no-cache"}, extra...)
+	code, stdout, stderr := run(t, Dockerfile2Gondolin(), args...)
+	if code != 0 {
+		t.Fatalf("dockerfile2gondolin %s: exit %d\nstderr:\n%s\nbuildkitd log:\n%s", strings.Join(args, " "), code, stderr, tail(e.bk.Log(), 4000))
+	}
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	var res convert.Result
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("stdout is not a JSON document: %v\n%s", err, stdout)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		t.Fatalf("stdout holds more than one JSON document (build logs on stdout?):\n%s", stdout)
+	}
+	if res.Command != "dockerfile2gondolin" || res.Mode != convert.Mode("assets") || res.Platform != "linux/amd64" || res.OutDir != out ||
+		!strings.HasPrefix(res.SourceDigest, "sha256:") || res.AssetManifestPath != filepath.Join(out, "manifest.json") {
+		t.Errorf("result = %+v", res)
+	}
+	if want := (convert.SourceInfo{Kind: "dockerfile", Path: df, Context: ctxDir}); res.Source != want {
+		t.Errorf("result source = %+v, want %+v", res.Source, want)
+	}
+	for _, f := range []string{"vmlinuz-virt", "initramfs.cpio.lz4", "rootfs.ext4", "manifest.json", "meta.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("output lacks %s: %v", f, err)
+		}
+	}
+	expectNoBuildTemp(t)
+	return out, res, stderr
+}
+
+// expectNoBuildTemp checks that no docker2vm-build-* directory is left in
+// os.TempDir() (a per-test TMPDIR).
+func expectNoBuildTemp(t *testing.T) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "docker2vm-build-*"))
+	if len(left) > 0 {
+		t.Errorf("temporary build directories left behind: %v", left)
+	}
+}
+
+func readMeta(t *testing.T, out string) convert.Metadata {
+	t.Helper()
+	var meta convert.Metadata
+	b, err := os.ReadFile(filepath.Join(out, "meta.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	return meta
+}
+
+// rootfsFile reads one file of an output's rootfs.ext4 with our reader.
+func rootfsFile(t *testing.T, out, name string) string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(out, "rootfs.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := fs.Open(name)
+	if err != nil {
+		t.Fatalf("rootfs.ext4 %s: %v", name, err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+const appDockerfile = `FROM %s
+ARG GREETING_ARG=default-greeting
+RUN echo built-by-run > /built && mkdir -p /work && echo "$GREETING_ARG" > /build-arg
+COPY hello.txt /work/hello.txt
+ENV APP_MODE=production
+WORKDIR /work
+USER 0
+ENTRYPOINT ["/bin/sh","-c","echo mode=$APP_MODE in $(pwd); cat hello.txt"]
+`
+
+const helloTxt = "hello from the build context\n"
+
+// TestBuildkitBootE2E builds a Dockerfile with RUN, COPY, ENV, WORKDIR, USER
+// and ENTRYPOINT through the daemon's unix socket, then through its TCP
+// address with a --build-arg, and boots both guests.
+func TestBuildkitBootE2E(t *testing.T) {
+	e := buildkitPrereqs(t, testenv.BuildkitOptions{TCP: true})
+	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from), map[string]string{"hello.txt": helloTxt})
+
+	out, _, stderr := e.build(t, e.bk.Addr, df, ctxDir)
+	// Without --quiet the build log goes to stderr, never stdout.
+	if !strings.Contains(stderr, "buildctl --addr "+e.bk.Addr+" build") || !strings.Contains(stderr, "echo built-by-run") {
+		t.Errorf("stderr lacks the build command and log:\n%s", stderr)
+	}
+	meta := readMeta(t, out)
+	rt := meta.Runtime
+	if rt.WorkingDir != "/work" || rt.User != "0" || !contains(rt.Env, "APP_MODE=production") ||
+		!reflect.DeepEqual(rt.Entrypoint, []string{"/bin/sh", "-c", "echo mode=$APP_MODE in $(pwd); cat hello.txt"}) {
+		t.Errorf("meta.json runtime = %+v", rt)
+	}
+	testenv.GondolinVerify(t, out)
+	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		[]string{"cat", "/built"},
+		[]string{"/bin/sh", "-c", "echo $APP_MODE"},
+		[]string{"/usr/bin/docker2vm-entrypoint"},
+		[]string{"cat", "/build-arg"},
+		[]string{"id", "-u"},
+	)
+	expectOutput(t, res, 0, "built-by-run")
+	expectOutput(t, res, 1, "production")
+	expectOutput(t, res, 2, "mode=production in /work\n"+helloTxt)
+	expectOutput(t, res, 3, "default-greeting")
+	expectOutput(t, res, 4, "0")
+
+	// The same build through a remote-style tcp:// address, with a build
+	// argument, quietly.
+	out2, _, stderr2 := e.build(t, e.bk.TCPAddr, df, ctxDir, "--build-arg", "GREETING_ARG=from the command line", "--quiet")
+	if stderr2 != "" {
+		t.Errorf("--quiet build wrote to stderr:\n%s", stderr2)
+	}
+	if got := rootfsFile(t, out2, "/built"); got != "built-by-run\n" {
+		t.Errorf("tcp build: /built = %q", got)
+	}
+	res = testenv.BootGondolin(t, out2, testenv.BootOptions{},
+		[]string{"cat", "/build-arg"},
+		[]string{"/usr/bin/docker2vm-entrypoint"},
+	)
+	expectOutput(t, res, 0, "from the command line")
+	expectOutput(t, res, 1, "mode=production in /work\n"+helloTxt)
+}
+
+// TestBuildkitTargetE2E: --target picks a stage of a multi-stage
+// Dockerfile, and without it the last stage is built.
+func TestBuildkitTargetE2E(t *testing.T) {
+	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	df, ctxDir := writeBuildContext(t, fmt.Sprintf(`FROM %s AS first
+RUN echo first > /stage
+CMD ["cat", "/stage"]
+
+FROM first AS second
+RUN echo second > /stage && echo second-only > /second
+`, e.from), nil)
+	out, _, _ := e.build(t, e.bk.Addr, df, ctxDir, "--target", "first", "--quiet")
+	if got := rootfsFile(t, out, "/stage"); got != "first\n" {
+		t.Errorf("--target first: /stage = %q", got)
+	}
+	if err := rootfsOpen(t, out, "/second"); err == nil {
+		t.Errorf("--target first: /second exists")
+	}
+	out, _, _ = e.build(t, e.bk.Addr, df, ctxDir, "--quiet")
+	if got := rootfsFile(t, out, "/stage"); got != "second\n" {
+		t.Errorf("no --target: /stage = %q", got)
+	}
+	if got := rootfsFile(t, out, "/second"); got != "second-only\n" {
+		t.Errorf("no --target: /second = %q", got)
+	}
+}
+
+// rootfsOpen returns the error opening name in an output's rootfs.ext4 (nil
+// when it exists).
+func rootfsOpen(t *testing.T, out, name string) error {
+	t.Helper()
+	f, err := os.Open(filepath.Join(out, "rootfs.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fs, err := ext4.Open(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fs.Open(name)
+	return err
+}
+
+// TestBuildkitFailingStepE2E: a failing RUN step is exit 1 with an error
+// and hints on stderr, nothing on stdout, --out untouched and no archive
+// left in the temporary directory.
+func TestBuildkitFailingStepE2E(t *testing.T) {
+	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	df, ctxDir := writeBuildContext(t, fmt.Sprintf("FROM %s\nRUN echo about-to-fail && exit 7\n", e.from), nil)
+	out := filepath.Join(t.TempDir(), "guest")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "keep.txt"), []byte("earlier"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, quiet := range []bool{false, true} {
+		args := []string{"--file", df, "--context", ctxDir, "--builder", "buildctl", "--buildkit-addr", e.bk.Addr,
+			"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out}
+		if quiet {
+			args = append(args, "--quiet")
+		}
+		code, stdout, stderr := run(t, Dockerfile2Gondolin(), args...)
+		if quiet {
+			t.Logf("quiet stderr:\n%s", stderr)
+		}
+		if code != 1 || stdout != "" {
+			t.Errorf("quiet=%v: exit %d stdout %q; want 1 and nothing", quiet, code, stdout)
+		}
+		for _, want := range []string{"Error: ", "How to fix:", "exit code: 7"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("quiet=%v: stderr lacks %q:\n%s", quiet, want, stderr)
+			}
+		}
+		if !quiet && !strings.Contains(stderr, "about-to-fail") {
+			t.Errorf("stderr lacks the build log:\n%s", stderr)
+		}
+		expectNoBuildTemp(t)
+		ents, _ := os.ReadDir(out)
+		if len(ents) != 1 || ents[0].Name() != "keep.txt" {
+			t.Errorf("quiet=%v: --out changed: %v", quiet, ents)
+		}
+	}
+}
+
+// TestBuildkitUnreachableE2E: an address with no daemon behind it is
+// reported as such, with a hint, for unix and tcp addresses.
+func TestBuildkitUnreachableE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds buildctl")
+	}
+	bin := testenv.BuildkitBinaries(t)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("TMPDIR", t.TempDir())
+	df, ctxDir := writeBuildContext(t, "FROM scratch\n", nil)
+	for _, addr := range []string{"unix://" + filepath.Join(t.TempDir(), "none.sock"), "tcp://127.0.0.1:1"} {
+		out := filepath.Join(t.TempDir(), "guest")
+		code, stdout, stderr := run(t, Dockerfile2Gondolin(), "--file", df, "--context", ctxDir, "--builder", "buildctl",
+			"--buildkit-addr", addr, "--platform", "linux/amd64", "--mode", "rootfs", "--out", out)
+		t.Logf("%s: stderr:\n%s", addr, stderr)
+		if code != 1 || stdout != "" {
+			t.Errorf("%s: exit %d stdout %q; want 1 and nothing", addr, code, stdout)
+		}
+		for _, want := range []string{"Error: cannot reach the BuildKit daemon", "How to fix:", "--buildkit-addr"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", addr, want, stderr)
+			}
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%s: --out was created", addr)
+		}
+		expectNoBuildTemp(t)
+	}
+}

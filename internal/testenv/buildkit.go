@@ -1,0 +1,298 @@
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A real BuildKit daemon for dockerfile2gondolin's integration tests.
+// buildkitd and buildctl are built from the Go module graph by
+// tools/buildkit/build.sh (a separate module, so that buildkit stays out of
+// our go.mod) and cached in GondolinCacheDir()/buildkit-<version>/. The
+// daemon runs as root with the OCI worker (runc, overlayfs).
+
+// BuildkitPackages are the Debian packages StartBuildkitd needs besides Go.
+const BuildkitPackages = "runc util-linux"
+
+// BuildkitOptions configure StartBuildkitd.
+type BuildkitOptions struct {
+	// TCP also listens on tcp://127.0.0.1:PORT (no TLS), as a remote
+	// BuildKit would.
+	TCP bool
+	// InsecureRegistries are HOST:PORT registries buildkitd pulls from (and
+	// pushes to) over plain HTTP, e.g. a Registry's Host.
+	InsecureRegistries []string
+}
+
+// Buildkitd is a running buildkitd.
+type Buildkitd struct {
+	// Addr is unix:///.../buildkitd.sock.
+	Addr string
+	// TCPAddr is tcp://127.0.0.1:PORT when BuildkitOptions.TCP is set.
+	TCPAddr string
+	// Buildctl is the buildctl binary of the same version; BinDir holds it
+	// and buildkitd (put BinDir on PATH for code that runs "buildctl").
+	Buildctl string
+	BinDir   string
+	// Root is the daemon's state directory; Config its buildkitd.toml.
+	Root   string
+	Config string
+
+	logPath string
+	cmd     *exec.Cmd
+}
+
+var (
+	bkBinMu  sync.Mutex
+	bkBinDir string
+)
+
+// BuildkitBinaries returns the directory holding buildkitd and buildctl,
+// building them the first time (about 2 minutes on 2 cores; later runs find
+// them in the cache). It skips the test when Go or bash is missing, except
+// under CI=true, where it fails.
+func BuildkitBinaries(t TB) string {
+	t.Helper()
+	tools := gdRequireTools(t, "golang bash util-linux", "go", "bash", "flock")
+	bkBinMu.Lock()
+	defer bkBinMu.Unlock()
+	if bkBinDir != "" {
+		return bkBinDir
+	}
+	script, err := buildkitScript()
+	if err != nil {
+		t.Fatalf("BuildkitBinaries: %v", err)
+	}
+	start := time.Now()
+	cmd := exec.Command(tools["bash"], script)
+	cmd.Dir = filepath.Dir(script)
+	cmd.Env = append(os.Environ(),
+		"DOCKER2VM_TEST_CACHE="+GondolinCacheDir(),
+		"PATH="+filepath.Dir(tools["go"])+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("building buildkitd and buildctl (%s): %v\n%s", script, err, gdTail(stderr.String(), 4000))
+	}
+	dir := strings.TrimSpace(string(out))
+	for _, b := range []string{"buildkitd", "buildctl"} {
+		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
+			t.Fatalf("%s did not produce %s in %q: %v\n%s", script, b, dir, err, gdTail(stderr.String(), 4000))
+		}
+	}
+	t.Logf("BuildkitBinaries: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
+	bkBinDir = dir
+	return dir
+}
+
+func buildkitScript() (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok {
+		p := filepath.Join(filepath.Dir(file), "..", "..", "tools", "buildkit", "build.sh")
+		if _, err := os.Stat(p); err == nil {
+			return filepath.Clean(p), nil
+		}
+	}
+	return "", errors.New("cannot find tools/buildkit/build.sh next to the docker2vm sources")
+}
+
+// StartBuildkitd builds (cached) and starts buildkitd as root with the OCI
+// worker, host networking and its state in a temporary directory, waits
+// until `buildctl debug workers` answers, and stops it when the test ends
+// (SIGTERM, then SIGKILL; leftover mounts under its root are detached). It
+// skips the test when not root or runc is missing, except under CI=true,
+// where it fails.
+func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		gdMissing(t, "buildkitd with the OCI worker needs root")
+	}
+	tools := gdRequireTools(t, BuildkitPackages, "runc")
+	bin := BuildkitBinaries(t)
+
+	state := t.TempDir()
+	// A unix socket path must stay under 108 bytes; t.TempDir() holds the
+	// test name, so the socket gets a short directory of its own.
+	tmp := os.TempDir()
+	if len(tmp) > 64 {
+		tmp = "/tmp"
+	}
+	sockDir, err := os.MkdirTemp(tmp, "bk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	b := &Buildkitd{
+		Addr:     "unix://" + filepath.Join(sockDir, "buildkitd.sock"),
+		Buildctl: filepath.Join(bin, "buildctl"),
+		BinDir:   bin,
+		Root:     filepath.Join(state, "root"),
+		Config:   filepath.Join(state, "buildkitd.toml"),
+		logPath:  filepath.Join(state, "buildkitd.log"),
+	}
+	addrs := []string{b.Addr}
+	if opts.TCP {
+		b.TCPAddr = fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+		addrs = append(addrs, b.TCPAddr)
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "root = %q\n\n[grpc]\n  address = [", b.Root)
+	for i, a := range addrs {
+		if i > 0 {
+			cfg.WriteString(", ")
+		}
+		fmt.Fprintf(&cfg, "%q", a)
+	}
+	cfg.WriteString("]\n\n")
+	fmt.Fprintf(&cfg, "[otel]\n  socketPath = %q\n\n", filepath.Join(sockDir, "otel.sock"))
+	cfg.WriteString("[worker.oci]\n  enabled = true\n  networkMode = \"host\"\n  gc = false\n\n")
+	cfg.WriteString("[worker.containerd]\n  enabled = false\n")
+	for _, r := range opts.InsecureRegistries {
+		fmt.Fprintf(&cfg, "\n[registry.%q]\n  http = true\n  insecure = true\n", r)
+	}
+	if err := os.WriteFile(b.Config, []byte(cfg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(b.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// buildkitd runs runc by name: the PATH it sees must hold it.
+	path := filepath.Dir(tools["runc"]) + string(os.PathListSeparator) + os.Getenv("PATH")
+	b.cmd = exec.Command(filepath.Join(bin, "buildkitd"), "--config", b.Config)
+	b.cmd.Env = append(os.Environ(), "PATH="+path)
+	b.cmd.Stdout, b.cmd.Stderr = logf, logf
+	// Its own process group, and killed if the test binary dies first.
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := b.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("starting buildkitd: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- b.cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() {
+		b.stop(t, exited)
+		if t.Failed() {
+			t.Logf("buildkitd config:\n%s\nbuildkitd log:\n%s", cfg.String(), gdTail(b.Log(), 8000))
+		}
+	})
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			exited <- err // for the cleanup
+			t.Fatalf("buildkitd exited early: %v\n%s", err, gdTail(b.Log(), 4000))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, b.Buildctl, "--addr", b.Addr, "debug", "workers").CombinedOutput()
+		cancel()
+		if err == nil && strings.Contains(string(out), "linux/") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("buildkitd did not answer `buildctl debug workers` within 60s: %v\n%s\nlog:\n%s", err, out, gdTail(b.Log(), 4000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("buildkitd ready at %s %s (%s)", b.Addr, b.TCPAddr, time.Since(start).Round(time.Millisecond))
+	return b
+}
+
+// Log returns what buildkitd has logged so far.
+func (b *Buildkitd) Log() string {
+	data, _ := os.ReadFile(b.logPath)
+	return string(data)
+}
+
+// PutOnPath prepends BinDir to PATH for the rest of the test (t.Setenv: not
+// for parallel tests), so that code running "buildctl" finds this one.
+func (b *Buildkitd) PutOnPath(t *testing.T) {
+	t.Helper()
+	t.Setenv("PATH", b.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+}
+
+func (b *Buildkitd) stop(t TB, exited chan error) {
+	t.Helper()
+	pid := b.cmd.Process.Pid
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Errorf("buildkitd (pid %d) ignored SIGTERM for 15s; killing it", pid)
+		// Its process group: buildkitd and any runc it left behind.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
+	}
+	// Processes of its group still alive (a runc container, a shim).
+	if err := syscall.Kill(-pid, 0); err == nil {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	// Mounts (overlayfs snapshots, runc rootfs) left under its root would
+	// make t.TempDir's removal fail and leak into the host.
+	if left := mountsUnder(b.Root); len(left) > 0 {
+		for _, m := range left {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+				t.Errorf("unmounting %s left by buildkitd: %v", m, err)
+			}
+		}
+		t.Logf("buildkitd left %d mounts under %s; detached them", len(left), b.Root)
+	}
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && s[i+1] >= '0' && s[i+1] <= '3' {
+			n := int(s[i+1]-'0')<<6 | int(s[i+2]-'0')<<3 | int(s[i+3]-'0')
+			b.WriteByte(byte(n))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
