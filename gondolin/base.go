@@ -353,7 +353,7 @@ func loadBase(dir, origin, arch, locArch string) (*Base, error) {
 	b := &Base{Dir: dir, Origin: origin}
 	assets := DefaultAssets()
 	mpath := filepath.Join(dir, ManifestName)
-	if data, err := os.ReadFile(mpath); err == nil {
+	if data, err := readManifestFile(mpath); err == nil {
 		m, err := parseBaseManifest(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", mpath, err)

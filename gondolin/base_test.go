@@ -9,12 +9,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envFrom(m map[string]string) func(string) string {
@@ -384,5 +386,134 @@ func TestImportRejects(t *testing.T) {
 				t.Fatalf("store not clean: %v", objs)
 			}
 		})
+	}
+}
+
+// TestImportVerifies: an object is trusted by its build id once it is in
+// the store (a later import of the same id keeps it), so Import must not
+// publish one whose files differ from the manifest, or whose manifest was
+// overwritten by an asset, and must leave nothing behind.
+func TestImportVerifies(t *testing.T) {
+	ctx := context.Background()
+	edited := t.TempDir()
+	makeBaseDir(t, edited, ArchX86_64, true)
+	os.WriteFile(filepath.Join(edited, RootfsName), []byte("changed after the manifest"), 0o644)
+
+	overManifest := t.TempDir()
+	makeBaseDir(t, overManifest, ArchX86_64, false)
+	c := Checksums{Kernel: sha(fakeKernel(ArchX86_64)), Initramfs: sha([]byte("initramfs-x86_64")), Rootfs: sha([]byte("rootfs-x86_64"))}
+	writeManifest(filepath.Join(overManifest, ManifestName), &Manifest{Version: 1, BuildID: BuildID(c, "x86_64"),
+		Config: ManifestConfig{Arch: "x86_64"}, Assets: Assets{Kernel: "./manifest.json", Initramfs: InitramfsName, Rootfs: RootfsName}})
+
+	same := t.TempDir()
+	makeBaseDir(t, same, ArchX86_64, false)
+	writeManifest(filepath.Join(same, ManifestName), &Manifest{Version: 1, BuildID: BuildID(c, "x86_64"),
+		Config: ManifestConfig{Arch: "x86_64"}, Assets: Assets{Kernel: KernelName, Initramfs: KernelName, Rootfs: RootfsName}})
+
+	for _, tc := range []struct{ name, dir, want string }{
+		{"checksum mismatch", edited, "does not match its manifest checksum"},
+		{"asset named manifest.json", overManifest, `assets.kernel "manifest.json" is also the manifest`},
+		{"two assets one file", same, "is also assets.kernel"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := t.TempDir()
+			_, err := Import(ctx, tc.dir, "a:b", store)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if len(hintsOf(err)) == 0 {
+				t.Errorf("no hint: %v", err)
+			}
+			if objs, _ := os.ReadDir(filepath.Join(store, "objects")); len(objs) > 0 {
+				t.Fatalf("store not clean: %v", objs)
+			}
+			if _, err := os.Lstat(filepath.Join(store, "refs")); err == nil {
+				t.Fatal("ref written")
+			}
+		})
+	}
+}
+
+// TestManifestNotRegular: a manifest.json that is a symlink to a device
+// or a FIFO is refused, not read forever or waited on.
+func TestManifestNotRegular(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero")
+	}
+	dir := filepath.Join(t.TempDir(), "base")
+	makeBaseDir(t, dir, ArchX86_64, false)
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, ManifestName)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := FindBase(context.Background(), BaseOptions{Dir: dir, Platform: "linux/amd64"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("FindBase read /dev/zero as a manifest")
+	}
+	if _, err := ReadManifest(filepath.Join(dir, ManifestName)); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("ReadManifest: %v", err)
+	}
+}
+
+// TestDownloadDeterministic: a registry ref listing the target under
+// several names (x86_64, amd64, x64) always resolves to the canonical
+// name's build, and a pax global header in the archive is not an error.
+func TestDownloadDeterministic(t *testing.T) {
+	ctx := context.Background()
+	good, goodID := baseArchive(t, ArchX86_64)
+	// Re-pack with a pax global header first, as git archive writes.
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header",
+		PAXRecords: map[string]string{"comment": "abc"}, Format: tar.FormatPAX}); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		data, _ := io.ReadAll(tr)
+		tw.WriteHeader(h)
+		tw.Write(data)
+	}
+	tw.Close()
+	zw.Close()
+	withPax := buf.Bytes()
+	other := "11111111-2222-5333-8444-555555555555"
+	reg := func(string) any {
+		return map[string]any{"schema": 1,
+			"refs": map[string]any{"alpine-base:latest": map[string]string{"amd64": other, "x86_64": goodID, "x64": other, "X86_64": other}},
+			"builds": map[string]any{
+				goodID: map[string]string{"arch": "x86_64", "url": "good.tar.gz", "sha256": sha(withPax)},
+				other:  map[string]string{"arch": "x86_64", "url": "missing.tar.gz", "sha256": sha(withPax)},
+			}}
+	}
+	srv := registryServer(t, map[string][]byte{"/good.tar.gz": withPax}, reg)
+	for i := 0; i < 20; i++ {
+		store := t.TempDir()
+		o := BaseOptions{Platform: "linux/amd64", HTTPClient: srv.Client(),
+			Getenv: envFrom(map[string]string{"GONDOLIN_IMAGE_STORE": store, "GONDOLIN_IMAGE_REGISTRY_URL": srv.URL + "/registry.json"})}
+		b, err := FindBase(ctx, o)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if filepath.Base(b.Dir) != goodID {
+			t.Fatalf("run %d: got %s, want %s", i, b.Dir, goodID)
+		}
 	}
 }

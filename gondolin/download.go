@@ -70,12 +70,18 @@ func download(ctx context.Context, o BaseOptions, store, selector, arch string) 
 		if !ok {
 			return nil, fmt.Errorf("image ref %s:%s not in the registry", name, tag)
 		}
-		var avail []string
-		for k, v := range entries {
-			if NormalizeArch(k) == arch {
-				buildID = v
+		// Keys in order, the canonical name first, so that a registry
+		// listing both "x86_64" and "amd64" always gives the same build.
+		avail := sortedKeys(entries)
+		if v, ok := entries[arch]; ok {
+			buildID = v
+		} else {
+			for _, k := range avail {
+				if NormalizeArch(k) == arch {
+					buildID = entries[k]
+					break
+				}
 			}
-			avail = append(avail, k)
 		}
 		if buildID == "" {
 			return nil, fmt.Errorf("image ref %s:%s has no build for %s (available: %s)", name, tag, arch, strings.Join(avail, ", "))
@@ -253,6 +259,9 @@ func extractFlat(ctx context.Context, tr *tar.Reader, dir string, limit int64) e
 		}
 		if count >= maxArchiveEntries {
 			return fmt.Errorf("archive has more than %d entries", maxArchiveEntries)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // pax global header (git archive, some tars): metadata only
 		}
 		name := strings.TrimPrefix(hdr.Name, "./")
 		if hdr.Typeflag == tar.TypeDir && (name == "" || name == "." || name == "./") {

@@ -223,6 +223,11 @@ func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, e
 			libs = append(libs, interp)
 		}
 		for _, so := range needed {
+			if so == "" || strings.ContainsRune(so, '/') {
+				// The loader takes such a name as a path from the
+				// current directory, not from its search path.
+				return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %q, which is not a library name", p, so), nil)
+			}
 			found := ""
 			for _, d := range muslLibPath {
 				if _, err := src.Lstat(d + "/" + so); err == nil {
@@ -338,21 +343,39 @@ func elfDeps(data []byte) (interp string, needed []string, err error) {
 
 const maxGlueFile = 256 << 20
 
-// readWhole extracts one regular file into memory.
+// boundedMemStore is a MemStore that refuses content over max bytes
+// before reading any of it.
+type boundedMemStore struct {
+	fstree.MemStore
+	max int64
+}
+
+func (s *boundedMemStore) Put(ctx context.Context, r io.Reader, size int64) (fstree.Content, error) {
+	if size > s.max {
+		return nil, fmt.Errorf("larger than %d bytes (%d)", s.max, size)
+	}
+	return s.MemStore.Put(ctx, r, size)
+}
+
+// readWhole extracts one regular file into memory. The type is checked
+// before extracting (a directory would be extracted whole) and the size
+// before reading (the store refuses more than maxGlueFile).
 func readWhole(ctx context.Context, src GlueSource, p string) ([]byte, error) {
-	var ms fstree.MemStore
-	n, err := src.Extract(ctx, p, &ms)
-	if err != nil {
+	if n, err := src.Lstat(p); err != nil {
 		return nil, err
+	} else if n.Type != fstree.TypeRegular {
+		return nil, fmt.Errorf("%s is a %s, not a file", p, n.Type)
+	}
+	ms := &boundedMemStore{max: maxGlueFile}
+	n, err := src.Extract(ctx, p, ms)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	if n.Type != fstree.TypeRegular {
 		return nil, fmt.Errorf("%s is a %s, not a file", p, n.Type)
 	}
 	if n.Content == nil {
 		return nil, nil
-	}
-	if n.Content.Size() > maxGlueFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", p, maxGlueFile)
 	}
 	ra, err := ms.Open(n.Content)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/binary"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,4 +253,78 @@ func runSh(t *testing.T, script string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	return out.String() + errb.String(), err
+}
+
+// hugeSource claims a huge /init and fails the test if anything reads
+// its data or extracts a directory to read it as a file.
+type hugeSource struct {
+	TreeSource
+	t *testing.T
+}
+
+type mustNotRead struct{ t *testing.T }
+
+func (m mustNotRead) Read([]byte) (int, error) {
+	m.t.Error("the content of an oversized base file was read")
+	return 0, io.ErrUnexpectedEOF
+}
+
+func (s hugeSource) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
+	if p == "/init" {
+		c, err := store.Put(ctx, mustNotRead{s.t}, 1<<40)
+		if err != nil {
+			return nil, err
+		}
+		return &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o755, Content: c}, nil
+	}
+	return s.TreeSource.Extract(ctx, p, store)
+}
+
+func TestReadGlueBounded(t *testing.T) {
+	var bs, out fstree.MemStore
+	src := hugeSource{TreeSource{Tree: buildTree(t, &bs, alpineBase()), Store: &bs}, t}
+	_, err := ReadGlue(context.Background(), src, &out)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestReadGlueNeededPath: a DT_NEEDED holding a path ("../../etc/shadow")
+// is refused, not resolved in the base and added to the image.
+func TestReadGlueNeededPath(t *testing.T) {
+	for _, tc := range []struct{ interp, needed string }{
+		{"/lib/ld-musl-x86_64.so.1", "../../etc/shadow"},
+		{"/lib/ld-musl-x86_64.so.1", "/etc/shadow"},
+	} {
+		m := alpineBase()
+		m["etc/shadow"] = "0644:root:secret"
+		m["bin/busybox"] = string(fakeELF(tc.interp, tc.needed))
+		var bs, out fstree.MemStore
+		_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, &out)
+		if err == nil || !strings.Contains(err.Error(), "not a library name") {
+			t.Errorf("%s: err = %v", tc.needed, err)
+		}
+	}
+	// An interpreter that is a directory is refused without extracting it.
+	m := alpineBase()
+	m["bin/busybox"] = string(fakeELF("/etc", "libc.musl-x86_64.so.1"))
+	var bs, out fstree.MemStore
+	_, err := ReadGlue(context.Background(), noExtract{TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, "/etc", t}, &out)
+	if err == nil || !strings.Contains(err.Error(), "is a dir, not a file") {
+		t.Errorf("interp dir: err = %v", err)
+	}
+}
+
+// noExtract fails the test when path is extracted.
+type noExtract struct {
+	TreeSource
+	path string
+	t    *testing.T
+}
+
+func (s noExtract) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
+	if p == s.path {
+		s.t.Errorf("%s extracted", p)
+	}
+	return s.TreeSource.Extract(ctx, p, store)
 }

@@ -72,6 +72,9 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	if img == nil || img.Root == nil || glue == nil || glue.Init == nil {
 		return nil, errors.New("gondolin.Inject: nil tree or glue")
 	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	r := &imgResolver{t: img, inj: &Injection{Entrypoint: EntrypointPath}, placed: map[*fstree.Inode]bool{}, now: img.Root.Mtime}
 	inj := r.inj
 
@@ -103,7 +106,14 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 			return nil, injErr("cannot move the image's /init", err)
 		}
 		if dst.node != nil {
-			return nil, &Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's"}
+			return nil, &Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's",
+				Fixes: []string{"Remove " + ImageInitPath + " (or /init) from the image."}}
+		}
+		if dst.path == InitPath || strings.HasPrefix(dst.path, InitPath+"/") {
+			// The image's symlinks lead PrivateDir into its own /init
+			// directory: moving /init there would nest it in itself.
+			return nil, &Error{Msg: "the image's /init must make way for Gondolin's, but " + ImageInitPath + " resolves to " + dst.path + ", inside /init itself (through the image's symlinks)",
+				Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
 		}
 		n := l.node
 		delete(img.Root.Children, "init")
@@ -243,6 +253,33 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		sort.Strings(s)
 	}
 	return inj, nil
+}
+
+// check rejects config values no program could receive: a NUL byte ends
+// a C string, so `docker run` fails on them too, and a shell script that
+// holds one is dropped or refused depending on the shell.
+func (c ImageConfig) check() error {
+	bad := func(field, v string) error {
+		return &Error{Msg: fmt.Sprintf("the image config's %s %q contains a NUL byte", field, v),
+			Fixes: []string{"Fix " + field + " in the image (docker run cannot use it either)."}}
+	}
+	for i, a := range c.Entrypoint {
+		if strings.ContainsRune(a, 0) {
+			return bad(fmt.Sprintf("Entrypoint[%d]", i), a)
+		}
+	}
+	for i, a := range c.Cmd {
+		if strings.ContainsRune(a, 0) {
+			return bad(fmt.Sprintf("Cmd[%d]", i), a)
+		}
+	}
+	if strings.ContainsRune(c.WorkingDir, 0) {
+		return bad("WorkingDir", c.WorkingDir)
+	}
+	if strings.ContainsRune(c.User, 0) {
+		return bad("User", c.User)
+	}
+	return nil
 }
 
 func injErr(msg string, err error) error {
@@ -627,18 +664,36 @@ func ShellQuote(s string) string {
 
 var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// shellReadonly are names a common /bin/sh keeps read-only (bash, also
+// as sh: Fedora, RHEL/UBI, Arch, Amazon Linux). Assigning one is a fatal
+// error there, even with `|| :`, which under Gondolin's `set -eu` /init
+// stops the boot; so they are exported only where the shell allows it.
+var shellReadonly = map[string]bool{"UID": true, "EUID": true, "PPID": true,
+	"SHELLOPTS": true, "BASHOPTS": true, "BASH_VERSINFO": true}
+
 // EnvScript renders an image's Env as `export K='v'` lines. Entries that
-// a shell cannot export (no '=', a key that is not a shell name) are left
-// out and reported in notes. Later duplicates win, as in Docker.
+// a shell cannot export (no '=', a key that is not a shell name, a NUL
+// byte) are left out and reported in notes. Names some shells keep
+// read-only (UID, EUID, PPID, ...) are exported behind a subshell probe,
+// so that sourcing the file never fails. Later duplicates win, as in Docker.
 func EnvScript(env []string) (string, []string) {
 	var b bytes.Buffer
 	b.WriteString("# The image's environment (ENV), written by docker2vm.\n")
 	b.WriteString("# Sourced by Gondolin's /init before it starts sandboxd, and by " + EntrypointPath + ".\n")
 	var notes []string
+	guarded := map[string]bool{}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !shellName.MatchString(k) {
+		if !ok || !shellName.MatchString(k) || strings.ContainsRune(v, 0) {
 			notes = append(notes, fmt.Sprintf("image env entry %q cannot be exported by a shell; left out of %s", kv, ImageEnvPath))
+			continue
+		}
+		if shellReadonly[k] {
+			fmt.Fprintf(&b, "if (export %[1]s=%[2]s) 2>/dev/null; then export %[1]s=%[2]s; fi\n", k, ShellQuote(v))
+			if !guarded[k] {
+				guarded[k] = true
+				notes = append(notes, fmt.Sprintf("image env %s is read-only in bash: it is not set where the image's /bin/sh is bash", k))
+			}
 			continue
 		}
 		fmt.Fprintf(&b, "export %s=%s\n", k, ShellQuote(v))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -353,5 +354,102 @@ func TestEntrypointSwitchesUser(t *testing.T) {
 	out, err := runSh(t, EntrypointScript(ImageConfig{User: "65534:65534", Cmd: []string{"sh", "-c", "echo $(id -u):$(id -g)"}}, ""))
 	if err != nil || strings.TrimSpace(out) != "65534:65534" {
 		t.Fatalf("%v %q", err, out)
+	}
+}
+
+// shells lists the POSIX shells on the host to run generated scripts
+// with, including bash invoked as sh (the /bin/sh of Fedora, RHEL/UBI,
+// Arch). Missing ones are skipped.
+func shells(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, name := range []string{"dash", "bash"} {
+		if p, err := exec.LookPath(name); err == nil {
+			out[name] = []string{p}
+		}
+	}
+	if p, err := exec.LookPath("bash"); err == nil {
+		sh := filepath.Join(t.TempDir(), "sh")
+		if err := os.Symlink(p, sh); err == nil {
+			out["bash as sh"] = []string{sh}
+		}
+	}
+	if p, err := exec.LookPath("busybox"); err == nil {
+		out["busybox sh"] = []string{p, "sh"}
+	}
+	if len(out) == 0 {
+		t.Skip("no shell on the host")
+	}
+	return out
+}
+
+// TestEnvScriptReadonlyNames: an image ENV of UID (common) or PPID must not
+// abort Gondolin's `set -eu` init where /bin/sh is bash, which refuses to
+// assign them even with `|| :`.
+func TestEnvScriptReadonlyNames(t *testing.T) {
+	script, notes := EnvScript([]string{"UID=1000", "A=1", "PPID=7", "NUL=a\x00b; touch /tmp/x", "EUID=0", "UID=1001"})
+	if strings.Contains(script, "NUL=") {
+		t.Fatalf("a value with a NUL byte was written:\n%s", script)
+	}
+	var nulNote bool
+	for _, n := range notes {
+		nulNote = nulNote || strings.Contains(n, `"NUL=a\x00b`)
+	}
+	if !nulNote {
+		t.Errorf("no note for the NUL entry: %v", notes)
+	}
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env.sh")
+	if err := os.WriteFile(envFile, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	initScript := filepath.Join(dir, "init")
+	os.WriteFile(initScript, []byte("set -eu\nif [ -r "+envFile+" ]; then\n  . "+envFile+"\nfi\nprintf 'A=%s\\n' \"$A\"\nenv | grep -E '^(UID|PPID)=' | sort\n"), 0o755)
+	for name, argv := range shells(t) {
+		t.Run(name, func(t *testing.T) {
+			out, err := exec.Command(argv[0], append(argv[1:], initScript)...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "A=1\n") {
+				t.Fatalf("sourcing the env file failed: %v\n%s", err, out)
+			}
+			if strings.HasPrefix(name, "bash") {
+				return // bash keeps its own UID/PPID; nothing more to expect
+			}
+			if !strings.Contains(string(out), "PPID=7\nUID=1001\n") {
+				t.Errorf("UID/PPID not exported where the shell allows it:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestInjectRejectsNUL(t *testing.T) {
+	g, store := readGlueFrom(t, alpineBase())
+	for _, cfg := range []ImageConfig{
+		{Cmd: []string{"sh", "-c", "echo\x00; rm -rf /"}},
+		{Entrypoint: []string{"/app\x00"}},
+		{WorkingDir: "/w\x00x"},
+		{User: "app\x00"},
+	} {
+		_, err := Inject(buildTree(t, store, busyboxImage()), g, cfg, nil)
+		var e *Error
+		if err == nil || !strings.Contains(err.Error(), "NUL byte") || !errors.As(err, &e) || len(e.Fixes) == 0 {
+			t.Errorf("%+v: err = %v", cfg, err)
+		}
+	}
+}
+
+// TestInjectInitDirNotNested: an image whose /init is a directory and
+// whose /usr/lib/docker2vm leads into it must get an error, not its /init
+// nested in itself (a cycle, unreachable and silently lost).
+func TestInjectInitDirNotNested(t *testing.T) {
+	g, store := readGlueFrom(t, alpineBase())
+	for _, link := range []string{"/init/d2v", "../../init", "/init"} {
+		m := busyboxImage()
+		m["init/run"] = "s6"
+		m["usr/lib/docker2vm"] = "->" + link
+		img := buildTree(t, store, m)
+		_, err := Inject(img, g, ImageConfig{Cmd: []string{"sh"}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "inside /init itself") {
+			t.Errorf("docker2vm -> %s: err = %v", link, err)
+		}
 	}
 }

@@ -235,11 +235,32 @@ const maxManifestSize = 1 << 20
 
 // ReadManifest reads and validates a manifest.json.
 func ReadManifest(path string) (*Manifest, error) {
+	data, err := readManifestFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseManifest(path, data)
+}
+
+// readManifestFile reads a manifest.json of at most maxManifestSize bytes.
+// It must be a regular file: a FIFO or a device (say a manifest.json
+// symlinked to /dev/zero) would block or never end.
+func readManifestFile(path string) ([]byte, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
 	if err != nil {
 		return nil, err
@@ -247,7 +268,7 @@ func ReadManifest(path string) (*Manifest, error) {
 	if len(data) > maxManifestSize {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxManifestSize)
 	}
-	return parseManifest(path, data)
+	return data, nil
 }
 
 func parseManifest(path string, data []byte) (*Manifest, error) {

@@ -72,10 +72,20 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 			return "", &Error{Msg: "cannot import " + dir, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
 		}
 	}
-	m, err := ReadManifest(filepath.Join(dir, ManifestName))
+	mpath := filepath.Join(dir, ManifestName)
+	mdata, err := readManifestFile(mpath)
+	var m *Manifest
+	if err == nil {
+		m, err = parseManifest(mpath, mdata)
+	}
 	if err != nil {
 		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
 			Fixes: []string{"Convert with --mode assets so the directory has a manifest.json with a buildId and config.arch."}}
+	}
+	assets, err := importAssets(m)
+	if err != nil {
+		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
+			Fixes: []string{"Give each asset in " + mpath + " its own file name (not manifest.json), or convert again with --mode assets."}}
 	}
 	arch := NormalizeArch(m.Config.Arch)
 	objects := filepath.Join(storeDir, "objects")
@@ -94,28 +104,33 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 				os.RemoveAll(tmp)
 			}
 		}()
-		if _, err := copyAsset(ctx, filepath.Join(dir, ManifestName), filepath.Join(tmp, ManifestName)); err != nil {
+		// The manifest as read and validated above, not re-read.
+		if err := writeFileAtomic(filepath.Join(tmp, ManifestName), mdata, 0o644); err != nil {
 			return "", err
 		}
-		names := []string{m.Assets.Kernel, m.Assets.Initramfs, m.Assets.Rootfs}
-		if m.Assets.KrunKernel != "" {
-			names = append(names, m.Assets.KrunKernel)
-		}
-		if m.Assets.KrunInitrd != "" {
-			names = append(names, m.Assets.KrunInitrd)
-		}
-		for _, n := range names {
-			src, err := confinedRegular(dir, n)
+		for _, a := range assets {
+			src, err := confinedRegular(dir, a.name)
 			if err != nil {
 				return "", err
 			}
-			dst := filepath.Join(tmp, n)
+			dst := filepath.Join(tmp, a.name)
 			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 				return "", err
 			}
-			if _, err := copyAsset(ctx, src, dst); err != nil {
+			sum, err := copyAsset(ctx, src, dst)
+			if err != nil {
 				return "", err
 			}
+			// An object is trusted by its build id from now on (a later
+			// import of the same id keeps it), so it must hold what the
+			// manifest says.
+			if a.sum != "" && sum != a.sum {
+				return "", &Error{Msg: fmt.Sprintf("cannot import %s: %s does not match its manifest checksum (%s %s, file sha256 %s)", dir, a.name, a.field, a.sum, sum),
+					Fixes: []string{"The directory was changed after its manifest.json was written: convert again with --mode assets."}}
+			}
+		}
+		if _, err := loadBase(tmp, "image store", arch, ""); err != nil {
+			return "", fmt.Errorf("cannot import %s: %w", dir, err)
 		}
 		if err := os.Rename(tmp, objectDir); err != nil {
 			if !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
@@ -137,6 +152,44 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 		}
 	}
 	return objectDir, nil
+}
+
+type importAsset struct{ field, name, sum string }
+
+// importAssets lists a manifest's assets with their checksums. Names must
+// be distinct files: not manifest.json, not one another, not a directory
+// of another (an object is a plain directory of files).
+func importAssets(m *Manifest) ([]importAsset, error) {
+	all := []importAsset{
+		{"assets.kernel", m.Assets.Kernel, m.Checksums.Kernel},
+		{"assets.initramfs", m.Assets.Initramfs, m.Checksums.Initramfs},
+		{"assets.rootfs", m.Assets.Rootfs, m.Checksums.Rootfs},
+		{"assets.krunKernel", m.Assets.KrunKernel, m.Checksums.KrunKernel},
+		{"assets.krunInitrd", m.Assets.KrunInitrd, m.Checksums.KrunInitrd},
+	}
+	var out []importAsset
+	taken := []importAsset{{field: "the manifest", name: ManifestName}}
+	for _, a := range all {
+		if a.name == "" {
+			continue
+		}
+		if err := localName(a.field, a.name); err != nil {
+			return nil, err
+		}
+		a.name = filepath.Clean(a.name)
+		for _, p := range taken {
+			sep := string(filepath.Separator)
+			switch {
+			case a.name == p.name:
+				return nil, fmt.Errorf("%s %q is also %s", a.field, a.name, p.field)
+			case strings.HasPrefix(a.name, p.name+sep) || strings.HasPrefix(p.name, a.name+sep):
+				return nil, fmt.Errorf("%s %q and %s %q are nested in one another", a.field, a.name, p.field, p.name)
+			}
+		}
+		taken = append(taken, a)
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // confinedRegular resolves name inside dir and requires a regular file
