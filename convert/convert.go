@@ -122,6 +122,7 @@ type Plan struct {
 	Mode     Mode       `json:"mode"`
 	OutDir   string     `json:"outDir"`
 	Image    ImageInfo  `json:"image"`
+	Base     *PlanBase  `json:"base,omitempty"`
 	Steps    []Step     `json:"steps"`
 }
 
@@ -213,7 +214,7 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 		return nil, err
 	}
 	defer img.Close()
-	return &Plan{
+	plan := &Plan{
 		Command:  opts.Command,
 		DryRun:   true,
 		Source:   opts.sourceInfo(),
@@ -222,7 +223,39 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 		OutDir:   opts.OutDir,
 		Image:    describe(img),
 		Steps:    steps(opts, img),
-	}, nil
+	}
+	if !opts.Plain {
+		// A dry run never downloads: it says which local base the real run
+		// would use, or that it would download one.
+		bo := opts.Base
+		bo.Platform = platformString(img.Platform)
+		bo.NoDownload = true
+		bo.Progress = nil
+		base, err := gondolin.FindBase(ctx, bo)
+		switch {
+		case err == nil:
+			plan.Base = &PlanBase{Dir: base.Dir, Origin: base.Origin, Arch: base.Arch}
+			if base.Manifest != nil {
+				plan.Base.BuildID = base.Manifest.BuildID
+			}
+		case opts.Base.NoDownload || opts.Base.Dir != "":
+			return nil, err
+		default:
+			plan.Base = &PlanBase{Download: true, Arch: gondolin.NormalizeArch(bo.Platform)}
+		}
+	}
+	return plan, nil
+}
+
+// PlanBase is the Gondolin base bundle a run would use.
+type PlanBase struct {
+	Dir     string `json:"dir,omitempty"`
+	Origin  string `json:"origin,omitempty"`
+	Arch    string `json:"arch"`
+	BuildID string `json:"buildId,omitempty"`
+	// Download is set when no local base fits and the run would fetch one
+	// through Gondolin's image registry.
+	Download bool `json:"download,omitempty"`
 }
 
 func validate(opts Options) error {

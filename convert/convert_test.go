@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/testenv"
@@ -352,5 +354,63 @@ func TestRunFullDisk(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 0 {
 		t.Errorf("left behind in the full filesystem: %v", ents)
+	}
+}
+
+func TestPlanReportsBase(t *testing.T) {
+	src := layoutSource(t, sampleImage(t))
+	base := t.TempDir()
+	for _, f := range []string{"vmlinuz-virt", "initramfs.cpio.lz4", "rootfs.ext4"} {
+		if err := os.WriteFile(filepath.Join(base, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manifest := `{"version":1,"buildId":"00000000-0000-5000-8000-000000000000","config":{"arch":"x86_64"},` +
+		`"assets":{"kernel":"vmlinuz-virt","initramfs":"initramfs.cpio.lz4","rootfs":"rootfs.ext4"}}`
+	if err := os.WriteFile(filepath.Join(base, "manifest.json"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := func(string) string { return "" }
+	home := t.TempDir()
+	tests := []struct {
+		name    string
+		base    gondolin.BaseOptions
+		want    *PlanBase
+		wantErr string
+	}{
+		{name: "explicit base", base: gondolin.BaseOptions{Dir: base},
+			want: &PlanBase{Dir: base, Origin: "--base", Arch: "x86_64", BuildID: "00000000-0000-5000-8000-000000000000"}},
+		{name: "none local, would download", base: gondolin.BaseOptions{Getenv: func(k string) string {
+			if k == "HOME" {
+				return home
+			}
+			return ""
+		}}, want: &PlanBase{Download: true, Arch: "x86_64"}},
+		{name: "none and no download", base: gondolin.BaseOptions{Getenv: empty, NoDownload: true}, wantErr: "no Gondolin base bundle"},
+		{name: "broken explicit base", base: gondolin.BaseOptions{Dir: filepath.Join(base, "missing")}, wantErr: "missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := options(src, filepath.Join(t.TempDir(), "out"))
+			opts.Plain = false
+			opts.Mode = ModeAssets
+			opts.Base = tt.base
+			plan, err := PlanConversion(context.Background(), opts)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.Base == nil || *plan.Base != *tt.want {
+				t.Errorf("plan.Base = %+v, want %+v", plan.Base, tt.want)
+			}
+			if !strings.Contains(fmt.Sprint(plan.Steps), "glue") || !strings.Contains(fmt.Sprint(plan.Steps), "assets") {
+				t.Errorf("steps lack glue/assets: %v", plan.Steps)
+			}
+		})
 	}
 }
