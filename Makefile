@@ -48,5 +48,13 @@ demo: build deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
+# docker2vm against umoci unpack + mke2fs -d and the decompression floor on
+# generated images (cached in ~/.cache/docker2vm-bench); root, a few GB of
+# disk. Rewrites the results section of BENCHMARKS.md. BENCHFLAGS e.g.
+# "-runs 5 -images small,debian-gzip -registry=false".
+.PHONY: bench-compare
+bench-compare: build
+	$(GO) run ./bench -bin $(BIN)/oci2gondolin -md BENCHMARKS.md $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BIN) out

@@ -134,6 +134,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
+	defer startProfile()()
 	progress := func(format string, a ...any) {
 		if opts.Progress != nil {
 			fmt.Fprintf(opts.Progress, format+"\n", a...)
@@ -208,6 +209,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		aerr := m.Apply(ctx, i, l.Digest.String(), rc)
 		cerr := rc.Close()
 		if aerr != nil {
+			// Close finishes the digest checks: a corrupt blob is
+			// reported as such, not as whatever the merge tripped on.
+			if errors.Is(cerr, image.ErrDigestMismatch) {
+				return nil, cerr
+			}
 			return nil, aerr
 		}
 		if cerr != nil {

@@ -299,8 +299,6 @@ func (s *dockerSaveStore) blob(ctx context.Context, desc v1.Descriptor, what str
 
 func (s *dockerSaveStore) close() error { return s.t.close() }
 
-func (s *dockerSaveStore) local() bool { return true }
-
 // digestFromName returns the digest a member name encodes: "blobs/sha256/<hex>"
 // (Docker 25+) or "<hex>.json" (older configs).
 func digestFromName(name string) (v1.Hash, bool) {

@@ -186,32 +186,17 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	}
 	desc := img.layers[i]
 	what := img.layerName(i)
-	if l, ok := img.store.(interface{ local() bool }); ok && l.local() {
-		// Local blobs are verified before a byte is handed out, so a
-		// corrupt layer fails here rather than as a tar error downstream.
-		if err := img.verifyBlob(ctx, desc, what); err != nil {
-			return nil, err
-		}
-	}
+	// Local blobs (layouts, archives) are verified while they stream, like
+	// registry blobs: hashing a whole blob before handing out a byte would
+	// read it twice. A consumer that fails on a corrupt layer (a tar error)
+	// should prefer Close's verdict, which finishes the digest checks;
+	// convert.Run does, and writes into a staging directory it discards on
+	// any error, so nothing unverified is ever published.
 	raw, err := img.store.blob(ctx, desc, what)
 	if err != nil {
 		return nil, err
 	}
 	return newLayerReader(ctx, raw, desc, img.Layers[i].DiffID, what)
-}
-
-func (img *Image) verifyBlob(ctx context.Context, desc v1.Descriptor, what string) error {
-	raw, err := img.store.blob(ctx, desc, what)
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	v, err := newVerifier(raw, desc.Digest, desc.Size, what)
-	if err != nil {
-		return err
-	}
-	_, err = copyCtx(ctx, io.Discard, v)
-	return err
 }
 
 // compressionOf maps a layer media type to its compression, or returns an

@@ -74,9 +74,6 @@ func (s *layoutStore) blob(ctx context.Context, desc v1.Descriptor, what string)
 
 func (s *layoutStore) close() error { return s.fsys.close() }
 
-// local: blobs are on this machine, cheap to read twice (see OpenLayer).
-func (s *layoutStore) local() bool { return true }
-
 // resolveOCI resolves the image in an OCI layout held by st.
 func resolveOCI(ctx context.Context, st *layoutStore, refName string, opts Options) (*Image, error) {
 	rc, err := st.fsys.open("index.json")

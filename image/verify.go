@@ -142,7 +142,8 @@ type layerReader struct {
 	closeFn func()        // releases the decompressor
 	diff    *verifier     // over dec; nil when not checked separately
 	out     io.Reader
-	err     error // sticky
+	pipes   []*aheadReader // read-ahead stages, stopped before raw is closed
+	err     error          // sticky
 	eof     bool
 	closed  bool
 }
@@ -179,15 +180,24 @@ func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, 
 	default:
 		lr.dec = br
 	}
-	lr.out = lr.dec
+	// Stages (see readAhead): reading, hashing and decompressing the blob
+	// in one goroutine, hashing the decompressed bytes in a second, the
+	// caller in a third.
+	var dec io.Reader = lr.dec
+	var diff *verifier
 	if diffID.Hex != "" && (kind != "none" || diffID != desc.Digest) {
-		lr.diff, err = newVerifier(lr.dec, diffID, -1, what+" (uncompressed, diff ID "+diffID.String()+")")
-		if err != nil {
+		if err := checkAlgorithm(diffID, what); err != nil {
 			lr.Close()
 			return nil, err
 		}
-		lr.out = lr.diff
+		s1 := readAhead(lr.dec)
+		lr.pipes = append(lr.pipes, s1)
+		diff, _ = newVerifier(s1, diffID, -1, what+" (uncompressed, diff ID "+diffID.String()+")")
+		dec = diff
 	}
+	s := readAhead(dec)
+	lr.pipes = append(lr.pipes, s)
+	lr.diff, lr.out = diff, s
 	return lr, nil
 }
 
@@ -259,6 +269,9 @@ func (l *layerReader) Close() error {
 		if errors.Is(err, l.ctx.Err()) {
 			err = nil
 		}
+	}
+	for _, p := range l.pipes {
+		p.wait()
 	}
 	if l.closeFn != nil {
 		l.closeFn()

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// genVersion is part of every cached layout's directory name: bump it when a
+// generator changes so that stale layouts are rebuilt, never reused.
+const genVersion = "v1"
+
+// refName is the org.opencontainers.image.ref.name every benchmark layout
+// carries (umoci unpack --image LAYOUT:bench).
+const refName = "bench"
+
+// mtime is every generated entry's modification time.
+var mtime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// benchImage is one benchmark image: an OCI layout in the cache.
+type benchImage struct {
+	Name string // short id: small, large, debian-gzip, debian-zstd
+	Desc string
+	Dir  string // the layout
+	// Layers are the layer blobs (paths) and their compression, bottom first.
+	Layers []layerBlob
+}
+
+type layerBlob struct {
+	Path        string
+	Compression string // gzip or zstd
+	Size        int64
+}
+
+// layerGen writes one layer's tar entries.
+type layerGen func(tw *tar.Writer) error
+
+// buildLayout writes an OCI layout with one image made of layers, each
+// compressed with comp, streaming (nothing of a layer is held in memory).
+// Output is deterministic: same generators, same bytes.
+func buildLayout(dir, comp string, gens []layerGen) error {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return err
+	}
+	type desc struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+		Size      int64  `json:"size"`
+	}
+	var layers []desc
+	var diffIDs []string
+	for i, g := range gens {
+		d, diff, size, err := writeLayer(blobs, comp, g)
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		mt := "application/vnd.oci.image.layer.v1.tar+gzip"
+		if comp == "zstd" {
+			mt = "application/vnd.oci.image.layer.v1.tar+zstd"
+		}
+		layers = append(layers, desc{mt, d, size})
+		diffIDs = append(diffIDs, diff)
+	}
+	cfg := map[string]any{
+		"architecture": "amd64", "os": "linux", "created": mtime.Format(time.RFC3339),
+		"config": map[string]any{"Cmd": []string{"/bin/sh"}, "Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
+	}
+	cd, cs, err := writeJSONBlob(blobs, cfg)
+	if err != nil {
+		return err
+	}
+	man := map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": desc{"application/vnd.oci.image.config.v1+json", cd, cs},
+		"layers": layers,
+	}
+	md, ms, err := writeJSONBlob(blobs, man)
+	if err != nil {
+		return err
+	}
+	idx := map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+		"manifests": []any{map[string]any{
+			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+			"annotations": map[string]string{"org.opencontainers.image.ref.name": refName},
+		}},
+	}
+	b, _ := json.Marshal(idx)
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+}
+
+func writeJSONBlob(blobs string, v any) (string, int64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", 0, err
+	}
+	s := sha256.Sum256(b)
+	h := hex.EncodeToString(s[:])
+	return "sha256:" + h, int64(len(b)), os.WriteFile(filepath.Join(blobs, h), b, 0o644)
+}
+
+type countWriter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.h.Write(p)
+	c.n += int64(len(p))
+	return c.w.Write(p)
+}
+
+// writeLayer streams gen's tar through the compressor into a blob file.
+func writeLayer(blobs, comp string, gen layerGen) (digest, diffID string, size int64, err error) {
+	tmp, err := os.CreateTemp(blobs, ".tmp-")
+	if err != nil {
+		return "", "", 0, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	cw := &countWriter{w: bw, h: sha256.New()}
+	var zw io.WriteCloser
+	switch comp {
+	case "gzip":
+		zw, err = gzip.NewWriterLevel(cw, gzip.DefaultCompression)
+	case "zstd":
+		zw, err = zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	default:
+		err = fmt.Errorf("unknown compression %q", comp)
+	}
+	if err != nil {
+		return "", "", 0, err
+	}
+	tw2 := &countWriter{w: zw, h: sha256.New()}
+	tbw := bufio.NewWriterSize(tw2, 1<<20)
+	tw := tar.NewWriter(tbw)
+	if err := gen(tw); err != nil {
+		return "", "", 0, err
+	}
+	if err := tw.Close(); err != nil {
+		return "", "", 0, err
+	}
+	if err := tbw.Flush(); err != nil {
+		return "", "", 0, err
+	}
+	if err := zw.Close(); err != nil {
+		return "", "", 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", "", 0, err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", "", 0, err
+	}
+	h := hex.EncodeToString(cw.h.Sum(nil))
+	if err := os.Rename(tmp.Name(), filepath.Join(blobs, h)); err != nil {
+		return "", "", 0, err
+	}
+	return "sha256:" + h, "sha256:" + hex.EncodeToString(tw2.h.Sum(nil)), cw.n, nil
+}
+
+func dirHdr(name string) *tar.Header {
+	return &tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}
+}
+
+func fileHdr(name string, size int64) *tar.Header {
+	return &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: mtime, Format: tar.FormatPAX}
+}
+
+// words make the small files' text compressible, like source trees are.
+var words = strings.Fields(`the of and to in is that for it as with was on be by this are from or at an
+which but not have has had were can all will one their there been if more when into some would other
+func return struct package import error string int byte value config file path data node tree layer
+image digest manifest block inode extent group journal header`)
+
+// smallFilesGen: 100,000 files (0-6 KiB text, a few 16-64 KiB) in a deep
+// tree: tree/a/ab/abc/abcd/ holds files, plus one 40-level chain.
+func smallFilesGen(n int) layerGen {
+	return func(tw *tar.Writer) error {
+		rng := rand.New(rand.NewPCG(1, 2))
+		buf := make([]byte, 0, 64<<10)
+		if err := tw.WriteHeader(dirHdr("tree")); err != nil {
+			return err
+		}
+		lastDirs := []string{}
+		for i := range n {
+			d := fmt.Sprintf("%05d", i/10)
+			dirs := []string{"tree/" + d[:1], "tree/" + d[:1] + "/" + d[:2], "tree/" + d[:1] + "/" + d[:2] + "/" + d[:3],
+				"tree/" + d[:1] + "/" + d[:2] + "/" + d[:3] + "/" + d[:4]}
+			for k, dn := range dirs {
+				if k < len(lastDirs) && lastDirs[k] == dn {
+					continue
+				}
+				if err := tw.WriteHeader(dirHdr(dn)); err != nil {
+					return err
+				}
+			}
+			lastDirs = dirs
+			size := rng.IntN(6 << 10)
+			if rng.IntN(100) == 0 {
+				size = 16<<10 + rng.IntN(48<<10)
+			}
+			buf = buf[:0]
+			for len(buf) < size {
+				buf = append(buf, words[rng.IntN(len(words))]...)
+				buf = append(buf, ' ')
+				if rng.IntN(12) == 0 {
+					buf = append(buf, '\n')
+				}
+			}
+			buf = buf[:size]
+			if err := tw.WriteHeader(fileHdr(fmt.Sprintf("%s/f%06d.txt", dirs[3], i), int64(size))); err != nil {
+				return err
+			}
+			if _, err := tw.Write(buf); err != nil {
+				return err
+			}
+		}
+		// a deep chain
+		p := "tree/deep"
+		for l := range 40 {
+			if err := tw.WriteHeader(dirHdr(p)); err != nil {
+				return err
+			}
+			if err := tw.WriteHeader(fileHdr(fmt.Sprintf("%s/level%02d", p, l), 3)); err != nil {
+				return err
+			}
+			if _, err := tw.Write([]byte("x\n\n")); err != nil {
+				return err
+			}
+			p += fmt.Sprintf("/d%02d", l)
+		}
+		return nil
+	}
+}
+
+// dataWriter writes size bytes of seeded data: random (incompressible), or
+// text-like (4 bits of entropy per byte, compresses about 2:1).
+func writeData(w io.Writer, seed uint64, size int64, lowEntropy bool) error {
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	c := rand.NewChaCha8(s)
+	buf := make([]byte, 1<<20)
+	for size > 0 {
+		n := int(min(int64(len(buf)), size))
+		c.Read(buf[:n])
+		if lowEntropy {
+			for i, b := range buf[:n] {
+				buf[i] = 'a' + b&0x0f
+			}
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
+		size -= int64(n)
+	}
+	return nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// largeGens: layer 0 a 1 GiB random file; layer 1 a 1.5 GiB text-like
+// file and a 4 GiB file of zeros with four 64 MiB data regions (the tar
+// holds it densely, as docker and BuildKit write sparse files).
+func largeGens() []layerGen {
+	const gib = 1 << 30
+	return []layerGen{
+		func(tw *tar.Writer) error {
+			if err := tw.WriteHeader(dirHdr("data")); err != nil {
+				return err
+			}
+			if err := tw.WriteHeader(fileHdr("data/random-1g.bin", gib)); err != nil {
+				return err
+			}
+			return writeData(tw, 1, gib, false)
+		},
+		func(tw *tar.Writer) error {
+			if err := tw.WriteHeader(dirHdr("data")); err != nil {
+				return err
+			}
+			if err := tw.WriteHeader(fileHdr("data/text-1.5g.txt", gib+gib/2)); err != nil {
+				return err
+			}
+			if err := writeData(tw, 2, gib+gib/2, true); err != nil {
+				return err
+			}
+			const size, region = 4 * gib, 64 << 20
+			if err := tw.WriteHeader(fileHdr("data/sparse-4g.img", size)); err != nil {
+				return err
+			}
+			regions := []int64{0, gib, 5 * gib / 2, size - region}
+			off := int64(0)
+			for i, r := range regions {
+				if _, err := io.CopyN(tw, zeroReader{}, r-off); err != nil {
+					return err
+				}
+				if err := writeData(tw, uint64(10+i), region, false); err != nil {
+					return err
+				}
+				off = r + region
+			}
+			_, err := io.CopyN(tw, zeroReader{}, size-off)
+			return err
+		},
+	}
+}
+
+// testingTB lets testenv.DebianImage, which takes a testing.TB, run
+// outside `go test`: the embedded testing.TB is nil and only satisfies the
+// interface's unexported method; every method the fixture calls is
+// forwarded to the console (a nil-method call would panic, loudly).
+type testingTB struct {
+	testing.TB
+	c *console
+}
+
+func (t testingTB) Helper()                           {}
+func (t testingTB) Log(args ...any)                   { t.c.Log(args...) }
+func (t testingTB) Logf(format string, args ...any)   { t.c.Logf(format, args...) }
+func (t testingTB) Errorf(format string, args ...any) { t.c.Errorf(format, args...) }
+func (t testingTB) Fatal(args ...any)                 { t.c.Fatal(args...) }
+func (t testingTB) Fatalf(format string, args ...any) { t.c.Fatalf(format, args...) }
+func (t testingTB) Skip(args ...any)                  { t.c.Skip(args...) }
+func (t testingTB) Skipf(format string, args ...any)  { t.c.Skipf(format, args...) }
+func (t testingTB) Failed() bool                      { return t.c.Failed() }
+func (t testingTB) Cleanup(f func())                  { t.c.Cleanup(f) }
+func (t testingTB) TempDir() string                   { return t.c.TempDir() }
+
+// ensureImage returns the cached layout for name, building it if needed.
+func ensureImage(c *console, cache, name string) (*benchImage, error) {
+	descs := map[string]string{
+		"small":       "100,000 small files (text, 0-64 KiB) in a deep tree, 1 layer, gzip",
+		"large":       "1 GiB random + 1.5 GiB text + 4 GiB sparse file (4x64 MiB data), 2 layers, gzip",
+		"debian-gzip": "Debian bookworm minbase, 3 layers with whiteouts, gzip",
+		"debian-zstd": "Debian bookworm minbase, 3 layers with whiteouts, zstd",
+	}
+	if descs[name] == "" {
+		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd)", name)
+	}
+	dir := filepath.Join(cache, "layouts", name+"-"+genVersion)
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+		fmt.Printf("building benchmark image %s (once; cached in %s)\n", name, dir)
+		start := time.Now()
+		tmp := dir + ".tmp"
+		os.RemoveAll(tmp)
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return nil, err
+		}
+		switch name {
+		case "small":
+			err = buildLayout(tmp, "gzip", []layerGen{smallFilesGen(100_000)})
+		case "large":
+			err = buildLayout(tmp, "gzip", largeGens())
+		default:
+			comp := testenv.Gzip
+			if name == "debian-zstd" {
+				comp = testenv.Zstd
+			}
+			img, _ := testenv.DebianImage(testingTB{c: c}, comp)
+			testenv.WriteLayout(c, tmp, testenv.LayoutEntry{Image: img, RefName: refName})
+			err = nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("building %s: %w", name, err)
+		}
+		os.RemoveAll(dir)
+		if err := os.Rename(tmp, dir); err != nil {
+			return nil, err
+		}
+		fmt.Printf("  built in %s\n", time.Since(start).Round(time.Second))
+	}
+	bi := &benchImage{Name: name, Desc: descs[name], Dir: dir}
+	var idx struct {
+		Manifests []struct{ Digest string } `json:"manifests"`
+	}
+	if err := readJSON(filepath.Join(dir, "index.json"), &idx); err != nil {
+		return nil, err
+	}
+	if len(idx.Manifests) != 1 {
+		return nil, fmt.Errorf("%s: want one manifest in index.json", dir)
+	}
+	var man struct {
+		Layers []struct {
+			MediaType, Digest string
+			Size              int64
+		} `json:"layers"`
+	}
+	if err := readJSON(blobPath(dir, idx.Manifests[0].Digest), &man); err != nil {
+		return nil, err
+	}
+	for _, l := range man.Layers {
+		comp := "gzip"
+		if strings.HasSuffix(l.MediaType, "zstd") {
+			comp = "zstd"
+		}
+		bi.Layers = append(bi.Layers, layerBlob{Path: blobPath(dir, l.Digest), Compression: comp, Size: l.Size})
+	}
+	return bi, nil
+}
+
+func blobPath(dir, digest string) string {
+	return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+func readJSON(p string, v any) error {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

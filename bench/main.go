@@ -1,0 +1,446 @@
+// Command bench is `make bench-compare`: it builds deterministic benchmark
+// images (OCI layouts, cached so re-runs are fast) and times, side by side,
+// docker2vm's conversion, the unpack-to-a-directory + mke2fs -d pipeline
+// other tools use, and the floor (decompressing every layer to /dev/null).
+// Each is a child process run under GNU time (/usr/bin/time); wall time,
+// CPU time (user+sys) and peak RSS come from its rusage. Medians over -runs go into a table in BENCHMARKS.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+// metric is what one run of one pipeline cost.
+type metric struct {
+	Wall   time.Duration
+	CPU    time.Duration // user + sys of the children
+	MaxRSS int64         // bytes, the largest child's peak
+}
+
+func (m metric) add(o metric) metric {
+	return metric{m.Wall + o.Wall, m.CPU + o.CPU, max(m.MaxRSS, o.MaxRSS)}
+}
+
+// Pipelines, in table order.
+const (
+	pD2VM      = "docker2vm --oci-layout"
+	pD2VMCold  = "docker2vm --image, cold cache"
+	pD2VMWarm  = "docker2vm --image, warm cache"
+	pUmoci     = "umoci unpack + mke2fs -d"
+	pFloor     = "floor: decompress layers to /dev/null"
+	labelWidth = 40
+)
+
+func main() {
+	cacheDefault := filepath.Join(os.TempDir(), "docker2vm-bench")
+	if d, err := os.UserCacheDir(); err == nil {
+		cacheDefault = filepath.Join(d, "docker2vm-bench")
+	}
+	cache := flag.String("cache", cacheDefault, "where benchmark images (OCI layouts) are cached, and scratch space")
+	runs := flag.Int("runs", 3, "runs per pipeline; medians are reported")
+	imgs := flag.String("images", "small,large,debian-gzip,debian-zstd", "images to run (small, large, debian-gzip, debian-zstd)")
+	bin := flag.String("bin", "bin/oci2gondolin", "the oci2gondolin binary")
+	md := flag.String("md", "BENCHMARKS.md", "file whose results section is rewritten ('' for none)")
+	useRegistry := flag.Bool("registry", true, "also convert through a local registry (docker-registry), cold and warm blob cache")
+	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
+	testing.Init() // testenv.DebianImage asks testing.Short()
+	flag.Parse()
+	c := &console{}
+	defer c.runCleanups()
+	os.Exit(c.run(*cache, *runs, strings.Split(*imgs, ","), *bin, *md, *useRegistry, *keep))
+}
+
+func (c *console) run(cache string, runs int, names []string, bin, md string, useRegistry, keep bool) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("bench: umoci unpack needs root; run as root")
+		return 1
+	}
+	for _, tool := range []string{"umoci", "mke2fs", "gzip", "zstd", "/usr/bin/time"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)
+			return 1
+		}
+	}
+	bin, _ = filepath.Abs(bin)
+	machine := machineInfo()
+	loadBefore := loadAvg()
+	fmt.Print(machine)
+
+	var images []*benchImage
+	for _, n := range names {
+		bi, err := ensureImage(c, cache, strings.TrimSpace(n))
+		if err != nil {
+			fmt.Println("bench:", err)
+			return 1
+		}
+		images = append(images, bi)
+	}
+	var reg *testenv.Registry
+	refs := map[string]string{}
+	if useRegistry {
+		reg = testenv.StartRegistry(c, testenv.RegistryOptions{})
+		for _, bi := range images {
+			start := time.Now()
+			p, err := layout.FromPath(bi.Dir)
+			if err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+			idx, _ := p.ImageIndex()
+			im, _ := idx.IndexManifest()
+			img, err := p.Image(im.Manifests[0].Digest)
+			if err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+			refs[bi.Name] = reg.Push(c, "bench/"+bi.Name+":1", img, nil)
+			fmt.Printf("pushed %s to %s in %s\n", bi.Name, refs[bi.Name], time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+
+	work := filepath.Join(cache, "work")
+	os.RemoveAll(work)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		fmt.Println("bench:", err)
+		return 1
+	}
+	if !keep {
+		defer os.RemoveAll(work)
+	}
+	out := filepath.Join(work, "out")
+	results := map[string]map[string][]metric{}
+	for _, bi := range images {
+		res := map[string][]metric{}
+		results[bi.Name] = res
+		fmt.Printf("\n== %s: %s\n", bi.Name, bi.Desc)
+		for r := range runs {
+			// docker2vm from the layout.
+			os.RemoveAll(out)
+			m, err := runCmd(nil, bin, "--oci-layout", bi.Dir, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+			if err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+			res[pD2VM] = append(res[pD2VM], m)
+			report(r, pD2VM, m)
+			var meta struct {
+				Rootfs struct{ SizeBytes, Entries int64 } `json:"rootfs"`
+			}
+			if err := readJSON(filepath.Join(out, "meta.json"), &meta); err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+			if r == 0 {
+				if msg, err := exec.Command("e2fsck", "-fn", filepath.Join(out, "rootfs.ext4")).CombinedOutput(); err != nil {
+					fmt.Printf("bench: e2fsck of docker2vm's output failed: %v\n%s", err, msg)
+					return 1
+				}
+			}
+
+			if reg != nil {
+				cdir := filepath.Join(work, "blobcache")
+				os.RemoveAll(cdir)
+				for _, p := range []string{pD2VMCold, pD2VMWarm} {
+					os.RemoveAll(out)
+					m, err := runCmd(nil, bin, "--image", refs[bi.Name], "--cache-dir", cdir, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+					if err != nil {
+						fmt.Println("bench:", err)
+						return 1
+					}
+					res[p] = append(res[p], m)
+					report(r, p, m)
+				}
+				os.RemoveAll(cdir)
+			}
+			os.RemoveAll(out)
+
+			// umoci unpack + mke2fs -d, with the image size docker2vm chose
+			// and enough inodes (mke2fs's default ratio is too few for
+			// many small files).
+			if bi.Layers[0].Compression == "zstd" {
+				// umoci 0.4.7 (Debian 12) rejects zstd layers.
+				goto floor
+			}
+			{
+				bundle := filepath.Join(work, "bundle")
+				img := filepath.Join(work, "mke2fs.ext4")
+				os.RemoveAll(bundle)
+				os.Remove(img)
+				m1, err := runCmd(nil, "umoci", "unpack", "--image", bi.Dir+":"+refName, bundle)
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				m2, err := runCmd(nil, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "gondolin-root", "-N", fmt.Sprint(meta.Rootfs.Entries*5/4+1024),
+					"-d", filepath.Join(bundle, "rootfs"), img, fmt.Sprintf("%dk", meta.Rootfs.SizeBytes>>10))
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				m := m1.add(m2)
+				res[pUmoci] = append(res[pUmoci], m)
+				report(r, pUmoci, m)
+				fmt.Printf("      (umoci %s, mke2fs %s)\n", m1.Wall.Round(time.Millisecond), m2.Wall.Round(time.Millisecond))
+				os.RemoveAll(bundle)
+				os.Remove(img)
+			}
+
+			// The floor.
+		floor:
+			null, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			m = metric{}
+			for _, l := range bi.Layers {
+				lm, err := runCmd(null, l.Compression, "-dc", l.Path)
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				m = m.add(lm)
+			}
+			null.Close()
+			res[pFloor] = append(res[pFloor], m)
+			report(r, pFloor, m)
+		}
+	}
+	loadAfter := loadAvg()
+	table := renderTable(images, results, reg != nil)
+	header := fmt.Sprintf("Run %s, `make bench-compare` (%d runs each, medians; runs interleaved).\n\n%s\nLoad average before: %s, after: %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runs, machine, loadBefore, loadAfter)
+	fmt.Println()
+	fmt.Print(header + table)
+	if md != "" {
+		if err := writeResults(md, header+table); err != nil {
+			fmt.Println("bench:", err)
+			return 1
+		}
+		fmt.Printf("results written to %s\n", md)
+	}
+	return 0
+}
+
+func report(r int, p string, m metric) {
+	fmt.Printf("  run %d  %-*s wall %8s  cpu %8s  rss %6.1f MiB\n", r+1, labelWidth, p,
+		m.Wall.Round(time.Millisecond), m.CPU.Round(time.Millisecond), float64(m.MaxRSS)/(1<<20))
+}
+
+// runCmd runs a child process under GNU time, which reports the child's
+// rusage. (Reading our own child's rusage would be wrong: Go starts
+// children with vfork, and Linux carries the parent's peak RSS into the
+// child's maxrss across exec, so every child would look as big as this
+// process at its largest, fixture building included.)
+func runCmd(stdout *os.File, name string, args ...string) (metric, error) {
+	tf, err := os.CreateTemp("", "bench-time-")
+	if err != nil {
+		return metric{}, err
+	}
+	tf.Close()
+	defer os.Remove(tf.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-o", tf.Name(), "-f", "%U %S %M", name}, args...)...)
+	var errBuf strings.Builder
+	cmd.Stderr = &errBuf
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	start := time.Now()
+	err = cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return metric{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errBuf.String())
+	}
+	b, err := os.ReadFile(tf.Name())
+	if err != nil {
+		return metric{}, err
+	}
+	var user, sys float64
+	var rssKiB int64
+	if _, err := fmt.Sscanf(string(b), "%f %f %d", &user, &sys, &rssKiB); err != nil {
+		return metric{}, fmt.Errorf("parsing /usr/bin/time output %q: %v", b, err)
+	}
+	return metric{Wall: wall, CPU: time.Duration((user + sys) * float64(time.Second)), MaxRSS: rssKiB << 10}, nil
+}
+
+func median(ms []metric) metric {
+	if len(ms) == 0 {
+		return metric{}
+	}
+	pick := func(f func(metric) int64) int64 {
+		v := make([]int64, len(ms))
+		for i, m := range ms {
+			v[i] = f(m)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return metric{
+		Wall:   time.Duration(pick(func(m metric) int64 { return int64(m.Wall) })),
+		CPU:    time.Duration(pick(func(m metric) int64 { return int64(m.CPU) })),
+		MaxRSS: pick(func(m metric) int64 { return m.MaxRSS }),
+	}
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+func renderTable(images []*benchImage, results map[string]map[string][]metric, withReg bool) string {
+	var b strings.Builder
+	b.WriteString("| image | pipeline | wall | CPU (user+sys) | peak RSS |\n|---|---|---:|---:|---:|\n")
+	order := []string{pD2VM}
+	if withReg {
+		order = append(order, pD2VMCold, pD2VMWarm)
+	}
+	order = append(order, pUmoci, pFloor)
+	for _, bi := range images {
+		for _, p := range order {
+			if len(results[bi.Name][p]) == 0 {
+				fmt.Fprintf(&b, "| %s | %s | n/a | n/a | n/a |\n", bi.Name, p)
+				continue
+			}
+			m := median(results[bi.Name][p])
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f MiB |\n", bi.Name, p, secs(m.Wall), secs(m.CPU), float64(m.MaxRSS)/(1<<20))
+		}
+	}
+	b.WriteString("\n| image | layers (compressed) | docker2vm / (umoci + mke2fs) | docker2vm / floor | warm / cold |\n|---|---:|---:|---:|---:|\n")
+	for _, bi := range images {
+		r := results[bi.Name]
+		d, u, f := median(r[pD2VM]).Wall, median(r[pUmoci]).Wall, median(r[pFloor]).Wall
+		var size int64
+		for _, l := range bi.Layers {
+			size += l.Size
+		}
+		wc := "n/a"
+		if withReg {
+			wc = fmt.Sprintf("%.2f", median(r[pD2VMWarm]).Wall.Seconds()/median(r[pD2VMCold]).Wall.Seconds())
+		}
+		du := "n/a (umoci 0.4.7 cannot read zstd layers)"
+		if u > 0 {
+			du = fmt.Sprintf("%.2f (%.1fx faster)", d.Seconds()/u.Seconds(), u.Seconds()/d.Seconds())
+		}
+		fmt.Fprintf(&b, "| %s | %d x %s, %.0f MiB | %s | %.2f | %s |\n", bi.Name, len(bi.Layers), bi.Layers[0].Compression,
+			float64(size)/(1<<20), du, d.Seconds()/f.Seconds(), wc)
+	}
+	b.WriteString("\nImages:\n")
+	for _, bi := range images {
+		fmt.Fprintf(&b, "- %s: %s\n", bi.Name, bi.Desc)
+	}
+	return b.String()
+}
+
+const (
+	beginMark = "<!-- bench-compare results: begin (generated by `make bench-compare`) -->"
+	endMark   = "<!-- bench-compare results: end -->"
+)
+
+// writeResults replaces the generated section of the markdown file.
+func writeResults(path, body string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	section := beginMark + "\n" + body + endMark
+	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
+	if i >= 0 && j > i {
+		s = s[:i] + section + s[j+len(endMark):]
+	} else {
+		if s == "" {
+			s = "# Benchmarks\n"
+		}
+		s += "\n" + section + "\n"
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func machineInfo() string {
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(l[strings.Index(l, ":")+1:])
+				break
+			}
+		}
+	}
+	mem := "unknown"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"), "%d", &kb)
+		mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	rel := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	return fmt.Sprintf("Machine: %d CPUs (nproc), %s, %s RAM, Linux %s, %s.\n", runtime.NumCPU(), model, mem, rel, runtime.Version())
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+// console lets the testenv fixtures report outside `go test` (as the demo's does).
+type console struct {
+	cleanups []func()
+	failed   bool
+}
+
+func (c *console) Helper()                         {}
+func (c *console) Log(args ...any)                 {}
+func (c *console) Logf(format string, args ...any) {}
+func (c *console) Errorf(format string, args ...any) {
+	c.failed = true
+	fmt.Printf("bench: "+format+"\n", args...)
+}
+func (c *console) Fatal(args ...any) { c.Fatalf("%s", fmt.Sprint(args...)) }
+func (c *console) Fatalf(format string, args ...any) {
+	fmt.Printf("bench failed: "+format+"\n", args...)
+	c.runCleanups()
+	os.Exit(1)
+}
+func (c *console) Skip(args ...any) { c.Skipf("%s", fmt.Sprint(args...)) }
+func (c *console) Skipf(format string, args ...any) {
+	fmt.Printf("bench cannot run: "+format+"\nInstall the tools it needs with `make deps` (as root).\n", args...)
+	c.runCleanups()
+	os.Exit(1)
+}
+func (c *console) Failed() bool     { return c.failed }
+func (c *console) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
+func (c *console) TempDir() string {
+	d, err := os.MkdirTemp("", "docker2vm-bench-")
+	if err != nil {
+		c.Fatal(err)
+	}
+	c.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func (c *console) runCleanups() {
+	for i := len(c.cleanups) - 1; i >= 0; i-- {
+		c.cleanups[i]()
+	}
+	c.cleanups = nil
+}
