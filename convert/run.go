@@ -295,19 +295,23 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Import from the staging directory, before publishing, so that a
+	// failed import leaves the previous output as it was.
+	if opts.Tag != "" {
+		store := opts.Base.StoreDir()
+		obj, err := gondolin.Import(ctx, st.dir, opts.Tag, store)
+		if err != nil {
+			return nil, &Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
+				Hints: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
+		}
+		progress("imported as %s (%s)", opts.Tag, obj)
+	}
 	if err := st.publish(); err != nil {
 		return nil, err
 	}
 	progress("published %s", st.out)
 	for i, name := range files {
 		files[i] = filepath.Join(st.out, name)
-	}
-	if opts.Tag != "" {
-		obj, err := gondolin.Import(ctx, st.out, opts.Tag, opts.Base.StoreDir())
-		if err != nil {
-			return nil, fmt.Errorf("importing %s into Gondolin's image store: %w", st.out, err)
-		}
-		progress("imported as %s (%s)", opts.Tag, obj)
 	}
 	return &Result{
 		Command:           opts.Command,
@@ -323,9 +327,14 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}, nil
 }
 
+// now dates meta.json: opts.Now, else SOURCE_DATE_EPOCH (so that the
+// whole output is reproducible), else the current time.
 func now(opts Options) time.Time {
 	if opts.Now != nil {
 		return opts.Now()
+	}
+	if opts.FS.SourceDateEpoch > 0 {
+		return time.Unix(opts.FS.SourceDateEpoch, 0)
 	}
 	return time.Now()
 }
