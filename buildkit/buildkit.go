@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // Builder names a build front end.
@@ -51,22 +53,7 @@ type Options struct {
 var buildArgKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Error is a build failure with hints for the user.
-type Error struct {
-	Msg   string
-	Hints []string
-	Err   error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-func (e *Error) Unwrap() error { return e.Err }
-
-// HintList returns the fixes to suggest (read by the CLI).
-func (e *Error) HintList() []string { return e.Hints }
+type Error = hint.Error
 
 // Validate checks the options before anything runs.
 func Validate(o Options) error {
@@ -74,37 +61,37 @@ func Validate(o Options) error {
 	case DockerBuildx, Buildctl:
 	default:
 		return &Error{Msg: fmt.Sprintf("Unknown builder %q.", o.Builder),
-			Hints: []string{"Use --builder docker-buildx or --builder buildctl."}}
+			Fixes: []string{"Use --builder docker-buildx or --builder buildctl."}}
 	}
 	for _, a := range o.BuildArgs {
 		k, _, ok := strings.Cut(a, "=")
 		if !ok || !buildArgKey.MatchString(k) {
 			return &Error{Msg: fmt.Sprintf("Invalid --build-arg %q.", a),
-				Hints: []string{"Write --build-arg KEY=VALUE, with KEY made of letters, digits and underscores."}}
+				Fixes: []string{"Write --build-arg KEY=VALUE, with KEY made of letters, digits and underscores."}}
 		}
 	}
 	for _, s := range o.Secrets {
 		if strings.TrimSpace(s) == "" {
-			return &Error{Msg: "Empty --secret.", Hints: []string{"Write --secret id=NAME,src=PATH (BuildKit's secret syntax)."}}
+			return &Error{Msg: "Empty --secret.", Fixes: []string{"Write --secret id=NAME,src=PATH (BuildKit's secret syntax)."}}
 		}
 	}
 	st, err := os.Stat(o.Dockerfile)
 	if err != nil || st.IsDir() {
 		return &Error{Msg: fmt.Sprintf("Dockerfile %s not found.", o.Dockerfile),
-			Hints: []string{"Pass the path of an existing Dockerfile with --file."}}
+			Fixes: []string{"Pass the path of an existing Dockerfile with --file."}}
 	}
 	st, err = os.Stat(o.Context)
 	if err != nil || !st.IsDir() {
 		return &Error{Msg: fmt.Sprintf("Build context %s is not a directory.", o.Context),
-			Hints: []string{"Pass an existing directory with --context."}}
+			Fixes: []string{"Pass an existing directory with --context."}}
 	}
 	if o.Builder == DockerBuildx && o.Addr != "" {
 		return &Error{Msg: "--buildkit-addr applies to --builder buildctl only.",
-			Hints: []string{"Use --builder buildctl --buildkit-addr ADDR, or --buildx-builder NAME for docker buildx."}}
+			Fixes: []string{"Use --builder buildctl --buildkit-addr ADDR, or --buildx-builder NAME for docker buildx."}}
 	}
 	if o.Builder == Buildctl && o.BuildxBuilder != "" {
 		return &Error{Msg: "--buildx-builder applies to --builder docker-buildx only.",
-			Hints: []string{"Drop --buildx-builder, or use --builder docker-buildx."}}
+			Fixes: []string{"Drop --buildx-builder, or use --builder docker-buildx."}}
 	}
 	return nil
 }
@@ -252,7 +239,7 @@ func Build(ctx context.Context, o Options) (err error) {
 	}
 	if st, serr := os.Stat(o.Output); serr != nil || st.Size() == 0 {
 		return &Error{Msg: fmt.Sprintf("%s finished but wrote no OCI archive at %s", tool, o.Output),
-			Hints: []string{"Check the build log above; the builder must support --output type=oci."}}
+			Fixes: []string{"Check the build log above; the builder must support --output type=oci."}}
 	}
 	return nil
 }
@@ -260,11 +247,11 @@ func Build(ctx context.Context, o Options) (err error) {
 func missingTool(b Builder, tool string) error {
 	if b == Buildctl {
 		return &Error{Msg: "buildctl not found on PATH",
-			Hints: []string{"Install BuildKit's buildctl (https://github.com/moby/buildkit/releases) and put it on PATH.",
+			Fixes: []string{"Install BuildKit's buildctl (https://github.com/moby/buildkit/releases) and put it on PATH.",
 				"Or use --builder docker-buildx with a Docker engine."}}
 	}
 	return &Error{Msg: "docker not found on PATH",
-		Hints: []string{"Install Docker with the buildx plugin, or use --builder buildctl with a BuildKit daemon."}}
+		Fixes: []string{"Install Docker with the buildx plugin, or use --builder buildctl with a BuildKit daemon."}}
 }
 
 func stepError(o Options, s Step, err error, tail string) error {
@@ -297,7 +284,7 @@ func stepError(o Options, s Step, err error, tail string) error {
 	if cause := lastErrorLine(tail); cause != "" {
 		msg += ": " + cause
 	}
-	return &Error{Msg: msg, Hints: hints, Err: err}
+	return &Error{Msg: msg, Fixes: hints, Err: err}
 }
 
 // stepName is the command and subcommand of a step, for messages:

@@ -179,8 +179,8 @@ func TestBuildWithFakeDocker(t *testing.T) {
 			if !errors.As(err, &be) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
-			if len(be.Hints) == 0 || !strings.Contains(be.Hints[0], tt.wantHint) {
-				t.Errorf("hints = %q, want %q", be.Hints, tt.wantHint)
+			if len(be.Fixes) == 0 || !strings.Contains(be.Fixes[0], tt.wantHint) {
+				t.Errorf("hints = %q, want %q", be.Fixes, tt.wantHint)
 			}
 			if _, serr := os.Stat(o.Output); !os.IsNotExist(serr) {
 				t.Errorf("archive left behind after failure: %v", serr)
@@ -214,7 +214,7 @@ func TestBuildMissingTool(t *testing.T) {
 		o := testOptions(t, b)
 		err := Build(context.Background(), o)
 		var be *Error
-		if !errors.As(err, &be) || !strings.Contains(err.Error(), "not found on PATH") || len(be.Hints) == 0 {
+		if !errors.As(err, &be) || !strings.Contains(err.Error(), "not found on PATH") || len(be.Fixes) == 0 {
 			t.Errorf("%s: err = %v", b, err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -262,18 +263,18 @@ func validate(opts Options) error {
 	switch opts.Mode {
 	case ModeRootfs, ModeAssets:
 	default:
-		return &Error{Msg: fmt.Sprintf("Unknown mode %q.", opts.Mode), Hints: []string{"Use --mode rootfs or --mode assets."}}
+		return &Error{Msg: fmt.Sprintf("Unknown mode %q.", opts.Mode), Fixes: []string{"Use --mode rootfs or --mode assets."}}
 	}
 	if opts.OutDir == "" {
-		return &Error{Msg: "An output directory is required.", Hints: []string{"Pass --out PATH."}}
+		return &Error{Msg: "An output directory is required.", Fixes: []string{"Pass --out PATH."}}
 	}
 	if opts.Plain && opts.Mode == ModeAssets {
 		return &Error{Msg: "--plain cannot be used with --mode assets",
-			Hints: []string{"A Gondolin guest needs the runtime glue: drop --plain, or use --mode rootfs."}}
+			Fixes: []string{"A Gondolin guest needs the runtime glue: drop --plain, or use --mode rootfs."}}
 	}
 	if opts.Tag != "" {
 		if opts.Mode != ModeAssets {
-			return &Error{Msg: "--tag needs --mode assets", Hints: []string{"Add --mode assets to import the guest into Gondolin's image store."}}
+			return &Error{Msg: "--tag needs --mode assets", Fixes: []string{"Add --mode assets to import the guest into Gondolin's image store."}}
 		}
 		if _, _, err := gondolin.ParseImageRef(opts.Tag); err != nil {
 			return err
@@ -283,19 +284,4 @@ func validate(opts Options) error {
 }
 
 // Error is a conversion failure with hints for the user.
-type Error struct {
-	Msg   string
-	Hints []string
-	Err   error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-func (e *Error) Unwrap() error { return e.Err }
-
-// HintList returns the fixes to suggest.
-func (e *Error) HintList() []string { return e.Hints }
+type Error = hint.Error

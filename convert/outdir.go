@@ -30,12 +30,12 @@ func newStaging(out string) (*staging, error) {
 	parent := filepath.Dir(abs)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, &Error{Msg: fmt.Sprintf("cannot create %s", parent), Err: err,
-			Hints: []string{"Choose an --out path in a writable directory."}}
+			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	dir, err := os.MkdirTemp(parent, "."+filepath.Base(abs)+".tmp-")
 	if err != nil {
 		return nil, &Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
-			Hints: []string{"Choose an --out path in a writable directory."}}
+			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		os.RemoveAll(dir)
@@ -56,7 +56,7 @@ func checkReplaceable(out string) error {
 	}
 	if !st.IsDir() {
 		return &Error{Msg: fmt.Sprintf("--out %s exists and is not a directory", out),
-			Hints: []string{"Choose a new or empty directory for --out."}}
+			Fixes: []string{"Choose a new or empty directory for --out."}}
 	}
 	ents, err := os.ReadDir(out)
 	if err != nil {
@@ -69,7 +69,7 @@ func checkReplaceable(out string) error {
 		return nil
 	}
 	return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
-		Hints: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result."}}
+		Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result."}}
 }
 
 // path returns where a file goes inside the staging directory.

@@ -87,7 +87,7 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*go
 	f, err := os.Open(base.RootfsPath)
 	if err != nil {
 		return nil, &Error{Msg: "cannot open the Gondolin base rootfs", Err: err,
-			Hints: []string{"Check the base bundle in " + base.Dir + ", or pass another with --base DIR."}}
+			Fixes: []string{"Check the base bundle in " + base.Dir + ", or pass another with --base DIR."}}
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -97,7 +97,7 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*go
 	fs, err := ext4.Open(f, st.Size())
 	if err != nil {
 		return nil, &Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
-			Hints: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
+			Fixes: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
 	}
 	glue, err := gondolin.ReadGlue(ctx, glueSource{fs}, store)
 	if err != nil {
@@ -169,7 +169,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			st.discard()
 			if errors.Is(err, syscall.ENOSPC) {
 				err = &Error{Msg: "out of disk space while writing the output", Err: err,
-					Hints: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
+					Fixes: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
 						"meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less."}}
 			}
 		}
@@ -302,7 +302,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		obj, err := gondolin.Import(ctx, st.dir, opts.Tag, store)
 		if err != nil {
 			return nil, &Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
-				Hints: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
+				Fixes: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
 		}
 		progress("imported as %s (%s)", opts.Tag, obj)
 	}

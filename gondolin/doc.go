@@ -9,31 +9,14 @@
 // JavaScript of @earendil-works/gondolin 0.12.0 (read only).
 package gondolin
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/docker2vm/docker2vm/hint"
+)
 
 // Error is a user-facing failure: what went wrong, how to fix it, the cause.
-// The CLI collects Hints() from every error in the chain.
-type Error struct {
-	Msg   string
-	Fixes []string
-	Err   error
-}
-
-func (e *Error) Error() string {
-	switch {
-	case e.Err != nil && e.Msg == "":
-		return e.Err.Error()
-	case e.Err != nil:
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// Hints returns the ways to fix the failure, most useful first.
-func (e *Error) Hints() []string { return e.Fixes }
+type Error = hint.Error
 
 // Architecture names as Gondolin writes them in manifest.json.
 const (

@@ -3,33 +3,12 @@ package image
 import (
 	"errors"
 	"fmt"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
-// Error is a user-facing failure of the image package: what failed, how to
-// fix it, and the underlying cause. The CLI renders Error() after "Error:"
-// and each hint under "How to fix:" (it collects hints from every error in
-// the chain that has a Hints() []string method).
-type Error struct {
-	Msg   string
-	Fixes []string
-	Err   error
-}
-
-func (e *Error) Error() string {
-	switch {
-	case e.Err != nil && e.Msg == "":
-		return e.Err.Error()
-	case e.Err != nil:
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// Hints returns the ways to fix the failure, most useful first.
-func (e *Error) Hints() []string { return e.Fixes }
+// Error is a user-facing failure: what failed, how to fix it, the cause.
+type Error = hint.Error
 
 // HintError is implemented by errors that carry fixes for the user.
 type HintError interface {
@@ -38,7 +17,7 @@ type HintError interface {
 }
 
 func newError(err error, hints []string, format string, args ...any) *Error {
-	return &Error{Msg: fmt.Sprintf(format, args...), Fixes: hints, Err: err}
+	return hint.New(err, hints, format, args...)
 }
 
 // ErrDigestMismatch is matched (errors.Is) by every integrity failure: a

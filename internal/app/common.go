@@ -50,7 +50,7 @@ func parseMode(f *cli.Flags) (convert.Mode, error) {
 		return convert.ModeAssets, nil
 	default:
 		return "", &cli.Error{Msg: fmt.Sprintf("Invalid --mode %q.", f.Str("mode", "")),
-			Hints: []string{"Use --mode rootfs or --mode assets."}}
+			Fixes: []string{"Use --mode rootfs or --mode assets."}}
 	}
 }
 
@@ -59,7 +59,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
 	out := f.Str("out", "")
 	if out == "" {
-		return opts, &cli.Error{Msg: "Missing required flag --out.", Hints: []string{"Pass --out PATH: the directory to write the result into."}}
+		return opts, &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
 	opts.OutDir = out
 	mode, err := parseMode(f)
@@ -72,7 +72,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts.Tag = f.Str("tag", "")
 	if f.Has("rootfs-mode") {
 		if mode != convert.ModeAssets {
-			return opts, &cli.Error{Msg: "--rootfs-mode needs --mode assets", Hints: []string{"Add --mode assets, or drop --rootfs-mode."}}
+			return opts, &cli.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
 		}
 		if opts.RootfsMode, err = gondolin.ParseRootfsMode(f.Str("rootfs-mode", "")); err != nil {
 			return opts, err
@@ -109,7 +109,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts.FS.Label = f.Str("label", "")
 	if len(opts.FS.Label) > 16 {
 		return opts, &cli.Error{Msg: fmt.Sprintf("Label %q is longer than 16 bytes.", opts.FS.Label),
-			Hints: []string{"ext4 labels hold at most 16 bytes: pass a shorter --label."}}
+			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --label."}}
 	}
 	lim := rootfs.Limits{}
 	if f.Has("max-bytes") {
@@ -150,7 +150,7 @@ func sourceDateEpoch() (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
 		return 0, &cli.Error{Msg: fmt.Sprintf("Invalid SOURCE_DATE_EPOCH %q.", v),
-			Hints: []string{"Set SOURCE_DATE_EPOCH to a Unix time in seconds, or unset it."}}
+			Fixes: []string{"Set SOURCE_DATE_EPOCH to a Unix time in seconds, or unset it."}}
 	}
 	return n, nil
 }

@@ -62,7 +62,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	for _, req := range []string{"file", "context", "out"} {
 		if f.Str(req, "") == "" {
 			return &cli.Error{Msg: fmt.Sprintf("Missing required flag --%s.", req),
-				Hints: []string{"dockerfile2gondolin needs --file PATH, --context PATH and --out PATH."}}
+				Fixes: []string{"dockerfile2gondolin needs --file PATH, --context PATH and --out PATH."}}
 		}
 	}
 	opts, err := baseOptions("dockerfile2gondolin", f, stderr)

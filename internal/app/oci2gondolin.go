@@ -77,22 +77,22 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 	switch {
 	case len(given) == 0:
 		return image.Source{}, &cli.Error{Msg: "Exactly one input source is required.",
-			Hints: []string{"Pass one of --image REF, --oci-layout PATH or --oci-tar PATH."}}
+			Fixes: []string{"Pass one of --image REF, --oci-layout PATH or --oci-tar PATH."}}
 	case len(given) > 1:
 		return image.Source{}, &cli.Error{Msg: "Input source flags are mutually exclusive.",
-			Hints: []string{"Pass only one of " + strings.Join(given, ", ") + "."}}
+			Fixes: []string{"Pass only one of " + strings.Join(given, ", ") + "."}}
 	}
 	switch {
 	case f.Has("image"):
 		ref := strings.TrimSpace(f.Str("image", ""))
 		if ref == "" {
-			return image.Source{}, &cli.Error{Msg: "--image needs a reference.", Hints: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
+			return image.Source{}, &cli.Error{Msg: "--image needs a reference.", Fixes: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
 		}
 		return image.Source{Kind: image.KindRegistry, Ref: ref}, nil
 	case f.Has("oci-layout"):
 		p := f.Str("oci-layout", "")
 		if p == "" {
-			return image.Source{}, &cli.Error{Msg: "--oci-layout needs a path.", Hints: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
+			return image.Source{}, &cli.Error{Msg: "--oci-layout needs a path.", Fixes: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
 		}
 		return image.Source{Kind: image.KindOCILayout, Ref: p}, nil
 	default:
@@ -100,7 +100,7 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 		if path, _ := image.SplitPathRef(p); !exists(path) {
 			_, err := os.Stat(path)
 			return image.Source{}, &cli.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
-				Hints: []string{"Pass the path of an OCI archive or a docker save tarball."}}
+				Fixes: []string{"Pass the path of an OCI archive or a docker save tarball."}}
 		}
 		return image.Source{Kind: image.KindOCIArchive, Ref: p}, nil
 	}

@@ -78,7 +78,7 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		if !strings.HasPrefix(arg, "--") || arg == "--" {
 			return nil, &Error{
 				Msg:   fmt.Sprintf("Unexpected argument %q.", arg),
-				Hints: []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."},
+				Fixes: []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."},
 			}
 		}
 		name, value, hasValue := strings.Cut(arg[2:], "=")
@@ -86,7 +86,7 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		if !ok {
 			return nil, &Error{
 				Msg:   fmt.Sprintf("Unknown flag --%s.", name),
-				Hints: append(suggest(name, specs), "Run with --help to see the accepted flags."),
+				Fixes: append(suggest(name, specs), "Run with --help to see the accepted flags."),
 			}
 		}
 		switch spec.Kind {
@@ -99,12 +99,12 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 					b = false
 				default:
 					return nil, &Error{Msg: fmt.Sprintf("Flag --%s takes no value (got %q).", name, value),
-						Hints: []string{fmt.Sprintf("Write --%s on its own.", name)}}
+						Fixes: []string{fmt.Sprintf("Write --%s on its own.", name)}}
 				}
 			}
 			if _, dup := out.bools[name]; dup {
 				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
-					Hints: []string{fmt.Sprintf("Pass --%s once.", name)}}
+					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
 			}
 			out.bools[name] = b
 			continue
@@ -112,7 +112,7 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		if !hasValue {
 			if i+1 >= len(args) || (strings.HasPrefix(args[i+1], "--") && len(args[i+1]) > 2) {
 				return nil, &Error{Msg: fmt.Sprintf("Flag --%s requires a value.", name),
-					Hints: []string{fmt.Sprintf("Write --%s %s.", name, placeholder(spec))}}
+					Fixes: []string{fmt.Sprintf("Write --%s %s.", name, placeholder(spec))}}
 			}
 			i++
 			value = args[i]
@@ -120,7 +120,7 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		if spec.Kind == String {
 			if _, dup := out.values[name]; dup {
 				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
-					Hints: []string{fmt.Sprintf("Pass --%s once.", name)}}
+					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
 			}
 		}
 		out.values[name] = append(out.values[name], value)

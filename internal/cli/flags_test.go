@@ -95,7 +95,7 @@ type hinted struct{ error }
 func (hinted) Hints() []string { return []string{"inner hint"} }
 
 func TestRender(t *testing.T) {
-	err := &Error{Msg: "outer", Hints: []string{"outer hint"}, Err: hinted{errors.New("inner")}}
+	err := &Error{Msg: "outer", Fixes: []string{"outer hint"}, Err: hinted{errors.New("inner")}}
 	var b bytes.Buffer
 	Render(&b, err)
 	want := "Error: outer: inner\nHow to fix:\n  - outer hint\n  - inner hint\n"
@@ -113,7 +113,7 @@ func TestExecExitCodes(t *testing.T) {
 	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: testSpecs,
 		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
 			if f.Str("image", "") == "fail" {
-				return &Error{Msg: "it failed", Hints: []string{"do better"}}
+				return &Error{Msg: "it failed", Fixes: []string{"do better"}}
 			}
 			return PrintJSON(stdout, map[string]string{"ok": "yes"})
 		}}

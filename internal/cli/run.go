@@ -143,7 +143,7 @@ func ParseSize(flag, s string) (int64, error) {
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v < 0 || (mult > 1 && v > (1<<62)/mult) {
 		return 0, &Error{Msg: fmt.Sprintf("Invalid size for --%s: %q.", flag, orig),
-			Hints: []string{fmt.Sprintf("Give a byte count such as --%s 1073741824, --%s 512M or --%s 2G.", flag, flag, flag)}}
+			Fixes: []string{fmt.Sprintf("Give a byte count such as --%s 1073741824, --%s 512M or --%s 2G.", flag, flag, flag)}}
 	}
 	return v * mult, nil
 }
@@ -153,7 +153,7 @@ func ParseCount(flag, s string) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || v < 0 {
 		return 0, &Error{Msg: fmt.Sprintf("Invalid number for --%s: %q.", flag, s),
-			Hints: []string{fmt.Sprintf("Give a whole number, e.g. --%s 1000000.", flag)}}
+			Fixes: []string{fmt.Sprintf("Give a whole number, e.g. --%s 1000000.", flag)}}
 	}
 	return v, nil
 }
