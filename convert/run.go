@@ -177,6 +177,27 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 
 	fsOpts := opts.FS
 	rootfsPath := st.path(RootfsFile)
+	// The result cache (resultcache.go): registry sources with the blob
+	// cache on reuse an earlier identical conversion's rootfs.ext4.
+	rcache := openResultCache(ctx, opts, img, base, progress)
+	if rcache != nil {
+		cached, hit, err := rcache.lookup(ctx, rootfsPath)
+		if err != nil {
+			return nil, err
+		}
+		if hit {
+			progress("reused the result of an earlier identical conversion (key %s)", rcache.shortKey())
+			var id *gondolin.BaseIdentity
+			if base != nil {
+				v, err := base.Identity(ctx)
+				if err != nil {
+					return nil, err
+				}
+				id = &v
+			}
+			return finishRun(ctx, opts, st, img, base, cachedMetadata(*cached, opts, describe(img), base, id), progress)
+		}
+	}
 	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", rootfsPath, err)
@@ -277,6 +298,23 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			Journal: !fsOpts.NoJournal, Label: label},
 		RuntimeInjection: injection,
 	}
+	if rcache != nil {
+		if err := rcache.store(ctx, rootfsPath, meta); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			progress("result cache: not stored: %v", err)
+		}
+	}
+	return finishRun(ctx, opts, st, img, base, meta, progress)
+}
+
+// finishRun writes meta.json and the assets, imports and publishes the
+// staging directory, whose rootfs.ext4 is complete.
+func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image, base *gondolin.Base, meta Metadata,
+	progress func(string, ...any)) (*Result, error) {
+	rootfsPath := st.path(RootfsFile)
+	info := ImageInfo{Digest: meta.SourceDigest, Platform: meta.Platform}
 	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
 		return nil, err
 	}
@@ -284,7 +322,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if opts.Mode == ModeAssets {
 		src := gondolin.OCISource{Image: opts.Source.Ref, Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
 		if _, err := gondolin.WriteAssets(ctx, st.dir, base, rootfsPath, gondolin.AssetOptions{
-			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, fsOpts.SourceDateEpoch),
+			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, opts.FS.SourceDateEpoch),
 		}); err != nil {
 			return nil, err
 		}

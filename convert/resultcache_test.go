@@ -1,0 +1,363 @@
+package convert
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/rootfs"
+)
+
+// registrySource pushes the sample image to a real registry and returns a
+// tag reference and a digest reference to it.
+func registrySource(t *testing.T) (tag, digest image.Source) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a registry")
+	}
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := sampleImage(t)
+	ref := reg.Push(t, "sample:1", img, nil)
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return image.Source{Kind: image.KindRegistry, Ref: ref},
+		image.Source{Kind: image.KindRegistry, Ref: reg.Ref("sample@" + d.String())}
+}
+
+func cachedOptions(src image.Source, out, cache string, progress *bytes.Buffer) Options {
+	o := options(src, out)
+	o.Image.NoCache = false
+	o.Image.CacheDir = cache
+	if progress != nil {
+		o.Progress = progress
+	}
+	return o
+}
+
+func readMeta(t *testing.T, dir string) Metadata {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, MetadataFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Metadata
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func readRootfs(t *testing.T, dir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, RootfsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func entries(t *testing.T, cache string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(cache, resultsDirName))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+const reusedLine = "reused the result of an earlier identical conversion"
+
+func TestResultCacheHitMissAndCorruption(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, digestSrc := registrySource(t)
+	cache := t.TempDir()
+	work := t.TempDir()
+
+	var p1 bytes.Buffer
+	out1 := filepath.Join(work, "out1")
+	if _, err := Run(ctx, cachedOptions(tagSrc, out1, cache, &p1)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p1.String(), reusedLine) {
+		t.Fatalf("first run reused a result:\n%s", p1.String())
+	}
+	if got := entries(t, cache); len(got) != 1 {
+		t.Fatalf("result cache entries after the first run: %q", got)
+	}
+	want := readRootfs(t, out1)
+	wantMeta := readMeta(t, out1)
+
+	// Same image by digest, same options: a hit, byte-identical output,
+	// the same meta.json except generatedAt and the source.
+	var p2 bytes.Buffer
+	out2 := filepath.Join(work, "out2")
+	o := cachedOptions(digestSrc, out2, cache, &p2)
+	o.Now = func() time.Time { return time.Unix(1900000000, 0) }
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p2.String(), reusedLine) || strings.Contains(p2.String(), "applied layer") {
+		t.Fatalf("second run did not reuse the result:\n%s", p2.String())
+	}
+	if !bytes.Equal(readRootfs(t, out2), want) {
+		t.Fatal("the reused rootfs.ext4 differs from the converted one")
+	}
+	gotMeta := readMeta(t, out2)
+	if gotMeta.GeneratedAt == wantMeta.GeneratedAt || gotMeta.Source.Ref != digestSrc.Ref {
+		t.Errorf("per-run fields not refreshed: %+v", gotMeta)
+	}
+	gotMeta.GeneratedAt, gotMeta.Source = wantMeta.GeneratedAt, wantMeta.Source
+	if !reflect.DeepEqual(gotMeta, wantMeta) {
+		t.Errorf("meta.json of the hit differs:\n got %+v\nwant %+v", gotMeta, wantMeta)
+	}
+	// The output is a copy, not a link to the entry.
+	entryRootfs := filepath.Join(cache, resultsDirName, entries(t, cache)[0], RootfsFile)
+	a, _ := os.Stat(entryRootfs)
+	b, _ := os.Stat(filepath.Join(out2, RootfsFile))
+	if os.SameFile(a, b) || b.Sys().(*syscall.Stat_t).Nlink != 1 {
+		t.Error("the output shares its inode with the cache entry")
+	}
+
+	// Another label: a miss, and a second entry.
+	var p3 bytes.Buffer
+	o = cachedOptions(tagSrc, filepath.Join(work, "out3"), cache, &p3)
+	o.FS.Label = "other"
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p3.String(), reusedLine) {
+		t.Fatalf("a run with another label reused a result:\n%s", p3.String())
+	}
+	if got := entries(t, cache); len(got) != 2 {
+		t.Fatalf("entries after a changed option: %q", got)
+	}
+
+	// A lower limit is another key: the conversion runs, and refuses.
+	o = cachedOptions(tagSrc, filepath.Join(work, "out4"), cache, nil)
+	o.Limits = rootfs.Limits{MaxEntries: 3}
+	if _, err := Run(ctx, o); err == nil {
+		t.Fatal("a lower entry limit was not enforced with a warm result cache")
+	}
+
+	// Corrupt the first entry: flip one byte in a data region.
+	data, err := os.ReadFile(entryRootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte("hello from layer 3"))
+	if i < 0 {
+		t.Fatal("file content not found in the cached rootfs")
+	}
+	data[i] ^= 0x20
+	if err := os.WriteFile(entryRootfs, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var p5 bytes.Buffer
+	out5 := filepath.Join(work, "out5")
+	if _, err := Run(ctx, cachedOptions(tagSrc, out5, cache, &p5)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p5.String(), reusedLine) || !strings.Contains(p5.String(), "applied layer") ||
+		!strings.Contains(p5.String(), "failed its check and was removed") {
+		t.Fatalf("a corrupt entry was reused:\n%s", p5.String())
+	}
+	if !bytes.Equal(readRootfs(t, out5), want) {
+		t.Fatal("the conversion after a corrupt entry differs from the original")
+	}
+	// The entry was replaced by a good one: the next run hits again.
+	var p6 bytes.Buffer
+	out6 := filepath.Join(work, "out6")
+	if _, err := Run(ctx, cachedOptions(tagSrc, out6, cache, &p6)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p6.String(), reusedLine) || !bytes.Equal(readRootfs(t, out6), want) {
+		t.Fatalf("no good hit after the corrupt entry was redone:\n%s", p6.String())
+	}
+	for _, n := range entries(t, cache) {
+		if strings.HasPrefix(n, ".") {
+			t.Errorf("temporary entry left behind: %s", n)
+		}
+	}
+}
+
+func TestResultCacheOnlyForCachedRegistrySources(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	cache := t.TempDir()
+	work := t.TempDir()
+
+	// --no-cache disables the result cache too.
+	for i := range 2 {
+		var p bytes.Buffer
+		o := cachedOptions(tagSrc, filepath.Join(work, "nocache"), cache, &p)
+		o.Image.NoCache = true
+		if _, err := Run(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(p.String(), reusedLine) {
+			t.Fatalf("run %d with NoCache reused a result", i)
+		}
+	}
+	if got := entries(t, cache); len(got) != 0 {
+		t.Fatalf("NoCache stored results: %q", got)
+	}
+
+	// Layouts are always converted from their blobs.
+	src := layoutSource(t, sampleImage(t))
+	for range 2 {
+		var p bytes.Buffer
+		if _, err := Run(ctx, cachedOptions(src, filepath.Join(work, "layout"), cache, &p)); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(p.String(), reusedLine) {
+			t.Fatal("a layout source reused a result")
+		}
+	}
+	if got := entries(t, cache); len(got) != 0 {
+		t.Fatalf("a layout source stored results: %q", got)
+	}
+}
+
+func TestResultCacheConcurrent(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	cache := t.TempDir()
+	work := t.TempDir()
+	// Twice: both miss and store at once, then both hit at once.
+	for round := range 2 {
+		var wg sync.WaitGroup
+		outs := []string{filepath.Join(work, "a"), filepath.Join(work, "b")}
+		errs := make([]error, len(outs))
+		for i, out := range outs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = Run(ctx, cachedOptions(tagSrc, out, cache, nil))
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if !bytes.Equal(readRootfs(t, outs[0]), readRootfs(t, outs[1])) {
+			t.Fatalf("round %d: concurrent conversions differ", round)
+		}
+		if got := entries(t, cache); len(got) != 1 {
+			t.Fatalf("round %d: entries %q", round, got)
+		}
+	}
+}
+
+// TestSparseCopyKeepsHoles copies a sparse file: equal content, holes kept
+// (and all-zero data blocks turned into holes), and the digest depends on
+// the content only.
+func TestSparseCopyKeepsHoles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const size = 200<<20 + 1234 // several regions, an unaligned tail
+	src, err := os.Create(filepath.Join(dir, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	blob := bytes.Repeat([]byte("data!"), 100000) // ~488 KiB
+	for _, off := range []int64{0, 5000, 70 << 20, 128<<20 - 100, size - 1000} {
+		if _, err := src.WriteAt(blob[:min(int64(len(blob)), size-off)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A block of explicit zeros, allocated but not data.
+	if _, err := src.WriteAt(make([]byte, 1<<20), 150<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.Create(filepath.Join(dir, "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	d1, err := copyVerified(ctx, dst, src, size, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(src.Name())
+	b, _ := os.ReadFile(dst.Name())
+	if !bytes.Equal(a, b) {
+		t.Fatal("the copy differs")
+	}
+	var ss, ds syscall.Stat_t
+	syscall.Fstat(int(src.Fd()), &ss)
+	syscall.Fstat(int(dst.Fd()), &ds)
+	t.Logf("st_blocks: source %d, copy %d (apparent size %d blocks)", ss.Blocks, ds.Blocks, size/512)
+	if ds.Blocks > ss.Blocks || ds.Blocks*512 > 8<<20 {
+		t.Errorf("the copy is not sparse: %d blocks, source %d", ds.Blocks, ss.Blocks)
+	}
+	d2, err := sparseDigest(ctx, dst, nil, size, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1 != d2 {
+		t.Errorf("digest of the copy %s != digest while copying %s", d2, d1)
+	}
+	// Any changed byte changes the digest, in data or in a hole.
+	for _, off := range []int64{5001, 100 << 20, size - 1} {
+		old := make([]byte, 1)
+		dst.ReadAt(old, off)
+		dst.WriteAt([]byte{old[0] ^ 1}, off)
+		d3, err := sparseDigest(ctx, dst, nil, size, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d3 == d1 {
+			t.Errorf("flipping byte %d did not change the digest", off)
+		}
+		dst.WriteAt(old, off)
+	}
+	if d4, _ := sparseDigest(ctx, dst, nil, size, false); d4 != d1 {
+		t.Errorf("digest after restoring: %s, want %s", d4, d1)
+	}
+}
+
+// TestResultKeyCoversExt4Options fails when ext4.Options grows a field the
+// key does not know about.
+func TestResultKeyCoversExt4Options(t *testing.T) {
+	known := map[string]bool{"Source": true} // not cacheable: see resultCacheEligible
+	kt := reflect.TypeOf(resultKeyFS{})
+	for i := range kt.NumField() {
+		known[kt.Field(i).Name] = true
+	}
+	ot := reflect.TypeOf(ext4.Options{})
+	for i := range ot.NumField() {
+		if !known[ot.Field(i).Name] {
+			t.Errorf("ext4.Options.%s is not part of the result cache key", ot.Field(i).Name)
+		}
+	}
+	lt := reflect.TypeOf(rootfs.Limits{})
+	if lt.NumField() != 3 {
+		t.Errorf("rootfs.Limits changed: check that the key (which embeds it) still covers it")
+	}
+}
