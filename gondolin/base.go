@@ -415,22 +415,7 @@ func parseBaseManifest(data []byte) (*Manifest, error) {
 		m.Assets = DefaultAssets()
 	}
 	var errs []error
-	for _, f := range []struct{ field, name string }{
-		{"assets.kernel", m.Assets.Kernel}, {"assets.initramfs", m.Assets.Initramfs}, {"assets.rootfs", m.Assets.Rootfs},
-	} {
-		if err := localName(f.field, f.name); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, f := range []struct{ field, name string }{
-		{"assets.krunKernel", m.Assets.KrunKernel}, {"assets.krunInitrd", m.Assets.KrunInitrd},
-	} {
-		if f.name != "" {
-			if err := localName(f.field, f.name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs = append(errs, m.Assets.check()...)
 	if m.Config.Arch != "" && NormalizeArch(m.Config.Arch) == "" {
 		errs = append(errs, fmt.Errorf("config.arch %q is not x86_64 or aarch64", m.Config.Arch))
 	}

@@ -183,6 +183,27 @@ func localName(field, name string) error {
 	return nil
 }
 
+// check confines every asset name to the asset directory; the krun assets
+// are optional.
+func (a Assets) check() []error {
+	var errs []error
+	for _, f := range []struct {
+		field, name string
+		optional    bool
+	}{
+		{"assets.kernel", a.Kernel, false}, {"assets.initramfs", a.Initramfs, false}, {"assets.rootfs", a.Rootfs, false},
+		{"assets.krunKernel", a.KrunKernel, true}, {"assets.krunInitrd", a.KrunInitrd, true},
+	} {
+		if f.optional && f.name == "" {
+			continue
+		}
+		if err := localName(f.field, f.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
 // Validate checks a manifest the way we rely on it: version 1, a valid
 // config.arch, a UUID-shaped buildId, asset names confined to the directory
 // and well-formed checksums (when present).
@@ -197,22 +218,7 @@ func (m *Manifest) Validate() error {
 	if !IsBuildID(m.BuildID) {
 		errs = append(errs, fmt.Errorf("buildId %q is not a UUID", m.BuildID))
 	}
-	for _, f := range []struct{ field, name string }{
-		{"assets.kernel", m.Assets.Kernel}, {"assets.initramfs", m.Assets.Initramfs}, {"assets.rootfs", m.Assets.Rootfs},
-	} {
-		if err := localName(f.field, f.name); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, f := range []struct{ field, name string }{
-		{"assets.krunKernel", m.Assets.KrunKernel}, {"assets.krunInitrd", m.Assets.KrunInitrd},
-	} {
-		if f.name != "" {
-			if err := localName(f.field, f.name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs = append(errs, m.Assets.check()...)
 	for _, f := range []struct{ field, sum string }{
 		{"checksums.kernel", m.Checksums.Kernel}, {"checksums.initramfs", m.Checksums.Initramfs},
 		{"checksums.rootfs", m.Checksums.Rootfs}, {"checksums.krunKernel", m.Checksums.KrunKernel},
