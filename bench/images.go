@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
@@ -330,29 +329,8 @@ func largeGens() []layerGen {
 	}
 }
 
-// testingTB lets testenv.DebianImage, which takes a testing.TB, run
-// outside `go test`: the embedded testing.TB is nil and only satisfies the
-// interface's unexported method; every method the fixture calls is
-// forwarded to the console (a nil-method call would panic, loudly).
-type testingTB struct {
-	testing.TB
-	c *console
-}
-
-func (t testingTB) Helper()                           {}
-func (t testingTB) Log(args ...any)                   { t.c.Log(args...) }
-func (t testingTB) Logf(format string, args ...any)   { t.c.Logf(format, args...) }
-func (t testingTB) Errorf(format string, args ...any) { t.c.Errorf(format, args...) }
-func (t testingTB) Fatal(args ...any)                 { t.c.Fatal(args...) }
-func (t testingTB) Fatalf(format string, args ...any) { t.c.Fatalf(format, args...) }
-func (t testingTB) Skip(args ...any)                  { t.c.Skip(args...) }
-func (t testingTB) Skipf(format string, args ...any)  { t.c.Skipf(format, args...) }
-func (t testingTB) Failed() bool                      { return t.c.Failed() }
-func (t testingTB) Cleanup(f func())                  { t.c.Cleanup(f) }
-func (t testingTB) TempDir() string                   { return t.c.TempDir() }
-
 // ensureImage returns the cached layout for name, building it if needed.
-func ensureImage(c *console, cache, name string) (*benchImage, error) {
+func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 	descs := map[string]string{
 		"small":       "100,000 small files (text, 0-64 KiB) in a deep tree, 1 layer, gzip",
 		"large":       "1 GiB random + 1.5 GiB text + 4 GiB sparse file (4x64 MiB data), 2 layers, gzip",
@@ -381,7 +359,7 @@ func ensureImage(c *console, cache, name string) (*benchImage, error) {
 			if name == "debian-zstd" {
 				comp = testenv.Zstd
 			}
-			img, _ := testenv.DebianImage(testingTB{c: c}, comp)
+			img, _ := testenv.DebianImage(c, comp)
 			testenv.WriteLayout(c, tmp, testenv.LayoutEntry{Image: img, RefName: refName})
 			err = nil
 		}

@@ -58,12 +58,13 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
 	testing.Init() // testenv.DebianImage asks testing.Short()
 	flag.Parse()
-	c := &console{}
-	defer c.runCleanups()
-	os.Exit(c.run(*cache, *runs, strings.Split(*imgs, ","), *bin, *md, *useRegistry, *keep))
+	c := &testenv.Console{Name: "bench"}
+	code := run(c, *cache, *runs, strings.Split(*imgs, ","), *bin, *md, *useRegistry, *keep)
+	c.Close()
+	os.Exit(code)
 }
 
-func (c *console) run(cache string, runs int, names []string, bin, md string, useRegistry, keep bool) int {
+func run(c *testenv.Console, cache string, runs int, names []string, bin, md string, useRegistry, keep bool) int {
 	if os.Geteuid() != 0 {
 		fmt.Println("bench: umoci unpack needs root; run as root")
 		return 1
@@ -400,47 +401,4 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:3], " ")
-}
-
-// console lets the testenv fixtures report outside `go test` (as the demo's does).
-type console struct {
-	cleanups []func()
-	failed   bool
-}
-
-func (c *console) Helper()                         {}
-func (c *console) Log(args ...any)                 {}
-func (c *console) Logf(format string, args ...any) {}
-func (c *console) Errorf(format string, args ...any) {
-	c.failed = true
-	fmt.Printf("bench: "+format+"\n", args...)
-}
-func (c *console) Fatal(args ...any) { c.Fatalf("%s", fmt.Sprint(args...)) }
-func (c *console) Fatalf(format string, args ...any) {
-	fmt.Printf("bench failed: "+format+"\n", args...)
-	c.runCleanups()
-	os.Exit(1)
-}
-func (c *console) Skip(args ...any) { c.Skipf("%s", fmt.Sprint(args...)) }
-func (c *console) Skipf(format string, args ...any) {
-	fmt.Printf("bench cannot run: "+format+"\nInstall the tools it needs with `make deps` (as root).\n", args...)
-	c.runCleanups()
-	os.Exit(1)
-}
-func (c *console) Failed() bool     { return c.failed }
-func (c *console) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
-func (c *console) TempDir() string {
-	d, err := os.MkdirTemp("", "docker2vm-bench-")
-	if err != nil {
-		c.Fatal(err)
-	}
-	c.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func (c *console) runCleanups() {
-	for i := len(c.cleanups) - 1; i >= 0; i-- {
-		c.cleanups[i]()
-	}
-	c.cleanups = nil
 }

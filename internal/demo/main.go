@@ -22,12 +22,13 @@ func main() {
 	out := flag.String("out", "out/demo", "where the converted guest goes")
 	verbose := flag.Bool("v", false, "print fixture build details")
 	flag.Parse()
-	c := &console{verbose: *verbose}
-	defer c.runCleanups()
-	os.Exit(c.demo(*bin, *out))
+	c := &testenv.Console{Name: "demo", Verbose: *verbose, Indent: "      "}
+	code := demo(c, *bin, *out)
+	c.Close()
+	os.Exit(code)
 }
 
-func (c *console) demo(bin, out string) int {
+func demo(c *testenv.Console, bin, out string) int {
 	start := time.Now()
 	step := func(n int, what string) { fmt.Printf("\n[%d/4] %s\n", n, what) }
 
@@ -99,58 +100,6 @@ func (c *console) demo(bin, out string) int {
 		return 1
 	}
 	return 0
-}
-
-// console lets the test fixtures report to a person instead of to `go test`.
-type console struct {
-	verbose  bool
-	cleanups []func()
-	failed   bool
-}
-
-func (c *console) Helper() {}
-func (c *console) Log(args ...any) {
-	if c.verbose {
-		fmt.Println(append([]any{"      "}, args...)...)
-	}
-}
-func (c *console) Logf(format string, args ...any) {
-	if c.verbose {
-		fmt.Printf("      "+format+"\n", args...)
-	}
-}
-func (c *console) Errorf(format string, args ...any) {
-	c.failed = true
-	fmt.Printf("demo: "+format+"\n", args...)
-}
-func (c *console) Fatal(args ...any) { c.Fatalf("%s", fmt.Sprint(args...)) }
-func (c *console) Fatalf(format string, args ...any) {
-	fmt.Printf("demo failed: "+format+"\n", args...)
-	c.runCleanups()
-	os.Exit(1)
-}
-func (c *console) Skip(args ...any) { c.Skipf("%s", fmt.Sprint(args...)) }
-func (c *console) Skipf(format string, args ...any) {
-	fmt.Printf("demo cannot run: "+format+"\nInstall the tools it needs with `make deps` (as root), then run `make demo` again.\n", args...)
-	c.runCleanups()
-	os.Exit(1)
-}
-func (c *console) Failed() bool     { return c.failed }
-func (c *console) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
-func (c *console) TempDir() string {
-	d, err := os.MkdirTemp("", "docker2vm-demo-")
-	if err != nil {
-		c.Fatal(err)
-	}
-	c.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func (c *console) runCleanups() {
-	for i := len(c.cleanups) - 1; i >= 0; i-- {
-		c.cleanups[i]()
-	}
-	c.cleanups = nil
 }
 
 // prefixed indents the converter's progress lines under the step.

@@ -148,7 +148,7 @@ var (
 // the test when either is missing, except under CI=true, where it fails.
 // It also skips in -short mode. The tree and the layers (compressed too)
 // are cached in GondolinCacheDir(), so a warm call costs reading ~300 MB.
-func DebianImage(t testing.TB, c Compression) (v1.Image, DebianFacts) {
+func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 	t.Helper()
 	if c == "" {
 		c = Gzip
@@ -187,7 +187,7 @@ func DebianImage(t testing.TB, c Compression) (v1.Image, DebianFacts) {
 }
 
 type debianBuilder struct {
-	t           testing.TB
+	t           TB
 	debootstrap string
 	cache       string
 }
