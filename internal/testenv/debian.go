@@ -193,7 +193,7 @@ type debianBuilder struct {
 }
 
 func (b *debianBuilder) image(c Compression) (v1.Image, error) {
-	unlock, err := debianFlock(filepath.Join(b.cache, ".debian.lock"))
+	unlock, err := flockFile(filepath.Join(b.cache, ".debian.lock"))
 	if err != nil {
 		return nil, err
 	}
@@ -868,9 +868,10 @@ func (w *debianLayerWriter) close() ([]byte, error) {
 
 // ---------------------------------------------------------------- helpers
 
-// debianFlock takes an exclusive flock so that test binaries of different
-// packages running in parallel do not debootstrap (or write layers) twice.
-func debianFlock(p string) (unlock func(), err error) {
+// flockFile takes an exclusive flock on the file p (created if needed), so
+// that test binaries of different packages running in parallel do not
+// build the same fixture twice.
+func flockFile(p string) (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, err
 	}

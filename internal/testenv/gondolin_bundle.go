@@ -177,21 +177,7 @@ func gdTail(s string, n int) string {
 func (b *gdBuilder) lock() (unlock func(), err error) { return b.lockFile(".lock") }
 
 func (b *gdBuilder) lockFile(name string) (unlock func(), err error) {
-	if err := os.MkdirAll(b.cache, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(b.cache, name), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return flockFile(filepath.Join(b.cache, name))
 }
 
 func (b *gdBuilder) build() (string, error) {
