@@ -346,10 +346,10 @@ func TestEntrypointScript(t *testing.T) {
 
 func TestEntrypointSwitchesUser(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to switch user")
+		skipOrFail(t, "needs root to switch user")
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("no setpriv on the host")
+		skipOrFail(t, "no setpriv on the host")
 	}
 	out, err := runSh(t, EntrypointScript(ImageConfig{User: "65534:65534", Cmd: []string{"sh", "-c", "echo $(id -u):$(id -g)"}}, ""))
 	if err != nil || strings.TrimSpace(out) != "65534:65534" {
@@ -378,7 +378,7 @@ func shells(t *testing.T) map[string][]string {
 		out["busybox sh"] = []string{p, "sh"}
 	}
 	if len(out) == 0 {
-		t.Skip("no shell on the host")
+		skipOrFail(t, "no shell on the host")
 	}
 	return out
 }

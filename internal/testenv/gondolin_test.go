@@ -26,10 +26,7 @@ func TestGondolinUUIDv5(t *testing.T) {
 }
 
 func TestGondolinCpio(t *testing.T) {
-	cpio, err := exec.LookPath("cpio")
-	if err != nil {
-		t.Skip("cpio not installed")
-	}
+	cpio := RequireTool(t, "cpio")
 	tr := gdNewTree()
 	tr.file("bin/hello", 0o755, []byte("#!/bin/sh\necho hi\n"), "")
 	tr.symlink("bin/sh", "/bin/busybox")
