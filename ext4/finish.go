@@ -47,7 +47,6 @@ type finisher struct {
 	xindex   map[string]int
 	idx      map[*fstree.Inode]uint32
 
-	journal    *node
 	groups     uint64
 	blocks     uint64 // blocks_count
 	ipg        uint32

@@ -129,15 +129,6 @@ type extent struct {
 
 func (c *content) Size() int64 { return c.size }
 
-// blocks is the number of image blocks holding the data.
-func (c *content) blocks() uint64 {
-	var n uint64
-	for _, e := range c.ext {
-		n += uint64(e.len)
-	}
-	return n
-}
-
 func (c *content) appendRun(logical uint64, r run) {
 	for r.len > 0 {
 		if k := len(c.ext); k > 0 {
