@@ -10,6 +10,9 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/docker2vm/docker2vm/fstree"
 )
@@ -76,9 +79,19 @@ type Writer struct {
 	// the other) so that they reach the file in few large writes.
 	pend    []byte
 	pendOff int64
+	// wbLo, wbHi is the range written since writeback was last started;
+	// wbBusy is set while a goroutine starts it, wbDone waits for that.
+	wbLo, wbHi int64
+	wbBusy     atomic.Bool
+	wbDone     sync.WaitGroup
 }
 
-const pendMax = 1 << 20
+const (
+	pendMax = 1 << 20
+	// writebackChunk is how much file data is written before its writeback
+	// to disk is started (see startWriteback).
+	writebackChunk = 32 << 20
+)
 
 // writeAt writes p at off through the gathering buffer.
 func (w *Writer) writeAt(p []byte, off int64) error {
@@ -90,8 +103,7 @@ func (w *Writer) writeAt(p []byte, off int64) error {
 		return err
 	}
 	if len(p) >= pendMax/2 {
-		_, err := w.f.WriteAt(p, off)
-		return err
+		return w.writeData(p, off)
 	}
 	if w.pend == nil {
 		w.pend = make([]byte, 0, pendMax)
@@ -105,9 +117,53 @@ func (w *Writer) flush() error {
 	if len(w.pend) == 0 {
 		return nil
 	}
-	_, err := w.f.WriteAt(w.pend, w.pendOff)
+	err := w.writeData(w.pend, w.pendOff)
 	w.pend = w.pend[:0]
 	return err
+}
+
+// writeData writes file data and starts the writeback of every
+// writebackChunk written. Data blocks are written once and mostly in
+// ascending order, so the disk can take them while the layers are still
+// being read, and the caller's final fsync waits for the tail only instead
+// of the whole image.
+func (w *Writer) writeData(p []byte, off int64) error {
+	if _, err := w.f.WriteAt(p, off); err != nil {
+		return err
+	}
+	end := off + int64(len(p))
+	if w.wbHi == 0 {
+		w.wbLo, w.wbHi = off, end
+	} else {
+		w.wbLo, w.wbHi = min(w.wbLo, off), max(w.wbHi, end)
+	}
+	if w.wbHi-w.wbLo >= writebackChunk && w.wbBusy.CompareAndSwap(false, true) {
+		w.startWriteback(w.wbLo, w.wbHi)
+		w.wbLo, w.wbHi = 0, 0
+	}
+	return nil
+}
+
+// startWriteback asks the kernel to start writing back [lo, hi) without
+// waiting for it to finish. sync_file_range still blocks while it queues
+// the pages, so it runs on its own goroutine, one at a time (ranges written
+// meanwhile are queued by the next call). Best effort: a file that does not
+// support it (a pipe, some FUSE mounts) is simply synced later.
+func (w *Writer) startWriteback(lo, hi int64) {
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		w.wbBusy.Store(false)
+		return
+	}
+	w.wbDone.Add(1)
+	go func() {
+		defer w.wbDone.Done()
+		defer w.wbBusy.Store(false)
+		// Control keeps the descriptor open for the duration of the call.
+		rc.Control(func(fd uintptr) {
+			unix.SyncFileRange(int(fd), lo, hi-lo, unix.SYNC_FILE_RANGE_WRITE)
+		})
+	}()
 }
 
 // content is a regular file's data in the image.

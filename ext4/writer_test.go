@@ -452,3 +452,57 @@ func TestWriterSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestWriterWritebackKeepsData writes well past writebackChunk several
+// times over, in large files and in many small ones gathered into large
+// writes, so that writeback runs on its own goroutine while data is still
+// being written; every byte must read back, and no writeback may still be
+// running once Finish returns.
+func TestWriterWritebackKeepsData(t *testing.T) {
+	src := newPatternReader()
+	want := map[string][]byte{}
+	img := writeImage(t, Options{SourceDateEpoch: sde}, func(w *Writer) *fstree.Tree {
+		tr := fstree.New()
+		for i, size := range []int{40 << 20, 3<<20 + 17, 70 << 20} {
+			b := make([]byte, size)
+			io.ReadFull(src, b)
+			p := fmt.Sprintf("big/%d", i)
+			want[p] = b
+			add(tr, p, file(t, w, b, 0o644))
+		}
+		for i := range 9000 {
+			b := make([]byte, 1+i%8000)
+			io.ReadFull(src, b)
+			p := fmt.Sprintf("small/%d/%d", i/1000, i)
+			want[p] = b
+			add(tr, p, file(t, w, b, 0o600))
+		}
+		t.Cleanup(func() {
+			if w.wbBusy.Load() {
+				t.Error("writeback still running after Finish")
+			}
+		})
+		return tr
+	})
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fsys, err := Open(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, b := range want {
+		r, err := fsys.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s: %d bytes read back (err %v), want %d matching bytes", p, len(got), err, len(b))
+		}
+	}
+	fsck(t, img)
+}
