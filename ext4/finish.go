@@ -62,6 +62,7 @@ type finisher struct {
 func (w *Writer) Finish(ctx context.Context, t *fstree.Tree) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.wbDone.Wait()
 	if w.finished {
 		return errors.New("ext4: Finish called twice")
 	}
@@ -118,9 +119,9 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 		index[lf] = firstIno
 	}
 	owner := map[*content]uint32{}
-	h := sha256.New()
-	fmt.Fprintf(h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
-	hashInode(h, "", &root, 0)
+	h := &inodeHasher{h: sha256.New()}
+	fmt.Fprintf(h.h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
+	h.add("", &root, 0)
 
 	visitedLF := false // the pre-numbered lost+found may be met once
 	var visit func(dirIno uint32, dir *fstree.Inode, p string, depth int) error
@@ -152,7 +153,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 				}
 				f.nodes[ino].parent = dirIno
 				f.nodes[dirIno].links++
-				hashInode(h, cp, c, ino)
+				h.add(cp, c, ino)
 				if err := visit(ino, c, cp, depth+1); err != nil {
 					return err
 				}
@@ -172,9 +173,9 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 			if n.links > maxLinks {
 				return fmt.Errorf("ext4: %s: more than %d hard links", cp, maxLinks)
 			}
-			hashInode(h, cp, c, ino)
+			h.add(cp, c, ino)
 			if n.data != nil {
-				binary.Write(h, binary.LittleEndian, n.data.crc)
+				h.h.Write(binary.LittleEndian.AppendUint32(nil, n.data.crc))
 			}
 		}
 		return nil
@@ -185,7 +186,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	if uint64(len(f.nodes)) > 1<<32-1 {
 		return errors.New("ext4: too many inodes")
 	}
-	sum := h.Sum(nil)
+	sum := h.h.Sum(nil)
 	copy(f.uuid[:], sum)
 	f.uuid[6] = f.uuid[6]&0x0f | 0x50 // name-based UUID
 	f.uuid[8] = f.uuid[8]&0x3f | 0x80
@@ -244,12 +245,43 @@ func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner m
 	return nil
 }
 
-func hashInode(h hash.Hash, p string, n *fstree.Inode, ino uint32) {
-	fmt.Fprintf(h, "%q %d %d %o %d %d %v %v %v %d %q %d %d\n", p, ino, n.Type, n.Mode, n.UID, n.GID,
-		n.Mtime, n.Atime, n.Ctime, n.Size(), n.Target, n.Major, n.Minor)
-	for _, x := range n.Xattrs {
-		fmt.Fprintf(h, "x %q %q\n", x.Name, x.Value)
+// inodeHasher feeds each inode's metadata to the hash the UUID is derived
+// from, in a fixed binary form (length-prefixed strings, little-endian
+// numbers) built in a reused buffer: one Write per inode.
+type inodeHasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func (x *inodeHasher) add(p string, n *fstree.Inode, ino uint32) {
+	b := x.buf[:0]
+	str := func(s string) {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
 	}
+	u32 := func(v uint32) { b = binary.LittleEndian.AppendUint32(b, v) }
+	u64 := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
+	str(p)
+	u32(ino)
+	u32(uint32(n.Type))
+	u32(n.Mode)
+	u32(n.UID)
+	u32(n.GID)
+	for _, t := range []fstree.Timestamp{n.Mtime, n.Atime, n.Ctime} {
+		u64(uint64(t.Sec))
+		u32(t.Nsec)
+	}
+	u64(uint64(n.Size()))
+	str(n.Target)
+	u32(n.Major)
+	u32(n.Minor)
+	u32(uint32(len(n.Xattrs)))
+	for _, xa := range n.Xattrs {
+		str(xa.Name)
+		str(string(xa.Value))
+	}
+	x.h.Write(b)
+	x.buf = b
 }
 
 // layout writes every inode's blocks (directories, extent trees, slow
