@@ -138,6 +138,7 @@ type layerReader struct {
 	ctx     context.Context
 	raw     io.ReadCloser // the stored bytes
 	comp    *verifier     // over raw
+	tail    io.Reader     // comp as the decompressor reads it; drained to finish comp's check
 	dec     io.Reader     // decompressed
 	closeFn func()        // releases the decompressor
 	diff    *verifier     // over dec; nil when not checked separately
@@ -160,34 +161,47 @@ func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, 
 		raw.Close()
 		return nil, err
 	}
-	lr := &layerReader{ctx: ctx, raw: raw, comp: comp}
+	lr := &layerReader{ctx: ctx, raw: raw, comp: comp, tail: br}
 	var kind = sniffCompression(head)
+	if kind != "none" {
+		// Reading and hashing the stored blob is a stage of its own, so
+		// that it overlaps decompression.
+		s0 := readAhead(br)
+		lr.pipes = append(lr.pipes, s0)
+		lr.tail = s0
+	}
 	switch kind {
 	case "gzip":
-		zr, err := gzip.NewReader(br)
+		zr, err := gzip.NewReader(bufio.NewReaderSize(lr.tail, 64<<10))
 		if err != nil {
-			raw.Close()
+			lr.abort()
 			return nil, fmt.Errorf("%s: bad gzip stream: %w", what, err)
 		}
 		lr.dec, lr.closeFn = zr, func() { zr.Close() }
 	case "zstd":
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256<<20))
+		zopts := []zstd.DOption{zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(256 << 20)}
+		if diffID.Hex != "" {
+			// The frame checksum (xxhash) is redundant when the
+			// decompressed bytes are checked against their diff ID.
+			zopts = append(zopts, zstd.IgnoreChecksum(true))
+		}
+		zr, err := zstd.NewReader(bufio.NewReaderSize(lr.tail, 64<<10), zopts...)
 		if err != nil {
-			raw.Close()
+			lr.abort()
 			return nil, fmt.Errorf("%s: bad zstd stream: %w", what, err)
 		}
 		lr.dec, lr.closeFn = zr, zr.Close
 	default:
 		lr.dec = br
 	}
-	// Stages (see readAhead): reading, hashing and decompressing the blob
-	// in one goroutine, hashing the decompressed bytes in a second, the
-	// caller in a third.
+	// Stages (see readAhead): reading and hashing the blob in one
+	// goroutine, decompressing it in a second, hashing the decompressed
+	// bytes in a third, the caller in a fourth.
 	var dec io.Reader = lr.dec
 	var diff *verifier
 	if diffID.Hex != "" && (kind != "none" || diffID != desc.Digest) {
 		if err := checkAlgorithm(diffID, what); err != nil {
-			lr.Close()
+			lr.abort()
 			return nil, err
 		}
 		s1 := readAhead(lr.dec)
@@ -217,7 +231,7 @@ func (l *layerReader) Read(p []byte) (int, error) {
 		// The decompressor may stop before the end of the stored blob
 		// (padding, trailing frames): read it to the end so its digest
 		// is checked.
-		if _, derr := io.Copy(io.Discard, l.comp); derr != nil {
+		if _, derr := io.Copy(io.Discard, l.tail); derr != nil {
 			l.err = derr
 			return n, derr
 		}
@@ -246,15 +260,20 @@ func (l *layerReader) Read(p []byte) (int, error) {
 // finishCompressed reads the rest of the stored blob and returns its
 // verification error, if any.
 func (l *layerReader) finishCompressed() error {
-	if l.comp.done {
-		return l.comp.err
-	}
-	_, err := copyCtx(l.ctx, io.Discard, l.comp)
+	_, err := copyCtx(l.ctx, io.Discard, l.tail)
 	if errors.Is(err, ErrDigestMismatch) {
 		return err
 	}
 	return nil
 }
+
+// abort releases a stream that is not handed out: no reads, no checks.
+func (l *layerReader) abort() {
+	l.err = errAborted
+	l.Close()
+}
+
+var errAborted = errors.New("layer stream aborted")
 
 // Close finishes the checks (reading what is left unless ctx is done) and
 // releases the stream.
