@@ -3,26 +3,37 @@ package convert
 import (
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 )
 
 // startProfile is a hidden hook for performance work: with
 // DOCKER2VM_CPUPROFILE=path set, Run writes a CPU profile of itself there
-// (go tool pprof path). It returns the function that stops it.
+// (go tool pprof path); with DOCKER2VM_TRACE=path, an execution trace (go
+// tool trace path), which shows how the pipeline's stages share the cores.
+// It returns the function that stops them.
 func startProfile() func() {
-	p := os.Getenv("DOCKER2VM_CPUPROFILE")
-	if p == "" {
-		return func() {}
+	var stops []func()
+	if p := os.Getenv("DOCKER2VM_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+			} else {
+				f.Close()
+			}
+		}
 	}
-	f, err := os.Create(p)
-	if err != nil {
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return func() {}
+	if p := os.Getenv("DOCKER2VM_TRACE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if err := trace.Start(f); err == nil {
+				stops = append(stops, func() { trace.Stop(); f.Close() })
+			} else {
+				f.Close()
+			}
+		}
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		for _, stop := range stops {
+			stop()
+		}
 	}
 }
