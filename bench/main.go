@@ -1,7 +1,8 @@
 // Command bench is `make bench-compare`: it builds deterministic benchmark
 // images (OCI layouts, cached so re-runs are fast) and times, side by side,
 // docker2vm's conversion, the unpack-to-a-directory + mke2fs -d pipeline
-// other tools use, and the floor (decompressing every layer to /dev/null).
+// other tools use, and two floors: decompressing every layer to /dev/null,
+// and that plus the two sha256 digests a verifying unpacker must compute.
 // Each is a child process run under GNU time (/usr/bin/time); wall time,
 // CPU time (user+sys) and peak RSS come from its rusage. Medians over -runs go into a table in BENCHMARKS.md.
 package main
@@ -41,6 +42,7 @@ const (
 	pD2VMWarm  = "docker2vm --image, warm cache"
 	pUmoci     = "umoci unpack + mke2fs -d"
 	pFloor     = "floor: decompress layers to /dev/null"
+	pFloorSum  = "floor + digests: decompress, sha256 blob and output"
 	labelWidth = 40
 )
 
@@ -214,6 +216,23 @@ func run(c *testenv.Console, cache string, runs int, names []string, bin, md str
 			null.Close()
 			res[pFloor] = append(res[pFloor], m)
 			report(r, pFloor, m)
+
+			// The floor of a verifying unpacker: what must happen to every
+			// layer before a byte of it can be trusted (the blob's digest
+			// and the diff ID of its decompressed bytes), on both cores,
+			// with OpenSSL's sha256 (SHA-NI where the CPU has it).
+			m = metric{}
+			for _, l := range bi.Layers {
+				lm, err := runCmd(nil, "bash", "-c", `openssl dgst -sha256 "$1" >/dev/null & "$2" -dc "$1" | openssl dgst -sha256 >/dev/null; wait`,
+					"floor", l.Path, l.Compression)
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				m = m.add(lm)
+			}
+			res[pFloorSum] = append(res[pFloorSum], m)
+			report(r, pFloorSum, m)
 		}
 	}
 	loadAfter := loadAvg()
@@ -304,7 +323,7 @@ func renderTable(images []*benchImage, results map[string]map[string][]metric, w
 	if withReg {
 		order = append(order, pD2VMCold, pD2VMWarm)
 	}
-	order = append(order, pUmoci, pFloor)
+	order = append(order, pUmoci, pFloor, pFloorSum)
 	for _, bi := range images {
 		for _, p := range order {
 			if len(results[bi.Name][p]) == 0 {
@@ -315,10 +334,10 @@ func renderTable(images []*benchImage, results map[string]map[string][]metric, w
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f MiB |\n", bi.Name, p, secs(m.Wall), secs(m.CPU), float64(m.MaxRSS)/(1<<20))
 		}
 	}
-	b.WriteString("\n| image | layers (compressed) | docker2vm / (umoci + mke2fs) | docker2vm / floor | warm / cold |\n|---|---:|---:|---:|---:|\n")
+	b.WriteString("\n| image | layers (compressed) | docker2vm / (umoci + mke2fs) | docker2vm / floor | docker2vm / (floor + digests) | warm / cold |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, bi := range images {
 		r := results[bi.Name]
-		d, u, f := median(r[pD2VM]).Wall, median(r[pUmoci]).Wall, median(r[pFloor]).Wall
+		d, u, f, fs := median(r[pD2VM]).Wall, median(r[pUmoci]).Wall, median(r[pFloor]).Wall, median(r[pFloorSum]).Wall
 		var size int64
 		for _, l := range bi.Layers {
 			size += l.Size
@@ -331,8 +350,8 @@ func renderTable(images []*benchImage, results map[string]map[string][]metric, w
 		if u > 0 {
 			du = fmt.Sprintf("%.2f (%.1fx faster)", d.Seconds()/u.Seconds(), u.Seconds()/d.Seconds())
 		}
-		fmt.Fprintf(&b, "| %s | %d x %s, %.0f MiB | %s | %.2f | %s |\n", bi.Name, len(bi.Layers), bi.Layers[0].Compression,
-			float64(size)/(1<<20), du, d.Seconds()/f.Seconds(), wc)
+		fmt.Fprintf(&b, "| %s | %d x %s, %.0f MiB | %s | %.2f | %.2f | %s |\n", bi.Name, len(bi.Layers), bi.Layers[0].Compression,
+			float64(size)/(1<<20), du, d.Seconds()/f.Seconds(), d.Seconds()/fs.Seconds(), wc)
 	}
 	b.WriteString("\nImages:\n")
 	for _, bi := range images {

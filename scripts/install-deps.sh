@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do
