@@ -175,7 +175,6 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		}
 	}()
 
-	fsOpts := opts.FS
 	rootfsPath := st.path(RootfsFile)
 	// The result cache (resultcache.go): registry sources with the blob
 	// cache on reuse an earlier identical conversion's rootfs.ext4.
@@ -198,49 +197,48 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			return finishRun(ctx, opts, st, img, base, cachedMetadata(*cached, opts, describe(img), base, id), progress)
 		}
 	}
+	meta, err := writeRootfs(ctx, opts, img, base, rootfsPath, progress)
+	if err != nil {
+		return nil, err
+	}
+	if rcache != nil {
+		if err := rcache.store(ctx, rootfsPath, meta); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			progress("result cache: not stored: %v", err)
+		}
+	}
+	return finishRun(ctx, opts, st, img, base, meta, progress)
+}
+
+// writeRootfs merges the image's layers (and the runtime glue of base, if
+// any) into a new ext4 image at rootfsPath, synced, and returns the
+// conversion's Metadata.
+func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gondolin.Base, rootfsPath string,
+	progress func(string, ...any)) (Metadata, error) {
 	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", rootfsPath, err)
+		return Metadata{}, fmt.Errorf("creating %s: %w", rootfsPath, err)
 	}
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
-	w, err := ext4.NewWriter(f, fsOpts)
+	w, err := ext4.NewWriter(f, opts.FS)
 	if err != nil {
-		return nil, err
+		return Metadata{}, err
 	}
 	var glue *gondolin.Glue
 	if base != nil {
 		if glue, err = readGlue(ctx, base, w); err != nil {
-			return nil, err
+			return Metadata{}, err
 		}
 	}
 	m := rootfs.New(w, opts.Limits)
-	for i, l := range img.Layers {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		rc, err := img.OpenLayer(ctx, i)
-		if err != nil {
-			return nil, err
-		}
-		aerr := m.Apply(ctx, i, l.Digest.String(), rc)
-		cerr := rc.Close()
-		if aerr != nil {
-			// Close finishes the digest checks: a corrupt blob is
-			// reported as such, not as whatever the merge tripped on.
-			if errors.Is(cerr, image.ErrDigestMismatch) {
-				return nil, cerr
-			}
-			return nil, aerr
-		}
-		if cerr != nil {
-			return nil, cerr
-		}
-		progress("applied layer %d/%d %s in %s", i+1, len(img.Layers), l.Digest, time.Since(start).Round(time.Millisecond))
+	if err := applyLayers(ctx, img, m, progress); err != nil {
+		return Metadata{}, err
 	}
 	info := describe(img)
 	injection := Injection{Applied: false, Note: "plain image tree (--plain): no Gondolin runtime glue",
@@ -251,11 +249,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			Entrypoint: info.Config.Entrypoint, Cmd: info.Config.Cmd,
 		}, w.Release)
 		if err != nil {
-			return nil, err
+			return Metadata{}, err
 		}
 		id, err := base.Identity(ctx)
 		if err != nil {
-			return nil, err
+			return Metadata{}, err
 		}
 		injection = Injection{Applied: true, BaseRootfsPath: base.RootfsPath, BaseOrigin: base.Origin, Base: &id,
 			InjectedFiles: inj.Files, InjectedDirectories: inj.Dirs, InjectedSymlinks: inj.Symlinks,
@@ -263,23 +261,23 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		progress("added Gondolin runtime glue: %d files, %d directories, %d symlinks", len(inj.Files), len(inj.Dirs), len(inj.Symlinks))
 	}
 	if err := w.Finish(ctx, m.Tree()); err != nil {
-		return nil, err
+		return Metadata{}, err
 	}
 	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", rootfsPath, err)
+		return Metadata{}, fmt.Errorf("writing %s: %w", rootfsPath, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return Metadata{}, err
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", rootfsPath, err)
+		return Metadata{}, fmt.Errorf("writing %s: %w", rootfsPath, err)
 	}
 	f = nil
 	stats := m.Stats()
 	progress("wrote %s (%d layer entries merged, %d MiB apparent size, sparse)", RootfsFile, stats.Entries, fi.Size()>>20)
 
-	label := fsOpts.Label
+	label := opts.FS.Label
 	if label == "" {
 		label = "gondolin-root" // the ext4 writer's default
 	}
@@ -295,18 +293,39 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		Runtime:       info.Config,
 		Layers:        info.Layers,
 		Rootfs: RootfsInfo{File: RootfsFile, SizeBytes: fi.Size(), Entries: stats.Entries, DataBytes: stats.Bytes,
-			Journal: !fsOpts.NoJournal, Label: label},
+			Journal: !opts.FS.NoJournal, Label: label},
 		RuntimeInjection: injection,
 	}
-	if rcache != nil {
-		if err := rcache.store(ctx, rootfsPath, meta); err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			progress("result cache: not stored: %v", err)
+	return meta, nil
+}
+
+// applyLayers merges every layer of img, in order.
+func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progress func(string, ...any)) error {
+	for i, l := range img.Layers {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		start := time.Now()
+		rc, err := img.OpenLayer(ctx, i)
+		if err != nil {
+			return err
+		}
+		aerr := m.Apply(ctx, i, l.Digest.String(), rc)
+		cerr := rc.Close()
+		if aerr != nil {
+			// Close finishes the digest checks: a corrupt blob is
+			// reported as such, not as whatever the merge tripped on.
+			if errors.Is(cerr, image.ErrDigestMismatch) {
+				return cerr
+			}
+			return aerr
+		}
+		if cerr != nil {
+			return cerr
+		}
+		progress("applied layer %d/%d %s in %s", i+1, len(img.Layers), l.Digest, time.Since(start).Round(time.Millisecond))
 	}
-	return finishRun(ctx, opts, st, img, base, meta, progress)
+	return nil
 }
 
 // finishRun writes meta.json and the assets, imports and publishes the
