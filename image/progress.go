@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/units"
 )
 
 // progress reports blob downloads: a redrawn bar on a terminal, one line at
@@ -39,26 +41,13 @@ func (p *progress) printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format, args...)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // wrap reports the download of a blob read through rc.
 func (p *progress) wrap(rc io.ReadCloser, what string, size int64) io.ReadCloser {
 	if p == nil {
 		return rc
 	}
 	if !p.tty {
-		p.printf("Downloading %s (%s)\n", what, humanBytes(size))
+		p.printf("Downloading %s (%s)\n", what, units.Bytes(size))
 	}
 	return &progressReader{rc: rc, p: p, what: what, size: size, start: time.Now()}
 }
@@ -87,7 +76,7 @@ func (r *progressReader) Read(b []byte) (int, error) {
 			r.draw()
 			r.p.printf("\n")
 		} else {
-			r.p.printf("Downloaded %s (%s in %.1fs)\n", r.what, humanBytes(r.n), time.Since(r.start).Seconds())
+			r.p.printf("Downloaded %s (%s in %.1fs)\n", r.what, units.Bytes(r.n), time.Since(r.start).Seconds())
 		}
 	}
 	return n, err
@@ -107,7 +96,7 @@ func (r *progressReader) draw() {
 	if len(name) > 40 {
 		name = name[:40] + "…"
 	}
-	r.p.printf("\r\x1b[K%s [%s%s] %s / %s", name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), humanBytes(r.n), humanBytes(r.size))
+	r.p.printf("\r\x1b[K%s [%s%s] %s / %s", name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), units.Bytes(r.n), units.Bytes(r.size))
 }
 
 func (r *progressReader) Close() error {

@@ -17,6 +17,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/docker2vm/docker2vm/internal/units"
 )
 
 // UserAgent is sent to registries.
@@ -80,7 +82,7 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 		}
 		if ok {
 			if isLayer && s.progress != nil {
-				s.progress.printf("Using cached %s (%s)\n", what, humanBytes(desc.Size))
+				s.progress.printf("Using cached %s (%s)\n", what, units.Bytes(desc.Size))
 			}
 			return f, nil
 		}

@@ -3,6 +3,8 @@ package rootfs
 import (
 	"errors"
 	"fmt"
+
+	"github.com/docker2vm/docker2vm/internal/units"
 )
 
 // Limits bound what a (possibly hostile) image may make the merge do. A zero
@@ -59,7 +61,7 @@ type LimitError struct {
 func (e *LimitError) Error() string {
 	v := fmt.Sprint(e.Limit)
 	if e.Flag == "--max-bytes" {
-		v = fmt.Sprintf("%d bytes (%s)", e.Limit, humanBytes(e.Limit))
+		v = fmt.Sprintf("%d bytes (%s)", e.Limit, units.Bytes(e.Limit))
 	}
 	hint := ""
 	if e.Flag == "--max-bytes" {
@@ -69,19 +71,6 @@ func (e *LimitError) Error() string {
 }
 
 func (e *LimitError) Unwrap() error { return ErrLimit }
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 // malformedError says what is wrong with an entry; it wraps ErrMalformed.
 type malformedError struct{ msg string }
