@@ -382,12 +382,17 @@ func copyVerified(ctx context.Context, dst, src *os.File, size int64, flush bool
 
 // sparseDigest hashes f (see the package comment at the top of this file)
 // and, when dst is not nil, writes every non-zero block to dst at the same
-// offset (dst must be size bytes long and all holes). Regions go to up to
-// GOMAXPROCS workers.
+// offset (dst must be size bytes long and all holes). Regions are read and
+// hashed by up to GOMAXPROCS workers; the writes to dst go through one
+// goroutine (see blockWriter).
 func sparseDigest(ctx context.Context, f, dst *os.File, size int64, flush bool) (string, error) {
 	nreg := int((size + sparseRegion - 1) / sparseRegion)
 	sums := make([][]byte, nreg)
 	workers := min(runtime.GOMAXPROCS(0), 4, max(nreg, 1))
+	var bw *blockWriter
+	if dst != nil {
+		bw = newBlockWriter(dst, 2*workers+2, flush)
+	}
 	var next atomic.Int64
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
@@ -395,7 +400,10 @@ func sparseDigest(ctx context.Context, f, dst *os.File, size int64, flush bool) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, sparseBuf)
+			var own []byte
+			if bw == nil {
+				own = make([]byte, sparseBuf)
+			}
 			for {
 				r := int(next.Add(1) - 1)
 				if r >= nreg {
@@ -406,21 +414,22 @@ func sparseDigest(ctx context.Context, f, dst *os.File, size int64, flush bool) 
 					return
 				}
 				start := int64(r) * sparseRegion
-				sum, err := hashRegion(f, dst, start, min(start+sparseRegion, size), buf)
+				sum, err := hashRegion(f, bw, start, min(start+sparseRegion, size), own)
 				if err != nil {
 					errs[w] = err
 					next.Store(int64(nreg)) // stop the others
 					return
 				}
 				sums[r] = sum
-				if flush && sum != nil {
-					// Best effort: only starts the writeback.
-					unix.SyncFileRange(int(dst.Fd()), start, min(sparseRegion, size-start), unix.SYNC_FILE_RANGE_WRITE)
-				}
 			}
 		}()
 	}
 	wg.Wait()
+	if bw != nil {
+		if err := bw.close(); err != nil {
+			return "", err // the readers' errors are its consequence
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return "", err
 	}
@@ -445,17 +454,91 @@ var (
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 )
 
+// blockWriter writes runs of blocks to one file from one goroutine.
+// Buffered writes to a file are serialised by its inode lock on ext4 (and
+// most Linux filesystems), so several writers only queue on it, while the
+// reading and hashing of the next buffers can go on beside the writes.
+// Buffers come from a fixed pool, so memory stays bounded.
+type blockWriter struct {
+	dst   *os.File
+	flush bool
+	free  chan []byte
+	jobs  chan writeJob
+	done  chan struct{}
+	err   error // the first write error; read after done
+	// failed is set with err, so that readers stop early.
+	failed atomic.Bool
+}
+
+// writeJob is a buffer and the runs of it to write: buf[lo:hi] at off+lo.
+type writeJob struct {
+	buf  []byte
+	off  int64
+	runs [][2]int
+}
+
+func newBlockWriter(dst *os.File, nbuf int, flush bool) *blockWriter {
+	bw := &blockWriter{dst: dst, flush: flush, free: make(chan []byte, nbuf), jobs: make(chan writeJob, nbuf), done: make(chan struct{})}
+	for range nbuf {
+		bw.free <- make([]byte, sparseBuf)
+	}
+	go bw.run()
+	return bw
+}
+
+func (bw *blockWriter) run() {
+	defer close(bw.done)
+	var wbLo, wbHi int64 // written since writeback was last started
+	for j := range bw.jobs {
+		for _, r := range j.runs {
+			if bw.err != nil {
+				break
+			}
+			off := j.off + int64(r[0])
+			if _, err := bw.dst.WriteAt(j.buf[r[0]:r[1]], off); err != nil {
+				bw.err = err
+				bw.failed.Store(true)
+				break
+			}
+			if wbHi == 0 {
+				wbLo = off
+			}
+			wbLo, wbHi = min(wbLo, off), max(wbHi, off+int64(r[1]-r[0]))
+		}
+		bw.free <- j.buf[:cap(j.buf)]
+		if bw.flush && wbHi-wbLo >= sparseRegion {
+			// Best effort: only starts the writeback, so that the
+			// caller's fsync has less to wait for.
+			unix.SyncFileRange(int(bw.dst.Fd()), wbLo, wbHi-wbLo, unix.SYNC_FILE_RANGE_WRITE)
+			wbLo, wbHi = 0, 0
+		}
+	}
+}
+
+// buffer returns a free buffer.
+func (bw *blockWriter) buffer() []byte { return <-bw.free }
+
+// close waits for every queued write and returns the first error.
+func (bw *blockWriter) close() error {
+	close(bw.jobs)
+	<-bw.done
+	return bw.err
+}
+
 // hashRegion hashes the non-zero blocks of f in [start, end) (a sha256 of
-// each block's offset and CRC-32C) and copies them to dst when it is not
-// nil. It returns nil when the region holds
-// only zeros.
-func hashRegion(f, dst *os.File, start, end int64, buf []byte) ([]byte, error) {
+// each block's offset and CRC-32C) and, when bw is not nil, has them
+// written to its file; buf is the read buffer when bw is nil. It returns
+// nil when the region holds only zeros.
+func hashRegion(f *os.File, bw *blockWriter, start, end int64, buf []byte) ([]byte, error) {
 	fd := int(f.Fd())
 	h := sha256.New()
 	nonzero := false
 	var n [12]byte
 	off := start // everything before off is done
 	for off < end {
+		if bw != nil && bw.failed.Load() {
+			return nil, errors.New("stopped: writing the copy failed")
+		}
 		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) || (err == nil && data >= end) {
 			break
@@ -472,21 +555,26 @@ func hashRegion(f, dst *os.File, start, end int64, buf []byte) ([]byte, error) {
 		data = max(data-data%sparseBlock, off)
 		hole = min((hole+sparseBlock-1)/sparseBlock*sparseBlock, end)
 		for data < hole {
+			if bw != nil {
+				buf = bw.buffer()
+			}
 			m := int(min(int64(len(buf)), hole-data))
 			got, err := f.ReadAt(buf[:m], data)
 			if err != nil && !(errors.Is(err, io.EOF) && got > 0) {
+				if bw != nil {
+					bw.free <- buf
+				}
 				return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
 			}
 			b := buf[:got]
-			// Hash the non-zero blocks; write runs of them at once.
+			// Hash the non-zero blocks; note runs of them to write.
+			var runs [][2]int
 			runStart := -1
 			for i := 0; i < len(b); i += sparseBlock {
 				blk := b[i:min(i+sparseBlock, len(b))]
 				if bytes.Equal(blk, zeroBlock[:len(blk)]) {
-					if runStart >= 0 && dst != nil {
-						if _, err := dst.WriteAt(b[runStart:i], data+int64(runStart)); err != nil {
-							return nil, err
-						}
+					if runStart >= 0 {
+						runs = append(runs, [2]int{runStart, i})
 					}
 					runStart = -1
 					continue
@@ -499,10 +587,11 @@ func hashRegion(f, dst *os.File, start, end int64, buf []byte) ([]byte, error) {
 					runStart = i
 				}
 			}
-			if runStart >= 0 && dst != nil {
-				if _, err := dst.WriteAt(b[runStart:], data+int64(runStart)); err != nil {
-					return nil, err
-				}
+			if runStart >= 0 {
+				runs = append(runs, [2]int{runStart, len(b)})
+			}
+			if bw != nil {
+				bw.jobs <- writeJob{buf: buf, off: data, runs: runs}
 			}
 			data += int64(got)
 		}

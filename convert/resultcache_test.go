@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -359,5 +360,47 @@ func TestResultKeyCoversExt4Options(t *testing.T) {
 	lt := reflect.TypeOf(rootfs.Limits{})
 	if lt.NumField() != 3 {
 		t.Errorf("rootfs.Limits changed: check that the key (which embeds it) still covers it")
+	}
+}
+
+// TestSparseCopyWriteFailure: a copy whose writes fail returns the write
+// error (and does not hang with buffers still queued).
+func TestSparseCopyWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	const size = 300 << 20
+	src, err := os.Create(filepath.Join(dir, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	blob := bytes.Repeat([]byte{7}, 8<<20)
+	for off := int64(0); off < size; off += 40 << 20 {
+		if _, err := src.WriteAt(blob, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dst"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.Open(filepath.Join(dir, "dst")) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := sparseDigest(context.Background(), src, dst, size, true)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !errors.Is(err, syscall.EBADF) {
+			t.Fatalf("err = %v, want the write's EBADF", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sparseDigest hung after a failed write")
 	}
 }
