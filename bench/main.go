@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -58,15 +59,27 @@ func main() {
 	md := flag.String("md", "BENCHMARKS.md", "file whose results section is rewritten ('' for none)")
 	useRegistry := flag.Bool("registry", true, "also convert through a local registry (docker-registry), cold and warm blob cache")
 	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
+	serve := flag.Bool("serve", false, "only push the images to a local registry, print their references and serve them until interrupted (for profiling by hand)")
 	testing.Init() // testenv.DebianImage asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
-	code := run(c, *cache, *runs, strings.Split(*imgs, ","), *bin, *md, *useRegistry, *keep)
+	code := run(c, config{cache: *cache, runs: *runs, names: strings.Split(*imgs, ","), bin: *bin, md: *md,
+		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve})
 	c.Close()
 	os.Exit(code)
 }
 
-func run(c *testenv.Console, cache string, runs int, names []string, bin, md string, useRegistry, keep bool) int {
+type config struct {
+	cache             string
+	runs              int
+	names             []string
+	bin, md           string
+	useRegistry, keep bool
+	serve             bool
+}
+
+func run(c *testenv.Console, cfg config) int {
+	cache, runs, names, bin, md, useRegistry, keep := cfg.cache, cfg.runs, cfg.names, cfg.bin, cfg.md, cfg.useRegistry, cfg.keep
 	if os.Geteuid() != 0 {
 		fmt.Println("bench: umoci unpack needs root; run as root")
 		return 1
@@ -111,6 +124,13 @@ func run(c *testenv.Console, cache string, runs int, names []string, bin, md str
 			}
 			refs[bi.Name] = reg.Push(c, "bench/"+bi.Name+":1", img, nil)
 			fmt.Printf("pushed %s to %s in %s\n", bi.Name, refs[bi.Name], time.Since(start).Round(100*time.Millisecond))
+		}
+		if cfg.serve {
+			fmt.Println("serving; interrupt to stop")
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			<-sig
+			return 0
 		}
 	}
 
