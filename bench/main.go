@@ -288,6 +288,11 @@ func runCmd(stdout *os.File, name string, args ...string) (metric, error) {
 	}
 	tf.Close()
 	defer os.Remove(tf.Name())
+	// Every command starts with nothing left to write back: what the
+	// previous one left dirty (umoci does not sync its bundle, the result
+	// cache does not sync its entries, deleted outputs) would otherwise be
+	// flushed on this one's time, by its fsync or by the kernel.
+	syscall.Sync()
 	cmd := exec.Command("/usr/bin/time", append([]string{"-o", tf.Name(), "-f", "%U %S %M", name}, args...)...)
 	var errBuf strings.Builder
 	cmd.Stderr = &errBuf
