@@ -72,6 +72,15 @@ func checkReplaceable(out string) error {
 		Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result."}}
 }
 
+// previous returns the path of name in the output being replaced, or ""
+// when there is no earlier docker2vm output.
+func (s *staging) previous(name string) string {
+	if _, err := os.Stat(filepath.Join(s.out, metaFile)); err != nil {
+		return ""
+	}
+	return filepath.Join(s.out, name)
+}
+
 // path returns where a file goes inside the staging directory.
 func (s *staging) path(name string) string { return filepath.Join(s.dir, name) }
 

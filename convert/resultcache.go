@@ -76,6 +76,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -234,35 +235,42 @@ func (c *resultCache) shortKey() string { return c.key[:16] }
 // exist) and returns the cached Metadata, or ok=false on a miss. A corrupt
 // or unreadable entry is deleted and reported as a miss; dst is then
 // removed again. Only a cancelled ctx is an error.
-func (c *resultCache) lookup(ctx context.Context, dst string) (meta *Metadata, ok bool, err error) {
+//
+// prev is the rootfs.ext4 of the output this run replaces ("" for none).
+// When it still holds this entry's result, it is linked to dst instead of
+// copying the entry (see reusePrevious), and reused is true.
+func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metadata, ok, reused bool, err error) {
 	dir := c.entryDir()
 	b, err := os.ReadFile(filepath.Join(dir, resultFile))
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			c.drop(dir)
 		}
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	var e resultEntry
 	if err := json.Unmarshal(b, &e); err != nil || e.Key != c.key || e.SparseDigest == "" ||
 		e.Metadata.SourceDigest != c.keyDoc.ManifestDigest {
 		c.drop(dir)
-		return nil, false, nil
+		return nil, false, false, nil
+	}
+	if prev != "" && reusePrevious(ctx, prev, dst, &e) {
+		return &e.Metadata, true, true, nil
 	}
 	src, err := os.Open(filepath.Join(dir, RootfsFile))
 	if err != nil {
 		c.drop(dir)
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	defer src.Close()
 	fi, err := src.Stat()
 	if err != nil || fi.Size() != e.RootfsSize {
 		c.drop(dir)
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return nil, false, fmt.Errorf("creating %s: %w", dst, err)
+		return nil, false, false, fmt.Errorf("creating %s: %w", dst, err)
 	}
 	// Synced like a converted rootfs.ext4 before it is published.
 	digest, cerr := copyVerified(ctx, out, src, fi.Size(), true)
@@ -275,17 +283,52 @@ func (c *resultCache) lookup(ctx context.Context, dst string) (meta *Metadata, o
 	if cerr != nil || digest != e.SparseDigest {
 		os.Remove(dst)
 		if ctx.Err() != nil {
-			return nil, false, ctx.Err()
+			return nil, false, false, ctx.Err()
 		}
 		if cerr != nil && isOutputErr(cerr) {
 			// Out of space or the like, writing the output: not the
 			// entry's fault.
-			return nil, false, cerr
+			return nil, false, false, cerr
 		}
 		c.drop(dir)
-		return nil, false, nil
+		return nil, false, false, nil
 	}
-	return &e.Metadata, true, nil
+	return &e.Metadata, true, false, nil
+}
+
+// reusePrevious links prev, the rootfs.ext4 of the output being replaced,
+// to dst when it is unchanged since it was made from entry e (same size and
+// sparse digest): converting again into the same --out then writes no data.
+// This is not sharing: publishing deletes the old output directory, so the
+// file ends with one name again (and if the run fails, the staging
+// directory and its name go). A file with other names (a user's hardlink,
+// a leftover) is never reused, nor anything but a regular file. On false,
+// dst does not exist.
+func reusePrevious(ctx context.Context, prev, dst string, e *resultEntry) bool {
+	if err := os.Link(prev, dst); err != nil {
+		return false
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(dst)
+		}
+	}()
+	fi, err := os.Lstat(dst)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.RootfsSize {
+		return false
+	}
+	if st, isStat := fi.Sys().(*syscall.Stat_t); !isStat || st.Nlink != 2 {
+		return false
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	d, err := sparseDigest(ctx, f, nil, fi.Size(), false)
+	ok = err == nil && d == e.SparseDigest
+	return ok
 }
 
 // store adds rootfsPath and meta (per-run fields are cleared here) as the

@@ -406,3 +406,87 @@ func TestSparseCopyWriteFailure(t *testing.T) {
 		t.Fatal("sparseDigest hung after a failed write")
 	}
 }
+
+const keptLine = "kept the unchanged rootfs.ext4 of"
+
+func inodeOf(t *testing.T, p string) (ino, nlink uint64) {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Ino, uint64(st.Nlink)
+}
+
+// TestResultCacheKeepsUnchangedOutput: converting again into the same --out
+// keeps its rootfs.ext4 (same inode, one name, nothing copied) when it is
+// unchanged, and copies the cached result instead when it was modified or
+// has another name.
+func TestResultCacheKeepsUnchangedOutput(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	cache := t.TempDir()
+	work := t.TempDir()
+	out := filepath.Join(work, "out")
+	run := func() string {
+		t.Helper()
+		var p bytes.Buffer
+		if _, err := Run(ctx, cachedOptions(tagSrc, out, cache, &p)); err != nil {
+			t.Fatal(err)
+		}
+		return p.String()
+	}
+	run()
+	want := readRootfs(t, out)
+	rootfsPath := filepath.Join(out, RootfsFile)
+
+	// Unchanged: kept.
+	ino1, _ := inodeOf(t, rootfsPath)
+	if p := run(); !strings.Contains(p, keptLine) || strings.Contains(p, "applied layer") {
+		t.Fatalf("second run did not keep the output:\n%s", p)
+	}
+	ino2, nlink := inodeOf(t, rootfsPath)
+	if ino2 != ino1 || nlink != 1 {
+		t.Errorf("kept rootfs.ext4: inode %d (was %d), %d names; want the same inode with one name", ino2, ino1, nlink)
+	}
+	if !bytes.Equal(readRootfs(t, out), want) {
+		t.Fatal("kept rootfs.ext4 differs")
+	}
+	if ents, _ := filepath.Glob(filepath.Join(work, ".out.tmp-*")); len(ents) != 0 {
+		t.Errorf("staging left behind: %q", ents)
+	}
+
+	// Modified (say, the guest wrote to it): copied from the cache, fresh.
+	f, err := os.OpenFile(rootfsPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("scribble"), 2048); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if p := run(); strings.Contains(p, keptLine) || !strings.Contains(p, reusedLine) {
+		t.Fatalf("a modified output was kept:\n%s", p)
+	}
+	if !bytes.Equal(readRootfs(t, out), want) {
+		t.Fatal("rootfs.ext4 after replacing a modified output differs from the conversion")
+	}
+
+	// Another name for it (a user's hardlink): never kept, and that name
+	// keeps its own file.
+	other := filepath.Join(work, "mine.ext4")
+	if err := os.Link(rootfsPath, other); err != nil {
+		t.Fatal(err)
+	}
+	inoOther, _ := inodeOf(t, other)
+	if p := run(); strings.Contains(p, keptLine) {
+		t.Fatalf("a hardlinked output was kept:\n%s", p)
+	}
+	if ino, _ := inodeOf(t, rootfsPath); ino == inoOther {
+		t.Error("the new output shares its inode with the user's hardlink")
+	}
+	if ino, nlink := inodeOf(t, other); ino != inoOther || nlink != 1 {
+		t.Errorf("the user's hardlink: inode %d (was %d), %d names", ino, inoOther, nlink)
+	}
+}

@@ -180,12 +180,16 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	// cache on reuse an earlier identical conversion's rootfs.ext4.
 	rcache := openResultCache(ctx, opts, img, base, progress)
 	if rcache != nil {
-		cached, hit, err := rcache.lookup(ctx, rootfsPath)
+		cached, hit, kept, err := rcache.lookup(ctx, rootfsPath, st.previous(RootfsFile))
 		if err != nil {
 			return nil, err
 		}
 		if hit {
-			progress("reused the result of an earlier identical conversion (key %s)", rcache.shortKey())
+			if kept {
+				progress("kept the unchanged %s of %s, the result of an identical conversion (key %s)", RootfsFile, st.out, rcache.shortKey())
+			} else {
+				progress("reused the result of an earlier identical conversion (key %s)", rcache.shortKey())
+			}
 			var id *gondolin.BaseIdentity
 			if base != nil {
 				v, err := base.Identity(ctx)
