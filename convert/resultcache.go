@@ -74,6 +74,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -237,8 +238,9 @@ func (c *resultCache) shortKey() string { return c.key[:16] }
 // removed again. Only a cancelled ctx is an error.
 //
 // prev is the rootfs.ext4 of the output this run replaces ("" for none).
-// When it still holds this entry's result, it is linked to dst instead of
-// copying the entry (see reusePrevious), and reused is true.
+// When it is this entry's result, untouched since it was published, it is
+// linked to dst instead of copying the entry (see reusePrevious), and
+// reused is true.
 func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metadata, ok, reused bool, err error) {
 	dir := c.entryDir()
 	b, err := os.ReadFile(filepath.Join(dir, resultFile))
@@ -254,7 +256,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metad
 		c.drop(dir)
 		return nil, false, false, nil
 	}
-	if prev != "" && reusePrevious(ctx, prev, dst, &e) {
+	if prev != "" && c.reusePrevious(prev, dst) {
 		return &e.Metadata, true, true, nil
 	}
 	src, err := os.Open(filepath.Join(dir, RootfsFile))
@@ -297,38 +299,99 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metad
 }
 
 // reusePrevious links prev, the rootfs.ext4 of the output being replaced,
-// to dst when it is unchanged since it was made from entry e (same size and
-// sparse digest): converting again into the same --out then writes no data.
-// This is not sharing: publishing deletes the old output directory, so the
-// file ends with one name again (and if the run fails, the staging
-// directory and its name go). A file with other names (a user's hardlink,
-// a leftover) is never reused, nor anything but a regular file. On false,
-// dst does not exist.
-func reusePrevious(ctx context.Context, prev, dst string, e *resultEntry) bool {
-	if err := os.Link(prev, dst); err != nil {
-		return false
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.Remove(dst)
-		}
-	}()
-	fi, err := os.Lstat(dst)
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.RootfsSize {
-		return false
-	}
-	if st, isStat := fi.Sys().(*syscall.Stat_t); !isStat || st.Nlink != 2 {
-		return false
-	}
-	f, err := os.Open(dst)
+// to dst when it is the file this entry's last conversion into that output
+// published, untouched since: same device, inode, size, mtime and ctime as
+// recorded then (see recordOutput), and no other name. Converting again
+// into the same --out then reads and writes no data. Any write to the
+// file, a chmod or a new link changes its ctime, which no user can set
+// back, as build tools trust mtimes. (A write in the same clock tick as
+// the publication, a few milliseconds, would keep the ctime on kernels
+// before 6.13's fine-grained timestamps; nothing writes to an output
+// before the conversion has even exited.) This is not sharing: publishing deletes the old output directory,
+// so the file has one name again (and if the run fails, the staging
+// directory and its name go). On false, dst does not exist.
+func (c *resultCache) reusePrevious(prev, dst string) bool {
+	b, err := os.ReadFile(c.outputRecord(filepath.Dir(prev)))
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	d, err := sparseDigest(ctx, f, nil, fi.Size(), false)
-	ok = err == nil && d == e.SparseDigest
-	return ok
+	var want outputIdentity
+	if json.Unmarshal(b, &want) != nil {
+		return false
+	}
+	if got, ok := identify(prev); !ok || got != want {
+		return false
+	}
+	if err := os.Link(prev, dst); err != nil {
+		return false
+	}
+	// Re-check through the new name: the same file, now with two names
+	// (nothing replaced prev in between).
+	fi, err := os.Lstat(dst)
+	if err != nil {
+		os.Remove(dst)
+		return false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || uint64(st.Dev) != want.Dev || st.Ino != want.Ino || st.Nlink != 2 {
+		os.Remove(dst)
+		return false
+	}
+	return true
+}
+
+// outputIdentity is what recordOutput keeps of a published rootfs.ext4.
+type outputIdentity struct {
+	Path    string `json:"path"`
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtimeNs"`
+	CtimeNs int64  `json:"ctimeNs"`
+}
+
+// identify returns p's identity; ok is false unless p is a regular file
+// with exactly one name.
+func identify(p string) (id outputIdentity, ok bool) {
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return id, false
+	}
+	st, isStat := fi.Sys().(*syscall.Stat_t)
+	if !isStat || st.Nlink != 1 {
+		return id, false
+	}
+	return outputIdentity{Path: p, Dev: uint64(st.Dev), Ino: st.Ino, Size: st.Size,
+		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}, true
+}
+
+// outputRecord is where the identity of this entry's rootfs.ext4 in the
+// output directory outDir is kept.
+func (c *resultCache) outputRecord(outDir string) string {
+	sum := sha256.Sum256([]byte(outDir))
+	return filepath.Join(c.entryDir(), "outputs", hex.EncodeToString(sum[:16])+".json")
+}
+
+// recordOutput notes the identity of rootfs, just published in outDir, so
+// that the next conversion into outDir can keep it (reusePrevious). Best
+// effort: without a record the next hit copies.
+func (c *resultCache) recordOutput(outDir, rootfs string) {
+	id, ok := identify(rootfs)
+	rec := c.outputRecord(outDir)
+	if !ok {
+		os.Remove(rec)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(rec), 0o755); err != nil {
+		return
+	}
+	tmp := rec + ".tmp-" + strconv.Itoa(os.Getpid())
+	if err := writeJSON(tmp, id); err != nil {
+		os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, rec); err != nil {
+		os.Remove(tmp)
+	}
 }
 
 // store adds rootfsPath and meta (per-run fields are cleared here) as the

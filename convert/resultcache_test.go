@@ -456,6 +456,13 @@ func TestResultCacheKeepsUnchangedOutput(t *testing.T) {
 	if ents, _ := filepath.Glob(filepath.Join(work, ".out.tmp-*")); len(ents) != 0 {
 		t.Errorf("staging left behind: %q", ents)
 	}
+	// And again: the record follows the file (publishing changed its ctime).
+	if p := run(); !strings.Contains(p, keptLine) {
+		t.Fatalf("third run did not keep the output:\n%s", p)
+	}
+	if ino, _ := inodeOf(t, rootfsPath); ino != ino1 {
+		t.Errorf("third run replaced the kept file")
+	}
 
 	// Modified (say, the guest wrote to it): copied from the cache, fresh.
 	f, err := os.OpenFile(rootfsPath, os.O_RDWR, 0)
@@ -466,6 +473,12 @@ func TestResultCacheKeepsUnchangedOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
+	// As if written a while later (the write above may share the clock
+	// tick of the publication on kernels with coarse timestamps).
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(rootfsPath, later, later); err != nil {
+		t.Fatal(err)
+	}
 	if p := run(); strings.Contains(p, keptLine) || !strings.Contains(p, reusedLine) {
 		t.Fatalf("a modified output was kept:\n%s", p)
 	}

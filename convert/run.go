@@ -198,7 +198,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 				}
 				id = &v
 			}
-			return finishRun(ctx, opts, st, img, base, cachedMetadata(*cached, opts, describe(img), base, id), progress)
+			res, err := finishRun(ctx, opts, st, img, base, cachedMetadata(*cached, opts, describe(img), base, id), progress)
+			if err == nil {
+				rcache.recordOutput(res.OutDir, res.RootfsPath)
+			}
+			return res, err
 		}
 	}
 	meta, err := writeRootfs(ctx, opts, img, base, rootfsPath, progress)
@@ -213,7 +217,11 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			progress("result cache: not stored: %v", err)
 		}
 	}
-	return finishRun(ctx, opts, st, img, base, meta, progress)
+	res, err = finishRun(ctx, opts, st, img, base, meta, progress)
+	if err == nil && rcache != nil {
+		rcache.recordOutput(res.OutDir, res.RootfsPath)
+	}
+	return res, err
 }
 
 // writeRootfs merges the image's layers (and the runtime glue of base, if
