@@ -54,11 +54,21 @@ package convert
 // Copies. The output is never a hardlink to the entry (the guest writes to
 // its root disk, and a user may too; that would poison the cache). A copy
 // is a FICLONE reflink where the filesystem has it (btrfs, XFS), else a
-// sparse copy: the data segments found with SEEK_DATA/SEEK_HOLE are read,
-// hashed and written back with all-zero blocks left as holes. On a hit the
+// sparse copy: the data segments found with SEEK_DATA/SEEK_HOLE are read
+// and hashed by parallel workers and written by one goroutine (buffered
+// writes to one file serialise on its inode lock anyway), with all-zero
+// blocks left as holes, and with O_DIRECT when the copy is the output (it
+// is synced before it is published: writing it through the page cache
+// only adds pages that the fsync then has to write back). On a hit the
 // digest of what was copied (the clone itself when reflinked) is checked
 // against result.json; a mismatch deletes the entry and the conversion
 // runs normally.
+//
+// Same --out. Converting again into an output directory whose
+// rootfs.ext4 this entry produced, untouched since, keeps that file
+// instead of copying (reusePrevious): the entry records, per output
+// directory, the identity (device, inode, size, mtime, ctime) of the file
+// it last published there.
 
 import (
 	"bytes"
