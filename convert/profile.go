@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"io"
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
@@ -12,28 +13,31 @@ import (
 // tool trace path), which shows how the pipeline's stages share the cores.
 // It returns the function that stops them.
 func startProfile() func() {
-	var stops []func()
-	if p := os.Getenv("DOCKER2VM_CPUPROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			if err := pprof.StartCPUProfile(f); err == nil {
-				stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
-			} else {
-				f.Close()
-			}
-		}
+	stopCPU := startTo("DOCKER2VM_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)
+	stopTrace := startTo("DOCKER2VM_TRACE", trace.Start, trace.Stop)
+	return func() {
+		stopCPU()
+		stopTrace()
 	}
-	if p := os.Getenv("DOCKER2VM_TRACE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			if err := trace.Start(f); err == nil {
-				stops = append(stops, func() { trace.Stop(); f.Close() })
-			} else {
-				f.Close()
-			}
-		}
+}
+
+// startTo starts a recorder writing to the file named by the environment
+// variable env, if set; it returns what stops it and closes the file.
+func startTo(env string, start func(io.Writer) error, stop func()) func() {
+	p := os.Getenv(env)
+	if p == "" {
+		return func() {}
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return func() {}
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return func() {}
 	}
 	return func() {
-		for _, stop := range stops {
-			stop()
-		}
+		stop()
+		f.Close()
 	}
 }

@@ -268,6 +268,25 @@ func TestResultCacheConcurrent(t *testing.T) {
 	}
 }
 
+// sparseFile creates path as size bytes of holes with data written at each
+// offset (cut at the end of the file), and returns it open.
+func sparseFile(t *testing.T, path string, size int64, data []byte, offsets ...int64) *os.File {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range offsets {
+		if _, err := f.WriteAt(data[:min(int64(len(data)), size-off)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
 // TestSparseCopyKeepsHoles copies a sparse file: equal content, holes kept
 // (and all-zero data blocks turned into holes), and the digest depends on
 // the content only.
@@ -275,20 +294,9 @@ func TestSparseCopyKeepsHoles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	const size = 200<<20 + 1234 // several regions, an unaligned tail
-	src, err := os.Create(filepath.Join(dir, "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if err := src.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
 	blob := bytes.Repeat([]byte("data!"), 100000) // ~488 KiB
-	for _, off := range []int64{0, 5000, 70 << 20, 128<<20 - 100, size - 1000} {
-		if _, err := src.WriteAt(blob[:min(int64(len(blob)), size-off)], off); err != nil {
-			t.Fatal(err)
-		}
-	}
+	src := sparseFile(t, filepath.Join(dir, "src"), size, blob, 0, 5000, 70<<20, 128<<20-100, size-1000)
+	defer src.Close()
 	// A block of explicit zeros, allocated but not data.
 	if _, err := src.WriteAt(make([]byte, 1<<20), 150<<20); err != nil {
 		t.Fatal(err)
@@ -370,20 +378,12 @@ func TestResultKeyCoversExt4Options(t *testing.T) {
 func TestSparseCopyWriteFailure(t *testing.T) {
 	dir := t.TempDir()
 	const size = 300 << 20
-	src, err := os.Create(filepath.Join(dir, "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if err := src.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	blob := bytes.Repeat([]byte{7}, 8<<20)
+	var offs []int64
 	for off := int64(0); off < size; off += 40 << 20 {
-		if _, err := src.WriteAt(blob, off); err != nil {
-			t.Fatal(err)
-		}
+		offs = append(offs, off)
 	}
+	src := sparseFile(t, filepath.Join(dir, "src"), size, bytes.Repeat([]byte{7}, 8<<20), offs...)
+	defer src.Close()
 	if err := os.WriteFile(filepath.Join(dir, "dst"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
