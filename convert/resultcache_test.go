@@ -293,7 +293,7 @@ func sparseFile(t *testing.T, path string, size int64, data []byte, offsets ...i
 func TestSparseCopyKeepsHoles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	const size = 200<<20 + 1234 // several regions, an unaligned tail
+	const size = 200<<20 + 1234                   // several regions, an unaligned tail
 	blob := bytes.Repeat([]byte("data!"), 100000) // ~488 KiB
 	src := sparseFile(t, filepath.Join(dir, "src"), size, blob, 0, 5000, 70<<20, 128<<20-100, size-1000)
 	defer src.Close()
