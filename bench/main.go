@@ -85,6 +85,22 @@ func run(c *testenv.Console, cfg config) int {
 		fmt.Println("bench: umoci unpack needs root; run as root")
 		return 1
 	}
+	// One run at a time per cache directory: a second one would delete
+	// the first one's work directory under it.
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		fmt.Println("bench:", err)
+		return 1
+	}
+	lock, err := os.OpenFile(filepath.Join(cache, "bench.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Println("bench:", err)
+		return 1
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Printf("bench: another bench run is using %s (%v); wait for it, or give this one -cache DIR\n", cache, err)
+		return 1
+	}
 	for _, tool := range []string{"umoci", "mke2fs", "gzip", "zstd", "/usr/bin/time"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)
