@@ -139,7 +139,10 @@ type resultEntry struct {
 	KeyDoc       resultKey `json:"keyDocument"`
 	RootfsSize   int64     `json:"rootfsSize"`
 	SparseDigest string    `json:"sparseDigest"`
-	Metadata     Metadata  `json:"metadata"`
+	// RootfsSHA256 is rootfs.ext4's sha256 (hex) for manifest.json, when the
+	// conversion wrote one (--mode assets); empty otherwise.
+	RootfsSHA256 string   `json:"rootfsSha256,omitempty"`
+	Metadata     Metadata `json:"metadata"`
 }
 
 var exeHash struct {
@@ -243,7 +246,8 @@ func (c *resultCache) entryDir() string { return filepath.Join(c.dir, c.key) }
 func (c *resultCache) shortKey() string { return c.key[:16] }
 
 // lookup copies the cached rootfs.ext4 of this key to dst (which must not
-// exist) and returns the cached Metadata, or ok=false on a miss. A corrupt
+// exist) and returns the entry (its Metadata and checksums), or ok=false on
+// a miss. A corrupt
 // or unreadable entry is deleted and reported as a miss; dst is then
 // removed again. Only a cancelled ctx is an error.
 //
@@ -251,7 +255,7 @@ func (c *resultCache) shortKey() string { return c.key[:16] }
 // When it is this entry's result, untouched since it was published, it is
 // linked to dst instead of copying the entry (see reusePrevious), and
 // reused is true.
-func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metadata, ok, reused bool, err error) {
+func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resultEntry, ok, reused bool, err error) {
 	dir := c.entryDir()
 	b, err := os.ReadFile(filepath.Join(dir, resultFile))
 	if err != nil {
@@ -267,7 +271,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metad
 		return nil, false, false, nil
 	}
 	if prev != "" && c.reusePrevious(prev, dst) {
-		return &e.Metadata, true, true, nil
+		return &e, true, true, nil
 	}
 	src, err := os.Open(filepath.Join(dir, RootfsFile))
 	if err != nil {
@@ -305,7 +309,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (meta *Metad
 		c.drop(dir)
 		return nil, false, false, nil
 	}
-	return &e.Metadata, true, false, nil
+	return &e, true, false, nil
 }
 
 // reusePrevious links prev, the rootfs.ext4 of the output being replaced,
@@ -406,7 +410,7 @@ func (c *resultCache) recordOutput(outDir, rootfs string) {
 
 // store adds rootfsPath and meta (per-run fields are cleared here) as the
 // entry of this key. Best effort: a failure loses the entry, nothing else.
-func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadata) error {
+func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadata, rootfsSHA256 string) error {
 	if _, err := os.Stat(filepath.Join(c.entryDir(), resultFile)); err == nil {
 		return nil // another conversion stored it meanwhile
 	}
@@ -445,7 +449,7 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	meta.IndexDigest = ""
 	meta.RuntimeInjection.BaseRootfsPath = ""
 	meta.RuntimeInjection.BaseOrigin = ""
-	e := resultEntry{Key: c.key, KeyDoc: c.keyDoc, RootfsSize: fi.Size(), SparseDigest: digest, Metadata: meta}
+	e := resultEntry{Key: c.key, KeyDoc: c.keyDoc, RootfsSize: fi.Size(), SparseDigest: digest, RootfsSHA256: rootfsSHA256, Metadata: meta}
 	if err := writeJSON(filepath.Join(tmp, resultFile), e); err != nil {
 		return err
 	}

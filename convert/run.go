@@ -198,7 +198,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 				}
 				id = &v
 			}
-			res, err := finishRun(ctx, opts, st, img, base, cachedMetadata(*cached, opts, describe(img), base, id), progress)
+			res, err := finishRun(ctx, opts, st, img, base, cachedMetadata(cached.Metadata, opts, describe(img), base, id), cached.RootfsSHA256, progress)
 			if err == nil {
 				rcache.recordOutput(res.OutDir, res.RootfsPath)
 			}
@@ -209,15 +209,23 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// manifest.json records rootfs.ext4's sha256: computed here once, so
+	// that the cache entry carries it and a hit need not read the file.
+	rootfsSum := ""
+	if opts.Mode == ModeAssets {
+		if rootfsSum, err = gondolin.HashFile(ctx, rootfsPath); err != nil {
+			return nil, fmt.Errorf("hashing %s: %w", rootfsPath, err)
+		}
+	}
 	if rcache != nil {
-		if err := rcache.store(ctx, rootfsPath, meta); err != nil {
+		if err := rcache.store(ctx, rootfsPath, meta, rootfsSum); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			progress("result cache: not stored: %v", err)
 		}
 	}
-	res, err = finishRun(ctx, opts, st, img, base, meta, progress)
+	res, err = finishRun(ctx, opts, st, img, base, meta, rootfsSum, progress)
 	if err == nil && rcache != nil {
 		rcache.recordOutput(res.OutDir, res.RootfsPath)
 	}
@@ -341,9 +349,10 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 }
 
 // finishRun writes meta.json and the assets, imports and publishes the
-// staging directory, whose rootfs.ext4 is complete.
+// staging directory, whose rootfs.ext4 is complete. rootfsSum is that
+// file's sha256 for manifest.json when known ("" hashes it).
 func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image, base *gondolin.Base, meta Metadata,
-	progress func(string, ...any)) (*Result, error) {
+	rootfsSum string, progress func(string, ...any)) (*Result, error) {
 	rootfsPath := st.path(RootfsFile)
 	info := ImageInfo{Digest: meta.SourceDigest, Platform: meta.Platform}
 	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
@@ -353,7 +362,7 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 	if opts.Mode == ModeAssets {
 		src := gondolin.OCISource{Image: opts.Source.Ref, Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
 		if _, err := gondolin.WriteAssets(ctx, st.dir, base, rootfsPath, gondolin.AssetOptions{
-			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, opts.FS.SourceDateEpoch),
+			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, opts.FS.SourceDateEpoch), RootfsSHA256: rootfsSum,
 		}); err != nil {
 			return nil, err
 		}

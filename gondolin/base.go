@@ -135,7 +135,7 @@ func (b *Base) Identity(ctx context.Context) (BaseIdentity, error) {
 			path string
 			dst  *string
 		}{{b.KernelPath, &id.Checksums.Kernel}, {b.InitramfsPath, &id.Checksums.Initramfs}, {b.RootfsPath, &id.Checksums.Rootfs}} {
-			sum, err := hashFile(ctx, f.path)
+			sum, err := HashFile(ctx, f.path)
 			if err != nil {
 				b.idErr = err
 				return

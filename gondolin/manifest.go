@@ -295,6 +295,9 @@ type AssetOptions struct {
 	// BuildTime is recorded as buildTime; the zero time means now. Pass a
 	// time derived from the image for reproducible output.
 	BuildTime time.Time
+	// RootfsSHA256 is the rootfs's sha256 (hex) when the caller already
+	// knows it, for a rootfs inside dir; empty means hash the file.
+	RootfsSHA256 string
 }
 
 // WriteAssets makes dir a complete Gondolin asset directory around a
@@ -337,8 +340,11 @@ func WriteAssets(ctx context.Context, dir string, base *Base, rootfsPath string,
 	}
 	if rel, err := filepath.Rel(absDir, absRootfs); err == nil && filepath.IsLocal(rel) && !strings.ContainsRune(rel, filepath.Separator) {
 		m.Assets.Rootfs = rel
-		if m.Checksums.Rootfs, err = hashFile(ctx, absRootfs); err != nil {
-			return nil, fmt.Errorf("hashing %s: %w", rootfsPath, err)
+		m.Checksums.Rootfs = o.RootfsSHA256
+		if m.Checksums.Rootfs == "" {
+			if m.Checksums.Rootfs, err = HashFile(ctx, absRootfs); err != nil {
+				return nil, fmt.Errorf("hashing %s: %w", rootfsPath, err)
+			}
 		}
 	} else {
 		if m.Checksums.Rootfs, err = copyAsset(ctx, absRootfs, filepath.Join(dir, RootfsName)); err != nil {
@@ -426,8 +432,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// hashFile returns the sha256 hex of a file.
-func hashFile(ctx context.Context, path string) (string, error) {
+// HashFile returns the sha256 (hex) of a file's content, as manifest.json
+// records it.
+func HashFile(ctx context.Context, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

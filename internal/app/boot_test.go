@@ -256,3 +256,36 @@ func TestBootDebianImage(t *testing.T) {
 	expectOutput(t, res, 6, "debian\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	expectOutput(t, res, 7, "deb written")
 }
+
+// TestAssetsFromResultCache converts the same registry image with the blob
+// and result caches on: cold, again into a new --out (a copy of the cached
+// rootfs.ext4), and again into that same --out (the file kept). Each time
+// Gondolin itself must verify the guest directory: manifest.json's
+// checksums, the rootfs's taken from the cache entry on hits, must be those
+// of the files.
+func TestAssetsFromResultCache(t *testing.T) {
+	reg, base := bootPrereqs(t)
+	testenv.RequireTool(t, "node")
+	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	cache := t.TempDir()
+	convert := func(out string) string {
+		t.Helper()
+		args := []string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out, "--cache-dir", cache}
+		code, _, stderr := run(t, OCI2Gondolin(), args...)
+		if code != 0 {
+			t.Fatalf("oci2gondolin %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+		}
+		testenv.GondolinVerify(t, out)
+		return stderr
+	}
+	dir := t.TempDir()
+	if p := convert(filepath.Join(dir, "a")); strings.Contains(p, "earlier identical conversion") {
+		t.Fatalf("the first conversion was a hit:\n%s", p)
+	}
+	if p := convert(filepath.Join(dir, "b")); !strings.Contains(p, "reused the result of an earlier identical conversion") {
+		t.Fatalf("the second conversion was not a hit:\n%s", p)
+	}
+	if p := convert(filepath.Join(dir, "b")); !strings.Contains(p, "kept the unchanged rootfs.ext4") {
+		t.Fatalf("the third conversion did not keep the output:\n%s", p)
+	}
+}
