@@ -17,7 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
@@ -121,24 +120,6 @@ func options(src image.Source, out string) Options {
 	}
 }
 
-func openRootfs(t *testing.T, path string) *ext4.FS {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs, err := ext4.Open(f, st.Size())
-	if err != nil {
-		t.Fatalf("reading back %s: %v", path, err)
-	}
-	return fs
-}
-
 func TestRunRootfs(t *testing.T) {
 	ctx := context.Background()
 	out := filepath.Join(t.TempDir(), "out")
@@ -166,7 +147,7 @@ func TestRunRootfs(t *testing.T) {
 		t.Errorf("meta = %+v", meta)
 	}
 
-	fs := openRootfs(t, res.RootfsPath)
+	fs := testenv.OpenExt4(t, res.RootfsPath)
 	checkFile := func(p, want string) {
 		t.Helper()
 		r, err := fs.Open(p)

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/convert"
-	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -126,17 +125,7 @@ func readMeta(t *testing.T, out string) convert.Metadata {
 // rootfsFile reads one file of an output's rootfs.ext4 with our reader.
 func rootfsFile(t *testing.T, out, name string) string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(out, "rootfs.ext4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	fs, err := ext4.Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := fs.Open(name)
+	r, err := testenv.OpenExt4(t, filepath.Join(out, "rootfs.ext4")).Open(name)
 	if err != nil {
 		t.Fatalf("rootfs.ext4 %s: %v", name, err)
 	}
@@ -246,17 +235,7 @@ RUN echo second > /stage && echo second-only > /second
 // when it exists).
 func rootfsOpen(t *testing.T, out, name string) error {
 	t.Helper()
-	f, err := os.Open(filepath.Join(out, "rootfs.ext4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	fs, err := ext4.Open(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = fs.Open(name)
+	_, err := testenv.OpenExt4(t, filepath.Join(out, "rootfs.ext4")).Open(name)
 	return err
 }
 

@@ -72,24 +72,31 @@ func WithConfig(t TB, img v1.Image, edit func(*v1.Config)) v1.Image {
 	return img
 }
 
-// BaseBusybox reads the static busybox out of a base bundle's rootfs.ext4
-// with docker2vm's own ext4 reader.
-func BaseBusybox(t TB, baseDir string) []byte {
+// OpenExt4 opens an ext4 image with docker2vm's own reader; the file is
+// closed when the test ends.
+func OpenExt4(t TB, path string) *ext4.FS {
 	t.Helper()
-	f, err := os.Open(filepath.Join(baseDir, BundleRootfs))
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	st, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
 	fs, err := ext4.Open(f, st.Size())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading %s: %v", path, err)
 	}
-	r, err := fs.Open("/bin/busybox")
+	return fs
+}
+
+// BaseBusybox reads the static busybox out of a base bundle's rootfs.ext4
+// with docker2vm's own ext4 reader.
+func BaseBusybox(t TB, baseDir string) []byte {
+	t.Helper()
+	r, err := OpenExt4(t, filepath.Join(baseDir, BundleRootfs)).Open("/bin/busybox")
 	if err != nil {
 		t.Fatal(err)
 	}
