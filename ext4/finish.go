@@ -424,23 +424,3 @@ func (f *finisher) setExtents(n *node, ino, seed uint32, ext []extent) error {
 	n.blocks += tree
 	return nil
 }
-
-func fileType(t fstree.Type) uint8 {
-	switch t {
-	case fstree.TypeRegular:
-		return ftReg
-	case fstree.TypeDir:
-		return ftDir
-	case fstree.TypeSymlink:
-		return ftSymlink
-	case fstree.TypeCharDev:
-		return ftChr
-	case fstree.TypeBlockDev:
-		return ftBlk
-	case fstree.TypeFIFO:
-		return ftFIFO
-	case fstree.TypeSocket:
-		return ftSock
-	}
-	return ftUnknown
-}

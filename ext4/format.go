@@ -9,6 +9,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/docker2vm/docker2vm/fstree"
 )
 
 // On-disk constants. Names follow the kernel's fs/ext4/ext4.h so they can be
@@ -350,3 +352,59 @@ func decodeTime(lo, extra uint32) (int64, uint32) {
 
 // le is shorthand for the byte order of everything but the journal.
 var le = binary.LittleEndian
+
+// fileTypes maps each kind of inode to its mode bits (S_IFMT) and its
+// directory-entry file type, for the writer and the reader alike.
+var fileTypes = [...]struct {
+	t    fstree.Type
+	ifmt uint16
+	ft   uint8
+}{
+	{fstree.TypeRegular, sIFREG, ftReg},
+	{fstree.TypeDir, sIFDIR, ftDir},
+	{fstree.TypeSymlink, sIFLNK, ftSymlink},
+	{fstree.TypeCharDev, sIFCHR, ftChr},
+	{fstree.TypeBlockDev, sIFBLK, ftBlk},
+	{fstree.TypeFIFO, sIFIFO, ftFIFO},
+	{fstree.TypeSocket, sIFSOCK, ftSock},
+}
+
+// ifmtOf returns the S_IFMT bits of t (0 for an unknown type).
+func ifmtOf(t fstree.Type) uint16 {
+	for _, e := range fileTypes {
+		if e.t == t {
+			return e.ifmt
+		}
+	}
+	return 0
+}
+
+// typeOfIfmt returns the type whose S_IFMT bits are ifmt.
+func typeOfIfmt(ifmt uint16) (fstree.Type, bool) {
+	for _, e := range fileTypes {
+		if e.ifmt == ifmt {
+			return e.t, true
+		}
+	}
+	return 0, false
+}
+
+// fileType returns t's directory-entry file type (ftUnknown if none).
+func fileType(t fstree.Type) uint8 {
+	for _, e := range fileTypes {
+		if e.t == t {
+			return e.ft
+		}
+	}
+	return ftUnknown
+}
+
+// ftToType returns the type of a directory-entry file type (0 if unknown).
+func ftToType(ft uint8) fstree.Type {
+	for _, e := range fileTypes {
+		if e.ft == ft {
+			return e.t
+		}
+	}
+	return 0
+}

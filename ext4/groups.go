@@ -226,24 +226,7 @@ func (f *finisher) encodeInode(b []byte, ino uint32) error {
 		return nil
 	}
 	in := n.in
-	mode := uint16(in.Mode & 0o7777)
-	switch in.Type {
-	case fstree.TypeRegular:
-		mode |= sIFREG
-	case fstree.TypeDir:
-		mode |= sIFDIR
-	case fstree.TypeSymlink:
-		mode |= sIFLNK
-	case fstree.TypeCharDev:
-		mode |= sIFCHR
-	case fstree.TypeBlockDev:
-		mode |= sIFBLK
-	case fstree.TypeFIFO:
-		mode |= sIFIFO
-	case fstree.TypeSocket:
-		mode |= sIFSOCK
-	}
-	le.PutUint16(b[iMode:], mode)
+	le.PutUint16(b[iMode:], uint16(in.Mode&0o7777)|ifmtOf(in.Type))
 	le.PutUint16(b[iUID:], uint16(in.UID))
 	le.PutUint16(b[iUIDHi:], uint16(in.UID>>16))
 	le.PutUint16(b[iGID:], uint16(in.GID))

@@ -187,22 +187,8 @@ func (f *FS) inode(ino uint32) (*Inode, error) {
 	n := &Inode{Ino: ino, raw: raw}
 	mode := le.Uint16(raw[iMode:])
 	n.Mode = uint32(mode & 0o7777)
-	switch mode & sIFMT {
-	case sIFREG:
-		n.Type = fstree.TypeRegular
-	case sIFDIR:
-		n.Type = fstree.TypeDir
-	case sIFLNK:
-		n.Type = fstree.TypeSymlink
-	case sIFCHR:
-		n.Type = fstree.TypeCharDev
-	case sIFBLK:
-		n.Type = fstree.TypeBlockDev
-	case sIFIFO:
-		n.Type = fstree.TypeFIFO
-	case sIFSOCK:
-		n.Type = fstree.TypeSocket
-	default:
+	var ok bool
+	if n.Type, ok = typeOfIfmt(mode & sIFMT); !ok {
 		return nil, fmt.Errorf("ext4: inode %d: unknown file type %#o", ino, mode&sIFMT)
 	}
 	n.UID = uint32(le.Uint16(raw[iUID:])) | uint32(le.Uint16(raw[iUIDHi:]))<<16
@@ -470,26 +456,6 @@ func (f *FS) parseDirBlock(b []byte, out *[]DirEntry) error {
 		off += rec
 	}
 	return nil
-}
-
-func ftToType(ft uint8) fstree.Type {
-	switch ft {
-	case ftReg:
-		return fstree.TypeRegular
-	case ftDir:
-		return fstree.TypeDir
-	case ftSymlink:
-		return fstree.TypeSymlink
-	case ftChr:
-		return fstree.TypeCharDev
-	case ftBlk:
-		return fstree.TypeBlockDev
-	case ftFIFO:
-		return fstree.TypeFIFO
-	case ftSock:
-		return fstree.TypeSocket
-	}
-	return 0
 }
 
 // readlink returns a symlink inode's target.
