@@ -119,14 +119,7 @@ func TestBootShellLessImage(t *testing.T) {
 	reg, base := bootPrereqs(t)
 	ref := reg.Push(t, "hello:e2e", helloImage(t), nil)
 	out := convertAssets(t, ref, base)
-	var meta convert.Metadata
-	b, err := os.ReadFile(filepath.Join(out, "meta.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &meta); err != nil {
-		t.Fatal(err)
-	}
+	meta := readMeta(t, out)
 	if !meta.RuntimeInjection.Applied || !contains(meta.RuntimeInjection.InjectedFiles, "/init") || len(meta.RuntimeInjection.InjectedSymlinks) == 0 {
 		t.Errorf("meta.json runtimeInjection = %+v", meta.RuntimeInjection)
 	}
