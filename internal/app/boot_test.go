@@ -272,7 +272,7 @@ func TestAssetsFromResultCache(t *testing.T) {
 		return stderr
 	}
 	dir := t.TempDir()
-	if p := convert(filepath.Join(dir, "a")); strings.Contains(p, "earlier identical conversion") {
+	if p := convert(filepath.Join(dir, "a")); strings.Contains(p, "identical conversion") {
 		t.Fatalf("the first conversion was a hit:\n%s", p)
 	}
 	if p := convert(filepath.Join(dir, "b")); !strings.Contains(p, "reused the result of an earlier identical conversion") {
