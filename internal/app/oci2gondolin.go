@@ -21,7 +21,7 @@ Sources (exactly one):
                       credentials come from the Docker config and its credential helpers
   --oci-layout PATH   an OCI image layout directory; PATH:REF or --ref-name selects an image by its
                       org.opencontainers.image.ref.name annotation when the layout holds several
-  --oci-tar PATH      an OCI archive (plain or gzip) or a "docker save" archive
+  --oci-tar PATH      an OCI archive (plain, gzip or zstd) or a "docker save" archive
 
 On success one JSON document describing the result is printed on stdout;
 progress and errors go to stderr. Exit status 0 on success, 1 on any failure.`
