@@ -36,33 +36,12 @@ package convert
 // output is published. Nothing evicts entries: delete <CacheDir>/results
 // (or the whole cache directory) to reclaim the space.
 //
-// Sparse digest. For every non-zero 4 KiB block of the file, its offset
-// and its CRC-32C, fed to sha256 per 64 MiB region (regions are hashed in
-// parallel), the region digests combined with the file size. Holes and
-// all-zero blocks are skipped, so the digest depends on the content only,
-// not on how a filesystem happens to lay the file out, and checking it
-// costs a read of the data, not of the (mostly sparse) apparent size.
-// CRC-32C runs at memory speed (~24 GB/s here, against ~1.7 GB/s for
-// sha256 of the data, which cost 0.35 s of CPU per copy of the 585 MB
-// small image): it detects every change of up to 32 adjacent bits in a
-// block and any other change of a block with probability 1-2^-32, which is
-// what the digest is for: accidental modification (a user or tool writing
-// to the entry, a torn write, disk errors). It is not a defense against
-// someone who can write the cache directory: they could rewrite
-// result.json as easily, whatever the hash.
-//
-// Copies. The output is never a hardlink to the entry (the guest writes to
-// its root disk, and a user may too; that would poison the cache). A copy
-// is a FICLONE reflink where the filesystem has it (btrfs, XFS), else a
-// sparse copy: the data segments found with SEEK_DATA/SEEK_HOLE are read
-// and hashed by parallel workers and written by one goroutine (buffered
-// writes to one file serialise on its inode lock anyway), with all-zero
-// blocks left as holes, and with O_DIRECT when the copy is the output (it
-// is synced before it is published: writing it through the page cache
-// only adds pages that the fsync then has to write back). On a hit the
-// digest of what was copied (the clone itself when reflinked) is checked
-// against result.json; a mismatch deletes the entry and the conversion
-// runs normally.
+// Digest and copies: package internal/sparse. The output is never a
+// hardlink to the entry (the guest writes to its root disk, and a user may
+// too; that would poison the cache): it is a clone or a sparse copy,
+// synced before it is published. On a hit the sparse digest of what was
+// copied (the clone itself when cloned) is checked against result.json; a
+// mismatch deletes the entry and the conversion runs normally.
 //
 // Same --out. Converting again into an output directory whose
 // rootfs.ext4 this entry produced, untouched since, keeps that file
@@ -71,30 +50,23 @@ package convert
 // it last published there.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/sparse"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
@@ -284,18 +256,8 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		c.drop(dir)
 		return nil, false, false, nil
 	}
-	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return nil, false, false, fmt.Errorf("creating %s: %w", dst, err)
-	}
 	// Synced like a converted rootfs.ext4 before it is published.
-	digest, cerr := copyVerified(ctx, out, src, fi.Size(), true)
-	if cerr == nil {
-		cerr = out.Sync()
-	}
-	if err := out.Close(); err != nil && cerr == nil {
-		cerr = err
-	}
+	digest, cerr := sparse.Copy(ctx, dst, src, fi.Size(), true)
 	if cerr != nil || digest != e.SparseDigest {
 		os.Remove(dst)
 		if ctx.Err() != nil {
@@ -346,36 +308,33 @@ func (c *resultCache) reusePrevious(prev, dst string) bool {
 		os.Remove(dst)
 		return false
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || uint64(st.Dev) != want.Dev || st.Ino != want.Ino || st.Nlink != 2 {
+	if id, ok := diskio.Identify(fi); !ok || id.Dev != want.Dev || id.Ino != want.Ino || id.Nlink != 2 {
 		os.Remove(dst)
 		return false
 	}
 	return true
 }
 
-// outputIdentity is what recordOutput keeps of a published rootfs.ext4.
+// outputIdentity is what recordOutput keeps of a published rootfs.ext4
+// (Nlink is not kept: it is 1 when recorded).
 type outputIdentity struct {
-	Path    string `json:"path"`
-	Dev     uint64 `json:"dev"`
-	Ino     uint64 `json:"ino"`
-	Size    int64  `json:"size"`
-	MtimeNs int64  `json:"mtimeNs"`
-	CtimeNs int64  `json:"ctimeNs"`
+	Path string `json:"path"`
+	diskio.FileID
 }
 
 // identify returns p's identity; ok is false unless p is a regular file
-// with exactly one name.
+// with exactly one name, on a system that tells a file's identity.
 func identify(p string) (id outputIdentity, ok bool) {
 	fi, err := os.Lstat(p)
 	if err != nil || !fi.Mode().IsRegular() {
 		return id, false
 	}
-	st, isStat := fi.Sys().(*syscall.Stat_t)
-	if !isStat || st.Nlink != 1 {
+	fid, ok := diskio.Identify(fi)
+	if !ok || fid.Nlink != 1 {
 		return id, false
 	}
-	return outputIdentity{Path: p, Dev: uint64(st.Dev), Ino: st.Ino, Size: st.Size,
-		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}, true
+	fid.Nlink = 0
+	return outputIdentity{Path: p, FileID: fid}, true
 }
 
 // outputRecord is where the identity of this entry's rootfs.ext4 in the
@@ -431,16 +390,9 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	if err != nil {
 		return err
 	}
-	dst, err := os.OpenFile(filepath.Join(tmp, RootfsFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
 	// Not synced: a torn entry after a crash fails its digest check and
 	// is dropped, so durability buys nothing here but cold-path time.
-	digest, err := copyVerified(ctx, dst, src, fi.Size(), false)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
+	digest, err := sparse.Copy(ctx, filepath.Join(tmp, RootfsFile), src, fi.Size(), false)
 	if err != nil {
 		return err
 	}
@@ -482,291 +434,7 @@ func (c *resultCache) drop(dir string) {
 // isOutputErr reports errors that are about the output's filesystem, not
 // the cache entry.
 func isOutputErr(err error) bool {
-	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EROFS)
-}
-
-// copyVerified copies src (size bytes) to dst, an empty file, and returns
-// the sparse digest of what dst now holds: a reflink when the filesystem
-// can (then dst is read back to hash it), else a sparse copy that hashes
-// what it writes. A durable copy (one the caller will fsync) is written
-// with O_DIRECT where the filesystem takes it: the data goes from the
-// copy's buffers to the disk, instead of into new page-cache pages that
-// the fsync then has to write back (on the benchmark machine that halves
-// the system time and makes it steady).
-func copyVerified(ctx context.Context, dst, src *os.File, size int64, durable bool) (string, error) {
-	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err == nil {
-		return sparseDigest(ctx, dst, nil, size, false)
-	}
-	if err := dst.Truncate(size); err != nil {
-		return "", err
-	}
-	return sparseDigest(ctx, src, dst, size, durable)
-}
-
-// sparseDigest hashes f (see the package comment at the top of this file)
-// and, when dst is not nil, writes every non-zero block to dst at the same
-// offset (dst must be size bytes long and all holes). Regions are read and
-// hashed by up to GOMAXPROCS workers; the writes to dst go through one
-// goroutine (see blockWriter).
-func sparseDigest(ctx context.Context, f, dst *os.File, size int64, durable bool) (string, error) {
-	nreg := int((size + sparseRegion - 1) / sparseRegion)
-	sums := make([][]byte, nreg)
-	workers := min(runtime.GOMAXPROCS(0), 4, max(nreg, 1))
-	var bw *blockWriter
-	if dst != nil {
-		bw = newBlockWriter(dst, 2*workers+2, durable)
-		defer bw.closeDirect()
-	}
-	var next atomic.Int64
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var own []byte
-			if bw == nil {
-				own = make([]byte, sparseBuf)
-			}
-			for {
-				r := int(next.Add(1) - 1)
-				if r >= nreg {
-					return
-				}
-				if err := ctx.Err(); err != nil {
-					errs[w] = err
-					return
-				}
-				start := int64(r) * sparseRegion
-				sum, err := hashRegion(f, bw, start, min(start+sparseRegion, size), own)
-				if err != nil {
-					errs[w] = err
-					next.Store(int64(nreg)) // stop the others
-					return
-				}
-				sums[r] = sum
-			}
-		}()
-	}
-	wg.Wait()
-	if bw != nil {
-		if err := bw.close(); err != nil {
-			return "", err // the readers' errors are its consequence
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	var n [8]byte
-	io.WriteString(h, "docker2vm sparse digest v1\n")
-	binary.LittleEndian.PutUint64(n[:], uint64(size))
-	h.Write(n[:])
-	for r, s := range sums {
-		if s == nil {
-			continue
-		}
-		binary.LittleEndian.PutUint64(n[:], uint64(r))
-		h.Write(n[:])
-		h.Write(s)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
-}
-
-var (
-	zeroBlock  [sparseBlock]byte
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-)
-
-// blockWriter writes runs of blocks to one file from one goroutine.
-// Buffered writes to a file are serialised by its inode lock on ext4 (and
-// most Linux filesystems), so several writers only queue on it, while the
-// reading and hashing of the next buffers can go on beside the writes.
-// Buffers come from a fixed pool, so memory stays bounded.
-type blockWriter struct {
-	dst *os.File
-	// direct is dst opened again with O_DIRECT (nil when not durable or
-	// not supported); aligned runs go through it.
-	direct *os.File
-	flush  bool // start writeback as buffered writes go (when not direct)
-	free   chan []byte
-	jobs   chan writeJob
-	done   chan struct{}
-	err    error // the first write error; read after done
-	// failed is set with err, so that readers stop early.
-	failed atomic.Bool
-}
-
-// writeJob is a buffer and the runs of it to write: buf[lo:hi] at off+lo.
-type writeJob struct {
-	buf  []byte
-	off  int64
-	runs [][2]int
-}
-
-func newBlockWriter(dst *os.File, nbuf int, durable bool) *blockWriter {
-	bw := &blockWriter{dst: dst, flush: durable, free: make(chan []byte, nbuf), jobs: make(chan writeJob, nbuf), done: make(chan struct{})}
-	if durable {
-		// Through /proc: the same open file, whatever its path now.
-		if f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", dst.Fd()), os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
-			bw.direct, bw.flush = f, false
-		}
-	}
-	for range nbuf {
-		bw.free <- alignedBuffer(sparseBuf)
-	}
-	go bw.run()
-	return bw
-}
-
-// alignedBuffer returns n bytes starting at a sparseBlock boundary in
-// memory, as O_DIRECT needs.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+sparseBlock)
-	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (sparseBlock - 1))
-	return b[skip : skip+n : skip+n]
-}
-
-// closeDirect closes the O_DIRECT descriptor, once the writes are done.
-func (bw *blockWriter) closeDirect() {
-	if bw.direct != nil {
-		bw.direct.Close()
-	}
-}
-
-// write writes p at off: through the O_DIRECT descriptor when there is one
-// and p is block-aligned (in memory, offset and length), else buffered.
-// A filesystem that refuses a direct write gets this and every later one
-// buffered.
-func (bw *blockWriter) write(p []byte, off int64) error {
-	if bw.direct != nil && off%sparseBlock == 0 && len(p)%sparseBlock == 0 &&
-		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%sparseBlock == 0 {
-		_, err := bw.direct.WriteAt(p, off)
-		if !errors.Is(err, unix.EINVAL) {
-			return err
-		}
-		bw.direct.Close()
-		bw.direct = nil
-	}
-	_, err := bw.dst.WriteAt(p, off)
-	return err
-}
-
-func (bw *blockWriter) run() {
-	defer close(bw.done)
-	var wbLo, wbHi int64 // written since writeback was last started
-	for j := range bw.jobs {
-		for _, r := range j.runs {
-			if bw.err != nil {
-				break
-			}
-			off := j.off + int64(r[0])
-			if err := bw.write(j.buf[r[0]:r[1]], off); err != nil {
-				bw.err = err
-				bw.failed.Store(true)
-				break
-			}
-			if wbHi == 0 {
-				wbLo = off
-			}
-			wbLo, wbHi = min(wbLo, off), max(wbHi, off+int64(r[1]-r[0]))
-		}
-		bw.free <- j.buf[:cap(j.buf)]
-		if bw.flush && wbHi-wbLo >= sparseRegion {
-			// Best effort: only starts the writeback, so that the
-			// caller's fsync has less to wait for.
-			unix.SyncFileRange(int(bw.dst.Fd()), wbLo, wbHi-wbLo, unix.SYNC_FILE_RANGE_WRITE)
-			wbLo, wbHi = 0, 0
-		}
-	}
-}
-
-// buffer returns a free buffer.
-func (bw *blockWriter) buffer() []byte { return <-bw.free }
-
-// close waits for every queued write and returns the first error.
-func (bw *blockWriter) close() error {
-	close(bw.jobs)
-	<-bw.done
-	return bw.err
-}
-
-// hashRegion hashes the non-zero blocks of f in [start, end) (a sha256 of
-// each block's offset and CRC-32C) and, when bw is not nil, has them
-// written to its file; buf is the read buffer when bw is nil. It returns
-// nil when the region holds only zeros.
-func hashRegion(f *os.File, bw *blockWriter, start, end int64, buf []byte) ([]byte, error) {
-	fd := int(f.Fd())
-	h := sha256.New()
-	nonzero := false
-	var n [12]byte
-	off := start // everything before off is done
-	for off < end {
-		if bw != nil && bw.failed.Load() {
-			return nil, errors.New("stopped: writing the copy failed")
-		}
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) || (err == nil && data >= end) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("SEEK_DATA %s: %w", f.Name(), err)
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("SEEK_HOLE %s: %w", f.Name(), err)
-		}
-		// Blocks are aligned to the file, not to the extents a
-		// filesystem reports (whose granularity may be finer).
-		data = max(data-data%sparseBlock, off)
-		hole = min((hole+sparseBlock-1)/sparseBlock*sparseBlock, end)
-		for data < hole {
-			if bw != nil {
-				buf = bw.buffer()
-			}
-			m := int(min(int64(len(buf)), hole-data))
-			got, err := f.ReadAt(buf[:m], data)
-			if err != nil && !(errors.Is(err, io.EOF) && got > 0) {
-				if bw != nil {
-					bw.free <- buf
-				}
-				return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
-			}
-			b := buf[:got]
-			// Hash the non-zero blocks; note runs of them to write.
-			var runs [][2]int
-			runStart := -1
-			for i := 0; i < len(b); i += sparseBlock {
-				blk := b[i:min(i+sparseBlock, len(b))]
-				if bytes.Equal(blk, zeroBlock[:len(blk)]) {
-					if runStart >= 0 {
-						runs = append(runs, [2]int{runStart, i})
-					}
-					runStart = -1
-					continue
-				}
-				binary.LittleEndian.PutUint64(n[:8], uint64(data+int64(i)))
-				binary.LittleEndian.PutUint32(n[8:], crc32.Checksum(blk, castagnoli))
-				h.Write(n[:])
-				nonzero = true
-				if runStart < 0 {
-					runStart = i
-				}
-			}
-			if runStart >= 0 {
-				runs = append(runs, [2]int{runStart, len(b)})
-			}
-			if bw != nil {
-				bw.jobs <- writeJob{buf: buf, off: data, runs: runs}
-			}
-			data += int64(got)
-		}
-		off = hole
-	}
-	if !nonzero {
-		return nil, nil
-	}
-	return h.Sum(nil), nil
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
 }
 
 // cachedMetadata rebuilds meta.json for a hit: the cached Metadata with

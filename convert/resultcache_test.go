@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -272,89 +271,6 @@ func TestResultCacheConcurrent(t *testing.T) {
 	}
 }
 
-// sparseFile creates path as size bytes of holes with data written at each
-// offset (cut at the end of the file), and returns it open.
-func sparseFile(t *testing.T, path string, size int64, data []byte, offsets ...int64) *os.File {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	for _, off := range offsets {
-		if _, err := f.WriteAt(data[:min(int64(len(data)), size-off)], off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return f
-}
-
-// TestSparseCopyKeepsHoles copies a sparse file: equal content, holes kept
-// (and all-zero data blocks turned into holes), and the digest depends on
-// the content only.
-func TestSparseCopyKeepsHoles(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	const size = 200<<20 + 1234                   // several regions, an unaligned tail
-	blob := bytes.Repeat([]byte("data!"), 100000) // ~488 KiB
-	src := sparseFile(t, filepath.Join(dir, "src"), size, blob, 0, 5000, 70<<20, 128<<20-100, size-1000)
-	defer src.Close()
-	// A block of explicit zeros, allocated but not data.
-	if _, err := src.WriteAt(make([]byte, 1<<20), 150<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.Create(filepath.Join(dir, "dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	d1, err := copyVerified(ctx, dst, src, size, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(src.Name())
-	b, _ := os.ReadFile(dst.Name())
-	if !bytes.Equal(a, b) {
-		t.Fatal("the copy differs")
-	}
-	var ss, ds syscall.Stat_t
-	syscall.Fstat(int(src.Fd()), &ss)
-	syscall.Fstat(int(dst.Fd()), &ds)
-	t.Logf("st_blocks: source %d, copy %d (apparent size %d blocks)", ss.Blocks, ds.Blocks, size/512)
-	if ds.Blocks > ss.Blocks || ds.Blocks*512 > 8<<20 {
-		t.Errorf("the copy is not sparse: %d blocks, source %d", ds.Blocks, ss.Blocks)
-	}
-	d2, err := sparseDigest(ctx, dst, nil, size, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d1 != d2 {
-		t.Errorf("digest of the copy %s != digest while copying %s", d2, d1)
-	}
-	// Any changed byte changes the digest, in data or in a hole.
-	for _, off := range []int64{5001, 100 << 20, size - 1} {
-		old := make([]byte, 1)
-		dst.ReadAt(old, off)
-		dst.WriteAt([]byte{old[0] ^ 1}, off)
-		d3, err := sparseDigest(ctx, dst, nil, size, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d3 == d1 {
-			t.Errorf("flipping byte %d did not change the digest", off)
-		}
-		dst.WriteAt(old, off)
-	}
-	if d4, _ := sparseDigest(ctx, dst, nil, size, false); d4 != d1 {
-		t.Errorf("digest after restoring: %s, want %s", d4, d1)
-	}
-}
-
 // TestResultKeyCoversExt4Options fails when ext4.Options grows a field the
 // key does not know about.
 func TestResultKeyCoversExt4Options(t *testing.T) {
@@ -372,42 +288,6 @@ func TestResultKeyCoversExt4Options(t *testing.T) {
 	lt := reflect.TypeOf(rootfs.Limits{})
 	if lt.NumField() != 3 {
 		t.Errorf("rootfs.Limits changed: check that the key (which embeds it) still covers it")
-	}
-}
-
-// TestSparseCopyWriteFailure: a copy whose writes fail returns the write
-// error (and does not hang with buffers still queued). Not durable: a
-// durable copy reopens dst for O_DIRECT through /proc, which a read-only
-// descriptor does not prevent.
-func TestSparseCopyWriteFailure(t *testing.T) {
-	dir := t.TempDir()
-	const size = 300 << 20
-	var offs []int64
-	for off := int64(0); off < size; off += 40 << 20 {
-		offs = append(offs, off)
-	}
-	src := sparseFile(t, filepath.Join(dir, "src"), size, bytes.Repeat([]byte{7}, 8<<20), offs...)
-	defer src.Close()
-	if err := os.WriteFile(filepath.Join(dir, "dst"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.Open(filepath.Join(dir, "dst")) // read-only: every write fails
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := sparseDigest(context.Background(), src, dst, size, false)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil || !errors.Is(err, syscall.EBADF) {
-			t.Fatalf("err = %v, want the write's EBADF", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("sparseDigest hung after a failed write")
 	}
 }
 
