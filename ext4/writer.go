@@ -12,9 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/diskio"
 )
 
 // Options control the image the Writer makes. The zero value is a sane
@@ -144,25 +143,17 @@ func (w *Writer) writeData(p []byte, off int64) error {
 	return nil
 }
 
-// startWriteback asks the kernel to start writing back [lo, hi) without
+// startWriteback asks the system to start writing back [lo, hi) without
 // waiting for it to finish. sync_file_range still blocks while it queues
 // the pages, so it runs on its own goroutine, one at a time (ranges written
-// meanwhile are queued by the next call). Best effort: a file that does not
-// support it (a pipe, some FUSE mounts) is simply synced later.
+// meanwhile are queued by the next call). Best effort: where there is no
+// such call, or the file does not support it, the final fsync does it all.
 func (w *Writer) startWriteback(lo, hi int64) {
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		w.wbBusy.Store(false)
-		return
-	}
 	w.wbDone.Add(1)
 	go func() {
 		defer w.wbDone.Done()
 		defer w.wbBusy.Store(false)
-		// Control keeps the descriptor open for the duration of the call.
-		rc.Control(func(fd uintptr) {
-			unix.SyncFileRange(int(fd), lo, hi-lo, unix.SYNC_FILE_RANGE_WRITE)
-		})
+		diskio.StartWriteback(w.f, lo, hi-lo)
 	}()
 }
 
