@@ -3,6 +3,8 @@ package ext4
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,4 +109,37 @@ func add(tr *fstree.Tree, p string, n *fstree.Inode) *fstree.Inode {
 	dir, name := filepath.Split(p)
 	fstree.Link(mkdirAll(tr, strings.TrimSuffix(dir, "/")), name, n, nil)
 	return n
+}
+
+// hashingStore wraps a Store and remembers the sha256 of every stream it
+// was given, so tests can check content independently of the image layout.
+type hashingStore struct {
+	fstree.Store
+	sums map[fstree.Content][32]byte
+}
+
+func newHashingStore(s fstree.Store) *hashingStore {
+	return &hashingStore{Store: s, sums: map[fstree.Content][32]byte{}}
+}
+
+func (h *hashingStore) Put(ctx context.Context, r io.Reader, size int64) (fstree.Content, error) {
+	sh := sha256.New()
+	c, err := h.Store.Put(ctx, io.TeeReader(r, sh), size)
+	if err != nil {
+		return nil, err
+	}
+	var sum [32]byte
+	sh.Sum(sum[:0])
+	h.sums[c] = sum
+	return c, nil
+}
+
+func slicesDelete(s []string, v string) []string {
+	out := s[:0:0]
+	for _, x := range s {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
 }

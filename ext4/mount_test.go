@@ -1,8 +1,9 @@
+//go:build linux
+
 package ext4
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"io"
 	"os"
@@ -16,29 +17,6 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 )
-
-// hashingStore wraps a Store and remembers the sha256 of every stream it
-// was given, so tests can check content independently of the image layout.
-type hashingStore struct {
-	fstree.Store
-	sums map[fstree.Content][32]byte
-}
-
-func newHashingStore(s fstree.Store) *hashingStore {
-	return &hashingStore{Store: s, sums: map[fstree.Content][32]byte{}}
-}
-
-func (h *hashingStore) Put(ctx context.Context, r io.Reader, size int64) (fstree.Content, error) {
-	sh := sha256.New()
-	c, err := h.Store.Put(ctx, io.TeeReader(r, sh), size)
-	if err != nil {
-		return nil, err
-	}
-	var sum [32]byte
-	sh.Sum(sum[:0])
-	h.sums[c] = sum
-	return c, nil
-}
 
 // mountImage loop-mounts img (read-only unless rw) and unmounts at cleanup.
 func mountImage(t testing.TB, img string, rw bool) string {
@@ -229,16 +207,6 @@ func compareMounted(t *testing.T, dir string, tr *fstree.Tree, hs *hashingStore)
 	if len(errs) > 0 {
 		t.Fatalf("mounted image differs from the tree:\n%s", strings.Join(errs, "\n"))
 	}
-}
-
-func slicesDelete(s []string, v string) []string {
-	out := s[:0:0]
-	for _, x := range s {
-		if x != v {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func keys(m map[string][]byte) []string {
