@@ -66,9 +66,19 @@ func (c *Command) Help() string {
 	return strings.TrimRight(c.Usage, "\n") + "\n\nFlags:\n" + Usage(all)
 }
 
-// Version is the module version the binary was built from (a tag when
-// installed with go install, else the VCS revision, else "devel").
+// stamped is the version given at link time (`make build` and `make dist`
+// pass -ldflags "-X github.com/docker2vm/docker2vm/internal/cli.stamped=V"),
+// so that it is right where the VCS revision is not recorded
+// (-buildvcs=false, a source archive).
+var stamped string
+
+// Version is the version the binary was built from: the one stamped at
+// link time, else the module version (a tag when installed with go
+// install), else the VCS revision, else "devel".
 func Version() string {
+	if stamped != "" {
+		return stamped
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "devel"

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Prints the version to stamp into binaries: the tag at HEAD (v1.2.3), else
+# devel-<revision>, with -dirty when the work tree has changes; "devel"
+# outside a git checkout. The same format as the Go build info gives.
+set -eu
+cd "$(dirname "$0")/.."
+if ! rev=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+  echo devel
+  exit 0
+fi
+v=$(git describe --tags --exact-match HEAD 2>/dev/null || echo "devel-$rev")
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  v="$v-dirty"
+fi
+echo "$v"
