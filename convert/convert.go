@@ -65,6 +65,15 @@ type SourceInfo struct {
 	Context string `json:"context,omitempty"`
 }
 
+// progressf returns a printf for progress lines (a no-op without Progress).
+func (o Options) progressf() func(string, ...any) {
+	return func(format string, a ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, format+"\n", a...)
+		}
+	}
+}
+
 func (o Options) sourceInfo() SourceInfo {
 	if o.Origin != nil {
 		return *o.Origin

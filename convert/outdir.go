@@ -65,11 +65,29 @@ func checkReplaceable(out string) error {
 	if len(ents) == 0 {
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join(out, metaFile)); err == nil {
+	if isOutput(out, ents) {
 		return nil
 	}
 	return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
 		Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result."}}
+}
+
+// isOutput reports whether out, holding ents, is a docker2vm output: one
+// platform's (meta.json), or several platforms' (only subdirectories, each
+// holding meta.json).
+func isOutput(out string, ents []os.DirEntry) bool {
+	if _, err := os.Stat(filepath.Join(out, metaFile)); err == nil {
+		return true
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			return false
+		}
+		if _, err := os.Stat(filepath.Join(out, e.Name(), metaFile)); err != nil {
+			return false
+		}
+	}
+	return len(ents) > 0
 }
 
 // previous returns the path of name in the output being replaced, or ""
@@ -79,6 +97,16 @@ func (s *staging) previous(name string) string {
 		return ""
 	}
 	return filepath.Join(s.out, name)
+}
+
+// sub returns the staging of a subdirectory, published with s: a
+// platform's output in a multi-platform run.
+func (s *staging) sub(name string) (*staging, error) {
+	d := &staging{out: filepath.Join(s.out, name), dir: filepath.Join(s.dir, name)}
+	if err := os.Mkdir(d.dir, 0o755); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // path returns where a file goes inside the staging directory.

@@ -135,31 +135,12 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	defer startProfile()()
-	progress := func(format string, a ...any) {
-		if opts.Progress != nil {
-			fmt.Fprintf(opts.Progress, format+"\n", a...)
-		}
-	}
-	img, err := image.Resolve(ctx, opts.Source, opts.Image)
+	progress := opts.progressf()
+	j, err := prepare(ctx, opts, progress)
 	if err != nil {
 		return nil, err
 	}
-	defer img.Close()
-	progress("resolved %s %s (%s, %d layers)", describeSource(opts.Source), img.Digest, img.Platform.String(), len(img.Layers))
-
-	var base *gondolin.Base
-	if !opts.Plain {
-		bo := opts.Base
-		bo.Platform = img.Platform.String()
-		if bo.Progress == nil {
-			bo.Progress = opts.Progress
-		}
-		if base, err = gondolin.FindBase(ctx, bo); err != nil {
-			return nil, err
-		}
-		progress("Gondolin base: %s (%s)", base.Dir, base.Origin)
-	}
-
+	defer j.close()
 	st, err := newStaging(opts.OutDir)
 	if err != nil {
 		return nil, err
@@ -167,22 +148,84 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			st.discard()
-			if errors.Is(err, syscall.ENOSPC) {
-				err = &Error{Msg: "out of disk space while writing the output", Err: err,
-					Fixes: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
-						"meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less."}}
-			}
+			err = explainNoSpace(err, st)
 		}
 	}()
+	res, done, err := build(ctx, j, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.publish(); err != nil {
+		return nil, err
+	}
+	progress("published %s", st.out)
+	done()
+	return res, nil
+}
 
+// job is one platform's conversion, resolved and ready to build.
+type job struct {
+	opts     Options
+	img      *image.Image
+	base     *gondolin.Base // nil with --plain
+	progress func(string, ...any)
+}
+
+func (j *job) close() { j.img.Close() }
+
+// prepare resolves the image for opts.Image.Platform and finds its base.
+func prepare(ctx context.Context, opts Options, progress func(string, ...any)) (*job, error) {
+	img, err := image.Resolve(ctx, opts.Source, opts.Image)
+	if err != nil {
+		return nil, err
+	}
+	progress("resolved %s %s (%s, %d layers)", describeSource(opts.Source), img.Digest, img.Platform.String(), len(img.Layers))
+	j := &job{opts: opts, img: img, progress: progress}
+	if !opts.Plain {
+		bo := opts.Base
+		bo.Platform = img.Platform.String()
+		if bo.Progress == nil {
+			bo.Progress = opts.Progress
+		}
+		if j.base, err = gondolin.FindBase(ctx, bo); err != nil {
+			img.Close()
+			return nil, err
+		}
+		progress("Gondolin base: %s (%s)", j.base.Dir, j.base.Origin)
+	}
+	return j, nil
+}
+
+// explainNoSpace turns running out of space while writing st into an
+// error that says so.
+func explainNoSpace(err error, st *staging) error {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	return &Error{Msg: "out of disk space while writing the output", Err: err,
+		Fixes: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
+			"meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less."}}
+}
+
+// build writes j's output into st (not published) and returns the result
+// it will have once published, and what to do after publishing.
+func build(ctx context.Context, j *job, st *staging) (*Result, func(), error) {
+	opts, img, base, progress := j.opts, j.img, j.base, j.progress
 	rootfsPath := st.path(RootfsFile)
 	// The result cache (resultcache.go): registry sources with the blob
 	// cache on reuse an earlier identical conversion's rootfs.ext4.
 	rcache := openResultCache(ctx, opts, img, base, progress)
+	record := func(res *Result) func() {
+		return func() {
+			if rcache != nil {
+				rcache.recordOutput(res.OutDir, res.RootfsPath)
+			}
+		}
+	}
 	if rcache != nil {
 		cached, hit, kept, err := rcache.lookup(ctx, rootfsPath, st.previous(RootfsFile))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if hit {
 			if kept {
@@ -194,42 +237,42 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 			if base != nil {
 				v, err := base.Identity(ctx)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				id = &v
 			}
 			res, err := finishRun(ctx, opts, st, img, base, cachedMetadata(cached.Metadata, opts, describe(img), base, id), cached.RootfsSHA256, progress)
-			if err == nil {
-				rcache.recordOutput(res.OutDir, res.RootfsPath)
+			if err != nil {
+				return nil, nil, err
 			}
-			return res, err
+			return res, record(res), nil
 		}
 	}
 	meta, err := writeRootfs(ctx, opts, img, base, rootfsPath, progress)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// manifest.json records rootfs.ext4's sha256: computed here once, so
 	// that the cache entry carries it and a hit need not read the file.
 	rootfsSum := ""
 	if opts.Mode == ModeAssets {
 		if rootfsSum, err = gondolin.HashFile(ctx, rootfsPath); err != nil {
-			return nil, fmt.Errorf("hashing %s: %w", rootfsPath, err)
+			return nil, nil, fmt.Errorf("hashing %s: %w", rootfsPath, err)
 		}
 	}
 	if rcache != nil {
 		if err := rcache.store(ctx, rootfsPath, meta, rootfsSum); err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, nil, ctx.Err()
 			}
 			progress("result cache: not stored: %v", err)
 		}
 	}
-	res, err = finishRun(ctx, opts, st, img, base, meta, rootfsSum, progress)
-	if err == nil && rcache != nil {
-		rcache.recordOutput(res.OutDir, res.RootfsPath)
+	res, err := finishRun(ctx, opts, st, img, base, meta, rootfsSum, progress)
+	if err != nil {
+		return nil, nil, err
 	}
-	return res, err
+	return res, record(res), nil
 }
 
 // writeRootfs merges the image's layers (and the runtime glue of base, if
@@ -348,8 +391,8 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 	return nil
 }
 
-// finishRun writes meta.json and the assets, imports and publishes the
-// staging directory, whose rootfs.ext4 is complete. rootfsSum is that
+// finishRun writes meta.json and the assets into the staging directory,
+// whose rootfs.ext4 is complete, and imports it (--tag). rootfsSum is that
 // file's sha256 for manifest.json when known ("" hashes it).
 func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image, base *gondolin.Base, meta Metadata,
 	rootfsSum string, progress func(string, ...any)) (*Result, error) {
@@ -384,10 +427,6 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		}
 		progress("imported as %s (%s)", opts.Tag, obj)
 	}
-	if err := st.publish(); err != nil {
-		return nil, err
-	}
-	progress("published %s", st.out)
 	for i, name := range files {
 		files[i] = filepath.Join(st.out, name)
 	}

@@ -62,6 +62,29 @@ func ParsePlatform(s string) (Platform, error) {
 	return p, nil
 }
 
+// ParsePlatforms parses a comma-separated --platform list
+// ("linux/amd64,linux/arm64"): each entry as ParsePlatform does, in the
+// order given; an entry given twice (also as another spelling of the same
+// platform: "arm64,linux/arm64/v8") is an error.
+func ParsePlatforms(s string) ([]Platform, error) {
+	var out []Platform
+	seen := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		p, err := ParsePlatform(part)
+		if err != nil {
+			return nil, err
+		}
+		key := p.OS + "/" + p.Architecture
+		if prev, dup := seen[key]; dup {
+			return nil, newError(nil, []string{"List each platform once, e.g. --platform linux/amd64,linux/arm64."},
+				"platform %s is given twice in %q (as %q and %q)", key, s, prev, strings.TrimSpace(part))
+		}
+		seen[key] = strings.TrimSpace(part)
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // HostPlatform returns linux/<GOARCH> of the running program. On a host that
 // is neither amd64 nor arm64 it returns linux/<GOARCH> all the same, which
 // ParsePlatform-style validation (and Resolve) will reject with a clear

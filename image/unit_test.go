@@ -15,6 +15,45 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
+func TestParsePlatforms(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{"linux/amd64", []string{"linux/amd64"}, ""},
+		{"linux/amd64,linux/arm64", []string{"linux/amd64", "linux/arm64"}, ""},
+		{"arm64, amd64", []string{"linux/arm64", "linux/amd64"}, ""},
+		{"linux/arm64,arm64", nil, "given twice"},
+		{"arm64,linux/arm64/v8", nil, "given twice"},
+		{"amd64,x86_64", nil, "given twice"},
+		{"linux/amd64,linux/riscv64", nil, `architecture "riscv64" is not supported`},
+		{"linux/amd64,", nil, "expected OS/ARCH"},
+		{",", nil, "expected OS/ARCH"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParsePlatforms(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ParsePlatforms(%q) = %v, %v; want error containing %q", tc.in, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s []string
+			for _, p := range got {
+				s = append(s, p.OS+"/"+p.Architecture)
+			}
+			if strings.Join(s, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("ParsePlatforms(%q) = %v, want %v", tc.in, s, tc.want)
+			}
+		})
+	}
+}
+
 func TestParsePlatform(t *testing.T) {
 	tests := []struct {
 		in      string

@@ -20,7 +20,7 @@ import (
 // outputFlags are shared by both commands: target, output and filesystem.
 var outputFlags = []cli.Flag{
 	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output"},
-	{Name: "platform", Arg: "OS/ARCH", Usage: "target platform: linux/amd64 or linux/arm64 (default: the host's)"},
+	{Name: "platform", Arg: "OS/ARCH[,...]", Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
 	{Name: "mode", Arg: "MODE", Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
 	{Name: "base", Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue); default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
@@ -54,7 +54,17 @@ func parseMode(f *cli.Flags) (convert.Mode, error) {
 	}
 }
 
-// baseOptions turns the shared flags into convert options.
+// platforms reads --platform: one platform or a comma-separated list; the
+// host's when not given.
+func platforms(f *cli.Flags) ([]image.Platform, error) {
+	if !f.Has("platform") {
+		return []image.Platform{image.HostPlatform()}, nil
+	}
+	return image.ParsePlatforms(f.Str("platform", ""))
+}
+
+// baseOptions turns the shared flags into convert options; the platform
+// is the first of --platform's (see platforms).
 func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
 	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
 	out := f.Str("out", "")
@@ -62,6 +72,10 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		return opts, &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
 	opts.OutDir = out
+	plats, err := platforms(f)
+	if err != nil {
+		return opts, err
+	}
 	mode, err := parseMode(f)
 	if err != nil {
 		return opts, err
@@ -78,20 +92,13 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 			return opts, err
 		}
 	}
-	plat := image.HostPlatform()
-	if f.Has("platform") {
-		p, err := image.ParsePlatform(f.Str("platform", ""))
-		if err != nil {
-			return opts, err
-		}
-		plat = p
-	}
 	opts.Image = image.Options{
-		Platform:           plat,
+		Platform:           image.HostPlatform(),
 		CacheDir:           f.Str("cache-dir", ""),
 		NoCache:            f.Bool("no-cache"),
 		InsecureRegistries: f.List("insecure-registry"),
 	}
+	opts.Image.Platform = plats[0]
 	if !f.Bool("quiet") {
 		opts.Image.Progress = stderr
 	}

@@ -69,6 +69,14 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	if err != nil {
 		return err
 	}
+	plats, err := platforms(f)
+	if err != nil {
+		return err
+	}
+	platList := make([]string, len(plats))
+	for i, p := range plats {
+		platList[i] = p.String()
+	}
 	dockerfile, _ := filepath.Abs(f.Str("file", ""))
 	contextDir, _ := filepath.Abs(f.Str("context", ""))
 	builder := buildkit.Builder(strings.ToLower(f.Str("builder", string(buildkit.DockerBuildx))))
@@ -80,7 +88,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		Builder:       builder,
 		Dockerfile:    dockerfile,
 		Context:       contextDir,
-		Platform:      opts.Image.Platform.String(),
+		Platform:      strings.Join(platList, ","),
 		Target:        f.Str("target", ""),
 		BuildArgs:     f.List("build-arg"),
 		Secrets:       f.List("secret"),
@@ -124,9 +132,5 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		return err
 	}
 	opts.Source = image.Source{Kind: image.KindOCIArchive, Ref: bo.Output}
-	res, err := convert.Run(ctx, opts)
-	if err != nil {
-		return err
-	}
-	return cli.PrintJSON(stdout, res)
+	return convertAndPrint(ctx, opts, plats, false, stdout)
 }

@@ -48,10 +48,30 @@ func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer
 	}
 	opts.Source = src
 	opts.Image.RefName = f.Str("ref-name", "")
-	return convertAndPrint(ctx, opts, f.Bool("dry-run"), stdout)
+	plats, err := platforms(f)
+	if err != nil {
+		return err
+	}
+	return convertAndPrint(ctx, opts, plats, f.Bool("dry-run"), stdout)
 }
 
-func convertAndPrint(ctx context.Context, opts convert.Options, dryRun bool, stdout io.Writer) error {
+// convertAndPrint converts for one platform (the output is OUT itself) or
+// several (OUT/<os>_<arch>/ each) and prints the result or the plan.
+func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Platform, dryRun bool, stdout io.Writer) error {
+	if len(plats) > 1 {
+		if dryRun {
+			plan, err := convert.PlanPlatforms(ctx, opts, plats)
+			if err != nil {
+				return err
+			}
+			return cli.PrintJSON(stdout, plan)
+		}
+		res, err := convert.RunPlatforms(ctx, opts, plats)
+		if err != nil {
+			return err
+		}
+		return cli.PrintJSON(stdout, res)
+	}
 	if dryRun {
 		plan, err := convert.PlanConversion(ctx, opts)
 		if err != nil {

@@ -1,0 +1,140 @@
+package convert
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+var (
+	amd64 = v1.Platform{OS: "linux", Architecture: "amd64"}
+	arm64 = v1.Platform{OS: "linux", Architecture: "arm64"}
+)
+
+// indexSource is a layout whose one entry is an index of an image per
+// platform (each image's /etc/arch names its platform).
+func indexSource(t *testing.T, plats ...v1.Platform) image.Source {
+	var imgs []v1.Image
+	for _, p := range plats {
+		imgs = append(imgs, testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: p}))
+	}
+	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: imgs, Attestation: true})
+	dir := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Index: idx})
+	return image.Source{Kind: image.KindOCILayout, Ref: dir}
+}
+
+func TestRunPlatforms(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	src := indexSource(t, amd64, arm64)
+	res, err := RunPlatforms(ctx, options(src, out), []image.Platform{arm64, amd64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Platforms) != 2 || res.OutDir != out {
+		t.Fatalf("result: %+v", res)
+	}
+	for i, want := range []struct{ plat, dir, arch string }{
+		{"linux/arm64", "linux_arm64", "arm64"},
+		{"linux/amd64", "linux_amd64", "amd64"},
+	} {
+		r := res.Platforms[i]
+		dir := filepath.Join(out, want.dir)
+		if r.Platform != want.plat || r.OutDir != dir || r.RootfsPath != filepath.Join(dir, RootfsFile) {
+			t.Errorf("platform %d: %+v", i, r)
+		}
+		meta := readMeta(t, dir)
+		if meta.Platform != want.plat {
+			t.Errorf("%s/meta.json platform = %q", want.dir, meta.Platform)
+		}
+		r2, err := testenv.OpenExt4(t, filepath.Join(dir, RootfsFile)).Open("/etc/arch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(r2); err != nil || strings.TrimSpace(string(b)) != want.arch {
+			t.Errorf("%s: /etc/arch = %q, %v", want.dir, b, err)
+		}
+	}
+	ents, _ := os.ReadDir(out)
+	if len(ents) != 2 {
+		t.Errorf("output holds %d entries, want the two platform directories", len(ents))
+	}
+	assertNoStaging(t, filepath.Dir(out))
+
+	// Again into the same output: replaced whole. Then one platform into
+	// it: a multi-platform output is a docker2vm output too.
+	stale := filepath.Join(out, "linux_amd64", "stale")
+	os.WriteFile(stale, []byte("x"), 0o644)
+	if _, err := RunPlatforms(ctx, options(src, out), []image.Platform{amd64, arm64}); err != nil {
+		t.Fatalf("converting again: %v", err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a file of the earlier run survived: %v", err)
+	}
+	if _, err := Run(ctx, options(src, out)); err != nil {
+		t.Fatalf("one platform into a multi-platform output: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, RootfsFile)); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRunPlatformsBadInput: nothing is published when a platform is
+// missing from the image or given twice, and an earlier output stays.
+func TestRunPlatformsBadInput(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out")
+	amdOnly := indexSource(t, amd64)
+	if _, err := Run(ctx, options(amdOnly, out)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+	for _, tc := range []struct {
+		name  string
+		plats []image.Platform
+		want  []string
+	}{
+		{"missing", []image.Platform{amd64, arm64}, []string{"linux/arm64", "linux/amd64"}},
+		{"twice", []image.Platform{arm64, {OS: "linux", Architecture: "arm64", Variant: "v8"}}, []string{"given twice"}},
+		{"none", nil, []string{"no platform"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := RunPlatforms(ctx, options(amdOnly, out), tc.plats)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+			after, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+			if string(after) != string(before) {
+				t.Error("the earlier output changed")
+			}
+			assertNoStaging(t, filepath.Dir(out))
+		})
+	}
+}
+
+func TestPlanPlatforms(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	plan, err := PlanPlatforms(context.Background(), options(indexSource(t, amd64, arm64), out), []image.Platform{amd64, arm64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Platforms) != 2 || plan.Platforms[1].Platform != "linux/arm64" || plan.Platforms[1].OutDir != out+"/linux_arm64" {
+		t.Errorf("plan: %+v", plan)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a dry run wrote %s", out)
+	}
+}
