@@ -387,6 +387,12 @@ func loadBase(dir, origin, arch, locArch string) (*Base, error) {
 	switch {
 	case b.Manifest != nil && b.Manifest.Config.Arch != "":
 		b.Arch = NormalizeArch(b.Manifest.Config.Arch)
+		// A manifest that names the wrong arch would boot nothing: the
+		// host starts the emulator for the claimed arch.
+		if k := KernelArch(b.KernelPath); k != "" && k != b.Arch {
+			return nil, fmt.Errorf("base in %s: %s says config.arch %s but its kernel %s is an %s kernel",
+				dir, ManifestName, b.Manifest.Config.Arch, assets.Kernel, k)
+		}
 	default:
 		b.Arch = KernelArch(b.KernelPath)
 		if b.Arch == "" {

@@ -96,6 +96,9 @@ func TestFindBaseErrors(t *testing.T) {
 	makeBaseDir(t, escape, ArchX86_64, false)
 	os.WriteFile(filepath.Join(escape, ManifestName), []byte(`{"version":1,"config":{"arch":"x86_64"},"assets":{"kernel":"../k","initramfs":"i","rootfs":"r"}}`), 0o644)
 	emptyHome := t.TempDir()
+	lying := filepath.Join(t.TempDir(), "lying")
+	makeBaseDir(t, lying, ArchAarch64, true)
+	os.WriteFile(filepath.Join(lying, KernelName), fakeKernel(ArchX86_64), 0o644)
 
 	tests := []struct {
 		name string
@@ -104,6 +107,7 @@ func TestFindBaseErrors(t *testing.T) {
 	}{
 		{"flag wrong arch", BaseOptions{Dir: armDir, Platform: "linux/amd64"}, []string{"is for aarch64 but the target is x86_64", "--base DIR"}},
 		{"flag wrong arch from kernel header", BaseOptions{Dir: armNoManifest, Platform: "linux/amd64"}, []string{"is for aarch64"}},
+		{"manifest arch is not the kernel's", BaseOptions{Dir: lying, Platform: "linux/arm64"}, []string{"config.arch aarch64", "is an x86_64 kernel"}},
 		{"flag incomplete", BaseOptions{Dir: incomplete, Platform: "linux/amd64"}, []string{"missing guest assets", "initramfs.cpio.lz4, rootfs.ext4"}},
 		{"manifest escapes", BaseOptions{Dir: escape, Platform: "linux/amd64"}, []string{"assets.kernel"}},
 		{"guest dir wrong", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"GONDOLIN_GUEST_DIR": armDir})}, []string{"GONDOLIN_GUEST_DIR=", "Unset GONDOLIN_GUEST_DIR"}},
