@@ -86,3 +86,22 @@ func sha256File(t *testing.T, p string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// TestVersionStamped: the version given at link time is what --version
+// prints, also where Go records no VCS revision (-buildvcs=false).
+func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command")
+	}
+	bin := filepath.Join(t.TempDir(), "oci2gondolin")
+	cmd := exec.Command("go", "build", "-buildvcs=false", "-ldflags", "-X github.com/docker2vm/docker2vm/internal/cli.stamped=v9.8.7-test",
+		"-o", bin, "../../cmd/oci2gondolin")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || string(out) != "oci2gondolin v9.8.7-test\n" {
+		t.Errorf("--version: %q, %v", out, err)
+	}
+}
