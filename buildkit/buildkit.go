@@ -268,6 +268,13 @@ func stepError(o Options, s Step, err error, tail string) error {
 	case o.Builder == DockerBuildx && strings.Contains(low, "buildx") && strings.Contains(low, "not a docker command"):
 		msg = "the docker buildx plugin is not installed"
 		hints = []string{"Install the buildx plugin (package docker-buildx or docker-buildx-plugin)."}
+	case strings.Contains(low, "exec format error"):
+		// A RUN step for an architecture the build host cannot execute.
+		msg = "a RUN step of the " + o.Platform + " build cannot run on this host (exec format error)"
+		hints = []string{"Building for another architecture runs its RUN steps under emulation: install qemu-user-static " +
+			"and register it with binfmt_misc (Debian/Ubuntu: apt-get install qemu-user-static binfmt-support; with Docker: " +
+			"docker run --privileged --rm tonistiigi/binfmt --install all), on the machine that runs BuildKit.",
+			"Or build only for this host's architecture with --platform."}
 	default:
 		hints = []string{"Read the build log above for the failing step.", "Fix the Dockerfile or the build context and run again."}
 		if o.Log == nil || o.Log == io.Discard {

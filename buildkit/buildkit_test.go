@@ -3,6 +3,7 @@ package buildkit
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -237,5 +238,45 @@ func TestBuildCancelledRemovesArchive(t *testing.T) {
 	calls := readLog(t, log)
 	if len(calls) != 1 || calls[0][2] != "rm" {
 		t.Errorf("calls after cancel = %q, want only the cleanup", calls)
+	}
+}
+
+// TestStepErrorCauses: a failed build is explained by its cause, from the
+// builder's own log.
+func TestStepErrorCauses(t *testing.T) {
+	ctl := Step{Argv: []string{"buildctl", "--addr", "unix:///x.sock", "build"}}
+	bx := Step{Argv: []string{"docker", "buildx", "build"}}
+	tests := []struct {
+		name    string
+		o       Options
+		s       Step
+		log     string
+		msg     []string
+		hintHas string
+	}{
+		{"buildkitd unreachable", Options{Builder: Buildctl}, ctl, "error: failed to dial: connection refused\n",
+			[]string{"cannot reach the BuildKit daemon"}, "--buildkit-addr"},
+		{"foreign RUN without emulation", Options{Builder: Buildctl, Platform: "linux/amd64,linux/arm64"}, ctl,
+			"#5 [linux/arm64 2/2] RUN echo hi\n#5 0.012 exec /bin/sh: exec format error\nerror: failed to solve: process \"/bin/sh -c echo hi\" did not complete successfully: exit code: 1\n",
+			[]string{"cannot run on this host", "linux/amd64,linux/arm64", "exit code: 1"}, "qemu-user-static"},
+		{"failing RUN", Options{Builder: DockerBuildx, Log: io.Discard}, bx, "ERROR: process \"/bin/sh -c false\" did not complete successfully: exit code: 1\n",
+			[]string{"docker buildx build failed", "exit code: 1"}, "without --quiet"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := stepError(tc.o, tc.s, errors.New("exit status 1"), tc.log)
+			var he *Error
+			if !errors.As(err, &he) {
+				t.Fatalf("not a hint error: %v", err)
+			}
+			for _, m := range tc.msg {
+				if !strings.Contains(he.Msg, m) {
+					t.Errorf("message %q lacks %q", he.Msg, m)
+				}
+			}
+			if !strings.Contains(strings.Join(he.Fixes, "\n"), tc.hintHas) {
+				t.Errorf("hints %q lack %q", he.Fixes, tc.hintHas)
+			}
+		})
 	}
 }
