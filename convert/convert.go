@@ -248,7 +248,7 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 			if base.Manifest != nil {
 				plan.Base.BuildID = base.Manifest.BuildID
 			}
-		case opts.Base.NoDownload || opts.Base.Dir != "":
+		case opts.Base.NoDownload || opts.Base.Dir != "" || len(opts.Base.Dirs) > 0:
 			return nil, err
 		default:
 			plan.Base = &PlanBase{Download: true, Arch: gondolin.NormalizeArch(bo.Platform)}

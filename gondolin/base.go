@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,10 @@ type BaseOptions struct {
 	// Dir is an explicit base directory (the --base flag). When set, it is
 	// the only place looked at.
 	Dir string
+	// Dirs are more explicit base directories (--base given once per
+	// architecture, for a multi-platform run): with Dir, the one for the
+	// target arch is used, and these are the only places looked at.
+	Dirs []string
 	// Platform is the target ("linux/amd64", "linux/arm64", "amd64",
 	// "x86_64", ...). Required: the base must match the target, not the host.
 	Platform string
@@ -36,6 +41,17 @@ type BaseOptions struct {
 	Progress io.Writer
 	// MaxDownload bounds the archive and each extracted file (0: 8 GiB).
 	MaxDownload int64
+}
+
+// explicitDirs are Dir and Dirs, without duplicates.
+func (o BaseOptions) explicitDirs() []string {
+	var out []string
+	for _, d := range append([]string{o.Dir}, o.Dirs...) {
+		if d != "" && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func (o BaseOptions) getenv(k string) string {
@@ -174,12 +190,23 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 			"Or set GONDOLIN_GUEST_DIR to a Gondolin asset directory.",
 		}
 	}
-	if o.Dir != "" {
-		b, err := loadBase(o.Dir, "--base", arch, "")
+	if dirs := o.explicitDirs(); len(dirs) == 1 {
+		b, err := loadBase(dirs[0], "--base", arch, "")
 		if err != nil {
-			return nil, &Error{Msg: "--base " + o.Dir + " is not a usable Gondolin base", Err: err, Fixes: fixes()}
+			return nil, &Error{Msg: "--base " + dirs[0] + " is not a usable Gondolin base", Err: err, Fixes: fixes()}
 		}
 		return b, nil
+	} else if len(dirs) > 1 {
+		var errs []string
+		for _, d := range dirs {
+			b, err := loadBase(d, "--base", arch, "")
+			if err == nil {
+				return b, nil
+			}
+			errs = append(errs, err.Error())
+		}
+		return nil, &Error{Msg: "none of the --base directories is a usable Gondolin base for " + arch + ":\n    " + strings.Join(errs, "\n    "),
+			Fixes: append([]string{"Add --base DIR with a base bundle for " + arch + "."}, fixes()[1:]...)}
 	}
 	if d := o.getenv("GONDOLIN_GUEST_DIR"); d != "" {
 		b, err := loadBase(d, "GONDOLIN_GUEST_DIR", arch, "")

@@ -521,3 +521,27 @@ func TestDownloadDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestFindBaseSeveralDirs: --base given once per arch; each target gets
+// its own, and a target none of them fits is an error naming each.
+func TestFindBaseSeveralDirs(t *testing.T) {
+	ctx := context.Background()
+	amd := filepath.Join(t.TempDir(), "amd")
+	makeBaseDir(t, amd, ArchX86_64, true)
+	arm := filepath.Join(t.TempDir(), "arm")
+	makeBaseDir(t, arm, ArchAarch64, true)
+	for _, tc := range []struct{ platform, want string }{{"linux/amd64", amd}, {"linux/arm64", arm}} {
+		b, err := FindBase(ctx, BaseOptions{Dirs: []string{amd, arm}, Platform: tc.platform})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.platform, err)
+		}
+		if b.Dir != tc.want {
+			t.Errorf("%s: base %s, want %s", tc.platform, b.Dir, tc.want)
+		}
+	}
+	_, err := FindBase(ctx, BaseOptions{Dirs: []string{amd, amd + "-missing"}, Platform: "linux/arm64"})
+	if err == nil || !strings.Contains(err.Error(), "none of the --base directories") || !strings.Contains(err.Error(), "is for x86_64 but the target is aarch64") ||
+		!strings.Contains(err.Error(), amd+"-missing") {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -23,7 +23,7 @@ var outputFlags = []cli.Flag{
 	{Name: "platform", Arg: "OS/ARCH[,...]", Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
 	{Name: "mode", Arg: "MODE", Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
-	{Name: "base", Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue); default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
+	{Name: "base", Kind: cli.Repeat, Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue) for the target arch; repeat it, one per arch, for several platforms; default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
 	{Name: "no-download", Kind: cli.Bool, Usage: "never download a Gondolin base bundle"},
 	{Name: "plain", Kind: cli.Bool, Usage: "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"},
 	{Name: "rootfs-mode", Arg: "MODE", Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
@@ -81,7 +81,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		return opts, err
 	}
 	opts.Mode = mode
-	opts.Base = gondolin.BaseOptions{Dir: f.Str("base", ""), NoDownload: f.Bool("no-download")}
+	opts.Base = gondolin.BaseOptions{Dirs: f.List("base"), NoDownload: f.Bool("no-download")}
 	opts.Plain = f.Bool("plain")
 	opts.Tag = f.Str("tag", "")
 	if f.Has("rootfs-mode") {
