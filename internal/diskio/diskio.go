@@ -84,6 +84,12 @@ const DirectAlign = 4096
 // filesystem cannot; then dst does not exist.
 func Clone(src *os.File, dst string) error { return clone(src, dst) }
 
+// Exchange swaps the directory entries a and b, both existing, on one
+// filesystem, in one atomic step (renameat2 RENAME_EXCHANGE on Linux,
+// renamex_np RENAME_SWAP on macOS): there is no moment when either name is
+// missing. ErrUnsupported where the system or filesystem cannot.
+func Exchange(a, b string) error { return exchange(a, b) }
+
 // Impl names the implementation compiled in: "linux", "darwin" or
 // "portable".
 const Impl = impl

@@ -19,3 +19,5 @@ func openNoCache(*os.File) (*os.File, error) { return nil, ErrUnsupported }
 func noCacheRefused(error) bool { return false }
 
 func clone(*os.File, string) error { return ErrUnsupported }
+
+func exchange(string, string) error { return ErrUnsupported }

@@ -196,3 +196,39 @@ func TestStartWriteback(t *testing.T) {
 		t.Errorf("after StartWriteback: %v %x", err, got[0])
 	}
 }
+
+// TestExchange swaps two directories in one step where supported.
+func TestExchange(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, d := range []string{a, b} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "name"), []byte(filepath.Base(d)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := Exchange(a, b)
+	if Impl == "portable" {
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("portable Exchange: %v", err)
+		}
+		return
+	}
+	if errors.Is(err, ErrUnsupported) {
+		t.Skipf("this filesystem cannot exchange: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(a, "name")); string(got) != "b" {
+		t.Errorf("a holds %q after the exchange", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(b, "name")); string(got) != "a" {
+		t.Errorf("b holds %q after the exchange", got)
+	}
+	if err := Exchange(a, filepath.Join(dir, "missing")); err == nil || errors.Is(err, ErrUnsupported) {
+		t.Errorf("exchange with a missing entry: %v", err)
+	}
+}

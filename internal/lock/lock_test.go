@@ -1,0 +1,85 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTryAndAcquire(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.lock")
+	if Held(p) {
+		t.Fatal("Held on a missing file")
+	}
+	a, err := Try(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock locks belong to the open file: a second open in the same
+	// process conflicts, like another process would.
+	if _, err := Try(p); !errors.Is(err, ErrHeld) {
+		t.Fatalf("second Try: %v, want ErrHeld", err)
+	}
+	if !Held(p) {
+		t.Error("Held = false while locked")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	waited := false
+	if _, err := Acquire(ctx, p, func() { waited = true }); !errors.Is(err, context.DeadlineExceeded) || !waited {
+		t.Fatalf("Acquire while held: %v (waited %v)", err, waited)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		a.Unlock()
+	}()
+	b, err := Acquire(context.Background(), p, nil)
+	if err != nil {
+		t.Fatalf("Acquire after unlock: %v", err)
+	}
+	b.Unlock()
+	if Held(p) {
+		t.Error("Held after unlock")
+	}
+}
+
+// TestReleasedWhenOwnerDies: a killed holder's lock is free at once.
+func TestReleasedWhenOwnerDies(t *testing.T) {
+	if os.Getenv("LOCK_TEST_CHILD") != "" {
+		if _, err := Try(os.Getenv("LOCK_TEST_CHILD")); err != nil {
+			os.Exit(3)
+		}
+		os.Stdout.WriteString("locked\n")
+		time.Sleep(time.Minute)
+		return
+	}
+	p := filepath.Join(t.TempDir(), "x.lock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReleasedWhenOwnerDies$")
+	cmd.Env = append(os.Environ(), "LOCK_TEST_CHILD="+p)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, _ := out.Read(buf)
+	if !strings.Contains(string(buf[:n]), "locked") {
+		cmd.Process.Kill()
+		t.Fatalf("child: %q", buf[:n])
+	}
+	if !Held(p) {
+		t.Error("the child's lock is not seen")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if Held(p) {
+		t.Error("lock still held after its owner was killed")
+	}
+}
