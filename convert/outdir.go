@@ -1,10 +1,34 @@
 package convert
 
+// The output directory. A conversion writes into a staging directory
+// beside --out (same filesystem) and publishes it by swapping it with
+// --out in one step, so that --out always holds either the previous
+// complete output or the new one, even if the process is killed at any
+// moment.
+//
+// Names, for --out DIR/OUT:
+//   DIR/.OUT.lock    held (flock) by the run writing OUT, from before its
+//                    checks until it has published or failed; a second run
+//                    into OUT waits for it. The system drops the lock when
+//                    its owner dies, so a killed run never blocks the next.
+//   DIR/.OUT.tmp-*   staging directories. Under the lock, any that exist
+//                    belong to dead runs and are removed.
+//   DIR/.OUT.old     only where the filesystem cannot swap two directories
+//                    (no RENAME_EXCHANGE/RENAME_SWAP): the previous output,
+//                    moved aside for the moment between two renames. A run
+//                    that finds it restores it when OUT is missing (the
+//                    killed run had not published) and removes it otherwise.
+
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
 // metaFile marks a directory as a docker2vm output, which makes it safe to
@@ -15,11 +39,18 @@ const metaFile = "meta.json"
 // staging is a fresh directory beside the output, on the same filesystem, so
 // that publishing is a rename.
 type staging struct {
-	out string
-	dir string
+	out  string
+	dir  string
+	lock *lock.File // nil for a sub-staging (its parent holds the lock)
 }
 
-func newStaging(out string) (*staging, error) {
+// outNames are the names beside out that belong to it.
+func outNames(out string) (lockPath, tmpPrefix, old string) {
+	parent, base := filepath.Dir(out), filepath.Base(out)
+	return filepath.Join(parent, "."+base+".lock"), "." + base + ".tmp-", filepath.Join(parent, "."+base+".old")
+}
+
+func newStaging(ctx context.Context, out string, progress func(string, ...any)) (_ *staging, err error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", out, err)
@@ -32,7 +63,31 @@ func newStaging(out string) (*staging, error) {
 		return nil, &Error{Msg: fmt.Sprintf("cannot create %s", parent), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
-	dir, err := os.MkdirTemp(parent, "."+filepath.Base(abs)+".tmp-")
+	lockPath, _, _ := outNames(abs)
+	l, err := lock.Acquire(ctx, lockPath, func() {
+		progress("waiting for another docker2vm run that is writing %s", abs)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
+			Fixes: []string{"Choose an --out path in a writable directory."}}
+	}
+	defer func() {
+		if err != nil {
+			l.Unlock()
+		}
+	}()
+	if err := recoverOut(abs, progress); err != nil {
+		return nil, err
+	}
+	// Again, under the lock: a run that held it may have changed OUT.
+	if err := checkReplaceable(abs); err != nil {
+		return nil, err
+	}
+	_, prefix, _ := outNames(abs)
+	dir, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return nil, &Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
@@ -41,7 +96,36 @@ func newStaging(out string) (*staging, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &staging{out: abs, dir: dir}, nil
+	return &staging{out: abs, dir: dir, lock: l}, nil
+}
+
+// recoverOut, called with out's lock held, puts back what a killed run
+// left: the previous output moved aside (restored when out is missing,
+// else removed) and staging directories (removed).
+func recoverOut(out string, progress func(string, ...any)) error {
+	_, prefix, old := outNames(out)
+	if _, err := os.Lstat(old); err == nil {
+		if _, err := os.Lstat(out); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(old, out); err != nil {
+				return fmt.Errorf("restoring the previous output %s from %s: %w", out, old, err)
+			}
+			progress("restored %s, which an interrupted run had moved aside", out)
+		} else if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("removing %s, left by an interrupted run: %w", old, err)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Dir(out))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) && e.IsDir() {
+			if err := os.RemoveAll(filepath.Join(filepath.Dir(out), e.Name())); err != nil {
+				return fmt.Errorf("removing %s, left by an interrupted run: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkReplaceable accepts a missing path, an empty directory, or an
@@ -112,40 +196,63 @@ func (s *staging) sub(name string) (*staging, error) {
 // path returns where a file goes inside the staging directory.
 func (s *staging) path(name string) string { return filepath.Join(s.dir, name) }
 
-// publish swaps the staging directory in place of the output: the previous
-// result stays intact until the new one is complete, and no file of it
-// survives beside the new one.
+// publish puts the staging directory in place of the output: swapped in
+// one step where the filesystem can (the previous output then sits at the
+// staging name and is removed), else by two renames through the .old
+// name that the next run knows how to recover from. The lock is released.
 func (s *staging) publish() error {
+	defer s.lock.Unlock()
 	if err := syncDir(s.dir); err != nil {
 		return err
 	}
-	old := ""
-	if _, err := os.Lstat(s.out); err == nil {
-		// Re-check: the directory may have changed since we started.
-		if err := checkReplaceable(s.out); err != nil {
+	parent := filepath.Dir(s.out)
+	if _, err := os.Lstat(s.out); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(s.dir, s.out); err != nil {
+			return fmt.Errorf("publishing %s: %w", s.out, err)
+		}
+		return syncDir(parent)
+	}
+	// Re-check: the directory may have changed since we started (by hand:
+	// other docker2vm runs wait for the lock).
+	if err := checkReplaceable(s.out); err != nil {
+		return err
+	}
+	err := diskio.Exchange(s.dir, s.out)
+	switch {
+	case err == nil:
+		if err := syncDir(parent); err != nil {
 			return err
 		}
-		old = s.dir + ".old"
-		if err := os.Rename(s.out, old); err != nil {
-			return fmt.Errorf("moving the previous output %s aside: %w", s.out, err)
-		}
+		// s.dir now holds the previous output. Published already: what
+		// cannot be removed now, the next run into s.out removes.
+		os.RemoveAll(s.dir)
+		return nil
+	case !errors.Is(err, diskio.ErrUnsupported):
+		return fmt.Errorf("publishing %s: %w", s.out, err)
+	}
+	_, _, old := outNames(s.out)
+	if err := os.Rename(s.out, old); err != nil {
+		return fmt.Errorf("moving the previous output %s aside: %w", s.out, err)
 	}
 	if err := os.Rename(s.dir, s.out); err != nil {
-		if old != "" {
-			_ = os.Rename(old, s.out)
+		if rerr := os.Rename(old, s.out); rerr != nil {
+			return fmt.Errorf("publishing %s: %w (the previous output is at %s; the next run restores it)", s.out, err, old)
 		}
 		return fmt.Errorf("publishing %s: %w", s.out, err)
 	}
-	if old != "" {
-		if err := os.RemoveAll(old); err != nil {
-			return fmt.Errorf("removing the previous output %s: %w", old, err)
-		}
+	if err := syncDir(parent); err != nil {
+		return err
 	}
-	return syncDir(filepath.Dir(s.out))
+	os.RemoveAll(old) // else the next run removes it
+	return nil
 }
 
-// discard removes the staging directory (after a failure).
-func (s *staging) discard() { os.RemoveAll(s.dir) }
+// discard removes the staging directory (after a failure) and releases
+// the lock.
+func (s *staging) discard() {
+	os.RemoveAll(s.dir)
+	s.lock.Unlock()
+}
 
 func syncDir(dir string) error {
 	f, err := os.Open(dir)

@@ -89,7 +89,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		}
 		jobs = append(jobs, j)
 	}
-	st, err := newStaging(opts.OutDir)
+	st, err := newStaging(ctx, opts.OutDir, progress)
 	if err != nil {
 		return nil, err
 	}

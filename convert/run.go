@@ -141,7 +141,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	defer j.close()
-	st, err := newStaging(opts.OutDir)
+	st, err := newStaging(ctx, opts.OutDir, progress)
 	if err != nil {
 		return nil, err
 	}

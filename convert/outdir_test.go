@@ -1,0 +1,184 @@
+package convert
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/lock"
+)
+
+// TestRunRecoversInterruptedPublication puts the output directory in each
+// state a run killed while publishing can leave, and checks that the next
+// run finds the previous output, publishes its own and leaves nothing
+// behind.
+func TestRunRecoversInterruptedPublication(t *testing.T) {
+	ctx := context.Background()
+	src := layoutSource(t, sampleImage(t))
+	for _, tc := range []struct {
+		name string
+		// crash turns a published output into what a killed run leaves.
+		crash func(t *testing.T, out string)
+	}{
+		{"moved aside, not replaced", func(t *testing.T, out string) {
+			_, _, old := outNames(out)
+			if err := os.Rename(out, old); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"replaced, old not removed", func(t *testing.T, out string) {
+			_, _, old := outNames(out)
+			copyDir(t, out, old)
+		}},
+		{"staging left", func(t *testing.T, out string) {
+			_, prefix, _ := outNames(out)
+			copyDir(t, out, filepath.Join(filepath.Dir(out), prefix+"123456"))
+		}},
+		{"swapped, old not removed", func(t *testing.T, out string) {
+			_, prefix, _ := outNames(out)
+			copyDir(t, out, filepath.Join(filepath.Dir(out), prefix+"999"))
+			os.WriteFile(filepath.Join(filepath.Dir(out), prefix+"999", "marker"), nil, 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			if _, err := Run(ctx, options(src, out)); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+			tc.crash(t, out)
+			var progress strings.Builder
+			o := options(src, out)
+			o.Progress = &progress
+			if _, err := Run(ctx, o); err != nil {
+				t.Fatalf("the run after the crash: %v", err)
+			}
+			got, err := os.ReadFile(filepath.Join(out, RootfsFile))
+			if err != nil || string(got) != string(want) {
+				t.Errorf("output after recovery: %v (equal %v)", err, string(got) == string(want))
+			}
+			assertNoLitter(t, out)
+		})
+	}
+}
+
+// TestRunConcurrentSameOut: several runs into one --out at once all
+// succeed, one after the other, and leave one complete output.
+func TestRunConcurrentSameOut(t *testing.T) {
+	ctx := context.Background()
+	src := layoutSource(t, sampleImage(t))
+	out := filepath.Join(t.TempDir(), "out")
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = Run(ctx, options(src, out))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("run %d: %v", i, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, RootfsFile)); err != nil {
+		t.Error(err)
+	}
+	assertNoLitter(t, out)
+}
+
+// TestRunWaitsForLock: a run into an --out that another holds waits, says
+// so, and gives up when cancelled, leaving the output alone.
+func TestRunWaitsForLock(t *testing.T) {
+	src := layoutSource(t, sampleImage(t))
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Run(context.Background(), options(src, out)); err != nil {
+		t.Fatal(err)
+	}
+	lockPath, _, _ := outNames(out)
+	l, err := lock.Try(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	var progress syncBuilder
+	o := options(src, out)
+	o.Progress = &progress
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, o)
+		done <- err
+	}()
+	for !strings.Contains(progress.String(), "waiting for another docker2vm run") {
+		select {
+		case err := <-done:
+			t.Fatalf("the run did not wait: %v", err)
+		default:
+		}
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, RootfsFile)); err != nil {
+		t.Error(err)
+	}
+}
+
+// assertNoLitter checks that nothing but out and its lock file is left
+// beside out.
+func assertNoLitter(t *testing.T, out string) {
+	t.Helper()
+	lockPath, _, _ := outNames(out)
+	ents, _ := os.ReadDir(filepath.Dir(out))
+	for _, e := range ents {
+		if p := filepath.Join(filepath.Dir(out), e.Name()); p != out && p != lockPath {
+			t.Errorf("left beside the output: %s", e.Name())
+		}
+	}
+	t.Logf("publication: diskio %s", diskio.Impl)
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
