@@ -71,6 +71,9 @@ var muslLibPath = []string{"/lib", "/usr/local/lib", "/usr/lib"}
 // Glue is what Inject adds to an image, as read from a base rootfs. Every
 // inode's content is in the Store given to ReadGlue.
 type Glue struct {
+	// Arch is the base's architecture, x86_64 or aarch64: the guest's,
+	// which the programs Inject adds must match.
+	Arch string
 	// Init is Gondolin's rootfs /init (made to source the image env
 	// file before starting sandboxd, when the base's did not).
 	Init *fstree.Inode
@@ -105,13 +108,20 @@ type Tool struct {
 
 // ReadGlue reads Gondolin's runtime glue out of a base rootfs: /init, the
 // sandbox binaries, /lib/modules/*, and the tools the init and our
-// entrypoint need (with the musl loader and libraries they link). Content
-// goes to store, which Inject later uses for the files it generates.
+// entrypoint need (with the musl loader and libraries they link). arch is
+// the base's architecture (Base.Arch; any name NormalizeArch knows).
+// Content goes to store, which Inject later uses for the files it
+// generates.
 //
 // Adapting the ext4 reader: Extract is (*ext4.FS).Extract; Lstat can be
 // written over the reader's directory lookup (metadata only).
-func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, error) {
+func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Store) (*Glue, error) {
+	norm := NormalizeArch(arch)
+	if norm == "" {
+		return nil, glueErr(fmt.Sprintf("the base's architecture %q is not x86_64 or aarch64", arch), nil)
+	}
 	g := &Glue{
+		Arch:     norm,
 		Agents:   map[string]*fstree.Inode{},
 		Modules:  map[string]*fstree.Inode{},
 		Binaries: map[string]*fstree.Inode{},
