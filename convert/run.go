@@ -99,7 +99,7 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*go
 		return nil, &Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
 			Fixes: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
 	}
-	glue, err := gondolin.ReadGlue(ctx, glueSource{fs}, store)
+	glue, err := gondolin.ReadGlue(ctx, glueSource{fs}, base.Arch, store)
 	if err != nil {
 		return nil, fmt.Errorf("reading runtime glue from %s: %w", base.RootfsPath, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin/setuser"
 )
 
 // GlueSource is read-only access to the base bundle's rootfs. The ext4
@@ -41,12 +42,15 @@ const (
 	ImageEnvPath       = "/etc/profile.d/gondolin-image-env.sh"
 	EntrypointPath     = "/usr/bin/docker2vm-entrypoint"
 	// PrivateDir holds what we add that has no standard place: base
-	// binaries (busybox, kmod) that applet symlinks point at, tools only
-	// our entrypoint script uses, and an image's own /init when it had to
-	// make way for Gondolin's.
+	// binaries (busybox, kmod) that applet symlinks point at, the user
+	// switcher only our entrypoint script uses, and an image's own /init
+	// when it had to make way for Gondolin's.
 	PrivateDir    = "/usr/lib/docker2vm"
 	PrivateBinDir = PrivateDir + "/bin"
 	ImageInitPath = PrivateDir + "/image-init"
+	// SetuserPath is docker2vm-setuser (package setuser), added for an
+	// image whose USER is not root.
+	SetuserPath = PrivateBinDir + "/" + setuser.Name
 )
 
 // AgentPaths are Gondolin's guest binaries. Only sandboxd (the exec agent)
@@ -58,10 +62,6 @@ var AgentPaths = []string{SandboxdPath, SandboxfsPath, SandboxsshPath, Sandboxin
 // /usr/sbin:/usr/bin:/sbin:/bin).
 var InitTools = []string{"sh", "mount", "mkdir", "chmod", "cat", "basename", "tr", "mknod", "ln", "ls", "grep", "seq", "sleep", "modprobe", "cp"}
 
-// UserTools are the commands docker2vm-entrypoint may use to switch user,
-// in order of preference. Those the base has are added under PrivateBinDir.
-var UserTools = []string{"su-exec", "setpriv", "chpst"}
-
 // initPATH is the search order of Gondolin's init.
 var initPATH = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
 
@@ -71,6 +71,9 @@ var muslLibPath = []string{"/lib", "/usr/local/lib", "/usr/lib"}
 // Glue is what Inject adds to an image, as read from a base rootfs. Every
 // inode's content is in the Store given to ReadGlue.
 type Glue struct {
+	// Arch is the base's architecture, x86_64 or aarch64: the guest's,
+	// which the programs Inject adds (the user switcher) must match.
+	Arch string
 	// Init is Gondolin's rootfs /init (made to source the image env
 	// file before starting sandboxd, when the base's did not).
 	Init *fstree.Inode
@@ -104,14 +107,20 @@ type Tool struct {
 }
 
 // ReadGlue reads Gondolin's runtime glue out of a base rootfs: /init, the
-// sandbox binaries, /lib/modules/*, and the tools the init and our
-// entrypoint need (with the musl loader and libraries they link). Content
-// goes to store, which Inject later uses for the files it generates.
+// sandbox binaries, /lib/modules/*, and the tools the init needs (with the
+// musl loader and libraries they link). arch is the base's architecture
+// (Base.Arch; any name NormalizeArch knows). Content goes to store, which
+// Inject later uses for the files it generates.
 //
 // Adapting the ext4 reader: Extract is (*ext4.FS).Extract; Lstat can be
 // written over the reader's directory lookup (metadata only).
-func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, error) {
+func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Store) (*Glue, error) {
+	norm := NormalizeArch(arch)
+	if norm == "" {
+		return nil, glueErr(fmt.Sprintf("the base's architecture %q is not x86_64 or aarch64", arch), nil)
+	}
 	g := &Glue{
+		Arch:     norm,
 		Agents:   map[string]*fstree.Inode{},
 		Modules:  map[string]*fstree.Inode{},
 		Binaries: map[string]*fstree.Inode{},
@@ -178,7 +187,7 @@ func ReadGlue(ctx context.Context, src GlueSource, store fstree.Store) (*Glue, e
 
 	// Tools and what they link.
 	binPaths := map[string]string{} // binary name -> base real path
-	for _, name := range append(append([]string{}, InitTools...), UserTools...) {
+	for _, name := range InitTools {
 		for _, dir := range initPATH {
 			real, n, err := r.resolve(dir + "/" + name)
 			if err != nil || n.Type != fstree.TypeRegular {

@@ -171,7 +171,7 @@ func readGlueFrom(t *testing.T, base map[string]spec) (*Glue, *fstree.MemStore) 
 	t.Helper()
 	var bs, out fstree.MemStore
 	src := TreeSource{Tree: buildTree(t, &bs, base), Store: &bs}
-	g, err := ReadGlue(context.Background(), src, &out)
+	g, err := ReadGlue(context.Background(), src, ArchX86_64, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,11 +193,11 @@ func TestReadGlue(t *testing.T) {
 	if g.Tools["sh"] != (Tool{"busybox", "/bin"}) || g.Tools["modprobe"] != (Tool{"kmod", "/sbin"}) || g.Tools["seq"].Dir != "/usr/bin" {
 		t.Fatalf("tools %v", g.Tools)
 	}
-	if _, ok := g.Tools["su-exec"]; ok {
-		t.Fatal("su-exec invented")
+	if _, ok := g.Tools["setpriv"]; ok {
+		t.Fatal("setpriv read: only the init's tools are needed (docker2vm-setuser switches users)")
 	}
-	if g.Tools["setpriv"].Binary != "busybox" {
-		t.Fatal("setpriv")
+	if g.Arch != ArchX86_64 {
+		t.Fatalf("arch %q", g.Arch)
 	}
 	if got := strings.Join(g.Needs["busybox"], ","); got != "/lib/ld-musl-x86_64.so.1,/lib/libc.musl-x86_64.so.1" {
 		t.Fatalf("busybox needs %s", got)
@@ -221,18 +221,24 @@ func TestReadGlueErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		mutate func(m map[string]spec)
+		arch   string // default x86_64
 		want   string
 	}{
-		{"no init", func(m map[string]spec) { delete(m, "init") }, "no /init"},
-		{"no sandboxd", func(m map[string]spec) { delete(m, "usr/bin/sandboxd") }, "/usr/bin/sandboxd"},
-		{"missing lib", func(m map[string]spec) { delete(m, "usr/lib/libzstd.so.1.5.5"); delete(m, "usr/lib/libzstd.so.1") }, "libzstd.so.1"},
-		{"symlink loop", func(m map[string]spec) { m["usr/bin/sandboxfs"] = "->/usr/bin/sandboxfs" }, "too many levels"},
+		{"no init", func(m map[string]spec) { delete(m, "init") }, "", "no /init"},
+		{"no sandboxd", func(m map[string]spec) { delete(m, "usr/bin/sandboxd") }, "", "/usr/bin/sandboxd"},
+		{"missing lib", func(m map[string]spec) { delete(m, "usr/lib/libzstd.so.1.5.5"); delete(m, "usr/lib/libzstd.so.1") }, "", "libzstd.so.1"},
+		{"symlink loop", func(m map[string]spec) { m["usr/bin/sandboxfs"] = "->/usr/bin/sandboxfs" }, "", "too many levels"},
+		{"unknown arch", func(m map[string]spec) {}, "riscv64", `architecture "riscv64"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := alpineBase()
 			tc.mutate(m)
+			arch := tc.arch
+			if arch == "" {
+				arch = ArchX86_64
+			}
 			var bs, out fstree.MemStore
-			_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, &out)
+			_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, arch, &out)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -283,7 +289,7 @@ func (s hugeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 func TestReadGlueBounded(t *testing.T) {
 	var bs, out fstree.MemStore
 	src := hugeSource{TreeSource{Tree: buildTree(t, &bs, alpineBase()), Store: &bs}, t}
-	_, err := ReadGlue(context.Background(), src, &out)
+	_, err := ReadGlue(context.Background(), src, ArchX86_64, &out)
 	if err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("err = %v", err)
 	}
@@ -300,7 +306,7 @@ func TestReadGlueNeededPath(t *testing.T) {
 		m["etc/shadow"] = "0644:root:secret"
 		m["bin/busybox"] = string(fakeELF(tc.interp, tc.needed))
 		var bs, out fstree.MemStore
-		_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, &out)
+		_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, ArchX86_64, &out)
 		if err == nil || !strings.Contains(err.Error(), "not a library name") {
 			t.Errorf("%s: err = %v", tc.needed, err)
 		}
@@ -309,7 +315,7 @@ func TestReadGlueNeededPath(t *testing.T) {
 	m := alpineBase()
 	m["bin/busybox"] = string(fakeELF("/etc", "libc.musl-x86_64.so.1"))
 	var bs, out fstree.MemStore
-	_, err := ReadGlue(context.Background(), noExtract{TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, "/etc", t}, &out)
+	_, err := ReadGlue(context.Background(), noExtract{TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, "/etc", t}, ArchX86_64, &out)
 	if err == nil || !strings.Contains(err.Error(), "is a dir, not a file") {
 		t.Errorf("interp dir: err = %v", err)
 	}

@@ -3,6 +3,7 @@ package gondolin
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"path"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin/setuser"
 )
 
 // ImageConfig is the part of the OCI image config a guest needs.
@@ -194,23 +196,21 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 			Fixes: []string{"Use a base bundle whose rootfs has busybox (Gondolin's alpine-base does).", "Or add those commands to the image (e.g. busybox)."}}
 	}
 
-	// User switching for the entrypoint: tools under PrivateBinDir only.
+	// The user switcher for the entrypoint, when USER is not root.
 	if !isRootUser(cfg.User) {
-		for _, tool := range UserTools {
-			t, ok := glue.Tools[tool]
-			if !ok {
-				continue
-			}
-			if err := r.addBinary(glue, t.Binary); err != nil {
-				return nil, err
-			}
-			if t.Binary != tool {
-				if l, err := r.walk(PrivateBinDir+"/"+tool, false, false); err == nil && l.node == nil {
-					if _, err := r.addSymlink(PrivateBinDir+"/"+tool, t.Binary); err != nil {
-						return nil, err
-					}
-				}
-			}
+		bin, err := setuser.Binary(glue.Arch)
+		if err != nil {
+			return nil, &Error{Msg: "cannot add " + SetuserPath + ", which runs the entrypoint as the image's USER " + cfg.User, Err: err,
+				Fixes: []string{"Use a base bundle for x86_64 or aarch64."}}
+		}
+		if err := r.mkdirAll(PrivateBinDir, 0o755); err != nil {
+			return nil, err
+		}
+		if added, err := r.addGenerated(glue, SetuserPath, bin, 0o755); err != nil {
+			return nil, err
+		} else if !added {
+			return nil, &Error{Msg: "the image already has " + SetuserPath + ", the path docker2vm uses for its user switcher",
+				Fixes: []string{"Remove " + SetuserPath + " from the image."}}
 		}
 	}
 
@@ -701,11 +701,32 @@ func EnvScript(env []string) (string, []string) {
 	return b.String(), notes
 }
 
+// entrypointRunner is the static part of the entrypoint script: shell
+// functions that EntrypointScript's rendered settings call.
+//
+//go:embed entrypoint.sh
+var entrypointRunner string
+
+// runnerPaths are the guest files the entrypoint script reads and runs.
+// Tests point them into a temporary directory.
+type runnerPaths struct {
+	envFile, passwd, group, setuser string
+}
+
+var guestPaths = runnerPaths{envFile: ImageEnvPath, passwd: "/etc/passwd", group: "/etc/group", setuser: SetuserPath}
+
 // EntrypointScript renders /usr/bin/docker2vm-entrypoint: it loads the
-// image env, enters WorkingDir, switches to User and execs
-// ENTRYPOINT + (its arguments, or CMD when it has none), as `docker run
-// IMAGE [ARGS...]` does. movedInit, when set, replaces a "/init" argument.
+// image env, enters WorkingDir, and execs ENTRYPOINT + (its arguments, or
+// CMD when it has none), as `docker run IMAGE [ARGS...]` does, as User:
+// resolved with the image's /etc/passwd and /etc/group when it runs, and
+// switched to with SetuserPath (a root User needs no switch). movedInit,
+// when set, replaces a "/init" argument. The script is entrypoint.sh with
+// the image's settings appended.
 func EntrypointScript(cfg ImageConfig, movedInit string) string {
+	return entrypointScript(cfg, movedInit, guestPaths)
+}
+
+func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) string {
 	q := func(args []string) string {
 		out := make([]string, len(args))
 		for i, a := range args {
@@ -716,106 +737,67 @@ func EntrypointScript(cfg ImageConfig, movedInit string) string {
 		}
 		return strings.Join(out, " ")
 	}
-	var b strings.Builder
-	b.WriteString(`#!/bin/sh
-# Written by docker2vm: runs the image's ENTRYPOINT and CMD the way
-# ` + "`docker run IMAGE [ARGS...]`" + ` would. Arguments replace CMD.
-set -e
-if [ -r ` + ImageEnvPath + ` ]; then
-  . ` + ImageEnvPath + `
-fi
-`)
 	wd := cfg.WorkingDir
 	if wd == "" {
 		wd = "/"
 	}
-	fmt.Fprintf(&b, "cd %s\n", ShellQuote(path.Clean("/"+wd)))
+	setuserPath, user, group, imageHome := "", "", "", ""
+	if !isRootUser(cfg.User) {
+		setuserPath = paths.setuser
+		user, group = userSpec(cfg.User)
+	}
+	for _, kv := range cfg.Env {
+		if strings.HasPrefix(kv, "HOME=") {
+			imageHome = "1"
+		}
+	}
+	var b strings.Builder
+	// literal marks a line whose quoted values hold $ or ` for shellcheck,
+	// which otherwise suspects an expansion meant to happen.
+	literal := func(quoted string) {
+		if strings.ContainsAny(quoted, "$`") {
+			b.WriteString("# shellcheck disable=SC2016 # a literal value\n")
+		}
+	}
+	assign := func(name, value string) {
+		literal(ShellQuote(value))
+		fmt.Fprintf(&b, "%s=%s\n", name, ShellQuote(value))
+	}
+	b.WriteString(entrypointRunner)
+	b.WriteString("\n# The image's settings, written by docker2vm.\n")
+	assign("d2v_env_file", paths.envFile)
+	assign("d2v_passwd_file", paths.passwd)
+	assign("d2v_group_file", paths.group)
+	assign("d2v_workdir", path.Clean("/"+wd))
+	b.WriteString("# USER, split at its first colon; without d2v_setuser (root) the command\n# runs as this script's user.\n")
+	assign("d2v_setuser", setuserPath)
+	assign("d2v_user", user)
+	assign("d2v_group", group)
+	b.WriteString("# 1 when the image's ENV sets HOME; else HOME is the user's home directory.\n")
+	assign("d2v_image_home", imageHome)
+	b.WriteString("# ENTRYPOINT, then the arguments or else CMD.\n")
 	if len(cfg.Cmd) > 0 {
-		fmt.Fprintf(&b, "if [ \"$#\" -eq 0 ]; then\n  set -- %s\nfi\n", q(cfg.Cmd))
+		cmd := q(cfg.Cmd)
+		literal(cmd)
+		fmt.Fprintf(&b, "if [ \"$#\" -eq 0 ]; then\n\tset -- %s\nfi\n", cmd)
 	}
 	if len(cfg.Entrypoint) > 0 {
-		fmt.Fprintf(&b, "set -- %s \"$@\"\n", q(cfg.Entrypoint))
+		ep := q(cfg.Entrypoint)
+		literal(ep)
+		fmt.Fprintf(&b, "set -- %s \"$@\"\n", ep)
 	}
-	b.WriteString(`if [ "$#" -eq 0 ]; then
-  echo "docker2vm-entrypoint: the image has no ENTRYPOINT or CMD; pass the command to run" >&2
-  exit 127
-fi
-`)
-	if !isRootUser(cfg.User) {
-		user, group, _ := strings.Cut(strings.TrimSpace(cfg.User), ":")
-		hasHome := false
-		for _, kv := range cfg.Env {
-			if strings.HasPrefix(kv, "HOME=") {
-				hasHome = true
-			}
-		}
-		fmt.Fprintf(&b, "d2v_user=%s\nd2v_group=%s\n", ShellQuote(user), ShellQuote(group))
-		b.WriteString(userSwitch)
-		if !hasHome {
-			b.WriteString("export HOME=\"${d2v_home:-/}\"\n")
-		}
-		b.WriteString("d2v_switch \"$@\"\n")
-	}
-	b.WriteString("exec \"$@\"\n")
+	b.WriteString("d2v_main \"$@\"\n")
 	return b.String()
 }
 
-// userSwitch resolves d2v_user/d2v_group with /etc/passwd and /etc/group
-// (shell builtins only) and defines d2v_switch, which execs the command as
-// that user with the first of su-exec, gosu, setpriv or chpst it finds
-// (ours under PrivateBinDir first, then the image's on PATH).
-const userSwitch = `d2v_uid= d2v_gid= d2v_home=
-case "$d2v_user" in
-  ''|*[!0-9]*)
-    if [ -r /etc/passwd ]; then
-      while IFS=: read -r d2v_n d2v_p d2v_u d2v_g d2v_c d2v_h d2v_s; do
-        if [ "$d2v_n" = "$d2v_user" ]; then d2v_uid=$d2v_u d2v_gid=$d2v_g d2v_home=$d2v_h; break; fi
-      done < /etc/passwd
-    fi
-    if [ -z "$d2v_uid" ]; then
-      echo "docker2vm-entrypoint: user $d2v_user not found in /etc/passwd" >&2
-      exit 126
-    fi ;;
-  *)
-    d2v_uid=$d2v_user d2v_gid=0
-    if [ -r /etc/passwd ]; then
-      while IFS=: read -r d2v_n d2v_p d2v_u d2v_g d2v_c d2v_h d2v_s; do
-        if [ "$d2v_u" = "$d2v_uid" ]; then d2v_gid=$d2v_g d2v_home=$d2v_h; break; fi
-      done < /etc/passwd
-    fi ;;
-esac
-case "$d2v_group" in
-  '') ;;
-  *[!0-9]*)
-    d2v_found=
-    if [ -r /etc/group ]; then
-      while IFS=: read -r d2v_n d2v_p d2v_g d2v_m; do
-        if [ "$d2v_n" = "$d2v_group" ]; then d2v_found=$d2v_g; break; fi
-      done < /etc/group
-    fi
-    if [ -z "$d2v_found" ]; then
-      echo "docker2vm-entrypoint: group $d2v_group not found in /etc/group" >&2
-      exit 126
-    fi
-    d2v_gid=$d2v_found ;;
-  *) d2v_gid=$d2v_group ;;
-esac
-d2v_switch() {
-  if [ "$d2v_uid" = 0 ] && [ "$d2v_gid" = 0 ]; then
-    exec "$@"
-  fi
-  for d2v_t in ` + PrivateBinDir + `/su-exec ` + PrivateBinDir + `/setpriv ` + PrivateBinDir + `/chpst su-exec gosu setpriv chpst; do
-    case "$d2v_t" in
-      /*) [ -x "$d2v_t" ] || continue ;;
-      *) command -v "$d2v_t" >/dev/null 2>&1 || continue ;;
-    esac
-    case "${d2v_t##*/}" in
-      su-exec|gosu) exec "$d2v_t" "$d2v_uid:$d2v_gid" "$@" ;;
-      setpriv) exec "$d2v_t" --reuid="$d2v_uid" --regid="$d2v_gid" --clear-groups "$@" ;;
-      chpst) exec "$d2v_t" -u ":$d2v_uid:$d2v_gid" "$@" ;;
-    esac
-  done
-  echo "docker2vm-entrypoint: cannot switch to user $d2v_uid:$d2v_gid: no su-exec, gosu, setpriv or chpst found" >&2
-  exit 126
+// userSpec splits a Docker USER value as runc does: the user (a name or a
+// uid) before the first colon, the group (a name or a gid) after it, and
+// anything after a second colon ignored.
+func userSpec(u string) (user, group string) {
+	parts := strings.SplitN(strings.TrimSpace(u), ":", 3)
+	user = parts[0]
+	if len(parts) > 1 {
+		group = parts[1]
+	}
+	return user, group
 }
-`

@@ -126,12 +126,12 @@ func TestInjectScratch(t *testing.T) {
 	if n, _ := img.Lookup("usr/bin/seq"); n == nil {
 		t.Fatal("seq not where the base has it")
 	}
-	for _, want := range []string{"/lib/ld-musl-x86_64.so.1", "/usr/lib/libzstd.so.1.5.5", PrivateBinDir + "/busybox", PrivateBinDir + "/kmod"} {
+	for _, want := range []string{"/lib/ld-musl-x86_64.so.1", "/usr/lib/libzstd.so.1.5.5", PrivateBinDir + "/busybox", PrivateBinDir + "/kmod", SetuserPath} {
 		if !has(inj.Files, want) {
 			t.Errorf("Files lacks %s", want)
 		}
 	}
-	for _, want := range []string{"/bin/sh", "/usr/lib/libzstd.so.1", "/lib/libc.musl-x86_64.so.1", PrivateBinDir + "/setpriv"} {
+	for _, want := range []string{"/bin/sh", "/usr/lib/libzstd.so.1", "/lib/libc.musl-x86_64.so.1"} {
 		if !has(inj.Symlinks, want) {
 			t.Errorf("Symlinks lacks %s: %v", want, inj.Symlinks)
 		}
@@ -327,33 +327,6 @@ func TestEntrypointScript(t *testing.T) {
 				t.Fatalf("got %q, want %q", out, tc.want)
 			}
 		})
-	}
-	s := EntrypointScript(ImageConfig{User: "app:staff", Cmd: []string{"x"}}, "")
-	for _, want := range []string{"d2v_user='app'", "d2v_group='staff'", "su-exec", "setpriv", `export HOME="${d2v_home:-/}"`, `d2v_switch "$@"`} {
-		if !strings.Contains(s, want) {
-			t.Errorf("user script lacks %q", want)
-		}
-	}
-	if strings.Contains(EntrypointScript(ImageConfig{User: "1000", Env: []string{"HOME=/home/x"}, Cmd: []string{"x"}}, ""), "export HOME") {
-		t.Error("HOME from the image env must win")
-	}
-	// An unknown user name fails clearly (host /etc/passwd has no such user).
-	out, err := runSh(t, EntrypointScript(ImageConfig{User: "no-such-user-d2v", Cmd: []string{"true"}}, ""))
-	if err == nil || !strings.Contains(out, "not found in /etc/passwd") {
-		t.Fatalf("%v %q", err, out)
-	}
-}
-
-func TestEntrypointSwitchesUser(t *testing.T) {
-	if os.Getuid() != 0 {
-		skipOrFail(t, "needs root to switch user")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		skipOrFail(t, "no setpriv on the host")
-	}
-	out, err := runSh(t, EntrypointScript(ImageConfig{User: "65534:65534", Cmd: []string{"sh", "-c", "echo $(id -u):$(id -g)"}}, ""))
-	if err != nil || strings.TrimSpace(out) != "65534:65534" {
-		t.Fatalf("%v %q", err, out)
 	}
 }
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the tools the integration tests and the demo use: a real registry
-# server, umoci, QEMU, busybox, kmod and the Gondolin host. Packages already
-# present are left alone, so running it again costs a few seconds.
+# server, umoci, QEMU (system and user mode), busybox, kmod, binutils for
+# x86_64 and aarch64 (to check the committed docker2vm-setuser programs),
+# shellcheck (for the generated entrypoint script) and the Gondolin host.
+# Packages already present are left alone, so running it again costs a few
+# seconds.
 # Needs root (apt-get); prints what to run otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu qemu-user-static shellcheck)
 
 missing=()
 for p in "${PKGS[@]}"; do
