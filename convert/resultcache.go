@@ -214,6 +214,13 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 
 func (c *resultCache) entryDir() string { return filepath.Join(c.dir, c.key) }
 
+// entryIsDir reports whether the entry is a real directory: never a
+// symlink, which could lead reads and writes out of the cache.
+func (c *resultCache) entryIsDir() bool {
+	fi, err := os.Lstat(c.entryDir())
+	return err == nil && fi.IsDir()
+}
+
 // shortKey is the key as progress lines show it.
 func (c *resultCache) shortKey() string { return c.key[:16] }
 
@@ -229,17 +236,23 @@ func (c *resultCache) shortKey() string { return c.key[:16] }
 // reused is true.
 func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resultEntry, ok, reused bool, err error) {
 	dir := c.entryDir()
+	if !c.entryIsDir() {
+		if _, err := os.Lstat(dir); err == nil {
+			c.drop(dir, "is not a directory") // a symlink or a file
+		}
+		return nil, false, false, nil
+	}
 	b, err := os.ReadFile(filepath.Join(dir, resultFile))
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			c.drop(dir)
+			c.drop(dir, "failed its check")
 		}
 		return nil, false, false, nil
 	}
 	var e resultEntry
 	if err := json.Unmarshal(b, &e); err != nil || e.Key != c.key || e.SparseDigest == "" ||
 		e.Metadata.SourceDigest != c.keyDoc.ManifestDigest {
-		c.drop(dir)
+		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
 	if prev != "" && c.reusePrevious(prev, dst) {
@@ -247,13 +260,13 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 	}
 	src, err := os.Open(filepath.Join(dir, RootfsFile))
 	if err != nil {
-		c.drop(dir)
+		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
 	defer src.Close()
 	fi, err := src.Stat()
 	if err != nil || fi.Size() != e.RootfsSize {
-		c.drop(dir)
+		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
 	// Synced like a converted rootfs.ext4 before it is published.
@@ -268,7 +281,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 			// entry's fault.
 			return nil, false, false, cerr
 		}
-		c.drop(dir)
+		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
 	return &e, true, false, nil
@@ -350,11 +363,17 @@ func (c *resultCache) outputRecord(outDir string) string {
 func (c *resultCache) recordOutput(outDir, rootfs string) {
 	id, ok := identify(rootfs)
 	rec := c.outputRecord(outDir)
+	if !c.entryIsDir() {
+		return // no entry (a failed store): nothing to record against
+	}
 	if !ok {
 		os.Remove(rec)
 		return
 	}
-	if err := os.MkdirAll(filepath.Dir(rec), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Dir(rec), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return
+	}
+	if fi, err := os.Lstat(filepath.Dir(rec)); err != nil || !fi.IsDir() {
 		return
 	}
 	tmp := rec + ".tmp-" + strconv.Itoa(os.Getpid())
@@ -370,8 +389,13 @@ func (c *resultCache) recordOutput(outDir, rootfs string) {
 // store adds rootfsPath and meta (per-run fields are cleared here) as the
 // entry of this key. Best effort: a failure loses the entry, nothing else.
 func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadata, rootfsSHA256 string) error {
-	if _, err := os.Stat(filepath.Join(c.entryDir(), resultFile)); err == nil {
-		return nil // another conversion stored it meanwhile
+	if _, err := os.Lstat(c.entryDir()); err == nil {
+		if _, err := os.Stat(filepath.Join(c.entryDir(), resultFile)); err == nil && c.entryIsDir() {
+			return nil // another conversion stored it meanwhile
+		}
+		// Debris where the entry goes (a symlink, a file, a directory
+		// without result.json): it must not block this key for good.
+		c.drop(c.entryDir(), "was incomplete (a failed or interrupted store)")
 	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
@@ -416,9 +440,9 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 
 // drop deletes an entry: renamed away first, so that no reader sees it
 // half deleted.
-func (c *resultCache) drop(dir string) {
+func (c *resultCache) drop(dir, why string) {
 	if c.progress != nil {
-		c.progress("result cache: the entry %s failed its check and was removed; converting", c.shortKey())
+		c.progress("result cache: the entry %s %s and was removed", c.shortKey(), why)
 	}
 	trash, err := os.MkdirTemp(c.dir, ".trash-")
 	if err != nil {

@@ -387,3 +387,64 @@ func TestResultCacheKeepsUnchangedOutput(t *testing.T) {
 		t.Errorf("the user's hardlink: inode %d (was %d), %d names", ino, inoOther, nlink)
 	}
 }
+
+// TestResultCacheDebris: what a failed or hostile store leaves where an
+// entry belongs (a directory without result.json, as a store that ran out
+// of space left it; a symlink out of the cache) never blocks the key and
+// never leads a write out of the cache.
+func TestResultCacheDebris(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, entry, outside string)
+	}{
+		{"incomplete entry", func(t *testing.T, entry, outside string) {
+			os.Remove(filepath.Join(entry, resultFile))
+			os.Remove(filepath.Join(entry, RootfsFile))
+		}},
+		{"symlink out of the cache", func(t *testing.T, entry, outside string) {
+			if err := os.RemoveAll(entry); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, entry); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"file", func(t *testing.T, entry, outside string) {
+			os.RemoveAll(entry)
+			os.WriteFile(entry, []byte("x"), 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache, work, outside := t.TempDir(), t.TempDir(), t.TempDir()
+			if _, err := Run(ctx, cachedOptions(tagSrc, filepath.Join(work, "a"), cache, nil)); err != nil {
+				t.Fatal(err)
+			}
+			keys := entries(t, cache)
+			if len(keys) != 1 {
+				t.Fatalf("entries: %v", keys)
+			}
+			entry := filepath.Join(cache, resultsDirName, keys[0])
+			tc.plant(t, entry, outside)
+			for i, out := range []string{"b", "b", "c"} {
+				var p bytes.Buffer
+				if _, err := Run(ctx, cachedOptions(tagSrc, filepath.Join(work, out), cache, &p)); err != nil {
+					t.Fatalf("run %d: %v", i, err)
+				}
+				if i == 0 && strings.Contains(p.String(), anyHit) {
+					t.Errorf("run %d used the planted entry:\n%s", i, p.String())
+				}
+				if i > 0 && !strings.Contains(p.String(), anyHit) {
+					t.Errorf("run %d: no hit; the key was not stored again:\n%s", i, p.String())
+				}
+			}
+			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+				t.Errorf("written outside the cache: %v", ents)
+			}
+			if fi, err := os.Lstat(entry); err != nil || !fi.IsDir() {
+				t.Errorf("the entry is not a directory again: %v", err)
+			}
+		})
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"sync"
@@ -241,6 +242,12 @@ func (bw *blockWriter) write(p []byte, off int64) error {
 	if bw.direct != nil && off%a == 0 && len(p)%a == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(p)))%a == 0 {
 		_, err := bw.direct.WriteAt(p, off)
 		if !diskio.NoCacheRefused(err) {
+			// The second descriptor's name may be /proc/self/fd/N: name
+			// the file.
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = &fs.PathError{Op: pe.Op, Path: bw.dst.Name(), Err: pe.Err}
+			}
 			return err
 		}
 		bw.direct.Close()
