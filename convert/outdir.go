@@ -8,9 +8,10 @@ package convert
 //
 // Names, for --out DIR/OUT:
 //   DIR/.OUT.lock    held (flock) by the run writing OUT, from before its
-//                    checks until it has published or failed; a second run
-//                    into OUT waits for it. The system drops the lock when
-//                    its owner dies, so a killed run never blocks the next.
+//                    checks until it has published or failed, then removed;
+//                    a second run into OUT waits for it. The system drops
+//                    the lock when its owner dies, so a killed run never
+//                    blocks the next (its empty lock file stays until then).
 //   DIR/.OUT.tmp-*   staging directories. Under the lock, any that exist
 //                    belong to dead runs and are removed.
 //   DIR/.OUT.old     only where the filesystem cannot swap two directories
@@ -76,7 +77,7 @@ func newStaging(ctx context.Context, out string, progress func(string, ...any)) 
 	}
 	defer func() {
 		if err != nil {
-			l.Unlock()
+			l.Remove()
 		}
 	}()
 	if err := recoverOut(abs, progress); err != nil {
@@ -201,7 +202,7 @@ func (s *staging) path(name string) string { return filepath.Join(s.dir, name) }
 // staging name and is removed), else by two renames through the .old
 // name that the next run knows how to recover from. The lock is released.
 func (s *staging) publish() error {
-	defer s.lock.Unlock()
+	defer s.lock.Remove()
 	if err := syncDir(s.dir); err != nil {
 		return err
 	}
@@ -251,7 +252,7 @@ func (s *staging) publish() error {
 // the lock.
 func (s *staging) discard() {
 	os.RemoveAll(s.dir)
-	s.lock.Unlock()
+	s.lock.Remove()
 }
 
 func syncDir(dir string) error {

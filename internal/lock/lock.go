@@ -14,7 +14,10 @@ import (
 )
 
 // File is a held lock.
-type File struct{ f *os.File }
+type File struct {
+	f    *os.File
+	path string
+}
 
 // ErrHeld is returned by Try when another process holds the lock.
 var ErrHeld = errors.New("held by another process")
@@ -34,7 +37,19 @@ func Try(path string) (*File, error) {
 		f.Close()
 		return nil, ErrHeld
 	}
-	return &File{f: f}, nil
+	// The holder we waited for may have removed the file (Remove) before
+	// releasing it: then this lock is on a file nobody else will open.
+	// Only a lock on the file that path names now counts.
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if cur, err := os.Stat(path); err != nil || !os.SameFile(fi, cur) {
+		f.Close()
+		return nil, ErrHeld // try again: another process holds, or will hold, the new file
+	}
+	return &File{f: f, path: path}, nil
 }
 
 // Acquire takes the lock at path, waiting while another process holds
@@ -68,6 +83,20 @@ func Held(path string) bool {
 	}
 	l.Unlock()
 	return false
+}
+
+// Remove deletes the lock file and releases the lock: nothing is left
+// behind, and a process that was waiting on the old file takes the lock
+// on a new one (see Try).
+func (l *File) Remove() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := os.Remove(l.path)
+	if cerr := l.Unlock(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Unlock releases the lock.

@@ -83,3 +83,41 @@ func TestReleasedWhenOwnerDies(t *testing.T) {
 		t.Error("lock still held after its owner was killed")
 	}
 }
+
+// TestRemoveHandsOver: a holder that removes its lock file hands the lock
+// to one waiter at a time, never to two.
+func TestRemoveHandsOver(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.lock")
+	a, err := Try(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A waiter that opened the old file before it was removed.
+	old, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := a.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("lock file left after Remove: %v", err)
+	}
+	b, err := Try(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Remove()
+	if _, err := Try(p); !errors.Is(err, ErrHeld) {
+		t.Fatalf("a second lock on the new file: %v", err)
+	}
+	// The old, unlinked file can be flocked, but Try never hands it out:
+	// it checks that the path still names the file it locked.
+	if ok, err := tryLock(old); err != nil || !ok {
+		t.Fatalf("flock of the unlinked file: %v %v", ok, err)
+	}
+	if !Held(p) {
+		t.Error("the new holder's lock is not seen")
+	}
+}
