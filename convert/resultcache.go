@@ -59,6 +59,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -66,6 +67,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/sparse"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -400,8 +402,21 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(c.dir, ".tmp-")
+	c.reclaim()
+	// The lock first, then the directory it owns (see reclaim).
+	lf, err := os.CreateTemp(c.dir, ".tmp-*.lock")
 	if err != nil {
+		return err
+	}
+	lf.Close()
+	l, err := lock.Try(lf.Name())
+	if err != nil {
+		os.Remove(lf.Name())
+		return err
+	}
+	defer l.Remove()
+	tmp := strings.TrimSuffix(lf.Name(), ".lock")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
@@ -436,6 +451,38 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 		return err
 	}
 	return nil
+}
+
+// reclaim removes what killed runs left in the results directory: store's
+// .tmp-X directories whose .tmp-X.lock no live process holds (a store
+// takes the lock before it creates the directory, so a directory without
+// a held lock has no owner), and drop's .trash-* directories.
+func (c *resultCache) reclaim() {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		p := filepath.Join(c.dir, name)
+		switch {
+		case strings.HasPrefix(name, ".trash-"):
+			os.RemoveAll(p)
+		case strings.HasPrefix(name, ".tmp-") && !strings.HasSuffix(name, ".lock"):
+			l, err := lock.Try(p + ".lock")
+			if err != nil {
+				continue // a live store
+			}
+			os.RemoveAll(p)
+			l.Remove()
+		case strings.HasPrefix(name, ".tmp-") && strings.HasSuffix(name, ".lock"):
+			if _, err := os.Lstat(strings.TrimSuffix(p, ".lock")); errors.Is(err, os.ErrNotExist) {
+				if l, err := lock.Try(p); err == nil {
+					l.Remove() // a lock file without its directory
+				}
+			}
+		}
+	}
 }
 
 // drop deletes an entry: renamed away first, so that no reader sees it

@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -446,5 +447,38 @@ func TestResultCacheDebris(t *testing.T) {
 				t.Errorf("the entry is not a directory again: %v", err)
 			}
 		})
+	}
+}
+
+// TestResultCacheReclaimsLitter: a store reclaims what killed stores and
+// drops left in results/, and leaves a live store's directory alone.
+func TestResultCacheReclaimsLitter(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	cache, work := t.TempDir(), t.TempDir()
+	results := filepath.Join(cache, resultsDirName)
+	os.MkdirAll(filepath.Join(results, ".tmp-dead1"), 0o755)
+	os.WriteFile(filepath.Join(results, ".tmp-dead1", RootfsFile), make([]byte, 1<<20), 0o644)
+	os.MkdirAll(filepath.Join(results, ".tmp-dead2"), 0o755)
+	os.WriteFile(filepath.Join(results, ".tmp-dead2.lock"), nil, 0o644) // its owner died
+	os.MkdirAll(filepath.Join(results, ".trash-x", "entry"), 0o755)
+	os.WriteFile(filepath.Join(results, ".tmp-orphan.lock"), nil, 0o644)
+	os.MkdirAll(filepath.Join(results, ".tmp-live"), 0o755)
+	live, err := lock.Try(filepath.Join(results, ".tmp-live.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Remove()
+	if _, err := Run(ctx, cachedOptions(tagSrc, filepath.Join(work, "a"), cache, nil)); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, n := range entries(t, cache) {
+		if strings.HasPrefix(n, ".") {
+			left = append(left, n)
+		}
+	}
+	if strings.Join(left, " ") != ".tmp-live .tmp-live.lock" {
+		t.Errorf("left in results/: %v, want only the live store's", left)
 	}
 }
