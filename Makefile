@@ -49,6 +49,7 @@ test-unit:
 # macOS's calls gets), forced on this host.
 test-portable:
 	$(GO) test -short -count=1 -tags docker2vm_portable $(PKGS)
+	$(GO) test -count=1 -tags docker2vm_portable -run 'Killed|Recovers|Concurrent|ResultCache' ./convert
 
 # The unit tests as linux/arm64 binaries under qemu-user.
 test-arm64:

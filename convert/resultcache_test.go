@@ -18,17 +18,26 @@ import (
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/rootfs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // registrySource pushes the sample image to a real registry and returns a
 // tag reference and a digest reference to it.
 func registrySource(t *testing.T) (tag, digest image.Source) {
 	t.Helper()
+	return registrySourceOf(t, nil)
+}
+
+// registrySourceOf pushes img (nil: the sample image).
+func registrySourceOf(t *testing.T, img v1.Image) (tag, digest image.Source) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a registry")
 	}
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	img := sampleImage(t)
+	if img == nil {
+		img = sampleImage(t)
+	}
 	ref := reg.Push(t, "sample:1", img, nil)
 	d, err := img.Digest()
 	if err != nil {
