@@ -122,13 +122,13 @@ func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader)
 		if err != nil {
 			where := "at its start"
 			if last != "" {
-				where = fmt.Sprintf("after entry %q", last)
+				where = fmt.Sprintf("after entry %s", shown(last))
 			}
 			return fmt.Errorf("layer %d (%s): reading the tar stream %s: %w (the layer is truncated or not a tar archive: %w)", index, name, where, err, ErrMalformed)
 		}
 		last = hdr.Name
 		if err := m.entry(ctx, tr, hdr); err != nil {
-			return fmt.Errorf("layer %d (%s): entry %q: %w", index, name, hdr.Name, err)
+			return fmt.Errorf("layer %d (%s): entry %s: %w", index, name, shown(hdr.Name), err)
 		}
 	}
 	// Rule: an opaque directory holds exactly what this layer put in it,
@@ -290,7 +290,7 @@ func (m *Merger) whiteout(comps []string, base string) error {
 		// directory itself, its parent or the root (containerd
 		// validateWhiteout; tests: "whiteout root", "whiteout parent",
 		// "whiteout current dir").
-		return malformed("whiteout %q does not name an entry of its directory", base)
+		return malformed("whiteout %s does not name an entry of its directory", shown(base))
 	}
 	// Rule: whiteouts resolve their directory inside the image like any
 	// name, but create nothing: in a missing directory they are no-ops
@@ -332,10 +332,10 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	m.stats.Hardlinks++
 	clean := cleanName(hdr.Linkname)
 	if err := checkName(clean); err != nil {
-		return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
+		return fmt.Errorf("hardlink target %s: %w", shown(hdr.Linkname), err)
 	}
 	if clean == "/" {
-		return malformed("hardlink to %q names the root directory", hdr.Linkname)
+		return malformed("hardlink to %s names the root directory", shown(hdr.Linkname))
 	}
 	// Rule: hardlink targets resolve inside the image like entry names:
 	// ".." clamps at the root, symlinked parents are followed inside the
@@ -346,18 +346,18 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	if err != nil {
 		var nf *notFoundError
 		if errors.As(err, &nf) {
-			return malformed("hardlink target %q does not exist (%v) at this point of the image", hdr.Linkname, err)
+			return malformed("hardlink target %s does not exist (%v) at this point of the image", shown(hdr.Linkname), err)
 		}
-		return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
+		return fmt.Errorf("hardlink target %s: %w", shown(hdr.Linkname), err)
 	}
 	target, ok := dir.Children[tbase]
 	if !ok {
 		// Rule: a hardlink to a missing target is an error naming both
 		// (test: "hardlink before target").
-		return malformed("hardlink target %q does not exist at this point of the image (hardlinks must name a file of the same layer, earlier in the tar, or of a lower layer)", hdr.Linkname)
+		return malformed("hardlink target %s does not exist at this point of the image (hardlinks must name a file of the same layer, earlier in the tar, or of a lower layer)", shown(hdr.Linkname))
 	}
 	if target.Type == fstree.TypeDir {
-		return malformed("hardlink target %q is a directory", hdr.Linkname)
+		return malformed("hardlink target %s is a directory", shown(hdr.Linkname))
 	}
 	// Pin the target while the old entry at name is unlinked: the old
 	// entry may be the target's last other link or a directory holding it.
@@ -434,11 +434,11 @@ func xattrs(recs map[string]string) ([]fstree.Xattr, error) {
 		}
 		name, err := url.PathUnescape(enc)
 		if err != nil {
-			return nil, malformed("xattr record %q: bad name escape", k)
+			return nil, malformed("xattr record %s: bad name escape", shown(k))
 		}
 		val, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(v, "="))
 		if err != nil {
-			return nil, malformed("xattr record %q: value is not base64", k)
+			return nil, malformed("xattr record %s: value is not base64", shown(k))
 		}
 		set[name] = val
 	}
@@ -450,10 +450,10 @@ func xattrs(recs map[string]string) ([]fstree.Xattr, error) {
 	xs := make([]fstree.Xattr, 0, len(set))
 	for name, val := range set {
 		if name == "" || len(name) > xattrNameMax || strings.IndexByte(name, 0) >= 0 || !strings.Contains(name, ".") {
-			return nil, malformed("invalid xattr name %q", name)
+			return nil, malformed("invalid xattr name %s", shown(name))
 		}
 		if len(val) > xattrSizeMax {
-			return nil, malformed("xattr %q value of %d bytes exceeds the %d bytes Linux allows", name, len(val), xattrSizeMax)
+			return nil, malformed("xattr %s value of %d bytes exceeds the %d bytes Linux allows", shown(name), len(val), xattrSizeMax)
 		}
 		xs = append(xs, fstree.Xattr{Name: name, Value: val})
 	}

@@ -192,6 +192,8 @@ func symlinkCases() []mergeCase {
 			err: `layer 0 (test0): entry "a/x": too many levels of symbolic links at "/a" (more than 40): the image is malformed or hostile`},
 		{name: "symlink self loop", layers: [][]ent{{S("a", "a/."), F("a/x", "")}},
 			err: `too many levels of symbolic links`},
+		{name: "deep name", layers: [][]ent{{F(strings.Repeat("d/", 2040)+"f", "deep")}},
+			want: deepTree(2040)},
 		{name: "symlink walk bound", layers: [][]ent{{S("a", strings.Repeat("../", 400)+"b"), S("b", strings.Repeat("../", 400)+"c"), S("c", strings.Repeat("../", 400)+"d"), D("d"), F("a/ok", "")}},
 			err: `entry "a/ok": resolving the path walks more than 1024 components through symlinks`},
 		{name: "symlink empty target as parent", layers: [][]ent{{S("e", ""), F("e/x", "")}},
@@ -543,3 +545,31 @@ func entryCases() []mergeCase {
 }
 
 func TestEntries(t *testing.T) { runCases(t, entryCases()) }
+
+// deepTree is the dump of a file "deep" under n implicit directories d/.
+func deepTree(n int) string {
+	var b strings.Builder
+	p := ""
+	for range n {
+		p += "/d"
+		b.WriteString("\n" + p + " dir 0755 0:0 mtime=0.000000000")
+	}
+	b.WriteString("\n" + p + `/f file 0644 0:0 "deep"`)
+	return b.String()
+}
+
+// TestLongNameErrorIsShort: an error about a hostile, very long name
+// quotes a bounded part of it.
+func TestLongNameErrorIsShort(t *testing.T) {
+	long := strings.Repeat("x", 200) + "/" + strings.Repeat("y/", 100000) + "z"
+	_, _, err := merge(t, Limits{MaxPathLen: 1 << 30}, tarOf(t, F("f", "x"), F("f/"+long, "")))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if len(err.Error()) > 1000 {
+		t.Errorf("error of %d bytes", len(err.Error()))
+	}
+	if !strings.Contains(err.Error(), "bytes)") {
+		t.Errorf("error does not say the name was cut: %v", err)
+	}
+}

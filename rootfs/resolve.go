@@ -11,10 +11,12 @@ import (
 // fails (ELOOP). Rule: bounded symlink hops (test: "symlink loop").
 const maxSymlinkHops = 40
 
-// maxWalk bounds the components one lookup may walk, symlink targets
-// included. Rule: a lookup costs at most maxWalk steps, so a hostile chain
-// of long symlink targets cannot turn millions of entries into a CPU
-// bomb (test: "symlink walk bound"). Real lookups walk a few dozen.
+// maxWalk bounds the components one lookup may walk through symlink
+// targets, beyond the name's own (which --max-path bounds). Rule: a lookup
+// costs at most its name's length plus maxWalk steps, so a hostile chain
+// of long symlink targets cannot turn millions of entries into a CPU bomb
+// (test: "symlink walk bound"), while a deep name without symlinks is fine
+// (test: "deep name"). Real lookups walk a few dozen.
 const maxWalk = 1024
 
 // nameMax is the longest name component Linux and ext4 accept (NAME_MAX).
@@ -84,7 +86,7 @@ func (r resolver) dir(comps []string) (*fstree.Inode, error) {
 	}
 	hops, steps := 0, 0
 	for len(todo) > 0 {
-		if steps++; steps > maxWalk {
+		if steps++; steps > len(comps)+maxWalk {
 			return nil, malformed("resolving the path walks more than %d components through symlinks", maxWalk)
 		}
 		name := todo[len(todo)-1]
@@ -122,10 +124,10 @@ func (r resolver) dir(comps []string) (*fstree.Inode, error) {
 		case fstree.TypeSymlink:
 			hops++
 			if hops > maxSymlinkHops {
-				return nil, malformed("too many levels of symbolic links at %q (more than %d)", where(name), maxSymlinkHops)
+				return nil, malformed("too many levels of symbolic links at %s (more than %d)", shown(where(name)), maxSymlinkHops)
 			}
 			if child.Target == "" {
-				return nil, malformed("%q is a symlink with an empty target, which cannot be used as a directory", where(name))
+				return nil, malformed("%s is a symlink with an empty target, which cannot be used as a directory", shown(where(name)))
 			}
 			// Rule: a symlink target is cleaned lexically before it is
 			// walked, as containerd's fs.RootPath does: ".." inside it
@@ -141,7 +143,7 @@ func (r resolver) dir(comps []string) (*fstree.Inode, error) {
 				todo = append(todo, tc[i])
 			}
 		default:
-			return nil, malformed("%q is a %s, not a directory", where(name), child.Type)
+			return nil, malformed("%s is a %s, not a directory", shown(where(name)), child.Type)
 		}
 	}
 	return stack[len(stack)-1], nil
