@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -303,5 +304,58 @@ func TestGondolinImageStore(t *testing.T) {
 	res := BootGondolin(t, "docker2vm-test:latest", BootOptions{HostEnv: []string{store}}, []string{"/bin/echo", "from-store"})
 	if res[0].Stdout != "from-store\n" {
 		t.Fatalf("got %+v", res[0])
+	}
+}
+
+// TestGondolinArch checks the architecture names the fixtures accept and
+// how a boot finds its guest's architecture without booting anything.
+func TestGondolinArch(t *testing.T) {
+	for in, want := range map[string]string{"amd64": AMD64, "x86_64": AMD64, "linux/amd64": AMD64, "arm64": ARM64,
+		"aarch64": ARM64, "linux/arm64/v8": ARM64, "AArch64": ARM64, "riscv64": "", "linux/": "", "": ""} {
+		got := ""
+		if a := gdLookupArch(in); a != nil {
+			got = a.name
+		}
+		if got != want {
+			t.Errorf("gdLookupArch(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for want, hdr := range map[string][]byte{
+		AMD64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3e, 0},
+		ARM64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0xb7, 0},
+		"":    {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xf3, 0},
+	} {
+		if got := ArchOfELF(hdr); got != want {
+			t.Errorf("ArchOfELF(machine %#x) = %q, want %q", hdr[18], got, want)
+		}
+	}
+	if ArchOfELF([]byte("#!/bin/sh\n")) != "" {
+		t.Error("ArchOfELF of a script")
+	}
+
+	// An asset directory: its manifest. An image ref: the only
+	// architecture the store has for it, else the host's.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, BundleManifest), []byte(`{"version":1,"config":{"arch":"aarch64"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := gdGuestArch(dir, nil); got != ARM64 {
+		t.Errorf("asset directory: %q", got)
+	}
+	store := t.TempDir()
+	for _, ref := range []string{"one/latest/aarch64", "two/v1/aarch64", "two/v1/x86_64"} {
+		p := filepath.Join(store, "refs", ref)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("../../../objects/x", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"GONDOLIN_IMAGE_STORE=" + store}
+	for ref, want := range map[string]string{"one": ARM64, "one:latest": ARM64, "two:v1": runtime.GOARCH, "three:x": runtime.GOARCH} {
+		if got := gdGuestArch(ref, env); got != want {
+			t.Errorf("gdGuestArch(%q) = %q, want %q", ref, got, want)
+		}
 	}
 }
