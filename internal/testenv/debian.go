@@ -159,10 +159,10 @@ func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 //
 // The config has Env DebianEnv and Cmd DebianCmd. The image is
 // deterministic for a given cached tree. Needs root and debootstrap (see
-// DebianPackages) and the Debian mirror the first time (~40 s for amd64; a
-// few minutes for arm64, whose package scripts run under qemu-user, which
-// also needs binfmt_misc: it is mounted and qemu-aarch64 registered when
-// they are not); it skips the test when either is missing, except under
+// DebianPackages) and the Debian mirror the first time (~40 s for amd64;
+// ~90 s for arm64, whose package scripts run under qemu-user, which also
+// needs binfmt_misc: it is mounted and qemu-aarch64 registered when they
+// are not); it skips the test when either is missing, except under
 // CI=true, where it fails. It also skips in -short mode. The tree and the
 // layers (compressed too) are cached in GondolinCacheDir(), so a warm call
 // costs reading ~300 MB.
@@ -339,7 +339,7 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 	} else {
 		// The first stage unpacks the packages; the second configures them
 		// by running the target's binaries in a chroot, through qemu-user.
-		b.t.Logf("DebianImage: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, a few minutes)",
+		b.t.Logf("DebianImage: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
 			b.arch.name, debianSuite, rootfs, mirror)
 		if runErr = gdEnsureBinfmt(b.t, b.arch); runErr == nil {
 			runErr = run(b.debootstrap, "--arch="+b.arch.name, "--foreign", "--variant=minbase", debianSuite, rootfs, mirror)
