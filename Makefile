@@ -74,8 +74,11 @@ fuzz:
 	done
 
 # The main job: build a sample image, convert it, boot it with Gondolin.
+# PLATFORM=linux/arm64 builds, converts and boots an arm64 guest (under
+# qemu-system-aarch64).
+PLATFORM ?= linux/amd64
 demo: build deps
-	$(GO) run ./internal/demo -bin $(BIN)/oci2gondolin -out out/demo
+	$(GO) run ./internal/demo -bin $(BIN)/oci2gondolin -out out/demo -platform $(PLATFORM)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
 # Installs the tools the integration tests and the demo use: a real registry
-# server, umoci, QEMU (system and user mode), busybox, kmod, binutils for
-# x86_64 and aarch64 (to check the committed docker2vm-setuser programs),
-# shellcheck (for the generated entrypoint script) and the Gondolin host.
-# Packages already present are left alone, so running it again costs a few
-# seconds.
-# Needs root (apt-get); prints what to run otherwise.
+# server, umoci, QEMU (x86_64 and aarch64 guests, qemu-user for arm64
+# binaries), busybox, kmod, binutils for x86_64 and aarch64 (to check the
+# committed docker2vm-setuser programs), shellcheck (for the entrypoint
+# script) and the Gondolin host, and makes apt fetch arm64 packages too (the
+# arm64 fixture base and Debian image are made of them).
+# Packages and settings already present are left alone, so running it again
+# costs a few seconds. Needs root (apt-get); prints what to run otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu qemu-user-static shellcheck)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu shellcheck)
+
+# The fixtures are built for amd64 and arm64 from Debian packages (kernel,
+# busybox, debootstrap's): apt must fetch both architectures. Add the one
+# that is not native once; the package lists must then be fetched again.
+native_arch=$(dpkg --print-architecture)
+foreign_archs=$(dpkg --print-foreign-architectures)
+need_update=
+for arch in amd64 arm64; do
+  if [ "$arch" = "$native_arch" ] || printf '%s\n' $foreign_archs | grep -qx "$arch"; then
+    continue
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    echo "install-deps: adding the $arch architecture to dpkg" >&2
+    dpkg --add-architecture "$arch"
+    need_update=1
+  else
+    echo "install-deps: apt does not fetch $arch packages; as root: dpkg --add-architecture $arch && apt-get update" >&2
+    if [ "${CI:-}" = true ]; then exit 1; fi
+  fi
+done
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,13 +47,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    need_update=
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi
 
-# The fixture base bundle fetches the Debian cloud kernel with apt-get
-# download, which needs package lists.
-if [ "$(id -u)" = 0 ] && ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+# The fixture base bundles fetch the Debian cloud kernels (and arm64's
+# busybox) with apt-get download, which needs package lists for both
+# architectures.
+if [ "$(id -u)" = 0 ] && { [ -n "$need_update" ] || ! apt-cache show linux-image-cloud-amd64:amd64 >/dev/null 2>&1 ||
+  ! apt-cache show linux-image-cloud-arm64:arm64 >/dev/null 2>&1; }; then
   apt-get update -qq
 fi
 

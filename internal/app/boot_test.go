@@ -19,14 +19,28 @@ import (
 // These tests are the proof that a converted image is a working Gondolin
 // guest: images are pushed to the real registry server, converted by the
 // oci2gondolin command in assets mode with the fixture base bundle, and
-// booted by the real Gondolin host under QEMU.
+// booted by the real Gondolin host under QEMU. Most run once per target
+// architecture: linux/amd64 guests under qemu-system-x86_64 and
+// linux/arm64 guests (with the arm64 fixture base) under
+// qemu-system-aarch64, both TCG.
 
-// helloImage holds one static binary and nothing else: no shell, no
-// /etc, no directories but the binary's.
-func helloImage(t *testing.T) v1.Image {
+// forEachArch runs f as a subtest per target architecture.
+func forEachArch(t *testing.T, f func(t *testing.T, arch string)) {
+	t.Helper()
+	for _, arch := range testenv.Arches {
+		t.Run(arch, func(t *testing.T) { f(t, arch) })
+	}
+}
+
+// unameM is what `uname -m` prints in a guest of arch.
+var unameM = map[string]string{testenv.AMD64: "x86_64", testenv.ARM64: "aarch64"}
+
+// helloImage holds one static binary for arch and nothing else: no shell,
+// no /etc, no directories but the binary's.
+func helloImage(t *testing.T, arch string) v1.Image {
 	bin := filepath.Join(t.TempDir(), "hello")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./testdata/hello")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the hello binary: %v\n%s", err, out)
 	}
@@ -36,20 +50,33 @@ func helloImage(t *testing.T) v1.Image {
 	}
 	layer := testenv.BuildTar(t, []testenv.Entry{{Name: "hello", Mode: 0o755, Body: string(b)}})
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
-		Layers: []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
+		Platform: v1.Platform{OS: "linux", Architecture: arch},
+		Layers:   []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
 	return testenv.WithConfig(t, img, func(c *v1.Config) {
 		c.Entrypoint = []string{"/hello"}
 		c.Cmd = []string{"x", "y"}
 	})
 }
 
-// convertAssets runs oci2gondolin --mode assets on ref and returns the
-// output directory.
-func convertAssets(t *testing.T, ref, base string, extra ...string) string {
+// convertAssets runs oci2gondolin --mode assets on the registry image ref
+// for linux/<arch> with the base bundle base and returns the output
+// directory.
+func convertAssets(t *testing.T, arch, ref, base string, extra ...string) string {
+	t.Helper()
+	return convertSource(t, arch, base, append([]string{"--image", ref}, extra...)...)
+}
+
+// convertSource runs oci2gondolin --mode assets with args (the source
+// flags and any others) for linux/<arch>, with --base base unless base is
+// "" (the base is then found the way users' are), checks the result and
+// returns the output directory.
+func convertSource(t *testing.T, arch, base string, args ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "guest")
-	args := append([]string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out,
-		"--no-cache", "--quiet"}, extra...)
+	args = append(args, "--platform", "linux/"+arch, "--mode", "assets", "--out", out, "--no-cache", "--quiet")
+	if base != "" {
+		args = append(args, "--base", base)
+	}
 	code, stdout, stderr := run(t, OCI2Gondolin(), args...)
 	if code != 0 {
 		t.Fatalf("oci2gondolin %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
@@ -60,6 +87,12 @@ func convertAssets(t *testing.T, ref, base string, extra ...string) string {
 	}
 	if res.AssetManifestPath != filepath.Join(out, "manifest.json") {
 		t.Errorf("assetManifestPath = %q", res.AssetManifestPath)
+	}
+	if res.Platform != "linux/"+arch {
+		t.Errorf("platform = %q, want linux/%s", res.Platform, arch)
+	}
+	if got := testenv.BundleArch(t, out); got != arch {
+		t.Errorf("manifest.json config.arch is for %s, want %s", got, arch)
 	}
 	for _, f := range []string{"vmlinuz-virt", "initramfs.cpio.lz4", "rootfs.ext4", "manifest.json", "meta.json"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
@@ -73,13 +106,15 @@ func convertAssets(t *testing.T, ref, base string, extra ...string) string {
 	return out
 }
 
-func bootPrereqs(t *testing.T) (*testenv.Registry, string) {
+// bootPrereqs starts a registry and returns it with the fixture base
+// bundle for arch.
+func bootPrereqs(t *testing.T, arch string) (*testenv.Registry, string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
 	testenv.RequireTool(t, testenv.RegistryBinary)
-	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundle(t)
+	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundleArch(t, arch)
 }
 
 func expectOutput(t *testing.T, results []testenv.ExecResult, i int, want string) {
@@ -93,10 +128,17 @@ func expectOutput(t *testing.T, results []testenv.ExecResult, i int, want string
 	}
 }
 
+// TestBootBusyboxImage boots a two-layer busybox image of the target
+// architecture: its files, ENV, WORKDIR, ENTRYPOINT and CMD through
+// /usr/bin/docker2vm-entrypoint.
 func TestBootBusyboxImage(t *testing.T) {
-	reg, base := bootPrereqs(t)
+	forEachArch(t, testBootBusyboxImage)
+}
+
+func testBootBusyboxImage(t *testing.T, arch string) {
+	reg, base := bootPrereqs(t, arch)
 	ref := reg.Push(t, "busybox:e2e", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
-	out := convertAssets(t, ref, base)
+	out := convertAssets(t, arch, ref, base)
 	testenv.GondolinVerify(t, out)
 
 	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
@@ -106,6 +148,8 @@ func TestBootBusyboxImage(t *testing.T) {
 		[]string{"/usr/bin/docker2vm-entrypoint", "given", "args"},
 		[]string{"/bin/sh", "-c", "touch /root/written && ls /root/written"},
 		[]string{"id", "-u"},
+		[]string{"uname", "-m"},
+		[]string{"cat", "/etc/os-release", "/srv/app.sh"},
 	)
 	expectOutput(t, res, 0, "hello")
 	expectOutput(t, res, 1, "hello busybox")
@@ -113,12 +157,20 @@ func TestBootBusyboxImage(t *testing.T) {
 	expectOutput(t, res, 3, "app says hello busybox from /srv as 0 with given args")
 	expectOutput(t, res, 4, "/root/written")
 	expectOutput(t, res, 5, "0")
+	expectOutput(t, res, 6, unameM[arch]+"\n")
+	expectOutput(t, res, 7, "NAME=\"docker2vm sample\"\nID=busybox\n#!/bin/sh\necho \"app says")
 }
 
+// TestBootShellLessImage boots an image holding only a static Go binary:
+// the base's busybox (of the target architecture) runs the init.
 func TestBootShellLessImage(t *testing.T) {
-	reg, base := bootPrereqs(t)
-	ref := reg.Push(t, "hello:e2e", helloImage(t), nil)
-	out := convertAssets(t, ref, base)
+	forEachArch(t, testBootShellLessImage)
+}
+
+func testBootShellLessImage(t *testing.T, arch string) {
+	reg, base := bootPrereqs(t, arch)
+	ref := reg.Push(t, "hello:e2e", helloImage(t, arch), nil)
+	out := convertAssets(t, arch, ref, base)
 	meta := readMeta(t, out)
 	if !meta.RuntimeInjection.Applied || !contains(meta.RuntimeInjection.InjectedFiles, "/init") || len(meta.RuntimeInjection.InjectedSymlinks) == 0 {
 		t.Errorf("meta.json runtimeInjection = %+v", meta.RuntimeInjection)
@@ -126,18 +178,24 @@ func TestBootShellLessImage(t *testing.T) {
 	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
 		[]string{"/hello", "direct"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
+		[]string{"/usr/lib/docker2vm/bin/busybox", "uname", "-m"},
 	)
 	expectOutput(t, res, 0, "hello from a shell-less image: args=direct cwd=/ uid=0 greeting=from scratch")
 	expectOutput(t, res, 1, "args=x,y")
+	expectOutput(t, res, 2, unameM[arch]+"\n")
 }
 
 func TestBootRootfsModes(t *testing.T) {
-	reg, base := bootPrereqs(t)
+	forEachArch(t, testBootRootfsModes)
+}
+
+func testBootRootfsModes(t *testing.T, arch string) {
+	reg, base := bootPrereqs(t, arch)
 	ref := reg.Push(t, "busybox:modes", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 
 	// readonly: the image must already hold every directory Gondolin's init
 	// creates and the bind targets; the guest cannot write to its root.
-	ro := convertAssets(t, ref, base, "--rootfs-mode", "readonly")
+	ro := convertAssets(t, arch, ref, base, "--rootfs-mode", "readonly")
 	var m struct {
 		RuntimeDefaults struct{ RootfsMode string } `json:"runtimeDefaults"`
 	}
@@ -153,7 +211,7 @@ func TestBootRootfsModes(t *testing.T) {
 	expectOutput(t, res, 1, "/etc/gondolin/mitm")
 
 	// cow: the guest writes to its root; the rootfs.ext4 on the host is untouched.
-	cow := convertAssets(t, ref, base, "--rootfs-mode", "cow")
+	cow := convertAssets(t, arch, ref, base, "--rootfs-mode", "cow")
 	before, err := os.ReadFile(filepath.Join(cow, "rootfs.ext4"))
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +239,11 @@ func contains(list []string, s string) bool {
 // ways, with --tag and with Gondolin's own `gondolin image import`, and
 // boots it by reference the way Gondolin users name images.
 func TestBootFromImageStore(t *testing.T) {
-	reg, base := bootPrereqs(t)
+	reg, base := bootPrereqs(t, testenv.AMD64)
 	ref := reg.Push(t, "busybox:store", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	store := t.TempDir()
 	t.Setenv("GONDOLIN_IMAGE_STORE", store)
-	out := convertAssets(t, ref, base, "--tag", "d2v-busybox:e2e")
+	out := convertAssets(t, testenv.AMD64, ref, base, "--tag", "d2v-busybox:e2e")
 
 	var m struct {
 		BuildID string `json:"buildId"`
@@ -215,17 +273,26 @@ func TestBootFromImageStore(t *testing.T) {
 
 // TestBootDebianImage converts a three-layer Debian minbase (whiteouts of a
 // file and a directory, an opaque directory, a setuid binary, a file
-// capability) and checks the merged tree from inside the running guest.
+// capability) of the target architecture and checks the merged tree from
+// inside the running guest, where Debian's dynamically linked binaries
+// (coreutils, perl) run.
 func TestBootDebianImage(t *testing.T) {
-	reg, base := bootPrereqs(t)
-	img, facts := testenv.DebianImage(t, testenv.Gzip)
+	forEachArch(t, testBootDebianImage)
+}
+
+// getxattrSyscall is the getxattr(2) system call number per architecture.
+var getxattrSyscall = map[string]string{testenv.AMD64: "191", testenv.ARM64: "8"}
+
+func testBootDebianImage(t *testing.T, arch string) {
+	reg, base := bootPrereqs(t, arch)
+	img, facts := testenv.DebianImageArch(t, arch, testenv.Gzip)
 	ref := reg.Push(t, "debian:minbase", img, nil)
-	out := convertAssets(t, ref, base)
+	out := convertAssets(t, arch, ref, base)
 
 	// The capability as the kernel's ext4 driver returns it: perl-base's
-	// syscall(2) calls getxattr (191 on x86_64) in the guest.
+	// syscall(2) calls getxattr in the guest.
 	getcap := `my ($p, $a, $b) = ("` + facts.CapPath + `", "security.capability", "\0" x 64); ` +
-		`my $n = syscall(191, $p, $a, $b, 64); die "getxattr: $!\n" if $n < 0; print unpack("H*", substr($b, 0, $n)), "\n";`
+		`my $n = syscall(` + getxattrSyscall[arch] + `, $p, $a, $b, 64); die "getxattr: $!\n" if $n < 0; print unpack("H*", substr($b, 0, $n)), "\n";`
 	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
 		[]string{"cat", "/etc/debian_version"},
 		[]string{"/bin/sh", "-c", "for p in " + strings.Join(facts.WhitedOut, " ") + "; do test -e $p && echo present $p || echo absent $p; done"},
@@ -235,6 +302,7 @@ func TestBootDebianImage(t *testing.T) {
 		[]string{"id", "-u"},
 		[]string{"/bin/sh", "-c", "echo $DOCKER2VM_TEST; echo $PATH"},
 		[]string{"/bin/sh", "-c", "echo 'deb written' > /root/f && cat /root/f"},
+		[]string{"/bin/sh", "-c", "uname -m; cat /etc/motd; head -c 20 /usr/bin/ls | od -An -tx1 | tr -d ' \\n'; echo"},
 	)
 	expectOutput(t, res, 0, facts.DebianVersion)
 	for _, p := range facts.WhitedOut {
@@ -248,6 +316,10 @@ func TestBootDebianImage(t *testing.T) {
 	expectOutput(t, res, 5, "0")
 	expectOutput(t, res, 6, "debian\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	expectOutput(t, res, 7, "deb written")
+	// Layer 2's /etc/motd, and the header of /usr/bin/ls: a PIE (ET_DYN)
+	// for the target's machine (0x3e x86-64, 0xb7 AArch64).
+	elf := "7f454c46020101000000000000000000" + "0300" + map[string]string{testenv.AMD64: "3e00", testenv.ARM64: "b700"}[arch]
+	expectOutput(t, res, 8, unameM[arch]+"\ndocker2vm test image: /etc/motd as changed by layer 2.\n"+elf+"\n")
 }
 
 // TestAssetsFromResultCache converts the same registry image with the blob
@@ -257,7 +329,7 @@ func TestBootDebianImage(t *testing.T) {
 // checksums, the rootfs's taken from the cache entry on hits, must be those
 // of the files.
 func TestAssetsFromResultCache(t *testing.T) {
-	reg, base := bootPrereqs(t)
+	reg, base := bootPrereqs(t, testenv.AMD64)
 	testenv.RequireTool(t, "node")
 	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	cache := t.TempDir()

@@ -32,7 +32,7 @@ func buildkitPrereqs(t *testing.T, opts testenv.BuildkitOptions) *buildkitEnv {
 	if testing.Short() {
 		t.Skip("runs buildkitd and boots a VM")
 	}
-	reg, base := bootPrereqs(t)
+	reg, base := bootPrereqs(t, testenv.AMD64)
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
 	bk := testenv.StartBuildkitd(t, opts)
 	bk.PutOnPath(t)

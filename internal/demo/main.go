@@ -20,29 +20,36 @@ import (
 func main() {
 	bin := flag.String("bin", "bin/oci2gondolin", "the oci2gondolin binary to demonstrate")
 	out := flag.String("out", "out/demo", "where the converted guest goes")
+	platform := flag.String("platform", "linux/amd64", "the guest's platform: linux/amd64 or linux/arm64 (booted under qemu-system-aarch64)")
 	verbose := flag.Bool("v", false, "print fixture build details")
 	flag.Parse()
 	c := &testenv.Console{Name: "demo", Verbose: *verbose, Indent: "      "}
-	code := demo(c, *bin, *out)
+	code := demo(c, *bin, *out, *platform)
 	c.Close()
 	os.Exit(code)
 }
 
-func demo(c *testenv.Console, bin, out string) int {
+func demo(c *testenv.Console, bin, out, platform string) int {
 	start := time.Now()
 	step := func(n int, what string) { fmt.Printf("\n[%d/4] %s\n", n, what) }
+	goos, arch, _ := strings.Cut(platform, "/")
+	arch, _, _ = strings.Cut(arch, "/") // linux/arm64/v8
+	if goos != "linux" || (arch != testenv.AMD64 && arch != testenv.ARM64) {
+		fmt.Printf("demo: unsupported platform %q: use linux/amd64 or linux/arm64\n", platform)
+		return 2
+	}
 
-	step(1, "Gondolin base bundle (Debian cloud kernel, busybox initramfs, docker2vm's test guest agent)")
-	base := testenv.BuildBaseBundle(c)
+	step(1, "Gondolin base bundle for "+arch+" (Debian cloud kernel, busybox initramfs, docker2vm's test guest agent)")
+	base := testenv.BuildBaseBundleArch(c, arch)
 	fmt.Printf("      %s\n", base)
 
-	step(2, "Sample image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
+	step(2, "Sample "+platform+" image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
 	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
 	ref := reg.Push(c, "demo/busybox-app:latest", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
 	fmt.Printf("      %s\n", ref)
 
 	step(3, "Convert with oci2gondolin")
-	args := []string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out, "--no-cache"}
+	args := []string{"--image", ref, "--platform", platform, "--mode", "assets", "--base", base, "--out", out, "--no-cache"}
 	fmt.Printf("      $ %s %s\n", bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	var stdout bytes.Buffer

@@ -2,9 +2,11 @@ package testenv
 
 // A realistic multi-layer test image: a Debian bookworm minbase made with
 // debootstrap (layer 1), whiteouts, an opaque directory and a changed file
-// (layer 2), and a file carrying a security.capability xattr (layer 3).
-// The debootstrap tree and the layer tars are cached across test runs in
-// GondolinCacheDir()/debian-minbase-bookworm.
+// (layer 2), and a file carrying a security.capability xattr (layer 3), for
+// amd64 or arm64 (debootstrap --foreign, its second stage run under
+// qemu-user through binfmt_misc). The debootstrap tree and the layer tars
+// are cached across test runs in GondolinCacheDir()/debian-minbase-bookworm
+// (amd64) and debian-minbase-bookworm-arm64.
 
 import (
 	"archive/tar"
@@ -39,12 +41,14 @@ import (
 
 // DebianPackages lists the Debian packages DebianImage needs (debootstrap
 // pulls in wget; gpgv and debian-archive-keyring let it verify the mirror).
+// A foreign architecture also needs qemu-user-static.
 const DebianPackages = "debootstrap gpgv debian-archive-keyring"
 
 const (
 	debianSuite         = "bookworm"
 	debianDefaultMirror = "http://deb.debian.org/debian"
-	// debianTreeName is the cache directory of the debootstrap result.
+	// debianTreeName is the cache directory of the amd64 debootstrap
+	// result; other architectures append "-<arch>".
 	debianTreeName = "debian-minbase-" + debianSuite
 	// debianTreeFormat is recorded in the tree's info.json: bump it when
 	// the debootstrap invocation changes (the tree is then rebuilt).
@@ -123,15 +127,26 @@ type debianTars struct {
 	facts DebianFacts
 }
 
+type debianImageKey struct {
+	arch string
+	c    Compression
+}
+
 var (
 	debianMu     sync.Mutex
-	debianMemo   *debianTars
-	debianImages = map[Compression]v1.Image{}
+	debianMemo   = map[string]*debianTars{} // by arch
+	debianImages = map[debianImageKey]v1.Image{}
 )
 
-// DebianImage returns a 3-layer image (OCI media types; c selects the layer
-// compression, gzip when empty) of a Debian bookworm minbase made with
-// debootstrap, plus facts tests can assert:
+// DebianImage is DebianImageArch(t, AMD64, c).
+func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
+	t.Helper()
+	return DebianImageArch(t, AMD64, c)
+}
+
+// DebianImageArch returns a 3-layer linux/<arch> image (OCI media types; c
+// selects the layer compression, gzip when empty) of a Debian bookworm
+// minbase made with debootstrap, plus facts tests can assert:
 //
 //   - layer 1: the whole debootstrap tree, walked in lexical order, with
 //     numeric owners, full modes (setuid/setgid/sticky), mtimes (seconds),
@@ -144,12 +159,16 @@ var (
 //
 // The config has Env DebianEnv and Cmd DebianCmd. The image is
 // deterministic for a given cached tree. Needs root and debootstrap (see
-// DebianPackages) and the Debian mirror the first time (~40 s); it skips
-// the test when either is missing, except under CI=true, where it fails.
-// It also skips in -short mode. The tree and the layers (compressed too)
-// are cached in GondolinCacheDir(), so a warm call costs reading ~300 MB.
-func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
+// DebianPackages) and the Debian mirror the first time (~40 s for amd64;
+// ~90 s for arm64, whose package scripts run under qemu-user, which also
+// needs binfmt_misc: it is mounted and qemu-aarch64 registered when they
+// are not); it skips the test when either is missing, except under
+// CI=true, where it fails. It also skips in -short mode. The tree and the
+// layers (compressed too) are cached in GondolinCacheDir(), so a warm call
+// costs reading ~300 MB.
+func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
 	t.Helper()
+	a := gdArchOf(t, arch)
 	if c == "" {
 		c = Gzip
 	}
@@ -169,27 +188,32 @@ func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 		}
 	}
 	bin = RequireTool(t, bin)
+	if !a.native() {
+		gdRequireTools(t, "qemu-user-static", a.qemuUser)
+	}
 
 	debianMu.Lock()
 	defer debianMu.Unlock()
-	if img, ok := debianImages[c]; ok {
-		return img, debianMemo.facts.clone()
+	key := debianImageKey{a.name, c}
+	if img, ok := debianImages[key]; ok {
+		return img, debianMemo[a.name].facts.clone()
 	}
 	start := time.Now()
-	b := &debianBuilder{t: t, debootstrap: bin, cache: GondolinCacheDir()}
+	b := &debianBuilder{t: t, debootstrap: bin, cache: GondolinCacheDir(), arch: a}
 	img, err := b.image(c)
 	if err != nil {
-		t.Fatalf("DebianImage: %v", err)
+		t.Fatalf("DebianImageArch(%s): %v", a.name, err)
 	}
-	debianImages[c] = img
-	t.Logf("DebianImage(%s): ready in %s", c, time.Since(start).Round(time.Millisecond))
-	return img, debianMemo.facts.clone()
+	debianImages[key] = img
+	t.Logf("DebianImageArch(%s, %s): ready in %s", a.name, c, time.Since(start).Round(time.Millisecond))
+	return img, debianMemo[a.name].facts.clone()
 }
 
 type debianBuilder struct {
 	t           TB
 	debootstrap string
 	cache       string
+	arch        *gdArch
 }
 
 func (b *debianBuilder) image(c Compression) (v1.Image, error) {
@@ -199,7 +223,7 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 	}
 	defer unlock()
 
-	if debianMemo == nil {
+	if debianMemo[b.arch.name] == nil {
 		tree, info, err := b.tree()
 		if err != nil {
 			return nil, err
@@ -208,21 +232,22 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		debianMemo = m
+		debianMemo[b.arch.name] = m
 	}
 	ldir, err := b.layersDir()
 	if err != nil {
 		return nil, err
 	}
 	var layers []v1.Layer
-	for i, tb := range debianMemo.tars {
+	for i, tb := range debianMemo[b.arch.name].tars {
 		l, err := b.compressed(ldir, i+1, tb, c)
 		if err != nil {
 			return nil, err
 		}
 		layers = append(layers, l)
 	}
-	img := NewImage(b.t, ImageSpec{OCI: true, Layers: layers, Env: append([]string(nil), DebianEnv...)})
+	img := NewImage(b.t, ImageSpec{OCI: true, Layers: layers, Env: append([]string(nil), DebianEnv...),
+		Platform: v1.Platform{OS: "linux", Architecture: b.arch.name}})
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
@@ -237,7 +262,10 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 // debianTreeInfo is info.json beside the tree: it identifies one
 // debootstrap run (the layer cache key hashes it).
 type debianTreeInfo struct {
-	Format      string `json:"format"`
+	Format string `json:"format"`
+	// Arch is the Debian architecture; trees from before it was recorded
+	// are amd64.
+	Arch        string `json:"arch,omitempty"`
 	Suite       string `json:"suite"`
 	Variant     string `json:"variant"`
 	Mirror      string `json:"mirror"`
@@ -245,20 +273,30 @@ type debianTreeInfo struct {
 	Built       string `json:"built"`
 }
 
-func (b *debianBuilder) treeDir() string { return filepath.Join(b.cache, debianTreeName) }
+func (b *debianBuilder) treeName() string {
+	if b.arch.name == AMD64 {
+		return debianTreeName
+	}
+	return debianTreeName + "-" + b.arch.name
+}
+
+func (b *debianBuilder) treeDir() string { return filepath.Join(b.cache, b.treeName()) }
 
 // tree returns the cached debootstrap root (GondolinCacheDir()/
-// debian-minbase-bookworm/rootfs), building it when missing. The caller
-// holds the flock.
+// debian-minbase-bookworm[-<arch>]/rootfs), building it when missing. The
+// caller holds the flock.
 func (b *debianBuilder) tree() (string, []byte, error) {
 	dir := b.treeDir()
 	infoPath := filepath.Join(dir, "info.json")
 	if raw, err := os.ReadFile(infoPath); err == nil {
 		var info debianTreeInfo
-		if json.Unmarshal(raw, &info) == nil && info.Format == debianTreeFormat {
+		if info.Arch == "" {
+			info.Arch = AMD64
+		}
+		if json.Unmarshal(raw, &info) == nil && info.Format == debianTreeFormat && info.Arch == b.arch.name {
 			return filepath.Join(dir, "rootfs"), raw, nil
 		}
-		b.t.Logf("DebianImage: %s is stale (format %q), rebuilding", dir, info.Format)
+		b.t.Logf("DebianImage: %s is stale (format %q, arch %q), rebuilding", dir, info.Format, info.Arch)
 	}
 	// Leftovers of an interrupted build, or a stale tree.
 	stale, _ := filepath.Glob(dir + ".tmp-*")
@@ -272,7 +310,7 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 	}
 
 	mirror := debianMirror()
-	tmp, err := os.MkdirTemp(b.cache, debianTreeName+".tmp-")
+	tmp, err := os.MkdirTemp(b.cache, b.treeName()+".tmp-")
 	if err != nil {
 		return "", nil, err
 	}
@@ -282,16 +320,34 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 	}
 	rootfs := filepath.Join(tmp, "rootfs")
 	start := time.Now()
-	b.t.Logf("DebianImage: debootstrap --variant=minbase %s %s %s (cold cache, ~40 s)", debianSuite, rootfs, mirror)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, b.debootstrap, "--variant=minbase", debianSuite, rootfs, mirror)
-	cmd.Env = append(os.Environ(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	env := append(os.Environ(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
 	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	runErr := cmd.Run()
+	run := func(name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = env
+		cmd.Stdout = &out
+		cmd.Stderr = &out
+		return cmd.Run()
+	}
+	var runErr error
+	if b.arch.native() {
+		b.t.Logf("DebianImage: debootstrap --variant=minbase %s %s %s (cold cache, ~40 s)", debianSuite, rootfs, mirror)
+		runErr = run(b.debootstrap, "--variant=minbase", debianSuite, rootfs, mirror)
+	} else {
+		// The first stage unpacks the packages; the second configures them
+		// by running the target's binaries in a chroot, through qemu-user.
+		b.t.Logf("DebianImage: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
+			b.arch.name, debianSuite, rootfs, mirror)
+		if runErr = gdEnsureBinfmt(b.t, b.arch); runErr == nil {
+			runErr = run(b.debootstrap, "--arch="+b.arch.name, "--foreign", "--variant=minbase", debianSuite, rootfs, mirror)
+		}
+		if runErr == nil {
+			runErr = run("chroot", rootfs, "/debootstrap/debootstrap", "--second-stage")
+		}
+	}
 	_ = os.WriteFile(filepath.Join(tmp, "debootstrap.log"), out.Bytes(), 0o644)
 	// debootstrap unmounts what it mounted in the target, but not when it
 	// fails half-way: never walk or keep a tree with mounts inside.
@@ -305,7 +361,7 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 
 	ver, _ := exec.Command("dpkg-query", "-W", "-f=${Version}", "debootstrap").Output()
 	info, err := json.MarshalIndent(debianTreeInfo{
-		Format: debianTreeFormat, Suite: debianSuite, Variant: "minbase", Mirror: mirror,
+		Format: debianTreeFormat, Arch: b.arch.name, Suite: debianSuite, Variant: "minbase", Mirror: mirror,
 		Debootstrap: strings.TrimSpace(string(ver)), Built: time.Now().UTC().Format(time.RFC3339Nano),
 	}, "", "  ")
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -73,19 +72,30 @@ func TestDebianImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("debootstrap and ~200 MB of layers")
 	}
+	for _, arch := range Arches {
+		t.Run(arch, func(t *testing.T) { testDebianImage(t, arch) })
+	}
+}
+
+func testDebianImage(t *testing.T, arch string) {
 	start := time.Now()
-	img, facts := DebianImage(t, Gzip)
+	img, facts := DebianImageArch(t, arch, Gzip)
 	first := time.Since(start)
 
 	// Again from the on-disk cache only, then from memory.
 	debianMu.Lock()
-	debianMemo, debianImages = nil, map[Compression]v1.Image{}
+	delete(debianMemo, arch)
+	for k := range debianImages {
+		if k.arch == arch {
+			delete(debianImages, k)
+		}
+	}
 	debianMu.Unlock()
 	start = time.Now()
-	img2, facts2 := DebianImage(t, Gzip)
+	img2, facts2 := DebianImageArch(t, arch, Gzip)
 	disk := time.Since(start)
 	start = time.Now()
-	DebianImage(t, Gzip)
+	DebianImageArch(t, arch, Gzip)
 	mem := time.Since(start)
 	t.Logf("DebianImage timings: first call %s, warm from disk %s, warm in memory %s", first.Round(time.Millisecond), disk.Round(time.Millisecond), mem.Round(time.Microsecond))
 
@@ -114,7 +124,7 @@ func TestDebianImage(t *testing.T) {
 	if !slices.Equal(cf.Config.Cmd, DebianCmd) {
 		t.Errorf("Cmd = %q", cf.Config.Cmd)
 	}
-	if cf.OS != "linux" || cf.Architecture != "amd64" {
+	if cf.OS != "linux" || cf.Architecture != arch {
 		t.Errorf("platform %s/%s", cf.OS, cf.Architecture)
 	}
 	mt, _ := img.MediaType()
@@ -291,7 +301,7 @@ func TestDebianImage(t *testing.T) {
 
 	// Other compressions: same diff IDs, their own media types.
 	for c, want := range map[Compression]types.MediaType{None: types.OCIUncompressedLayer, Zstd: types.OCILayerZStd} {
-		other, _ := DebianImage(t, c)
+		other, _ := DebianImageArch(t, arch, c)
 		ls, err := other.Layers()
 		if err != nil {
 			t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,7 +30,26 @@ type BootOptions struct {
 	// HostEnv adds "K=V" entries to the Node harness's environment, e.g.
 	// GONDOLIN_IMAGE_STORE=DIR to boot an image ref from a private store.
 	HostEnv []string
+	// Append replaces the base of Gondolin's kernel command line
+	// ("console=ttyS0 initramfs_async=1" on an x86_64 host, whatever the
+	// guest's architecture); "" keeps Gondolin's. For example
+	// "console=ttyAMA0 initramfs_async=1" shows an arm64 guest's console in
+	// the log. DOCKER2VM_TEST_GONDOLIN_APPEND sets it for every boot.
+	Append string
+	// Arch is the guest's architecture ("amd64", "arm64"), which selects
+	// the QEMU the test needs. "" reads it from the asset directory's
+	// manifest.json, or for an image ref from the refs of the image store
+	// in HostEnv (else the environment's): the only architecture the ref
+	// has, else the host's, as Gondolin picks.
+	Arch string
 }
+
+// gdEmulatedArm64CPU is the QEMU CPU for an arm64 guest on another host
+// unless GONDOLIN_CPU says otherwise: Gondolin's "max" with an
+// implementation-defined pointer-authentication algorithm instead of
+// QARMA5, which TCG computes several times faster (a boot and first exec
+// take about half the time). The guest sees the same CPU features.
+const gdEmulatedArm64CPU = "max,pauth-impdef=on"
 
 // ExecSpec is one command to run in the guest.
 type ExecSpec struct {
@@ -75,11 +96,13 @@ func GondolinHostDir() (string, error) {
 	return filepath.Join(root, "testdata", "gondolin-host"), nil
 }
 
-// BootGondolin boots assetsDir (a Gondolin asset directory) with the real
-// Gondolin host under QEMU/TCG, runs each command with vm.exec and returns
-// the results in order. Any boot or protocol failure fails the test (with
-// the guest console in the message). It skips when node, npm or QEMU are
-// missing, except under CI=true, where it fails.
+// BootGondolin boots assetsDir (a Gondolin asset directory, or an image
+// ref in Gondolin's image store) with the real Gondolin host under
+// QEMU/TCG, runs each command with vm.exec and returns the results in
+// order. Gondolin runs qemu-system-x86_64 or qemu-system-aarch64 as the
+// guest's manifest says. Any boot or protocol failure fails the test (with
+// the guest console in the message). It skips when node, npm or the QEMU
+// the guest needs are missing, except under CI=true, where it fails.
 func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
 	t.Helper()
 	specs := make([]ExecSpec, len(cmds))
@@ -100,10 +123,18 @@ func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []
 // skip (or fail under CI=true).
 func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
 	t.Helper()
-	tools := gdRequireTools(t, "nodejs npm "+GondolinBootPackages, "node", "npm", "qemu-system-x86_64", "qemu-img")
+	arch := opts.Arch
+	if arch == "" {
+		arch = gdGuestArch(assetsDir, opts.HostEnv)
+	}
+	a := gdArchOf(t, arch)
+	tools := gdRequireTools(t, "nodejs npm "+a.qemuPkg+" qemu-utils", "node", "npm", a.qemuSystem, "qemu-img")
 	hostDir := gdEnsureHarness(t, tools)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
+	}
+	if opts.Append == "" {
+		opts.Append = os.Getenv("DOCKER2VM_TEST_GONDOLIN_APPEND")
 	}
 	// A directory is passed as an absolute path; anything else (an image
 	// ref such as "name:tag") goes to Gondolin's image selector as is.
@@ -125,6 +156,9 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	}
 	if opts.Memory != "" {
 		req["memory"] = opts.Memory
+	}
+	if opts.Append != "" {
+		req["append"] = opts.Append
 	}
 	in, err := json.Marshal(req)
 	if err != nil {
@@ -148,7 +182,13 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	cmd := exec.CommandContext(ctx, tools["node"], filepath.Join(hostDir, "run.mjs"))
 	cmd.Dir = hostDir
 	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = append(append(os.Environ(), "NODE_NO_WARNINGS=1"), opts.HostEnv...)
+	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
+	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" && !slices.ContainsFunc(opts.HostEnv, func(kv string) bool {
+		return strings.HasPrefix(kv, "GONDOLIN_CPU=")
+	}) {
+		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
+	}
+	cmd.Env = append(env, opts.HostEnv...)
 	// Own process group so a timeout also kills QEMU.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -194,6 +234,41 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 }
 
 const gdResultMarker = "@@DOCKER2VM-GONDOLIN-RESULT@@ "
+
+// gdGuestArch guesses the architecture Gondolin will boot image (an asset
+// directory or an image ref) as: the directory's manifest, or the ref's
+// only architecture in the image store, else the host's. The guess only
+// picks the QEMU the test requires; Gondolin decides for itself.
+func gdGuestArch(image string, hostEnv []string) string {
+	if st, err := os.Stat(image); err == nil && st.IsDir() {
+		if arch, err := gdManifestArch(image); err == nil {
+			return arch
+		}
+		return runtime.GOARCH
+	}
+	store := os.Getenv("GONDOLIN_IMAGE_STORE")
+	for _, kv := range hostEnv {
+		if v, ok := strings.CutPrefix(kv, "GONDOLIN_IMAGE_STORE="); ok {
+			store = v
+		}
+	}
+	if store == "" {
+		if c, err := os.UserCacheDir(); err == nil {
+			store = filepath.Join(c, "gondolin", "images")
+		}
+	}
+	name, tag := image, "latest"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		name, tag = image[:i], image[i+1:]
+	}
+	ents, err := os.ReadDir(filepath.Join(store, "refs", filepath.FromSlash(name), tag))
+	if err == nil && len(ents) == 1 {
+		if a := gdLookupArch(ents[0].Name()); a != nil {
+			return a.name
+		}
+	}
+	return runtime.GOARCH
+}
 
 var gdHarnessMu sync.Mutex
 

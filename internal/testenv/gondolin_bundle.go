@@ -2,7 +2,8 @@ package testenv
 
 // A fixture Gondolin base bundle built from Debian packages: the cloud
 // kernel, a busybox initramfs, a busybox rootfs.ext4 with our guest agent
-// (internal/guestagent) at /usr/bin/sandboxd, and manifest.json. See
+// (internal/guestagent) at /usr/bin/sandboxd, and manifest.json, for
+// x86_64 or aarch64 (Debian's arm64 packages through dpkg multiarch). See
 // docs/gondolin-contract.md for what each piece must satisfy.
 
 import (
@@ -10,7 +11,6 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
-	"debug/elf"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -38,25 +38,30 @@ var gdRootfsInit []byte
 
 // gdBundleFormat is part of every cache key: bump it when the bundle layout
 // or build steps change in a way the inputs' hashes do not capture.
-const gdBundleFormat = "docker2vm-testenv-bundle-v1"
+const gdBundleFormat = "docker2vm-testenv-bundle-v2"
 
 // gdKernelMetaPackage is the Debian package whose dependency names the
-// kernel image package to use.
-const gdKernelMetaPackage = "linux-image-cloud-amd64"
+// kernel image package to use (linux-image-cloud-amd64, -arm64).
+func (a *gdArch) kernelMetaPackage() string { return "linux-image-cloud-" + a.name }
 
 // gdModules are loaded by both inits; their dependencies are added from
-// modules.dep.
+// modules.dep. Both cloud kernels build ext4 and the PCI host bridge in
+// and the virtio drivers as modules; Gondolin attaches virtio devices
+// over PCI on both q35 (x86_64) and virt (aarch64).
 var gdModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
 	"virtio_blk", "virtio_console", "virtio-rng", "virtio_net", "fuse",
 }
 
 // GondolinBundlePackages lists the Debian packages BuildBaseBundle needs
-// installed (the kernel is fetched with apt-get download at test time).
+// installed (the kernel and, for arm64, busybox are fetched with apt-get
+// download at test time; a foreign architecture also needs
+// qemu-user-static to list busybox's applets).
 const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt"
 
 // GondolinBootPackages lists the Debian packages BootGondolin needs besides
-// Node.js and npm.
+// Node.js and npm to boot x86_64 guests; aarch64 guests need
+// qemu-system-arm instead of qemu-system-x86.
 const GondolinBootPackages = "qemu-system-x86 qemu-utils"
 
 // Bundle asset names (Gondolin's defaults).
@@ -85,53 +90,77 @@ func GondolinCacheDir() string {
 
 var (
 	gdBundleMu   sync.Mutex
-	gdBundleDir  string
+	gdBundleDirs = map[string]string{} // by arch
 	gdSandboxdMu sync.Mutex
-	gdSandboxd   string
+	gdSandboxds  = map[string]string{} // by arch
 )
 
-// BuildBaseBundle returns a directory holding a bootable Gondolin base
-// bundle for x86_64 (vmlinuz-virt, initramfs.cpio.lz4, rootfs.ext4,
-// manifest.json). Callers must treat it as read-only. It is built once per
-// set of inputs and cached in GondolinCacheDir (and in memory for the rest
-// of the test process). It skips the test when a tool is missing, except
-// under CI=true, where it fails.
+// BuildBaseBundle is BuildBaseBundleArch(t, AMD64).
 func BuildBaseBundle(t TB) string {
 	t.Helper()
-	tools := gdRequireTools(t, GondolinBundlePackages, "go", "apt-get", "apt-cache", "dpkg-deb", "depmod", "mke2fs", "lz4")
+	return BuildBaseBundleArch(t, AMD64)
+}
+
+// BuildBaseBundleArch returns a directory holding a bootable Gondolin base
+// bundle for arch ("amd64" or "arm64"): vmlinuz-virt, initramfs.cpio.lz4,
+// rootfs.ext4 and manifest.json (config.arch x86_64 or aarch64). Callers
+// must treat it as read-only. It is built once per architecture and set of
+// inputs and cached in GondolinCacheDir (and in memory for the rest of the
+// test process). arm64 takes its packages from Debian's arm64 archive,
+// which apt must know (dpkg --add-architecture arm64), and lists busybox's
+// applets with qemu-aarch64-static. It skips the test when a tool is
+// missing, except under CI=true, where it fails.
+func BuildBaseBundleArch(t TB, arch string) string {
+	t.Helper()
+	a := gdArchOf(t, arch)
+	names := []string{"go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4"}
+	pkgs := GondolinBundlePackages
+	if !a.native() {
+		names = append(names, a.qemuUser)
+		pkgs += " qemu-user-static"
+	}
+	tools := gdRequireTools(t, pkgs, names...)
+	gdRequireDebArch(t, a)
 	gdBundleMu.Lock()
 	defer gdBundleMu.Unlock()
-	if gdBundleDir != "" {
-		return gdBundleDir
+	if dir := gdBundleDirs[a.name]; dir != "" {
+		return dir
 	}
 	start := time.Now()
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir()}
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
 	dir, err := b.build()
 	if err != nil {
-		t.Fatalf("BuildBaseBundle: %v", err)
+		t.Fatalf("BuildBaseBundleArch(%s): %v", a.name, err)
 	}
-	t.Logf("BuildBaseBundle: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
-	gdBundleDir = dir
+	t.Logf("BuildBaseBundleArch(%s): %s (%s)", a.name, dir, time.Since(start).Round(time.Millisecond))
+	gdBundleDirs[a.name] = dir
 	return dir
 }
 
-// BuildSandboxd builds the test guest agent (internal/guestagent/cmd/sandboxd)
-// as a static linux/amd64 binary and returns its path (read-only, cached for
-// the test process).
+// BuildSandboxd is BuildSandboxdArch(t, AMD64).
 func BuildSandboxd(t TB) string {
 	t.Helper()
+	return BuildSandboxdArch(t, AMD64)
+}
+
+// BuildSandboxdArch builds the test guest agent
+// (internal/guestagent/cmd/sandboxd) as a static linux binary for arch and
+// returns its path (read-only, cached for the test process).
+func BuildSandboxdArch(t TB, arch string) string {
+	t.Helper()
+	a := gdArchOf(t, arch)
 	tools := gdRequireTools(t, "golang", "go")
 	gdSandboxdMu.Lock()
 	defer gdSandboxdMu.Unlock()
-	if gdSandboxd != "" {
-		return gdSandboxd
+	if p := gdSandboxds[a.name]; p != "" {
+		return p
 	}
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir()}
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
 	p, err := b.sandboxd()
 	if err != nil {
-		t.Fatalf("BuildSandboxd: %v", err)
+		t.Fatalf("BuildSandboxdArch(%s): %v", a.name, err)
 	}
-	gdSandboxd = p
+	gdSandboxds[a.name] = p
 	return p
 }
 
@@ -139,6 +168,7 @@ type gdBuilder struct {
 	t     TB
 	tools map[string]string
 	cache string
+	arch  *gdArch // target of what is built
 }
 
 func (b *gdBuilder) logf(format string, args ...any) {
@@ -201,7 +231,7 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n", gdBundleFormat)
+	fmt.Fprintf(h, "%s\narch=%s\n", gdBundleFormat, b.arch.gondolin)
 	for _, in := range []struct {
 		name string
 		data []byte
@@ -217,11 +247,11 @@ func (b *gdBuilder) build() (string, error) {
 	}
 	fmt.Fprintf(h, "modules=%s\n", strings.Join(gdModules, ","))
 	key := hex.EncodeToString(h.Sum(nil))[:20]
-	out := filepath.Join(b.cache, "bundles", key)
+	out := filepath.Join(b.cache, "bundles", b.arch.name+"-"+key)
 	if _, err := os.Stat(filepath.Join(out, BundleManifest)); err == nil {
 		return out, nil
 	}
-	b.logf("building Gondolin base bundle %s (kernel %s)", out, kernel.release)
+	b.logf("building the %s Gondolin base bundle %s (kernel %s)", b.arch.gondolin, out, kernel.release)
 
 	tmp, err := os.MkdirTemp(filepath.Join(b.cache), "bundle-tmp-")
 	if err != nil {
@@ -250,6 +280,7 @@ func (b *gdBuilder) build() (string, error) {
 	irfs.dir("newroot", 0o755)
 	irfs.dev("dev/console", 0o600, 5, 1)
 	irfs.dev("dev/null", 0o666, 1, 3)
+	irfs.dev("dev/kmsg", 0o644, 1, 11)
 	if err := irfs.addDir(filepath.Join(kernel.dir, "modules"), "lib/modules"); err != nil {
 		return "", err
 	}
@@ -298,7 +329,7 @@ func (b *gdBuilder) build() (string, error) {
 		return "", err
 	}
 
-	if err := gdWriteManifest(bundle, "x86_64", "busybox"); err != nil {
+	if err := gdWriteManifest(bundle, b.arch.gondolin, "busybox"); err != nil {
 		return "", err
 	}
 
@@ -327,7 +358,7 @@ func (b *gdBuilder) sandboxd() (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\nlinux/amd64 static\n", strings.TrimSpace(string(goVersion)))
+	fmt.Fprintf(h, "%s\nlinux/%s static\n", strings.TrimSpace(string(goVersion)), b.arch.name)
 	var files []string
 	src := filepath.Join(root, "internal", "guestagent")
 	err = filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
@@ -353,19 +384,19 @@ func (b *gdBuilder) sandboxd() (string, error) {
 		fmt.Fprintf(h, "%s %s\n", rel, sum)
 	}
 	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], "sandboxd")
-	if gdIsStaticAmd64(final) {
+	if gdIsStatic(final, b.arch.machine) {
 		return final, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return "", err
 	}
 	tmp := final + ".tmp"
-	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"}, "go", "build",
+	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.name}, "go", "build",
 		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/sandboxd"); err != nil {
 		return "", err
 	}
-	if !gdIsStaticAmd64(tmp) {
-		return "", fmt.Errorf("%s is not a static linux/amd64 binary", tmp)
+	if !gdIsStatic(tmp, b.arch.machine) {
+		return "", fmt.Errorf("%s is not a static linux/%s binary", tmp, b.arch.name)
 	}
 	return final, os.Rename(tmp, final)
 }
@@ -393,13 +424,16 @@ type gdKernel struct {
 	release string
 }
 
-var gdDebVersionRE = regexp.MustCompile(`^linux-image-[0-9].*-cloud-amd64$`)
-
 // kernel downloads (apt-get download) and unpacks the Debian cloud kernel,
-// keeping vmlinuz and the modules we load (with their dependencies and a
-// fresh modules.dep). Cached per .deb checksum.
+// keeping vmlinuz (an x86 bzImage, a plain arm64 Image) and the modules we
+// load (with their dependencies and a fresh modules.dep). Cached per .deb
+// checksum. DOCKER2VM_TEST_KERNEL_DEB_<ARCH> (…_AMD64, …_ARM64; for amd64
+// also DOCKER2VM_TEST_KERNEL_DEB) names a kernel .deb to use instead.
 func (b *gdBuilder) kernel() (*gdKernel, error) {
-	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB")
+	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB_" + strings.ToUpper(b.arch.name))
+	if deb == "" && b.arch.name == AMD64 {
+		deb = os.Getenv("DOCKER2VM_TEST_KERNEL_DEB")
+	}
 	if deb == "" {
 		var err error
 		if deb, err = b.aptDownload("kernel", b.kernelPackage); err != nil {
@@ -499,30 +533,35 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 }
 
 // kernelPackage resolves the versioned kernel image package that
-// linux-image-cloud-amd64 depends on.
+// linux-image-cloud-<arch> depends on (without the :<arch> qualifier).
 func (b *gdBuilder) kernelPackage() (string, error) {
-	out, err := b.run("", nil, "apt-cache", "depends", gdKernelMetaPackage)
+	meta := b.arch.debPackage(b.arch.kernelMetaPackage())
+	out, err := b.run("", nil, "apt-cache", "depends", meta)
 	if err != nil {
 		return "", fmt.Errorf("%v (is the apt package index present? run apt-get update)", err)
 	}
+	re := regexp.MustCompile(`^(linux-image-[0-9].*-cloud-` + b.arch.name + `)(:` + b.arch.name + `)?$`)
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "Depends:" && gdDebVersionRE.MatchString(f[1]) {
-			return f[1], nil
+		if len(f) == 2 && f[0] == "Depends:" {
+			if m := re.FindStringSubmatch(f[1]); m != nil {
+				return m[1], nil
+			}
 		}
 	}
-	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-amd64:\n%s", gdKernelMetaPackage, out)
+	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-%s:\n%s", meta, b.arch.name, out)
 }
 
-// aptDownload fetches the candidate version of a package into the cache,
-// reusing a cached .deb whose SHA256 matches the package index.
+// aptDownload fetches the candidate version of a package of the target
+// architecture into the cache, reusing a cached .deb whose SHA256 matches
+// the package index. resolve returns the package name, unqualified.
 func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (string, error) {
 	pkg, version, sum, err := b.aptResolve(name, resolve)
 	if err != nil {
 		return "", err
 	}
 	dir := filepath.Join(b.cache, "debs")
-	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+".deb")
+	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_"+b.arch.name+".deb")
 	if got, err := gdFileSHA256(final); err == nil && (sum == "" || got == sum) {
 		return final, nil
 	}
@@ -536,11 +575,11 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 	defer os.RemoveAll(tmp)
 	// The file is written directly by root when running as root; silence
 	// apt's "unsandboxed download" warning by not dropping privileges.
-	args := []string{"download", "-q", pkg + "=" + version}
+	args := []string{"download", "-q", b.arch.debPackage(pkg) + "=" + version}
 	if os.Geteuid() == 0 {
 		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
 	}
-	b.logf("apt-get download %s=%s", pkg, version)
+	b.logf("apt-get download %s=%s", b.arch.debPackage(pkg), version)
 	if _, err := b.run(tmp, nil, "apt-get", args...); err != nil {
 		return "", err
 	}
@@ -567,7 +606,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 			fmt.Fprintf(h, "%s %d %d\n", l, st.Size(), st.ModTime().UnixNano())
 		}
 	}
-	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+b.arch.name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
 	if data, err := os.ReadFile(memo); err == nil {
 		if f := strings.Fields(string(data)); len(f) == 3 {
 			return f[0], f[1], f[2], nil
@@ -576,7 +615,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 	if pkg, err = resolve(); err != nil {
 		return
 	}
-	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", pkg)
+	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", b.arch.debPackage(pkg))
 	if err != nil {
 		return
 	}
@@ -598,11 +637,12 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 	return pkg, version, sum, nil
 }
 
-// busybox returns a statically linked busybox: the host's (package
-// busybox-static) or one unpacked from apt-get download busybox-static.
+// busybox returns a statically linked busybox for the target: the host's
+// (package busybox-static) when it is one, else one unpacked from apt-get
+// download busybox-static:<arch>.
 func (b *gdBuilder) busybox() (string, error) {
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if gdIsStaticAmd64(p) {
+		if gdIsStatic(p, b.arch.machine) {
 			return p, nil
 		}
 	}
@@ -616,38 +656,38 @@ func (b *gdBuilder) busybox() (string, error) {
 	}
 	dir := filepath.Join(b.cache, "busybox", sum[:20])
 	p := filepath.Join(dir, "bin", "busybox")
-	if gdIsStaticAmd64(p) {
+	if gdIsStatic(p, b.arch.machine) {
 		return p, nil
 	}
-	if _, err := b.run("", nil, "dpkg-deb", "-x", deb, dir); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", err
 	}
-	if !gdIsStaticAmd64(p) {
-		return "", fmt.Errorf("%s: no static amd64 bin/busybox", deb)
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := b.run("", nil, "dpkg-deb", "-x", deb, tmp); err != nil {
+		return "", err
+	}
+	if !gdIsStatic(filepath.Join(tmp, "bin", "busybox"), b.arch.machine) {
+		return "", fmt.Errorf("%s: no static %s bin/busybox", deb, b.arch.name)
+	}
+	_ = os.RemoveAll(dir) // an incomplete earlier attempt
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
 	}
 	return p, nil
 }
 
-func gdIsStaticAmd64(p string) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if f.Machine != elf.EM_X86_64 {
-		return false
-	}
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
-}
-
-// applets lists busybox's applets with their install paths (bin/sh, ...).
+// applets lists busybox's applets with their install paths (bin/sh, ...),
+// running a foreign busybox with qemu-user.
 func (b *gdBuilder) applets(busybox string) ([]string, error) {
-	out, err := b.run("", nil, busybox, "--list-full")
+	name, args := busybox, []string{"--list-full"}
+	if !b.arch.native() {
+		name, args = b.arch.qemuUser, append([]string{busybox}, args...)
+	}
+	out, err := b.run("", nil, name, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -1033,10 +1073,12 @@ func GondolinRootfsInit() []byte { return append([]byte(nil), gdRootfsInit...) }
 // and initramfs of the base bundle baseDir (usually BuildBaseBundle(t)).
 // Kernel and initramfs are symlinked, rootfs is symlinked too (Gondolin
 // never writes to it in cow/memory/readonly modes), and a manifest.json
-// with fresh checksums and buildId is written. The rootfs must carry its
-// own /init and /usr/bin/sandboxd (see BuildSandboxd, GondolinRootfsInit).
+// with fresh checksums and buildId is written, for the base's architecture.
+// The rootfs must carry its own /init and /usr/bin/sandboxd (see
+// BuildSandboxdArch, GondolinRootfsInit).
 func GondolinAssets(t TB, baseDir, rootfs string) string {
 	t.Helper()
+	arch := BundleArch(t, baseDir)
 	dir := t.TempDir()
 	for _, l := range []struct{ src, name string }{
 		{filepath.Join(baseDir, BundleKernel), BundleKernel},
@@ -1054,8 +1096,35 @@ func GondolinAssets(t TB, baseDir, rootfs string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := gdWriteManifest(dir, "x86_64", "docker2vm"); err != nil {
+	if err := gdWriteManifest(dir, gdArchOf(t, arch).gondolin, "docker2vm"); err != nil {
 		t.Fatalf("GondolinAssets: %v", err)
 	}
 	return dir
+}
+
+// BundleArch returns the architecture ("amd64", "arm64") of a Gondolin
+// asset directory, from its manifest.json's config.arch.
+func BundleArch(t TB, dir string) string {
+	t.Helper()
+	arch, err := gdManifestArch(dir)
+	if err != nil {
+		t.Fatalf("BundleArch: %v", err)
+	}
+	return arch
+}
+
+func gdManifestArch(dir string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, BundleManifest))
+	if err != nil {
+		return "", err
+	}
+	var m gdManifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "", fmt.Errorf("%s: %v", filepath.Join(dir, BundleManifest), err)
+	}
+	a := gdLookupArch(m.Config.Arch)
+	if a == nil {
+		return "", fmt.Errorf("%s: config.arch %q is neither x86_64 nor aarch64", filepath.Join(dir, BundleManifest), m.Config.Arch)
+	}
+	return a.name, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -49,20 +50,33 @@ func TestGondolinCpio(t *testing.T) {
 	}
 }
 
-// TestGondolinBaseBundle builds the fixture bundle and checks its files
-// without booting it.
+// TestGondolinBaseBundle builds the fixture bundle for each architecture
+// and checks its files without booting it.
 func TestGondolinBaseBundle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a kernel bundle; skipped with -short")
 	}
+	for _, arch := range Arches {
+		t.Run(arch, func(t *testing.T) { testGondolinBaseBundle(t, arch) })
+	}
+}
+
+func testGondolinBaseBundle(t *testing.T, arch string) {
+	a := gdArchOf(t, arch)
 	start := time.Now()
-	dir := BuildBaseBundle(t)
+	dir := BuildBaseBundleArch(t, arch)
 	t.Logf("first call %s", time.Since(start))
 	start = time.Now()
-	if again := BuildBaseBundle(t); again != dir {
+	if again := BuildBaseBundleArch(t, arch); again != dir {
 		t.Fatalf("second call returned %s, want %s", again, dir)
 	}
 	t.Logf("second call %s", time.Since(start))
+	if arch == AMD64 && BuildBaseBundle(t) != dir {
+		t.Fatal("BuildBaseBundle is not the amd64 bundle")
+	}
+	if got := BundleArch(t, dir); got != arch {
+		t.Fatalf("BundleArch = %s", got)
+	}
 
 	var m gdManifest
 	data, err := os.ReadFile(filepath.Join(dir, BundleManifest))
@@ -72,7 +86,7 @@ func TestGondolinBaseBundle(t *testing.T) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Version != 1 || m.Config.Arch != "x86_64" || m.Assets["rootfs"] != BundleRootfs {
+	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets["rootfs"] != BundleRootfs {
 		t.Fatalf("manifest %+v", m)
 	}
 	for key, name := range m.Assets {
@@ -84,8 +98,25 @@ func TestGondolinBaseBundle(t *testing.T) {
 			t.Errorf("checksum of %s: manifest %s, file %s", key, m.Checksums[key], sum)
 		}
 	}
-	if want := GondolinBuildID(m.Checksums["kernel"], m.Checksums["initramfs"], m.Checksums["rootfs"], "", "", "x86_64"); m.BuildID != want {
+	if want := GondolinBuildID(m.Checksums["kernel"], m.Checksums["initramfs"], m.Checksums["rootfs"], "", "", a.gondolin); m.BuildID != want {
 		t.Errorf("buildId %s, want %s", m.BuildID, want)
+	}
+	// The kernel is one the target boots: a bzImage or an arm64 Image.
+	kernel, err := os.ReadFile(filepath.Join(dir, BundleKernel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case arch == AMD64 && (len(kernel) < 0x206 || string(kernel[0x202:0x206]) != "HdrS"):
+		t.Error("vmlinuz-virt is not an x86 bzImage")
+	case arch == ARM64 && (len(kernel) < 0x40 || string(kernel[0x38:0x3c]) != "ARM\x64"):
+		t.Error("vmlinuz-virt is not an arm64 Image")
+	}
+	if !gdIsStatic(BuildSandboxdArch(t, arch), a.machine) {
+		t.Errorf("BuildSandboxdArch(%s) is not a static %s binary", arch, a.machine)
+	}
+	if got := ArchOfELF(BaseBusybox(t, dir)); got != arch {
+		t.Errorf("the rootfs's /bin/busybox is for %q", got)
 	}
 	if e2fsck, ok := gdLookTool("e2fsck"); ok {
 		if out, err := exec.Command(e2fsck, "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
@@ -101,20 +132,27 @@ func TestGondolinBaseBundle(t *testing.T) {
 }
 
 // TestGondolinBoot boots the base bundle as is (its own rootfs.ext4) with
-// the real Gondolin host in every rootfs mode.
+// the real Gondolin host: the x86_64 one in every rootfs mode, the aarch64
+// one (emulated, so slower) in the default mode.
 func TestGondolinBoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU; skipped with -short")
 	}
-	dir := BuildBaseBundle(t)
-	for _, mode := range []string{"cow", "readonly", "memory"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct{ arch, mode string }{
+		{AMD64, "cow"}, {AMD64, "readonly"}, {AMD64, "memory"}, {ARM64, "cow"},
+	} {
+		t.Run(tc.arch+"/"+tc.mode, func(t *testing.T) {
+			mode := tc.mode
+			dir := BuildBaseBundleArch(t, tc.arch)
 			res := BootGondolin(t, dir, BootOptions{RootfsMode: mode},
 				[]string{"/bin/echo", "hello"},
 				[]string{"id", "-u"},
 				[]string{"/bin/cat", "/proc/cmdline"},
 				[]string{"/bin/sh", "-c", "echo err >&2; exit 7"},
 				[]string{"/bin/sh", "-c", "touch /probe && echo writable || echo readonly"},
+				[]string{"uname", "-m"},
+				// What the inits left on the agent's (PID 1's) fds 0-2.
+				[]string{"/bin/sh", "-c", "for fd in 0 1 2; do readlink /proc/1/fd/$fd; done"},
 			)
 			if r := res[0]; r.ExitCode != 0 || r.Stdout != "hello\n" {
 				t.Errorf("echo: %+v", r)
@@ -134,6 +172,20 @@ func TestGondolinBoot(t *testing.T) {
 			}
 			if r := res[4]; r.Stdout != want {
 				t.Errorf("rootfs write probe: %+v, want %q", r, want)
+			}
+			if r := res[5]; r.Stdout != gdArchOf(t, tc.arch).gondolin+"\n" {
+				t.Errorf("uname -m: %+v", r)
+			}
+			// Gondolin gives the x86_64 guest console=ttyS0, which exists,
+			// and the aarch64 guest the same, which does not exist there:
+			// its init found fds 0-2 closed and reopened them. (The nodes
+			// were the initramfs's, deleted by switch_root.)
+			wantFds := "/dev/console\n/dev/console\n/dev/console\n"
+			if tc.arch == ARM64 {
+				wantFds = "/dev/null\n/dev/kmsg\n/dev/kmsg\n"
+			}
+			if r := res[6]; strings.ReplaceAll(r.Stdout, " (deleted)", "") != wantFds {
+				t.Errorf("PID 1's fds 0-2: %+v, want %q", r, wantFds)
 			}
 		})
 	}
@@ -252,5 +304,58 @@ func TestGondolinImageStore(t *testing.T) {
 	res := BootGondolin(t, "docker2vm-test:latest", BootOptions{HostEnv: []string{store}}, []string{"/bin/echo", "from-store"})
 	if res[0].Stdout != "from-store\n" {
 		t.Fatalf("got %+v", res[0])
+	}
+}
+
+// TestGondolinArch checks the architecture names the fixtures accept and
+// how a boot finds its guest's architecture without booting anything.
+func TestGondolinArch(t *testing.T) {
+	for in, want := range map[string]string{"amd64": AMD64, "x86_64": AMD64, "linux/amd64": AMD64, "arm64": ARM64,
+		"aarch64": ARM64, "linux/arm64/v8": ARM64, "AArch64": ARM64, "riscv64": "", "linux/": "", "": ""} {
+		got := ""
+		if a := gdLookupArch(in); a != nil {
+			got = a.name
+		}
+		if got != want {
+			t.Errorf("gdLookupArch(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for want, hdr := range map[string][]byte{
+		AMD64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3e, 0},
+		ARM64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0xb7, 0},
+		"":    {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xf3, 0},
+	} {
+		if got := ArchOfELF(hdr); got != want {
+			t.Errorf("ArchOfELF(machine %#x) = %q, want %q", hdr[18], got, want)
+		}
+	}
+	if ArchOfELF([]byte("#!/bin/sh\n")) != "" {
+		t.Error("ArchOfELF of a script")
+	}
+
+	// An asset directory: its manifest. An image ref: the only
+	// architecture the store has for it, else the host's.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, BundleManifest), []byte(`{"version":1,"config":{"arch":"aarch64"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := gdGuestArch(dir, nil); got != ARM64 {
+		t.Errorf("asset directory: %q", got)
+	}
+	store := t.TempDir()
+	for _, ref := range []string{"one/latest/aarch64", "two/v1/aarch64", "two/v1/x86_64"} {
+		p := filepath.Join(store, "refs", ref)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("../../../objects/x", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"GONDOLIN_IMAGE_STORE=" + store}
+	for ref, want := range map[string]string{"one": ARM64, "one:latest": ARM64, "two:v1": runtime.GOARCH, "three:x": runtime.GOARCH} {
+		if got := gdGuestArch(ref, env); got != want {
+			t.Errorf("gdGuestArch(%q) = %q, want %q", ref, got, want)
+		}
 	}
 }

@@ -109,9 +109,15 @@ func BaseBusybox(t TB, baseDir string) []byte {
 
 // BusyboxImage is a two-layer image: busybox with its applets and an
 // /etc/passwd, then an app directory; with ENV, WORKDIR, ENTRYPOINT and CMD
-// so the guest's docker2vm-entrypoint has something to honour.
+// so the guest's docker2vm-entrypoint has something to honour. Its
+// platform is linux/<the busybox binary's architecture> (BaseBusybox of an
+// arm64 base makes a linux/arm64 image).
 func BusyboxImage(t TB, busybox []byte) v1.Image {
 	t.Helper()
+	arch := ArchOfELF(busybox)
+	if arch == "" {
+		t.Fatal("BusyboxImage: busybox is not an amd64 or arm64 ELF binary")
+	}
 	entries := []Entry{
 		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
 		{Name: "bin/busybox", Mode: 0o755, Body: string(busybox)},
@@ -128,7 +134,8 @@ func BusyboxImage(t TB, busybox []byte) v1.Image {
 		{Name: "srv/", Type: tar.TypeDir, Mode: 0o755},
 		{Name: "srv/app.sh", Mode: 0o755, Body: "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n"},
 	}
-	img := NewImage(t, ImageSpec{OCI: true, Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
+	img := NewImage(t, ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: arch},
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
 		Layers: []v1.Layer{NewLayer(t, BuildTar(t, entries), Gzip, true), NewLayer(t, BuildTar(t, app), Zstd, true)}})
 	return WithConfig(t, img, func(c *v1.Config) {
 		c.WorkingDir = "/srv"

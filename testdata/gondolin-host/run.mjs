@@ -11,6 +11,7 @@
 // A request on stdin is a JSON object:
 //   {"imagePath": DIR, "rootfsMode": "cow"|"readonly"|"memory"|"",
 //    "timeoutMs": 240000, "startTimeoutMs": 120000, "accel": "tcg",
+//    "append": "console=ttyAMA0 initramfs_async=1" (optional: Gondolin's kernel command line base),
 //    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text"}]}
 //
 // The result is printed on stdout as ONE line starting with RESULT_MARKER:
@@ -74,6 +75,7 @@ async function main() {
     if (req.rootfsMode) options.rootfs = { mode: req.rootfsMode };
     if (req.memory) options.memory = req.memory;
     if (req.cpus) options.cpus = req.cpus;
+    if (req.append) options.sandbox.append = req.append;
 
     const t0 = Date.now();
     log(`creating VM from ${req.imagePath} rootfsMode=${req.rootfsMode || "(default)"}`);

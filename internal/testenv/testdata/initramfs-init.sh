@@ -3,6 +3,25 @@
 # contract (docs/gondolin-contract.md). Written for docker2vm; busybox only.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
+# Gondolin 0.12 takes the kernel's console= from the host's architecture:
+# an arm64 guest started from an x86_64 host gets console=ttyS0, which the
+# arm64 virt machine lacks, so the kernel cannot open /dev/console for init
+# and fds 0-2 start closed. Reopen each closed one before anything writes:
+# stdin on /dev/null, stdout and stderr on the console if it opens, else on
+# the kernel log, else on /dev/null. (A subshell tries each redirection: a
+# failed redirection of exec would end this shell. The fd 2 probe must not
+# redirect stderr itself.)
+stdfds() {
+	(exec 3<&0) 2>/dev/null || exec 0</dev/null
+	for out in /dev/console /dev/kmsg /dev/null; do
+		if (exec 3>"$out") 2>/dev/null; then break; fi
+	done
+	(exec 3>&1) 2>/dev/null || exec 1>"$out"
+	(exec 3>&2) || exec 2>"$out"
+	return 0
+}
+stdfds
+
 msg() { echo "initramfs: $*"; }
 die() {
 	msg "FATAL: $*"

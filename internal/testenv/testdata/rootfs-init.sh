@@ -9,6 +9,21 @@ mounted() { grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null; }
 mounted /proc || mount -t proc proc /proc
 mounted /sys || mount -t sysfs sysfs /sys
 mounted /dev || mount -t devtmpfs devtmpfs /dev
+
+# Reopen fds 0-2 if they are closed (an arm64 guest started from an x86_64
+# Gondolin host has no console: see the initramfs /init), before anything
+# writes: a write to a closed fd fails and set -e would end init.
+stdfds() {
+	(exec 3<&0) 2>/dev/null || exec 0</dev/null
+	for out in /dev/console /dev/kmsg /dev/null; do
+		if (exec 3>"$out") 2>/dev/null; then break; fi
+	done
+	(exec 3>&1) 2>/dev/null || exec 1>"$out"
+	(exec 3>&2) || exec 2>"$out"
+	return 0
+}
+stdfds
+
 mkdir -p /dev/pts
 mounted /dev/pts || mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run

@@ -1,0 +1,137 @@
+package app
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+// Multi-platform sources and base discovery by the target architecture,
+// each proven by booting the converted guest of every architecture.
+
+// busyboxImages returns a busybox image per architecture (each from its
+// fixture base) and the base bundles.
+func busyboxImages(t *testing.T) (map[string]v1.Image, map[string]string) {
+	t.Helper()
+	imgs, bases := map[string]v1.Image{}, map[string]string{}
+	for _, arch := range testenv.Arches {
+		bases[arch] = testenv.BuildBaseBundleArch(t, arch)
+		imgs[arch] = testenv.BusyboxImage(t, testenv.BaseBusybox(t, bases[arch]))
+	}
+	return imgs, bases
+}
+
+// TestBootMultiPlatformIndex converts an amd64 + arm64 image index for each
+// platform, in the two shapes multi-platform images come in: pushed to a
+// registry (an index of image manifests, with a BuildKit attestation
+// manifest), and as `docker buildx build --output type=oci` exports it (an
+// OCI archive whose index.json names that index: an index in an index).
+// Both must select the same image; the guest from the nested one boots.
+func TestBootMultiPlatformIndex(t *testing.T) {
+	reg, _ := bootPrereqs(t, testenv.AMD64)
+	imgs, bases := busyboxImages(t)
+	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Attestation: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	ref := reg.Push(t, "multi:e2e", nil, idx)
+	dir := t.TempDir()
+	layout := testenv.WriteLayout(t, filepath.Join(dir, "layout"), testenv.LayoutEntry{Index: idx, RefName: "multi:e2e"})
+	archive := testenv.WriteOCIArchive(t, layout, filepath.Join(dir, "multi.tar"), false)
+	idxDigest, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	forEachArch(t, func(t *testing.T, arch string) {
+		want, err := imgs[arch].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		flat := convertAssets(t, arch, ref, bases[arch])
+		nested := convertSource(t, arch, bases[arch], "--oci-tar", archive)
+		for _, out := range []string{flat, nested} {
+			if m := readMeta(t, out); m.SourceDigest != want.String() || m.IndexDigest != idxDigest.String() || m.Platform != "linux/"+arch {
+				t.Errorf("%s: sourceDigest %s indexDigest %s platform %s; want %s, %s, linux/%s",
+					out, m.SourceDigest, m.IndexDigest, m.Platform, want, idxDigest, arch)
+			}
+		}
+		if a, b := fileSHA256(t, filepath.Join(flat, "rootfs.ext4")), fileSHA256(t, filepath.Join(nested, "rootfs.ext4")); a != b {
+			t.Errorf("the registry index and the nested OCI archive gave different rootfs.ext4 (%x, %x)", a, b)
+		}
+		res := testenv.BootGondolin(t, nested, testenv.BootOptions{},
+			[]string{"uname", "-m"},
+			[]string{"/usr/bin/docker2vm-entrypoint", "from", "an", "index"},
+		)
+		expectOutput(t, res, 0, unameM[arch]+"\n")
+		expectOutput(t, res, 1, "app says hello busybox from /srv as 0 with from an index")
+	})
+}
+
+func fileSHA256(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// TestBootBaseFromImageStore is how a Gondolin user converts: no --base,
+// only an image store (GONDOLIN_IMAGE_STORE) holding Gondolin's default
+// base ref alpine-base:latest for both architectures, imported with
+// Gondolin's own CLI. oci2gondolin must take the base of the *target*
+// architecture, --tag must import the guest into the same store, and
+// Gondolin must boot it by that ref.
+func TestBootBaseFromImageStore(t *testing.T) {
+	reg, _ := bootPrereqs(t, testenv.AMD64)
+	imgs, bases := busyboxImages(t)
+	store := t.TempDir()
+	for _, arch := range testenv.Arches {
+		if out, err := testenv.GondolinCLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", bases[arch], "--tag", "alpine-base:latest"); err != nil {
+			t.Fatalf("gondolin image import %s: %v\n%s", arch, err, out)
+		}
+	}
+	t.Setenv("GONDOLIN_IMAGE_STORE", store)
+	t.Setenv("GONDOLIN_GUEST_DIR", "")
+	t.Setenv("GONDOLIN_DEFAULT_IMAGE", "")
+
+	forEachArch(t, func(t *testing.T, arch string) {
+		ref := reg.Push(t, "busybox:"+arch, imgs[arch], nil)
+		tag := "d2v-busybox:" + arch
+		out := convertSource(t, arch, "", "--image", ref, "--no-download", "--tag", tag)
+
+		var base struct {
+			BuildID string `json:"buildId"`
+		}
+		raw, err := os.ReadFile(filepath.Join(bases[arch], "manifest.json"))
+		if err != nil || json.Unmarshal(raw, &base) != nil {
+			t.Fatalf("base manifest: %v", err)
+		}
+		inj := readMeta(t, out).RuntimeInjection
+		if inj.Base == nil || inj.Base.BuildID != base.BuildID || inj.Base.Arch != unameM[arch] || !strings.Contains(inj.BaseOrigin, "alpine-base:latest") {
+			t.Fatalf("meta.json runtimeInjection base %+v origin %q; want the %s fixture base %s from the image store", inj.Base, inj.BaseOrigin, arch, base.BuildID)
+		}
+		var m struct {
+			BuildID string `json:"buildId"`
+		}
+		raw, _ = os.ReadFile(filepath.Join(out, "manifest.json"))
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		name, tg, _ := strings.Cut(tag, ":")
+		if link, err := os.Readlink(filepath.Join(store, "refs", name, tg, unameM[arch])); err != nil || filepath.Base(link) != m.BuildID {
+			t.Fatalf("ref symlink = %q, %v; want it to name object %s", link, err, m.BuildID)
+		}
+		res := testenv.BootGondolin(t, tag, testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+			[]string{"uname", "-m"},
+			[]string{"/usr/bin/docker2vm-entrypoint", "from-store"},
+		)
+		expectOutput(t, res, 0, unameM[arch]+"\n")
+		expectOutput(t, res, 1, "app says hello busybox from /srv as 0 with from-store")
+	})
+}
