@@ -11,6 +11,7 @@ import (
 
 func main() {
 	wd, _ := os.Getwd()
-	fmt.Printf("hello from a shell-less image: args=%s cwd=%s uid=%d greeting=%s\n",
-		strings.Join(os.Args[1:], ","), wd, os.Getuid(), os.Getenv("GREETING"))
+	groups, _ := os.Getgroups()
+	fmt.Printf("hello from a shell-less image: args=%s cwd=%s uid=%d greeting=%s gid=%d groups=%v home=%s\n",
+		strings.Join(os.Args[1:], ","), wd, os.Getuid(), os.Getenv("GREETING"), os.Getgid(), groups, os.Getenv("HOME"))
 }

@@ -1,0 +1,109 @@
+package app
+
+import (
+	"archive/tar"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+)
+
+// The image's USER in a real guest, on both architectures: the entrypoint
+// runner with the guest's busybox sh and our static docker2vm-setuser,
+// under the guest's kernel.
+
+const (
+	userPasswd = "root:x:0:0:root:/root:/bin/sh\n" +
+		"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n" +
+		"app:x:1000:1000:app:/home/app:/bin/sh\n"
+	userGroup = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nstaff:x:50:app\ndevs:x:60:nobody,app\n"
+	whoami    = "#!/bin/sh\necho \"uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' '\\n' | sort -n | uniq | tr '\\n' ' ')home=$HOME cwd=$(pwd) args=$*\"\n"
+)
+
+// userForms are USER values and what the command must run as. Each is
+// rendered into a runner of its own with the same code docker2vm writes
+// /usr/bin/docker2vm-entrypoint with, so one boot covers them all.
+var userForms = []struct {
+	name, user string
+	want       string // "" when the runner must refuse
+}{
+	{"name", "app", "uid=1000 gid=1000 groups=50 60 1000 home=/home/app"},
+	{"uid", "1000", "uid=1000 gid=1000 groups=50 60 1000 home=/home/app"},
+	{"uid-gid", "1000:60", "uid=1000 gid=60 groups=60 home=/home/app"},
+	{"name-group", "app:staff", "uid=1000 gid=50 groups=50 home=/home/app"},
+	{"name-gid", "nobody:4243", "uid=65534 gid=4243 groups=4243 home=/nonexistent"},
+	{"uid-not-in-passwd", "4242", "uid=4242 gid=0 groups=0 home=/"},
+	{"uid-gid-not-in-files", "4242:4243", "uid=4242 gid=4243 groups=4243 home=/"},
+	{"unknown-name", "ghost", ""},
+	{"unknown-group", "app:ghosts", ""},
+}
+
+func TestBootUser(t *testing.T) {
+	forEachArch(t, func(t *testing.T, arch string) {
+		reg, base := bootPrereqs(t, arch)
+		env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"}
+		files := []testenv.Entry{
+			{Name: "etc/passwd", Mode: 0o644, Body: userPasswd},
+			{Name: "etc/group", Mode: 0o644, Body: userGroup},
+			{Name: "home/", Type: tar.TypeDir, Mode: 0o755},
+			{Name: "home/app/", Type: tar.TypeDir, Mode: 0o750, UID: 1000, GID: 1000},
+			{Name: "srv/whoami.sh", Mode: 0o755, Body: whoami},
+			{Name: "runners/", Type: tar.TypeDir, Mode: 0o755},
+		}
+		for _, f := range userForms {
+			script := gondolin.EntrypointScript(gondolin.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
+			files = append(files, testenv.Entry{Name: "runners/" + f.name, Mode: 0o755, Body: script})
+		}
+		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)),
+			testenv.NewLayer(t, testenv.BuildTar(t, files), testenv.Gzip, true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = testenv.WithConfig(t, img, func(c *v1.Config) {
+			c.User = "app"
+			c.Env = append(env, "PATH=/srv:/usr/bin:/bin")
+			c.Entrypoint = []string{"whoami.sh"} // found on PATH, as docker run finds it
+			c.Cmd = []string{"default"}
+		})
+		out := convertAssets(t, arch, reg.Push(t, "user:"+arch, img, nil), base)
+		if !contains(readMeta(t, out).RuntimeInjection.InjectedFiles, gondolin.SetuserPath) {
+			t.Errorf("meta.json does not list %s among the injected files", gondolin.SetuserPath)
+		}
+		cmds := [][]string{{"/usr/bin/docker2vm-entrypoint", "given"}}
+		for _, f := range userForms {
+			cmds = append(cmds, []string{"/runners/" + f.name, f.name})
+		}
+		res := testenv.BootGondolin(t, out, testenv.BootOptions{}, cmds...)
+		expectOutput(t, res, 0, "uid=1000 gid=1000 groups=50 60 1000 home=/home/app cwd=/srv args=given")
+		for i, f := range userForms {
+			r := res[i+1]
+			if f.want == "" {
+				if r.ExitCode == 0 || !strings.Contains(r.Stderr, "unable to find") {
+					t.Errorf("USER %q: exit %d stdout %q stderr %q; want a refusal", f.user, r.ExitCode, r.Stdout, r.Stderr)
+				}
+				continue
+			}
+			expectOutput(t, res, i+1, f.want+" cwd=/srv args="+f.name)
+		}
+	})
+}
+
+// TestBootUserShellLess: a USER in an image without a shell, passwd or
+// group file (the runner then uses the base's busybox sh).
+func TestBootUserShellLess(t *testing.T) {
+	forEachArch(t, func(t *testing.T, arch string) {
+		reg, base := bootPrereqs(t, arch)
+		img := testenv.WithConfig(t, helloImage(t, arch), func(c *v1.Config) { c.User = "1000:1000" })
+		out := convertAssets(t, arch, reg.Push(t, "hello-user:"+arch, img, nil), base)
+		res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+			[]string{"/usr/bin/docker2vm-entrypoint", "as-user"},
+			[]string{"/hello", "as-root"},
+		)
+		expectOutput(t, res, 0, "args=as-user cwd=/ uid=1000 greeting=from scratch gid=1000 groups=[1000] home=/")
+		expectOutput(t, res, 1, "args=as-root cwd=/ uid=0")
+	})
+}
