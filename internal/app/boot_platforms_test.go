@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -133,5 +134,51 @@ func TestBootBaseFromImageStore(t *testing.T) {
 		)
 		expectOutput(t, res, 0, unameM[arch]+"\n")
 		expectOutput(t, res, 1, "app says hello busybox from /srv as 0 with from-store")
+	})
+}
+
+// TestBootMultiPlatformRun converts both platforms of an index in one run
+// (--platform linux/amd64,linux/arm64, a --base per arch, --tag): one
+// output directory per platform, one JSON result listing both, both
+// imported under the one ref; each guest boots.
+func TestBootMultiPlatformRun(t *testing.T) {
+	reg, _ := bootPrereqs(t, testenv.AMD64)
+	imgs, bases := busyboxImages(t)
+	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	ref := reg.Push(t, "multi:run", nil, idx)
+	store := t.TempDir()
+	t.Setenv("GONDOLIN_IMAGE_STORE", store)
+	out := filepath.Join(t.TempDir(), "guests")
+	args := []string{"--image", ref, "--platform", "linux/arm64,linux/amd64", "--mode", "assets", "--out", out,
+		"--base", bases[testenv.AMD64], "--base", bases[testenv.ARM64], "--tag", "multi:run", "--no-cache", "--quiet"}
+	code, stdout, stderr := run(t, OCI2Gondolin(), args...)
+	if code != 0 {
+		t.Fatalf("oci2gondolin %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+	}
+	var res convert.MultiResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout)
+	}
+	if len(res.Platforms) != 2 || res.OutDir != out {
+		t.Fatalf("result: %s", stdout)
+	}
+	for i, arch := range []string{testenv.ARM64, testenv.AMD64} {
+		r := res.Platforms[i]
+		dir := filepath.Join(out, "linux_"+arch)
+		if r.Platform != "linux/"+arch || r.OutDir != dir {
+			t.Errorf("result %d: platform %s outDir %s", i, r.Platform, r.OutDir)
+		}
+		want, _ := imgs[arch].Digest()
+		if m := readMeta(t, dir); m.SourceDigest != want.String() || m.Platform != "linux/"+arch {
+			t.Errorf("%s/meta.json: %s %s", dir, m.SourceDigest, m.Platform)
+		}
+		testenv.GondolinVerify(t, dir)
+		if _, err := os.Readlink(filepath.Join(store, "refs", "multi", "run", unameM[arch])); err != nil {
+			t.Errorf("--tag: no %s ref: %v", unameM[arch], err)
+		}
+	}
+	forEachArch(t, func(t *testing.T, arch string) {
+		res := testenv.BootGondolin(t, filepath.Join(out, "linux_"+arch), testenv.BootOptions{}, []string{"uname", "-m"})
+		expectOutput(t, res, 0, unameM[arch]+"\n")
 	})
 }
