@@ -53,7 +53,7 @@ test-portable:
 
 # The unit tests as linux/arm64 binaries under qemu-user.
 test-arm64:
-	-sh scripts/binfmt-arm64.sh
+	-$(GO) run ./internal/testenv/cmd/binfmt arm64
 	sh scripts/test-arm64.sh
 
 test-integration:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // dockerfile2gondolin against a real BuildKit: buildkitd (built from the Go
@@ -309,4 +310,43 @@ func TestBuildkitUnreachableE2E(t *testing.T) {
 		}
 		expectNoBuildTemp(t)
 	}
+}
+
+// TestBuildkitMultiPlatformE2E builds a Dockerfile for linux/amd64 and
+// linux/arm64 in one BuildKit build (one OCI archive with an index) and
+// converts each platform into its own directory. Its RUN step runs the
+// arm64 busybox under qemu-user (binfmt_misc).
+func TestBuildkitMultiPlatformE2E(t *testing.T) {
+	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	testenv.EnsureBinfmt(t, testenv.ARM64)
+	imgs, bases := busyboxImages(t)
+	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	from := e.reg.Push(t, "busybox:multi", nil, idx)
+	armBase := bases[testenv.ARM64]
+	df, ctxDir := writeBuildContext(t, "FROM "+from+"\nCOPY hello.txt /hello.txt\nRUN uname -m > /built-on\nENV WHO=multi\n", map[string]string{"hello.txt": helloTxt})
+	out := filepath.Join(t.TempDir(), "guests")
+	args := []string{"--file", df, "--context", ctxDir, "--builder", "buildctl", "--buildkit-addr", e.bk.Addr,
+		"--platform", "linux/amd64,linux/arm64", "--mode", "assets", "--base", e.base, "--base", armBase, "--out", out, "--no-cache", "--quiet"}
+	code, stdout, stderr := run(t, Dockerfile2Gondolin(), args...)
+	if code != 0 {
+		t.Fatalf("dockerfile2gondolin %s: exit %d\n%s\nbuildkitd log:\n%s", strings.Join(args, " "), code, stderr, tail(e.bk.Log(), 4000))
+	}
+	var res convert.MultiResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Platforms) != 2 {
+		t.Fatalf("result: %v\n%s", err, stdout)
+	}
+	for _, arch := range testenv.Arches {
+		dir := filepath.Join(out, "linux_"+arch)
+		m := readMeta(t, dir)
+		if m.Platform != "linux/"+arch || !contains(m.Runtime.Env, "WHO=multi") || m.Source.Kind != "dockerfile" {
+			t.Errorf("%s/meta.json: platform %s env %v source %+v", dir, m.Platform, m.Runtime.Env, m.Source)
+		}
+		if got := rootfsFile(t, dir, "/hello.txt"); got != helloTxt {
+			t.Errorf("%s: /hello.txt = %q", dir, got)
+		}
+		if got := rootfsFile(t, dir, "/built-on"); got != unameM[arch]+"\n" {
+			t.Errorf("%s: the RUN step ran on %q", dir, got)
+		}
+	}
+	expectNoBuildTemp(t)
 }

@@ -130,6 +130,18 @@ func gdRequireDebArch(t TB, a *gdArch) {
 
 var gdBinfmtMu sync.Mutex
 
+// EnsureBinfmt makes this host run linux/<arch> programs through qemu-user
+// (see gdEnsureBinfmt): for tests that run foreign binaries directly
+// (test binaries that start themselves again, BuildKit RUN steps of a
+// foreign platform). It fails the test when that cannot be done (skips on
+// a laptop without root or qemu-user-static).
+func EnsureBinfmt(t TB, arch string) {
+	t.Helper()
+	if err := gdEnsureBinfmt(t, gdArchOf(t, arch)); err != nil {
+		gdMissing(t, "running %s programs on this host: %v (as root: apt-get install qemu-user-static; see scripts/install-deps.sh)", arch, err)
+	}
+}
+
 // gdEnsureBinfmt makes the kernel run the architecture's binaries through
 // qemu-user (binfmt_misc), as a chroot into a foreign tree needs (e.g.
 // debootstrap's second stage): it mounts binfmt_misc when it is not, and
