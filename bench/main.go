@@ -23,6 +23,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"golang.org/x/sys/unix"
 )
 
 // metric is what one run of one pipeline cost.
@@ -448,8 +449,8 @@ func machineInfo() string {
 		fmt.Sscanf(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"), "%d", &kb)
 		mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 	}
-	var u syscall.Utsname
-	syscall.Uname(&u)
+	var u unix.Utsname
+	unix.Uname(&u)
 	rel := make([]byte, 0, len(u.Release))
 	for _, c := range u.Release {
 		if c == 0 {

@@ -175,7 +175,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	b.cmd.Env = append(os.Environ(), "PATH="+path)
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	// Its own process group, and killed if the test binary dies first.
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	b.cmd.SysProcAttr = childProcAttr()
 	start := time.Now()
 	if err := b.cmd.Start(); err != nil {
 		logf.Close()
@@ -246,7 +246,7 @@ func (b *Buildkitd) stop(t TB, exited chan error) {
 	// make t.TempDir's removal fail and leak into the host.
 	if left := mountsUnder(b.Root); len(left) > 0 {
 		for _, m := range left {
-			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			if err := unmountDetach(m); err != nil {
 				t.Errorf("unmounting %s left by buildkitd: %v", m, err)
 			}
 		}

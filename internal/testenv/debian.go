@@ -552,8 +552,8 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 	// Layer 1: the whole tree.
 	var l1 bytes.Buffer
 	tw := tar.NewWriter(&l1)
-	var rootStat syscall.Stat_t
-	if err := syscall.Lstat(rootfs, &rootStat); err != nil {
+	var rootStat unix.Stat_t
+	if err := unix.Lstat(rootfs, &rootStat); err != nil {
 		return nil, &os.PathError{Op: "lstat", Path: rootfs, Err: err}
 	}
 	type devIno struct{ dev, ino uint64 }
@@ -572,8 +572,8 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 			return err
 		}
 		name := filepath.ToSlash(rel)
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
 			return &os.PathError{Op: "lstat", Path: p, Err: err}
 		}
 		h, err := debianHeader(p, name, &st)
@@ -641,8 +641,8 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 		return nil, fmt.Errorf("debootstrap tree lacks the paths layer 2 changes (%q, %q, %q)", fileWh, dirWh, opaque)
 	}
 	motd := "etc/motd"
-	var motdStat syscall.Stat_t
-	if err := syscall.Lstat(filepath.Join(rootfs, motd), &motdStat); err != nil {
+	var motdStat unix.Stat_t
+	if err := unix.Lstat(filepath.Join(rootfs, motd), &motdStat); err != nil {
 		return nil, &os.PathError{Op: "lstat", Path: motd, Err: err}
 	}
 	newInOpaque := opaque + "/README.docker2vm"
@@ -700,7 +700,7 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 
 // debianHeader makes the PAX header of one tree entry (nil for sockets,
 // which tar cannot hold).
-func debianHeader(p, name string, st *syscall.Stat_t) (*tar.Header, error) {
+func debianHeader(p, name string, st *unix.Stat_t) (*tar.Header, error) {
 	h := &tar.Header{
 		Name:    name,
 		Mode:    int64(st.Mode & 0o7777),
@@ -709,28 +709,28 @@ func debianHeader(p, name string, st *syscall.Stat_t) (*tar.Header, error) {
 		ModTime: time.Unix(int64(st.Mtim.Sec), 0),
 		Format:  tar.FormatPAX,
 	}
-	switch st.Mode & syscall.S_IFMT {
-	case syscall.S_IFDIR:
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
 		h.Typeflag = tar.TypeDir
 		h.Name += "/"
-	case syscall.S_IFREG:
+	case unix.S_IFREG:
 		h.Typeflag = tar.TypeReg
 		h.Size = st.Size
-	case syscall.S_IFLNK:
+	case unix.S_IFLNK:
 		h.Typeflag = tar.TypeSymlink
 		target, err := os.Readlink(p)
 		if err != nil {
 			return nil, err
 		}
 		h.Linkname = target
-	case syscall.S_IFCHR, syscall.S_IFBLK:
+	case unix.S_IFCHR, unix.S_IFBLK:
 		h.Typeflag = tar.TypeChar
-		if st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
 			h.Typeflag = tar.TypeBlock
 		}
 		h.Devmajor = int64(unix.Major(uint64(st.Rdev)))
 		h.Devminor = int64(unix.Minor(uint64(st.Rdev)))
-	case syscall.S_IFIFO:
+	case unix.S_IFIFO:
 		h.Typeflag = tar.TypeFifo
 	default:
 		return nil, nil
@@ -872,8 +872,8 @@ func (w *debianLayerWriter) parents(name string) {
 			continue
 		}
 		w.dirs[d] = true
-		var st syscall.Stat_t
-		if err := syscall.Lstat(filepath.Join(w.rootfs, d), &st); err != nil {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(w.rootfs, d), &st); err != nil {
 			w.fail(&os.PathError{Op: "lstat", Path: d, Err: err})
 			return
 		}
@@ -967,7 +967,7 @@ func debianUnmountUnder(dir string) error {
 	}
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	for _, p := range points {
-		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
+		if err := unmountDetach(p); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
 			return fmt.Errorf("unmounting %s: %w", p, err)
 		}
 	}

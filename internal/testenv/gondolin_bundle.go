@@ -25,9 +25,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 //go:embed testdata/initramfs-init.sh
@@ -1014,16 +1014,9 @@ func (t *gdTree) materialize(dir string) error {
 const gdEpoch = 946684800
 
 func gdLutimes(p string, sec int64) error {
-	ts := [2]syscall.Timespec{{Sec: sec}, {Sec: sec}}
-	path, err := syscall.BytePtrFromString(p)
-	if err != nil {
-		return err
-	}
-	atFDCWD := -100
-	const atSymlinkNofollow = 0x100
-	_, _, e := syscall.Syscall6(syscall.SYS_UTIMENSAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&ts[0])), atSymlinkNofollow, 0, 0)
-	if e != 0 {
-		return &os.PathError{Op: "utimensat", Path: p, Err: e}
+	ts := []unix.Timespec{{Sec: sec}, {Sec: sec}}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: p, Err: err}
 	}
 	return nil
 }
