@@ -145,7 +145,7 @@ func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, err
 	}
 	st := &registryStore{puller: puller, ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries}
 	if !opts.NoCache {
-		if st.cache, err = newBlobCache(opts.CacheDir); err != nil {
+		if st.cache, err = newBlobCache(opts.CacheDir, st.progress); err != nil {
 			return nil, err
 		}
 	}
