@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -50,6 +51,29 @@ type Options struct {
 	// zstd-compressed --oci-tar archive (it is decompressed to a temporary
 	// file): a guard against decompression bombs. 0 means 1 TiB.
 	MaxArchiveSize int64
+	// StallTimeout fails a registry request that receives nothing for
+	// this long (connecting, waiting for the answer, or reading it); the
+	// request is retried like a dropped connection. 0 means
+	// $DOCKER2VM_STALL_TIMEOUT (a Go duration such as 90s), else
+	// DefaultStallTimeout.
+	StallTimeout time.Duration
+
+	// retry, when set, replaces the retry counts and waits (tests).
+	retry *netPolicy
+}
+
+// netPolicy is how registry requests are timed out and retried.
+func (o Options) netPolicy() (netPolicy, error) {
+	stall, err := stallTimeout(o)
+	if err != nil {
+		return netPolicy{}, err
+	}
+	p := defaultNetPolicy(stall)
+	if o.retry != nil {
+		p = *o.retry
+		p.stall = stall
+	}
+	return p, nil
 }
 
 // Image is a resolved image for one platform. Close it when done.
@@ -176,7 +200,9 @@ func (img *Image) layerName(i int) string {
 // uncompressed bytes against the DiffID; a mismatch is returned by Read at
 // EOF (instead of io.EOF) or by Close, naming the layer. Close reads what
 // the caller left unread (a tar reader stops at the end-of-archive marker)
-// to finish the checks, unless ctx is done.
+// to finish the checks, unless ctx is done. A registry transfer that fails
+// for good is an ErrNetwork error from Read (and Close), never a digest
+// mismatch.
 func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	if img.store == nil {
 		return nil, errors.New("image is closed")

@@ -45,6 +45,10 @@ type verifier struct {
 	what string
 	err  error // sticky result once EOF was seen
 	done bool
+	// stored: r reads the blob as stored (a file, the network), so its
+	// errors are failures to read it (readError), not decompression
+	// errors.
+	stored bool
 }
 
 func newVerifier(r io.Reader, want v1.Hash, size int64, what string) (*verifier, error) {
@@ -78,10 +82,36 @@ func (v *verifier) Read(p []byte) (int, error) {
 		if v.err != nil {
 			return n, v.err
 		}
-	} else if err != nil {
-		err = fmt.Errorf("reading %s: %w", v.what, err)
+	} else if err != nil && !isReadError(err) {
+		if v.stored {
+			err = &readError{what: v.what, err: err}
+		} else {
+			err = fmt.Errorf("reading %s: %w", v.what, err)
+		}
 	}
 	return n, err
+}
+
+// readError is a failure to read the stored bytes (the network, a disk):
+// it says nothing about whether they are right.
+type readError struct {
+	what string
+	err  error
+}
+
+func (e *readError) Error() string {
+	if errors.Is(e.err, ErrNetwork) || errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded) {
+		return e.err.Error() // names the blob already, or needs no more words
+	}
+	return "reading " + e.what + ": " + e.err.Error()
+}
+func (e *readError) Unwrap() error { return e.err }
+
+// isReadError reports whether err is (or wraps) a failure to read stored
+// bytes.
+func isReadError(err error) bool {
+	var re *readError
+	return errors.As(err, &re)
 }
 
 func (v *verifier) check() error {
@@ -107,6 +137,7 @@ func readVerified(r io.Reader, desc v1.Descriptor, limit int64, what string) ([]
 	if err != nil {
 		return nil, err
 	}
+	v.stored = true
 	b, err := io.ReadAll(v)
 	if err != nil {
 		return nil, err
@@ -155,6 +186,7 @@ func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, 
 		raw.Close()
 		return nil, err
 	}
+	comp.stored = true
 	br := bufio.NewReaderSize(comp, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF {
@@ -239,7 +271,13 @@ func (l *layerReader) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil {
-		if !errors.Is(err, ErrDigestMismatch) {
+		switch {
+		case errors.Is(err, ErrDigestMismatch):
+		case isReadError(err) || l.ctx.Err() != nil:
+			// The stored bytes could not be read (a registry transfer
+			// that failed for good, a disk error) or the run was
+			// cancelled: nothing is known about the bytes.
+		default:
 			// A broken stream (bad gzip data...) is most likely a
 			// corrupt blob: say which.
 			if verr := l.finishCompressed(); verr != nil {
@@ -258,10 +296,11 @@ func (l *layerReader) Read(p []byte) (int, error) {
 }
 
 // finishCompressed reads the rest of the stored blob and returns its
-// verification error, if any.
+// verification error, or the error that kept it from being read to the
+// end (then the decompressor's complaint proves nothing), if any.
 func (l *layerReader) finishCompressed() error {
 	_, err := copyCtx(l.ctx, io.Discard, l.tail)
-	if errors.Is(err, ErrDigestMismatch) {
+	if errors.Is(err, ErrDigestMismatch) || isReadError(err) || (err != nil && l.ctx.Err() != nil) {
 		return err
 	}
 	return nil
@@ -276,7 +315,8 @@ func (l *layerReader) abort() {
 var errAborted = errors.New("layer stream aborted")
 
 // Close finishes the checks (reading what is left unless ctx is done) and
-// releases the stream.
+// releases the stream. It returns the digest mismatch, or the failure to
+// read the stored blob, that ended the stream, if that is what did.
 func (l *layerReader) Close() error {
 	if l.closed {
 		return nil
@@ -298,7 +338,9 @@ func (l *layerReader) Close() error {
 	if cerr := l.raw.Close(); err == nil && l.err == nil {
 		err = cerr
 	}
-	if err == nil && l.err != nil && errors.Is(l.err, ErrDigestMismatch) {
+	if err == nil && l.err != nil && (errors.Is(l.err, ErrDigestMismatch) || (isReadError(l.err) && l.ctx.Err() == nil)) {
+		// The verdict on the blob: corrupt, or not read to its end
+		// (a registry transfer that failed for good, a disk error).
 		err = l.err
 	}
 	return err
