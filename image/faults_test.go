@@ -1,6 +1,7 @@
 package image
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -410,5 +411,91 @@ func TestRegistryFaults(t *testing.T) {
 			}
 			assertCacheTrusted(t, cache)
 		})
+	}
+}
+
+// TestRegistryMaxLayers: the layer count is refused on the manifest, before
+// any blob (config included) is downloaded.
+func TestRegistryMaxLayers(t *testing.T) {
+	f := newFaultFixture(t)
+	opts := faultOptions(t.TempDir(), 0, nil)
+	opts.MaxLayers = 2
+	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: f.ref}, opts)
+	wantErr(t, err, "has 3 layers, more than the limit of 2")
+	if h := hintsText(err); !strings.Contains(h, "--max-layers 3") {
+		t.Errorf("hints %q", h)
+	}
+	if reqs := f.proxy.Requests("/blobs/"); len(reqs) != 0 {
+		t.Errorf("blobs were downloaded: %+v", reqs)
+	}
+	opts.MaxLayers = 3
+	if _, err := f.fetchAll(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEarlyStopThroughRegistry: a consumer that stops at a layer's first
+// header (a size limit, as a decompression bomb trips) and aborts the
+// stream downloads a small part of the layer, not all of it.
+func TestEarlyStopThroughRegistry(t *testing.T) {
+	integration(t)
+	emptyDockerConfig(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	const size = 64 << 20
+	content := randomBytes(9, size)
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: size})
+	tw.Write(content)
+	tw.Close()
+	layer := testenv.NewLayer(t, tb.Bytes(), testenv.Gzip, true)
+	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
+	reg.Push(t, "bomb:1", img, nil)
+	d, _ := layer.Digest()
+	proxy := faultproxy.Start(t, "http://"+reg.Host)
+
+	for _, noCache := range []bool{true, false} {
+		proxy.SetRules()
+		cache := t.TempDir()
+		opts := faultOptions(cache, 0, nil)
+		opts.NoCache = noCache
+		im, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: proxy.Host + "/bomb:1"}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := im.OpenLayer(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := tar.NewReader(rc).Next()
+		if err != nil || h.Size != size {
+			t.Fatalf("first header: %v %v", h, err)
+		}
+		// The consumer's limit (say --max-bytes 1M) trips here.
+		AbortLayer(rc)
+		if err := rc.Close(); err != nil {
+			t.Errorf("Close after Abort: %v", err)
+		}
+		im.Close()
+		// The proxy stops counting once its writes fail.
+		var sent int64
+		for i := 0; i < 100; i++ {
+			time.Sleep(50 * time.Millisecond)
+			n := proxy.BodyBytes(blobPath(d))
+			if n == sent && i > 2 {
+				break
+			}
+			sent = n
+		}
+		t.Logf("noCache=%v: %d of %d bytes sent", noCache, sent, len(layer.Raw))
+		if sent > int64(len(layer.Raw))/2 {
+			t.Errorf("noCache=%v: %d of the layer's %d bytes were downloaded after the stop", noCache, sent, len(layer.Raw))
+		}
+		if !noCache {
+			assertCacheTrusted(t, cache)
+			if cached(cache, d) {
+				t.Error("an aborted layer is in the cache")
+			}
+		}
 	}
 }

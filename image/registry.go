@@ -132,7 +132,7 @@ func (s *registryStore) resolve(ctx context.Context, opts Options) (*Image, erro
 	if err != nil {
 		return nil, err
 	}
-	r := &resolver{st: s, want: opts.Platform}
+	r := &resolver{st: s, want: opts.Platform, maxLayers: opts.maxLayers()}
 	img, err := r.fromDescriptor(ctx, top, raw)
 	if pe, ok := err.(*platformErr); ok {
 		err = pe.err

@@ -167,12 +167,13 @@ func sniffCompression(head []byte) string {
 // layerReader decompresses a verified layer stream and checks its DiffID.
 type layerReader struct {
 	ctx     context.Context
-	raw     io.ReadCloser // the stored bytes
-	comp    *verifier     // over raw
-	tail    io.Reader     // comp as the decompressor reads it; drained to finish comp's check
-	dec     io.Reader     // decompressed
-	closeFn func()        // releases the decompressor
-	diff    *verifier     // over dec; nil when not checked separately
+	cancel  context.CancelFunc // stops reading the stored blob (Abort)
+	raw     io.ReadCloser      // the stored bytes
+	comp    *verifier          // over raw
+	tail    io.Reader          // comp as the decompressor reads it; drained to finish comp's check
+	dec     io.Reader          // decompressed
+	closeFn func()             // releases the decompressor
+	diff    *verifier          // over dec; nil when not checked separately
 	out     io.Reader
 	pipes   []*aheadReader // read-ahead stages, stopped before raw is closed
 	err     error          // sticky
@@ -180,10 +181,13 @@ type layerReader struct {
 	closed  bool
 }
 
-func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, diffID v1.Hash, what string) (io.ReadCloser, error) {
+// newLayerReader reads raw, which cancel stops reading (ctx is raw's
+// context, or its parent).
+func newLayerReader(ctx context.Context, cancel context.CancelFunc, raw io.ReadCloser, desc v1.Descriptor, diffID v1.Hash, what string) (*layerReader, error) {
 	comp, err := newVerifier(raw, desc.Digest, desc.Size, what)
 	if err != nil {
 		raw.Close()
+		cancel()
 		return nil, err
 	}
 	comp.stored = true
@@ -191,9 +195,10 @@ func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, 
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF {
 		raw.Close()
+		cancel()
 		return nil, err
 	}
-	lr := &layerReader{ctx: ctx, raw: raw, comp: comp, tail: br}
+	lr := &layerReader{ctx: ctx, cancel: cancel, raw: raw, comp: comp, tail: br}
 	var kind = sniffCompression(head)
 	if kind != "none" {
 		// Reading and hashing the stored blob is a stage of its own, so
@@ -309,10 +314,41 @@ func (l *layerReader) finishCompressed() error {
 // abort releases a stream that is not handed out: no reads, no checks.
 func (l *layerReader) abort() {
 	l.err = errAborted
-	l.Close()
+	l.Abort()
 }
 
 var errAborted = errors.New("layer stream aborted")
+
+// Abort releases the stream at once, without reading what is left of it
+// and so without finishing its digest checks: for a consumer that stopped
+// for a reason of its own (a limit was exceeded, the run was cancelled)
+// and discards what it read. A consumer that stopped because the stream
+// looked wrong (a tar error) should call Close instead, whose verdict
+// says whether the blob is corrupt. Close after Abort does nothing.
+func (l *layerReader) Abort() {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	if l.err == nil {
+		l.err = errAborted
+	}
+	l.cancel() // a registry read in progress returns now
+	l.release()
+}
+
+// release stops the stages and closes the decompressor and the blob.
+func (l *layerReader) release() error {
+	for _, p := range l.pipes {
+		p.wait()
+	}
+	if l.closeFn != nil {
+		l.closeFn()
+	}
+	err := l.raw.Close()
+	l.cancel()
+	return err
+}
 
 // Close finishes the checks (reading what is left unless ctx is done) and
 // releases the stream. It returns the digest mismatch, or the failure to
@@ -329,13 +365,7 @@ func (l *layerReader) Close() error {
 			err = nil
 		}
 	}
-	for _, p := range l.pipes {
-		p.wait()
-	}
-	if l.closeFn != nil {
-		l.closeFn()
-	}
-	if cerr := l.raw.Close(); err == nil && l.err == nil {
+	if cerr := l.release(); err == nil && l.err == nil {
 		err = cerr
 	}
 	if err == nil && l.err != nil && (errors.Is(l.err, ErrDigestMismatch) || (isReadError(l.err) && l.ctx.Err() == nil)) {
@@ -344,6 +374,19 @@ func (l *layerReader) Close() error {
 		err = l.err
 	}
 	return err
+}
+
+// AbortLayer releases a layer stream from Image.OpenLayer without
+// finishing its checks (see the Abort method): call it instead of Close
+// when the consumer stopped because a limit was exceeded or the run was
+// cancelled, so that nothing more is downloaded or decompressed. On any
+// other io.ReadCloser it calls Close.
+func AbortLayer(rc io.ReadCloser) {
+	if a, ok := rc.(interface{ Abort() }); ok {
+		a.Abort()
+		return
+	}
+	rc.Close()
 }
 
 type readerFunc func([]byte) (int, error)
