@@ -354,6 +354,9 @@ func resolveDockerSave(ctx context.Context, t *tarFS, where, ref string, opts Op
 			return nil, &integrityError{what: cfgWhat, msg: "got " + cfgDigest.String()}
 		}
 	}
+	if err := checkLayerCount(len(e.Layers), opts.maxLayers(), "the image in "+where); err != nil {
+		return nil, err
+	}
 	st := &dockerSaveStore{t: t, byHash: map[v1.Hash]string{}, where: where}
 	m := &v1.Manifest{
 		SchemaVersion: 2,

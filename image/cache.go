@@ -10,42 +10,105 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/internal/lock"
+	"github.com/docker2vm/docker2vm/internal/units"
 )
 
 // blobCache is a content-addressed store: <root>/blobs/sha256/<hex>.
 //
-// Writes go to a temporary file in the same directory and are renamed into
-// place only once their digest (and size) checked out, so a reader never
-// sees a partial entry and two processes writing the same blob at once both
-// succeed (the last rename wins; the contents are identical). Every read
-// hashes the entry before serving it; an entry that fails is deleted and
-// reported as a miss, so the caller fetches it again. Nothing is ever
-// evicted.
+// Writes go to a temporary file (.tmp-*) in the same directory and are
+// renamed into place only once their digest (and size) checked out, so a
+// reader never sees a partial entry and two processes writing the same blob
+// at once both succeed (the last rename wins; the contents are identical).
+// A writer holds a lock (flock) on its temporary file while it writes, so
+// the temporary files of killed runs are told apart from those of live
+// ones: each use of the cache removes the dead ones. Every read hashes the
+// entry before serving it; an entry that fails is deleted and reported as a
+// miss, so the caller fetches it again, and so is anything at an entry's
+// path that is not a regular file (a FIFO, a device, a directory). Nothing
+// is ever evicted.
 type blobCache struct {
-	dir string
+	dir      string
+	progress *progress
 }
 
-func newBlobCache(root string) (*blobCache, error) {
+// tmpPrefix starts the names of temporary files.
+const tmpPrefix = ".tmp-"
+
+func newBlobCache(root string, p *progress) (*blobCache, error) {
 	dir := filepath.Join(root, "blobs", "sha256")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, newError(err, []string{"Pass --cache-dir with a writable directory, or --no-cache."}, "cannot create the blob cache %s", dir)
 	}
-	return &blobCache{dir: dir}, nil
+	c := &blobCache{dir: dir, progress: p}
+	c.reclaim()
+	return c, nil
+}
+
+// reclaim removes the temporary files that no live process is writing:
+// those left by killed runs. A writer locks its file right after creating
+// it and checks that it is still there (see newWriter), so a file removed
+// in between is not one it goes on writing.
+func (c *blobCache) reclaim() {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	var n int
+	var bytes int64
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		p := filepath.Join(c.dir, e.Name())
+		if !e.Type().IsRegular() {
+			continue // not ours
+		}
+		f, err := openRegular(p, os.O_RDWR)
+		if err != nil {
+			continue
+		}
+		if ok, err := lock.TryFile(f); err == nil && ok {
+			if fi, err := f.Stat(); err == nil {
+				bytes += fi.Size()
+			}
+			if os.Remove(p) == nil {
+				n++
+			}
+		}
+		f.Close()
+	}
+	if n > 0 {
+		c.progress.printf("Blob cache: removed %d partial download(s) left by interrupted runs (%s)\n", n, units.Bytes(bytes))
+	}
 }
 
 func (c *blobCache) path(h v1.Hash) string { return filepath.Join(c.dir, h.Hex) }
 
 // get returns the verified entry for desc, open at offset 0, or ok=false on
-// a miss. A corrupt entry is removed and reported as a miss.
+// a miss. A corrupt entry is removed and reported as a miss, and so is
+// anything at the entry's path that is not a regular file.
 func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok bool, err error) {
 	if desc.Digest.Algorithm != "sha256" {
 		return nil, false, nil
 	}
 	p := c.path(desc.Digest)
-	f, err = os.Open(p)
+	f, err = openRegular(p, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	var nr *notRegularError
+	if errors.As(err, &nr) {
+		// Never opened (a FIFO would block, a device could be anything):
+		// replace it.
+		if rerr := os.RemoveAll(p); rerr != nil {
+			return nil, false, newError(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.kind)
+		}
+		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.kind)
 		return nil, false, nil
 	}
 	if err != nil {
@@ -61,7 +124,7 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		// a concurrent writer may have replaced it with a good one).
 		st0, e0 := f.Stat()
 		f.Close()
-		if st1, e1 := os.Stat(p); e0 == nil && e1 == nil && os.SameFile(st0, st1) {
+		if st1, e1 := os.Lstat(p); e0 == nil && e1 == nil && os.SameFile(st0, st1) {
 			os.Remove(p)
 		}
 		return nil, false, nil
@@ -71,6 +134,32 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		return nil, false, err
 	}
 	return f, true, nil
+}
+
+// notRegularError: a cache path holds something other than a regular file.
+type notRegularError struct {
+	path string
+	kind string // "FIFO", "directory"...
+}
+
+func (e *notRegularError) Error() string { return e.path + " is a " + e.kind + ", not a regular file" }
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m.IsDir():
+		return "directory"
+	}
+	return "special file"
 }
 
 func verifyFile(ctx context.Context, f *os.File, desc v1.Descriptor) (bool, error) {
@@ -129,12 +218,33 @@ type cacheWriter struct {
 	f *os.File
 }
 
+// newWriter creates a temporary file and locks it for as long as it is
+// open: a run that reclaims temporary files (reclaim) leaves it alone.
 func (c *blobCache) newWriter() (*cacheWriter, error) {
-	f, err := os.CreateTemp(c.dir, ".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("blob cache: %w", err)
+	for range 3 {
+		f, err := os.CreateTemp(c.dir, tmpPrefix+"*")
+		if err != nil {
+			return nil, fmt.Errorf("blob cache: %w", err)
+		}
+		ok, err := lock.TryFile(f)
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("blob cache: %w", err)
+		}
+		// Between CreateTemp and the lock another run may have taken the
+		// file for a dead one's: then it holds the lock, or has removed
+		// the file. Take another.
+		if ok {
+			fi, err1 := f.Stat()
+			li, err2 := os.Lstat(f.Name())
+			if err1 == nil && err2 == nil && os.SameFile(fi, li) {
+				return &cacheWriter{c: c, f: f}, nil
+			}
+		}
+		f.Close()
 	}
-	return &cacheWriter{c: c, f: f}, nil
+	return nil, errors.New("blob cache: cannot create a temporary file that stays put")
 }
 
 func (w *cacheWriter) abort() {

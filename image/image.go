@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -50,6 +51,54 @@ type Options struct {
 	// zstd-compressed --oci-tar archive (it is decompressed to a temporary
 	// file): a guard against decompression bombs. 0 means 1 TiB.
 	MaxArchiveSize int64
+	// MaxLayers bounds the number of layers of the image, checked on its
+	// manifest before any layer is read: a guard against hostile images.
+	// 0 means DefaultMaxLayers.
+	MaxLayers int
+	// StallTimeout fails a registry request that receives nothing for
+	// this long (connecting, waiting for the answer, or reading it); the
+	// request is retried like a dropped connection. 0 means
+	// $DOCKER2VM_STALL_TIMEOUT (a Go duration such as 90s), else
+	// DefaultStallTimeout.
+	StallTimeout time.Duration
+
+	// retry, when set, replaces the retry counts and waits (tests).
+	retry *netPolicy
+}
+
+// DefaultMaxLayers is the layer limit when Options.MaxLayers is 0.
+const DefaultMaxLayers = 1000
+
+func (o Options) maxLayers() int {
+	if o.MaxLayers <= 0 {
+		return DefaultMaxLayers
+	}
+	return o.MaxLayers
+}
+
+// netPolicy is how registry requests are timed out and retried.
+func (o Options) netPolicy() (netPolicy, error) {
+	stall, err := stallTimeout(o)
+	if err != nil {
+		return netPolicy{}, err
+	}
+	p := defaultNetPolicy(stall)
+	if o.retry != nil {
+		p = *o.retry
+		p.stall = stall
+	}
+	return p, nil
+}
+
+// checkLayerCount refuses more than max layers.
+func checkLayerCount(n, max int, what string) error {
+	if n > max {
+		return newError(nil, []string{
+			fmt.Sprintf("If the image is trusted, raise the limit with --max-layers %d.", n),
+			"Real images have tens of layers, rarely more than 127 (what overlayfs-based runtimes such as Docker stack); this many may be a hostile image.",
+		}, "%s has %d layers, more than the limit of %d", what, n, max)
+	}
+	return nil
 }
 
 // Image is a resolved image for one platform. Close it when done.
@@ -176,7 +225,11 @@ func (img *Image) layerName(i int) string {
 // uncompressed bytes against the DiffID; a mismatch is returned by Read at
 // EOF (instead of io.EOF) or by Close, naming the layer. Close reads what
 // the caller left unread (a tar reader stops at the end-of-archive marker)
-// to finish the checks, unless ctx is done.
+// to finish the checks, unless ctx is done. A caller that stops for a
+// reason of its own (a limit) releases the stream with AbortLayer instead:
+// nothing more is downloaded or decompressed. A registry transfer that
+// fails for good is an ErrNetwork error from Read (and Close), never a
+// digest mismatch.
 func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	if img.store == nil {
 		return nil, errors.New("image is closed")
@@ -192,11 +245,17 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	// should prefer Close's verdict, which finishes the digest checks;
 	// convert.Run does, and writes into a staging directory it discards on
 	// any error, so nothing unverified is ever published.
-	raw, err := img.store.blob(ctx, desc, what)
+	lctx, cancel := context.WithCancel(ctx) // the stream's own, for Abort
+	raw, err := img.store.blob(lctx, desc, what)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	lr, err := newLayerReader(ctx, cancel, raw, desc, img.Layers[i].DiffID, what)
 	if err != nil {
 		return nil, err
 	}
-	return newLayerReader(ctx, raw, desc, img.Layers[i].DiffID, what)
+	return lr, nil
 }
 
 // compressionOf maps a layer media type to its compression, or returns an

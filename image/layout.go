@@ -97,7 +97,7 @@ func resolveOCI(ctx context.Context, st *layoutStore, refName string, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	r := &resolver{st: st, want: opts.Platform}
+	r := &resolver{st: st, want: opts.Platform, maxLayers: opts.maxLayers()}
 	var img *Image
 	if len(entries) == 1 && entries[0].Platform == nil {
 		img, err = r.fromDescriptor(ctx, entries[0], nil)

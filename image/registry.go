@@ -11,11 +11,9 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/docker2vm/docker2vm/internal/units"
@@ -27,7 +25,7 @@ const UserAgent = "docker2vm"
 // registryStore serves one repository's manifests and blobs, through the
 // cache when there is one.
 type registryStore struct {
-	puller   *remote.Puller
+	client   *regClient
 	ref      name.Reference
 	repo     name.Repository
 	cache    *blobCache // nil with NoCache
@@ -49,15 +47,10 @@ func (s *registryStore) manifest(ctx context.Context, desc v1.Descriptor, what s
 			return b, nil
 		}
 	}
-	got, err := s.puller.Get(ctx, s.repo.Digest(desc.Digest.String()))
+	b, _, _, err := s.client.manifest(ctx, desc.Digest.String(), what, maxManifestSize)
 	if err != nil {
-		if strings.Contains(err.Error(), "does not match requested digest") {
-			// go-containerregistry hashed the bytes and they differ.
-			return nil, &integrityError{what: what, msg: err.Error()}
-		}
-		return nil, s.wrap(err, what)
+		return nil, err
 	}
-	b := got.Manifest
 	if d := sha256Of(b); d != desc.Digest {
 		return nil, &integrityError{what: what, msg: "got " + d.String()}
 	}
@@ -87,15 +80,11 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 			return f, nil
 		}
 	}
-	l, err := s.puller.Layer(ctx, s.repo.Digest(desc.Digest.String()))
+	var rc io.ReadCloser
+	rc, err := s.client.blob(ctx, desc, what)
 	if err != nil {
-		return nil, s.wrap(err, what)
+		return nil, err
 	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, s.wrap(err, what)
-	}
-	rc = &errWrapReader{rc: rc, what: what, wrap: func(err error) error { return s.wrap(err, what) }}
 	if isLayer {
 		rc = s.progress.wrap(rc, what, desc.Size)
 	}
@@ -105,55 +94,45 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 	return rc, nil
 }
 
-func (s *registryStore) close() error { return nil }
-
-// errWrapReader explains registry errors met while streaming a blob.
-type errWrapReader struct {
-	rc   io.ReadCloser
-	what string
-	wrap func(error) error
+func (s *registryStore) close() error {
+	s.client.close()
+	return nil
 }
-
-func (r *errWrapReader) Read(p []byte) (int, error) {
-	n, err := r.rc.Read(p)
-	if err != nil && err != io.EOF {
-		if strings.Contains(err.Error(), "error verifying") || strings.Contains(err.Error(), "does not match") {
-			// go-containerregistry's own digest check.
-			return n, &integrityError{what: r.what, msg: err.Error()}
-		}
-		err = r.wrap(err)
-	}
-	return n, err
-}
-func (r *errWrapReader) Close() error { return r.rc.Close() }
 
 func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, error) {
 	ref, err := ParseReference(src.Ref, opts.InsecureRegistries)
 	if err != nil {
 		return nil, err
 	}
-	puller, err := remote.NewPuller(
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(opts.Keychain),
-		remote.WithUserAgent(UserAgent),
-		remote.WithRetryBackoff(remote.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 3}),
-		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
-			http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
-	)
+	pol, err := opts.netPolicy()
 	if err != nil {
 		return nil, err
 	}
-	st := &registryStore{puller: puller, ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries}
+	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries}
 	if !opts.NoCache {
-		if st.cache, err = newBlobCache(opts.CacheDir); err != nil {
+		if st.cache, err = newBlobCache(opts.CacheDir, st.progress); err != nil {
 			return nil, err
 		}
 	}
-	top, raw, err := st.top(ctx)
+	st.client, err = newRegClient(ctx, st.repo, opts.Keychain, pol, st.progress, st.wrap, "manifest "+ref.String())
 	if err != nil {
 		return nil, err
 	}
-	r := &resolver{st: st, want: opts.Platform}
+	st.client.cached = st.cache != nil
+	img, err := st.resolve(ctx, opts)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	return img, nil
+}
+
+func (s *registryStore) resolve(ctx context.Context, opts Options) (*Image, error) {
+	top, raw, err := s.top(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &resolver{st: s, want: opts.Platform, maxLayers: opts.maxLayers()}
 	img, err := r.fromDescriptor(ctx, top, raw)
 	if pe, ok := err.(*platformErr); ok {
 		err = pe.err
@@ -178,26 +157,33 @@ func (s *registryStore) top(ctx context.Context) (v1.Descriptor, []byte, error) 
 		}
 		desc.Digest = h
 	} else {
-		hd, err := s.puller.Head(ctx, s.ref)
-		if err != nil {
-			var te *transport.Error
-			if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
-				return desc, nil, s.wrap(err, what)
-			}
-			if isNetError(err) {
-				return desc, nil, s.wrap(err, what)
-			}
+		hd, err := s.client.head(ctx, s.ref.Identifier(), what)
+		var te *transport.Error
+		switch {
+		case err == nil && hd.Digest.Hex != "":
+			desc = hd
+		case err != nil && (errors.Is(err, ErrNetwork) || ctx.Err() != nil || isNetError(err)):
+			return desc, nil, err
+		case errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden):
+			return desc, nil, err
+		default:
 			// Some registries answer HEAD without a digest: GET by tag.
-			got, gerr := s.puller.Get(ctx, s.ref)
+			b, mt, stated, gerr := s.client.manifest(ctx, s.ref.Identifier(), what, maxManifestSize)
 			if gerr != nil {
-				return desc, nil, s.wrap(gerr, what)
+				return desc, nil, gerr
+			}
+			got := sha256Of(b)
+			if stated.Algorithm == "sha256" && stated != got {
+				return desc, nil, &integrityError{what: what, msg: fmt.Sprintf("got %s, the registry states %s", got, stated)}
 			}
 			if s.cache != nil {
-				s.cache.put(got.Manifest)
+				s.cache.put(b)
 			}
-			return got.Descriptor, got.Manifest, nil
+			if mt == "" {
+				mt = sniffManifestType(b)
+			}
+			return v1.Descriptor{MediaType: mt, Digest: got, Size: int64(len(b))}, b, nil
 		}
-		desc = *hd
 	}
 	b, err := s.manifest(ctx, desc, "manifest "+desc.Digest.String()+" ("+s.ref.String()+")")
 	if err != nil {
@@ -221,12 +207,15 @@ func (s *registryStore) wrap(err error, what string) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNetwork) {
 		return err
 	}
 	var ie *integrityError
 	if errors.As(err, &ie) {
 		return err
+	}
+	if _, ok := err.(*Error); ok {
+		return err // already explained
 	}
 	reg := s.repo.RegistryStr()
 	repo := s.repo.String()

@@ -16,8 +16,9 @@ import (
 // resolver walks indexes and manifests of an OCI-shaped source (registry,
 // layout, OCI archive) held by st.
 type resolver struct {
-	st   store
-	want Platform
+	st        store
+	want      Platform
+	maxLayers int
 }
 
 // candidate is an image manifest found in an index, with the platform the
@@ -253,6 +254,9 @@ func (r *resolver) fromManifest(ctx context.Context, d v1.Descriptor, raw []byte
 	}
 	if m.SchemaVersion != 2 {
 		return nil, schema1Error(d)
+	}
+	if err := checkLayerCount(len(m.Layers), r.maxLayers, what); err != nil {
+		return nil, err
 	}
 	if m.MediaType != "" && !isManifestType(m.MediaType) {
 		return nil, newError(nil, nil, "%s has media type %q, which is not an image manifest", what, m.MediaType)

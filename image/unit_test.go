@@ -314,7 +314,7 @@ func readAllSmallBuf(r interface{ Read([]byte) (int, error) }) ([]byte, error) {
 
 func TestCacheBehaviour(t *testing.T) {
 	ctx := context.Background()
-	c, err := newBlobCache(t.TempDir())
+	c, err := newBlobCache(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

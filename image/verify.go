@@ -45,6 +45,10 @@ type verifier struct {
 	what string
 	err  error // sticky result once EOF was seen
 	done bool
+	// stored: r reads the blob as stored (a file, the network), so its
+	// errors are failures to read it (readError), not decompression
+	// errors.
+	stored bool
 }
 
 func newVerifier(r io.Reader, want v1.Hash, size int64, what string) (*verifier, error) {
@@ -78,10 +82,36 @@ func (v *verifier) Read(p []byte) (int, error) {
 		if v.err != nil {
 			return n, v.err
 		}
-	} else if err != nil {
-		err = fmt.Errorf("reading %s: %w", v.what, err)
+	} else if err != nil && !isReadError(err) {
+		if v.stored {
+			err = &readError{what: v.what, err: err}
+		} else {
+			err = fmt.Errorf("reading %s: %w", v.what, err)
+		}
 	}
 	return n, err
+}
+
+// readError is a failure to read the stored bytes (the network, a disk):
+// it says nothing about whether they are right.
+type readError struct {
+	what string
+	err  error
+}
+
+func (e *readError) Error() string {
+	if errors.Is(e.err, ErrNetwork) || errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded) {
+		return e.err.Error() // names the blob already, or needs no more words
+	}
+	return "reading " + e.what + ": " + e.err.Error()
+}
+func (e *readError) Unwrap() error { return e.err }
+
+// isReadError reports whether err is (or wraps) a failure to read stored
+// bytes.
+func isReadError(err error) bool {
+	var re *readError
+	return errors.As(err, &re)
 }
 
 func (v *verifier) check() error {
@@ -107,6 +137,7 @@ func readVerified(r io.Reader, desc v1.Descriptor, limit int64, what string) ([]
 	if err != nil {
 		return nil, err
 	}
+	v.stored = true
 	b, err := io.ReadAll(v)
 	if err != nil {
 		return nil, err
@@ -136,12 +167,13 @@ func sniffCompression(head []byte) string {
 // layerReader decompresses a verified layer stream and checks its DiffID.
 type layerReader struct {
 	ctx     context.Context
-	raw     io.ReadCloser // the stored bytes
-	comp    *verifier     // over raw
-	tail    io.Reader     // comp as the decompressor reads it; drained to finish comp's check
-	dec     io.Reader     // decompressed
-	closeFn func()        // releases the decompressor
-	diff    *verifier     // over dec; nil when not checked separately
+	cancel  context.CancelFunc // stops reading the stored blob (Abort)
+	raw     io.ReadCloser      // the stored bytes
+	comp    *verifier          // over raw
+	tail    io.Reader          // comp as the decompressor reads it; drained to finish comp's check
+	dec     io.Reader          // decompressed
+	closeFn func()             // releases the decompressor
+	diff    *verifier          // over dec; nil when not checked separately
 	out     io.Reader
 	pipes   []*aheadReader // read-ahead stages, stopped before raw is closed
 	err     error          // sticky
@@ -149,19 +181,24 @@ type layerReader struct {
 	closed  bool
 }
 
-func newLayerReader(ctx context.Context, raw io.ReadCloser, desc v1.Descriptor, diffID v1.Hash, what string) (io.ReadCloser, error) {
+// newLayerReader reads raw, which cancel stops reading (ctx is raw's
+// context, or its parent).
+func newLayerReader(ctx context.Context, cancel context.CancelFunc, raw io.ReadCloser, desc v1.Descriptor, diffID v1.Hash, what string) (*layerReader, error) {
 	comp, err := newVerifier(raw, desc.Digest, desc.Size, what)
 	if err != nil {
 		raw.Close()
+		cancel()
 		return nil, err
 	}
+	comp.stored = true
 	br := bufio.NewReaderSize(comp, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF {
 		raw.Close()
+		cancel()
 		return nil, err
 	}
-	lr := &layerReader{ctx: ctx, raw: raw, comp: comp, tail: br}
+	lr := &layerReader{ctx: ctx, cancel: cancel, raw: raw, comp: comp, tail: br}
 	var kind = sniffCompression(head)
 	if kind != "none" {
 		// Reading and hashing the stored blob is a stage of its own, so
@@ -239,7 +276,13 @@ func (l *layerReader) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil {
-		if !errors.Is(err, ErrDigestMismatch) {
+		switch {
+		case errors.Is(err, ErrDigestMismatch):
+		case isReadError(err) || l.ctx.Err() != nil:
+			// The stored bytes could not be read (a registry transfer
+			// that failed for good, a disk error) or the run was
+			// cancelled: nothing is known about the bytes.
+		default:
 			// A broken stream (bad gzip data...) is most likely a
 			// corrupt blob: say which.
 			if verr := l.finishCompressed(); verr != nil {
@@ -258,10 +301,11 @@ func (l *layerReader) Read(p []byte) (int, error) {
 }
 
 // finishCompressed reads the rest of the stored blob and returns its
-// verification error, if any.
+// verification error, or the error that kept it from being read to the
+// end (then the decompressor's complaint proves nothing), if any.
 func (l *layerReader) finishCompressed() error {
 	_, err := copyCtx(l.ctx, io.Discard, l.tail)
-	if errors.Is(err, ErrDigestMismatch) {
+	if errors.Is(err, ErrDigestMismatch) || isReadError(err) || (err != nil && l.ctx.Err() != nil) {
 		return err
 	}
 	return nil
@@ -270,13 +314,45 @@ func (l *layerReader) finishCompressed() error {
 // abort releases a stream that is not handed out: no reads, no checks.
 func (l *layerReader) abort() {
 	l.err = errAborted
-	l.Close()
+	l.Abort()
 }
 
 var errAborted = errors.New("layer stream aborted")
 
+// Abort releases the stream at once, without reading what is left of it
+// and so without finishing its digest checks: for a consumer that stopped
+// for a reason of its own (a limit was exceeded, the run was cancelled)
+// and discards what it read. A consumer that stopped because the stream
+// looked wrong (a tar error) should call Close instead, whose verdict
+// says whether the blob is corrupt. Close after Abort does nothing.
+func (l *layerReader) Abort() {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	if l.err == nil {
+		l.err = errAborted
+	}
+	l.cancel() // a registry read in progress returns now
+	l.release()
+}
+
+// release stops the stages and closes the decompressor and the blob.
+func (l *layerReader) release() error {
+	for _, p := range l.pipes {
+		p.wait()
+	}
+	if l.closeFn != nil {
+		l.closeFn()
+	}
+	err := l.raw.Close()
+	l.cancel()
+	return err
+}
+
 // Close finishes the checks (reading what is left unless ctx is done) and
-// releases the stream.
+// releases the stream. It returns the digest mismatch, or the failure to
+// read the stored blob, that ended the stream, if that is what did.
 func (l *layerReader) Close() error {
 	if l.closed {
 		return nil
@@ -289,19 +365,28 @@ func (l *layerReader) Close() error {
 			err = nil
 		}
 	}
-	for _, p := range l.pipes {
-		p.wait()
-	}
-	if l.closeFn != nil {
-		l.closeFn()
-	}
-	if cerr := l.raw.Close(); err == nil && l.err == nil {
+	if cerr := l.release(); err == nil && l.err == nil {
 		err = cerr
 	}
-	if err == nil && l.err != nil && errors.Is(l.err, ErrDigestMismatch) {
+	if err == nil && l.err != nil && (errors.Is(l.err, ErrDigestMismatch) || (isReadError(l.err) && l.ctx.Err() == nil)) {
+		// The verdict on the blob: corrupt, or not read to its end
+		// (a registry transfer that failed for good, a disk error).
 		err = l.err
 	}
 	return err
+}
+
+// AbortLayer releases a layer stream from Image.OpenLayer without
+// finishing its checks (see the Abort method): call it instead of Close
+// when the consumer stopped because a limit was exceeded or the run was
+// cancelled, so that nothing more is downloaded or decompressed. On any
+// other io.ReadCloser it calls Close.
+func AbortLayer(rc io.ReadCloser) {
+	if a, ok := rc.(interface{ Abort() }); ok {
+		a.Abort()
+		return
+	}
+	rc.Close()
 }
 
 type readerFunc func([]byte) (int, error)

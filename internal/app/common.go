@@ -32,11 +32,13 @@ var outputFlags = []cli.Flag{
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
 	{Name: "insecure-registry", Kind: cli.Repeat, Arg: "HOST[:PORT]", Usage: "reach this registry over plain HTTP (repeatable; loopback registries always are)"},
+	{Name: "stall-timeout", Arg: "DURATION", Usage: "give up a registry request that receives nothing for this long, e.g. 90s or 5m, and retry it (default $DOCKER2VM_STALL_TIMEOUT, else 60s)"},
 	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
 	{Name: "headroom", Arg: "BYTES", Usage: "free space added for the guest when --size is not given, e.g. 512M"},
 	{Name: "no-journal", Kind: cli.Bool, Usage: "write ext4 without a journal"},
 	{Name: "label", Arg: "NAME", Usage: "filesystem label (default gondolin-root)"},
 	{Name: "max-bytes", Arg: "BYTES", Usage: "refuse images whose layers hold more file data than this (default 64G)"},
+	{Name: "max-layers", Arg: "N", Usage: "refuse images with more layers than this, before downloading any (default 1000)"},
 	{Name: "max-entries", Arg: "N", Usage: "refuse images whose layers hold more entries than this (default 10000000)"},
 	{Name: "max-path", Arg: "N", Usage: "refuse entry names longer than this many bytes (default 4096)"},
 }
@@ -99,6 +101,20 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		InsecureRegistries: f.List("insecure-registry"),
 	}
 	opts.Image.Platform = plats[0]
+	if f.Has("stall-timeout") {
+		v := f.Str("stall-timeout", "")
+		if opts.Image.StallTimeout, err = image.ParseStallTimeout(v); err != nil {
+			return opts, &cli.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
+				Fixes: []string{"Give a duration such as --stall-timeout 90s or --stall-timeout 5m."}}
+		}
+	}
+	if f.Has("max-layers") {
+		n, err := cli.ParseCount("max-layers", f.Str("max-layers", ""))
+		if err != nil {
+			return opts, err
+		}
+		opts.Image.MaxLayers = int(n)
+	}
 	if !f.Bool("quiet") {
 		opts.Image.Progress = stderr
 	}

@@ -52,6 +52,18 @@ func Try(path string) (*File, error) {
 	return &File{f: f, path: path}, nil
 }
 
+// TryFile takes the lock on an already open file without waiting: false
+// when another open file (in this process or another) holds it. The lock
+// lasts until f is closed, or until its owner dies. It lets a file being
+// written announce that a live process owns it (see Held).
+func TryFile(f *os.File) (bool, error) {
+	ok, err := tryLock(f)
+	if err != nil {
+		return false, fmt.Errorf("locking %s: %w", f.Name(), err)
+	}
+	return ok, nil
+}
+
 // Acquire takes the lock at path, waiting while another process holds
 // it; waiting is called once when it has to wait. It gives up when ctx is
 // done.

@@ -121,3 +121,33 @@ func TestRemoveHandsOver(t *testing.T) {
 		t.Error("the new holder's lock is not seen")
 	}
 }
+
+func TestTryFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "partial")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := TryFile(f)
+	if err != nil || !ok {
+		t.Fatalf("TryFile on a fresh file = %v, %v", ok, err)
+	}
+	if !Held(p) {
+		t.Error("Held = false while the writer holds its file")
+	}
+	g, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if ok, err := TryFile(g); err != nil || ok {
+		t.Errorf("TryFile on a second open of a held file = %v, %v", ok, err)
+	}
+	f.Close()
+	if Held(p) {
+		t.Error("Held after the writer closed its file")
+	}
+	if ok, err := TryFile(g); err != nil || !ok {
+		t.Errorf("TryFile after the writer closed = %v, %v", ok, err)
+	}
+}

@@ -1,0 +1,390 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+func TestParseContentRange(t *testing.T) {
+	tests := []struct {
+		in           string
+		start, total int64
+		ok           bool
+	}{
+		{"bytes 100-199/200", 100, 200, true},
+		{"bytes 0-0/1", 0, 1, true},
+		{"bytes 5-9/*", 5, -1, true},
+		{" bytes 5-9/10 ", 5, 10, true},
+		{"bytes 10-5/20", 0, 0, false},
+		{"bytes 5-9/9", 0, 0, false}, // end beyond the total
+		{"bytes 5-9", 0, 0, false},
+		{"items 5-9/10", 0, 0, false},
+		{"bytes -5/10", 0, 0, false},
+		{"bytes x-9/10", 0, 0, false},
+		{"", 0, 0, false},
+	}
+	for _, tc := range tests {
+		start, total, ok := parseContentRange(tc.in)
+		if ok != tc.ok || (ok && (start != tc.start || total != tc.total)) {
+			t.Errorf("parseContentRange(%q) = %d, %d, %v; want %d, %d, %v", tc.in, start, total, ok, tc.start, tc.total, tc.ok)
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"3", 3 * time.Second, true},
+		{" 0 ", 0, true},
+		{"-1", 0, false},
+		{"", 0, false},
+		{"soon", 0, false},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+	}
+	for _, tc := range tests {
+		got, ok := parseRetryAfter(tc.in, now)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseRetryAfter(%q) = %s, %v; want %s, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestNetPolicyWait(t *testing.T) {
+	p := defaultNetPolicy(time.Minute)
+	var got []time.Duration
+	for n := 1; n <= 7; n++ {
+		d, ok := p.wait(n, errors.New("x"))
+		if !ok {
+			t.Fatalf("wait(%d) refused", n)
+		}
+		got = append(got, d)
+	}
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("waits %v, want %v", got, want)
+	}
+	te := &transport.Error{StatusCode: 429}
+	if d, ok := p.wait(1, &retryAfterError{err: te, after: 10 * time.Second}); !ok || d != 10*time.Second {
+		t.Errorf("Retry-After 10s: %s %v", d, ok)
+	}
+	if _, ok := p.wait(1, &retryAfterError{err: te, after: 2 * time.Hour}); ok {
+		t.Error("a Retry-After of two hours is waited for")
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	opErr := func(op string, err error) error { return &net.OpError{Op: op, Net: "tcp", Err: err} }
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"stall", &stallError{timeout: time.Second, phase: "x"}, true},
+		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{"EOF before the headers", &url.Error{Op: "Get", URL: "http://x", Err: io.EOF}, true},
+		{"short body", errShortBody, true},
+		{"reset", opErr("read", syscall.ECONNRESET), true},
+		{"broken pipe", opErr("write", syscall.EPIPE), true},
+		{"other read error", opErr("read", errors.New("weird")), true},
+		{"refused", opErr("dial", syscall.ECONNREFUSED), false},
+		{"no such host", &net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, false},
+		{"DNS timeout", &net.DNSError{Err: "timeout", Name: "x", IsTimeout: true}, true},
+		{"500", &transport.Error{StatusCode: 500}, true},
+		{"503 with Retry-After", &retryAfterError{err: &transport.Error{StatusCode: 503}, after: time.Second}, true},
+		{"429", &transport.Error{StatusCode: 429}, true},
+		{"404", &transport.Error{StatusCode: 404}, false},
+		{"401", &transport.Error{StatusCode: 401}, false},
+		{"501", &transport.Error{StatusCode: 501}, false},
+		{"digest mismatch", &integrityError{what: "x", msg: "y"}, false},
+		{"cancelled", fmt.Errorf("x: %w", context.Canceled), false},
+		{"plain error", errors.New("something else"), false},
+	}
+	for _, tc := range tests {
+		if got := retryable(tc.err); got != tc.want {
+			t.Errorf("%s: retryable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestStallTimeoutSetting(t *testing.T) {
+	tests := []struct {
+		env     string
+		opt     time.Duration
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 0, DefaultStallTimeout, ""},
+		{"90s", 0, 90 * time.Second, ""},
+		{" 2m ", 0, 2 * time.Minute, ""},
+		{"90s", 5 * time.Second, 5 * time.Second, ""}, // the option (the flag) wins
+		{"", 5 * time.Second, 5 * time.Second, ""},
+		{"90", 0, 0, StallTimeoutEnv},
+		{"0s", 0, 0, StallTimeoutEnv},
+		{"-1s", 0, 0, StallTimeoutEnv},
+		{"", -time.Second, 0, "must be more than zero"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%q/%s", tc.env, tc.opt), func(t *testing.T) {
+			t.Setenv(StallTimeoutEnv, tc.env)
+			p, err := Options{StallTimeout: tc.opt}.netPolicy()
+			if tc.wantErr != "" {
+				wantErr(t, err, tc.wantErr)
+				return
+			}
+			if err != nil || p.stall != tc.want {
+				t.Fatalf("stall %s, %v; want %s", p.stall, err, tc.want)
+			}
+			if p.retries != 5 {
+				t.Errorf("retries %d", p.retries)
+			}
+		})
+	}
+	if _, err := ParseStallTimeout("soon"); err == nil || !strings.Contains(err.Error(), `invalid stall timeout "soon"`) {
+		t.Errorf("ParseStallTimeout: %v", err)
+	}
+}
+
+// TestStallTransport: a request fails when nothing arrives for the
+// timeout, while it waits for the answer or for body bytes; a reader that
+// is busy elsewhere between reads does not trip it.
+func TestStallTransport(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/headers":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/body":
+			w.Header().Set("Content-Length", "2000")
+			w.Write(make([]byte, 1000))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/quick":
+			w.Write(make([]byte, 10000))
+		}
+	}))
+	defer srv.Close()
+	const timeout = 200 * time.Millisecond
+	client := &http.Client{Transport: &stallTransport{inner: &http.Transport{}, timeout: timeout}}
+
+	_, err := client.Get(srv.URL + "/headers")
+	var se *stallError
+	if !errors.As(err, &se) || se.phase != "waiting for the response" || !retryable(err) {
+		t.Errorf("stalled headers: %v", err)
+	}
+
+	resp, err := client.Get(srv.URL + "/body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(b) != 1000 || !errors.As(err, &se) || se.phase != "reading the response body" {
+		t.Errorf("stalled body: %d bytes, %v", len(b), err)
+	}
+
+	resp, err = client.Get(srv.URL + "/quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := resp.Body.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * timeout) // busy elsewhere
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 9999 {
+		t.Errorf("a slow reader was timed out: %d bytes, %v", len(b), err)
+	}
+
+	// The caller's own cancellation stays a cancellation.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/headers", nil)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = client.Do(req)
+	if !errors.Is(err, context.Canceled) || errors.As(err, &se) {
+		t.Errorf("cancelled request: %v", err)
+	}
+}
+
+// fakeRegistry serves one blob at /v2/r/blobs/<digest>, misbehaving as
+// told: for request n (from 1) of the blob, how[n] says what to do.
+type fakeRegistry struct {
+	blob []byte
+	dg   v1.Hash
+	mu   sync.Mutex
+	how  map[int]string
+	log  []string // Range header per blob request
+	sent int64
+}
+
+func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v2/" {
+		return
+	}
+	if r.URL.Path != "/v2/r/blobs/"+f.dg.String() {
+		http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}`, http.StatusNotFound)
+		return
+	}
+	f.mu.Lock()
+	f.log = append(f.log, r.Header.Get("Range"))
+	how := f.how[len(f.log)]
+	f.mu.Unlock()
+	count := func(n int) {
+		f.mu.Lock()
+		f.sent += int64(n)
+		f.mu.Unlock()
+	}
+	var start int64
+	if rng := r.Header.Get("Range"); rng != "" && how != "ignore-range" {
+		fmt.Sscanf(rng, "bytes=%d-", &start)
+	}
+	body := f.blob[start:]
+	partial := func() {
+		if start > 0 {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(f.blob)-1, len(f.blob)))
+			w.WriteHeader(http.StatusPartialContent)
+		}
+	}
+	switch how {
+	case "drop":
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		partial()
+		count(len(body) / 3)
+		w.Write(body[:len(body)/3])
+		w.(http.Flusher).Flush()
+		conn, buf, _ := w.(http.Hijacker).Hijack()
+		buf.Flush()
+		conn.Close()
+	case "short": // a clean end before the blob's end, no length stated
+		partial()
+		w.(http.Flusher).Flush()
+		count(len(body) / 2)
+		w.Write(body[:len(body)/2])
+	case "wrong-length": // another blob, honestly sized
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)-1))
+		count(len(body) - 1)
+		w.Write(body[1:])
+	case "wrong-range":
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start+1, len(f.blob)-1, len(f.blob)))
+		w.WriteHeader(http.StatusPartialContent)
+		count(len(f.blob[start+1:]))
+		w.Write(f.blob[start+1:])
+	default:
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		partial()
+		count(len(body))
+		w.Write(body)
+	}
+}
+
+// TestBlobResume drives blobBody against a registry that drops, ends
+// early, answers the wrong range or ignores Range.
+func TestBlobResume(t *testing.T) {
+	blob := randomBytes(7, 300_000)
+	dg := sha256Of(blob)
+	tests := []struct {
+		name   string
+		how    map[int]string
+		ranges []string // Range headers seen
+		sent   int64    // bytes the server sent
+		err    []string // parts of the error
+	}{
+		{"clean", nil, []string{""}, 300_000, nil},
+		{"drop then resume", map[int]string{1: "drop"}, []string{"", "bytes=100000-"}, 300_000, nil},
+		{"short body then resume", map[int]string{1: "short"}, []string{"", "bytes=150000-"}, 300_000, nil},
+		{"range ignored", map[int]string{1: "drop", 2: "ignore-range"}, []string{"", "bytes=100000-"}, 400_000, nil},
+		{"wrong range: start over", map[int]string{1: "drop", 2: "wrong-range"}, []string{"", "bytes=100000-", ""}, 100_000 + 199_999 + 300_000, nil},
+		{"wrong length: corrupt, not retried", map[int]string{1: "wrong-length"}, []string{""}, 0,
+			[]string{"digest mismatch: the registry serves 299999 bytes, expected 300000"}},
+		{"drops until the retries are spent", map[int]string{1: "drop", 2: "drop", 3: "drop"}, []string{"", "bytes=100000-", "bytes=166666-"}, 0,
+			[]string{"transfer from registry 127.0.0.1:", "failed after 3 attempts: the connection was dropped after 206.2 KiB of 293.0 KiB"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
+			srv := httptest.NewServer(fr)
+			defer srv.Close()
+			repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pol := netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
+			st := &registryStore{repo: repo}
+			c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			what := "layer 0 " + dg.String()
+			var got []byte
+			rc, err := c.blob(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, what)
+			if err == nil {
+				got, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			if fmt.Sprint(fr.log) != fmt.Sprint(tc.ranges) {
+				t.Errorf("Range headers %q, want %q", fr.log, tc.ranges)
+			}
+			if tc.err != nil {
+				wantErr(t, err, append([]string{what}, tc.err...)...)
+				if strings.Contains(tc.err[0], "digest mismatch") != errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrDigestMismatch) == errors.Is(err, ErrNetwork) {
+					t.Errorf("%v: ErrNetwork %v, ErrDigestMismatch %v", err, errors.Is(err, ErrNetwork), errors.Is(err, ErrDigestMismatch))
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, blob) {
+				t.Fatalf("%d bytes, %v", len(got), err)
+			}
+			if fr.sent != tc.sent {
+				t.Errorf("the server sent %d bytes, want %d", fr.sent, tc.sent)
+			}
+		})
+	}
+
+	t.Run("not found is not retried", func(t *testing.T) {
+		fr := &fakeRegistry{blob: blob, dg: dg}
+		srv := httptest.NewServer(fr)
+		defer srv.Close()
+		repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
+		st := &registryStore{repo: repo, ref: repo.Tag("x")}
+		c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), defaultNetPolicy(time.Minute), nil, st.wrap, "manifest x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		other := sha256Of([]byte("other"))
+		_, err = c.blob(context.Background(), v1.Descriptor{Digest: other, Size: 5}, "layer 3 "+other.String())
+		wantErr(t, err, "layer 3 "+other.String(), "not found")
+		if errors.Is(err, ErrNetwork) || len(fr.log) != 0 {
+			t.Errorf("%v (requests %q)", err, fr.log)
+		}
+	})
+}
