@@ -374,11 +374,18 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 			return err
 		}
 		aerr := m.Apply(ctx, i, l.Digest.String(), rc)
+		if aerr != nil && (errors.Is(aerr, rootfs.ErrLimit) || ctx.Err() != nil) {
+			// A limit or an interrupt: stop the download and the
+			// decompressor now rather than read the rest.
+			image.AbortLayer(rc)
+			return aerr
+		}
 		cerr := rc.Close()
 		if aerr != nil {
-			// Close finishes the digest checks: a corrupt blob is
-			// reported as such, not as whatever the merge tripped on.
-			if errors.Is(cerr, image.ErrDigestMismatch) {
+			// Close finishes the digest checks: a corrupt blob, or one
+			// the network cut short, is reported as such, not as
+			// whatever the merge tripped on.
+			if errors.Is(cerr, image.ErrDigestMismatch) || errors.Is(cerr, image.ErrNetwork) {
 				return cerr
 			}
 			return aerr
