@@ -21,11 +21,13 @@ func HintsOf(err error) []string { return hint.Of(err) }
 // and one `  - <hint>` line per hint.
 func Render(w io.Writer, err error) {
 	msg := err.Error()
+	hints := HintsOf(err)
 	if errors.Is(err, context.Canceled) {
-		msg = "interrupted"
+		// Whatever was running when the user interrupted it has nothing
+		// to fix (a base being hashed, a layer being read).
+		msg, hints = "interrupted", nil
 	}
 	fmt.Fprintf(w, "Error: %s\n", strings.TrimSpace(msg))
-	hints := HintsOf(err)
 	if len(hints) > 0 {
 		fmt.Fprintln(w, "How to fix:")
 		for _, h := range hints {

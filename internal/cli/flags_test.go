@@ -107,6 +107,13 @@ func TestRender(t *testing.T) {
 	if b.String() != "Error: plain\n" {
 		t.Fatalf("got %q", b.String())
 	}
+	// An interrupt in the middle of something with hints (hashing a base
+	// bundle) is only an interrupt.
+	b.Reset()
+	Render(&b, &Error{Msg: "--base /b is not a usable Gondolin base", Fixes: []string{"Pass --base DIR"}, Err: context.Canceled})
+	if b.String() != "Error: interrupted\n" {
+		t.Fatalf("interrupt: got %q", b.String())
+	}
 }
 
 func TestExecExitCodes(t *testing.T) {
