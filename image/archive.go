@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/internal/lock"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
@@ -186,6 +188,22 @@ func openArchive(ctx context.Context, p string, opts Options) (*tarFS, error) {
 	return t, nil
 }
 
+// reclaimArchiveTemps removes the decompressed archives in dir that no
+// live process holds open: those of killed runs (several GB each).
+func reclaimArchiveTemps(dir string) {
+	matches, _ := filepath.Glob(filepath.Join(dir, archiveTempPattern))
+	for _, p := range matches {
+		f, err := openRegular(p, os.O_RDWR)
+		if err != nil {
+			continue
+		}
+		if ok, err := lock.TryFile(f); err == nil && ok {
+			os.Remove(p)
+		}
+		f.Close()
+	}
+}
+
 func decompressToTemp(ctx context.Context, f *os.File, comp string, opts Options, where string) (*os.File, error) {
 	dir := os.TempDir()
 	if !opts.NoCache && opts.CacheDir != "" {
@@ -212,9 +230,18 @@ func decompressToTemp(ctx context.Context, f *os.File, comp string, opts Options
 		defer zr.Close()
 		r = zr
 	}
+	reclaimArchiveTemps(dir)
 	tf, err := os.CreateTemp(dir, archiveTempPattern)
 	if err != nil {
 		return nil, newError(err, []string{"Free disk space or set TMPDIR/--cache-dir to a directory with room."}, "cannot create a temporary file to decompress %s", where)
+	}
+	// Locked for as long as it is open, so that reclaimArchiveTemps
+	// leaves it alone. (A run that reclaims it between CreateTemp and the
+	// lock removes the name only: this run still reads its own open file.)
+	if _, err := lock.TryFile(tf); err != nil {
+		tf.Close()
+		os.Remove(tf.Name())
+		return nil, fmt.Errorf("locking %s: %w", tf.Name(), err)
 	}
 	if opts.Progress != nil {
 		fmt.Fprintf(opts.Progress, "Decompressing %s (%s) to %s\n", where, comp, tf.Name())
