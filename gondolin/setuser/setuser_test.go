@@ -97,7 +97,7 @@ func requireBinutils(t *testing.T, arch string) {
 		if _, err := exec.LookPath(arch + "-linux-gnu-" + tool); err == nil {
 			continue
 		}
-		if goArch[arch] == runtime.GOARCH {
+		if goArch[arch] == machineArch(t) {
 			if _, err := exec.LookPath(tool); err == nil {
 				continue
 			}
@@ -167,7 +167,25 @@ func shared(t *testing.T) string {
 	return dir
 }
 
-// buildProbe builds probeSource, static, for the host's architecture.
+// machineArch is the GOARCH of the machine's own programs, which is not
+// runtime.GOARCH when this test binary itself runs under qemu-user (make
+// test-arm64): a host program such as uname runs natively even then.
+func machineArch(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("uname", "-m").Output()
+	if err != nil {
+		return runtime.GOARCH
+	}
+	switch strings.TrimSpace(string(out)) {
+	case "x86_64":
+		return "amd64"
+	case "aarch64", "arm64":
+		return "arm64"
+	}
+	return runtime.GOARCH
+}
+
+// buildProbe builds probeSource, static, for the machine's architecture.
 func buildProbe(t *testing.T, dir string) string {
 	t.Helper()
 	goTool := testenv.RequireTool(t, "go")
@@ -178,7 +196,7 @@ func buildProbe(t *testing.T, dir string) string {
 	bin := filepath.Join(dir, "probe")
 	cmd := exec.Command(goTool, "build", "-o", bin, src)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH, "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+machineArch(t), "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the probe: %v\n%s", err, out)
 	}
@@ -189,7 +207,7 @@ func buildProbe(t *testing.T, dir string) string {
 // or through qemu-ARCH-static.
 func runner(t *testing.T, arch string) []string {
 	t.Helper()
-	if goArch[arch] == runtime.GOARCH {
+	if goArch[arch] == machineArch(t) {
 		return nil
 	}
 	return []string{testenv.RequireTool(t, "qemu-"+arch+"-static")}
