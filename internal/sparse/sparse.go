@@ -368,3 +368,53 @@ func hashRegion(f *os.File, bw *blockWriter, start, end int64, buf []byte) ([]by
 	}
 	return h.Sum(nil), nil
 }
+
+// Run is a range of a file [Off, Off+Len) that holds data.
+type Run struct{ Off, Len int64 }
+
+// DataRuns lists the runs of non-zero Blocks of the first size bytes of f,
+// in order, adjacent blocks merged (the last run may end with a partial
+// block at size). Like the digest, it depends on the content only: holes
+// and written zeros are alike, so the same file gives the same runs on
+// every filesystem.
+func DataRuns(ctx context.Context, f *os.File, size int64) ([]Run, error) {
+	var runs []Run
+	buf := make([]byte, bufLen)
+	add := func(off, n int64) {
+		if k := len(runs); k > 0 && runs[k-1].Off+runs[k-1].Len == off {
+			runs[k-1].Len += n
+			return
+		}
+		runs = append(runs, Run{off, n})
+	}
+	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		data, hole, err := diskio.NextData(f, off, size)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		data = max(data-data%Block, off)
+		hole = min((hole+Block-1)/Block*Block, size)
+		for data < hole {
+			m := int(min(int64(len(buf)), hole-data))
+			got, err := f.ReadAt(buf[:m], data)
+			if err != nil && !(errors.Is(err, io.EOF) && got > 0) {
+				return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
+			}
+			for i := 0; i < got; i += Block {
+				blk := buf[i:min(i+Block, got)]
+				if !bytes.Equal(blk, zeroBlock[:len(blk)]) {
+					add(data+int64(i), int64(len(blk)))
+				}
+			}
+			data += int64(got)
+		}
+		off = hole
+	}
+	return runs, nil
+}

@@ -244,3 +244,29 @@ func TestCopyCancelled(t *testing.T) {
 		t.Errorf("dst left behind after a failed copy: %v", err)
 	}
 }
+
+// TestDataRuns: the non-zero blocks, merged, whatever the layout.
+func TestDataRuns(t *testing.T) {
+	dir := t.TempDir()
+	const size = 10<<20 + 100
+	blob := bytes.Repeat([]byte{7}, 3*Block)
+	f := sparseFile(t, filepath.Join(dir, "f"), size, blob, 0, 5*Block, 6*Block, 8<<20, size-50)
+	defer f.Close()
+	// Explicit zeros inside data: not a run.
+	if _, err := f.WriteAt(make([]byte, Block), Block); err != nil {
+		t.Fatal(err)
+	}
+	runs, err := DataRuns(context.Background(), f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Run{{0, Block}, {2 * Block, Block}, {5 * Block, 4 * Block}, {8 << 20, 3 * Block}, {size - 50 - (size-50)%Block, size - (size - 50 - (size-50)%Block)}}
+	if len(runs) != len(want) {
+		t.Fatalf("runs %v, want %v", runs, want)
+	}
+	for i := range want {
+		if runs[i] != want[i] {
+			t.Errorf("run %d = %v, want %v", i, runs[i], want[i])
+		}
+	}
+}
