@@ -47,6 +47,10 @@ type Options struct {
 	// Tag, when set, imports an assets result into Gondolin's image store
 	// as NAME:TAG.
 	Tag string
+	// Publish, when set, adds the assets result to the Gondolin image
+	// registry in this directory as Tag (see gondolin.Publish);
+	// PublishURL makes the archive URLs absolute.
+	Publish, PublishURL string
 	// Progress receives human-facing progress lines (stderr); nil for none.
 	Progress io.Writer
 	// Origin, when set, is reported as the source in results and meta.json
@@ -148,6 +152,8 @@ type Result struct {
 	MetadataPath      string     `json:"metadataPath"`
 	AssetManifestPath string     `json:"assetManifestPath,omitempty"`
 	Files             []string   `json:"files"`
+	// Published is what --publish added to an image registry.
+	Published *gondolin.Published `json:"published,omitempty"`
 }
 
 func platformString(p image.Platform) string { return p.String() }
@@ -198,6 +204,9 @@ func steps(opts Options, img *image.Image) []Step {
 	s = append(s, Step{ID: "publish", Stage: "output", Description: "replace " + opts.OutDir + " atomically"})
 	if opts.Tag != "" {
 		s = append(s, Step{ID: "import", Stage: "output", Description: "import into Gondolin's image store as " + opts.Tag})
+	}
+	if opts.Publish != "" {
+		s = append(s, Step{ID: "publish-registry", Stage: "output", Description: "publish into the Gondolin image registry " + opts.Publish + " as " + opts.Tag})
 	}
 	return s
 }
@@ -280,6 +289,15 @@ func validate(opts Options) error {
 	if opts.Plain && opts.Mode == ModeAssets {
 		return &Error{Msg: "--plain cannot be used with --mode assets",
 			Fixes: []string{"A Gondolin guest needs the runtime glue: drop --plain, or use --mode rootfs."}}
+	}
+	if opts.Publish != "" && opts.Mode != ModeAssets {
+		return &Error{Msg: "--publish needs --mode assets (a registry holds whole guests)", Fixes: []string{"Add --mode assets."}}
+	}
+	if opts.Publish != "" && opts.Tag == "" {
+		return &Error{Msg: "--publish needs --tag NAME:TAG (the ref to publish the guest as)", Fixes: []string{"Add --tag NAME:TAG, e.g. --tag my-agent:latest."}}
+	}
+	if opts.PublishURL != "" && opts.Publish == "" {
+		return &Error{Msg: "--publish-url needs --publish DIR", Fixes: []string{"Add --publish DIR, or drop --publish-url."}}
 	}
 	if opts.Tag != "" {
 		if opts.Mode != ModeAssets {

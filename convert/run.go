@@ -434,6 +434,16 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		}
 		progress("imported as %s (%s)", opts.Tag, obj)
 	}
+	var published *gondolin.Published
+	if opts.Publish != "" {
+		// From the staging directory too: a failure leaves the previous
+		// output; what the registry got is complete in any case.
+		p, err := gondolin.Publish(ctx, st.dir, gondolin.PublishOptions{Dir: opts.Publish, Ref: opts.Tag, BaseURL: opts.PublishURL, Progress: progress})
+		if err != nil {
+			return nil, err
+		}
+		published = p
+	}
 	for i, name := range files {
 		files[i] = filepath.Join(st.out, name)
 	}
@@ -448,6 +458,7 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		MetadataPath:      filepath.Join(st.out, MetadataFile),
 		AssetManifestPath: manifestPath,
 		Files:             files,
+		Published:         published,
 	}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,8 @@ var outputFlags = []cli.Flag{
 	{Name: "plain", Kind: cli.Bool, Usage: "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"},
 	{Name: "rootfs-mode", Arg: "MODE", Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
 	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
+	{Name: "publish", Arg: "DIR", Usage: "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"},
+	{Name: "publish-url", Arg: "URL", Usage: "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"},
 	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr"},
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
@@ -86,6 +89,12 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts.Base = gondolin.BaseOptions{Dirs: f.List("base"), NoDownload: f.Bool("no-download")}
 	opts.Plain = f.Bool("plain")
 	opts.Tag = f.Str("tag", "")
+	if opts.Publish = f.Str("publish", ""); opts.Publish != "" {
+		if opts.Publish, err = filepath.Abs(opts.Publish); err != nil {
+			return opts, err
+		}
+	}
+	opts.PublishURL = f.Str("publish-url", "")
 	if f.Has("rootfs-mode") {
 		if mode != convert.ModeAssets {
 			return opts, &cli.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
