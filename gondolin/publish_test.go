@@ -260,3 +260,29 @@ func TestPublishBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishConcurrent: publishers into one directory take turns; every
+// ref they wrote is in the document at the end.
+func TestPublishConcurrent(t *testing.T) {
+	ctx := context.Background()
+	reg := t.TempDir()
+	guests := []string{
+		sparseGuest(t, ArchX86_64, "a", 1<<20, 0), sparseGuest(t, ArchAarch64, "b", 1<<20, 0),
+		sparseGuest(t, ArchX86_64, "c", 1<<20, 0), sparseGuest(t, ArchAarch64, "d", 1<<20, 0),
+	}
+	errs := make(chan error, len(guests))
+	for i, g := range guests {
+		go func() {
+			_, err := Publish(ctx, g, PublishOptions{Dir: reg, Ref: "r" + string(rune('0'+i)) + ":1"})
+			errs <- err
+		}()
+	}
+	for range guests {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := readDoc(t, reg); len(d.Refs) != 4 || len(d.Builds) != 4 {
+		t.Errorf("document after concurrent publishes: %d refs, %d builds", len(d.Refs), len(d.Builds))
+	}
+}

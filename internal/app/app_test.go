@@ -43,6 +43,10 @@ func TestOCI2GondolinFlagRules(t *testing.T) {
 		{"bad size", []string{"--image", "a", "--out", "o", "--size", "big"}, `Error: Invalid size for --size: "big".`},
 		{"long label", []string{"--image", "a", "--out", "o", "--label", "a-label-longer-than-16"}, "is longer than 16 bytes"},
 		{"empty image", []string{"--image", "", "--out", "o"}, "Error: --image needs a reference."},
+		{"platform twice", []string{"--image", "a", "--out", "o", "--platform", "arm64,linux/arm64/v8"}, "platform linux/arm64 is given twice"},
+		{"publish rootfs", []string{"--image", "a", "--out", "o", "--publish", "r", "--tag", "a:1"}, "--publish needs --mode assets"},
+		{"publish untagged", []string{"--image", "a", "--out", "o", "--publish", "r", "--mode", "assets"}, "--publish needs --tag NAME:TAG"},
+		{"publish-url alone", []string{"--image", "a", "--out", "o", "--publish-url", "https://x/", "--mode", "assets"}, "--publish-url needs --publish DIR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
