@@ -59,6 +59,10 @@ type Options struct {
 	Origin *SourceInfo
 	// Now is used for generatedAt; nil means time.Now.
 	Now func() time.Time
+	// CacheMax is the size the cache directory is trimmed to after a run
+	// (least recently used entries go first, never one in use): 0 means
+	// cachedir.DefaultMax, a negative value no limit.
+	CacheMax int64
 }
 
 // SourceInfo names where the image came from.

@@ -120,6 +120,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	for _, f := range after {
 		f()
 	}
+	trimCache(opts, progress)
 	return res, nil
 }
 

@@ -66,6 +66,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/sparse"
@@ -74,8 +75,7 @@ import (
 
 const (
 	resultCacheVersion = 1
-	resultsDirName     = "results"
-	resultFile         = "result.json"
+	resultFile         = cachedir.ResultFile
 	sparseBlock        = 4096
 	sparseRegion       = 64 << 20
 	sparseBuf          = 1 << 20
@@ -211,7 +211,7 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 		return nil
 	}
 	sum := sha256.Sum256(b)
-	return &resultCache{dir: filepath.Join(root, resultsDirName), key: hex.EncodeToString(sum[:]), keyDoc: k, progress: progress}
+	return &resultCache{dir: cachedir.ResultsDir(root), key: hex.EncodeToString(sum[:]), keyDoc: k, progress: progress}
 }
 
 func (c *resultCache) entryDir() string { return filepath.Join(c.dir, c.key) }
@@ -244,11 +244,19 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		}
 		return nil, false, false, nil
 	}
-	b, err := os.ReadFile(filepath.Join(dir, resultFile))
+	rf, err := os.Open(filepath.Join(dir, resultFile))
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			c.drop(dir, "failed its check")
 		}
+		return nil, false, false, nil
+	}
+	defer rf.Close()
+	// In use until the copy is made: pruning (internal/cachedir) leaves it.
+	lock.TryShared(rf)
+	b, err := io.ReadAll(io.LimitReader(rf, 64<<20))
+	if err != nil {
+		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
 	var e resultEntry
@@ -258,6 +266,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		return nil, false, false, nil
 	}
 	if prev != "" && c.reusePrevious(prev, dst) {
+		c.touch()
 		return &e, true, true, nil
 	}
 	src, err := os.Open(filepath.Join(dir, RootfsFile))
@@ -286,7 +295,14 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		c.drop(dir, "failed its check")
 		return nil, false, false, nil
 	}
+	c.touch()
 	return &e, true, false, nil
+}
+
+// touch records the entry's use, for pruning (its result.json's time).
+func (c *resultCache) touch() {
+	now := time.Now()
+	os.Chtimes(filepath.Join(c.entryDir(), resultFile), now, now)
 }
 
 // reusePrevious links prev, the rootfs.ext4 of the output being replaced,

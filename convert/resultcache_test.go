@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
@@ -82,7 +83,7 @@ func readRootfs(t *testing.T, dir string) []byte {
 
 func entries(t *testing.T, cache string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(cache, resultsDirName))
+	ents, err := os.ReadDir(cachedir.ResultsDir(cache))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestResultCacheHitMissAndCorruption(t *testing.T) {
 		t.Errorf("meta.json of the hit differs:\n got %+v\nwant %+v", gotMeta, wantMeta)
 	}
 	// The output is a copy, not a link to the entry.
-	entryRootfs := filepath.Join(cache, resultsDirName, entries(t, cache)[0], RootfsFile)
+	entryRootfs := filepath.Join(cachedir.ResultsDir(cache), entries(t, cache)[0], RootfsFile)
 	a, _ := os.Stat(entryRootfs)
 	b, _ := os.Stat(filepath.Join(out2, RootfsFile))
 	if os.SameFile(a, b) || b.Sys().(*syscall.Stat_t).Nlink != 1 {
@@ -447,7 +448,7 @@ func TestResultCacheDebris(t *testing.T) {
 			if len(keys) != 1 {
 				t.Fatalf("entries: %v", keys)
 			}
-			entry := filepath.Join(cache, resultsDirName, keys[0])
+			entry := filepath.Join(cachedir.ResultsDir(cache), keys[0])
 			tc.plant(t, entry, outside)
 			for i, out := range []string{"b", "b", "c"} {
 				var p bytes.Buffer
@@ -477,7 +478,7 @@ func TestResultCacheReclaimsLitter(t *testing.T) {
 	ctx := context.Background()
 	tagSrc, _ := registrySource(t)
 	cache, work := t.TempDir(), t.TempDir()
-	results := filepath.Join(cache, resultsDirName)
+	results := cachedir.ResultsDir(cache)
 	os.MkdirAll(filepath.Join(results, ".tmp-dead1"), 0o755)
 	os.WriteFile(filepath.Join(results, ".tmp-dead1", RootfsFile), make([]byte, 1<<20), 0o644)
 	os.MkdirAll(filepath.Join(results, ".tmp-dead2"), 0o755)
@@ -501,5 +502,47 @@ func TestResultCacheReclaimsLitter(t *testing.T) {
 	}
 	if strings.Join(left, " ") != ".tmp-live .tmp-live.lock" {
 		t.Errorf("left in results/: %v, want only the live store's", left)
+	}
+}
+
+// TestCacheTrimmedAfterRun: with a small --cache-max, a run leaves the
+// cache within it, the least recently used entries gone; an entry it just
+// used stays.
+func TestCacheTrimmedAfterRun(t *testing.T) {
+	ctx := context.Background()
+	tagSrc, _ := registrySource(t)
+	cache, work := t.TempDir(), t.TempDir()
+	// An old, big blob nobody uses.
+	old := filepath.Join(cachedir.BlobsDir(cache), strings.Repeat("0", 64))
+	os.MkdirAll(filepath.Dir(old), 0o755)
+	os.WriteFile(old, make([]byte, 4<<20), 0o644)
+	long := time.Now().Add(-24 * time.Hour)
+	os.Chtimes(old, long, long)
+
+	var p bytes.Buffer
+	o := cachedOptions(tagSrc, filepath.Join(work, "a"), cache, &p)
+	o.CacheMax = 3 << 20
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("the least recently used blob is still there:\n%s", p.String())
+	}
+	if !strings.Contains(p.String(), "least recently used") {
+		t.Errorf("progress does not say what was trimmed:\n%s", p.String())
+	}
+	es, _ := cachedir.List(cache)
+	if total := cachedir.Total(es); total > 3<<20 && len(es) > 1 {
+		t.Errorf("cache holds %d bytes in %d entries after the run, limit 3 MiB", total, len(es))
+	}
+	// Unlimited: nothing is removed.
+	o = cachedOptions(tagSrc, filepath.Join(work, "b"), cache, nil)
+	o.CacheMax = -1
+	before, _ := cachedir.List(cache)
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := cachedir.List(cache); len(after) < len(before) {
+		t.Errorf("CacheMax -1 removed entries: %d -> %d", len(before), len(after))
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/units"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
@@ -160,7 +162,36 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	progress("published %s", st.out)
 	done()
+	trimCache(opts, progress)
 	return res, nil
+}
+
+// trimCache keeps the cache directory under opts.CacheMax after a run.
+// Best effort: a cache that cannot be trimmed only stays larger.
+func trimCache(opts Options, progress func(string, ...any)) {
+	if opts.Image.NoCache || opts.CacheMax < 0 {
+		return
+	}
+	root := opts.Image.CacheDir
+	if root == "" {
+		var err error
+		if root, err = image.DefaultCacheDir(); err != nil {
+			return
+		}
+	}
+	max := opts.CacheMax
+	if max == 0 {
+		max = cachedir.DefaultMax
+	}
+	r, err := cachedir.Trim(root, max)
+	if err != nil {
+		progress("cache: not trimmed: %v", err)
+		return
+	}
+	if len(r.Entries) > 0 {
+		progress("cache: removed %d least recently used entries (%s) to stay under %s; --cache-max sets the limit",
+			len(r.Entries), units.Bytes(r.Bytes), units.Bytes(max))
+	}
 }
 
 // job is one platform's conversion, resolved and ready to build.

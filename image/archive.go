@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/internal/cachedir"
+
 	"github.com/docker2vm/docker2vm/internal/lock"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -207,7 +209,7 @@ func reclaimArchiveTemps(dir string) {
 func decompressToTemp(ctx context.Context, f *os.File, comp string, opts Options, where string) (*os.File, error) {
 	dir := os.TempDir()
 	if !opts.NoCache && opts.CacheDir != "" {
-		d := filepath.Join(opts.CacheDir, "tmp")
+		d := cachedir.TmpDir(opts.CacheDir)
 		if err := os.MkdirAll(d, 0o755); err == nil {
 			dir = d
 		}

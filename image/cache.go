@@ -11,6 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/cachedir"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -40,7 +43,7 @@ type blobCache struct {
 const tmpPrefix = ".tmp-"
 
 func newBlobCache(root string, p *progress) (*blobCache, error) {
-	dir := filepath.Join(root, "blobs", "sha256")
+	dir := cachedir.BlobsDir(root)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, newError(err, []string{"Pass --cache-dir with a writable directory, or --no-cache."}, "cannot create the blob cache %s", dir)
 	}
@@ -114,6 +117,8 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 	if err != nil {
 		return nil, false, fmt.Errorf("blob cache: %w", err)
 	}
+	// In use while open: pruning (internal/cachedir) leaves it alone.
+	lock.TryShared(f)
 	good, err := verifyFile(ctx, f, desc)
 	if err != nil {
 		f.Close()
@@ -133,6 +138,8 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		f.Close()
 		return nil, false, err
 	}
+	now := time.Now()
+	os.Chtimes(p, now, now) // its last use, for pruning
 	return f, true, nil
 }
 

@@ -93,3 +93,7 @@ func Exchange(a, b string) error { return exchange(a, b) }
 // Impl names the implementation compiled in: "linux", "darwin" or
 // "portable".
 const Impl = impl
+
+// Allocated returns the bytes fi's file takes on disk (less than its size
+// when it is sparse); its size where the system does not tell.
+func Allocated(fi os.FileInfo) int64 { return allocated(fi) }

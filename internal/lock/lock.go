@@ -120,3 +120,8 @@ func (l *File) Unlock() error {
 	l.f = nil
 	return err
 }
+
+// TryShared takes a shared lock on the open file f without waiting, held
+// until f is closed: it tells other processes that f is in use (TryFile,
+// an exclusive lock, fails while any shared one is held).
+func TryShared(f *os.File) (bool, error) { return tryShared(f) }

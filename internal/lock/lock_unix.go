@@ -24,3 +24,21 @@ func tryLock(f *os.File) (bool, error) {
 		}
 	}
 }
+
+// tryShared takes a shared lock on f without waiting: any number of
+// processes may hold one, and it keeps an exclusive lock out.
+func tryShared(f *os.File) (bool, error) {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, unix.EWOULDBLOCK):
+			return false, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		default:
+			return false, err
+		}
+	}
+}

@@ -1,0 +1,201 @@
+// Package cachedir owns docker2vm's cache directory: where each cache
+// keeps its entries, and how the whole is measured, listed and pruned.
+//
+//	<root>/blobs/sha256/<hex>        verified blobs (package image)
+//	<root>/results/<key>/            converted rootfs.ext4 + result.json (package convert)
+//	<root>/tmp/                      decompressed archives while a run reads them
+//
+// An entry's last use is its modification time (blobs) or that of its
+// result.json (results): the caches set it when they serve an entry.
+// A run holds a shared lock (internal/lock.TryShared) on the files of
+// the entries it reads, for as long as it reads them; pruning takes an
+// exclusive lock first and skips an entry it cannot lock, so it never
+// removes an entry a running conversion uses, whichever process prunes.
+// Temporary files and directories are left to the caches' own reclaim,
+// which knows their owners.
+package cachedir
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/lock"
+)
+
+// DefaultMax is the size the caches are trimmed to after each run when
+// nothing else is configured.
+const DefaultMax = 10 << 30
+
+// MaxEnv overrides DefaultMax (a size such as 20G, or "none").
+const MaxEnv = "DOCKER2VM_CACHE_MAX"
+
+// BlobsDir is where the blob cache keeps blobs of digest algorithm sha256.
+func BlobsDir(root string) string { return filepath.Join(root, "blobs", "sha256") }
+
+// ResultsDir is where the result cache keeps its entries.
+func ResultsDir(root string) string { return filepath.Join(root, "results") }
+
+// TmpDir is where runs decompress archives.
+func TmpDir(root string) string { return filepath.Join(root, "tmp") }
+
+// ResultFile is the file of a result entry that records it (and whose
+// time is the entry's last use).
+const ResultFile = "result.json"
+
+// Entry is one cache entry.
+type Entry struct {
+	Kind    string    `json:"kind"` // "blob" or "result"
+	ID      string    `json:"id"`   // sha256:<hex>, or the result key
+	Path    string    `json:"path"`
+	Bytes   int64     `json:"bytes"` // on disk
+	LastUse time.Time `json:"lastUse"`
+}
+
+// List returns every entry under root, least recently used first. A
+// missing cache is empty.
+func List(root string) ([]Entry, error) {
+	var out []Entry
+	blobs, err := readDir(BlobsDir(root))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range blobs {
+		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, Entry{Kind: "blob", ID: "sha256:" + e.Name(), Path: filepath.Join(BlobsDir(root), e.Name()),
+			Bytes: diskio.Allocated(fi), LastUse: fi.ModTime()})
+	}
+	results, err := readDir(ResultsDir(root))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range results {
+		if strings.HasPrefix(e.Name(), ".") || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(ResultsDir(root), e.Name())
+		fi, err := os.Lstat(filepath.Join(dir, ResultFile))
+		if err != nil {
+			continue // being written, or debris the result cache replaces
+		}
+		out = append(out, Entry{Kind: "result", ID: e.Name(), Path: dir, Bytes: dirBytes(dir), LastUse: fi.ModTime()})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUse.Before(out[j].LastUse) })
+	return out, nil
+}
+
+func readDir(dir string) ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return ents, err
+}
+
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			if fi, err := d.Info(); err == nil {
+				n += diskio.Allocated(fi)
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// Total is the bytes of entries.
+func Total(entries []Entry) int64 {
+	var n int64
+	for _, e := range entries {
+		n += e.Bytes
+	}
+	return n
+}
+
+// Removed says what Remove or Trim removed.
+type Removed struct {
+	Entries []Entry
+	Bytes   int64
+	Busy    int // entries in use, left
+}
+
+// Trim removes the least recently used entries until what remains takes
+// at most max bytes; entries in use are left (and counted as Busy).
+func Trim(root string, max int64) (Removed, error) {
+	entries, err := List(root)
+	if err != nil {
+		return Removed{}, err
+	}
+	total := Total(entries)
+	var r Removed
+	for _, e := range entries {
+		if total <= max {
+			break
+		}
+		ok, err := remove(root, e)
+		if err != nil {
+			return r, err
+		}
+		if !ok {
+			r.Busy++
+			continue
+		}
+		total -= e.Bytes
+		r.Entries = append(r.Entries, e)
+		r.Bytes += e.Bytes
+	}
+	return r, nil
+}
+
+// remove deletes e unless a run uses it (false then).
+func remove(root string, e Entry) (bool, error) {
+	lockPath := e.Path
+	if e.Kind == "result" {
+		lockPath = filepath.Join(e.Path, ResultFile)
+	}
+	f, err := os.Open(lockPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil // gone meanwhile
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if ok, err := lock.TryFile(f); err != nil || !ok {
+		return false, err
+	}
+	if e.Kind == "blob" {
+		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("removing %s: %w", e.Path, err)
+		}
+		return true, nil
+	}
+	// A result directory: renamed away first, so that no run sees it half
+	// removed (the result cache's .trash- names, which it reclaims).
+	trash, err := os.MkdirTemp(ResultsDir(root), ".trash-")
+	if err != nil {
+		return false, err
+	}
+	defer os.RemoveAll(trash)
+	if err := os.Rename(e.Path, filepath.Join(trash, "entry")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("removing %s: %w", e.Path, err)
+	}
+	return true, nil
+}
+
+// RemoveAll removes every entry not in use.
+func RemoveAll(root string) (Removed, error) { return Trim(root, -1) }

@@ -1,0 +1,108 @@
+package cachedir
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker2vm/docker2vm/internal/lock"
+)
+
+// fill makes a cache with blobs and results of the given sizes, each last
+// used at the given age (in hours).
+func fill(t *testing.T, root string, kind, id string, size int, ageHours int) string {
+	t.Helper()
+	var p, stamp string
+	switch kind {
+	case "blob":
+		p = filepath.Join(BlobsDir(root), id)
+		stamp = p
+		os.MkdirAll(BlobsDir(root), 0o755)
+		if err := os.WriteFile(p, []byte(strings.Repeat("b", size)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	case "result":
+		p = filepath.Join(ResultsDir(root), id)
+		stamp = filepath.Join(p, ResultFile)
+		os.MkdirAll(filepath.Join(p, "outputs"), 0o755)
+		os.WriteFile(filepath.Join(p, "rootfs.ext4"), []byte(strings.Repeat("r", size)), 0o644)
+		os.WriteFile(stamp, []byte("{}"), 0o644)
+	}
+	when := time.Now().Add(-time.Duration(ageHours) * time.Hour)
+	os.Chtimes(stamp, when, when)
+	return p
+}
+
+func ids(es []Entry) string {
+	var s []string
+	for _, e := range es {
+		s = append(s, e.ID)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestListAndTrim(t *testing.T) {
+	root := t.TempDir()
+	fill(t, root, "blob", "aaa", 40000, 5)
+	fill(t, root, "result", "k1", 80000, 4)
+	fill(t, root, "blob", "bbb", 40000, 1)
+	busy := fill(t, root, "blob", "ccc", 40000, 10) // oldest, but in use
+	fill(t, root, "result", "k2", 40000, 0)
+	// Litter that the caches reclaim themselves: not entries.
+	os.WriteFile(filepath.Join(BlobsDir(root), ".tmp-123"), []byte("x"), 0o644)
+	os.MkdirAll(filepath.Join(ResultsDir(root), ".tmp-9"), 0o755)
+	os.MkdirAll(filepath.Join(ResultsDir(root), "no-result-json"), 0o755)
+
+	es, err := List(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(es); got != "sha256:ccc sha256:aaa k1 sha256:bbb k2" {
+		t.Fatalf("List order %q", got)
+	}
+	for _, e := range es {
+		if e.Bytes < 40000 {
+			t.Errorf("%s: %d bytes on disk", e.ID, e.Bytes)
+		}
+	}
+
+	f, err := os.Open(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if ok, err := lock.TryShared(f); err != nil || !ok {
+		t.Fatal("shared lock", err)
+	}
+	total := Total(es)
+	r, err := Trim(root, total-100000) // needs aaa and k1 gone (ccc is busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(r.Entries) != "sha256:aaa k1" || r.Busy != 1 {
+		t.Errorf("Trim removed %q, busy %d", ids(r.Entries), r.Busy)
+	}
+	if _, err := os.Stat(busy); err != nil {
+		t.Error("an entry in use was removed")
+	}
+	if _, err := os.Stat(filepath.Join(ResultsDir(root), "k1")); !os.IsNotExist(err) {
+		t.Error("result k1 still there")
+	}
+	left, _ := List(root)
+	if ids(left) != "sha256:ccc sha256:bbb k2" {
+		t.Errorf("left %q", ids(left))
+	}
+	f.Close()
+	r, _ = RemoveAll(root)
+	if len(r.Entries) != 3 {
+		t.Errorf("RemoveAll removed %q", ids(r.Entries))
+	}
+	if es, _ := List(root); len(es) != 0 {
+		t.Errorf("after RemoveAll: %q", ids(es))
+	}
+	if es, err := List(filepath.Join(root, "missing")); err != nil || len(es) != 0 {
+		t.Errorf("a missing cache: %v %v", es, err)
+	}
+}
