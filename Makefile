@@ -10,13 +10,17 @@ LDFLAGS := -s -w -X github.com/docker2vm/docker2vm/internal/cli.stamped=$(VERSIO
 # The hosts docker2vm runs on; `make cross` builds and vets for each.
 HOSTS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: all build dist cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo clean
+.PHONY: man all build dist cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo clean
 
 all: build
 
 # Static binaries (no cgo: one file that runs on any Linux or macOS).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Man pages of the three commands in man/, from their flag definitions.
+man:
+	$(GO) run ./internal/tools/genman -out man
 
 # Release binaries for every host in dist/<os>_<arch>/, with SHA256SUMS.
 dist:
@@ -95,4 +99,4 @@ bench-compare: build
 	$(GO) run ./bench -bin $(BIN)/oci2gondolin -md BENCHMARKS.md $(BENCHFLAGS)
 
 clean:
-	rm -rf $(BIN) out dist
+	rm -rf $(BIN) out dist man

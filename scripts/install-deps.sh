@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu shellcheck)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu shellcheck zsh fish)
 
 # The fixtures are built for amd64 and arm64 from Debian packages (kernel,
 # busybox, debootstrap's): apt must fetch both architectures. Add the one

@@ -14,6 +14,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -21,19 +22,20 @@ import (
 // outputFlags are shared by both commands: target, output and filesystem.
 var outputFlags = []cli.Flag{
 	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output"},
-	{Name: "platform", Arg: "OS/ARCH[,...]", Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
-	{Name: "mode", Arg: "MODE", Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
+	{Name: "platform", Arg: "OS/ARCH[,...]", Values: []string{"linux/amd64", "linux/arm64", "linux/amd64,linux/arm64"}, Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
+	{Name: "mode", Arg: "MODE", Values: []string{"rootfs", "assets"}, Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
 	{Name: "base", Kind: cli.Repeat, Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue) for the target arch; repeat it, one per arch, for several platforms; default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
 	{Name: "no-download", Kind: cli.Bool, Usage: "never download a Gondolin base bundle"},
 	{Name: "plain", Kind: cli.Bool, Usage: "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"},
-	{Name: "rootfs-mode", Arg: "MODE", Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
+	{Name: "rootfs-mode", Arg: "MODE", Values: []string{"cow", "memory", "readonly"}, Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
 	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
 	{Name: "publish", Arg: "DIR", Usage: "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"},
 	{Name: "publish-url", Arg: "URL", Usage: "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"},
 	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr"},
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
+	{Name: "cache-max", Arg: "SIZE", Usage: "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"},
 	{Name: "insecure-registry", Kind: cli.Repeat, Arg: "HOST[:PORT]", Usage: "reach this registry over plain HTTP (repeatable; loopback registries always are)"},
 	{Name: "stall-timeout", Arg: "DURATION", Usage: "give up a registry request that receives nothing for this long, e.g. 90s or 5m, and retry it (default $DOCKER2VM_STALL_TIMEOUT, else 60s)"},
 	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
@@ -105,11 +107,14 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	}
 	opts.Image = image.Options{
 		Platform:           image.HostPlatform(),
-		CacheDir:           f.Str("cache-dir", ""),
+		CacheDir:           cacheDir(f),
 		NoCache:            f.Bool("no-cache"),
 		InsecureRegistries: f.List("insecure-registry"),
 	}
 	opts.Image.Platform = plats[0]
+	if opts.CacheMax, err = cacheMax(f); err != nil {
+		return opts, err
+	}
 	if f.Has("stall-timeout") {
 		v := f.Str("stall-timeout", "")
 		if opts.Image.StallTimeout, err = image.ParseStallTimeout(v); err != nil {
@@ -170,6 +175,42 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	}
 	opts.FS.SourceDateEpoch = sde
 	return opts, nil
+}
+
+// cacheDir is --cache-dir, made absolute (it is reported and locked).
+func cacheDir(f *cli.Flags) string {
+	d := f.Str("cache-dir", "")
+	if d == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(d); err == nil {
+		return abs
+	}
+	return d
+}
+
+// cacheMax reads --cache-max, else DOCKER2VM_CACHE_MAX: a size, or
+// "none" (-1: no limit); 0 when neither is set (the default).
+func cacheMax(f *cli.Flags) (int64, error) {
+	v, from := f.Str("cache-max", ""), "--cache-max"
+	if v == "" {
+		v, from = os.Getenv(cachedir.MaxEnv), cachedir.MaxEnv
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "":
+		return 0, nil
+	case "none", "unlimited":
+		return -1, nil
+	}
+	n, err := cli.ParseSize(from, v)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, &cli.Error{Msg: fmt.Sprintf("%s 0 would empty the cache after every run.", from),
+			Fixes: []string{"Pass --no-cache to use no cache, or a size such as 5G, or none for no limit."}}
+	}
+	return n, nil
 }
 
 // sourceDateEpoch reads SOURCE_DATE_EPOCH, the reproducible-builds time

@@ -27,13 +27,38 @@ type Flag struct {
 	Kind  Kind
 	Arg   string // placeholder shown in usage, e.g. "PATH"
 	Usage string
+	// Values are the values the flag takes, when it takes one of a few
+	// (shell completion offers them).
+	Values []string
+	// Hidden flags are accepted but not listed (deprecated spellings).
+	Hidden bool
+}
+
+// Completes says what a shell should complete the flag's value with:
+// "values" (Values), "dir", "file", or "" (anything).
+func (f Flag) Completes() string {
+	switch {
+	case len(f.Values) > 0:
+		return "values"
+	case f.Kind == Bool:
+		return ""
+	case f.Arg == "DIR":
+		return "dir"
+	case f.Arg == "PATH" || strings.HasPrefix(f.Arg, "PATH"):
+		return "file"
+	}
+	return ""
 }
 
 // Flags is the parsed command line.
 type Flags struct {
 	values map[string][]string
 	bools  map[string]bool
+	args   []string
 }
+
+// Args returns the positional arguments.
+func (f *Flags) Args() []string { return f.args }
 
 // Str returns a single-valued flag's value, or def when it was not given.
 func (f *Flags) Str(name, def string) string {
@@ -61,7 +86,10 @@ var ErrVersion = fmt.Errorf("version requested")
 // Parse reads args ("--flag value", "--flag=value", "--bool") against specs.
 // It rejects unknown flags, stray positional arguments, missing values and
 // single-valued flags given twice, each with a message naming the flag.
-func Parse(args []string, specs []Flag) (*Flags, error) {
+func Parse(args []string, specs []Flag) (*Flags, error) { return parse(args, specs, 0) }
+
+// parse is Parse allowing up to maxArgs positional arguments.
+func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 	byName := make(map[string]Flag, len(specs))
 	for _, s := range specs {
 		byName[s.Name] = s
@@ -74,6 +102,10 @@ func Parse(args []string, specs []Flag) (*Flags, error) {
 		}
 		if arg == "--version" {
 			return nil, ErrVersion
+		}
+		if (!strings.HasPrefix(arg, "--") || arg == "--") && len(out.args) < maxArgs && arg != "--" {
+			out.args = append(out.args, arg)
+			continue
 		}
 		if !strings.HasPrefix(arg, "--") || arg == "--" {
 			return nil, &Error{
@@ -139,6 +171,9 @@ func placeholder(f Flag) string {
 func suggest(name string, specs []Flag) []string {
 	var best []string
 	for _, s := range specs {
+		if s.Hidden {
+			continue
+		}
 		if d := editDistance(name, s.Name); d <= 2 || strings.HasPrefix(s.Name, name) {
 			best = append(best, s.Name)
 		}
@@ -171,7 +206,13 @@ func editDistance(a, b string) int {
 }
 
 // Usage renders the flag table for --help.
-func Usage(specs []Flag) string {
+func Usage(all []Flag) string {
+	var specs []Flag
+	for _, s := range all {
+		if !s.Hidden {
+			specs = append(specs, s)
+		}
+	}
 	var b strings.Builder
 	width := 0
 	cols := make([]string, len(specs))

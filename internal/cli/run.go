@@ -13,19 +13,28 @@ import (
 	"syscall"
 )
 
-// Exit codes shared by both commands.
+// Exit codes shared by every command.
 const (
 	ExitOK      = 0
 	ExitFailure = 1
 )
 
-// Command is one executable's entry point.
+// Command is one executable's entry point, or one subcommand of it.
 type Command struct {
 	Name  string
+	Short string // one line, for the list of a parent's subcommands
 	Usage string // synopsis and description shown before the flag table
 	Flags []Flag
-	// Run does the work. It writes its one JSON result to stdout and
-	// human-facing progress to stderr.
+	// Args names the positional arguments the command takes (at most
+	// that many), e.g. {"SHELL"}; Values of the first, if it takes one
+	// of a few, for completion.
+	Args      []string
+	ArgValues []string
+	// Subs are subcommands (`docker2vm cache prune`): a command with Subs
+	// runs the one its first argument names, and has no Run of its own.
+	Subs []*Command
+	// Run does the work. A converter writes its one JSON result to
+	// stdout and human-facing progress to stderr.
 	Run func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error
 }
 
@@ -39,7 +48,10 @@ func (c *Command) Main(args []string, stdout, stderr io.Writer) int {
 
 // Exec is Main without signal handling, for tests.
 func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f, err := Parse(args, c.Flags)
+	if len(c.Subs) > 0 {
+		return c.execSub(ctx, args, stdout, stderr)
+	}
+	f, err := parse(args, c.Flags, len(c.Args))
 	if errors.Is(err, ErrHelp) {
 		fmt.Fprint(stdout, c.Help())
 		return ExitOK
@@ -58,8 +70,47 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 	return ExitOK
 }
 
+// execSub runs the subcommand args[0] names.
+func (c *Command) execSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
+		fmt.Fprint(stdout, c.Help())
+		return ExitOK
+	}
+	if args[0] == "--version" {
+		fmt.Fprintf(stdout, "%s %s\n", c.Name, Version())
+		return ExitOK
+	}
+	for _, s := range c.Subs {
+		if s.Name == args[0] {
+			sub := *s
+			sub.Name = c.Name + " " + s.Name
+			return sub.Exec(ctx, args[1:], stdout, stderr)
+		}
+	}
+	var names []string
+	for _, s := range c.Subs {
+		names = append(names, s.Name)
+	}
+	Render(stderr, &Error{Msg: fmt.Sprintf("Unknown command %q for %s.", args[0], c.Name),
+		Fixes: []string{"Use one of: " + strings.Join(names, ", ") + ".", "Run " + c.Name + " --help for more."}})
+	return ExitFailure
+}
+
 // Help is the --help text.
 func (c *Command) Help() string {
+	if len(c.Subs) > 0 {
+		var b strings.Builder
+		b.WriteString(strings.TrimRight(c.Usage, "\n") + "\n\nCommands:\n")
+		width := 0
+		for _, s := range c.Subs {
+			width = max(width, len(s.Name))
+		}
+		for _, s := range c.Subs {
+			fmt.Fprintf(&b, "  %-*s  %s\n", width, s.Name, s.Short)
+		}
+		fmt.Fprintf(&b, "\nRun %s COMMAND --help for a command's flags.\n", c.Name)
+		return b.String()
+	}
 	all := append(append([]Flag{}, c.Flags...),
 		Flag{Name: "help", Kind: Bool, Usage: "show this help"},
 		Flag{Name: "version", Kind: Bool, Usage: "print the version"})

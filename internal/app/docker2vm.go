@@ -1,0 +1,176 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/units"
+)
+
+const docker2vmUsage = `docker2vm does what is not a conversion: the caches, shell completion, the version.
+The conversions are oci2gondolin and dockerfile2gondolin.
+
+Usage:
+  docker2vm COMMAND [flags]`
+
+// Docker2VM is the docker2vm command.
+func Docker2VM() *cli.Command {
+	cacheDirFlag := cli.Flag{Name: "cache-dir", Arg: "DIR", Usage: "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"}
+	return &cli.Command{Name: "docker2vm", Usage: docker2vmUsage, Subs: []*cli.Command{
+		{Name: "cache", Short: "see and reclaim the blob and result caches", Usage: "docker2vm cache: the blob and result caches.\n\nUsage:\n  docker2vm cache COMMAND [flags]",
+			Subs: []*cli.Command{
+				{Name: "du", Short: "list the cache's entries, their sizes and last use, and the total",
+					Usage: "docker2vm cache du lists the cache's entries, least recently used first.\n\nUsage:\n  docker2vm cache du [--cache-dir DIR] [--json]",
+					Flags: []cli.Flag{cacheDirFlag, {Name: "json", Kind: cli.Bool, Usage: "print the entries and the total as JSON"}},
+					Run:   runCacheDu},
+				{Name: "prune", Short: "remove cache entries: down to --keep-storage, or --all",
+					Usage: "docker2vm cache prune removes the least recently used entries until the cache fits --keep-storage\n" +
+						"(default: the --cache-max limit, 10G unless DOCKER2VM_CACHE_MAX says otherwise), or every entry with --all.\n" +
+						"Entries a running conversion uses are left.\n\nUsage:\n  docker2vm cache prune [--all | --keep-storage SIZE] [--cache-dir DIR]",
+					Flags: []cli.Flag{cacheDirFlag, {Name: "all", Kind: cli.Bool, Usage: "remove every entry not in use"},
+						{Name: "keep-storage", Arg: "SIZE", Usage: "remove least recently used entries until the cache takes at most SIZE (e.g. 2G)"}},
+					Run: runCachePrune},
+			}},
+		{Name: "completion", Short: "print the shell completion script of docker2vm's commands",
+			Usage: "docker2vm completion SHELL prints a completion script for oci2gondolin, dockerfile2gondolin and docker2vm.\n\n" +
+				"Usage:\n  docker2vm completion bash|zsh|fish\n\n" +
+				"  bash:  source <(docker2vm completion bash)      (or save it in /etc/bash_completion.d/docker2vm)\n" +
+				"  zsh:   docker2vm completion zsh > \"${fpath[1]}/_docker2vm\"\n" +
+				"  fish:  docker2vm completion fish > ~/.config/fish/completions/docker2vm.fish",
+			Args: []string{"SHELL"}, ArgValues: cli.Shells, Run: runCompletion},
+		{Name: "version", Short: "print the version", Usage: "docker2vm version prints the version the binary was built from.\n\nUsage:\n  docker2vm version",
+			Run: func(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+				_, err := fmt.Fprintf(stdout, "docker2vm %s\n", cli.Version())
+				return err
+			}},
+	}}
+}
+
+// Commands are the executables docker2vm ships, for completion and man
+// pages.
+func Commands() []*cli.Command {
+	return []*cli.Command{OCI2Gondolin(), Dockerfile2Gondolin(), Docker2VM()}
+}
+
+func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+	if len(f.Args()) != 1 {
+		return &cli.Error{Msg: "docker2vm completion needs a shell.", Fixes: []string{"Write docker2vm completion bash, zsh or fish."}}
+	}
+	script, err := cli.Completion(f.Args()[0], Commands())
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, script)
+	return err
+}
+
+// cacheRoot is --cache-dir or the default, checked to be a directory.
+func cacheRoot(f *cli.Flags) (string, error) {
+	root := cacheDir(f)
+	if root == "" {
+		var err error
+		if root, err = image.DefaultCacheDir(); err != nil {
+			return "", err
+		}
+	}
+	if fi, err := os.Stat(root); err == nil && !fi.IsDir() {
+		return "", &cli.Error{Msg: fmt.Sprintf("the cache directory %s is not a directory", root),
+			Fixes: []string{"Pass --cache-dir with a directory, or remove " + root + "."}}
+	}
+	return root, nil
+}
+
+func runCacheDu(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+	root, err := cacheRoot(f)
+	if err != nil {
+		return err
+	}
+	entries, err := cachedir.List(root)
+	if err != nil {
+		return fmt.Errorf("reading the cache %s: %w", root, err)
+	}
+	if f.Bool("json") {
+		if entries == nil {
+			entries = []cachedir.Entry{}
+		}
+		return cli.PrintJSON(stdout, struct {
+			Dir     string           `json:"dir"`
+			Entries []cachedir.Entry `json:"entries"`
+			Bytes   int64            `json:"bytes"`
+		}{root, entries, cachedir.Total(entries)})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tID\tSIZE\tLAST USE")
+	now := time.Now()
+	for _, e := range entries {
+		id := e.ID
+		if len(id) > 26 {
+			id = id[:26] + "…"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Kind, id, units.Bytes(e.Bytes), ago(now.Sub(e.LastUse)))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d entries, %s in %s\n", len(entries), units.Bytes(cachedir.Total(entries)), root)
+	return nil
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d minutes ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d hours ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
+
+func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+	root, err := cacheRoot(f)
+	if err != nil {
+		return err
+	}
+	if f.Bool("all") && f.Has("keep-storage") {
+		return &cli.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
+	}
+	var r cachedir.Removed
+	switch {
+	case f.Bool("all"):
+		r, err = cachedir.RemoveAll(root)
+	default:
+		keep := int64(0)
+		if f.Has("keep-storage") {
+			if keep, err = cli.ParseSize("keep-storage", f.Str("keep-storage", "")); err != nil {
+				return err
+			}
+		} else {
+			if keep, err = cacheMax(f); err != nil {
+				return err
+			}
+			if keep == 0 {
+				keep = cachedir.DefaultMax
+			}
+			if keep < 0 {
+				keep = 1 << 62
+			}
+		}
+		r, err = cachedir.Trim(root, keep)
+	}
+	if err != nil {
+		return fmt.Errorf("pruning the cache %s: %w", root, err)
+	}
+	fmt.Fprintf(stdout, "removed %d entries, %s reclaimed", len(r.Entries), units.Bytes(r.Bytes))
+	if r.Busy > 0 {
+		fmt.Fprintf(stdout, "; %d in use by a running conversion were left", r.Busy)
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
