@@ -20,6 +20,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -172,14 +173,14 @@ func TestRunRootfs(t *testing.T) {
 	if target, err := fs.Readlink("/bin/sh"); err != nil || target != "busybox" {
 		t.Errorf("readlink /bin/sh = %q, %v", target, err)
 	}
-	if testing.Short() {
+	if !require.Integrating() {
 		return
 	}
-	e2fsck := testenv.RequireTool(t, "e2fsck")
+	e2fsck := require.Tool(t, "e2fsck")
 	if out, err := exec.Command(e2fsck, "-fn", res.RootfsPath).CombinedOutput(); err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
 	}
-	debugfs := testenv.RequireTool(t, "debugfs")
+	debugfs := require.Tool(t, "debugfs")
 	stat := func(p string) string {
 		out, err := exec.Command(debugfs, "-R", "stat "+p, res.RootfsPath).CombinedOutput()
 		if err != nil {
@@ -304,15 +305,8 @@ func TestPlanWritesNothing(t *testing.T) {
 // TestRunFullDisk converts into a filesystem that runs out of space: the
 // error must say so and name the file, and nothing may be left behind.
 func TestRunFullDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mounts a tmpfs")
-	}
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: this test needs root to mount a small tmpfs")
-		}
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	require.Integration(t, "mounts a tmpfs")
+	require.Root(t, "to mount a small tmpfs")
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v\n%s", err, out)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -22,9 +23,7 @@ import (
 // TestLimitStopsDownload: a conversion refused by --max-bytes stops
 // downloading the layer there, instead of reading the rest of it.
 func TestLimitStopsDownload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a registry")
-	}
+	require.Integration(t, "starts a registry")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 48 << 20
 	content := make([]byte, size)

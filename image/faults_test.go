@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -44,7 +45,7 @@ func randomBytes(seed byte, n int) []byte {
 
 func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	f := &faultFixture{reg: reg, files: map[string]string{}}
@@ -438,7 +439,7 @@ func TestRegistryMaxLayers(t *testing.T) {
 // header (a size limit, as a decompression bomb trips) and aborts the
 // stream downloads a small part of the layer, not all of it.
 func TestEarlyStopThroughRegistry(t *testing.T) {
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 64 << 20

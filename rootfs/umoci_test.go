@@ -20,25 +20,15 @@ import (
 	"unsafe"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // TestUmociDifferential merges generated multi-layer images and compares the
 // tree, entry by entry, with what `umoci unpack` extracts as root.
 func TestUmociDifferential(t *testing.T) {
-	if testing.Short() {
-		t.Skip("differential test against umoci: skipped in -short")
-	}
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	umoci, err := exec.LookPath("umoci")
-	if err != nil {
-		skip("umoci not installed (Debian package umoci): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		skip("umoci unpack needs root to set owners, devices and trusted.* xattrs")
-	}
+	require.Integration(t, "differential test against umoci")
+	umoci := require.Tool(t, "umoci")
+	require.Root(t, "for umoci unpack to set owners, devices and trusted.* xattrs")
 	var total Stats
 	for seed := uint64(1); seed <= 40; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -473,16 +463,9 @@ var umociDiffers = map[string]string{
 // TestUmociAdversarial runs every successful adversarial case through umoci
 // too: the expected listings are checked against a second implementation.
 func TestUmociAdversarial(t *testing.T) {
-	if testing.Short() {
-		t.Skip("differential test against umoci: skipped in -short")
-	}
-	umoci, err := exec.LookPath("umoci")
-	if err != nil || os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("umoci and root are required in CI (umoci: %v, euid %d)", err, os.Geteuid())
-		}
-		t.Skipf("needs umoci and root (umoci: %v, euid %d)", err, os.Geteuid())
-	}
+	require.Integration(t, "differential test against umoci")
+	umoci := require.Tool(t, "umoci")
+	require.Root(t, "for umoci unpack to set owners, devices and trusted.* xattrs")
 	var cases []mergeCase
 	for _, f := range []func() []mergeCase{symlinkCases, hardlinkCases, whiteoutCases, entryCases} {
 		cases = append(cases, f()...)

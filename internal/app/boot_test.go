@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -99,7 +100,7 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 			t.Errorf("output lacks %s: %v", f, err)
 		}
 	}
-	e2fsck := testenv.RequireTool(t, "e2fsck")
+	e2fsck := require.Tool(t, "e2fsck")
 	if b, err := exec.Command(e2fsck, "-fn", filepath.Join(out, "rootfs.ext4")).CombinedOutput(); err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, b)
 	}
@@ -110,10 +111,8 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 // bundle for arch.
 func bootPrereqs(t *testing.T, arch string) (*testenv.Registry, string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a VM")
-	}
-	testenv.RequireTool(t, testenv.RegistryBinary)
+	require.Integration(t, "boots a VM")
+	require.Tool(t, testenv.RegistryBinary)
 	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundleArch(t, arch)
 }
 
@@ -330,7 +329,7 @@ func testBootDebianImage(t *testing.T, arch string) {
 // of the files.
 func TestAssetsFromResultCache(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	testenv.RequireTool(t, "node")
+	require.Tool(t, "node")
 	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	cache := t.TempDir()
 	convert := func(out string) string {

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 //go:embed testdata/initramfs-init.sh
@@ -109,7 +111,7 @@ func BuildBaseBundle(t TB) string {
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
 // applets with qemu-aarch64-static. It skips the test when a tool is
-// missing, except under CI=true, where it fails.
+// missing, except under CI, where it fails.
 func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
@@ -119,7 +121,8 @@ func BuildBaseBundleArch(t TB, arch string) string {
 		names = append(names, a.qemuUser)
 		pkgs += " qemu-user-static"
 	}
-	tools := gdRequireTools(t, pkgs, names...)
+	require.Integration(t, "builds the Gondolin base bundle")
+	tools := require.Tools(t, pkgs, names...)
 	gdRequireDebArch(t, a)
 	gdBundleMu.Lock()
 	defer gdBundleMu.Unlock()
@@ -149,7 +152,7 @@ func BuildSandboxd(t TB) string {
 func BuildSandboxdArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
-	tools := gdRequireTools(t, "golang", "go")
+	tools := require.Tools(t, "golang", "go")
 	gdSandboxdMu.Lock()
 	defer gdSandboxdMu.Unlock()
 	if p := gdSandboxds[a.name]; p != "" {

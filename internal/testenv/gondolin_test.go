@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 func TestGondolinUUIDv5(t *testing.T) {
@@ -27,7 +29,7 @@ func TestGondolinUUIDv5(t *testing.T) {
 }
 
 func TestGondolinCpio(t *testing.T) {
-	cpio := RequireTool(t, "cpio")
+	cpio := require.Tool(t, "cpio")
 	tr := gdNewTree()
 	tr.file("bin/hello", 0o755, []byte("#!/bin/sh\necho hi\n"), "")
 	tr.symlink("bin/sh", "/bin/busybox")
@@ -53,9 +55,7 @@ func TestGondolinCpio(t *testing.T) {
 // TestGondolinBaseBundle builds the fixture bundle for each architecture
 // and checks its files without booting it.
 func TestGondolinBaseBundle(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a kernel bundle; skipped with -short")
-	}
+	require.Integration(t, "builds a kernel bundle")
 	for _, arch := range Arches {
 		t.Run(arch, func(t *testing.T) { testGondolinBaseBundle(t, arch) })
 	}
@@ -118,16 +118,13 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	if got := ArchOfELF(BaseBusybox(t, dir)); got != arch {
 		t.Errorf("the rootfs's /bin/busybox is for %q", got)
 	}
-	if e2fsck, ok := gdLookTool("e2fsck"); ok {
-		if out, err := exec.Command(e2fsck, "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
-			t.Errorf("e2fsck: %v\n%s", err, out)
-		}
+	tools := require.Tools(t, "e2fsprogs", "e2fsck", "debugfs")
+	if out, err := exec.Command(tools["e2fsck"], "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck: %v\n%s", err, out)
 	}
-	if debugfs, ok := gdLookTool("debugfs"); ok {
-		out, err := exec.Command(debugfs, "-R", "stat /usr/bin/sandboxd", filepath.Join(dir, BundleRootfs)).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Mode:  0755") {
-			t.Errorf("debugfs stat /usr/bin/sandboxd: %v\n%s", err, out)
-		}
+	out, err := exec.Command(tools["debugfs"], "-R", "stat /usr/bin/sandboxd", filepath.Join(dir, BundleRootfs)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Mode:  0755") {
+		t.Errorf("debugfs stat /usr/bin/sandboxd: %v\n%s", err, out)
 	}
 }
 
@@ -135,9 +132,7 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 // the real Gondolin host: the x86_64 one in every rootfs mode, the aarch64
 // one (emulated, so slower) in the default mode.
 func TestGondolinBoot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	for _, tc := range []struct{ arch, mode string }{
 		{AMD64, "cow"}, {AMD64, "readonly"}, {AMD64, "memory"}, {ARM64, "cow"},
 	} {
@@ -193,9 +188,7 @@ func TestGondolinBoot(t *testing.T) {
 
 // TestGondolinExecFeatures checks env, cwd and stdin through the real host.
 func TestGondolinExecFeatures(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	dir := BuildBaseBundle(t)
 	in := "line1\nline2\n"
 	rep, err := RunGondolin(t, dir, BootOptions{RootfsMode: "memory"},
@@ -231,9 +224,7 @@ func TestGondolinExecFeatures(t *testing.T) {
 // TestGondolinAssets boots the base rootfs through GondolinAssets (the
 // path end-to-end tests of converted images take).
 func TestGondolinAssets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
 	dir := GondolinAssets(t, base, filepath.Join(base, BundleRootfs))
 	res := BootGondolin(t, dir, BootOptions{}, []string{"/bin/cat", "/etc/os-release"})
@@ -245,11 +236,9 @@ func TestGondolinAssets(t *testing.T) {
 // TestGondolinBootFailure checks that a rootfs that cannot boot (no /init)
 // fails fast with the guest console in the log instead of hanging.
 func TestGondolinBootFailure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
-	mke2fs, _ := gdLookTool("mke2fs")
+	mke2fs := require.Tool(t, "mke2fs")
 	empty := filepath.Join(t.TempDir(), "empty.ext4")
 	if out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext4", empty, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
@@ -265,35 +254,10 @@ func TestGondolinBootFailure(t *testing.T) {
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
 
-// TestGondolinMissingToolCI checks the skip/fail rule: a missing tool skips
-// the test, except under CI=true, where it fails.
-func TestGondolinMissingToolCI(t *testing.T) {
-	if os.Getenv("GD_MISSING_TOOL_CHILD") == "1" {
-		gdRequireTools(t, "nothing", "docker2vm-no-such-tool")
-		t.Log("NOT REACHED")
-		return
-	}
-	for _, ci := range []string{"true", ""} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestGondolinMissingToolCI$", "-test.v")
-		cmd.Env = append(os.Environ(), "GD_MISSING_TOOL_CHILD=1", "CI="+ci)
-		out, err := cmd.CombinedOutput()
-		switch {
-		case strings.Contains(string(out), "NOT REACHED"):
-			t.Fatalf("CI=%q: test continued without the tool:\n%s", ci, out)
-		case ci == "true" && (err == nil || !strings.Contains(string(out), "--- FAIL")):
-			t.Fatalf("CI=true: want a failure, got %v:\n%s", err, out)
-		case ci == "" && (err != nil || !strings.Contains(string(out), "--- SKIP")):
-			t.Fatalf("CI unset: want a skip, got %v:\n%s", err, out)
-		}
-	}
-}
-
 // TestGondolinImageStore verifies the base with Gondolin's own CLI, imports
 // it into a private image store and boots it by ref.
 func TestGondolinImageStore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
 	GondolinVerify(t, base)
 	store := "GONDOLIN_IMAGE_STORE=" + t.TempDir()
