@@ -20,6 +20,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // faultFixture is a real registry holding an image of three layers, with a
@@ -54,7 +55,7 @@ func newFaultFixture(t *testing.T) *faultFixture {
 		name := []string{"a.bin", "b.bin", "c.bin"}[i]
 		content := string(randomBytes(byte(i+1), size))
 		f.files[name] = content
-		layers = append(layers, testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: name, Content: content}), testenv.Gzip, true))
+		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(name, content)), testenv.Gzip, true))
 	}
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
 	reg.Push(t, "faults/app:1", img, nil)
@@ -444,12 +445,7 @@ func TestEarlyStopThroughRegistry(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 64 << 20
 	content := randomBytes(9, size)
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: size})
-	tw.Write(content)
-	tw.Close()
-	layer := testenv.NewLayer(t, tb.Bytes(), testenv.Gzip, true)
+	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
 	reg.Push(t, "bomb:1", img, nil)
 	d, _ := layer.Digest()

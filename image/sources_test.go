@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -189,7 +190,7 @@ func TestPlatformSelection(t *testing.T) {
 }
 
 func TestLayerMediaTypes(t *testing.T) {
-	content := testenv.TarLayer(t, testenv.TarFile{Name: "f", Content: "data"})
+	content := testtar.Build(t, testtar.File("f", "data"))
 	for _, tc := range []struct {
 		name string
 		c    testenv.Compression
@@ -355,7 +356,7 @@ func TestDockerSaveArchives(t *testing.T) {
 		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
 	})
 	t.Run("legacy docker save", func(t *testing.T) {
-		l := testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: "x", Content: "same"}), testenv.Gzip, false)
+		l := testenv.NewLayer(t, testtar.Build(t, testtar.File("x", "same")), testenv.Gzip, false)
 		img0 := testenv.NewImage(t, testenv.ImageSpec{Layers: []v1.Layer{l, l}})
 		p := testenv.WriteLegacyDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), img0, "app:latest")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})

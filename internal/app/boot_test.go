@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // These tests are the proof that a converted image is a working Gondolin
@@ -49,7 +50,7 @@ func helloImage(t *testing.T, arch string) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer := testenv.BuildTar(t, []testenv.Entry{{Name: "hello", Mode: 0o755, Body: string(b)}})
+	layer := testtar.Build(t, testtar.FileBytes("hello", b).Mode(0o755))
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
 		Platform: v1.Platform{OS: "linux", Architecture: arch},
 		Layers:   []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
