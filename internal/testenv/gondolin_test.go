@@ -2,29 +2,57 @@ package testenv
 
 import (
 	"bytes"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
-func TestGondolinUUIDv5(t *testing.T) {
-	// RFC 4122 / Python uuid.uuid5(uuid.NAMESPACE_DNS, "python.org")
-	if got := gdUUIDv5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "python.org"); got != "886313e1-3b8a-5372-9b90-0c9aee199e5d" {
-		t.Fatalf("got %s", got)
+// TestGondolinFixtureUUID: the fixture filesystem's UUIDs are stable,
+// UUID-shaped and differ by name.
+func TestGondolinFixtureUUID(t *testing.T) {
+	a, b := gdFixtureUUID("rootfs\nk"), gdFixtureUUID("hash\nk")
+	if a != gdFixtureUUID("rootfs\nk") || a == b {
+		t.Fatalf("%s %s", a, b)
 	}
-	id := GondolinBuildID("a", "b", "c", "", "", "x86_64")
-	if id != gdUUIDv5(gdBundleNamespace, "gondolin-asset-build\nkernel=a\ninitramfs=b\nrootfs=c\narch=x86_64") {
-		t.Fatalf("buildId %s", id)
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(a) {
+		t.Fatalf("%s is not a version 4 UUID", a)
 	}
-	if GondolinBuildID("a", "b", "c", "d", "", "x86_64") == id {
-		t.Fatal("krunKernel must change the id")
+}
+
+// TestGondolinWriteManifest: a fixture's manifest is a valid Gondolin
+// manifest whose build id is package gondolin's over the files' sha256.
+func TestGondolinWriteManifest(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{BundleKernel, BundleInitramfs, BundleRootfs} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := gdWriteManifest(dir, "aarch64", "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := gondolin.ReadManifest(filepath.Join(dir, BundleManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256([]byte(BundleRootfs)); m.Checksums.Rootfs != hex.EncodeToString(sum[:]) {
+		t.Errorf("checksums.rootfs %s", m.Checksums.Rootfs)
+	}
+	if m.BuildID != gondolin.BuildID(m.Checksums, "aarch64") || m.Config.Arch != "aarch64" || m.RuntimeDefaults == nil || m.RuntimeDefaults.RootfsMode != gondolin.RootfsCOW {
+		t.Errorf("manifest %+v", m)
+	}
+	if got := BundleArch(t, dir); got != ARM64 {
+		t.Errorf("BundleArch = %s", got)
 	}
 }
 
@@ -78,27 +106,25 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 		t.Fatalf("BundleArch = %s", got)
 	}
 
-	var m gdManifest
-	data, err := os.ReadFile(filepath.Join(dir, BundleManifest))
+	m, err := gondolin.ReadManifest(filepath.Join(dir, BundleManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets["rootfs"] != BundleRootfs {
+	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets != gondolin.DefaultAssets() {
 		t.Fatalf("manifest %+v", m)
 	}
-	for key, name := range m.Assets {
-		sum, err := gdFileSHA256(filepath.Join(dir, name))
+	for _, asset := range []struct{ name, sum string }{
+		{m.Assets.Kernel, m.Checksums.Kernel}, {m.Assets.Initramfs, m.Checksums.Initramfs}, {m.Assets.Rootfs, m.Checksums.Rootfs},
+	} {
+		sum, err := gdFileSHA256(filepath.Join(dir, asset.name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Checksums[key] != sum {
-			t.Errorf("checksum of %s: manifest %s, file %s", key, m.Checksums[key], sum)
+		if asset.sum != sum {
+			t.Errorf("checksum of %s: manifest %s, file %s", asset.name, asset.sum, sum)
 		}
 	}
-	if want := GondolinBuildID(m.Checksums["kernel"], m.Checksums["initramfs"], m.Checksums["rootfs"], "", "", a.gondolin); m.BuildID != want {
+	if want := gondolin.BuildID(m.Checksums, a.gondolin); m.BuildID != want {
 		t.Errorf("buildId %s, want %s", m.BuildID, want)
 	}
 	// The kernel is one the target boots: a bzImage or an arm64 Image.
