@@ -529,6 +529,8 @@ func entryCases() []mergeCase {
 			err: `xattr "user.big" value of 65537 bytes exceeds the 65536 bytes Linux allows`},
 		{name: "xattr name without namespace", layers: [][]ent{{F("f", "").Xattr("nonamespace", "v")}},
 			err: `invalid xattr name "nonamespace"`},
+		{name: "xattr name too long", layers: [][]ent{{F("f", "").Xattr("user."+strings.Repeat("n", 251), "v")}},
+			err: `invalid xattr name "user.nnnn`},
 		{name: "xattr bad base64", layers: [][]ent{{F("f", "").PAX("LIBARCHIVE.xattr.user.a", "!!!")}},
 			err: `value is not base64`},
 		{name: "old regular type flag", layers: [][]ent{{regA}},
