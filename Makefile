@@ -39,13 +39,19 @@ cross:
 deps:
 	bash scripts/install-deps.sh
 
-# The whole suite: unit, fuzz seed corpora and integration tests (real
-# registry, umoci, e2fsck, loop mounts, QEMU boots). Integration tests need
-# root and the tools .ci/run installs; outside CI a missing tool skips.
-test: deps lint cross test-portable test-arm64
-	$(GO) test -count=1 -timeout 60m $(PKGS)
+# The whole suite, without -short: unit tests, fuzz seed corpora and the
+# integration tests (real registry, umoci, loop mounts, BuildKit, QEMU
+# boots). Integration tests need root and the tools .ci/run installs;
+# outside CI a missing tool skips (internal/require decides).
+SUITE := $(GO) test -count=1 -timeout 60m $(PKGS)
 
-# Fast tests only (no external tools).
+test: deps lint cross test-portable test-arm64
+	$(SUITE)
+
+# The unit tests: -short skips exactly the integration tests (those that
+# call require.Integration, directly or through a testenv fixture). A few
+# unit tests use host tools (e2fsck, loop mounts as root, shells) and skip
+# without them.
 test-unit:
 	$(GO) test -short -count=1 $(PKGS)
 
@@ -60,8 +66,11 @@ test-arm64:
 	-$(GO) run ./internal/testenv/cmd/binfmt arm64
 	sh scripts/test-arm64.sh
 
+# The integration tests are those -short skips, chosen by require.Integration,
+# not by name: this is the whole suite without -short (the unit tests come
+# along; they take seconds), without make test's deps, lint and cross steps.
 test-integration:
-	$(GO) test -count=1 -timeout 60m -run 'Integration|E2E|Registry|Umoci|Mount|Boot' $(PKGS)
+	$(SUITE)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -1,7 +1,6 @@
 package convert
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,54 +19,19 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
-// entry is one tar entry of a test layer.
-type entry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-	uid, gid         int
-	xattrs           map[string]string
-}
-
-func layerTar(t *testing.T, entries ...entry) []byte {
+// layerTar builds a test layer with internal/testtar, every entry dated
+// with nanoseconds (which the output keeps).
+func layerTar(t *testing.T, entries ...testtar.Entry) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Uid: e.uid, Gid: e.gid, Linkname: e.link,
-			ModTime: time.Unix(1700000000, 123456789), Format: tar.FormatPAX}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Mode == 0 {
-			h.Mode = 0o644
-			if h.Typeflag == tar.TypeDir {
-				h.Mode = 0o755
-			}
-		}
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		for k, v := range e.xattrs {
-			if h.PAXRecords == nil {
-				h.PAXRecords = map[string]string{}
-			}
-			h.PAXRecords["SCHILY.xattr."+k] = v
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, e.body); err != nil {
-			t.Fatal(err)
-		}
+	for i := range entries {
+		entries[i] = entries[i].Mtime(1700000000, 123456789)
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testtar.Build(t, entries...)
 }
 
 // sampleImage has three layers with a whiteout, an opaque directory, a
@@ -75,26 +39,26 @@ func layerTar(t *testing.T, entries ...entry) []byte {
 func sampleImage(t *testing.T) v1.Image {
 	cap := string([]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	l1 := layerTar(t,
-		entry{name: "etc/", typ: tar.TypeDir},
-		entry{name: "etc/os-release", body: "ID=sample\n"},
-		entry{name: "etc/secret", body: "lower layer secret\n"},
-		entry{name: "opt/", typ: tar.TypeDir},
-		entry{name: "opt/old/", typ: tar.TypeDir},
-		entry{name: "opt/old/a", body: "a"},
-		entry{name: "bin/", typ: tar.TypeDir},
-		entry{name: "bin/ping", body: "ELF pretend", mode: 0o4755, xattrs: map[string]string{"security.capability": cap}},
-		entry{name: "home/", typ: tar.TypeDir},
-		entry{name: "home/user/", typ: tar.TypeDir, mode: 0o700, uid: 1000, gid: 1000},
-		entry{name: "home/user/notes", body: "mine", uid: 1000, gid: 1000, mode: 0o600},
+		testtar.Dir("etc/"),
+		testtar.File("etc/os-release", "ID=sample\n"),
+		testtar.File("etc/secret", "lower layer secret\n"),
+		testtar.Dir("opt/"),
+		testtar.Dir("opt/old/"),
+		testtar.File("opt/old/a", "a"),
+		testtar.Dir("bin/"),
+		testtar.File("bin/ping", "ELF pretend").Mode(0o4755).Xattr("security.capability", cap),
+		testtar.Dir("home/"),
+		testtar.Dir("home/user/").Mode(0o700).Owner(1000, 1000),
+		testtar.File("home/user/notes", "mine").Owner(1000, 1000).Mode(0o600),
 	)
 	l2 := layerTar(t,
-		entry{name: "etc/.wh.secret"},
-		entry{name: "opt/old/.wh..wh..opq"},
-		entry{name: "opt/old/b", body: "b"},
-		entry{name: "bin/ping6", typ: tar.TypeLink, link: "bin/ping"},
-		entry{name: "bin/sh", typ: tar.TypeSymlink, link: "busybox"},
+		testtar.Whiteout("etc/secret"),
+		testtar.Opaque("opt/old"),
+		testtar.File("opt/old/b", "b"),
+		testtar.Hardlink("bin/ping6", "bin/ping"),
+		testtar.Symlink("bin/sh", "busybox"),
 	)
-	l3 := layerTar(t, entry{name: "etc/motd", body: "hello from layer 3\n"})
+	l3 := layerTar(t, testtar.File("etc/motd", "hello from layer 3\n"))
 	return testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"},
 		Layers: []v1.Layer{
 			testenv.NewLayer(t, l1, testenv.Gzip, true),
@@ -172,14 +136,14 @@ func TestRunRootfs(t *testing.T) {
 	if target, err := fs.Readlink("/bin/sh"); err != nil || target != "busybox" {
 		t.Errorf("readlink /bin/sh = %q, %v", target, err)
 	}
-	if testing.Short() {
+	if !require.Integrating() {
 		return
 	}
-	e2fsck := testenv.RequireTool(t, "e2fsck")
+	e2fsck := require.Tool(t, "e2fsck")
 	if out, err := exec.Command(e2fsck, "-fn", res.RootfsPath).CombinedOutput(); err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, out)
 	}
-	debugfs := testenv.RequireTool(t, "debugfs")
+	debugfs := require.Tool(t, "debugfs")
 	stat := func(p string) string {
 		out, err := exec.Command(debugfs, "-R", "stat "+p, res.RootfsPath).CombinedOutput()
 		if err != nil {
@@ -304,15 +268,8 @@ func TestPlanWritesNothing(t *testing.T) {
 // TestRunFullDisk converts into a filesystem that runs out of space: the
 // error must say so and name the file, and nothing may be left behind.
 func TestRunFullDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mounts a tmpfs")
-	}
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: this test needs root to mount a small tmpfs")
-		}
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	require.Integration(t, "mounts a tmpfs")
+	require.Root(t, "to mount a small tmpfs")
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v\n%s", err, out)
@@ -323,7 +280,7 @@ func TestRunFullDisk(t *testing.T) {
 		big[i] = byte(i*7919 + i>>8) // not zero, so it is not a hole
 	}
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true,
-		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, entry{name: "big", body: string(big)}), testenv.Gzip, true)}})
+		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), testenv.Gzip, true)}})
 	out := filepath.Join(dir, "out")
 	_, err := Run(context.Background(), options(layoutSource(t, img), out))
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "rootfs.ext4") || len(cli.HintsOf(err)) == 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // TestKilledRuns kills conversions (SIGKILL, no chance to clean up) at
@@ -120,12 +121,11 @@ func killChild(t *testing.T) {
 // bigImage is the sample image with a layer of 20,000 small files, so
 // that a conversion takes long enough to be killed in the middle.
 func bigImage(t *testing.T) v1.Image {
-	var ents []testenv.Entry
-	ents = append(ents, testenv.Entry{Name: "many/", Type: '5', Mode: 0o755})
+	ents := []testtar.Entry{testtar.Dir("many/")}
 	for i := range 20000 {
-		ents = append(ents, testenv.Entry{Name: fmt.Sprintf("many/f%05d", i), Body: strings.Repeat("x", i%300), Mode: 0o644})
+		ents = append(ents, testtar.File(fmt.Sprintf("many/f%05d", i), strings.Repeat("x", i%300)))
 	}
-	l := testenv.NewLayer(t, testenv.BuildTar(t, ents), testenv.Gzip, true)
+	l := testenv.NewLayer(t, testtar.Build(t, ents...), testenv.Gzip, true)
 	img, err := mutate.AppendLayers(sampleImage(t), l)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package convert
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"math/rand"
@@ -15,26 +13,21 @@ import (
 
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
 // TestLimitStopsDownload: a conversion refused by --max-bytes stops
 // downloading the layer there, instead of reading the rest of it.
 func TestLimitStopsDownload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a registry")
-	}
+	require.Integration(t, "starts a registry")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 48 << 20
 	content := make([]byte, size)
 	rand.New(rand.NewSource(1)).Read(content)
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: size})
-	tw.Write(content)
-	tw.Close()
-	layer := testenv.NewLayer(t, tb.Bytes(), testenv.Gzip, true)
+	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
 	reg.Push(t, "big:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}}), nil)
 	d, _ := layer.Digest()
 	proxy := faultproxy.Start(t, "http://"+reg.Host)

@@ -18,6 +18,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/rootfs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -33,9 +34,7 @@ func registrySource(t *testing.T) (tag, digest image.Source) {
 // registrySourceOf pushes img (nil: the sample image).
 func registrySourceOf(t *testing.T, img v1.Image) (tag, digest image.Source) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a registry")
-	}
+	require.Integration(t, "starts a registry")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	if img == nil {
 		img = sampleImage(t)

@@ -12,47 +12,20 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
-// needTool returns the path of an external tool, skipping the test when it
-// is missing, except under CI=true where a missing tool is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-				p, err = filepath.Join(dir, name), nil
-				break
-			}
-		}
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI: %v", name, err)
-		}
-		t.Skipf("%s not available: %v", name, err)
-	}
-	return p
-}
-
-// needRoot skips (or fails under CI) when mounting is impossible.
+// needRoot skips (or fails under CI) when loop mounts are impossible.
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loop mounts need root under CI")
-		}
-		t.Skip("loop mounts need root")
-	}
-	needTool(t, "mount")
-	needTool(t, "umount")
+	require.Root(t, "for loop mounts")
+	require.Tools(t, "mount", "mount", "umount")
 }
 
 // fsck runs e2fsck -fn and fails on any reported problem.
 func fsck(t testing.TB, img string) {
 	t.Helper()
-	e2fsck := needTool(t, "e2fsck")
+	e2fsck := require.Tool(t, "e2fsck")
 	out, err := exec.Command(e2fsck, "-fn", img).CombinedOutput()
 	if err != nil {
 		t.Fatalf("e2fsck -fn %s: %v\n%s", img, err, out)

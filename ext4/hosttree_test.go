@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // treeFromDir loads a host directory into a tree, storing file data in s.
@@ -86,7 +87,7 @@ func TestHostTree(t *testing.T) {
 	compareMounted(t, mountImage(t, img, false), tr, hs)
 	ref := filepath.Join(t.TempDir(), "ref")
 	start = time.Now()
-	if out, err := exec.Command(needTool(t, "mke2fs"), "-q", "-F", "-t", "ext4", "-d", dir, ref, "8G").CombinedOutput(); err != nil {
+	if out, err := exec.Command(require.Tool(t, "mke2fs"), "-q", "-F", "-t", "ext4", "-d", dir, ref, "8G").CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
 	t.Logf("%d entries: writer %v, mke2fs -d %v", files, took, time.Since(start))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // makeSourceDir builds a host directory with every kind of entry; it needs
@@ -169,8 +170,8 @@ func TestReaderMke2fs(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "img")
 			mke2fs(t, img, src, "64M", v.args...)
 			if v.name == "ext4-htree" {
-				out, _ := exec.Command(needTool(t, "e2fsck"), "-fyD", img).CombinedOutput()
-				if dump, _ := exec.Command(needTool(t, "debugfs"), "-R", "htree /many", img).CombinedOutput(); !bytes.Contains(dump, []byte("Indirect levels")) {
+				out, _ := exec.Command(require.Tool(t, "e2fsck"), "-fyD", img).CombinedOutput()
+				if dump, _ := exec.Command(require.Tool(t, "debugfs"), "-R", "htree /many", img).CombinedOutput(); !bytes.Contains(dump, []byte("Indirect levels")) {
 					t.Fatalf("e2fsck -D did not index /many:\n%s\n%s", out, dump)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 func openImage(t testing.TB, img string) *FS {
@@ -179,7 +180,7 @@ var mke2fsVariants = []struct {
 
 func mke2fs(t testing.TB, img, src string, size string, args ...string) {
 	t.Helper()
-	bin := needTool(t, "mke2fs")
+	bin := require.Tool(t, "mke2fs")
 	cmd := exec.Command(bin, append(append([]string{"-q", "-F", "-E", "root_owner=0:0"}, args...), "-d", src, img, size)...)
 	cmd.Env = append(os.Environ(), "MKE2FS_CONFIG=/etc/mke2fs.conf", "E2FSPROGS_FAKE_TIME=1700000000")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
@@ -351,9 +352,7 @@ func (m *markedZeros) Read(p []byte) (int, error) {
 }
 
 func TestWriterHeavy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("heavy: 100,000-entry directory and a 5 GiB sparse file")
-	}
+	require.Integration(t, "heavy: a 100,000-entry directory and a 5 GiB sparse file")
 	img, tr, hs := buildWith(t, Options{SourceDateEpoch: sde}, func(t testing.TB, s fstree.Store) *fstree.Tree {
 		tr := fstree.New()
 		d := add(tr, "huge", fstree.NewDir(0o755, 0, 0))
@@ -388,7 +387,7 @@ func TestWriterHeavy(t *testing.T) {
 }
 
 func TestDxHashMatchesDebugfs(t *testing.T) {
-	debugfs := needTool(t, "debugfs")
+	debugfs := require.Tool(t, "debugfs")
 	seed := [4]uint32{0x12345678, 0x9abcdef0, 0x0fedcba9, 0x87654321}
 	seedStr := "78563412-f0de-bc9a-a9cb-ed0f21436587"
 	names := []string{"a", "hello", "file-000123.txt", strings.Repeat("long", 20), "caf\xc3\xa9-\xff\x80", strings.Repeat("x", 255)}

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 func envFrom(m map[string]string) func(string) string {
@@ -149,55 +152,34 @@ func hintsOf(err error) []string {
 	return nil
 }
 
-type tarEntry struct {
-	name string
-	typ  byte
-	data string
-}
-
-func makeTarGz(t *testing.T, entries []tarEntry) []byte {
+// makeTarGz is a gzipped tar of entries (internal/testtar).
+func makeTarGz(t *testing.T, entries ...testtar.Entry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, e := range entries {
-		typ := e.typ
-		if typ == 0 {
-			typ = tar.TypeReg
-		}
-		hdr := &tar.Header{Name: e.name, Typeflag: typ, Mode: 0o644, Size: int64(len(e.data))}
-		if typ != tar.TypeReg {
-			hdr.Size = 0
-			hdr.Linkname = "x"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if typ == tar.TypeReg {
-			tw.Write([]byte(e.data))
-		}
+	if err := testtar.Write(zw, entries...); err != nil {
+		t.Fatal(err)
 	}
-	tw.Close()
-	zw.Close()
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return buf.Bytes()
 }
 
 // baseArchive returns a valid base archive for arch and its build id.
-func baseArchive(t *testing.T, arch string, extra ...tarEntry) ([]byte, string) {
+func baseArchive(t *testing.T, arch string) ([]byte, string) {
 	dir := t.TempDir()
 	makeBaseDir(t, dir, arch, true)
 	m, err := ReadManifest(filepath.Join(dir, ManifestName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var es []tarEntry
-	es = append(es, tarEntry{name: "./", typ: tar.TypeDir})
+	es := []testtar.Entry{testtar.Dir("./")}
 	for _, n := range []string{ManifestName, KernelName, InitramfsName, RootfsName} {
 		d, _ := os.ReadFile(filepath.Join(dir, n))
-		es = append(es, tarEntry{name: "./" + n, data: string(d)})
+		es = append(es, testtar.FileBytes("./"+n, d))
 	}
-	es = append(es, extra...)
-	return makeTarGz(t, es), m.BuildID
+	return makeTarGz(t, es...), m.BuildID
 }
 
 func registryServer(t *testing.T, archives map[string][]byte, reg func(srvURL string) any) *httptest.Server {
@@ -223,9 +205,9 @@ func TestFindBaseDownload(t *testing.T) {
 	ctx := context.Background()
 	good, goodID := baseArchive(t, ArchX86_64)
 	goodArm, goodArmID := baseArchive(t, ArchAarch64)
-	evil := makeTarGz(t, []tarEntry{{name: "../evil", data: "x"}})
-	link := makeTarGz(t, []tarEntry{{name: "vmlinuz-virt", typ: tar.TypeSymlink}})
-	nested := makeTarGz(t, []tarEntry{{name: "sub/vmlinuz-virt", data: "x"}})
+	evil := makeTarGz(t, testtar.File("../evil", "x"))
+	link := makeTarGz(t, testtar.Symlink("vmlinuz-virt", "x"))
+	nested := makeTarGz(t, testtar.File("sub/vmlinuz-virt", "x"))
 	archives := map[string][]byte{"/good.tar.gz": good, "/arm.tar.gz": goodArm, "/evil.tar.gz": evil, "/link.tar.gz": link, "/nested.tar.gz": nested}
 
 	mkreg := func(ref, buildID, url, sum, arch string) func(string) any {
@@ -442,7 +424,7 @@ func TestImportVerifies(t *testing.T) {
 // or a FIFO is refused, not read forever or waited on.
 func TestManifestNotRegular(t *testing.T) {
 	if _, err := os.Stat("/dev/zero"); err != nil {
-		skipOrFail(t, "no /dev/zero")
+		require.Missing(t, "no /dev/zero")
 	}
 	dir := filepath.Join(t.TempDir(), "base")
 	makeBaseDir(t, dir, ArchX86_64, false)
@@ -473,7 +455,8 @@ func TestManifestNotRegular(t *testing.T) {
 func TestDownloadDeterministic(t *testing.T) {
 	ctx := context.Background()
 	good, goodID := baseArchive(t, ArchX86_64)
-	// Re-pack with a pax global header first, as git archive writes.
+	// Re-pack with a pax global header first, as git archive writes (by
+	// hand: a copy of another archive's headers, not a testtar build).
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)

@@ -13,15 +13,13 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // TestEntrypointShellcheck lints rendered entrypoint scripts: shellcheck
 // must report nothing.
 func TestEntrypointShellcheck(t *testing.T) {
-	sc, err := exec.LookPath("shellcheck")
-	if err != nil {
-		skipOrFail(t, "shellcheck is not installed (Debian package shellcheck)")
-	}
+	sc := require.Tool(t, "shellcheck")
 	for _, tc := range []struct {
 		name  string
 		cfg   ImageConfig
@@ -116,8 +114,8 @@ func runRunner(t *testing.T, sh []string, cfg ImageConfig, paths runnerPaths, en
 // docker2vm-setuser, for every form of USER.
 func TestEntrypointRunner(t *testing.T) {
 	for _, sh := range []string{"dash", "busybox"} {
-		if _, err := exec.LookPath(sh); err != nil {
-			skipOrFail(t, "%s is not installed: the runner must work with it", sh)
+		if _, ok := require.Look(sh); !ok {
+			require.Missing(t, "%s is not installed: the runner must work with it", sh)
 		}
 	}
 	root, err := filepath.EvalSymlinks(t.TempDir())
@@ -238,9 +236,7 @@ func hostArch() string {
 // the real docker2vm-setuser (as root) and checks the credentials, HOME
 // and argv[0] of the command it starts.
 func TestEntrypointRunnerSwitches(t *testing.T) {
-	if os.Getuid() != 0 {
-		skipOrFail(t, "needs root to switch users")
-	}
+	require.Root(t, "to switch users")
 	arch := hostArch()
 	if arch == "" {
 		t.Skipf("no docker2vm-setuser for %s", runtime.GOARCH)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // fakeELF builds a minimal little-endian ELF64 executable with an
@@ -250,7 +251,7 @@ func TestReadGlueErrors(t *testing.T) {
 func runSh(t *testing.T, script string, args ...string) (string, error) {
 	t.Helper()
 	if _, err := os.Stat("/bin/sh"); err != nil {
-		skipOrFail(t, "no /bin/sh")
+		require.Missing(t, "no /bin/sh")
 	}
 	p := filepath.Join(t.TempDir(), "script.sh")
 	os.WriteFile(p, []byte(script), 0o755)

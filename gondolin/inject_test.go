@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 func lookupFollow(t *testing.T, tr *fstree.Tree, p string) (*fstree.Inode, string) {
@@ -351,7 +352,7 @@ func shells(t *testing.T) map[string][]string {
 		out["busybox sh"] = []string{p, "sh"}
 	}
 	if len(out) == 0 {
-		skipOrFail(t, "no shell on the host")
+		require.Missing(t, "no shell on the host")
 	}
 	return out
 }

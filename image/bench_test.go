@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkOpenLayer(b *testing.B) {
 			for len(buf) < 64<<20 {
 				buf = append(buf, words[rng.Intn(len(words))]...)
 			}
-			tarBytes := testenv.TarLayer(b, testenv.TarFile{Name: "big", Content: string(buf)})
+			tarBytes := testtar.Build(b, testtar.FileBytes("big", buf))
 			img0 := testenv.NewImage(b, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{testenv.NewLayer(b, tarBytes, c, true)}})
 			dir := testenv.WriteLayout(b, b.TempDir(), testenv.LayoutEntry{Image: img0})
 			img, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, NoCache: true})

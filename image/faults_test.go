@@ -18,7 +18,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // faultFixture is a real registry holding an image of three layers, with a
@@ -44,7 +46,7 @@ func randomBytes(seed byte, n int) []byte {
 
 func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	f := &faultFixture{reg: reg, files: map[string]string{}}
@@ -53,7 +55,7 @@ func newFaultFixture(t *testing.T) *faultFixture {
 		name := []string{"a.bin", "b.bin", "c.bin"}[i]
 		content := string(randomBytes(byte(i+1), size))
 		f.files[name] = content
-		layers = append(layers, testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: name, Content: content}), testenv.Gzip, true))
+		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(name, content)), testenv.Gzip, true))
 	}
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
 	reg.Push(t, "faults/app:1", img, nil)
@@ -438,17 +440,12 @@ func TestRegistryMaxLayers(t *testing.T) {
 // header (a size limit, as a decompression bomb trips) and aborts the
 // stream downloads a small part of the layer, not all of it.
 func TestEarlyStopThroughRegistry(t *testing.T) {
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 64 << 20
 	content := randomBytes(9, size)
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: size})
-	tw.Write(content)
-	tw.Close()
-	layer := testenv.NewLayer(t, tb.Bytes(), testenv.Gzip, true)
+	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
 	reg.Push(t, "bomb:1", img, nil)
 	d, _ := layer.Digest()

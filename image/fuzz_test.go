@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -17,9 +18,9 @@ import (
 func FuzzOpenArchive(f *testing.F) {
 	seedDir := f.TempDir()
 	img := testenv.NewImage(f, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{
-		testenv.NewLayer(f, testenv.TarLayer(f, testenv.TarFile{Name: "a", Content: "x"}), testenv.Gzip, true),
-		testenv.NewLayer(f, testenv.TarLayer(f, testenv.TarFile{Name: "b", Content: "y"}), testenv.Zstd, true),
-		testenv.NewLayer(f, testenv.TarLayer(f, testenv.TarFile{Name: "c", Content: "z"}), testenv.None, true),
+		testenv.NewLayer(f, testtar.Build(f, testtar.File("a", "x")), testenv.Gzip, true),
+		testenv.NewLayer(f, testtar.Build(f, testtar.File("b", "y")), testenv.Zstd, true),
+		testenv.NewLayer(f, testtar.Build(f, testtar.File("c", "z")), testenv.None, true),
 	}})
 	layout := testenv.WriteLayout(f, filepath.Join(seedDir, "layout"), testenv.LayoutEntry{Image: img, RefName: "r"})
 	for _, p := range []string{

@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // countingReader counts the bytes read from it and whether it was closed.
@@ -32,7 +33,9 @@ func (c *countingReader) Close() error { c.closed.Store(true); return nil }
 
 // gzipBomb is a gzip stream of a tar holding one file of size bytes of
 // zeros, built from repeated gzip members (a reader decompresses them as
-// one stream), so that a 10 GiB bomb costs about 10 MB and no time.
+// one stream), so that a 10 GiB bomb costs about 10 MB and no time. Its
+// header is written by hand, not with internal/testtar, which holds every
+// byte of a file in memory.
 func gzipBomb(t *testing.T, size int64) []byte {
 	t.Helper()
 	const chunk = 64 << 20
@@ -118,7 +121,7 @@ func TestAbortLayer(t *testing.T) {
 func TestMaxLayers(t *testing.T) {
 	var layers []v1.Layer
 	for _, n := range []string{"a", "b", "c"} {
-		layers = append(layers, testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: n, Content: n}), testenv.Gzip, true))
+		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(n, n)), testenv.Gzip, true))
 	}
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -20,7 +21,7 @@ func emptyDockerConfig(t *testing.T) {
 }
 
 func TestRegistryAnonymous(t *testing.T) {
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	idx, imgs := multiArchIndex(t, true)
@@ -87,7 +88,7 @@ func TestRegistryAnonymous(t *testing.T) {
 }
 
 func TestRegistryBasicAuth(t *testing.T) {
-	integration(t)
+	require.Integration(t, "starts a registry")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "alice", Password: "s3cret"})
 	ref := reg.Push(t, "private/app:1", testenv.NewImage(t, testenv.ImageSpec{}), nil)
 
@@ -109,7 +110,7 @@ func TestRegistryBasicAuth(t *testing.T) {
 }
 
 func TestRegistryTampered(t *testing.T) {
-	integration(t)
+	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	src := testenv.NewImage(t, testenv.ImageSpec{OCI: true})

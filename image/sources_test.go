@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -21,13 +23,6 @@ var (
 	arm64v8 = v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
 	armv7   = v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
 )
-
-func integration(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test: skipped with -short")
-	}
-}
 
 // readFiles opens every layer in order and returns path -> content of the
 // regular files (later layers win).
@@ -195,7 +190,7 @@ func TestPlatformSelection(t *testing.T) {
 }
 
 func TestLayerMediaTypes(t *testing.T) {
-	content := testenv.TarLayer(t, testenv.TarFile{Name: "f", Content: "data"})
+	content := testtar.Build(t, testtar.File("f", "data"))
 	for _, tc := range []struct {
 		name string
 		c    testenv.Compression
@@ -305,7 +300,7 @@ func layerDigest(t *testing.T, img v1.Image, i int) v1.Hash {
 }
 
 func TestOCIArchives(t *testing.T) {
-	integration(t)
+	require.Integration(t, "writes OCI archives")
 	idx, imgs := multiArchIndex(t, true)
 	other := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=other"}})
 	layoutDir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx, RefName: "multi"}, testenv.LayoutEntry{Image: other, RefName: "other"})
@@ -343,7 +338,7 @@ func TestOCIArchives(t *testing.T) {
 }
 
 func TestDockerSaveArchives(t *testing.T) {
-	integration(t)
+	require.Integration(t, "writes docker save archives")
 	a := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=a"}})
 	b := testenv.NewImage(t, testenv.ImageSpec{Platform: arm64, Env: []string{"WHO=b"}})
 	t.Run("ggcr tarball", func(t *testing.T) {
@@ -361,7 +356,7 @@ func TestDockerSaveArchives(t *testing.T) {
 		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
 	})
 	t.Run("legacy docker save", func(t *testing.T) {
-		l := testenv.NewLayer(t, testenv.TarLayer(t, testenv.TarFile{Name: "x", Content: "same"}), testenv.Gzip, false)
+		l := testenv.NewLayer(t, testtar.Build(t, testtar.File("x", "same")), testenv.Gzip, false)
 		img0 := testenv.NewImage(t, testenv.ImageSpec{Layers: []v1.Layer{l, l}})
 		p := testenv.WriteLegacyDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), img0, "app:latest")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
@@ -379,7 +374,7 @@ func TestDockerSaveArchives(t *testing.T) {
 }
 
 func TestTamperedLayoutAndArchives(t *testing.T) {
-	integration(t)
+	require.Integration(t, "writes and tampers with layouts and archives")
 	img0 := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
 	l1 := layerDigest(t, img0, 1)
 	mdig, _ := img0.Digest()

@@ -6,27 +6,23 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // benchLayer builds a layer of dirs directories holding perDir files of
 // size bytes each.
 func benchLayer(b *testing.B, dirs, perDir, size int) ([]byte, int) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
 	data := bytes.Repeat([]byte("x"), size)
-	n := 0
+	var ents []ent
 	for d := range dirs {
 		dir := fmt.Sprintf("usr/share/pkg%04d", d)
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: defaultMtime})
-		n++
+		ents = append(ents, D(dir+"/"))
 		for f := range perDir {
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s/file%04d.txt", dir, f), Mode: 0o644, Size: int64(size), ModTime: defaultMtime})
-			tw.Write(data)
-			n++
+			ents = append(ents, testtar.FileBytes(fmt.Sprintf("%s/file%04d.txt", dir, f), data))
 		}
 	}
-	tw.Close()
-	return buf.Bytes(), n
+	return testtar.Build(b, ents...), len(ents)
 }
 
 func benchMerge(b *testing.B, layer []byte, entries int) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // FuzzApply feeds hostile bytes, split into up to three layers, to the merge:
@@ -19,7 +20,7 @@ func FuzzApply(f *testing.F) {
 				if i > 0 {
 					all = append(all, sep...)
 				}
-				all = append(all, tarOf(f, l...)...)
+				all = append(all, testtar.Build(f, l...)...)
 			}
 			f.Add(all)
 		}

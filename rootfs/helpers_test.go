@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,114 +9,29 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 	"unicode"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/testtar"
+)
+
+// The entries of the table tests' layers, built by internal/testtar,
+// under short names.
+type ent = testtar.Entry
+
+var (
+	F   = testtar.File     // a regular file, 0644
+	D   = testtar.Dir      // a directory, 0755
+	S   = testtar.Symlink  // a symlink name -> target
+	L   = testtar.Hardlink // a hardlink name -> target
+	W   = testtar.Whiteout // ".wh." + the last component of name
+	Opq = testtar.Opaque   // the opaque marker in dir
+	Dev = testtar.Device   // a character (c) or block (b) device, or a fifo (p)
 )
 
 // defaultMtime is the mtime of every test entry unless set otherwise; the
 // dump leaves it out.
-var defaultMtime = time.Unix(1700000000, 0)
-
-// ent is one tar entry of a test layer.
-type ent struct {
-	h    tar.Header
-	data []byte
-}
-
-func hdr(typ byte, name string, mode int64) ent {
-	return ent{h: tar.Header{Typeflag: typ, Name: name, Mode: mode, ModTime: defaultMtime, Format: tar.FormatPAX}}
-}
-
-// F is a regular file (0644).
-func F(name, data string) ent {
-	e := hdr(tar.TypeReg, name, 0o644)
-	e.data = []byte(data)
-	e.h.Size = int64(len(data))
-	return e
-}
-
-// D is a directory (0755).
-func D(name string) ent { return hdr(tar.TypeDir, name, 0o755) }
-
-// S is a symlink name -> target.
-func S(name, target string) ent {
-	e := hdr(tar.TypeSymlink, name, 0o777)
-	e.h.Linkname = target
-	return e
-}
-
-// L is a hardlink name -> target.
-func L(name, target string) ent {
-	e := hdr(tar.TypeLink, name, 0o644)
-	e.h.Linkname = target
-	return e
-}
-
-// W whites out name (the last component gets the .wh. prefix).
-func W(name string) ent {
-	i := strings.LastIndex(name, "/")
-	return F(name[:i+1]+".wh."+name[i+1:], "")
-}
-
-// Opq is an opaque marker in dir.
-func Opq(dir string) ent { return F(strings.TrimSuffix(dir, "/")+"/.wh..wh..opq", "") }
-
-// Dev is a character (c) or block (b) device, or a fifo (p).
-func Dev(kind byte, name string, major, minor int64) ent {
-	typ := map[byte]byte{'c': tar.TypeChar, 'b': tar.TypeBlock, 'p': tar.TypeFifo}[kind]
-	e := hdr(typ, name, 0o666)
-	e.h.Devmajor, e.h.Devminor = major, minor
-	return e
-}
-
-func (e ent) mode(m int64) ent        { e.h.Mode = m; return e }
-func (e ent) own(uid, gid int) ent    { e.h.Uid, e.h.Gid = uid, gid; return e }
-func (e ent) names(u, g string) ent   { e.h.Uname, e.h.Gname = u, g; return e }
-func (e ent) format(f tar.Format) ent { e.h.Format = f; return e }
-func (e ent) mtime(sec, nsec int64) ent {
-	e.h.ModTime = time.Unix(sec, nsec)
-	return e
-}
-func (e ent) x(name, value string) ent {
-	recs := map[string]string{}
-	for k, v := range e.h.PAXRecords {
-		recs[k] = v
-	}
-	recs[paxSchilyXattr+name] = value
-	e.h.PAXRecords = recs
-	return e
-}
-func (e ent) pax(k, v string) ent {
-	recs := map[string]string{}
-	for k, v := range e.h.PAXRecords {
-		recs[k] = v
-	}
-	recs[k] = v
-	e.h.PAXRecords = recs
-	return e
-}
-
-// tarOf builds a layer tar from entries.
-func tarOf(t testing.TB, ents ...ent) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range ents {
-		h := e.h
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatalf("building test tar: %q: %v", e.h.Name, err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatalf("building test tar: %q: %v", e.h.Name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+var defaultMtime = testtar.Mtime
 
 // merge applies the layers into a fresh MemStore-backed Merger.
 func merge(t testing.TB, lim Limits, layers ...[]byte) (*Merger, *fstree.MemStore, error) {

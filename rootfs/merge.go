@@ -88,7 +88,7 @@ func (m *Merger) countEntry() error {
 
 // countBytes counts n uncompressed bytes against Limits.MaxBytes. Rule:
 // sizes are counted from the header before the data is read, so a
-// decompression bomb stops at its first oversized entry (test: "gzip bomb").
+// decompression bomb stops at its first oversized entry (TestGzipBomb).
 func (m *Merger) countBytes(n int64, meta bool) error {
 	if n < 0 || m.stats.Bytes+m.stats.MetaBytes > m.lim.MaxBytes-n {
 		return &LimitError{What: "total uncompressed size", Limit: m.lim.MaxBytes, Flag: "--max-bytes"}
@@ -170,7 +170,7 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 		tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		// Rule: unknown entry types are errors, not skipped: their meaning
-		// is unknown. Their data is never read (test: "unknown type").
+		// is unknown. Their data is never read (test: "unknown entry type").
 		return malformed("unsupported tar entry type %q", hdr.Typeflag)
 	}
 	if len(hdr.Name) > m.lim.MaxPathLen {
@@ -192,7 +192,7 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	if clean == "/" {
 		// Rule: an entry naming the root is ignored (containerd: "resolved
 		// to root"); the root is always a root-owned 0755 directory
-		// (tests: "root entry", "symlink named ..").
+		// (tests: "root entries ignored", "symlink named .. is ignored").
 		m.stats.Ignored++
 		return nil
 	}
@@ -220,8 +220,8 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	if hdr.Typeflag == tar.TypeDir {
 		if old, ok := parent.Children[base]; ok && old.Type == fstree.TypeDir {
 			// Rule: a directory over a directory keeps the children and
-			// takes the new metadata (tests: "dir after children",
-			// "dir overwrites dir").
+			// takes the new metadata (tests: "directory after its children",
+			// "directory over directory keeps children, takes metadata").
 			if err := m.setMeta(old, hdr); err != nil {
 				return err
 			}
@@ -272,7 +272,8 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	}
 	// Rule: the final component is not followed: the entry replaces
 	// whatever is there, symlink or subtree (tests: "file replaces
-	// symlink", "symlink replaces dir", "file replaces dir").
+	// symlink not its target", "symlink replaces directory subtree", "file
+	// replaces directory subtree").
 	fstree.Link(parent, base, n, m.release)
 	m.touch(parent, base)
 	return nil
@@ -289,12 +290,13 @@ func (m *Merger) whiteout(comps []string, base string) error {
 		// Rule: a whiteout must name an entry of its directory, never the
 		// directory itself, its parent or the root (containerd
 		// validateWhiteout; tests: "whiteout root", "whiteout parent",
-		// "whiteout current dir").
+		// "whiteout current directory").
 		return malformed("whiteout %s does not name an entry of its directory", shown(base))
 	}
 	// Rule: whiteouts resolve their directory inside the image like any
 	// name, but create nothing: in a missing directory they are no-ops
-	// (tests: "whiteout through symlink", "whiteout dead symlink parent").
+	// (tests: "whiteout through symlink path", "whiteout dead symlink
+	// parent").
 	// An opaque marker's directory is part of this layer (it holds the
 	// marker), so its path is recorded like a parent's.
 	dir, err := resolver{m: m, touch: base == whiteoutOpaque}.dir(comps)
@@ -340,7 +342,8 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	// Rule: hardlink targets resolve inside the image like entry names:
 	// ".." clamps at the root, symlinked parents are followed inside the
 	// image, the final component is not followed (tests: "hardlink
-	// relative", "absolute", "down and out", "up and out", "to symlink").
+	// relative", "hardlink absolute", "hardlink down and out", "hardlink
+	// relative up and out", "hardlink to symlink relative").
 	tdir, tbase := path.Split(clean)
 	dir, err := resolver{m: m}.dir(fstree.Split(tdir))
 	if err != nil {
@@ -353,7 +356,7 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	target, ok := dir.Children[tbase]
 	if !ok {
 		// Rule: a hardlink to a missing target is an error naming both
-		// (test: "hardlink before target").
+		// (test: "hardlink created before its target").
 		return malformed("hardlink target %s does not exist at this point of the image (hardlinks must name a file of the same layer, earlier in the tar, or of a lower layer)", shown(hdr.Linkname))
 	}
 	if target.Type == fstree.TypeDir {
@@ -374,7 +377,7 @@ func (m *Merger) setMeta(n *fstree.Inode, hdr *tar.Header) error {
 		return malformed("uid/gid %d/%d out of range", hdr.Uid, hdr.Gid)
 	}
 	// Rule: the full permission bits are kept, setuid/setgid/sticky and
-	// mode 0 included (tests: "mode bits", "mode 0").
+	// mode 0 included (test: "modes").
 	n.Mode = uint32(hdr.Mode) & 0o7777
 	n.UID, n.GID = uint32(hdr.Uid), uint32(hdr.Gid)
 	n.Mtime = stamp(hdr.ModTime.Unix(), hdr.ModTime.Nanosecond())
@@ -420,7 +423,7 @@ func stamp(sec int64, nsec int) fstree.Timestamp {
 
 // xattrs collects the extended attributes of a PAX header, sorted by name.
 // Rule: Linux limits apply: names up to 255 bytes without NUL, values up to
-// 64 KiB (test: "xattr limits").
+// 64 KiB (tests: "xattr name too long", "xattr value too big").
 func xattrs(recs map[string]string) ([]fstree.Xattr, error) {
 	if len(recs) == 0 {
 		return nil, nil

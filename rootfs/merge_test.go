@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 type mergeCase struct {
@@ -16,7 +18,7 @@ type mergeCase struct {
 }
 
 // etc is the usual base: /etc (0770) holding passwd.
-var etc = []ent{D("etc").mode(0o770), F("etc/passwd", "inside")}
+var etc = []ent{D("etc").Mode(0o770), F("etc/passwd", "inside")}
 
 func with(base []ent, more ...ent) []ent {
 	return append(append([]ent{}, base...), more...)
@@ -28,7 +30,7 @@ func runCases(t *testing.T, cases []mergeCase) {
 		t.Run(tc.name, func(t *testing.T) {
 			var layers [][]byte
 			for _, l := range tc.layers {
-				layers = append(layers, tarOf(t, l...))
+				layers = append(layers, testtar.Build(t, l...))
 			}
 			m, st, err := merge(t, tc.lim, layers...)
 			if tc.err != "" {
@@ -173,7 +175,7 @@ func symlinkCases() []mergeCase {
 /usr/lib/x file 0644 0:0 "x"`},
 		{name: "symlink replaces directory subtree", layers: [][]ent{{D("a"), F("a/f", "f"), D("a/s"), F("a/s/g", "g")}, {S("a", "b")}},
 			want: `/a symlink 0777 0:0 -> "b"`},
-		{name: "directory replaces symlink", layers: [][]ent{{D("etc"), S("a", "/etc")}, {D("a").mode(0o700)}},
+		{name: "directory replaces symlink", layers: [][]ent{{D("etc"), S("a", "/etc")}, {D("a").Mode(0o700)}},
 			want: `
 /a dir 0700 0:0
 /etc dir 0755 0:0`},
@@ -243,7 +245,7 @@ func hardlinkCases() []mergeCase {
 			want: "/etc dir 0770 0:0\n" + twoNames("/etc/passwd", "/localpasswd")},
 		{name: "hardlink direct absolute", layers: [][]ent{with(etc, L("localpasswd", "/etc/passwd"))},
 			want: "/etc dir 0770 0:0\n" + twoNames("/etc/passwd", "/localpasswd")},
-		{name: "hardlink to symlink before its target", layers: [][]ent{{D("etc").mode(0o770), S("localpasswd", "/etc/passwd"), L("localpasswd-dup", "localpasswd"), F("/etc/passwd", "after")}},
+		{name: "hardlink to symlink before its target", layers: [][]ent{{D("etc").Mode(0o770), S("localpasswd", "/etc/passwd"), L("localpasswd-dup", "localpasswd"), F("/etc/passwd", "after")}},
 			want: `
 /etc dir 0770 0:0
 /etc/passwd file 0644 0:0 "after"
@@ -281,7 +283,7 @@ func hardlinkCases() []mergeCase {
 			want: `
 /a file 0644 0:0 "1"
 /b file 0644 0:0 "2"`},
-		{name: "hardlink header metadata ignored", layers: [][]ent{{F("a", "x").own(1, 1), L("b", "a").own(5, 5).mode(0o600)}},
+		{name: "hardlink header metadata ignored", layers: [][]ent{{F("a", "x").Owner(1, 1), L("b", "a").Owner(5, 5).Mode(0o600)}},
 			want: `
 /a file 0644 1:1 "x" ino=1
 /b file 0644 1:1 "x" ino=1`},
@@ -300,7 +302,7 @@ func TestHardlinks(t *testing.T) { runCases(t, hardlinkCases()) }
 // cases and the OCI layer spec).
 func whiteoutCases() []mergeCase {
 	lower := with(etc, F("etc/whitedout", "ahhhh"), S("localetc", "/etc"))
-	opqLower := []ent{D("a"), F("a/old", "o"), D("a/sub").mode(0o700), F("a/sub/old2", "o2"), F("keep", "k")}
+	opqLower := []ent{D("a"), F("a/old", "o"), D("a/sub").Mode(0o700), F("a/sub/old2", "o2"), F("keep", "k")}
 	return []mergeCase{
 		{name: "whiteout root parent", layers: [][]ent{etc, {F(".wh...", "")}},
 			err: `layer 1 (test1): entry ".wh...": whiteout ".wh..." does not name an entry of its directory: the image is malformed or hostile`},
@@ -373,13 +375,13 @@ func whiteoutCases() []mergeCase {
 /a/sub dir 0700 0:0
 /a/sub/new file 0644 0:0 "n"
 /keep file 0644 0:0 "k"`},
-		{name: "opaque hides lower children of redeclared subdir", layers: [][]ent{opqLower, {Opq("a"), D("a/sub").mode(0o750), F("a/sub/new", "n")}},
+		{name: "opaque hides lower children of redeclared subdir", layers: [][]ent{opqLower, {Opq("a"), D("a/sub").Mode(0o750), F("a/sub/new", "n")}},
 			want: `
 /a dir 0755 0:0
 /a/sub dir 0750 0:0
 /a/sub/new file 0644 0:0 "n"
 /keep file 0644 0:0 "k"`},
-		{name: "opaque only", layers: [][]ent{opqLower, {D("a").mode(0o700), Opq("a")}},
+		{name: "opaque only", layers: [][]ent{opqLower, {D("a").Mode(0o700), Opq("a")}},
 			want: `
 /a dir 0700 0:0
 /keep file 0644 0:0 "k"`},
@@ -421,14 +423,14 @@ func entryCases() []mergeCase {
 /h file 0644 0:0 "long" ino=1
 /` + long2 + ` symlink 0777 0:0 -> "` + longTarget + `"`
 	longEnts := func(f tar.Format) []ent {
-		return []ent{F(longName, "long").format(f), S(long2, longTarget).format(f), L("h", longName).format(f)}
+		return []ent{F(longName, "long").Format(f), S(long2, longTarget).Format(f), L("h", longName).Format(f)}
 	}
 	capability := "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
-	unknown := hdr('Z', "z", 0o644)
-	global := ent{h: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}, Format: tar.FormatPAX}}
+	unknown := ent{Header: tar.Header{Typeflag: 'Z', Name: "z", Mode: 0o644, ModTime: defaultMtime, Format: tar.FormatPAX}}
+	global := ent{Header: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}, Format: tar.FormatPAX}}
 	regA := F("olda", "a")
-	regA.h.Typeflag = tar.TypeRegA //nolint:staticcheck // testing the old type flag
-	regA.h.Format = tar.FormatUSTAR
+	regA.Header.Typeflag = tar.TypeRegA //nolint:staticcheck // testing the old type flag
+	regA.Header.Format = tar.FormatUSTAR
 	return []mergeCase{
 		{name: "dotdot names", layers: [][]ent{{F("../../x", "x"), F("a/../../y", "y"), F("d/../../../d/z", "z")}},
 			want: `
@@ -449,7 +451,7 @@ func entryCases() []mergeCase {
 /a\b file 0644 0:0 "1"
 /c\..\d file 0644 0:0 "2"
 /e\ file 0644 0:0 "3"`},
-		{name: "root entries ignored", layers: [][]ent{{D("./").mode(0o700).own(5, 5).x("user.r", "1"), D("/"), F(".", "x"), F("..", "y"), S("/", "etc")}},
+		{name: "root entries ignored", layers: [][]ent{{D("./").Mode(0o700).Owner(5, 5).Xattr("user.r", "1"), D("/"), F(".", "x"), F("..", "y"), S("/", "etc")}},
 			want: ``},
 		{name: "implicit parents", layers: [][]ent{{F("a/b/c", "x")}},
 			want: `
@@ -464,16 +466,16 @@ func entryCases() []mergeCase {
 			err: `entry "0123456789a": name length (11 bytes) exceeds the limit of 10 (raise it with --max-path`},
 		{name: "link target limit", lim: Limits{MaxPathLen: 10}, layers: [][]ent{{S("s", "0123456789a")}},
 			err: `link target length (11 bytes) exceeds the limit of 10 (raise it with --max-path`},
-		{name: "duplicate entries last wins", layers: [][]ent{{F("a", "1"), F("a", "2").mode(0o600), D("d").mode(0o700), D("d").mode(0o750).own(3, 3)}},
+		{name: "duplicate entries last wins", layers: [][]ent{{F("a", "1"), F("a", "2").Mode(0o600), D("d").Mode(0o700), D("d").Mode(0o750).Owner(3, 3)}},
 			want: `
 /a file 0600 0:0 "2"
 /d dir 0750 3:3`},
-		{name: "directory after its children", layers: [][]ent{{F("d/f", "x"), D("d/s/"), D("d").mode(0o700).own(1, 2).mtime(5, 6)}},
+		{name: "directory after its children", layers: [][]ent{{F("d/f", "x"), D("d/s/"), D("d").Mode(0o700).Owner(1, 2).Mtime(5, 6)}},
 			want: `
 /d dir 0700 1:2 mtime=5.000000006
 /d/f file 0644 0:0 "x"
 /d/s dir 0755 0:0`},
-		{name: "directory over directory keeps children, takes metadata", layers: [][]ent{{D("d").x("user.a", "1").own(1, 1), F("d/f", "x")}, {D("d").mode(0o711).x("user.b", "2")}},
+		{name: "directory over directory keeps children, takes metadata", layers: [][]ent{{D("d").Xattr("user.a", "1").Owner(1, 1), F("d/f", "x")}, {D("d").Mode(0o711).Xattr("user.b", "2")}},
 			want: `
 /d dir 0711 0:0 xattr:user.b="2"
 /d/f file 0644 0:0 "x"`},
@@ -483,7 +485,7 @@ func entryCases() []mergeCase {
 			want: `
 /a file 0644 0:0 "z"
 /h file 0644 0:0 "y"`},
-		{name: "modes", layers: [][]ent{{F("m0", "").mode(0), F("suid", "").mode(0o4755), F("sgid", "").mode(0o2755), D("sticky").mode(0o1777), F("all", "").mode(0o7777), D("d0").mode(0), F("d0/f", "")}},
+		{name: "modes", layers: [][]ent{{F("m0", "").Mode(0), F("suid", "").Mode(0o4755), F("sgid", "").Mode(0o2755), D("sticky").Mode(0o1777), F("all", "").Mode(0o7777), D("d0").Mode(0), F("d0/f", "")}},
 			want: `
 /all file 7777 0:0 ""
 /d0 dir 0000 0:0
@@ -492,7 +494,7 @@ func entryCases() []mergeCase {
 /sgid file 2755 0:0 ""
 /sticky dir 1777 0:0
 /suid file 4755 0:0 ""`},
-		{name: "devices and fifos", layers: [][]ent{{Dev('c', "dev/null", 1, 3), Dev('b', "dev/sda", 8, 0).mode(0o660).own(0, 6), Dev('p', "dev/fifo", 0, 0), Dev('c', "dev/big", 0xfff, 0xfffff)}},
+		{name: "devices and fifos", layers: [][]ent{{Dev('c', "dev/null", 1, 3), Dev('b', "dev/sda", 8, 0).Mode(0o660).Owner(0, 6), Dev('p', "dev/fifo", 0, 0), Dev('c', "dev/big", 0xfff, 0xfffff)}},
 			want: `
 /dev dir 0755 0:0 mtime=0.000000000
 /dev/big chardev 0666 0:0 4095:1048575
@@ -501,33 +503,35 @@ func entryCases() []mergeCase {
 /dev/sda blockdev 0660 0:6 8:0`},
 		{name: "device number out of range", layers: [][]ent{{Dev('b', "x", 4096, 0)}},
 			err: `device number 4096:0 is out of range`},
-		{name: "numeric ids, names ignored", layers: [][]ent{{F("f", "").own(1000, 1001).names("root", "root"), D("d").own(65534, 4294967294)}},
+		{name: "numeric ids, names ignored", layers: [][]ent{{F("f", "").Owner(1000, 1001).Names("root", "root"), D("d").Owner(65534, 4294967294)}},
 			want: `
 /d dir 0755 65534:4294967294
 /f file 0644 1000:1001 ""`},
-		{name: "mtime nanoseconds", layers: [][]ent{{F("f", "").mtime(1234567890, 123456789), D("d").mtime(-5, 0)}},
+		{name: "mtime nanoseconds", layers: [][]ent{{F("f", "").Mtime(1234567890, 123456789), D("d").Mtime(-5, 0)}},
 			want: `
 /d dir 0755 0:0 mtime=-5.000000000
 /f file 0644 0:0 "" mtime=1234567890.123456789`},
 		{name: "xattrs", layers: [][]ent{{
-			F("ping", "").mode(0o755).x("security.capability", capability).x("trusted.t", "1").x("user.u", "2"),
-			D("d").pax("LIBARCHIVE.xattr.user.l%3Dx", base64.StdEncoding.EncodeToString([]byte("hi!!"))).
-				pax("LIBARCHIVE.xattr.user.both", base64.RawStdEncoding.EncodeToString([]byte("lib"))).x("user.both", "schily"),
-			S("s", "ping").x("trusted.sym", "v")}},
+			F("ping", "").Mode(0o755).Xattr("security.capability", capability).Xattr("trusted.t", "1").Xattr("user.u", "2"),
+			D("d").PAX("LIBARCHIVE.xattr.user.l%3Dx", base64.StdEncoding.EncodeToString([]byte("hi!!"))).
+				PAX("LIBARCHIVE.xattr.user.both", base64.RawStdEncoding.EncodeToString([]byte("lib"))).Xattr("user.both", "schily"),
+			S("s", "ping").Xattr("trusted.sym", "v")}},
 			want: `
 /d dir 0755 0:0 xattr:user.both="schily" xattr:user.l=x="hi!!"
 /ping file 0755 0:0 "" xattr:security.capability="\x01\x00\x00\x02\x00 \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00" xattr:trusted.t="1" xattr:user.u="2"
 /s symlink 0777 0:0 -> "ping" xattr:trusted.sym="v"`},
-		{name: "user xattrs on special files dropped", layers: [][]ent{{Dev('c', "c", 1, 1).x("user.a", "1").x("trusted.b", "2"), Dev('p', "p", 0, 0).x("user.a", "1"), S("s", "x").x("user.a", "1")}},
+		{name: "user xattrs on special files dropped", layers: [][]ent{{Dev('c', "c", 1, 1).Xattr("user.a", "1").Xattr("trusted.b", "2"), Dev('p', "p", 0, 0).Xattr("user.a", "1"), S("s", "x").Xattr("user.a", "1")}},
 			want: `
 /c chardev 0666 0:0 1:1 xattr:trusted.b="2"
 /p fifo 0666 0:0
 /s symlink 0777 0:0 -> "x"`},
-		{name: "xattr value too big", layers: [][]ent{{F("f", "").x("user.big", strings.Repeat("v", 64*1024+1))}},
+		{name: "xattr value too big", layers: [][]ent{{F("f", "").Xattr("user.big", strings.Repeat("v", 64*1024+1))}},
 			err: `xattr "user.big" value of 65537 bytes exceeds the 65536 bytes Linux allows`},
-		{name: "xattr name without namespace", layers: [][]ent{{F("f", "").x("nonamespace", "v")}},
+		{name: "xattr name without namespace", layers: [][]ent{{F("f", "").Xattr("nonamespace", "v")}},
 			err: `invalid xattr name "nonamespace"`},
-		{name: "xattr bad base64", layers: [][]ent{{F("f", "").pax("LIBARCHIVE.xattr.user.a", "!!!")}},
+		{name: "xattr name too long", layers: [][]ent{{F("f", "").Xattr("user."+strings.Repeat("n", 251), "v")}},
+			err: `invalid xattr name "user.nnnn`},
+		{name: "xattr bad base64", layers: [][]ent{{F("f", "").PAX("LIBARCHIVE.xattr.user.a", "!!!")}},
 			err: `value is not base64`},
 		{name: "old regular type flag", layers: [][]ent{{regA}},
 			want: `/olda file 0644 0:0 "a"`},
@@ -539,7 +543,7 @@ func entryCases() []mergeCase {
 			err: `layer 1 (test1): entry "c/d": number of entries exceeds the limit of 3 (raise it with --max-entries`},
 		{name: "bytes limit", lim: Limits{MaxBytes: 10}, layers: [][]ent{{F("a", "12345")}, {F("b", "123456")}},
 			err: `layer 1 (test1): entry "b": total uncompressed size exceeds the limit of 10 bytes (10 B) (raise it with --max-bytes`},
-		{name: "bytes limit counts xattrs", lim: Limits{MaxBytes: 10}, layers: [][]ent{{F("a", "").x("user.a", "123456")}},
+		{name: "bytes limit counts xattrs", lim: Limits{MaxBytes: 10}, layers: [][]ent{{F("a", "").Xattr("user.a", "123456")}},
 			err: `--max-bytes`},
 	}
 }
@@ -562,7 +566,7 @@ func deepTree(n int) string {
 // quotes a bounded part of it.
 func TestLongNameErrorIsShort(t *testing.T) {
 	long := strings.Repeat("x", 200) + "/" + strings.Repeat("y/", 100000) + "z"
-	_, _, err := merge(t, Limits{MaxPathLen: 1 << 30}, tarOf(t, F("f", "x"), F("f/"+long, "")))
+	_, _, err := merge(t, Limits{MaxPathLen: 1 << 30}, testtar.Build(t, F("f", "x"), F("f/"+long, "")))
 	if err == nil {
 		t.Fatal("no error")
 	}

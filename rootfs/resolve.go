@@ -25,8 +25,8 @@ const nameMax = 255
 // cleanName turns a tar entry name (or hardlink target) into a clean absolute
 // slash path inside the image. Rule: absolute names are relative to the image
 // root and ".." never climbs above it, because the name is cleaned as if it
-// were absolute (tests: "dotdot names", "absolute names", "hardlink up and
-// out"). The result is "/" for the root itself.
+// were absolute (tests: "dotdot names", "absolute names", "hardlink
+// relative up and out"). The result is "/" for the root itself.
 func cleanName(name string) string {
 	return path.Clean("/" + name)
 }
@@ -65,7 +65,8 @@ type resolver struct {
 // way are followed inside the image. Rule: an absolute symlink target starts
 // again at the image root; ".." pops one level and at the root stays at the
 // root, like chroot (tests: "symlink absolute", "symlink up and out",
-// "symlink multiple hops", "symlink to parent"). Rule: at most 40 symlinks per
+// "symlink multiple absolute", "symlink multiple relative", "symlink to
+// parent relative", "symlink to parent dir"). Rule: at most 40 symlinks per
 // lookup (test: "symlink loop"). Rule: a component that is neither a
 // directory nor a symlink is an error (test: "parent is a file").
 func (r resolver) dir(comps []string) (*fstree.Inode, error) {

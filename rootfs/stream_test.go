@@ -14,10 +14,12 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // rawHeader builds a tar header block by hand, for formats archive/tar reads
-// but cannot write (old GNU sparse, GNU.sparse PAX records). typ 'S' makes
+// but cannot write (old GNU sparse, GNU.sparse PAX records), which
+// internal/testtar cannot write either. typ 'S' makes
 // an old-GNU sparse header with the fragments frags and real size realSize.
 func rawHeader(name string, typ byte, size int64, realSize int64, frags [][2]int64) []byte {
 	b := make([]byte, 512)
@@ -139,6 +141,8 @@ func TestHugeFile(t *testing.T) {
 	const size = 4<<30 + 4096
 	marker := []byte("END-MARKER-01234")
 	pr, pw := io.Pipe()
+	// Written by hand, not with internal/testtar: the 4 GiB are generated
+	// as they stream, never held in memory.
 	go func() {
 		tw := tar.NewWriter(pw)
 		err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "big", Mode: 0o644, Size: size, ModTime: defaultMtime})
@@ -182,6 +186,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // TestGzipBomb: a small gzip stream claiming a 1 TiB file is stopped by the
 // bytes limit at the header, before the data is decompressed.
 func TestGzipBomb(t *testing.T) {
+	// Written by hand, not with internal/testtar: the tar is cut off after
+	// 8 MiB of the 1 TiB its header announces.
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	tw := tar.NewWriter(zw)
@@ -215,12 +221,14 @@ func TestGzipBomb(t *testing.T) {
 	// Many entries each under the limit: the running total stops them.
 	var many bytes.Buffer
 	zw = gzip.NewWriter(&many)
-	tw = tar.NewWriter(zw)
+	mib := make([]byte, 1<<20)
+	var files []ent
 	for i := range 64 {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprint("f", i), Mode: 0o644, Size: 1 << 20, ModTime: defaultMtime})
-		io.Copy(tw, &zeroReader{n: 1 << 20})
+		files = append(files, testtar.FileBytes(fmt.Sprint("f", i), mib))
 	}
-	tw.Close()
+	if err := testtar.Write(zw, files...); err != nil {
+		t.Fatal(err)
+	}
 	zw.Close()
 	zr, _ = gzip.NewReader(&many)
 	err = New(&discardStore{}, Limits{MaxBytes: 8 << 20}).Apply(context.Background(), 0, "l", zr)
@@ -232,7 +240,7 @@ func TestGzipBomb(t *testing.T) {
 func TestContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := New(&fstree.MemStore{}, Limits{}).Apply(ctx, 2, "l2", bytes.NewReader(tarOf(t, F("a", "x"))))
+	err := New(&fstree.MemStore{}, Limits{}).Apply(ctx, 2, "l2", bytes.NewReader(testtar.Build(t, F("a", "x"))))
 	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "layer 2 (l2): ") {
 		t.Fatalf("got %v", err)
 	}
@@ -241,7 +249,7 @@ func TestContextCancel(t *testing.T) {
 	// data has been read.
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	raw := tarOf(t, F("a", strings.Repeat("x", 4096)), F("b", "y"))
+	raw := testtar.Build(t, F("a", strings.Repeat("x", 4096)), F("b", "y"))
 	r := &cancelAfter{r: bytes.NewReader(raw), n: 2048, cancel: cancel}
 	m := New(&fstree.MemStore{}, Limits{})
 	err = m.Apply(ctx, 0, "l", r)
@@ -272,7 +280,7 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 }
 
 func TestBrokenStreams(t *testing.T) {
-	raw := tarOf(t, F("a", strings.Repeat("x", 2000)), F("b", "y"))
+	raw := testtar.Build(t, F("a", strings.Repeat("x", 2000)), F("b", "y"))
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -301,8 +309,8 @@ func TestBrokenStreams(t *testing.T) {
 // TestStats checks the counters.
 func TestStats(t *testing.T) {
 	m, _, err := merge(t, Limits{},
-		tarOf(t, D("a"), F("a/f", "12345"), S("s", "a"), F("x/y/z", "1")),
-		tarOf(t, W("s"), Opq("a"), L("h", "x/y/z"), D("./"), F(".wh..wh.aufs", "")))
+		testtar.Build(t, D("a"), F("a/f", "12345"), S("s", "a"), F("x/y/z", "1")),
+		testtar.Build(t, W("s"), Opq("a"), L("h", "x/y/z"), D("./"), F(".wh..wh.aufs", "")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,25 +20,16 @@ import (
 	"unsafe"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // TestUmociDifferential merges generated multi-layer images and compares the
 // tree, entry by entry, with what `umoci unpack` extracts as root.
 func TestUmociDifferential(t *testing.T) {
-	if testing.Short() {
-		t.Skip("differential test against umoci: skipped in -short")
-	}
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	umoci, err := exec.LookPath("umoci")
-	if err != nil {
-		skip("umoci not installed (Debian package umoci): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		skip("umoci unpack needs root to set owners, devices and trusted.* xattrs")
-	}
+	require.Integration(t, "differential test against umoci")
+	umoci := require.Tool(t, "umoci")
+	require.Root(t, "for umoci unpack to set owners, devices and trusted.* xattrs")
 	var total Stats
 	for seed := uint64(1); seed <= 40; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -294,12 +285,12 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 			return d + "/" + n
 		}
 		meta := func(e ent) ent {
-			e = e.own(r.IntN(3)*1000, r.IntN(3)*1000).mtime(defaultMtime.Unix()+int64(r.IntN(3)), int64(r.IntN(2))*int64(r.IntN(999999999)))
+			e = e.Owner(r.IntN(3)*1000, r.IntN(3)*1000).Mtime(defaultMtime.Unix()+int64(r.IntN(3)), int64(r.IntN(2))*int64(r.IntN(999999999)))
 			if r.IntN(4) == 0 {
-				e = e.x("user.k"+fmt.Sprint(r.IntN(3)), fmt.Sprint("v", r.IntN(100)))
+				e = e.Xattr("user.k"+fmt.Sprint(r.IntN(3)), fmt.Sprint("v", r.IntN(100)))
 			}
 			if r.IntN(8) == 0 {
-				e = e.x("trusted.t", "tv")
+				e = e.Xattr("trusted.t", "tv")
 			}
 			return e
 		}
@@ -342,7 +333,7 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 					continue
 				}
 				touched[d] = true
-				ents = append(ents, meta(D(d).mode(0o755)), Opq(d))
+				ents = append(ents, meta(D(d).Mode(0o755)), Opq(d))
 				for range r.IntN(3) {
 					ents = append(ents, meta(F(join(d, newName()), fmt.Sprint("opq", r.IntN(10)))))
 				}
@@ -357,12 +348,12 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 				n, _ := m.Tree().Lookup(p)
 				switch {
 				case n.IsDir() && r.IntN(2) == 0:
-					ents = append(ents, meta(D(p).mode(pick64(r, modes)|0o700)))
+					ents = append(ents, meta(D(p).Mode(pick64(r, modes)|0o700)))
 					ents = append(ents, meta(F(join(p, newName()), "added")))
 				case r.IntN(2) == 0:
-					ents = append(ents, meta(F(p, "overwritten").mode(pick64(r, modes))))
+					ents = append(ents, meta(F(p, "overwritten").Mode(pick64(r, modes))))
 				default:
-					ents = append(ents, meta(D(p).mode(0o755)))
+					ents = append(ents, meta(D(p).Mode(0o755)))
 				}
 			}
 		}
@@ -375,7 +366,7 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 			}
 			touched[d] = true
 			newDirs = append(newDirs, d)
-			ents = append(ents, meta(D(d).mode(pick64(r, modes)|0o700)))
+			ents = append(ents, meta(D(d).Mode(pick64(r, modes)|0o700)))
 		}
 		parents := append(append([]string{}, dirs...), newDirs...)
 		for range 3 + r.IntN(8) {
@@ -394,7 +385,7 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 						data[i] = byte(r.IntN(256))
 					}
 				}
-				e = F(p, string(data)).mode(pick64(r, modes))
+				e = F(p, string(data)).Mode(pick64(r, modes))
 				newFiles = append(newFiles, p)
 			case k == 5:
 				e = S(p, "/"+pick(dirs))
@@ -403,18 +394,18 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 			case k == 7:
 				e = Dev('c', p, int64(r.IntN(10)), int64(r.IntN(300)))
 			case k == 8:
-				e = Dev('b', p, int64(r.IntN(10)), int64(r.IntN(300))).mode(0o660)
+				e = Dev('b', p, int64(r.IntN(10)), int64(r.IntN(300))).Mode(0o660)
 			default:
-				e = Dev('p', p, 0, 0).mode(0o600)
+				e = Dev('p', p, 0, 0).Mode(0o600)
 			}
-			if e.h.Typeflag == '0' {
+			if e.Header.Typeflag == '0' {
 				e = meta(e)
-			} else if e.h.Typeflag != '2' {
+			} else if e.Header.Typeflag != '2' {
 				// user.* xattrs only go on files and directories
-				e = e.own(r.IntN(3)*1000, r.IntN(3)*1000)
+				e = e.Owner(r.IntN(3)*1000, r.IntN(3)*1000)
 			}
-			if e.h.Typeflag == '2' {
-				e = e.own(r.IntN(3)*1000, 0)
+			if e.Header.Typeflag == '2' {
+				e = e.Owner(r.IntN(3)*1000, 0)
 			}
 			ents = append(ents, e)
 		}
@@ -435,7 +426,7 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 				ents = append(ents, meta(F(s+"/"+newName(), "through")))
 			}
 		}
-		raw := tarOf(t, ents...)
+		raw := testtar.Build(t, ents...)
 		if err := m.Apply(t.Context(), li, "gen", bytes.NewReader(raw)); err != nil {
 			t.Fatalf("seed %d layer %d: generated layer does not merge: %v", seed, li, err)
 		}
@@ -473,16 +464,9 @@ var umociDiffers = map[string]string{
 // TestUmociAdversarial runs every successful adversarial case through umoci
 // too: the expected listings are checked against a second implementation.
 func TestUmociAdversarial(t *testing.T) {
-	if testing.Short() {
-		t.Skip("differential test against umoci: skipped in -short")
-	}
-	umoci, err := exec.LookPath("umoci")
-	if err != nil || os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("umoci and root are required in CI (umoci: %v, euid %d)", err, os.Geteuid())
-		}
-		t.Skipf("needs umoci and root (umoci: %v, euid %d)", err, os.Geteuid())
-	}
+	require.Integration(t, "differential test against umoci")
+	umoci := require.Tool(t, "umoci")
+	require.Root(t, "for umoci unpack to set owners, devices and trusted.* xattrs")
 	var cases []mergeCase
 	for _, f := range []func() []mergeCase{symlinkCases, hardlinkCases, whiteoutCases, entryCases} {
 		cases = append(cases, f()...)
@@ -495,7 +479,7 @@ func TestUmociAdversarial(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var layers [][]byte
 			for _, l := range tc.layers {
-				layers = append(layers, tarOf(t, l...))
+				layers = append(layers, testtar.Build(t, l...))
 			}
 			m, _, err := merge(t, tc.lim, layers...)
 			if err != nil {

@@ -10,16 +10,17 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // richLayers is a multi-layer image touching every entry type.
 func richLayers(t testing.TB) [][]byte {
 	return [][]byte{
-		tarOf(t, D("etc"), F("etc/passwd", "root:x:0:0").mtime(1, 5), F("etc/shadow", "s").mode(0o600),
-			L("etc/passwd-", "etc/passwd"), S("bin", "usr/bin"), D("usr/bin"), F("usr/bin/ping", "ping").mode(0o4755).x("security.capability", "\x01\x00\x00\x02"),
+		testtar.Build(t, D("etc"), F("etc/passwd", "root:x:0:0").Mtime(1, 5), F("etc/shadow", "s").Mode(0o600),
+			L("etc/passwd-", "etc/passwd"), S("bin", "usr/bin"), D("usr/bin"), F("usr/bin/ping", "ping").Mode(0o4755).Xattr("security.capability", "\x01\x00\x00\x02"),
 			Dev('c', "dev/null", 1, 3), Dev('b', "dev/sda", 8, 0), Dev('p', "run/fifo", 0, 0),
-			D("tmp").mode(0o1777), F(strings.Repeat("long/", 60)+"f", "deep"), D("opq"), F("opq/old", "o")),
-		tarOf(t, W("etc/shadow"), F("etc/passwd", "new"), Opq("opq"), F("opq/new", "n").own(7, 8), S("s", strings.Repeat("t", 300))),
+			D("tmp").Mode(0o1777), F(strings.Repeat("long/", 60)+"f", "deep"), D("opq"), F("opq/old", "o")),
+		testtar.Build(t, W("etc/shadow"), F("etc/passwd", "new"), Opq("opq"), F("opq/new", "n").Owner(7, 8), S("s", strings.Repeat("t", 300))),
 	}
 }
 
@@ -94,7 +95,7 @@ func TestWriteTarRoundTrip(t *testing.T) {
 }
 
 func TestWriteTarHardlinks(t *testing.T) {
-	m, st, err := merge(t, Limits{}, tarOf(t, F("a", "x"), L("b", "a"), L("c", "a"), S("s", "a"), L("s2", "s")))
+	m, st, err := merge(t, Limits{}, testtar.Build(t, F("a", "x"), L("b", "a"), L("c", "a"), S("s", "a"), L("s2", "s")))
 	if err != nil {
 		t.Fatal(err)
 	}

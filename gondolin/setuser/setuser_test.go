@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // goArch maps Gondolin's architecture names to GOARCH.
@@ -88,21 +88,21 @@ func TestBinaryUnknownArch(t *testing.T) {
 	}
 }
 
-// requireBinutils skips the test (fails it under CI=true) unless
+// requireBinutils skips the test (fails it under CI) unless
 // generate.sh finds an assembler and linker for arch: the target-prefixed
 // tools, or the native ones on a host of that architecture.
 func requireBinutils(t *testing.T, arch string) {
 	t.Helper()
 	for _, tool := range []string{"as", "ld"} {
-		if _, err := exec.LookPath(arch + "-linux-gnu-" + tool); err == nil {
+		if _, ok := require.Look(arch + "-linux-gnu-" + tool); ok {
 			continue
 		}
 		if goArch[arch] == machineArch(t) {
-			if _, err := exec.LookPath(tool); err == nil {
+			if _, ok := require.Look(tool); ok {
 				continue
 			}
 		}
-		testenv.RequireTool(t, arch+"-linux-gnu-"+tool)
+		require.Tool(t, arch+"-linux-gnu-"+tool)
 	}
 }
 
@@ -188,7 +188,7 @@ func machineArch(t *testing.T) string {
 // buildProbe builds probeSource, static, for the machine's architecture.
 func buildProbe(t *testing.T, dir string) string {
 	t.Helper()
-	goTool := testenv.RequireTool(t, "go")
+	goTool := require.Tool(t, "go")
 	src := filepath.Join(dir, "probe.go")
 	if err := os.WriteFile(src, []byte(probeSource), 0o644); err != nil {
 		t.Fatal(err)
@@ -210,18 +210,7 @@ func runner(t *testing.T, arch string) []string {
 	if goArch[arch] == machineArch(t) {
 		return nil
 	}
-	return []string{testenv.RequireTool(t, "qemu-"+arch+"-static")}
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Getuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root to switch users (CI=true, so this is a failure, not a skip)")
-	}
-	t.Skip("needs root to switch users")
+	return []string{require.Tool(t, "qemu-"+arch+"-static")}
 }
 
 // TestRun runs the program of each architecture (the foreign one under
@@ -309,7 +298,7 @@ func TestRun(t *testing.T) {
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
 					if c.root {
-						requireRoot(t)
+						require.Root(t, "to switch users")
 					}
 					argv := append(append(append([]string{}, run...), prog), c.args...)
 					cmd := exec.Command(argv[0], argv[1:]...)

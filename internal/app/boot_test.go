@@ -13,7 +13,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // These tests are the proof that a converted image is a working Gondolin
@@ -48,7 +50,7 @@ func helloImage(t *testing.T, arch string) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer := testenv.BuildTar(t, []testenv.Entry{{Name: "hello", Mode: 0o755, Body: string(b)}})
+	layer := testtar.Build(t, testtar.FileBytes("hello", b).Mode(0o755))
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
 		Platform: v1.Platform{OS: "linux", Architecture: arch},
 		Layers:   []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
@@ -99,7 +101,7 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 			t.Errorf("output lacks %s: %v", f, err)
 		}
 	}
-	e2fsck := testenv.RequireTool(t, "e2fsck")
+	e2fsck := require.Tool(t, "e2fsck")
 	if b, err := exec.Command(e2fsck, "-fn", filepath.Join(out, "rootfs.ext4")).CombinedOutput(); err != nil {
 		t.Fatalf("e2fsck -fn: %v\n%s", err, b)
 	}
@@ -110,10 +112,8 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 // bundle for arch.
 func bootPrereqs(t *testing.T, arch string) (*testenv.Registry, string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a VM")
-	}
-	testenv.RequireTool(t, testenv.RegistryBinary)
+	require.Integration(t, "boots a VM")
+	require.Tool(t, testenv.RegistryBinary)
 	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundleArch(t, arch)
 }
 
@@ -330,7 +330,7 @@ func testBootDebianImage(t *testing.T, arch string) {
 // of the files.
 func TestAssetsFromResultCache(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	testenv.RequireTool(t, "node")
+	require.Tool(t, "node")
 	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	cache := t.TempDir()
 	convert := func(out string) string {

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"archive/tar"
 	"strings"
 	"testing"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // The image's USER in a real guest, on both architectures: the entrypoint
@@ -46,20 +46,20 @@ func TestBootUser(t *testing.T) {
 	forEachArch(t, func(t *testing.T, arch string) {
 		reg, base := bootPrereqs(t, arch)
 		env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"}
-		files := []testenv.Entry{
-			{Name: "etc/passwd", Mode: 0o644, Body: userPasswd},
-			{Name: "etc/group", Mode: 0o644, Body: userGroup},
-			{Name: "home/", Type: tar.TypeDir, Mode: 0o755},
-			{Name: "home/app/", Type: tar.TypeDir, Mode: 0o750, UID: 1000, GID: 1000},
-			{Name: "srv/whoami.sh", Mode: 0o755, Body: whoami},
-			{Name: "runners/", Type: tar.TypeDir, Mode: 0o755},
+		files := []testtar.Entry{
+			testtar.File("etc/passwd", userPasswd),
+			testtar.File("etc/group", userGroup),
+			testtar.Dir("home/"),
+			testtar.Dir("home/app/").Mode(0o750).Owner(1000, 1000),
+			testtar.File("srv/whoami.sh", whoami).Mode(0o755),
+			testtar.Dir("runners/"),
 		}
 		for _, f := range userForms {
 			script := gondolin.EntrypointScript(gondolin.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
-			files = append(files, testenv.Entry{Name: "runners/" + f.name, Mode: 0o755, Body: script})
+			files = append(files, testtar.File("runners/"+f.name, script).Mode(0o755))
 		}
 		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)),
-			testenv.NewLayer(t, testenv.BuildTar(t, files), testenv.Gzip, true))
+			testenv.NewLayer(t, testtar.Build(t, files...), testenv.Gzip, true))
 		if err != nil {
 			t.Fatal(err)
 		}

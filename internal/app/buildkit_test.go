@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -30,9 +31,7 @@ type buildkitEnv struct {
 
 func buildkitPrereqs(t *testing.T, opts testenv.BuildkitOptions) *buildkitEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs buildkitd and boots a VM")
-	}
+	require.Integration(t, "runs buildkitd and boots a VM")
 	reg, base := bootPrereqs(t, testenv.AMD64)
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
 	bk := testenv.StartBuildkitd(t, opts)
@@ -285,9 +284,7 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 // TestBuildkitUnreachableE2E: an address with no daemon behind it is
 // reported as such, with a hint, for unix and tcp addresses.
 func TestBuildkitUnreachableE2E(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds buildctl")
-	}
+	require.Integration(t, "builds buildctl")
 	bin := testenv.BuildkitBinaries(t)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("TMPDIR", t.TempDir())

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -21,15 +22,14 @@ import (
 // linux/arm64 build run under qemu-user. Every byte of the outputs must be
 // the same: what a guest gets does not depend on where it was converted.
 func TestOutputSameOnEveryBuild(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the command three times")
-	}
-	qemu := testenv.RequireTool(t, "qemu-aarch64-static")
+	require.Integration(t, "builds the command three times")
+	qemu := require.Tool(t, "qemu-aarch64-static")
+	goTool := require.Tool(t, "go")
 	base := testenv.BuildBaseBundle(t)
 	bins := t.TempDir()
 	build := func(name string, env []string, args ...string) string {
 		out := filepath.Join(bins, name)
-		cmd := exec.Command("go", append(append([]string{"build", "-o", out}, args...), "../../cmd/oci2gondolin")...)
+		cmd := exec.Command(goTool, append(append([]string{"build", "-o", out}, args...), "../../cmd/oci2gondolin")...)
 		cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", name, err, b)
@@ -90,11 +90,9 @@ func sha256File(t *testing.T, p string) string {
 // TestVersionStamped: the version given at link time is what --version
 // prints, also where Go records no VCS revision (-buildvcs=false).
 func TestVersionStamped(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the command")
-	}
+	require.Integration(t, "builds the command")
 	bin := filepath.Join(t.TempDir(), "oci2gondolin")
-	cmd := exec.Command("go", "build", "-buildvcs=false", "-ldflags", "-X github.com/docker2vm/docker2vm/internal/cli.stamped=v9.8.7-test",
+	cmd := exec.Command(require.Tool(t, "go"), "build", "-buildvcs=false", "-ldflags", "-X github.com/docker2vm/docker2vm/internal/cli.stamped=v9.8.7-test",
 		"-o", bin, "../../cmd/oci2gondolin")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

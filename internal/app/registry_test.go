@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
@@ -17,10 +18,7 @@ import (
 // registry server: a multi-platform index behind basic auth, credentials
 // from a Docker config file, dry run first, then the conversion for arm64.
 func TestRegistryEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
-	testenv.RequireTool(t, testenv.RegistryBinary)
+	require.Integration(t, "starts a registry")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "ci", Password: "s3cret"})
 	amd := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
 	arm := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // fakeHost drives an Agent over in-memory pipes the way Gondolin's host does.
@@ -234,7 +236,7 @@ func TestAgentStdin(t *testing.T) {
 
 func TestAgentPty(t *testing.T) {
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		t.Skip("no /dev/ptmx")
+		require.Missing(t, "no /dev/ptmx: %v", err)
 	}
 	h := newFakeHost(t)
 	h.send(Message{Type: TypeExecRequest, ID: 20, Payload: map[string]any{"cmd": "/bin/sh", "argv": []string{"-c", "stty size; test -t 0 && echo tty"}, "pty": true}})

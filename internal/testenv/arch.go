@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // The fixtures (base bundle, guest agent, Debian image) are built for a
@@ -110,7 +112,7 @@ func ArchOfELF(b []byte) string {
 	return ""
 }
 
-// gdRequireDebArch skips (fails under CI=true) unless apt can fetch
+// gdRequireDebArch skips (fails under CI) unless apt can fetch
 // packages of the architecture: the native one, or a foreign one added
 // with dpkg --add-architecture (scripts/install-deps.sh does that).
 func gdRequireDebArch(t TB, a *gdArch) {
@@ -125,7 +127,7 @@ func gdRequireDebArch(t TB, a *gdArch) {
 			return
 		}
 	}
-	gdMissing(t, "apt has no %s packages (as root: dpkg --add-architecture %s && apt-get update, or run scripts/install-deps.sh)", a.name, a.name)
+	require.Missing(t, "apt has no %s packages (as root: dpkg --add-architecture %s && apt-get update, or run scripts/install-deps.sh)", a.name, a.name)
 }
 
 var gdBinfmtMu sync.Mutex
@@ -138,7 +140,7 @@ var gdBinfmtMu sync.Mutex
 func EnsureBinfmt(t TB, arch string) {
 	t.Helper()
 	if err := gdEnsureBinfmt(t, gdArchOf(t, arch)); err != nil {
-		gdMissing(t, "running %s programs on this host: %v (as root: apt-get install qemu-user-static; see scripts/install-deps.sh)", arch, err)
+		require.Missing(t, "running %s programs on this host: %v (as root: apt-get install qemu-user-static; see scripts/install-deps.sh)", arch, err)
 	}
 }
 
@@ -199,7 +201,7 @@ func gdBinfmtLine(a *gdArch) (string, error) {
 			}
 		}
 	}
-	interp, ok := gdLookTool(a.qemuUser)
+	interp, ok := require.Look(a.qemuUser)
 	if !ok {
 		return "", fmt.Errorf("%s not found (apt-get install qemu-user-static)", a.qemuUser)
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // A real BuildKit daemon for dockerfile2gondolin's integration tests.
@@ -62,10 +64,11 @@ var (
 // BuildkitBinaries returns the directory holding buildkitd and buildctl,
 // building them the first time (about 2 minutes on 2 cores; later runs find
 // them in the cache). It skips the test when Go or bash is missing, except
-// under CI=true, where it fails.
+// under CI, where it fails.
 func BuildkitBinaries(t TB) string {
 	t.Helper()
-	tools := gdRequireTools(t, "golang bash util-linux", "go", "bash", "flock")
+	require.Integration(t, "builds buildkitd and buildctl")
+	tools := require.Tools(t, "golang bash util-linux", "go", "bash", "flock")
 	bkBinMu.Lock()
 	defer bkBinMu.Unlock()
 	if bkBinDir != "" {
@@ -112,14 +115,13 @@ func buildkitScript() (string, error) {
 // worker, host networking and its state in a temporary directory, waits
 // until `buildctl debug workers` answers, and stops it when the test ends
 // (SIGTERM, then SIGKILL; leftover mounts under its root are detached). It
-// skips the test when not root or runc is missing, except under CI=true,
+// skips the test when not root or runc is missing, except under CI,
 // where it fails.
 func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		gdMissing(t, "buildkitd with the OCI worker needs root")
-	}
-	tools := gdRequireTools(t, BuildkitPackages, "runc")
+	require.Integration(t, "runs buildkitd")
+	require.Root(t, "for buildkitd with the OCI worker")
+	tools := require.Tools(t, BuildkitPackages, "runc")
 	bin := BuildkitBinaries(t)
 
 	state := t.TempDir()

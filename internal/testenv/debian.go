@@ -31,12 +31,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // DebianPackages lists the Debian packages DebianImage needs (debootstrap
@@ -163,7 +164,7 @@ func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 // ~90 s for arm64, whose package scripts run under qemu-user, which also
 // needs binfmt_misc: it is mounted and qemu-aarch64 registered when they
 // are not); it skips the test when either is missing, except under
-// CI=true, where it fails. It also skips in -short mode. The tree and the
+// CI, where it fails. It also skips in -short mode. The tree and the
 // layers (compressed too) are cached in GondolinCacheDir(), so a warm call
 // costs reading ~300 MB.
 func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
@@ -172,24 +173,11 @@ func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
 	if c == "" {
 		c = Gzip
 	}
-	if testing.Short() {
-		t.Skip("DebianImage: skipped in -short mode (debootstrap, ~200 MB of layers)")
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("DebianImage needs root for debootstrap (CI=true, so this is a failure, not a skip)")
-		}
-		t.Skip("DebianImage needs root for debootstrap")
-	}
-	bin := "debootstrap"
-	if _, err := exec.LookPath(bin); err != nil {
-		if _, err := os.Stat("/usr/sbin/debootstrap"); err == nil {
-			bin = "/usr/sbin/debootstrap"
-		}
-	}
-	bin = RequireTool(t, bin)
+	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
+	require.Root(t, "for debootstrap")
+	bin := require.Tool(t, "debootstrap")
 	if !a.native() {
-		gdRequireTools(t, "qemu-user-static", a.qemuUser)
+		require.Tools(t, "qemu-user-static", a.qemuUser)
 	}
 
 	debianMu.Lock()

@@ -7,17 +7,14 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // An interrupted debootstrap leaves proc mounted in the target: cleaning
 // up must detach it, not recurse into it.
 func TestDebianRemoveAllUnmounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: needs root to mount")
-		}
-		t.Skip("needs root to mount")
-	}
+	require.Root(t, "to mount")
 	dir := filepath.Join(t.TempDir(), "debian-minbase-bookworm.tmp-1")
 	mp := filepath.Join(dir, "rootfs", "proc")
 	if err := os.MkdirAll(mp, 0o755); err != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 type debianTarEntry struct {
@@ -66,9 +68,7 @@ func TestDebianMirrorUnescape(t *testing.T) {
 }
 
 func TestDebianImage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("debootstrap and ~200 MB of layers")
-	}
+	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
 	for _, arch := range Arches {
 		t.Run(arch, func(t *testing.T) { testDebianImage(t, arch) })
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // BootOptions configures one Gondolin boot.
@@ -102,7 +104,7 @@ func GondolinHostDir() (string, error) {
 // order. Gondolin runs qemu-system-x86_64 or qemu-system-aarch64 as the
 // guest's manifest says. Any boot or protocol failure fails the test (with
 // the guest console in the message). It skips when node, npm or the QEMU
-// the guest needs are missing, except under CI=true, where it fails.
+// the guest needs are missing, except under CI, where it fails.
 func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
 	t.Helper()
 	specs := make([]ExecSpec, len(cmds))
@@ -120,7 +122,7 @@ func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []
 // RunGondolin is BootGondolin for callers that expect failures: it returns
 // the error (boot failure, timeout, harness error) instead of failing the
 // test, with whatever results and log were collected. Missing tools still
-// skip (or fail under CI=true).
+// skip (or fail under CI).
 func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
 	t.Helper()
 	arch := opts.Arch
@@ -128,7 +130,8 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 		arch = gdGuestArch(assetsDir, opts.HostEnv)
 	}
 	a := gdArchOf(t, arch)
-	tools := gdRequireTools(t, "nodejs npm "+a.qemuPkg+" qemu-utils", "node", "npm", a.qemuSystem, "qemu-img")
+	require.Integration(t, "boots a VM")
+	tools := require.Tools(t, "nodejs npm "+a.qemuPkg+" qemu-utils", "node", "npm", a.qemuSystem, "qemu-img")
 	hostDir := gdEnsureHarness(t, tools)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
@@ -316,7 +319,8 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 // are required as for BootGondolin; a non-zero exit is returned as error.
 func GondolinCLI(t TB, env []string, args ...string) (string, error) {
 	t.Helper()
-	tools := gdRequireTools(t, "nodejs npm", "node", "npm")
+	require.Integration(t, "runs the Gondolin CLI")
+	tools := require.Tools(t, "nodejs npm", "node", "npm")
 	dir := gdEnsureHarness(t, tools)
 	cli := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "dist", "bin", "gondolin.js")
 	cmd := exec.Command(tools["node"], append([]string{cli}, args...)...)

@@ -9,7 +9,6 @@ package testenv
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha1"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -28,6 +27,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 //go:embed testdata/initramfs-init.sh
@@ -38,7 +40,7 @@ var gdRootfsInit []byte
 
 // gdBundleFormat is part of every cache key: bump it when the bundle layout
 // or build steps change in a way the inputs' hashes do not capture.
-const gdBundleFormat = "docker2vm-testenv-bundle-v2"
+const gdBundleFormat = "docker2vm-testenv-bundle-v3"
 
 // gdKernelMetaPackage is the Debian package whose dependency names the
 // kernel image package to use (linux-image-cloud-amd64, -arm64).
@@ -64,12 +66,12 @@ const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt"
 // qemu-system-arm instead of qemu-system-x86.
 const GondolinBootPackages = "qemu-system-x86 qemu-utils"
 
-// Bundle asset names (Gondolin's defaults).
+// Bundle asset names (Gondolin's defaults, as package gondolin names them).
 const (
-	BundleKernel    = "vmlinuz-virt"
-	BundleInitramfs = "initramfs.cpio.lz4"
-	BundleRootfs    = "rootfs.ext4"
-	BundleManifest  = "manifest.json"
+	BundleKernel    = gondolin.KernelName
+	BundleInitramfs = gondolin.InitramfsName
+	BundleRootfs    = gondolin.RootfsName
+	BundleManifest  = gondolin.ManifestName
 )
 
 // GondolinCacheDir is where fixtures are cached across test runs:
@@ -109,7 +111,7 @@ func BuildBaseBundle(t TB) string {
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
 // applets with qemu-aarch64-static. It skips the test when a tool is
-// missing, except under CI=true, where it fails.
+// missing, except under CI, where it fails.
 func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
@@ -119,7 +121,8 @@ func BuildBaseBundleArch(t TB, arch string) string {
 		names = append(names, a.qemuUser)
 		pkgs += " qemu-user-static"
 	}
-	tools := gdRequireTools(t, pkgs, names...)
+	require.Integration(t, "builds the Gondolin base bundle")
+	tools := require.Tools(t, pkgs, names...)
 	gdRequireDebArch(t, a)
 	gdBundleMu.Lock()
 	defer gdBundleMu.Unlock()
@@ -149,7 +152,7 @@ func BuildSandboxd(t TB) string {
 func BuildSandboxdArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
-	tools := gdRequireTools(t, "golang", "go")
+	tools := require.Tools(t, "golang", "go")
 	gdSandboxdMu.Lock()
 	defer gdSandboxdMu.Unlock()
 	if p := gdSandboxds[a.name]; p != "" {
@@ -321,10 +324,10 @@ func (b *gdBuilder) build() (string, error) {
 	if err := rfs.materialize(stage); err != nil {
 		return "", err
 	}
-	uuid := gdUUIDv5(gdBundleNamespace, "rootfs\n"+key)
+	uuid := gdFixtureUUID("rootfs\n" + key)
 	if _, err := b.run(tmp, []string{"E2FSPROGS_FAKE_TIME=" + fmt.Sprint(gdEpoch)}, "mke2fs", "-q", "-F", "-t", "ext4",
 		"-O", "^has_journal", "-m", "0", "-L", "gondolin-root", "-U", uuid,
-		"-E", "root_owner=0:0,hash_seed="+gdUUIDv5(gdBundleNamespace, "hash\n"+key),
+		"-E", "root_owner=0:0,hash_seed="+gdFixtureUUID("hash\n"+key),
 		"-d", stage, filepath.Join(bundle, BundleRootfs), "64M"); err != nil {
 		return "", err
 	}
@@ -734,60 +737,34 @@ func gdModName(rel string) string {
 
 // ---------------------------------------------------------------- manifest
 
-// gdBundleNamespace is Gondolin's UUIDv5 namespace for asset build ids.
-const gdBundleNamespace = "7b6ed0c0-7e7f-4c2a-8b2d-0bf3d5be9d52"
-
-type gdManifest struct {
-	Version         int               `json:"version"`
-	BuildID         string            `json:"buildId"`
-	Config          gdManifestConfig  `json:"config"`
-	RuntimeDefaults map[string]string `json:"runtimeDefaults"`
-	BuildTime       string            `json:"buildTime"`
-	Assets          map[string]string `json:"assets"`
-	Checksums       map[string]string `json:"checksums"`
-}
-
-type gdManifestConfig struct {
-	Arch            string            `json:"arch"`
-	Distro          string            `json:"distro"`
-	RuntimeDefaults map[string]string `json:"runtimeDefaults"`
-}
-
-// GondolinBuildID computes a manifest buildId the way Gondolin does: a
-// UUIDv5 in Gondolin's namespace over "gondolin-asset-build",
-// "kernel=<sha>", "initramfs=<sha>", "rootfs=<sha>", optional
-// "krunKernel=<sha>"/"krunInitrd=<sha>" (pass "" to omit), "arch=<arch>",
-// joined by "\n".
-func GondolinBuildID(kernel, initramfs, rootfs, krunKernel, krunInitrd, arch string) string {
-	lines := []string{"gondolin-asset-build", "kernel=" + kernel, "initramfs=" + initramfs, "rootfs=" + rootfs}
-	if krunKernel != "" {
-		lines = append(lines, "krunKernel="+krunKernel)
-	}
-	if krunInitrd != "" {
-		lines = append(lines, "krunInitrd="+krunInitrd)
-	}
-	lines = append(lines, "arch="+arch)
-	return gdUUIDv5(gdBundleNamespace, strings.Join(lines, "\n"))
-}
-
+// gdWriteManifest writes the manifest.json of the asset directory dir (its
+// assets under Gondolin's default names) with package gondolin's types and
+// build id: the fixtures' manifests are what docker2vm writes, and
+// Gondolin's own CLI checks them (GondolinVerify).
 func gdWriteManifest(dir, arch, distro string) error {
-	sums := map[string]string{}
-	for key, name := range map[string]string{"kernel": BundleKernel, "initramfs": BundleInitramfs, "rootfs": BundleRootfs} {
-		s, err := gdFileSHA256(filepath.Join(dir, name))
+	var sums gondolin.Checksums
+	for _, a := range []struct {
+		name string
+		sum  *string
+	}{{BundleKernel, &sums.Kernel}, {BundleInitramfs, &sums.Initramfs}, {BundleRootfs, &sums.Rootfs}} {
+		s, err := gdFileSHA256(filepath.Join(dir, a.name))
 		if err != nil {
 			return err
 		}
-		sums[key] = s
+		*a.sum = s
 	}
-	defaults := map[string]string{"rootfsMode": "cow"}
-	m := gdManifest{
+	defaults := &gondolin.RuntimeDefaults{RootfsMode: gondolin.RootfsCOW}
+	m := &gondolin.Manifest{
 		Version:         1,
-		BuildID:         GondolinBuildID(sums["kernel"], sums["initramfs"], sums["rootfs"], "", "", arch),
-		Config:          gdManifestConfig{Arch: arch, Distro: distro, RuntimeDefaults: defaults},
+		BuildID:         gondolin.BuildID(sums, arch),
+		Config:          gondolin.ManifestConfig{Arch: arch, Distro: distro, RuntimeDefaults: defaults},
 		RuntimeDefaults: defaults,
 		BuildTime:       time.Now().UTC().Format("2006-01-02T15:04:05.000Z"),
-		Assets:          map[string]string{"kernel": BundleKernel, "initramfs": BundleInitramfs, "rootfs": BundleRootfs},
+		Assets:          gondolin.DefaultAssets(),
 		Checksums:       sums,
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("the fixture's manifest is invalid: %w", err)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -796,19 +773,14 @@ func gdWriteManifest(dir, arch, distro string) error {
 	return os.WriteFile(filepath.Join(dir, BundleManifest), append(data, '\n'), 0o644)
 }
 
-// gdUUIDv5 implements RFC 4122 name-based UUIDs with SHA-1.
-func gdUUIDv5(namespace, name string) string {
-	ns, err := hex.DecodeString(strings.ReplaceAll(namespace, "-", ""))
-	if err != nil || len(ns) != 16 {
-		panic("bad namespace UUID " + namespace)
-	}
-	h := sha1.New()
-	h.Write(ns)
-	h.Write([]byte(name))
-	u := h.Sum(nil)[:16]
-	u[6] = (u[6] & 0x0f) | 0x50
-	u[8] = (u[8] & 0x3f) | 0x80
-	x := hex.EncodeToString(u)
+// gdFixtureUUID is a UUID derived from name (sha256, shaped as a version 4
+// UUID), so that a fixture's filesystem UUID and hash seed are the same on
+// every build.
+func gdFixtureUUID(name string) string {
+	u := sha256.Sum256([]byte("docker2vm-testenv\n" + name))
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	x := hex.EncodeToString(u[:16])
 	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 
@@ -1111,7 +1083,7 @@ func gdManifestArch(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var m gdManifest
+	var m gondolin.Manifest // not validated: only config.arch is needed
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", fmt.Errorf("%s: %v", filepath.Join(dir, BundleManifest), err)
 	}

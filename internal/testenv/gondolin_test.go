@@ -2,32 +2,62 @@ package testenv
 
 import (
 	"bytes"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
-func TestGondolinUUIDv5(t *testing.T) {
-	// RFC 4122 / Python uuid.uuid5(uuid.NAMESPACE_DNS, "python.org")
-	if got := gdUUIDv5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "python.org"); got != "886313e1-3b8a-5372-9b90-0c9aee199e5d" {
-		t.Fatalf("got %s", got)
+// TestGondolinFixtureUUID: the fixture filesystem's UUIDs are stable,
+// UUID-shaped and differ by name.
+func TestGondolinFixtureUUID(t *testing.T) {
+	a, b := gdFixtureUUID("rootfs\nk"), gdFixtureUUID("hash\nk")
+	if a != gdFixtureUUID("rootfs\nk") || a == b {
+		t.Fatalf("%s %s", a, b)
 	}
-	id := GondolinBuildID("a", "b", "c", "", "", "x86_64")
-	if id != gdUUIDv5(gdBundleNamespace, "gondolin-asset-build\nkernel=a\ninitramfs=b\nrootfs=c\narch=x86_64") {
-		t.Fatalf("buildId %s", id)
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(a) {
+		t.Fatalf("%s is not a version 4 UUID", a)
 	}
-	if GondolinBuildID("a", "b", "c", "d", "", "x86_64") == id {
-		t.Fatal("krunKernel must change the id")
+}
+
+// TestGondolinWriteManifest: a fixture's manifest is a valid Gondolin
+// manifest whose build id is package gondolin's over the files' sha256.
+func TestGondolinWriteManifest(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{BundleKernel, BundleInitramfs, BundleRootfs} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := gdWriteManifest(dir, "aarch64", "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := gondolin.ReadManifest(filepath.Join(dir, BundleManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256([]byte(BundleRootfs)); m.Checksums.Rootfs != hex.EncodeToString(sum[:]) {
+		t.Errorf("checksums.rootfs %s", m.Checksums.Rootfs)
+	}
+	if m.BuildID != gondolin.BuildID(m.Checksums, "aarch64") || m.Config.Arch != "aarch64" || m.RuntimeDefaults == nil || m.RuntimeDefaults.RootfsMode != gondolin.RootfsCOW {
+		t.Errorf("manifest %+v", m)
+	}
+	if got := BundleArch(t, dir); got != ARM64 {
+		t.Errorf("BundleArch = %s", got)
 	}
 }
 
 func TestGondolinCpio(t *testing.T) {
-	cpio := RequireTool(t, "cpio")
+	cpio := require.Tool(t, "cpio")
 	tr := gdNewTree()
 	tr.file("bin/hello", 0o755, []byte("#!/bin/sh\necho hi\n"), "")
 	tr.symlink("bin/sh", "/bin/busybox")
@@ -53,9 +83,7 @@ func TestGondolinCpio(t *testing.T) {
 // TestGondolinBaseBundle builds the fixture bundle for each architecture
 // and checks its files without booting it.
 func TestGondolinBaseBundle(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a kernel bundle; skipped with -short")
-	}
+	require.Integration(t, "builds a kernel bundle")
 	for _, arch := range Arches {
 		t.Run(arch, func(t *testing.T) { testGondolinBaseBundle(t, arch) })
 	}
@@ -78,27 +106,25 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 		t.Fatalf("BundleArch = %s", got)
 	}
 
-	var m gdManifest
-	data, err := os.ReadFile(filepath.Join(dir, BundleManifest))
+	m, err := gondolin.ReadManifest(filepath.Join(dir, BundleManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets["rootfs"] != BundleRootfs {
+	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets != gondolin.DefaultAssets() {
 		t.Fatalf("manifest %+v", m)
 	}
-	for key, name := range m.Assets {
-		sum, err := gdFileSHA256(filepath.Join(dir, name))
+	for _, asset := range []struct{ name, sum string }{
+		{m.Assets.Kernel, m.Checksums.Kernel}, {m.Assets.Initramfs, m.Checksums.Initramfs}, {m.Assets.Rootfs, m.Checksums.Rootfs},
+	} {
+		sum, err := gdFileSHA256(filepath.Join(dir, asset.name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Checksums[key] != sum {
-			t.Errorf("checksum of %s: manifest %s, file %s", key, m.Checksums[key], sum)
+		if asset.sum != sum {
+			t.Errorf("checksum of %s: manifest %s, file %s", asset.name, asset.sum, sum)
 		}
 	}
-	if want := GondolinBuildID(m.Checksums["kernel"], m.Checksums["initramfs"], m.Checksums["rootfs"], "", "", a.gondolin); m.BuildID != want {
+	if want := gondolin.BuildID(m.Checksums, a.gondolin); m.BuildID != want {
 		t.Errorf("buildId %s, want %s", m.BuildID, want)
 	}
 	// The kernel is one the target boots: a bzImage or an arm64 Image.
@@ -118,16 +144,13 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	if got := ArchOfELF(BaseBusybox(t, dir)); got != arch {
 		t.Errorf("the rootfs's /bin/busybox is for %q", got)
 	}
-	if e2fsck, ok := gdLookTool("e2fsck"); ok {
-		if out, err := exec.Command(e2fsck, "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
-			t.Errorf("e2fsck: %v\n%s", err, out)
-		}
+	tools := require.Tools(t, "e2fsprogs", "e2fsck", "debugfs")
+	if out, err := exec.Command(tools["e2fsck"], "-fn", filepath.Join(dir, BundleRootfs)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck: %v\n%s", err, out)
 	}
-	if debugfs, ok := gdLookTool("debugfs"); ok {
-		out, err := exec.Command(debugfs, "-R", "stat /usr/bin/sandboxd", filepath.Join(dir, BundleRootfs)).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "Mode:  0755") {
-			t.Errorf("debugfs stat /usr/bin/sandboxd: %v\n%s", err, out)
-		}
+	out, err := exec.Command(tools["debugfs"], "-R", "stat /usr/bin/sandboxd", filepath.Join(dir, BundleRootfs)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Mode:  0755") {
+		t.Errorf("debugfs stat /usr/bin/sandboxd: %v\n%s", err, out)
 	}
 }
 
@@ -135,9 +158,7 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 // the real Gondolin host: the x86_64 one in every rootfs mode, the aarch64
 // one (emulated, so slower) in the default mode.
 func TestGondolinBoot(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	for _, tc := range []struct{ arch, mode string }{
 		{AMD64, "cow"}, {AMD64, "readonly"}, {AMD64, "memory"}, {ARM64, "cow"},
 	} {
@@ -193,9 +214,7 @@ func TestGondolinBoot(t *testing.T) {
 
 // TestGondolinExecFeatures checks env, cwd and stdin through the real host.
 func TestGondolinExecFeatures(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	dir := BuildBaseBundle(t)
 	in := "line1\nline2\n"
 	rep, err := RunGondolin(t, dir, BootOptions{RootfsMode: "memory"},
@@ -231,9 +250,7 @@ func TestGondolinExecFeatures(t *testing.T) {
 // TestGondolinAssets boots the base rootfs through GondolinAssets (the
 // path end-to-end tests of converted images take).
 func TestGondolinAssets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
 	dir := GondolinAssets(t, base, filepath.Join(base, BundleRootfs))
 	res := BootGondolin(t, dir, BootOptions{}, []string{"/bin/cat", "/etc/os-release"})
@@ -245,11 +262,9 @@ func TestGondolinAssets(t *testing.T) {
 // TestGondolinBootFailure checks that a rootfs that cannot boot (no /init)
 // fails fast with the guest console in the log instead of hanging.
 func TestGondolinBootFailure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
-	mke2fs, _ := gdLookTool("mke2fs")
+	mke2fs := require.Tool(t, "mke2fs")
 	empty := filepath.Join(t.TempDir(), "empty.ext4")
 	if out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext4", empty, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
@@ -265,35 +280,10 @@ func TestGondolinBootFailure(t *testing.T) {
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
 
-// TestGondolinMissingToolCI checks the skip/fail rule: a missing tool skips
-// the test, except under CI=true, where it fails.
-func TestGondolinMissingToolCI(t *testing.T) {
-	if os.Getenv("GD_MISSING_TOOL_CHILD") == "1" {
-		gdRequireTools(t, "nothing", "docker2vm-no-such-tool")
-		t.Log("NOT REACHED")
-		return
-	}
-	for _, ci := range []string{"true", ""} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestGondolinMissingToolCI$", "-test.v")
-		cmd.Env = append(os.Environ(), "GD_MISSING_TOOL_CHILD=1", "CI="+ci)
-		out, err := cmd.CombinedOutput()
-		switch {
-		case strings.Contains(string(out), "NOT REACHED"):
-			t.Fatalf("CI=%q: test continued without the tool:\n%s", ci, out)
-		case ci == "true" && (err == nil || !strings.Contains(string(out), "--- FAIL")):
-			t.Fatalf("CI=true: want a failure, got %v:\n%s", err, out)
-		case ci == "" && (err != nil || !strings.Contains(string(out), "--- SKIP")):
-			t.Fatalf("CI unset: want a skip, got %v:\n%s", err, out)
-		}
-	}
-}
-
 // TestGondolinImageStore verifies the base with Gondolin's own CLI, imports
 // it into a private image store and boots it by ref.
 func TestGondolinImageStore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
+	require.Integration(t, "boots QEMU")
 	base := BuildBaseBundle(t)
 	GondolinVerify(t, base)
 	store := "GONDOLIN_IMAGE_STORE=" + t.TempDir()

@@ -12,26 +12,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // RegistryBinary is the Debian docker-registry server (distribution 2.8).
 const RegistryBinary = "/usr/bin/docker-registry"
-
-// RequireTool skips the test when the named program (a name on PATH or an
-// absolute path) is missing, except when CI=true, where the test fails: a
-// CI run never skips for a missing tool.
-func RequireTool(t TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("required tool %s is missing (CI=true, so this is a failure, not a skip): %v", name, err)
-	}
-	t.Skipf("required tool %s is missing: %v", name, err)
-	return ""
-}
 
 // RegistryOptions configure StartRegistry.
 type RegistryOptions struct {
@@ -55,7 +41,8 @@ type Registry struct {
 // storing into a temporary directory, and stops it when the test ends.
 func StartRegistry(t TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	bin := RequireTool(t, RegistryBinary)
+	require.Integration(t, "starts a registry")
+	bin := require.Tool(t, RegistryBinary)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "storage")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -140,7 +127,7 @@ func freePort(t TB) int {
 // (apache2-utils).
 func writeHtpasswd(t TB, path, user, pass string) {
 	t.Helper()
-	bin := RequireTool(t, "htpasswd")
+	bin := require.Tool(t, "htpasswd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-Bbn", user, pass).Output()

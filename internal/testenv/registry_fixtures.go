@@ -26,51 +26,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
-// TarFile is one entry of a test layer.
-type TarFile struct {
-	Name    string
-	Content string
-	Mode    int64
-	Dir     bool
-}
-
-// TarLayer builds an uncompressed tar in memory (deterministic: fixed
-// times and owners).
-func TarLayer(t TB, files ...TarFile) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Unix(1700000000, 0)
-	for _, f := range files {
-		h := &tar.Header{Name: f.Name, Mode: f.Mode, ModTime: mt, Format: tar.FormatPAX}
-		if f.Dir {
-			h.Typeflag = tar.TypeDir
-			if h.Mode == 0 {
-				h.Mode = 0o755
-			}
-		} else {
-			h.Typeflag = tar.TypeReg
-			h.Size = int64(len(f.Content))
-			if h.Mode == 0 {
-				h.Mode = 0o644
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, f.Content); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // Compression of a test layer.
 type Compression string
@@ -150,8 +110,8 @@ func NewImage(t TB, spec ImageSpec) v1.Image {
 	if spec.Layers == nil {
 		tag := p.Architecture + p.Variant
 		spec.Layers = []v1.Layer{
-			NewLayer(t, TarLayer(t, TarFile{Name: "etc/", Dir: true}, TarFile{Name: "etc/arch", Content: tag + "\n"}), Gzip, spec.OCI),
-			NewLayer(t, TarLayer(t, TarFile{Name: "bin/", Dir: true}, TarFile{Name: "bin/hello", Content: "#!/bin/sh\necho hi " + tag + "\n", Mode: 0o755}), Gzip, spec.OCI),
+			NewLayer(t, testtar.Build(t, testtar.Dir("etc/"), testtar.File("etc/arch", tag+"\n")), Gzip, spec.OCI),
+			NewLayer(t, testtar.Build(t, testtar.Dir("bin/"), testtar.File("bin/hello", "#!/bin/sh\necho hi "+tag+"\n").Mode(0o755)), Gzip, spec.OCI),
 		}
 	}
 	base := empty.Image

@@ -1,60 +1,16 @@
 package testenv
 
 import (
-	"archive/tar"
-	"bytes"
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
-
-// Entry is one entry of a hand-built test layer.
-type Entry struct {
-	Name, Body, Link string
-	Type             byte
-	Mode             int64
-	UID, GID         int
-	Xattrs           map[string]string
-}
-
-// BuildTar writes entries as an uncompressed PAX tar (fixed times).
-func BuildTar(t TB, entries []Entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Uid: e.UID, Gid: e.GID, Linkname: e.Link,
-			ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.Body))
-		}
-		for k, v := range e.Xattrs {
-			if h.PAXRecords == nil {
-				h.PAXRecords = map[string]string{}
-			}
-			h.PAXRecords["SCHILY.xattr."+k] = v
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, e.Body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // WithConfig returns img with its runtime config edited.
 func WithConfig(t TB, img v1.Image, edit func(*v1.Config)) v1.Image {
@@ -118,25 +74,25 @@ func BusyboxImage(t TB, busybox []byte) v1.Image {
 	if arch == "" {
 		t.Fatal("BusyboxImage: busybox is not an amd64 or arm64 ELF binary")
 	}
-	entries := []Entry{
-		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
-		{Name: "bin/busybox", Mode: 0o755, Body: string(busybox)},
+	entries := []testtar.Entry{
+		testtar.Dir("bin/"),
+		testtar.FileBytes("bin/busybox", busybox).Mode(0o755),
 	}
 	for _, a := range []string{"sh", "ls", "cat", "echo", "id", "mkdir", "mount", "pwd", "touch", "rm", "env", "grep", "stat", "uname", "df", "head"} {
-		entries = append(entries, Entry{Name: "bin/" + a, Type: tar.TypeSymlink, Link: "busybox"})
+		entries = append(entries, testtar.Symlink("bin/"+a, "busybox"))
 	}
 	entries = append(entries,
-		Entry{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
-		Entry{Name: "etc/passwd", Mode: 0o644, Body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
-		Entry{Name: "etc/group", Mode: 0o644, Body: "root:x:0:\nnogroup:x:65534:\n"},
-		Entry{Name: "etc/os-release", Mode: 0o644, Body: "NAME=\"docker2vm sample\"\nID=busybox\n"})
-	app := []Entry{
-		{Name: "srv/", Type: tar.TypeDir, Mode: 0o755},
-		{Name: "srv/app.sh", Mode: 0o755, Body: "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n"},
+		testtar.Dir("etc/"),
+		testtar.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+		testtar.File("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+		testtar.File("etc/os-release", "NAME=\"docker2vm sample\"\nID=busybox\n"))
+	app := []testtar.Entry{
+		testtar.Dir("srv/"),
+		testtar.File("srv/app.sh", "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n").Mode(0o755),
 	}
 	img := NewImage(t, ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: arch},
 		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
-		Layers: []v1.Layer{NewLayer(t, BuildTar(t, entries), Gzip, true), NewLayer(t, BuildTar(t, app), Zstd, true)}})
+		Layers: []v1.Layer{NewLayer(t, testtar.Build(t, entries...), Gzip, true), NewLayer(t, testtar.Build(t, app...), Zstd, true)}})
 	return WithConfig(t, img, func(c *v1.Config) {
 		c.WorkingDir = "/srv"
 		c.Entrypoint = []string{"/srv/app.sh"}
