@@ -42,6 +42,10 @@ func umount(t testing.TB, dir string) {
 	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v\n%s", err, out)
 	}
+	// The loop device is released asynchronously: what the unmount wrote
+	// may still sit in its page cache, not yet in the image file. sync(2)
+	// writes it through before the test reads the file.
+	syscall.Sync()
 }
 
 func lgetxattrs(path string) (map[string][]byte, error) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 func TestDocker2VMCache(t *testing.T) {
@@ -78,7 +78,7 @@ func TestCompletionScripts(t *testing.T) {
 		return p
 	}
 	t.Run("bash", func(t *testing.T) {
-		bash := testenv.RequireTool(t, "bash")
+		bash := require.Tool(t, "bash")
 		p := script("bash")
 		for _, tc := range []struct{ line, want string }{
 			{"oci2gondolin --mo", "--mode"},
@@ -99,13 +99,13 @@ func TestCompletionScripts(t *testing.T) {
 		}
 	})
 	t.Run("zsh", func(t *testing.T) {
-		zsh := testenv.RequireTool(t, "zsh")
+		zsh := require.Tool(t, "zsh")
 		if out, err := exec.Command(zsh, "-n", script("zsh")).CombinedOutput(); err != nil {
 			t.Errorf("zsh -n: %v\n%s", err, out)
 		}
 	})
 	t.Run("fish", func(t *testing.T) {
-		fish := testenv.RequireTool(t, "fish")
+		fish := require.Tool(t, "fish")
 		p := script("fish")
 		if out, err := exec.Command(fish, "--no-execute", p).CombinedOutput(); err != nil {
 			t.Fatalf("fish --no-execute: %v\n%s", err, out)
