@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/docker2vm/docker2vm/ext4"
@@ -59,6 +60,9 @@ type Options struct {
 	Origin *SourceInfo
 	// Now is used for generatedAt; nil means time.Now.
 	Now func() time.Time
+	// Force replaces an --out directory whatever it holds (never the root
+	// or home directory).
+	Force bool
 	// CacheMax is the size the cache directory is trimmed to after a run
 	// (least recently used entries go first, never one in use): 0 means
 	// cachedir.DefaultMax, a negative value no limit.
@@ -156,8 +160,17 @@ type Result struct {
 	MetadataPath      string     `json:"metadataPath"`
 	AssetManifestPath string     `json:"assetManifestPath,omitempty"`
 	Files             []string   `json:"files"`
+	// Imported is the --tag import into Gondolin's image store.
+	Imported *Imported `json:"imported,omitempty"`
 	// Published is what --publish added to an image registry.
 	Published *gondolin.Published `json:"published,omitempty"`
+}
+
+// Imported says where --tag put the guest.
+type Imported struct {
+	Tag    string `json:"tag"`
+	Store  string `json:"store"`
+	Object string `json:"object"`
 }
 
 func platformString(p image.Platform) string { return p.String() }
@@ -232,6 +245,9 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
+	if err := checkOut(opts); err != nil {
+		return nil, err
+	}
 	img, err := image.Resolve(ctx, opts.Source, opts.Image)
 	if err != nil {
 		return nil, err
@@ -279,6 +295,16 @@ type PlanBase struct {
 	// Download is set when no local base fits and the run would fetch one
 	// through Gondolin's image registry.
 	Download bool `json:"download,omitempty"`
+}
+
+// checkOut refuses an --out that the run could not replace, before
+// anything is fetched or built.
+func checkOut(opts Options) error {
+	abs, err := filepath.Abs(opts.OutDir)
+	if err != nil {
+		return fmt.Errorf("output directory %s: %w", opts.OutDir, err)
+	}
+	return checkReplaceable(abs, opts.Force)
 }
 
 func validate(opts Options) error {

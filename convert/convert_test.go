@@ -169,16 +169,32 @@ func TestRunReplacesEarlierOutputAtomically(t *testing.T) {
 	if _, err := Run(ctx, options(src, out)); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(out, "stale-from-earlier-run")
-	if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
+	first, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+	if m := readMeta(t, out); strings.Join(m.Files, " ") != "meta.json rootfs.ext4" {
+		t.Errorf("meta.json files = %v", m.Files)
+	}
+	// A file docker2vm did not write: refused (before anything runs),
+	// kept; replaced with --force.
+	user := filepath.Join(out, "notes.txt")
+	if err := os.WriteFile(user, []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	first, _ := os.ReadFile(filepath.Join(out, RootfsFile))
+	if _, err := Run(ctx, options(src, out)); err == nil || !strings.Contains(err.Error(), "did not write: notes.txt") {
+		t.Fatalf("converting into an output with a user file: %v", err)
+	}
+	if b, _ := os.ReadFile(user); string(b) != "mine" {
+		t.Fatal("the user's file was changed")
+	}
+	o := options(src, out)
+	o.Force = true
+	if _, err := Run(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(user); !os.IsNotExist(err) {
+		t.Errorf("--force kept a file of the earlier output: %v", err)
+	}
 	if _, err := Run(ctx, options(src, out)); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Errorf("a file of the earlier run survived: %v", err)
 	}
 	second, _ := os.ReadFile(filepath.Join(out, RootfsFile))
 	if !bytes.Equal(first, second) {

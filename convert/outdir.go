@@ -22,6 +22,7 @@ package convert
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -40,9 +41,10 @@ const metaFile = "meta.json"
 // staging is a fresh directory beside the output, on the same filesystem, so
 // that publishing is a rename.
 type staging struct {
-	out  string
-	dir  string
-	lock *lock.File // nil for a sub-staging (its parent holds the lock)
+	out   string
+	dir   string
+	lock  *lock.File // nil for a sub-staging (its parent holds the lock)
+	force bool       // --force: replace whatever out holds
 }
 
 // outNames are the names beside out that belong to it.
@@ -51,12 +53,12 @@ func outNames(out string) (lockPath, tmpPrefix, old string) {
 	return filepath.Join(parent, "."+base+".lock"), "." + base + ".tmp-", filepath.Join(parent, "."+base+".old")
 }
 
-func newStaging(ctx context.Context, out string, progress func(string, ...any)) (_ *staging, err error) {
+func newStaging(ctx context.Context, out string, force bool, progress func(string, ...any)) (_ *staging, err error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", out, err)
 	}
-	if err := checkReplaceable(abs); err != nil {
+	if err := checkReplaceable(abs, force); err != nil {
 		return nil, err
 	}
 	parent := filepath.Dir(abs)
@@ -84,7 +86,7 @@ func newStaging(ctx context.Context, out string, progress func(string, ...any)) 
 		return nil, err
 	}
 	// Again, under the lock: a run that held it may have changed OUT.
-	if err := checkReplaceable(abs); err != nil {
+	if err := checkReplaceable(abs, force); err != nil {
 		return nil, err
 	}
 	_, prefix, _ := outNames(abs)
@@ -97,7 +99,7 @@ func newStaging(ctx context.Context, out string, progress func(string, ...any)) 
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &staging{out: abs, dir: dir, lock: l}, nil
+	return &staging{out: abs, dir: dir, lock: l, force: force}, nil
 }
 
 // recoverOut, called with out's lock held, puts back what a killed run
@@ -130,8 +132,10 @@ func recoverOut(out string, progress func(string, ...any)) error {
 }
 
 // checkReplaceable accepts a missing path, an empty directory, or an
-// earlier docker2vm output.
-func checkReplaceable(out string) error {
+// earlier docker2vm output holding only files docker2vm wrote (those its
+// meta.json lists); with force, any directory but the root and the home
+// directory (and their ancestors).
+func checkReplaceable(out string, force bool) error {
 	st, err := os.Lstat(out)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -143,6 +147,13 @@ func checkReplaceable(out string) error {
 		return &Error{Msg: fmt.Sprintf("--out %s exists and is not a directory", out),
 			Fixes: []string{"Choose a new or empty directory for --out."}}
 	}
+	if force {
+		if home, err := os.UserHomeDir(); err == nil && isAncestorOrSame(out, home) || out == "/" {
+			return &Error{Msg: fmt.Sprintf("--out %s is the root or home directory (or holds it): refused even with --force", out),
+				Fixes: []string{"Choose a directory of its own for --out, e.g. ./out/app."}}
+		}
+		return nil
+	}
 	ents, err := os.ReadDir(out)
 	if err != nil {
 		return fmt.Errorf("output directory %s: %w", out, err)
@@ -150,29 +161,76 @@ func checkReplaceable(out string) error {
 	if len(ents) == 0 {
 		return nil
 	}
-	if isOutput(out, ents) {
-		return nil
+	isOut, foreign := outputFiles(out, ents)
+	if !isOut {
+		return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
+			Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result, or with --force."}}
 	}
-	return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
-		Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result."}}
+	if len(foreign) > 0 {
+		shown := foreign
+		if len(shown) > 5 {
+			shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(foreign)-5))
+		}
+		return &Error{Msg: fmt.Sprintf("--out %s holds files docker2vm did not write: %s; replacing the output would delete them", out, strings.Join(shown, ", ")),
+			Fixes: []string{"Move them out of " + out + ", or choose another --out.", "Or pass --force to replace " + out + " with them."}}
+	}
+	return nil
 }
 
-// isOutput reports whether out, holding ents, is a docker2vm output: one
-// platform's (meta.json), or several platforms' (only subdirectories, each
-// holding meta.json).
-func isOutput(out string, ents []os.DirEntry) bool {
-	if _, err := os.Stat(filepath.Join(out, metaFile)); err == nil {
-		return true
+// isAncestorOrSame reports whether dir is p or one of its parents.
+func isAncestorOrSame(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && (rel == "." || !strings.HasPrefix(rel, ".."))
+}
+
+// knownFiles are the files of an output written before meta.json listed
+// them.
+var knownFiles = map[string]bool{RootfsFile: true, metaFile: true, "manifest.json": true,
+	"vmlinuz-virt": true, "initramfs.cpio.lz4": true, "krun-kernel": true, "krun-empty-initrd": true}
+
+// outputFiles reports whether out, holding ents, is a docker2vm output
+// (one platform's, with meta.json; or several platforms', only
+// subdirectories that are) and which of its entries docker2vm did not
+// write.
+func outputFiles(out string, ents []os.DirEntry) (bool, []string) {
+	if b, err := os.ReadFile(filepath.Join(out, metaFile)); err == nil {
+		var m struct {
+			Files []string `json:"files"`
+		}
+		ours := knownFiles
+		if json.Unmarshal(b, &m) == nil && len(m.Files) > 0 {
+			ours = map[string]bool{}
+			for _, f := range m.Files {
+				ours[f] = true
+			}
+		}
+		var foreign []string
+		for _, e := range ents {
+			if !ours[e.Name()] || !e.Type().IsRegular() {
+				foreign = append(foreign, e.Name())
+			}
+		}
+		return true, foreign
 	}
+	var foreign []string
 	for _, e := range ents {
 		if !e.IsDir() {
-			return false
+			return false, nil
 		}
-		if _, err := os.Stat(filepath.Join(out, e.Name(), metaFile)); err != nil {
-			return false
+		sub := filepath.Join(out, e.Name())
+		sents, err := os.ReadDir(sub)
+		if err != nil {
+			return false, nil
+		}
+		ok, f := outputFiles(sub, sents)
+		if !ok || !strings.Contains(e.Name(), "_") {
+			return false, nil
+		}
+		for _, x := range f {
+			foreign = append(foreign, e.Name()+"/"+x)
 		}
 	}
-	return len(ents) > 0
+	return len(ents) > 0, foreign
 }
 
 // previous returns the path of name in the output being replaced, or ""
@@ -215,7 +273,7 @@ func (s *staging) publish() error {
 	}
 	// Re-check: the directory may have changed since we started (by hand:
 	// other docker2vm runs wait for the lock).
-	if err := checkReplaceable(s.out); err != nil {
+	if err := checkReplaceable(s.out, s.force); err != nil {
 		return err
 	}
 	err := diskio.Exchange(s.dir, s.out)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
@@ -180,4 +181,40 @@ func (s *syncBuilder) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestOutChecksFirst: --out is checked before anything is fetched (a
+// registry that does not exist is never asked), the dry run refuses what
+// the run would, and --force never takes the root or home directory.
+func TestOutChecksFirst(t *testing.T) {
+	ctx := context.Background()
+	userDir := t.TempDir()
+	os.WriteFile(filepath.Join(userDir, "precious"), []byte("x"), 0o644)
+	unreachable := image.Source{Kind: image.KindRegistry, Ref: "127.0.0.1:1/nothing:here"}
+	home, _ := os.UserHomeDir()
+	for _, tc := range []struct {
+		name  string
+		out   string
+		force bool
+		want  string
+	}{
+		{"foreign dir", userDir, false, "does not hold a docker2vm output"},
+		{"force root", "/", true, "refused even with --force"},
+		{"force home", home, true, "refused even with --force"},
+		{"force a parent of home", filepath.Dir(home), true, "refused even with --force"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := options(unreachable, tc.out)
+			o.Force = tc.force
+			if _, err := Run(ctx, o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Run: %v, want %q", err, tc.want)
+			}
+			if _, err := PlanConversion(ctx, o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("PlanConversion: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(userDir, "precious")); string(b) != "x" {
+		t.Error("the user's file changed")
+	}
 }

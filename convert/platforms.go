@@ -72,6 +72,9 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	if err := checkPlatforms(plats); err != nil {
 		return nil, err
 	}
+	if err := checkOut(opts); err != nil {
+		return nil, err
+	}
 	defer startProfile()()
 	progress := opts.progressf()
 	var jobs []*job
@@ -89,7 +92,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		}
 		jobs = append(jobs, j)
 	}
-	st, err := newStaging(ctx, opts.OutDir, progress)
+	st, err := newStaging(ctx, opts.OutDir, opts.Force, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +133,9 @@ func PlanPlatforms(ctx context.Context, opts Options, plats []image.Platform) (*
 		return nil, err
 	}
 	if err := checkPlatforms(plats); err != nil {
+		return nil, err
+	}
+	if err := checkOut(opts); err != nil {
 		return nil, err
 	}
 	mp := &MultiPlan{Command: opts.Command, DryRun: true, Source: opts.sourceInfo(), Mode: opts.Mode, OutDir: opts.OutDir}

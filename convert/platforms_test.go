@@ -71,14 +71,15 @@ func TestRunPlatforms(t *testing.T) {
 
 	// Again into the same output: replaced whole. Then one platform into
 	// it: a multi-platform output is a docker2vm output too.
-	stale := filepath.Join(out, "linux_amd64", "stale")
-	os.WriteFile(stale, []byte("x"), 0o644)
 	if _, err := RunPlatforms(ctx, options(src, out), []image.Platform{amd64, arm64}); err != nil {
 		t.Fatalf("converting again: %v", err)
 	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Errorf("a file of the earlier run survived: %v", err)
+	stale := filepath.Join(out, "linux_amd64", "stale")
+	os.WriteFile(stale, []byte("x"), 0o644)
+	if _, err := RunPlatforms(ctx, options(src, out), []image.Platform{amd64, arm64}); err == nil || !strings.Contains(err.Error(), "linux_amd64/stale") {
+		t.Fatalf("a user file in a platform's directory: %v", err)
 	}
+	os.Remove(stale)
 	if _, err := Run(ctx, options(src, out)); err != nil {
 		t.Fatalf("one platform into a multi-platform output: %v", err)
 	}

@@ -41,6 +41,9 @@ type Metadata struct {
 	Rootfs        RootfsInfo    `json:"rootfs"`
 	// RuntimeInjection lists what was added to the image for Gondolin.
 	RuntimeInjection Injection `json:"runtimeInjection"`
+	// Files are the names of the files this output holds (meta.json
+	// included): all a later run may replace without --force.
+	Files []string `json:"files,omitempty"`
 }
 
 // RootfsInfo describes the written filesystem.
@@ -136,6 +139,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err := validate(opts); err != nil {
 		return nil, err
 	}
+	if err := checkOut(opts); err != nil {
+		return nil, err
+	}
 	defer startProfile()()
 	progress := opts.progressf()
 	j, err := prepare(ctx, opts, progress)
@@ -143,7 +149,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	defer j.close()
-	st, err := newStaging(ctx, opts.OutDir, progress)
+	st, err := newStaging(ctx, opts.OutDir, opts.Force, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -436,9 +442,6 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 	rootfsSum string, progress func(string, ...any)) (*Result, error) {
 	rootfsPath := st.path(RootfsFile)
 	info := ImageInfo{Digest: meta.SourceDigest, Platform: meta.Platform}
-	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
-		return nil, err
-	}
 	manifestPath := ""
 	if opts.Mode == ModeAssets {
 		src := gondolin.OCISource{Image: opts.Source.Ref, Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
@@ -450,12 +453,21 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		manifestPath = filepath.Join(st.out, gondolin.ManifestName)
 		progress("wrote Gondolin assets (kernel, initramfs, manifest.json)")
 	}
+	// meta.json last, listing every file of the output (itself included):
+	// what a later run may replace without --force.
 	files, err := listFiles(st.dir)
 	if err != nil {
 		return nil, err
 	}
+	files = append(files, MetadataFile)
+	sort.Strings(files)
+	meta.Files = files
+	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
+		return nil, err
+	}
 	// Import from the staging directory, before publishing, so that a
 	// failed import leaves the previous output as it was.
+	var imported *Imported
 	if opts.Tag != "" {
 		store := opts.Base.StoreDir()
 		obj, err := gondolin.Import(ctx, st.dir, opts.Tag, store)
@@ -464,6 +476,7 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 				Fixes: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
 		}
 		progress("imported as %s (%s)", opts.Tag, obj)
+		imported = &Imported{Tag: opts.Tag, Store: store, Object: obj}
 	}
 	var published *gondolin.Published
 	if opts.Publish != "" {
@@ -489,6 +502,7 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		MetadataPath:      filepath.Join(st.out, MetadataFile),
 		AssetManifestPath: manifestPath,
 		Files:             files,
+		Imported:          imported,
 		Published:         published,
 	}, nil
 }

@@ -21,7 +21,8 @@ import (
 
 // outputFlags are shared by both commands: target, output and filesystem.
 var outputFlags = []cli.Flag{
-	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output"},
+	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output holding only files docker2vm wrote"},
+	{Name: "force", Kind: cli.Bool, Usage: "replace --out whatever it holds (never the root or home directory)"},
 	{Name: "platform", Arg: "OS/ARCH[,...]", Values: []string{"linux/amd64", "linux/arm64", "linux/amd64,linux/arm64"}, Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
 	{Name: "mode", Arg: "MODE", Values: []string{"rootfs", "assets"}, Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
@@ -79,6 +80,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		return opts, &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
 	opts.OutDir = out
+	opts.Force = f.Bool("force")
 	plats, err := platforms(f)
 	if err != nil {
 		return opts, err
