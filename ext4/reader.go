@@ -750,8 +750,8 @@ func (f *FS) Walk(p string, fn func(p string, n *Inode) error) error {
 }
 
 // Extract copies the subtree at path into an fstree (the returned inode is
-// its top), with file data Put into store. Hardlinks within the subtree
-// become one shared *fstree.Inode.
+// its top, detached: no entry names it yet), with file data Put into store.
+// Hardlinks within the subtree become one shared *fstree.Inode.
 func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
 	inodes := map[uint32]*fstree.Inode{}
 	// Files of a sound image never share blocks: mapped data beyond the
@@ -774,10 +774,7 @@ func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree
 			}
 		}
 		if top == nil {
-			top = t
-			if t.Type != fstree.TypeDir {
-				t.Links = 1
-			}
+			top = t // detached: the caller links it where it wants it
 		} else {
 			dir, name := path.Split(wp)
 			parent := parents[strings.TrimSuffix(dir, "/")]
@@ -806,8 +803,6 @@ func (f *FS) toTree(ctx context.Context, p string, n *Inode, store fstree.Store,
 	}
 	t.Xattrs = xs
 	switch n.Type {
-	case fstree.TypeDir:
-		t.Children = map[string]*fstree.Inode{}
 	case fstree.TypeSymlink:
 		if t.Target, err = f.readlink(n); err != nil {
 			return nil, fmt.Errorf("ext4: %s: %w", p, err)

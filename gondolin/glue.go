@@ -98,6 +98,7 @@ type Glue struct {
 	Notes []string
 
 	store fstree.Store
+	spent bool // Inject moved its inodes into a tree
 }
 
 // Tool is one command the base provides.
@@ -177,8 +178,8 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 			return nil, glueErr("reading /lib/modules from the base rootfs", err)
 		}
 		for _, kver := range fstree.SortedNames(mods) {
-			if c := mods.Children[kver]; c.Type == fstree.TypeDir {
-				g.Modules[kver] = c
+			if mods.Child(kver).Type == fstree.TypeDir {
+				g.Modules[kver] = fstree.Detach(mods, kver)
 			}
 		}
 	} else {
@@ -547,26 +548,20 @@ func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 	if !ok {
 		return nil, fmt.Errorf("TreeSource store %T cannot be read back", s.Store)
 	}
-	copies := map[*fstree.Inode]*fstree.Inode{}
+	copies := map[*fstree.Inode]*fstree.Inode{} // hardlinks stay hardlinks
 	var cp func(n *fstree.Inode) (*fstree.Inode, error)
 	cp = func(n *fstree.Inode) (*fstree.Inode, error) {
 		if c, ok := copies[n]; ok {
-			c.Links++
 			return c, nil
 		}
-		c := *n
-		c.Children = nil
-		c.Xattrs = append([]fstree.Xattr(nil), n.Xattrs...)
-		c.Links = 1
+		c := n.CopyMeta()
 		if n.Type == fstree.TypeDir {
-			c.Links = 0
-			c.Children = map[string]*fstree.Inode{}
 			for _, name := range fstree.SortedNames(n) {
-				cc, err := cp(n.Children[name])
+				cc, err := cp(n.Child(name))
 				if err != nil {
 					return nil, err
 				}
-				c.Children[name] = cc
+				fstree.Link(c, name, cc, nil)
 			}
 		}
 		if n.Content != nil {
@@ -579,17 +574,10 @@ func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 				return nil, err
 			}
 		}
-		copies[n] = &c
-		return &c, nil
+		copies[n] = c
+		return c, nil
 	}
-	top, err := cp(n)
-	if err != nil {
-		return nil, err
-	}
-	if top.Type != fstree.TypeDir {
-		top.Links = 0 // the caller's fstree.Link counts the entry it adds
-	}
-	return top, nil
+	return cp(n) // detached: the caller's fstree.Link names it
 }
 
 // sortedKeys returns a map's keys in order.

@@ -69,10 +69,16 @@ var softTools = map[string]bool{"modprobe": true, "ls": true}
 // fails if the image has its own Gondolin agent binaries. Generated files
 // (the env file, the entrypoint script) are stored in the store given to
 // ReadGlue; glue content that is not used is passed to release (may be
-// nil). On error img is left half-changed and must be discarded.
+// nil). Inject moves the glue's inodes into img, so a Glue serves one
+// Inject (one that fails before it adds anything leaves it unused): read
+// it again for another tree. On error img is left half-changed and must be
+// discarded.
 func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.Content)) (*Injection, error) {
 	if img == nil || img.Root == nil || glue == nil || glue.Init == nil {
 		return nil, errors.New("gondolin.Inject: nil tree or glue")
+	}
+	if glue.spent {
+		return nil, errors.New("gondolin.Inject: the glue was injected into a tree already (read it again with ReadGlue)")
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -118,14 +124,16 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 				Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
 		}
 		n := l.node
-		delete(img.Root.Children, "init")
+		if err := fstree.Move(l.parent, l.name, dst.parent, dst.name, nil); err != nil {
+			return nil, injErr("cannot move the image's /init", err)
+		}
 		if n.Type == fstree.TypeSymlink && !strings.HasPrefix(n.Target, "/") {
 			n.Target = path.Clean("/" + n.Target) // it was relative to /
 		}
-		dst.parent.Children[dst.name] = n
 		inj.Moved = append(inj.Moved, Move{From: InitPath, To: dst.path})
 		inj.Notes = append(inj.Notes, "the image's own /init was moved to "+dst.path+" (Gondolin's initramfs always starts /init); "+EntrypointPath+" runs it where the image's ENTRYPOINT/CMD names /init")
 	}
+	glue.spent = true // from here on its inodes move into img
 	if _, err := r.addFile(InitPath, glue.Init); err != nil {
 		return nil, err
 	}
@@ -148,7 +156,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	}
 
 	for _, kver := range sortedKeys(glue.Modules) {
-		if err := r.merge(ModulesDir+"/"+kver, glue.Modules[kver]); err != nil {
+		if err := r.merge(ModulesDir+"/"+kver, nil, glue.Modules[kver]); err != nil {
 			return nil, err
 		}
 	}
@@ -359,7 +367,7 @@ func (r *imgResolver) walk(p string, followLast, create bool) (loc, error) {
 		}
 		cur := st[len(st)-1].node
 		last := len(comps) == 0
-		child := cur.Children[c]
+		child := cur.Child(c)
 		if child == nil {
 			if last {
 				return loc{parent: cur, name: c, path: join(framesPath(st), c)}, nil
@@ -451,9 +459,6 @@ func (r *imgResolver) add(p string, n *fstree.Inode) (bool, string, error) {
 	if l, err = r.walk(p, false, true); err != nil {
 		return false, "", injErr("cannot place "+p, err)
 	}
-	if n.Type != fstree.TypeDir {
-		n.Links = 0
-	}
 	fstree.Link(l.parent, l.name, n, nil)
 	r.markPlaced(n)
 	return true, l.path, nil
@@ -461,7 +466,7 @@ func (r *imgResolver) add(p string, n *fstree.Inode) (bool, string, error) {
 
 func (r *imgResolver) markPlaced(n *fstree.Inode) {
 	r.placed[n] = true
-	for _, c := range n.Children {
+	for _, c := range n.Children() {
 		r.markPlaced(c)
 	}
 }
@@ -556,14 +561,19 @@ func contains(s []string, x string) bool {
 	return false
 }
 
-// merge adds a base directory subtree at p: whole when p is free,
-// entry by entry (image entries win) when the image has that directory.
-func (r *imgResolver) merge(p string, src *fstree.Inode) error {
+// merge adds a base directory subtree src at p: grafted whole when p is
+// free, entry by entry (image entries win) when the image has that
+// directory. from is the glue directory holding src as path.Base(p), nil
+// when src is detached (a Glue.Modules entry).
+func (r *imgResolver) merge(p string, from, src *fstree.Inode) error {
 	l, err := r.walk(p, true, true)
 	if err != nil {
 		return injErr("cannot place "+p, err)
 	}
 	if l.node == nil {
+		if from != nil {
+			fstree.Detach(from, path.Base(p))
+		}
 		fstree.Link(l.parent, l.name, src, nil)
 		r.markPlaced(src)
 		if src.Type == fstree.TypeDir {
@@ -580,19 +590,20 @@ func (r *imgResolver) merge(p string, src *fstree.Inode) error {
 		return nil
 	}
 	for _, name := range fstree.SortedNames(src) {
-		c := src.Children[name]
+		c := src.Child(name)
 		if c.Type == fstree.TypeDir {
-			if err := r.merge(l.path+"/"+name, c); err != nil {
+			if err := r.merge(l.path+"/"+name, src, c); err != nil {
 				return err
 			}
 			continue
 		}
-		if ex := l.node.Children[name]; ex != nil {
+		if ex := l.node.Child(name); ex != nil {
 			r.inj.Kept = append(r.inj.Kept, l.path+"/"+name)
 			continue
 		}
-		c.Links = 0
-		fstree.Link(l.node, name, c, nil)
+		if err := fstree.Move(src, name, l.node, name, nil); err != nil {
+			return injErr("cannot place "+l.path+"/"+name, err)
+		}
 		r.placed[c] = true
 		if c.Type == fstree.TypeSymlink {
 			r.inj.Symlinks = append(r.inj.Symlinks, l.path+"/"+name)
@@ -637,7 +648,7 @@ func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
 		if !r.placed[n] && n.Content != nil {
 			release(n.Content)
 		}
-		for _, c := range n.Children {
+		for _, c := range n.Children() {
 			visit(c)
 		}
 	}

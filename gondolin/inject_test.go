@@ -183,7 +183,6 @@ func TestInjectMergedUsr(t *testing.T) {
 }
 
 func TestInjectImageInit(t *testing.T) {
-	g, store := readGlueFrom(t, alpineBase())
 	for _, tc := range []struct {
 		name, init string
 		check      func(t *testing.T, n *fstree.Inode)
@@ -200,6 +199,7 @@ func TestInjectImageInit(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			g, store := readGlueFrom(t, alpineBase())
 			m := busyboxImage()
 			m["init"] = tc.init
 			m["sbin/tini"] = "tini"
@@ -223,7 +223,6 @@ func TestInjectImageInit(t *testing.T) {
 }
 
 func TestInjectConflicts(t *testing.T) {
-	g, store := readGlueFrom(t, alpineBase())
 	for _, tc := range []struct {
 		name   string
 		mutate func(m map[string]spec)
@@ -238,6 +237,7 @@ func TestInjectConflicts(t *testing.T) {
 		{"usr/bin is a file", func(m map[string]spec) { m["usr"] = "0644:x" }, "not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			g, store := readGlueFrom(t, alpineBase())
 			m := busyboxImage()
 			tc.mutate(m)
 			_, err := Inject(buildTree(t, store, m), g, ImageConfig{}, nil)

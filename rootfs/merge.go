@@ -145,7 +145,7 @@ func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader)
 // walk through, recursively: below an opaque directory nothing of the lower
 // layers is visible.
 func (m *Merger) prune(dir *fstree.Inode) {
-	for name, c := range dir.Children {
+	for name, c := range dir.Children() {
 		if _, ok := m.upper[edge{dir, name}]; !ok {
 			fstree.Unlink(dir, name, m.release)
 			continue
@@ -218,7 +218,7 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	}
 
 	if hdr.Typeflag == tar.TypeDir {
-		if old, ok := parent.Children[base]; ok && old.Type == fstree.TypeDir {
+		if old := parent.Child(base); old != nil && old.Type == fstree.TypeDir {
 			// Rule: a directory over a directory keeps the children and
 			// takes the new metadata (tests: "dir after children",
 			// "dir overwrites dir").
@@ -237,7 +237,6 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.Type = fstree.TypeDir
-		n.Children = map[string]*fstree.Inode{}
 	case tar.TypeReg, tar.TypeGNUSparse:
 		n.Type = fstree.TypeRegular
 		if hdr.Size > 0 {
@@ -318,7 +317,7 @@ func (m *Merger) whiteout(comps []string, base string) error {
 	// into keeps only this layer's entries, like an opaque one (tests:
 	// "whiteout keeps entries of its own layer").
 	if _, ok := m.upper[edge{dir, target}]; ok {
-		if c := dir.Children[target]; c != nil && c.Type == fstree.TypeDir {
+		if c := dir.Child(target); c != nil && c.Type == fstree.TypeDir {
 			m.prune(c)
 		}
 		return nil
@@ -350,8 +349,8 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 		}
 		return fmt.Errorf("hardlink target %s: %w", shown(hdr.Linkname), err)
 	}
-	target, ok := dir.Children[tbase]
-	if !ok {
+	target := dir.Child(tbase)
+	if target == nil {
 		// Rule: a hardlink to a missing target is an error naming both
 		// (test: "hardlink before target").
 		return malformed("hardlink target %s does not exist at this point of the image (hardlinks must name a file of the same layer, earlier in the tar, or of a lower layer)", shown(hdr.Linkname))
@@ -359,11 +358,10 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	if target.Type == fstree.TypeDir {
 		return malformed("hardlink target %s is a directory", shown(hdr.Linkname))
 	}
-	// Pin the target while the old entry at name is unlinked: the old
-	// entry may be the target's last other link or a directory holding it.
-	target.Links++
+	// The old entry at name may be the target's last other link or a
+	// directory holding it: Link counts the new name first, so the target
+	// and its content stay.
 	fstree.Link(parent, name, target, m.release)
-	target.Links--
 	m.touch(parent, name)
 	return nil
 }

@@ -102,8 +102,8 @@ func (r resolver) dir(comps []string) (*fstree.Inode, error) {
 			}
 			continue
 		}
-		child, ok := cur.Children[name]
-		if !ok {
+		child := cur.Child(name)
+		if child == nil {
 			if !r.create {
 				return nil, &notFoundError{name: where(name)}
 			}
