@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 const (
@@ -197,18 +198,15 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 		return nil
 	}
 	dirPath, base := path.Split(clean)
-	comps := fstree.Split(dirPath)
-	for _, c := range comps {
-		if strings.HasPrefix(c, whiteoutMetaPrefix) {
-			m.stats.Ignored++ // below AUFS metadata such as .wh..wh.plnk
-			return nil
-		}
+	if strings.Contains(dirPath, "/"+whiteoutMetaPrefix) {
+		m.stats.Ignored++ // below AUFS metadata such as .wh..wh.plnk
+		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		return m.whiteout(comps, base)
+		return m.whiteout(dirPath, base)
 	}
 
-	parent, err := resolver{m: m, create: true, touch: true}.dir(comps)
+	parent, err := m.dir(dirPath, true, true)
 	if err != nil {
 		return err
 	}
@@ -277,8 +275,8 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	return nil
 }
 
-// whiteout applies ".wh.NAME" or an opaque marker found in directory comps.
-func (m *Merger) whiteout(comps []string, base string) error {
+// whiteout applies ".wh.NAME" or an opaque marker found in directory dirPath.
+func (m *Merger) whiteout(dirPath, base string) error {
 	if strings.HasPrefix(base, whiteoutMetaPrefix) && base != whiteoutOpaque {
 		m.stats.Ignored++ // AUFS metadata, e.g. .wh..wh.plnk
 		return nil
@@ -296,10 +294,9 @@ func (m *Merger) whiteout(comps []string, base string) error {
 	// (tests: "whiteout through symlink", "whiteout dead symlink parent").
 	// An opaque marker's directory is part of this layer (it holds the
 	// marker), so its path is recorded like a parent's.
-	dir, err := resolver{m: m, touch: base == whiteoutOpaque}.dir(comps)
+	dir, err := m.dir(dirPath, false, base == whiteoutOpaque)
 	if err != nil {
-		var nf *notFoundError
-		if errors.As(err, &nf) {
+		if errors.Is(err, confine.ErrNotExist) {
 			return nil
 		}
 		return err
@@ -341,10 +338,9 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	// image, the final component is not followed (tests: "hardlink
 	// relative", "absolute", "down and out", "up and out", "to symlink").
 	tdir, tbase := path.Split(clean)
-	dir, err := resolver{m: m}.dir(fstree.Split(tdir))
+	dir, err := m.dir(tdir, false, false)
 	if err != nil {
-		var nf *notFoundError
-		if errors.As(err, &nf) {
+		if errors.Is(err, confine.ErrNotExist) {
 			return malformed("hardlink target %s does not exist (%v) at this point of the image", shown(hdr.Linkname), err)
 		}
 		return fmt.Errorf("hardlink target %s: %w", shown(hdr.Linkname), err)
