@@ -25,8 +25,8 @@ func (Entries) Child(dir *Inode, name string) (*Inode, confine.Kind, error) {
 func (Entries) Target(n *Inode) (string, error) { return n.Target, nil }
 
 // Mkdir implements confine.FS: it fails.
-func (Entries) Mkdir(dir *Inode, name string) (*Inode, error) {
-	return nil, fmt.Errorf("fstree: cannot make %q: the walk makes no directories", name)
+func (Entries) Mkdir(dir *Inode, name, path string) (*Inode, error) {
+	return nil, fmt.Errorf("fstree: cannot make %s: the walk makes no directories", confine.Quote(path))
 }
 
 // Describe implements confine.FS.

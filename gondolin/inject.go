@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // ImageConfig is the part of the OCI image config a guest needs.
@@ -313,7 +314,8 @@ func isRootUser(u string) bool {
 }
 
 // imgResolver walks and changes the image tree like a chroot: absolute
-// symlink targets restart at the tree root and ".." stops there.
+// symlink targets restart at the tree root and ".." stops there (package
+// confine has the rules).
 type imgResolver struct {
 	t      *fstree.Tree
 	inj    *Injection
@@ -328,99 +330,37 @@ type loc struct {
 	path   string        // real absolute path
 }
 
-type frame struct {
-	name string
-	node *fstree.Inode
+// imgFS is the image tree as confine.Resolve walks it for Inject: the
+// directories it makes on the way are root-owned 0755, dated like the
+// image root, and listed in the Injection.
+type imgFS struct {
+	fstree.Entries
+	r *imgResolver
 }
 
-func framesPath(st []frame) string {
-	var b strings.Builder
-	for _, f := range st[1:] {
-		b.WriteString("/")
-		b.WriteString(f.name)
-	}
-	if b.Len() == 0 {
-		return "/"
-	}
-	return b.String()
+func (f imgFS) Mkdir(dir *fstree.Inode, name, path string) (*fstree.Inode, error) {
+	d := f.r.newDir(0o755)
+	fstree.Link(dir, name, d, nil)
+	f.r.inj.Dirs = append(f.r.inj.Dirs, path)
+	return d, nil
 }
 
 // walk resolves p. Symlinks in the middle are always followed, the last
 // one only with followLast. With create, missing intermediate directories
 // are created (0755, root). Without it, a missing intermediate directory
-// means the path is free: node is nil and parent is nil.
+// means the path is free: node is nil and parent is nil. Symlink targets
+// are walked as the guest's kernel walks them (not cleaned lexically
+// first): Inject asks what the booted guest finds at a path.
 func (r *imgResolver) walk(p string, followLast, create bool) (loc, error) {
-	st := []frame{{"", r.t.Root}}
-	comps := fstree.Split(path.Clean("/" + p))
-	hops := 0
-	for len(comps) > 0 {
-		c := comps[0]
-		comps = comps[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(st) > 1 {
-				st = st[:len(st)-1]
-			}
-			continue
+	res, err := confine.Resolve(imgFS{r: r}, r.t.Root, p, confine.Options{FollowLast: followLast, Create: create, Path: true})
+	if err != nil {
+		var ce *confine.Error
+		if errors.Is(err, confine.ErrNotExist) && errors.As(err, &ce) {
+			return loc{path: ce.Path}, nil
 		}
-		cur := st[len(st)-1].node
-		last := len(comps) == 0
-		child := cur.Child(c)
-		if child == nil {
-			if last {
-				return loc{parent: cur, name: c, path: join(framesPath(st), c)}, nil
-			}
-			if !create {
-				return loc{path: join(framesPath(st), c)}, nil
-			}
-			child = r.newDir(0o755)
-			fstree.Link(cur, c, child, nil)
-			r.inj.Dirs = append(r.inj.Dirs, join(framesPath(st), c))
-		}
-		if child.Type == fstree.TypeSymlink && (!last || followLast) {
-			if hops++; hops > 40 {
-				return loc{}, fmt.Errorf("%s: too many levels of symbolic links", p)
-			}
-			if child.Target == "" {
-				return loc{}, fmt.Errorf("%s: empty symlink at %s", p, join(framesPath(st), c))
-			}
-			if strings.HasPrefix(child.Target, "/") {
-				st = st[:1]
-			}
-			comps = append(fstree.Split(child.Target), comps...)
-			if len(comps) == 0 {
-				// A link to "/" as the last component.
-				return r.stackLoc(st), nil
-			}
-			continue
-		}
-		if last {
-			return loc{parent: cur, name: c, node: child, path: join(framesPath(st), c)}, nil
-		}
-		if child.Type != fstree.TypeDir {
-			return loc{}, fmt.Errorf("%s: %s is a %s: %w", p, join(framesPath(st), c), child.Type, fstree.ErrNotDir)
-		}
-		st = append(st, frame{c, child})
+		return loc{}, fmt.Errorf("%s: %w", p, err)
 	}
-	return r.stackLoc(st), nil
-}
-
-func (r *imgResolver) stackLoc(st []frame) loc {
-	top := st[len(st)-1]
-	l := loc{name: top.name, node: top.node, path: framesPath(st)}
-	if len(st) > 1 {
-		l.parent = st[len(st)-2].node
-	}
-	return l
-}
-
-func join(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
+	return loc{parent: res.Parent, name: res.Name, node: res.Node, path: res.Path}, nil
 }
 
 func (r *imgResolver) newDir(mode uint32) *fstree.Inode {

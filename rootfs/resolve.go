@@ -53,7 +53,7 @@ func (w walker) Child(dir *fstree.Inode, name string) (*fstree.Inode, confine.Ki
 	return c, k, err
 }
 
-func (w walker) Mkdir(dir *fstree.Inode, name string) (*fstree.Inode, error) {
+func (w walker) Mkdir(dir *fstree.Inode, name, _ string) (*fstree.Inode, error) {
 	if err := w.m.countEntry(); err != nil {
 		return nil, err
 	}

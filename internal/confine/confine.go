@@ -68,10 +68,10 @@ type FS[N any] interface {
 	Child(dir N, name string) (N, Kind, error)
 	// Target returns a symlink's target.
 	Target(link N) (string, error)
-	// Mkdir creates directory name in dir and returns it. It is called
-	// only with Options.Create, for a missing name; a read-only FS returns
-	// an error.
-	Mkdir(dir N, name string) (N, error)
+	// Mkdir creates directory name in dir and returns it; path is the
+	// real path it gets. It is called only with Options.Create, for a
+	// missing name; a read-only FS returns an error.
+	Mkdir(dir N, name, path string) (N, error)
 	// Describe says what a node that is not a directory is ("file",
 	// "fifo"), for messages.
 	Describe(n N) string
@@ -284,7 +284,7 @@ func Resolve[N any, F FS[N]](fsys F, root N, name string, opts Options) (Result[
 			if !opts.Create {
 				return Result[N]{}, &Error{Err: ErrNotExist, Path: where(comp)}
 			}
-			if child, err = fsys.Mkdir(cur, comp); err != nil {
+			if child, err = fsys.Mkdir(cur, comp, where(comp)); err != nil {
 				return Result[N]{}, err
 			}
 			kind = Dir

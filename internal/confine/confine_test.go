@@ -2,6 +2,7 @@ package confine
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"slices"
 	"strings"
@@ -40,11 +41,14 @@ func (t *tree) Child(dir *node, name string) (*node, Kind, error) {
 
 func (t *tree) Target(n *node) (string, error) { return n.target, nil }
 
-func (t *tree) Mkdir(dir *node, name string) (*node, error) {
+func (t *tree) Mkdir(dir *node, name, path string) (*node, error) {
 	if name == "readonly" {
 		return nil, errors.New("read-only")
 	}
-	d := &node{kind: Dir, children: map[string]*node{}, path: strings.TrimSuffix(dir.path, "/") + "/" + name}
+	if want := strings.TrimSuffix(dir.path, "/") + "/" + name; path != want {
+		return nil, fmt.Errorf("Mkdir(%s, %s) with path %s", dir.path, name, path)
+	}
+	d := &node{kind: Dir, children: map[string]*node{}, path: path}
 	dir.children[name] = d
 	t.made = append(t.made, d.path)
 	return d, nil
