@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // world is what a test case works on: a tree, a second tree to graft from,
@@ -96,7 +98,7 @@ type treeCase struct {
 	do       func(t *testing.T, w *world) error
 	want     string   // dump of w.t
 	other    string   // dump of w.other, when set
-	released []string // contents released, in order
+	released []string // contents released, sorted
 	live     int64    // bytes the store still holds
 	err      string   // substring of the error do returns
 	panics   string   // substring of the panic do raises
@@ -243,7 +245,6 @@ func treeCases() []treeCase {
 					Unlink(w.t.Root, name, w.release)
 				}
 			}
-			slices.Sort(w.released)
 			return nil
 		}, want: `/ links=0
 			/c file links=1 "c"`, released: []string{"a", "b", "d"}, live: 1},
@@ -389,6 +390,7 @@ func TestTreeOps(t *testing.T) {
 					t.Errorf("other tree:\n%s\nwant:\n%s", got, trim(tc.other))
 				}
 			}
+			slices.Sort(w.released) // a subtree is released in no particular order
 			if !slices.Equal(w.released, tc.released) {
 				t.Errorf("released %q, want %q", w.released, tc.released)
 			}
@@ -479,6 +481,12 @@ func TestWalkAndNames(t *testing.T) {
 	if n := at(tr, "b").NumChildren(); n != 2 {
 		t.Errorf("NumChildren %d", n)
 	}
+	if err := tr.Walk(func(p string, n *Inode) error { return SkipDir }); err != nil {
+		t.Errorf("SkipDir at the root: %v", err)
+	}
+	for range tr.Root.Children() {
+		break // stopping early is fine
+	}
 	stop := errors.New("stop")
 	if err := tr.Walk(func(p string, n *Inode) error {
 		if p == "b/x" {
@@ -546,11 +554,38 @@ func TestMemStore(t *testing.T) {
 	if s.Live() != 0 {
 		t.Errorf("live %d after release", s.Live())
 	}
+	if (&Inode{Type: TypeRegular, Content: c}).Size() != 5 {
+		t.Error("file size")
+	}
 	if _, err := s.Open(c); err == nil {
 		t.Error("released content opened")
 	}
 	type other struct{ Content }
 	if _, err := s.Open(other{}); err == nil || Bytes(other{}) != nil {
 		t.Error("foreign content opened")
+	}
+}
+
+// TestEntries: a Tree as confine.Resolve walks it (the rules themselves
+// are confine's, tested there).
+func TestEntries(t *testing.T) {
+	tr := New()
+	f := &Inode{Type: TypeFIFO}
+	Link(dir(tr, "usr/lib"), "p", f, nil)
+	Link(tr.Root, "lib", &Inode{Type: TypeSymlink, Target: "../usr/lib"}, nil)
+	r, err := confine.Resolve(Entries{}, tr.Root, "/lib/p", confine.Options{Path: true})
+	if err != nil || r.Node != f || r.Parent != at(tr, "usr/lib") || r.Path != "/usr/lib/p" || r.Kind != confine.Other {
+		t.Errorf("%+v %v", r, err)
+	}
+	if _, err := confine.Resolve(Entries{}, tr.Root, "/lib/p/x", confine.Options{}); err == nil || !strings.Contains(err.Error(), `"/usr/lib/p" is a fifo, not a directory`) {
+		t.Errorf("through a fifo: %v", err)
+	}
+	if _, err := confine.Resolve(Entries{}, tr.Root, "/new/x", confine.Options{Create: true}); err == nil || !strings.Contains(err.Error(), `cannot make "/new"`) {
+		t.Errorf("Mkdir: %v", err)
+	}
+	for ty, want := range map[Type]confine.Kind{TypeDir: confine.Dir, TypeSymlink: confine.Symlink, TypeRegular: confine.Other, TypeCharDev: confine.Other} {
+		if ty.Kind() != want {
+			t.Errorf("%s: kind %d", ty, ty.Kind())
+		}
 	}
 }

@@ -18,7 +18,7 @@ func (Entries) Child(dir *Inode, name string) (*Inode, confine.Kind, error) {
 	if c == nil {
 		return nil, confine.Missing, nil
 	}
-	return c, KindOf(c), nil
+	return c, c.Type.Kind(), nil
 }
 
 // Target implements confine.FS.
@@ -32,9 +32,9 @@ func (Entries) Mkdir(dir *Inode, name, path string) (*Inode, error) {
 // Describe implements confine.FS.
 func (Entries) Describe(n *Inode) string { return n.Type.String() }
 
-// KindOf is n's kind for confine.Resolve.
-func KindOf(n *Inode) confine.Kind {
-	switch n.Type {
+// Kind is what an inode of type t is to confine.Resolve.
+func (t Type) Kind() confine.Kind {
+	switch t {
 	case TypeDir:
 		return confine.Dir
 	case TypeSymlink:

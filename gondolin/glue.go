@@ -460,7 +460,7 @@ func (b baseFS) Child(dir baseNode, name string) (baseNode, confine.Kind, error)
 	if err != nil {
 		return baseNode{}, confine.Missing, err
 	}
-	return baseNode{p, n}, fstree.KindOf(n), nil
+	return baseNode{p, n}, n.Type.Kind(), nil
 }
 
 func (b baseFS) Target(n baseNode) (string, error) { return n.in.Target, nil }
