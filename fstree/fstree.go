@@ -88,7 +88,8 @@ type Xattr struct {
 // Inode is one filesystem object. Hardlinks are several directory entries
 // pointing at the same *Inode. An inode made as a literal (or by NewDir,
 // CopyMeta) is detached: no entry names it until Link adds one. Its Type
-// must not change once it is linked.
+// must not change once it is linked. Copy one with CopyMeta: a copy of the
+// struct would share the original's entries.
 type Inode struct {
 	Type  Type
 	Mode  uint32 // permission bits including setuid, setgid and sticky (07777)
