@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
+	"sort"
 
 	"github.com/docker2vm/docker2vm/fstree"
 )
@@ -46,6 +48,10 @@ type finisher struct {
 	xblocks  []*xblock
 	xindex   map[string]int
 	idx      map[*fstree.Inode]uint32
+	// root is the tree's root; lostFound the lost+found Finish adds to it
+	// when the tree has none (the tree itself is left as it is).
+	root      *fstree.Inode
+	lostFound *fstree.Inode
 
 	groups     uint64
 	blocks     uint64 // blocks_count
@@ -99,20 +105,17 @@ func (w *Writer) Finish(ctx context.Context, t *fstree.Tree) error {
 func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	w := f.w
 	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
-	root := *t.Root
-	root.Children = make(map[string]*fstree.Inode, len(t.Root.Children)+1)
-	for k, v := range t.Root.Children {
-		root.Children[k] = v
-	}
+	root := t.Root
+	f.root = root
 	f.nodes = make([]*node, firstIno)
-	f.nodes[rootIno] = &node{in: &root, parent: rootIno, links: 2}
-	index := map[*fstree.Inode]uint32{t.Root: rootIno, &root: rootIno}
+	f.nodes[rootIno] = &node{in: root, parent: rootIno, links: 2}
+	index := map[*fstree.Inode]uint32{root: rootIno}
 	f.idx = index
-	lf, ok := root.Children["lost+found"]
-	if !ok {
+	lf := root.Child("lost+found")
+	if lf == nil {
 		lf = fstree.NewDir(0o700, 0, 0)
 		lf.Mtime, lf.Atime, lf.Ctime = sde, sde, sde
-		root.Children["lost+found"] = lf
+		f.lostFound = lf
 	}
 	if lf.Type == fstree.TypeDir {
 		f.nodes = append(f.nodes, &node{in: lf, path: "lost+found", parent: rootIno, links: 2})
@@ -121,7 +124,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	owner := map[*content]uint32{}
 	h := &inodeHasher{h: sha256.New()}
 	fmt.Fprintf(h.h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
-	h.add("", &root, 0)
+	h.add("", root, 0)
 
 	visitedLF := false // the pre-numbered lost+found may be met once
 	var visit func(dirIno uint32, dir *fstree.Inode, p string, depth int) error
@@ -129,8 +132,8 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for _, name := range fstree.SortedNames(dir) {
-			c := dir.Children[name]
+		for _, e := range f.entries(dir) {
+			name, c := e.name, e.in
 			cp := name
 			if p != "" {
 				cp = p + "/" + name
@@ -180,7 +183,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 		}
 		return nil
 	}
-	if err := visit(rootIno, &root, "", 0); err != nil {
+	if err := visit(rootIno, root, "", 0); err != nil {
 		return err
 	}
 	if uint64(len(f.nodes)) > 1<<32-1 {
@@ -243,6 +246,27 @@ func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner m
 	}
 	n.data = nc
 	return nil
+}
+
+// entry is one directory entry as Finish writes it.
+type entry struct {
+	name string
+	in   *fstree.Inode
+}
+
+// entries lists a directory's entries in byte order of name; the root's
+// include the lost+found Finish adds.
+func (f *finisher) entries(dir *fstree.Inode) []entry {
+	names := fstree.SortedNames(dir)
+	out := make([]entry, 0, len(names)+1)
+	for _, name := range names {
+		out = append(out, entry{name, dir.Child(name)})
+	}
+	if dir == f.root && f.lostFound != nil {
+		i := sort.Search(len(out), func(i int) bool { return out[i].name >= "lost+found" })
+		out = slices.Insert(out, i, entry{"lost+found", f.lostFound})
+	}
+	return out
 }
 
 // inodeHasher feeds each inode's metadata to the hash the UUID is derived
@@ -314,10 +338,10 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 	n.xblock = -1
 	switch n.in.Type {
 	case fstree.TypeDir:
-		ents := make([]dirent, 0, len(n.in.Children))
-		for _, name := range fstree.SortedNames(n.in) {
-			c := n.in.Children[name]
-			ents = append(ents, dirent{name: name, ino: f.idx[c], ftype: fileType(c.Type)})
+		es := f.entries(n.in)
+		ents := make([]dirent, 0, len(es))
+		for _, e := range es {
+			ents = append(ents, dirent{name: e.name, ino: f.idx[e.in], ftype: fileType(e.in.Type)})
 		}
 		minBlocks := 1
 		if ino == firstIno && len(ents) == 0 {

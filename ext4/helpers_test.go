@@ -67,8 +67,8 @@ func writeImage(t testing.TB, opts Options, build func(w *Writer) *fstree.Tree) 
 func mkdirAll(tr *fstree.Tree, p string) *fstree.Inode {
 	n := tr.Root
 	for _, name := range fstree.Split(p) {
-		c, ok := n.Children[name]
-		if !ok {
+		c := n.Child(name)
+		if c == nil {
 			c = fstree.NewDir(0o755, 0, 0)
 			fstree.Link(n, name, c, nil)
 		}

@@ -41,7 +41,7 @@ func treeFromDir(t testing.TB, root string, s fstree.Store) *fstree.Tree {
 		}
 		switch st.Mode & syscall.S_IFMT {
 		case syscall.S_IFDIR:
-			n.Type, n.Children = fstree.TypeDir, map[string]*fstree.Inode{}
+			n.Type = fstree.TypeDir
 		case syscall.S_IFREG:
 			n.Type = fstree.TypeRegular
 			f, err := os.Open(p)

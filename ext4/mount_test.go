@@ -114,16 +114,16 @@ func compareMounted(t *testing.T, dir string, tr *fstree.Tree, hs *hashingStore)
 		if st.Atim.Sec != n.Atime.Sec || st.Atim.Nsec != int64(n.Atime.Nsec) {
 			fail(p, "atime %d.%09d, want %d.%09d", st.Atim.Sec, st.Atim.Nsec, n.Atime.Sec, n.Atime.Nsec)
 		}
-		wantLinks := uint64(n.Links)
+		wantLinks := uint64(n.Links())
 		if n.IsDir() {
 			wantLinks = 2
-			for _, c := range n.Children {
+			for _, c := range n.Children() {
 				if c.IsDir() {
 					wantLinks++
 				}
 			}
 			if p == "" {
-				if _, ok := n.Children["lost+found"]; !ok {
+				if n.Child("lost+found") == nil {
 					wantLinks++
 				}
 			}

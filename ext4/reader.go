@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // FS reads an ext2/3/4 image: one made by mke2fs (1 KiB to 64 KiB blocks,
@@ -67,7 +68,6 @@ const (
 	incompatSupported = incompatFiletype | incompatRecover | incompatExtents | incompat64bit | incompatMMP |
 		incompatFlexBG | incompatEAInode | incompatCsumSeed | incompatLargedir | incompatInlineData | incompatCasefold
 	maxSymlink   = 4096
-	maxHops      = 40
 	maxXattrSize = 64 << 10
 )
 
@@ -482,74 +482,52 @@ func (f *FS) readlink(n *Inode) (string, error) {
 	return string(b), nil
 }
 
-// resolve walks a path from the root. Symlinks in the middle are followed
-// inside the image (absolute targets start at the image root); the last
-// component is followed only when follow is set.
+// dirs is the image as confine.Resolve walks it: a lookup scans the
+// directory's blocks. The image is read-only.
+type dirs struct{ f *FS }
+
+func (d dirs) Child(dir *Inode, name string) (*Inode, confine.Kind, error) {
+	ents, err := d.f.readDir(dir)
+	if err != nil {
+		return nil, confine.Missing, err
+	}
+	for _, e := range ents {
+		if e.Name == name {
+			n, err := d.f.inode(e.Ino)
+			if err != nil {
+				return nil, confine.Missing, err
+			}
+			return n, n.Type.Kind(), nil
+		}
+	}
+	return nil, confine.Missing, nil
+}
+
+func (d dirs) Target(n *Inode) (string, error) { return d.f.readlink(n) }
+
+func (d dirs) Mkdir(dir *Inode, name, p string) (*Inode, error) {
+	return nil, fmt.Errorf("ext4: %s: the reader does not write", p)
+}
+
+func (d dirs) Describe(n *Inode) string { return n.Type.String() }
+
+// resolve walks a path from the root by confine's rules: symlinks in the
+// middle are followed inside the image (absolute targets start at the
+// image root, ".." stops there, targets walked as the kernel walks them);
+// the last component is followed only when follow is set.
 func (f *FS) resolve(p string, follow bool) (*Inode, error) {
-	hops := 0
-	var walk func(dir *Inode, parts []string) (*Inode, error)
-	var stack []*Inode // directories from the root, for ".."
 	root, err := f.inode(rootIno)
 	if err != nil {
 		return nil, err
 	}
-	walk = func(cur *Inode, parts []string) (*Inode, error) {
-		for i := 0; i < len(parts); i++ {
-			name := parts[i]
-			switch name {
-			case "", ".":
-				continue
-			case "..":
-				if len(stack) > 0 {
-					cur, stack = stack[len(stack)-1], stack[:len(stack)-1]
-				}
-				continue
-			}
-			if cur.Type != fstree.TypeDir {
-				return nil, fmt.Errorf("ext4: %s: %w", p, fstree.ErrNotDir)
-			}
-			ents, err := f.readDir(cur)
-			if err != nil {
-				return nil, err
-			}
-			var next *Inode
-			for _, e := range ents {
-				if e.Name == name {
-					if next, err = f.inode(e.Ino); err != nil {
-						return nil, err
-					}
-					break
-				}
-			}
-			if next == nil {
-				return nil, fmt.Errorf("ext4: %s: %w", p, ErrNotExist)
-			}
-			last := i == len(parts)-1
-			if next.Type == fstree.TypeSymlink && (!last || follow) {
-				if hops++; hops > maxHops {
-					return nil, fmt.Errorf("ext4: %s: too many levels of symbolic links", p)
-				}
-				target, err := f.readlink(next)
-				if err != nil {
-					return nil, err
-				}
-				start := cur
-				if strings.HasPrefix(target, "/") {
-					start, stack = root, nil
-				}
-				next, err = walk(start, strings.Split(target, "/"))
-				if err != nil {
-					return nil, err
-				}
-				cur = next
-				continue
-			}
-			stack = append(stack, cur)
-			cur = next
-		}
-		return cur, nil
+	r, err := confine.Resolve(dirs{f}, root, p, confine.Options{FollowLast: follow})
+	if err != nil {
+		return nil, fmt.Errorf("ext4: %s: %w", p, err)
 	}
-	return walk(root, strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/"))
+	if r.Kind == confine.Missing {
+		return nil, fmt.Errorf("ext4: %s: %w", p, ErrNotExist)
+	}
+	return r.Node, nil
 }
 
 // Lookup returns the inode at path without following a final symlink.
@@ -750,8 +728,8 @@ func (f *FS) Walk(p string, fn func(p string, n *Inode) error) error {
 }
 
 // Extract copies the subtree at path into an fstree (the returned inode is
-// its top), with file data Put into store. Hardlinks within the subtree
-// become one shared *fstree.Inode.
+// its top, detached: no entry names it yet), with file data Put into store.
+// Hardlinks within the subtree become one shared *fstree.Inode.
 func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree.Inode, error) {
 	inodes := map[uint32]*fstree.Inode{}
 	// Files of a sound image never share blocks: mapped data beyond the
@@ -774,10 +752,7 @@ func (f *FS) Extract(ctx context.Context, p string, store fstree.Store) (*fstree
 			}
 		}
 		if top == nil {
-			top = t
-			if t.Type != fstree.TypeDir {
-				t.Links = 1
-			}
+			top = t // detached: the caller links it where it wants it
 		} else {
 			dir, name := path.Split(wp)
 			parent := parents[strings.TrimSuffix(dir, "/")]
@@ -806,8 +781,6 @@ func (f *FS) toTree(ctx context.Context, p string, n *Inode, store fstree.Store,
 	}
 	t.Xattrs = xs
 	switch n.Type {
-	case fstree.TypeDir:
-		t.Children = map[string]*fstree.Inode{}
 	case fstree.TypeSymlink:
 		if t.Target, err = f.readlink(n); err != nil {
 			return nil, fmt.Errorf("ext4: %s: %w", p, err)

@@ -115,8 +115,8 @@ func compareWithDir(t *testing.T, dir string, got *fstree.Inode) {
 			if !bytes.Equal(want, fstree.Bytes(g.Content)) {
 				fail(p, "content differs (%d vs %d bytes)", g.Size(), len(want))
 			}
-			if uint64(g.Links) != uint64(st.Nlink) {
-				fail(p, "links %d, want %d", g.Links, st.Nlink)
+			if uint64(g.Links()) != uint64(st.Nlink) {
+				fail(p, "links %d, want %d", g.Links(), st.Nlink)
 			}
 		case syscall.S_IFLNK:
 			want, _ := os.Readlink(full)
@@ -151,7 +151,7 @@ func compareWithDir(t *testing.T, dir string, got *fstree.Inode) {
 				return
 			}
 			for _, name := range want {
-				cmp(filepath.Join(p, name), g.Children[name])
+				cmp(filepath.Join(p, name), g.Child(name))
 			}
 		}
 	}

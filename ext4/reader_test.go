@@ -51,8 +51,8 @@ func compareTrees(t *testing.T, want, got *fstree.Inode, wantSums map[fstree.Con
 		if w.Mtime != g.Mtime || w.Atime != g.Atime || w.Ctime != g.Ctime {
 			fail(p, "times %v %v %v, want %v %v %v", g.Mtime, g.Atime, g.Ctime, w.Mtime, w.Atime, w.Ctime)
 		}
-		if w.Type != fstree.TypeDir && w.Links != g.Links {
-			fail(p, "links %d, want %d", g.Links, w.Links)
+		if w.Type != fstree.TypeDir && w.Links() != g.Links() {
+			fail(p, "links %d, want %d", g.Links(), w.Links())
 		}
 		if w.Target != g.Target || w.Major != g.Major || w.Minor != g.Minor {
 			fail(p, "target/dev %q %d:%d, want %q %d:%d", g.Target, g.Major, g.Minor, w.Target, w.Major, w.Minor)
@@ -80,7 +80,7 @@ func compareTrees(t *testing.T, want, got *fstree.Inode, wantSums map[fstree.Con
 				return
 			}
 			for _, name := range wn {
-				cmp(strings.TrimPrefix(p+"/"+name, "/"), w.Children[name], g.Children[name])
+				cmp(strings.TrimPrefix(p+"/"+name, "/"), w.Child(name), g.Child(name))
 			}
 		}
 	}

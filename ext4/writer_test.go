@@ -93,8 +93,8 @@ func kindsTree(t testing.TB, s fstree.Store) *fstree.Tree {
 	tmp := add(tr, "tmp", fstree.NewDir(0o1777, 0, 0))
 	tmp.Mtime = ts(-1000, 42)             // before 1970
 	add(tr, "future", file(t, s, nil, 0)) // mode 0
-	tr.Root.Children["future"].Mtime = ts(1<<32+5, 7)
-	tr.Root.Children["future"].Atime = ts(1<<33+1, 8)
+	tr.Root.Child("future").Mtime = ts(1<<32+5, 7)
+	tr.Root.Child("future").Atime = ts(1<<33+1, 8)
 
 	// xattrs: in the inode, in a block, shared blocks
 	ping := file(t, s, []byte("ping"), 0o755)
@@ -357,12 +357,12 @@ func TestWriterHeavy(t *testing.T) {
 		tr := fstree.New()
 		d := add(tr, "huge", fstree.NewDir(0o755, 0, 0))
 		for i := 0; i < 100000; i++ {
-			d.Children[fmt.Sprintf("file-%06d.txt", i)] = &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o644, Links: 1}
+			fstree.Link(d, fmt.Sprintf("file-%06d.txt", i), &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o644}, nil)
 		}
 		// 70,000 subdirectories: more than the 65,000 link limit (dir_nlink)
 		many := add(tr, "many", fstree.NewDir(0o755, 0, 0))
 		for i := 0; i < 66000; i++ {
-			many.Children[fmt.Sprintf("d%d", i)] = fstree.NewDir(0o755, 0, 0)
+			fstree.Link(many, fmt.Sprintf("d%d", i), fstree.NewDir(0o755, 0, 0), nil)
 		}
 		const size = 5<<30 + 12345
 		c, err := s.Put(context.Background(), &markedZeros{size: size, marks: map[int64]byte{0: 1, 3 << 30: 2, 4<<30 + 7: 3, size - 1: 4}}, size)

@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"sort"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // Type is the kind of an inode.
@@ -83,7 +86,10 @@ type Xattr struct {
 }
 
 // Inode is one filesystem object. Hardlinks are several directory entries
-// pointing at the same *Inode.
+// pointing at the same *Inode. An inode made as a literal (or by NewDir,
+// CopyMeta) is detached: no entry names it until Link adds one. Its Type
+// must not change once it is linked. Copy one with CopyMeta: a copy of the
+// struct would share the original's entries.
 type Inode struct {
 	Type  Type
 	Mode  uint32 // permission bits including setuid, setgid and sticky (07777)
@@ -102,12 +108,44 @@ type Inode struct {
 	// Xattrs are kept sorted by name.
 	Xattrs []Xattr
 
-	// Children are a directory's entries by name ("." and ".." excluded).
-	Children map[string]*Inode
+	// The tree's own: a directory's entries by name ("." and ".."
+	// excluded), and the number of entries naming this inode. Only Link,
+	// Unlink, Detach and Move change them, so that the counts stay right
+	// (read them with Child, Children and Links).
+	children map[string]*Inode
+	links    uint32
+}
 
-	// Links counts the directory entries naming this inode (for
-	// non-directories). The tree's mutators keep it up to date.
-	Links uint32
+// Links is the number of directory entries naming n: any number for a file
+// (its hardlinks), 0 or 1 for a directory (directories have one name; the
+// root and a detached inode have none).
+func (n *Inode) Links() uint32 { return n.links }
+
+// Child returns a directory's entry name, or nil.
+func (n *Inode) Child(name string) *Inode { return n.children[name] }
+
+// NumChildren is the number of a directory's entries.
+func (n *Inode) NumChildren() int { return len(n.children) }
+
+// Children iterates over a directory's entries in no particular order
+// (SortedNames gives them in order). The loop may Unlink or Detach the
+// entries of n it has been given.
+func (n *Inode) Children() iter.Seq2[string, *Inode] {
+	return func(yield func(string, *Inode) bool) {
+		for name, c := range n.children {
+			if !yield(name, c) {
+				return
+			}
+		}
+	}
+}
+
+// CopyMeta returns a new detached inode of n's type with n's metadata:
+// mode, owner, times, symlink target, device numbers and a copy of the
+// xattrs. It has no content, no entries and no links.
+func (n *Inode) CopyMeta() *Inode {
+	return &Inode{Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, Mtime: n.Mtime, Atime: n.Atime, Ctime: n.Ctime,
+		Target: n.Target, Major: n.Major, Minor: n.Minor, Xattrs: append([]Xattr(nil), n.Xattrs...)}
 }
 
 // Size is the inode's apparent size: content size for files, target length
@@ -150,9 +188,9 @@ func (n *Inode) Xattr(name string) ([]byte, bool) {
 	return nil, false
 }
 
-// NewDir returns an empty directory inode.
+// NewDir returns an empty detached directory inode.
 func NewDir(mode, uid, gid uint32) *Inode {
-	return &Inode{Type: TypeDir, Mode: mode & 07777, UID: uid, GID: gid, Children: map[string]*Inode{}}
+	return &Inode{Type: TypeDir, Mode: mode & 07777, UID: uid, GID: gid, children: map[string]*Inode{}}
 }
 
 // Tree is a filesystem tree rooted at a directory.
@@ -166,7 +204,7 @@ func New() *Tree {
 }
 
 // ErrNotDir is returned when a path component is not a directory.
-var ErrNotDir = errors.New("not a directory")
+var ErrNotDir = confine.ErrNotDir
 
 // Lookup returns the inode at a clean slash-separated path relative to the
 // root ("" or "." is the root). It does not follow symlinks.
@@ -176,8 +214,8 @@ func (t *Tree) Lookup(p string) (*Inode, bool) {
 		if n.Type != TypeDir {
 			return nil, false
 		}
-		c, ok := n.Children[name]
-		if !ok {
+		c := n.children[name]
+		if c == nil {
 			return nil, false
 		}
 		n = c
@@ -194,44 +232,115 @@ func Split(p string) []string {
 	return strings.Split(p, "/")
 }
 
-// Link adds child under dir as name, replacing (and unlinking) whatever was
-// there. It maintains link counts; released content goes to release (may be nil).
+// Link adds child to dir as name, replacing (and unlinking) whatever was
+// there. Linking a detached inode or subtree puts it in the tree (a new
+// file, a subtree grafted from elsewhere); linking a file that already has
+// names adds a hardlink. A directory has one name: give it another with
+// Move. Content released by the replaced entry goes to release (may be
+// nil); child itself is counted before the old entry goes, so replacing the
+// directory that holds child's other name keeps child and its content.
+// Link panics when dir is not a directory, child is a directory that
+// already has a name, or dir is inside child.
 func Link(dir *Inode, name string, child *Inode, release func(Content)) {
-	if old, ok := dir.Children[name]; ok {
-		if old == child {
-			return
-		}
-		Unlink(dir, name, release)
+	if dir.Type != TypeDir {
+		panic(fmt.Sprintf("fstree: Link %q into a %s", name, dir.Type))
 	}
-	dir.Children[name] = child
-	if child.Type != TypeDir {
-		child.Links++
+	old := dir.children[name]
+	if old == child {
+		return
+	}
+	if child.Type == TypeDir {
+		if child.links > 0 {
+			panic(fmt.Sprintf("fstree: Link %q: the directory already has a name (Move it)", name))
+		}
+		if within(child, dir) {
+			panic(fmt.Sprintf("fstree: Link %q: the directory would be inside itself", name))
+		}
+	}
+	if dir.children == nil {
+		dir.children = map[string]*Inode{}
+	}
+	child.links++
+	dir.children[name] = child
+	if old != nil {
+		drop(old, release)
 	}
 }
 
 // Unlink removes name from dir. Content of files whose last link goes (and
-// of everything below a removed directory) is passed to release.
+// of everything below a removed directory) is passed to release (may be
+// nil). A missing name is not an error.
 func Unlink(dir *Inode, name string, release func(Content)) {
-	old, ok := dir.Children[name]
+	old, ok := dir.children[name]
 	if !ok {
 		return
 	}
-	delete(dir.Children, name)
+	delete(dir.children, name)
 	drop(old, release)
 }
 
+// Detach removes name from dir and returns what it named (nil if nothing),
+// intact: a directory keeps its subtree, a file its content even when that
+// was its last name. The caller links it elsewhere (or releases it).
+func Detach(dir *Inode, name string) *Inode {
+	n, ok := dir.children[name]
+	if !ok {
+		return nil
+	}
+	delete(dir.children, name)
+	n.links--
+	return n
+}
+
+// Move gives the entry fromName of fromDir the name toName in toDir
+// instead, in the same tree or another one (grafting a subtree). Its link
+// count does not change; whatever toName named is unlinked, its content
+// passed to release. It fails when fromName does not exist or is a
+// directory that toDir is inside of.
+func Move(fromDir *Inode, fromName string, toDir *Inode, toName string, release func(Content)) error {
+	n := fromDir.children[fromName]
+	if n == nil {
+		return fmt.Errorf("fstree: moving %q: no such entry", fromName)
+	}
+	if toDir.Type != TypeDir {
+		return fmt.Errorf("fstree: moving %q into a %s", fromName, toDir.Type)
+	}
+	if fromDir == toDir && fromName == toName {
+		return nil
+	}
+	if n.Type == TypeDir && within(n, toDir) {
+		return fmt.Errorf("fstree: moving %q into itself", fromName)
+	}
+	Detach(fromDir, fromName)
+	Link(toDir, toName, n, release)
+	return nil
+}
+
+// within reports whether dir is sub or below it.
+func within(sub, dir *Inode) bool {
+	if sub == dir {
+		return true
+	}
+	for _, c := range sub.children {
+		if c.Type == TypeDir && within(c, dir) {
+			return true
+		}
+	}
+	return false
+}
+
 func drop(n *Inode, release func(Content)) {
+	if n.links > 0 {
+		n.links--
+	}
 	if n.Type == TypeDir {
-		for _, c := range n.Children {
+		for _, c := range n.children {
 			drop(c, release)
 		}
-		n.Children = nil
+		n.children = nil
 		return
 	}
-	if n.Links > 0 {
-		n.Links--
-	}
-	if n.Links == 0 && n.Content != nil {
+	if n.links == 0 && n.Content != nil {
 		if release != nil {
 			release(n.Content)
 		}
@@ -268,7 +377,7 @@ func walk(p string, n *Inode, fn WalkFunc) error {
 		if p != "" {
 			cp = p + "/" + name
 		}
-		if err := walk(cp, n.Children[name], fn); err != nil && err != SkipDir {
+		if err := walk(cp, n.children[name], fn); err != nil && err != SkipDir {
 			return err
 		}
 	}
@@ -277,8 +386,8 @@ func walk(p string, n *Inode, fn WalkFunc) error {
 
 // SortedNames returns a directory's entry names in byte order.
 func SortedNames(n *Inode) []string {
-	names := make([]string, 0, len(n.Children))
-	for name := range n.Children {
+	names := make([]string, 0, len(n.children))
+	for name := range n.children {
 		names = append(names, name)
 	}
 	sort.Strings(names)

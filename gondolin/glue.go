@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // GlueSource is read-only access to the base bundle's rootfs. The ext4
@@ -98,6 +99,7 @@ type Glue struct {
 	Notes []string
 
 	store fstree.Store
+	spent bool // Inject moved its inodes into a tree
 }
 
 // Tool is one command the base provides.
@@ -177,8 +179,8 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 			return nil, glueErr("reading /lib/modules from the base rootfs", err)
 		}
 		for _, kver := range fstree.SortedNames(mods) {
-			if c := mods.Children[kver]; c.Type == fstree.TypeDir {
-				g.Modules[kver] = c
+			if mods.Child(kver).Type == fstree.TypeDir {
+				g.Modules[kver] = fstree.Detach(mods, kver)
 			}
 		}
 	} else {
@@ -239,7 +241,7 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 			}
 			found := ""
 			for _, d := range muslLibPath {
-				if _, err := src.Lstat(d + "/" + so); err == nil {
+				if r.exists(d + "/" + so) {
 					found = d + "/" + so
 					break
 				}
@@ -434,90 +436,80 @@ func patchInit(data []byte) ([]byte, string) {
 	return data, "the base's /init does not `exec /usr/bin/sandboxd` as expected; it was left as is and may not load " + ImageEnvPath
 }
 
-// baseResolver resolves paths in a GlueSource, following symlinks within
-// the base (absolute targets restart at the base root, ".." stops there).
+// baseResolver resolves paths in a GlueSource by confine's rules: symlinks
+// are followed within the base (absolute targets restart at the base root,
+// ".." stops there), as the base's own kernel and loader follow them.
 type baseResolver struct{ src GlueSource }
+
+// baseNode is an entry of the base: its real path and metadata.
+type baseNode struct {
+	path string
+	in   *fstree.Inode
+}
+
+// baseFS is a GlueSource as confine.Resolve walks it: one Lstat per entry,
+// on real paths only (no symlinks in them).
+type baseFS struct{ src GlueSource }
+
+func (b baseFS) Child(dir baseNode, name string) (baseNode, confine.Kind, error) {
+	p := path.Join(dir.path, name)
+	n, err := b.src.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return baseNode{}, confine.Missing, nil
+	}
+	if err != nil {
+		return baseNode{}, confine.Missing, err
+	}
+	return baseNode{p, n}, n.Type.Kind(), nil
+}
+
+func (b baseFS) Target(n baseNode) (string, error) { return n.in.Target, nil }
+
+func (b baseFS) Mkdir(dir baseNode, name, p string) (baseNode, error) {
+	return baseNode{}, fmt.Errorf("%s: the base rootfs is read-only", p)
+}
+
+func (b baseFS) Describe(n baseNode) string { return n.in.Type.String() }
+
+// lookup resolves p with opts; a missing final entry is an error wrapping
+// fs.ErrNotExist.
+func (r baseResolver) lookup(p string, opts confine.Options) (baseNode, error) {
+	root, err := r.src.Lstat("/")
+	if err != nil {
+		return baseNode{}, err
+	}
+	opts.Path = true
+	res, err := confine.Resolve(baseFS(r), baseNode{"/", root}, p, opts)
+	if err != nil {
+		return baseNode{}, err
+	}
+	if res.Kind == confine.Missing {
+		return baseNode{}, &confine.Error{Err: confine.ErrNotExist, Path: res.Path}
+	}
+	return res.Node, nil
+}
 
 // resolve follows every symlink and returns the real path and its inode.
 func (r baseResolver) resolve(p string) (string, *fstree.Inode, error) {
-	chain, err := r.chain(p)
-	if err != nil {
-		return "", nil, err
-	}
-	real := chain[len(chain)-1]
-	n, err := r.src.Lstat(real)
-	return real, n, err
+	n, err := r.lookup(p, confine.Options{FollowLast: true})
+	return n.path, n.in, err
 }
 
-// chain returns the paths visited resolving p's final component: p's
-// directory resolved, then each symlink hop, ending at a non-symlink.
+// exists reports whether p names an entry (a dangling symlink too).
+func (r baseResolver) exists(p string) bool {
+	_, err := r.lookup(p, confine.Options{})
+	return err == nil
+}
+
+// chain returns the real paths visited resolving p's final component: the
+// entry p names, then each symlink hop, ending at a non-symlink.
 func (r baseResolver) chain(p string) ([]string, error) {
-	var out []string
-	cur := p
-	for hops := 0; hops < 40; hops++ {
-		dir, err := r.resolveDir(path.Dir(path.Clean("/" + cur)))
-		if err != nil {
-			return nil, err
-		}
-		full := path.Join(dir, path.Base(path.Clean("/"+cur)))
-		n, err := r.src.Lstat(full)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, full)
-		if n.Type != fstree.TypeSymlink {
-			return out, nil
-		}
-		if n.Target == "" {
-			return nil, fmt.Errorf("%s: empty symlink: %w", full, fs.ErrNotExist)
-		}
-		if strings.HasPrefix(n.Target, "/") {
-			cur = n.Target
-		} else {
-			cur = path.Join(dir, n.Target)
-		}
+	var links []string
+	n, err := r.lookup(p, confine.Options{FollowLast: true, Links: &links})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%s: too many levels of symbolic links", p)
-}
-
-// resolveDir resolves a directory path component by component.
-func (r baseResolver) resolveDir(p string) (string, error) {
-	real := "/"
-	comps := fstree.Split(p)
-	for hops := 0; len(comps) > 0; {
-		c := comps[0]
-		comps = comps[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			real = path.Dir(real)
-			continue
-		}
-		next := path.Join(real, c)
-		n, err := r.src.Lstat(next)
-		if err != nil {
-			return "", err
-		}
-		switch n.Type {
-		case fstree.TypeDir:
-			real = next
-		case fstree.TypeSymlink:
-			if hops++; hops > 40 {
-				return "", fmt.Errorf("%s: too many levels of symbolic links", p)
-			}
-			if n.Target == "" {
-				return "", fmt.Errorf("%s: empty symlink: %w", next, fs.ErrNotExist)
-			}
-			if strings.HasPrefix(n.Target, "/") {
-				real = "/"
-			}
-			comps = append(fstree.Split(n.Target), comps...)
-		default:
-			return "", fmt.Errorf("%s: %w", next, fstree.ErrNotDir)
-		}
-	}
-	return real, nil
+	return append(links, n.path), nil
 }
 
 // TreeSource is a GlueSource over an in-memory tree whose content is in
@@ -547,26 +539,20 @@ func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 	if !ok {
 		return nil, fmt.Errorf("TreeSource store %T cannot be read back", s.Store)
 	}
-	copies := map[*fstree.Inode]*fstree.Inode{}
+	copies := map[*fstree.Inode]*fstree.Inode{} // hardlinks stay hardlinks
 	var cp func(n *fstree.Inode) (*fstree.Inode, error)
 	cp = func(n *fstree.Inode) (*fstree.Inode, error) {
 		if c, ok := copies[n]; ok {
-			c.Links++
 			return c, nil
 		}
-		c := *n
-		c.Children = nil
-		c.Xattrs = append([]fstree.Xattr(nil), n.Xattrs...)
-		c.Links = 1
+		c := n.CopyMeta()
 		if n.Type == fstree.TypeDir {
-			c.Links = 0
-			c.Children = map[string]*fstree.Inode{}
 			for _, name := range fstree.SortedNames(n) {
-				cc, err := cp(n.Children[name])
+				cc, err := cp(n.Child(name))
 				if err != nil {
 					return nil, err
 				}
-				c.Children[name] = cc
+				fstree.Link(c, name, cc, nil)
 			}
 		}
 		if n.Content != nil {
@@ -579,17 +565,10 @@ func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 				return nil, err
 			}
 		}
-		copies[n] = &c
-		return &c, nil
+		copies[n] = c
+		return c, nil
 	}
-	top, err := cp(n)
-	if err != nil {
-		return nil, err
-	}
-	if top.Type != fstree.TypeDir {
-		top.Links = 0 // the caller's fstree.Link counts the entry it adds
-	}
-	return top, nil
+	return cp(n) // detached: the caller's fstree.Link names it
 }
 
 // sortedKeys returns a map's keys in order.

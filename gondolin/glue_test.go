@@ -105,7 +105,7 @@ func buildTree(t *testing.T, store fstree.Store, entries map[string]spec) *fstre
 		comps := fstree.Split(p)
 		dir := tr.Root
 		for _, c := range comps[:len(comps)-1] {
-			n := dir.Children[c]
+			n := dir.Child(c)
 			if n == nil {
 				n = fstree.NewDir(0o755, 0, 0)
 				fstree.Link(dir, c, n, nil)

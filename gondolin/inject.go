@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 // ImageConfig is the part of the OCI image config a guest needs.
@@ -69,10 +70,16 @@ var softTools = map[string]bool{"modprobe": true, "ls": true}
 // fails if the image has its own Gondolin agent binaries. Generated files
 // (the env file, the entrypoint script) are stored in the store given to
 // ReadGlue; glue content that is not used is passed to release (may be
-// nil). On error img is left half-changed and must be discarded.
+// nil). Inject moves the glue's inodes into img, so a Glue serves one
+// Inject (one that fails before it adds anything leaves it unused): read
+// it again for another tree. On error img is left half-changed and must be
+// discarded.
 func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.Content)) (*Injection, error) {
 	if img == nil || img.Root == nil || glue == nil || glue.Init == nil {
 		return nil, errors.New("gondolin.Inject: nil tree or glue")
+	}
+	if glue.spent {
+		return nil, errors.New("gondolin.Inject: the glue was injected into a tree already (read it again with ReadGlue)")
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -118,14 +125,16 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 				Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
 		}
 		n := l.node
-		delete(img.Root.Children, "init")
+		if err := fstree.Move(l.parent, l.name, dst.parent, dst.name, nil); err != nil {
+			return nil, injErr("cannot move the image's /init", err)
+		}
 		if n.Type == fstree.TypeSymlink && !strings.HasPrefix(n.Target, "/") {
 			n.Target = path.Clean("/" + n.Target) // it was relative to /
 		}
-		dst.parent.Children[dst.name] = n
 		inj.Moved = append(inj.Moved, Move{From: InitPath, To: dst.path})
 		inj.Notes = append(inj.Notes, "the image's own /init was moved to "+dst.path+" (Gondolin's initramfs always starts /init); "+EntrypointPath+" runs it where the image's ENTRYPOINT/CMD names /init")
 	}
+	glue.spent = true // from here on its inodes move into img
 	if _, err := r.addFile(InitPath, glue.Init); err != nil {
 		return nil, err
 	}
@@ -148,7 +157,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	}
 
 	for _, kver := range sortedKeys(glue.Modules) {
-		if err := r.merge(ModulesDir+"/"+kver, glue.Modules[kver]); err != nil {
+		if err := r.merge(ModulesDir+"/"+kver, nil, glue.Modules[kver]); err != nil {
 			return nil, err
 		}
 	}
@@ -305,7 +314,8 @@ func isRootUser(u string) bool {
 }
 
 // imgResolver walks and changes the image tree like a chroot: absolute
-// symlink targets restart at the tree root and ".." stops there.
+// symlink targets restart at the tree root and ".." stops there (package
+// confine has the rules).
 type imgResolver struct {
 	t      *fstree.Tree
 	inj    *Injection
@@ -320,99 +330,37 @@ type loc struct {
 	path   string        // real absolute path
 }
 
-type frame struct {
-	name string
-	node *fstree.Inode
+// imgFS is the image tree as confine.Resolve walks it for Inject: the
+// directories it makes on the way are root-owned 0755, dated like the
+// image root, and listed in the Injection.
+type imgFS struct {
+	fstree.Entries
+	r *imgResolver
 }
 
-func framesPath(st []frame) string {
-	var b strings.Builder
-	for _, f := range st[1:] {
-		b.WriteString("/")
-		b.WriteString(f.name)
-	}
-	if b.Len() == 0 {
-		return "/"
-	}
-	return b.String()
+func (f imgFS) Mkdir(dir *fstree.Inode, name, path string) (*fstree.Inode, error) {
+	d := f.r.newDir(0o755)
+	fstree.Link(dir, name, d, nil)
+	f.r.inj.Dirs = append(f.r.inj.Dirs, path)
+	return d, nil
 }
 
 // walk resolves p. Symlinks in the middle are always followed, the last
 // one only with followLast. With create, missing intermediate directories
 // are created (0755, root). Without it, a missing intermediate directory
-// means the path is free: node is nil and parent is nil.
+// means the path is free: node is nil and parent is nil. Symlink targets
+// are walked as the guest's kernel walks them (not cleaned lexically
+// first): Inject asks what the booted guest finds at a path.
 func (r *imgResolver) walk(p string, followLast, create bool) (loc, error) {
-	st := []frame{{"", r.t.Root}}
-	comps := fstree.Split(path.Clean("/" + p))
-	hops := 0
-	for len(comps) > 0 {
-		c := comps[0]
-		comps = comps[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(st) > 1 {
-				st = st[:len(st)-1]
-			}
-			continue
+	res, err := confine.Resolve(imgFS{r: r}, r.t.Root, p, confine.Options{FollowLast: followLast, Create: create, Path: true})
+	if err != nil {
+		var ce *confine.Error
+		if errors.Is(err, confine.ErrNotExist) && errors.As(err, &ce) {
+			return loc{path: ce.Path}, nil
 		}
-		cur := st[len(st)-1].node
-		last := len(comps) == 0
-		child := cur.Children[c]
-		if child == nil {
-			if last {
-				return loc{parent: cur, name: c, path: join(framesPath(st), c)}, nil
-			}
-			if !create {
-				return loc{path: join(framesPath(st), c)}, nil
-			}
-			child = r.newDir(0o755)
-			fstree.Link(cur, c, child, nil)
-			r.inj.Dirs = append(r.inj.Dirs, join(framesPath(st), c))
-		}
-		if child.Type == fstree.TypeSymlink && (!last || followLast) {
-			if hops++; hops > 40 {
-				return loc{}, fmt.Errorf("%s: too many levels of symbolic links", p)
-			}
-			if child.Target == "" {
-				return loc{}, fmt.Errorf("%s: empty symlink at %s", p, join(framesPath(st), c))
-			}
-			if strings.HasPrefix(child.Target, "/") {
-				st = st[:1]
-			}
-			comps = append(fstree.Split(child.Target), comps...)
-			if len(comps) == 0 {
-				// A link to "/" as the last component.
-				return r.stackLoc(st), nil
-			}
-			continue
-		}
-		if last {
-			return loc{parent: cur, name: c, node: child, path: join(framesPath(st), c)}, nil
-		}
-		if child.Type != fstree.TypeDir {
-			return loc{}, fmt.Errorf("%s: %s is a %s: %w", p, join(framesPath(st), c), child.Type, fstree.ErrNotDir)
-		}
-		st = append(st, frame{c, child})
+		return loc{}, fmt.Errorf("%s: %w", p, err)
 	}
-	return r.stackLoc(st), nil
-}
-
-func (r *imgResolver) stackLoc(st []frame) loc {
-	top := st[len(st)-1]
-	l := loc{name: top.name, node: top.node, path: framesPath(st)}
-	if len(st) > 1 {
-		l.parent = st[len(st)-2].node
-	}
-	return l
-}
-
-func join(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
+	return loc{parent: res.Parent, name: res.Name, node: res.Node, path: res.Path}, nil
 }
 
 func (r *imgResolver) newDir(mode uint32) *fstree.Inode {
@@ -451,9 +399,6 @@ func (r *imgResolver) add(p string, n *fstree.Inode) (bool, string, error) {
 	if l, err = r.walk(p, false, true); err != nil {
 		return false, "", injErr("cannot place "+p, err)
 	}
-	if n.Type != fstree.TypeDir {
-		n.Links = 0
-	}
 	fstree.Link(l.parent, l.name, n, nil)
 	r.markPlaced(n)
 	return true, l.path, nil
@@ -461,7 +406,7 @@ func (r *imgResolver) add(p string, n *fstree.Inode) (bool, string, error) {
 
 func (r *imgResolver) markPlaced(n *fstree.Inode) {
 	r.placed[n] = true
-	for _, c := range n.Children {
+	for _, c := range n.Children() {
 		r.markPlaced(c)
 	}
 }
@@ -556,14 +501,19 @@ func contains(s []string, x string) bool {
 	return false
 }
 
-// merge adds a base directory subtree at p: whole when p is free,
-// entry by entry (image entries win) when the image has that directory.
-func (r *imgResolver) merge(p string, src *fstree.Inode) error {
+// merge adds a base directory subtree src at p: grafted whole when p is
+// free, entry by entry (image entries win) when the image has that
+// directory. from is the glue directory holding src as path.Base(p), nil
+// when src is detached (a Glue.Modules entry).
+func (r *imgResolver) merge(p string, from, src *fstree.Inode) error {
 	l, err := r.walk(p, true, true)
 	if err != nil {
 		return injErr("cannot place "+p, err)
 	}
 	if l.node == nil {
+		if from != nil {
+			fstree.Detach(from, path.Base(p))
+		}
 		fstree.Link(l.parent, l.name, src, nil)
 		r.markPlaced(src)
 		if src.Type == fstree.TypeDir {
@@ -580,19 +530,20 @@ func (r *imgResolver) merge(p string, src *fstree.Inode) error {
 		return nil
 	}
 	for _, name := range fstree.SortedNames(src) {
-		c := src.Children[name]
+		c := src.Child(name)
 		if c.Type == fstree.TypeDir {
-			if err := r.merge(l.path+"/"+name, c); err != nil {
+			if err := r.merge(l.path+"/"+name, src, c); err != nil {
 				return err
 			}
 			continue
 		}
-		if ex := l.node.Children[name]; ex != nil {
+		if ex := l.node.Child(name); ex != nil {
 			r.inj.Kept = append(r.inj.Kept, l.path+"/"+name)
 			continue
 		}
-		c.Links = 0
-		fstree.Link(l.node, name, c, nil)
+		if err := fstree.Move(src, name, l.node, name, nil); err != nil {
+			return injErr("cannot place "+l.path+"/"+name, err)
+		}
 		r.placed[c] = true
 		if c.Type == fstree.TypeSymlink {
 			r.inj.Symlinks = append(r.inj.Symlinks, l.path+"/"+name)
@@ -637,7 +588,7 @@ func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
 		if !r.placed[n] && n.Content != nil {
 			release(n.Content)
 		}
-		for _, c := range n.Children {
+		for _, c := range n.Children() {
 			visit(c)
 		}
 	}

@@ -184,7 +184,6 @@ func TestInjectMergedUsr(t *testing.T) {
 }
 
 func TestInjectImageInit(t *testing.T) {
-	g, store := readGlueFrom(t, alpineBase())
 	for _, tc := range []struct {
 		name, init string
 		check      func(t *testing.T, n *fstree.Inode)
@@ -201,6 +200,7 @@ func TestInjectImageInit(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			g, store := readGlueFrom(t, alpineBase())
 			m := busyboxImage()
 			m["init"] = tc.init
 			m["sbin/tini"] = "tini"
@@ -224,7 +224,6 @@ func TestInjectImageInit(t *testing.T) {
 }
 
 func TestInjectConflicts(t *testing.T) {
-	g, store := readGlueFrom(t, alpineBase())
 	for _, tc := range []struct {
 		name   string
 		mutate func(m map[string]spec)
@@ -239,6 +238,7 @@ func TestInjectConflicts(t *testing.T) {
 		{"usr/bin is a file", func(m map[string]spec) { m["usr"] = "0644:x" }, "not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			g, store := readGlueFrom(t, alpineBase())
 			m := busyboxImage()
 			tc.mutate(m)
 			_, err := Inject(buildTree(t, store, m), g, ImageConfig{}, nil)

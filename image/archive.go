@@ -13,10 +13,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/internal/cachedir"
-
+	"github.com/docker2vm/docker2vm/internal/confine"
 	"github.com/docker2vm/docker2vm/internal/lock"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -33,7 +34,6 @@ import (
 
 const (
 	maxArchiveMembers  = 1 << 20
-	maxSymlinkHops     = 16
 	maxDockerManifest  = 16 << 20
 	archiveMagicPeek   = 4
 	archiveTempPattern = "docker2vm-archive-*.tar"
@@ -41,14 +41,21 @@ const (
 
 type member struct {
 	off, size int64
-	link      string // symlink or hardlink target (cleaned, archive-relative)
+	// isLink: the member is a symlink to link, or a hardlink to the
+	// member named "/"+link's rest (resolved like an absolute symlink).
+	isLink bool
+	link   string
 }
 
-// tarFS is an indexed tar file.
+// tarFS is an indexed tar file. Members are found by name as in the tree
+// the archive would extract to: directories are implied by the names below
+// them, and symlinks (in the middle of a name too) are followed inside the
+// archive by confine's rules.
 type tarFS struct {
 	f       *os.File
 	members map[string]member
-	temp    string // removed on close when set
+	names   []string // the members' names, sorted: a prefix search finds directories
+	temp    string   // removed on close when set
 }
 
 func cleanMember(name string) string {
@@ -92,15 +99,17 @@ func indexTar(ctx context.Context, f *os.File, where string) (*tarFS, error) {
 			}
 			t.members[name] = member{off: off, size: hdr.Size}
 		case tar.TypeSymlink:
-			target := hdr.Linkname
-			if !strings.HasPrefix(target, "/") {
-				target = path.Join(path.Dir(name), target)
-			}
-			t.members[name] = member{link: cleanMember(target)}
+			t.members[name] = member{isLink: true, link: strings.ReplaceAll(hdr.Linkname, "\\", "/")}
 		case tar.TypeLink:
-			t.members[name] = member{link: cleanMember(hdr.Linkname)}
+			// A hardlink names another member from the archive's top.
+			t.members[name] = member{isLink: true, link: "/" + cleanMember(hdr.Linkname)}
 		}
 	}
+	t.names = make([]string, 0, len(t.members))
+	for name := range t.members {
+		t.names = append(t.names, name)
+	}
+	sort.Strings(t.names)
 	return t, nil
 }
 
@@ -110,19 +119,45 @@ func notArchiveError(where string, err error) error {
 	}, "%s is not a valid image archive", where)
 }
 
-func (t *tarFS) lookup(name string) (member, bool) {
-	name = cleanMember(name)
-	for i := 0; i <= maxSymlinkHops; i++ {
-		m, ok := t.members[name]
-		if !ok {
-			return member{}, false
-		}
-		if m.link == "" {
-			return m, true
-		}
-		name = m.link
+// members is an archive as confine.Resolve walks it: a node is a member's
+// name ("" for the top).
+type members struct{ t *tarFS }
+
+func (ms members) Child(dir, name string) (string, confine.Kind, error) {
+	p := name
+	if dir != "" {
+		p = dir + "/" + name
 	}
-	return member{}, false
+	if m, ok := ms.t.members[p]; ok {
+		if m.isLink {
+			return p, confine.Symlink, nil
+		}
+		return p, confine.Other, nil
+	}
+	if i := sort.SearchStrings(ms.t.names, p+"/"); i < len(ms.t.names) && strings.HasPrefix(ms.t.names[i], p+"/") {
+		return p, confine.Dir, nil
+	}
+	return "", confine.Missing, nil
+}
+
+func (ms members) Target(p string) (string, error) { return ms.t.members[p].link, nil }
+
+func (ms members) Mkdir(dir, name, p string) (string, error) {
+	return "", fmt.Errorf("%s: an archive is read-only", p)
+}
+
+func (ms members) Describe(string) string { return "file" }
+
+// lookup finds the file member at name, following symlinks and hardlinks.
+// Symlink targets are walked as the kernel walks them (not cleaned
+// lexically first): docker load and skopeo extract an archive and read the
+// files through the filesystem.
+func (t *tarFS) lookup(name string) (member, bool) {
+	r, err := confine.Resolve(members{t}, "", strings.ReplaceAll(name, "\\", "/"), confine.Options{FollowLast: true})
+	if err != nil || r.Kind != confine.Other {
+		return member{}, false
+	}
+	return t.members[r.Node], true
 }
 
 func (t *tarFS) open(name string) (io.ReadCloser, error) {

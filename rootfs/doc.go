@@ -7,8 +7,9 @@
 // The rules, each enforced next to its code and each with a test case in
 // merge_test.go:
 //
-// Confinement (resolve.go). Nothing of the host is ever touched: the tree lives
-// in memory, and every name is resolved inside the image root.
+// Confinement (resolve.go; the walk is internal/confine's, the one resolver
+// every package uses). Nothing of the host is ever touched: the tree lives in
+// memory, and every name is resolved inside the image root.
 //   - An entry name is cleaned lexically as if it were absolute ("/" + name), so
 //     absolute names are relative to the image root and ".." never climbs above
 //     it ("../../etc/x" is "etc/x"). This is containerd's rule (it cleans the
@@ -19,9 +20,11 @@
 //     image: an absolute target starts again at the image root and ".." at the
 //     root stays at the root (like chroot). At most 40 symlinks are followed
 //     per lookup (Linux's MAXSYMLINKS) and one lookup walks at most 1024
-//     components; more is an error. Symlink targets are cleaned lexically
-//     before they are walked (containerd's fs.RootPath does the same). A
-//     symlink with an empty target cannot be traversed (Linux: ENOENT).
+//     components through symlink targets beyond the name's own; more is an
+//     error. Symlink targets are cleaned lexically before they are walked
+//     (containerd's fs.RootPath does the same; the other packages walk them
+//     as the kernel does). A symlink with an empty target cannot be
+//     traversed (Linux: ENOENT).
 //   - The final component is never followed: an entry named like an existing
 //     symlink replaces the symlink.
 //   - A parent component that is a file (or device, fifo) is an error.

@@ -3,8 +3,8 @@ package rootfs
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
+	"github.com/docker2vm/docker2vm/internal/confine"
 	"github.com/docker2vm/docker2vm/internal/units"
 )
 
@@ -79,15 +79,9 @@ type malformedError struct{ msg string }
 func (e *malformedError) Error() string { return e.msg + ": " + ErrMalformed.Error() }
 func (e *malformedError) Unwrap() error { return ErrMalformed }
 
-// shown quotes a name from the image for a message, cut to maxShown
-// bytes: a hostile name can be megabytes long.
-func shown(s string) string {
-	const maxShown = 256
-	if len(s) <= maxShown {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:maxShown]) + fmt.Sprintf("... (%d bytes)", len(s))
-}
+// shown quotes a name from the image for a message, cut to 256 bytes: a
+// hostile name can be megabytes long.
+var shown = confine.Quote
 
 func malformed(format string, args ...any) error {
 	return &malformedError{msg: fmt.Sprintf(format, args...)}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
 const (
@@ -145,7 +146,7 @@ func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader)
 // walk through, recursively: below an opaque directory nothing of the lower
 // layers is visible.
 func (m *Merger) prune(dir *fstree.Inode) {
-	for name, c := range dir.Children {
+	for name, c := range dir.Children() {
 		if _, ok := m.upper[edge{dir, name}]; !ok {
 			fstree.Unlink(dir, name, m.release)
 			continue
@@ -197,18 +198,15 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 		return nil
 	}
 	dirPath, base := path.Split(clean)
-	comps := fstree.Split(dirPath)
-	for _, c := range comps {
-		if strings.HasPrefix(c, whiteoutMetaPrefix) {
-			m.stats.Ignored++ // below AUFS metadata such as .wh..wh.plnk
-			return nil
-		}
+	if strings.Contains(dirPath, "/"+whiteoutMetaPrefix) {
+		m.stats.Ignored++ // below AUFS metadata such as .wh..wh.plnk
+		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		return m.whiteout(comps, base)
+		return m.whiteout(dirPath, base)
 	}
 
-	parent, err := resolver{m: m, create: true, touch: true}.dir(comps)
+	parent, err := m.dir(dirPath, true, true)
 	if err != nil {
 		return err
 	}
@@ -218,7 +216,7 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	}
 
 	if hdr.Typeflag == tar.TypeDir {
-		if old, ok := parent.Children[base]; ok && old.Type == fstree.TypeDir {
+		if old := parent.Child(base); old != nil && old.Type == fstree.TypeDir {
 			// Rule: a directory over a directory keeps the children and
 			// takes the new metadata (tests: "directory after its children",
 			// "directory over directory keeps children, takes metadata").
@@ -237,7 +235,6 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.Type = fstree.TypeDir
-		n.Children = map[string]*fstree.Inode{}
 	case tar.TypeReg, tar.TypeGNUSparse:
 		n.Type = fstree.TypeRegular
 		if hdr.Size > 0 {
@@ -279,8 +276,8 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	return nil
 }
 
-// whiteout applies ".wh.NAME" or an opaque marker found in directory comps.
-func (m *Merger) whiteout(comps []string, base string) error {
+// whiteout applies ".wh.NAME" or an opaque marker found in directory dirPath.
+func (m *Merger) whiteout(dirPath, base string) error {
 	if strings.HasPrefix(base, whiteoutMetaPrefix) && base != whiteoutOpaque {
 		m.stats.Ignored++ // AUFS metadata, e.g. .wh..wh.plnk
 		return nil
@@ -299,10 +296,9 @@ func (m *Merger) whiteout(comps []string, base string) error {
 	// parent").
 	// An opaque marker's directory is part of this layer (it holds the
 	// marker), so its path is recorded like a parent's.
-	dir, err := resolver{m: m, touch: base == whiteoutOpaque}.dir(comps)
+	dir, err := m.dir(dirPath, false, base == whiteoutOpaque)
 	if err != nil {
-		var nf *notFoundError
-		if errors.As(err, &nf) {
+		if errors.Is(err, confine.ErrNotExist) {
 			return nil
 		}
 		return err
@@ -320,7 +316,7 @@ func (m *Merger) whiteout(comps []string, base string) error {
 	// into keeps only this layer's entries, like an opaque one (tests:
 	// "whiteout keeps entries of its own layer").
 	if _, ok := m.upper[edge{dir, target}]; ok {
-		if c := dir.Children[target]; c != nil && c.Type == fstree.TypeDir {
+		if c := dir.Child(target); c != nil && c.Type == fstree.TypeDir {
 			m.prune(c)
 		}
 		return nil
@@ -345,16 +341,15 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	// relative", "hardlink absolute", "hardlink down and out", "hardlink
 	// relative up and out", "hardlink to symlink relative").
 	tdir, tbase := path.Split(clean)
-	dir, err := resolver{m: m}.dir(fstree.Split(tdir))
+	dir, err := m.dir(tdir, false, false)
 	if err != nil {
-		var nf *notFoundError
-		if errors.As(err, &nf) {
+		if errors.Is(err, confine.ErrNotExist) {
 			return malformed("hardlink target %s does not exist (%v) at this point of the image", shown(hdr.Linkname), err)
 		}
 		return fmt.Errorf("hardlink target %s: %w", shown(hdr.Linkname), err)
 	}
-	target, ok := dir.Children[tbase]
-	if !ok {
+	target := dir.Child(tbase)
+	if target == nil {
 		// Rule: a hardlink to a missing target is an error naming both
 		// (test: "hardlink created before its target").
 		return malformed("hardlink target %s does not exist at this point of the image (hardlinks must name a file of the same layer, earlier in the tar, or of a lower layer)", shown(hdr.Linkname))
@@ -362,11 +357,10 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	if target.Type == fstree.TypeDir {
 		return malformed("hardlink target %s is a directory", shown(hdr.Linkname))
 	}
-	// Pin the target while the old entry at name is unlinked: the old
-	// entry may be the target's last other link or a directory holding it.
-	target.Links++
+	// The old entry at name may be the target's last other link or a
+	// directory holding it: Link counts the new name first, so the target
+	// and its content stay.
 	fstree.Link(parent, name, target, m.release)
-	target.Links--
 	m.touch(parent, name)
 	return nil
 }

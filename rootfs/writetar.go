@@ -40,7 +40,7 @@ func WriteTar(ctx context.Context, t *fstree.Tree, o fstree.Opener, w io.Writer)
 				hdr.PAXRecords[paxSchilyXattr+x.Name] = string(x.Value)
 			}
 		}
-		if n.Type != fstree.TypeDir && n.Links > 1 {
+		if n.Type != fstree.TypeDir && n.Links() > 1 {
 			if name, ok := first[n]; ok {
 				hdr.Typeflag = tar.TypeLink
 				hdr.Linkname = name
