@@ -72,7 +72,8 @@ func (w walker) Mkdir(dir *fstree.Inode, name, _ string) (*fstree.Inode, error) 
 // cleans them when it applies a layer (confine.Options.Lexical): an
 // absolute symlink target starts again at the image root; ".." stops at
 // the root, like chroot (tests: "symlink absolute", "symlink up and out",
-// "symlink multiple hops", "symlink to parent", "hardlink relative up and
+// "symlink multiple absolute", "symlink multiple relative", "symlink to
+// parent relative", "symlink to parent dir", "hardlink relative up and
 // out"); at most 40 symlinks per lookup (test: "symlink loop"); a lookup
 // costs at most its name's length plus 1024 steps through symlink targets,
 // so a hostile chain of long targets cannot turn millions of entries into
