@@ -14,6 +14,7 @@ import (
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/units"
@@ -66,7 +67,7 @@ type Injection struct {
 	InjectedFiles       []string               `json:"injectedFiles"`
 	InjectedDirectories []string               `json:"injectedDirectories"`
 	InjectedSymlinks    []string               `json:"injectedSymlinks,omitempty"`
-	Moved               []gondolin.Move        `json:"moved,omitempty"`
+	Moved               []guest.Move           `json:"moved,omitempty"`
 	Kept                []string               `json:"kept,omitempty"`
 	// Entrypoint runs the image's ENTRYPOINT/CMD with its env, workdir
 	// and user: vm.exec(["/usr/bin/docker2vm-entrypoint", ...args]).
@@ -88,7 +89,7 @@ func buildTime(img *image.Image, sde int64) time.Time {
 
 // readGlue reads Gondolin's runtime glue from the base's rootfs.ext4 with
 // our own ext4 reader, storing file data through store.
-func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*gondolin.Glue, error) {
+func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*guest.Glue, error) {
 	f, err := os.Open(base.RootfsPath)
 	if err != nil {
 		return nil, &Error{Msg: "cannot open the Gondolin base rootfs", Err: err,
@@ -104,14 +105,14 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*go
 		return nil, &Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
 			Fixes: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
 	}
-	glue, err := gondolin.ReadGlue(ctx, glueSource{fs}, base.Arch, store)
+	glue, err := guest.ReadGlue(ctx, glueSource{fs}, base.Arch, store)
 	if err != nil {
 		return nil, fmt.Errorf("reading runtime glue from %s: %w", base.RootfsPath, err)
 	}
 	return glue, nil
 }
 
-// glueSource adapts the ext4 reader to gondolin.GlueSource.
+// glueSource adapts the ext4 reader to guest.GlueSource.
 type glueSource struct{ fs *ext4.FS }
 
 func (g glueSource) Lstat(p string) (*fstree.Inode, error) {
@@ -330,7 +331,7 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 	if err != nil {
 		return Metadata{}, err
 	}
-	var glue *gondolin.Glue
+	var glue *guest.Glue
 	if base != nil {
 		if glue, err = readGlue(ctx, base, w); err != nil {
 			return Metadata{}, err
@@ -344,7 +345,7 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 	injection := Injection{Applied: false, Note: "plain image tree (--plain): no Gondolin runtime glue",
 		InjectedFiles: []string{}, InjectedDirectories: []string{}}
 	if glue != nil {
-		inj, err := gondolin.Inject(m.Tree(), glue, gondolin.ImageConfig{
+		inj, err := guest.Inject(m.Tree(), glue, guest.ImageConfig{
 			Env: info.Config.Env, WorkingDir: info.Config.WorkingDir, User: info.Config.User,
 			Entrypoint: info.Config.Entrypoint, Cmd: info.Config.Cmd,
 		}, w.Release)

@@ -1,9 +1,9 @@
-// Package gondolin holds everything specific to Gondolin, the QEMU micro-VM
-// runtime our output boots under: finding a base bundle (the kernel,
-// initramfs and runtime glue we reuse), the asset manifest (manifest.json,
-// Gondolin 0.12 schema) and its build id, importing an asset directory into
-// Gondolin's image store, and planning the runtime glue added to an image's
-// filesystem tree (pure functions over fstree).
+// Package gondolin holds Gondolin's bundles and where they live: finding a
+// base bundle (the kernel, initramfs and runtime glue we reuse), the asset
+// manifest (manifest.json, Gondolin 0.12 schema) and its build id,
+// importing an asset directory into Gondolin's image store, and publishing
+// guests into an image registry. What is added to an image's tree to make
+// it a guest is package gondolin/guest's.
 //
 // The rules follow docs/gondolin-contract.md and were checked against the
 // JavaScript of @earendil-works/gondolin 0.12.0 (read only).

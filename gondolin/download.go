@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -72,7 +74,7 @@ func download(ctx context.Context, o BaseOptions, store, selector, arch string) 
 		}
 		// Keys in order, the canonical name first, so that a registry
 		// listing both "x86_64" and "amd64" always gives the same build.
-		avail := sortedKeys(entries)
+		avail := slices.Sorted(maps.Keys(entries))
 		if v, ok := entries[arch]; ok {
 			buildID = v
 		} else {

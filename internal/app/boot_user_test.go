@@ -7,7 +7,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
-	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -55,7 +55,7 @@ func TestBootUser(t *testing.T) {
 			testtar.Dir("runners/"),
 		}
 		for _, f := range userForms {
-			script := gondolin.EntrypointScript(gondolin.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
+			script := guest.EntrypointScript(guest.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
 			files = append(files, testtar.File("runners/"+f.name, script).Mode(0o755))
 		}
 		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)),
@@ -70,8 +70,8 @@ func TestBootUser(t *testing.T) {
 			c.Cmd = []string{"default"}
 		})
 		out := convertAssets(t, arch, reg.Push(t, "user:"+arch, img, nil), base)
-		if !contains(readMeta(t, out).RuntimeInjection.InjectedFiles, gondolin.SetuserPath) {
-			t.Errorf("meta.json does not list %s among the injected files", gondolin.SetuserPath)
+		if !contains(readMeta(t, out).RuntimeInjection.InjectedFiles, guest.SetuserPath) {
+			t.Errorf("meta.json does not list %s among the injected files", guest.SetuserPath)
 		}
 		cmds := [][]string{{"/usr/bin/docker2vm-entrypoint", "given"}}
 		for _, f := range userForms {

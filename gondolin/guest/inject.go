@@ -1,4 +1,4 @@
-package gondolin
+package guest
 
 import (
 	"bytes"
@@ -6,8 +6,10 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -156,7 +158,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		}
 	}
 
-	for _, kver := range sortedKeys(glue.Modules) {
+	for _, kver := range slices.Sorted(maps.Keys(glue.Modules)) {
 		if err := r.merge(ModulesDir+"/"+kver, nil, glue.Modules[kver]); err != nil {
 			return nil, err
 		}
@@ -593,16 +595,16 @@ func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
 		}
 	}
 	visit(g.Init)
-	for _, k := range sortedKeys(g.Agents) {
+	for _, k := range slices.Sorted(maps.Keys(g.Agents)) {
 		visit(g.Agents[k])
 	}
-	for _, k := range sortedKeys(g.Modules) {
+	for _, k := range slices.Sorted(maps.Keys(g.Modules)) {
 		visit(g.Modules[k])
 	}
-	for _, k := range sortedKeys(g.Binaries) {
+	for _, k := range slices.Sorted(maps.Keys(g.Binaries)) {
 		visit(g.Binaries[k])
 	}
-	for _, k := range sortedKeys(g.Libs) {
+	for _, k := range slices.Sorted(maps.Keys(g.Libs)) {
 		visit(g.Libs[k])
 	}
 }

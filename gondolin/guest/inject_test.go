@@ -1,4 +1,4 @@
-package gondolin
+package guest
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package gondolin
+package guest
 
 import (
 	"bytes"
@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/confine"
 )
@@ -117,7 +119,7 @@ type Tool struct {
 // Adapting the ext4 reader: Extract is (*ext4.FS).Extract; Lstat can be
 // written over the reader's directory lookup (metadata only).
 func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Store) (*Glue, error) {
-	norm := NormalizeArch(arch)
+	norm := gondolin.NormalizeArch(arch)
 	if norm == "" {
 		return nil, glueErr(fmt.Sprintf("the base's architecture %q is not x86_64 or aarch64", arch), nil)
 	}
@@ -295,7 +297,7 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 		direct[p] = out
 		return out, nil
 	}
-	for _, bin := range sortedKeys(binPaths) {
+	for _, bin := range slices.Sorted(maps.Keys(binPaths)) {
 		libs, err := depsOf(binPaths[bin])
 		if err != nil {
 			return nil, err
@@ -569,14 +571,4 @@ func (s TreeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 		return c, nil
 	}
 	return cp(n) // detached: the caller's fstree.Link names it
-}
-
-// sortedKeys returns a map's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -1,4 +1,4 @@
-package gondolin
+package guest
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
@@ -229,7 +230,7 @@ func TestEntrypointRunner(t *testing.T) {
 
 // hostArch is the host's architecture as Gondolin names it, "" if neither.
 func hostArch() string {
-	return map[string]string{"amd64": ArchX86_64, "arm64": ArchAarch64}[runtime.GOARCH]
+	return map[string]string{"amd64": gondolin.ArchX86_64, "arm64": gondolin.ArchAarch64}[runtime.GOARCH]
 }
 
 // TestEntrypointRunnerSwitches runs the rendered entrypoint script with
@@ -311,12 +312,12 @@ func TestInjectSetuser(t *testing.T) {
 		user, arch string
 		want       bool
 	}{
-		{"nobody", ArchX86_64, true},
-		{"1000:1000", ArchAarch64, true},
-		{"root:wheel", ArchX86_64, true},
-		{"", ArchX86_64, false},
-		{"root", ArchAarch64, false},
-		{"0:0", ArchX86_64, false},
+		{"nobody", gondolin.ArchX86_64, true},
+		{"1000:1000", gondolin.ArchAarch64, true},
+		{"root:wheel", gondolin.ArchX86_64, true},
+		{"", gondolin.ArchX86_64, false},
+		{"root", gondolin.ArchAarch64, false},
+		{"0:0", gondolin.ArchX86_64, false},
 	} {
 		t.Run(tc.user+"/"+tc.arch, func(t *testing.T) {
 			g, store := readGlueFrom(t, alpineBase())

@@ -1,4 +1,4 @@
-package gondolin
+package guest
 
 import (
 	"bytes"
@@ -6,14 +6,17 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -172,7 +175,7 @@ func readGlueFrom(t *testing.T, base map[string]spec) (*Glue, *fstree.MemStore) 
 	t.Helper()
 	var bs, out fstree.MemStore
 	src := TreeSource{Tree: buildTree(t, &bs, base), Store: &bs}
-	g, err := ReadGlue(context.Background(), src, ArchX86_64, &out)
+	g, err := ReadGlue(context.Background(), src, gondolin.ArchX86_64, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +189,7 @@ func TestReadGlue(t *testing.T) {
 		t.Fatalf("init not patched:\n%s", init)
 	}
 	if len(g.Agents) != 3 || g.Agents[SandboxingressPath] != nil {
-		t.Fatalf("agents %v", sortedKeys(g.Agents))
+		t.Fatalf("agents %v", slices.Sorted(maps.Keys(g.Agents)))
 	}
 	if g.Modules["6.6.1-virt"] == nil {
 		t.Fatal("modules")
@@ -197,7 +200,7 @@ func TestReadGlue(t *testing.T) {
 	if _, ok := g.Tools["setpriv"]; ok {
 		t.Fatal("setpriv read: only the init's tools are needed (docker2vm-setuser switches users)")
 	}
-	if g.Arch != ArchX86_64 {
+	if g.Arch != gondolin.ArchX86_64 {
 		t.Fatalf("arch %q", g.Arch)
 	}
 	if got := strings.Join(g.Needs["busybox"], ","); got != "/lib/ld-musl-x86_64.so.1,/lib/libc.musl-x86_64.so.1" {
@@ -236,7 +239,7 @@ func TestReadGlueErrors(t *testing.T) {
 			tc.mutate(m)
 			arch := tc.arch
 			if arch == "" {
-				arch = ArchX86_64
+				arch = gondolin.ArchX86_64
 			}
 			var bs, out fstree.MemStore
 			_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, arch, &out)
@@ -290,7 +293,7 @@ func (s hugeSource) Extract(ctx context.Context, p string, store fstree.Store) (
 func TestReadGlueBounded(t *testing.T) {
 	var bs, out fstree.MemStore
 	src := hugeSource{TreeSource{Tree: buildTree(t, &bs, alpineBase()), Store: &bs}, t}
-	_, err := ReadGlue(context.Background(), src, ArchX86_64, &out)
+	_, err := ReadGlue(context.Background(), src, gondolin.ArchX86_64, &out)
 	if err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("err = %v", err)
 	}
@@ -307,7 +310,7 @@ func TestReadGlueNeededPath(t *testing.T) {
 		m["etc/shadow"] = "0644:root:secret"
 		m["bin/busybox"] = string(fakeELF(tc.interp, tc.needed))
 		var bs, out fstree.MemStore
-		_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, ArchX86_64, &out)
+		_, err := ReadGlue(context.Background(), TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, gondolin.ArchX86_64, &out)
 		if err == nil || !strings.Contains(err.Error(), "not a library name") {
 			t.Errorf("%s: err = %v", tc.needed, err)
 		}
@@ -316,7 +319,7 @@ func TestReadGlueNeededPath(t *testing.T) {
 	m := alpineBase()
 	m["bin/busybox"] = string(fakeELF("/etc", "libc.musl-x86_64.so.1"))
 	var bs, out fstree.MemStore
-	_, err := ReadGlue(context.Background(), noExtract{TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, "/etc", t}, ArchX86_64, &out)
+	_, err := ReadGlue(context.Background(), noExtract{TreeSource{Tree: buildTree(t, &bs, m), Store: &bs}, "/etc", t}, gondolin.ArchX86_64, &out)
 	if err == nil || !strings.Contains(err.Error(), "is a dir, not a file") {
 		t.Errorf("interp dir: err = %v", err)
 	}
