@@ -10,81 +10,11 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 )
 
-// writeXattrBlocks places the shared xattr blocks now that their
-// reference counts are known.
-func (f *finisher) writeXattrBlocks(ctx context.Context) error {
-	for _, x := range f.xblocks {
-		x.blk = f.w.metaAlloc(1).start
-		le.PutUint32(x.data[4:], x.refs)
-		le.PutUint32(x.data[16:], 0)
-		var nr [8]byte
-		le.PutUint64(nr[:], x.blk)
-		le.PutUint32(x.data[16:], crc32cRaw(crc32cRaw(f.csumSeed, nr[:]), x.data))
-		if err := f.w.writeAt(x.data, int64(x.blk)*blockSize); err != nil {
-			return fmt.Errorf("ext4: writing xattr block: %w", err)
-		}
-		x.data = nil
-	}
-	return nil
-}
-
-// headroom is the free space (in blocks) added to an automatically sized
-// image that uses `used` blocks.
 func (w *Writer) headroom(used uint64) uint64 {
 	if w.opts.Headroom > 0 {
 		return (uint64(w.opts.Headroom) + blockSize - 1) / blockSize
 	}
 	return max(minHeadroom/blockSize, used/4)
-}
-
-// makeJournal allocates the journal (contiguous fresh blocks, left as
-// holes: an empty journal needs only its superblock) as inode 8.
-func (f *finisher) makeJournal(ctx context.Context) error {
-	w := f.w
-	if w.opts.NoJournal {
-		return nil
-	}
-	var jb uint64
-	switch {
-	case w.opts.JournalSize > 0:
-		jb = uint64(w.opts.JournalSize) / blockSize
-		if jb < minJournalBlocks {
-			return fmt.Errorf("ext4: journal size %d is below the minimum of %d bytes", w.opts.JournalSize, minJournalBlocks*blockSize)
-		}
-	case w.opts.Size > 0:
-		jb = defaultJournalBlocks(uint64(w.opts.Size) / blockSize)
-	default:
-		jb = defaultJournalBlocks(w.alloc.next + w.headroom(w.alloc.next))
-	}
-	c := &content{w: w, size: int64(jb) * blockSize}
-	for l := uint64(0); l < jb; {
-		r := w.alloc.fresh(jb - l)
-		w.metaRuns = append(w.metaRuns, r)
-		c.appendRun(l, r)
-		l += r.len
-	}
-	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
-	n := &node{in: &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o600, Mtime: sde, Atime: sde, Ctime: sde}, path: "<journal>", links: 1, data: c}
-	f.nodes[journalIno] = n
-	if err := f.layoutOne(journalIno, n); err != nil {
-		return fmt.Errorf("ext4: journal: %w", err)
-	}
-	jsb := journalSuperblock{
-		Magic:           jbd2Magic,
-		BlockType:       jbd2SuperblockV2,
-		BlockSize:       blockSize,
-		MaxLen:          uint32(jb),
-		First:           1,
-		Sequence:        1,
-		FeatureIncompat: jbd2Incompat64bit | jbd2IncompatCsumV3,
-		UUID:            f.uuid,
-		NrUsers:         1,
-		ChecksumType:    jbd2CRC32C,
-	}
-	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.ext[0].phys)*blockSize); err != nil {
-		return fmt.Errorf("ext4: writing journal superblock: %w", err)
-	}
-	return nil
 }
 
 // plan fixes the geometry (size, groups, inodes per group) and places the
@@ -182,80 +112,6 @@ func (f *finisher) place(a *allocator, groups uint64, ipg uint32, record bool) {
 			f.inodeTable[g] = b
 		}
 	}
-}
-
-// writeInodes writes the used part of every group's inode table.
-func (f *finisher) writeInodes(ctx context.Context) error {
-	last := uint64(len(f.nodes) - 1)
-	ipg := uint64(f.ipg)
-	for g := uint64(0); g < f.groups; g++ {
-		first := g*ipg + 1
-		if first > last {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		end := min((g+1)*ipg, last)
-		buf := make([]byte, ((end-first+1)*inodeSize+blockSize-1)/blockSize*blockSize)
-		for ino := first; ino <= end; ino++ {
-			if err := f.encodeInode(buf[(ino-first)*inodeSize:(ino-first+1)*inodeSize], uint32(ino)); err != nil {
-				return err
-			}
-		}
-		if _, err := f.w.f.WriteAt(buf, int64(f.inodeTable[g])*blockSize); err != nil {
-			return fmt.Errorf("ext4: writing inode table of group %d: %w", g, err)
-		}
-	}
-	return nil
-}
-
-func putTime(b []byte, off, extraOff int, t fstree.Timestamp) {
-	lo, extra := encodeTime(t.Sec, t.Nsec)
-	le.PutUint32(b[off:], lo)
-	le.PutUint32(b[extraOff:], extra)
-}
-
-// encodeInode fills the 256-byte inode ino.
-func (f *finisher) encodeInode(b []byte, ino uint32) error {
-	seed := inodeCsumSeed(f.csumSeed, ino, 0)
-	le.PutUint16(b[iExtraIsize:], extraIsize)
-	n := f.nodes[ino]
-	if n == nil { // reserved and unused: zeroed like mke2fs, but checksummed
-		setInodeCsum(b, seed)
-		return nil
-	}
-	in := n.in
-	le.PutUint16(b[iMode:], uint16(in.Mode&0o7777)|ifmtOf(in.Type))
-	le.PutUint16(b[iUID:], uint16(in.UID))
-	le.PutUint16(b[iUIDHi:], uint16(in.UID>>16))
-	le.PutUint16(b[iGID:], uint16(in.GID))
-	le.PutUint16(b[iGIDHi:], uint16(in.GID>>16))
-	le.PutUint32(b[iSizeLo:], uint32(n.size))
-	le.PutUint32(b[iSizeHigh:], uint32(n.size>>32))
-	putTime(b, iAtime, iAtimeExtra, in.Atime)
-	putTime(b, iCtime, iCtimeExtra, in.Ctime)
-	putTime(b, iMtime, iMtimeExtra, in.Mtime)
-	putTime(b, iCrtime, iCrtimeExtra, fstree.Timestamp{Sec: f.w.opts.SourceDateEpoch})
-	le.PutUint16(b[iLinks:], uint16(n.links))
-	sectors := n.blocks * (blockSize / 512)
-	if sectors >= 1<<48 {
-		return fmt.Errorf("ext4: inode for %s: too many blocks", n.path)
-	}
-	le.PutUint32(b[iBlocksLo:], uint32(sectors))
-	le.PutUint16(b[iBlocksHi:], uint16(sectors>>32))
-	le.PutUint32(b[iFlags:], n.flags)
-	copy(b[iBlock:iBlock+60], n.iblock[:])
-	if n.xblock >= 0 {
-		blk := f.xblocks[n.xblock].blk
-		le.PutUint32(b[iFileACLLo:], uint32(blk))
-		le.PutUint16(b[iFileACLHi:], uint16(blk>>32))
-	}
-	if n.ibody != nil {
-		copy(b[xattrIbodyOff:], n.ibody)
-	}
-	setInodeCsum(b, seed)
-	return nil
 }
 
 // writeGroups writes the bitmaps, the group descriptor table and the

@@ -1,6 +1,12 @@
 package ext4
 
-import "encoding/binary"
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/docker2vm/docker2vm/fstree"
+)
 
 // JBD2 (the journal) is big-endian.
 const (
@@ -60,4 +66,54 @@ func defaultJournalBlocks(fsBlocks uint64) uint64 {
 	default:
 		return 16384
 	}
+}
+
+// makeJournal allocates the journal (contiguous fresh blocks, left as
+// holes: an empty journal needs only its superblock) as inode 8.
+func (f *finisher) makeJournal(ctx context.Context) error {
+	w := f.w
+	if w.opts.NoJournal {
+		return nil
+	}
+	var jb uint64
+	switch {
+	case w.opts.JournalSize > 0:
+		jb = uint64(w.opts.JournalSize) / blockSize
+		if jb < minJournalBlocks {
+			return fmt.Errorf("ext4: journal size %d is below the minimum of %d bytes", w.opts.JournalSize, minJournalBlocks*blockSize)
+		}
+	case w.opts.Size > 0:
+		jb = defaultJournalBlocks(uint64(w.opts.Size) / blockSize)
+	default:
+		jb = defaultJournalBlocks(w.alloc.next + w.headroom(w.alloc.next))
+	}
+	c := &content{w: w, size: int64(jb) * blockSize}
+	for l := uint64(0); l < jb; {
+		r := w.alloc.fresh(jb - l)
+		w.metaRuns = append(w.metaRuns, r)
+		c.appendRun(l, r)
+		l += r.len
+	}
+	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
+	n := &node{in: &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o600, Mtime: sde, Atime: sde, Ctime: sde}, path: "<journal>", links: 1, data: c}
+	f.nodes[journalIno] = n
+	if err := f.layoutOne(journalIno, n); err != nil {
+		return fmt.Errorf("ext4: journal: %w", err)
+	}
+	jsb := journalSuperblock{
+		Magic:           jbd2Magic,
+		BlockType:       jbd2SuperblockV2,
+		BlockSize:       blockSize,
+		MaxLen:          uint32(jb),
+		First:           1,
+		Sequence:        1,
+		FeatureIncompat: jbd2Incompat64bit | jbd2IncompatCsumV3,
+		UUID:            f.uuid,
+		NrUsers:         1,
+		ChecksumType:    jbd2CRC32C,
+	}
+	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.ext[0].phys)*blockSize); err != nil {
+		return fmt.Errorf("ext4: writing journal superblock: %w", err)
+	}
+	return nil
 }

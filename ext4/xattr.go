@@ -1,6 +1,7 @@
 package ext4
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -225,3 +226,24 @@ func aclFromDisk(v []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// writeXattrBlocks places the shared xattr blocks now that their
+// reference counts are known.
+func (f *finisher) writeXattrBlocks(ctx context.Context) error {
+	for _, x := range f.xblocks {
+		x.blk = f.w.metaAlloc(1).start
+		le.PutUint32(x.data[4:], x.refs)
+		le.PutUint32(x.data[16:], 0)
+		var nr [8]byte
+		le.PutUint64(nr[:], x.blk)
+		le.PutUint32(x.data[16:], crc32cRaw(crc32cRaw(f.csumSeed, nr[:]), x.data))
+		if err := f.w.writeAt(x.data, int64(x.blk)*blockSize); err != nil {
+			return fmt.Errorf("ext4: writing xattr block: %w", err)
+		}
+		x.data = nil
+	}
+	return nil
+}
+
+// headroom is the free space (in blocks) added to an automatically sized
+// image that uses `used` blocks.
