@@ -277,6 +277,18 @@ func readManifestFile(path string) ([]byte, error) {
 	return data, nil
 }
 
+// readDirManifest reads and validates the manifest.json of the asset
+// directory dir, returning it and its bytes.
+func readDirManifest(dir string) (*Manifest, []byte, error) {
+	mpath := filepath.Join(dir, ManifestName)
+	data, err := readManifestFile(mpath)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := parseManifest(mpath, data)
+	return m, data, err
+}
+
 func parseManifest(path string, data []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {

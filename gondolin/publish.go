@@ -74,12 +74,7 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 		return nil, &Error{Msg: "cannot publish as " + o.Ref, Err: err, Fixes: []string{"Pass --tag NAME:TAG, e.g. --tag my-agent:latest."}}
 	}
 	ref := name + ":" + tag
-	mpath := filepath.Join(dir, ManifestName)
-	mdata, err := readManifestFile(mpath)
-	var m *Manifest
-	if err == nil {
-		m, err = parseManifest(mpath, mdata)
-	}
+	m, _, err := readDirManifest(dir)
 	if err != nil {
 		return nil, &Error{Msg: "cannot publish " + dir, Err: err, Fixes: []string{"Publish a guest converted with --mode assets."}}
 	}

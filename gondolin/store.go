@@ -72,12 +72,7 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 			return "", &Error{Msg: "cannot import " + dir, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
 		}
 	}
-	mpath := filepath.Join(dir, ManifestName)
-	mdata, err := readManifestFile(mpath)
-	var m *Manifest
-	if err == nil {
-		m, err = parseManifest(mpath, mdata)
-	}
+	m, mdata, err := readDirManifest(dir)
 	if err != nil {
 		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
 			Fixes: []string{"Convert with --mode assets so the directory has a manifest.json with a buildId and config.arch."}}
@@ -85,7 +80,7 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 	assets, err := importAssets(m)
 	if err != nil {
 		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
-			Fixes: []string{"Give each asset in " + mpath + " its own file name (not manifest.json), or convert again with --mode assets."}}
+			Fixes: []string{"Give each asset in " + filepath.Join(dir, ManifestName) + " its own file name (not manifest.json), or convert again with --mode assets."}}
 	}
 	arch := NormalizeArch(m.Config.Arch)
 	objects := filepath.Join(storeDir, "objects")

@@ -6,6 +6,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -249,7 +250,7 @@ func fishCondition(root *Command, n node) string {
 		if len(subs) == 0 {
 			return "true"
 		}
-		return "not __fish_seen_subcommand_from " + strings.Join(uniqStrings(subs), " ")
+		return "not __fish_seen_subcommand_from " + strings.Join(slices.Compact(slices.Sorted(slices.Values(subs))), " ")
 	}
 	parts := strings.Split(n.path, " ")
 	var conds []string
@@ -265,18 +266,6 @@ func fishCondition(root *Command, n node) string {
 		conds = append(conds, "not __fish_seen_subcommand_from "+strings.Join(deeper, " "))
 	}
 	return strings.Join(conds, "; and ")
-}
-
-func uniqStrings(s []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, x := range s {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -63,10 +63,3 @@ func exchange(a, b string) error {
 	}
 	return nil
 }
-
-func allocated(fi os.FileInfo) int64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Blocks * 512
-	}
-	return fi.Size()
-}

@@ -63,32 +63,25 @@ func Digest(ctx context.Context, f *os.File, size int64) (string, error) {
 // Copy copies the first size bytes of src into dst, a new file, and
 // returns the sparse digest of what dst now holds. A durable copy is
 // synced before Copy returns. On error dst is removed.
-func Copy(ctx context.Context, dst string, src *os.File, size int64, durable bool) (sum string, err error) {
-	if err := diskio.Clone(src, dst); err == nil {
-		f, err := os.OpenFile(dst, os.O_RDWR, 0)
-		if err != nil {
-			os.Remove(dst)
-			return "", err
-		}
-		sum, err = digest(ctx, f, nil, size, false)
-		if err == nil && durable {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-			return "", err
-		}
-		return sum, nil
+func Copy(ctx context.Context, dst string, src *os.File, size int64, durable bool) (string, error) {
+	// A clone is read back to hash it; otherwise the copy is hashed as it
+	// is written.
+	cloned := diskio.Clone(src, dst) == nil
+	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
+	if cloned {
+		flags = os.O_RDWR
 	}
-	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(dst, flags, 0o644)
 	if err != nil {
+		if cloned {
+			os.Remove(dst)
+		}
 		return "", err
 	}
-	err = f.Truncate(size)
-	if err == nil {
+	var sum string
+	if cloned {
+		sum, err = digest(ctx, f, nil, size, false)
+	} else if err = f.Truncate(size); err == nil {
 		sum, err = digest(ctx, src, f, size, durable)
 	}
 	if err == nil && durable {

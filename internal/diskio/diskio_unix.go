@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,4 +37,11 @@ func nextData(f *os.File, off int64) (data, hole int64, err error) {
 		return 0, 0, fmt.Errorf("SEEK_DATA/SEEK_HOLE %s: %w", f.Name(), serr)
 	}
 	return data, hole, nil
+}
+
+func allocated(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
 }
