@@ -17,6 +17,9 @@ import (
 const (
 	ExitOK      = 0
 	ExitFailure = 1
+	// ExitInterrupted is the shell's convention for a program stopped by
+	// SIGINT (128+2); used for SIGTERM too, after cleaning up.
+	ExitInterrupted = 130
 )
 
 // Command is one executable's entry point, or one subcommand of it.
@@ -40,9 +43,15 @@ type Command struct {
 
 // Main parses args, runs the command with a context cancelled on SIGINT or
 // SIGTERM, renders errors and returns the process exit code.
+//
+// SIGPIPE is caught too: without that, a write to a closed stdout (the
+// JSON result piped into `head -1`) kills the process before it removes
+// its temporary files; with it the write fails, the run cleans up and
+// exits 1.
 func (c *Command) Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	signal.Ignore(syscall.SIGPIPE)
 	return c.Exec(ctx, args, stdout, stderr)
 }
 
@@ -65,6 +74,9 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	if err != nil {
 		Render(stderr, err)
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return ExitInterrupted
+		}
 		return ExitFailure
 	}
 	return ExitOK
