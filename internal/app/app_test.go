@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/cli"
 )
 
@@ -146,5 +147,36 @@ func TestDockerfile2GondolinDryRun(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("dry run created %s", out)
+	}
+}
+
+// TestSourcePathsAbsolute: a relative --oci-layout is recorded as an
+// absolute path, the REF suffix kept.
+func TestSourcePathsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "lay"), 0o755)
+	os.WriteFile(filepath.Join(dir, "lay", "index.json"), []byte("{}"), 0o644)
+	t.Chdir(dir)
+	if got := absPathRef("lay:app-v2"); got != filepath.Join(dir, "lay")+":app-v2" {
+		t.Errorf("absPathRef = %q", got)
+	}
+	if got := absPathRef("lay"); got != filepath.Join(dir, "lay") {
+		t.Errorf("absPathRef = %q", got)
+	}
+}
+
+func TestHowToBoot(t *testing.T) {
+	for _, tc := range []struct {
+		res  convert.Result
+		want string
+	}{
+		{convert.Result{Mode: convert.ModeAssets, OutDir: "/o/guest"}, `gondolin bash --image /o/guest (SDK: VM.create({ sandbox: { imagePath: "/o/guest" } })`},
+		{convert.Result{Mode: convert.ModeAssets, OutDir: "/o/my guest"}, `gondolin bash --image '/o/my guest'`},
+		{convert.Result{Mode: convert.ModeAssets, OutDir: "/o/g", Imported: &convert.Imported{Tag: "app:1"}}, "gondolin bash --image app:1"},
+		{convert.Result{Mode: convert.ModeRootfs, RootfsPath: "/o/rootfs.ext4", Platform: "linux/arm64"}, `rootDiskPath: "/o/rootfs.ext4", rootDiskFormat: "raw"`},
+	} {
+		if got := howToBoot(&tc.res); !strings.Contains(got, tc.want) {
+			t.Errorf("howToBoot(%+v) = %q, want %q", tc.res, got, tc.want)
+		}
 	}
 }

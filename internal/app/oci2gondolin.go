@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/convert"
@@ -56,7 +58,8 @@ func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer
 }
 
 // convertAndPrint converts for one platform (the output is OUT itself) or
-// several (OUT/<os>_<arch>/ each) and prints the result or the plan.
+// several (OUT/<os>_<arch>/ each), prints the result or the plan, and
+// says on opts.Progress how to boot what it wrote.
 func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Platform, dryRun bool, stdout io.Writer) error {
 	if len(plats) > 1 {
 		if dryRun {
@@ -69,6 +72,9 @@ func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Pl
 		res, err := convert.RunPlatforms(ctx, opts, plats)
 		if err != nil {
 			return err
+		}
+		for _, r := range res.Platforms {
+			sayHowToBoot(opts, r)
 		}
 		return cli.PrintJSON(stdout, res)
 	}
@@ -83,7 +89,43 @@ func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Pl
 	if err != nil {
 		return err
 	}
+	sayHowToBoot(opts, res)
 	return cli.PrintJSON(stdout, res)
+}
+
+// sayHowToBoot writes one line on how to boot the output of res.
+func sayHowToBoot(opts convert.Options, res *convert.Result) {
+	if opts.Progress == nil || opts.Plain {
+		return // a plain tree does not boot by itself
+	}
+	if line := howToBoot(res); line != "" {
+		fmt.Fprintln(opts.Progress, line)
+	}
+}
+
+// howToBoot is the gondolin command and SDK option that boot res.
+func howToBoot(res *convert.Result) string {
+	if res.Mode != convert.ModeAssets {
+		return fmt.Sprintf("Boot it with a Gondolin base's kernel for %s: VM.create({ sandbox: { rootDiskPath: %q, rootDiskFormat: \"raw\" } }) (or convert with --mode assets for a guest directory)",
+			res.Platform, res.RootfsPath)
+	}
+	image := res.OutDir
+	if res.Imported != nil {
+		image = res.Imported.Tag
+	}
+	return fmt.Sprintf("Boot it: gondolin bash --image %s (SDK: VM.create({ sandbox: { imagePath: %q } }); the image's ENTRYPOINT/CMD: %s)",
+		shellWord(image), image, "/usr/bin/docker2vm-entrypoint")
+}
+
+// shellWord quotes s for a shell when it needs it.
+func shellWord(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == ':' || r == '@' || r == '+' || r == ',' ||
+			r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 && s != "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // sourceFromFlags applies the "exactly one source" rule.
@@ -114,7 +156,7 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 		if p == "" {
 			return image.Source{}, &cli.Error{Msg: "--oci-layout needs a path.", Fixes: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
 		}
-		return image.Source{Kind: image.KindOCILayout, Ref: p}, nil
+		return image.Source{Kind: image.KindOCILayout, Ref: absPathRef(p)}, nil
 	default:
 		p := f.Str("oci-tar", "")
 		if path, _ := image.SplitPathRef(p); !exists(path) {
@@ -122,8 +164,22 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 			return image.Source{}, &cli.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
 				Fixes: []string{"Pass the path of an OCI archive or a docker save tarball."}}
 		}
-		return image.Source{Kind: image.KindOCIArchive, Ref: p}, nil
+		return image.Source{Kind: image.KindOCIArchive, Ref: absPathRef(p)}, nil
 	}
+}
+
+// absPathRef makes the path of PATH[:REF] absolute, so that meta.json and
+// the result name the source wherever they are read from.
+func absPathRef(s string) string {
+	p, ref := image.SplitPathRef(s)
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return s
+	}
+	if ref != "" {
+		return abs + ":" + ref
+	}
+	return abs
 }
 
 func exists(p string) bool {
