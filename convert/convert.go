@@ -205,7 +205,7 @@ func steps(opts Options, img *image.Image) []Step {
 	}
 	for i, l := range img.Layers {
 		s = append(s, Step{ID: fmt.Sprintf("layer-%d", i), Stage: "merge",
-			Description: fmt.Sprintf("apply layer %d %s (%s, %d bytes)", i, l.Digest, l.MediaType, l.Size)})
+			Description: fmt.Sprintf("apply %s (%s, %d bytes)", image.LayerName(i, len(img.Layers), l.Digest.String()), l.MediaType, l.Size)})
 	}
 	if !opts.Plain {
 		s = append([]Step{s[0], {ID: "base", Stage: "source", Description: "find the Gondolin base bundle for " + platformString(img.Platform) + " and read its runtime glue"}}, s[1:]...)

@@ -411,7 +411,7 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 		if err != nil {
 			return err
 		}
-		aerr := m.Apply(ctx, i, l.Digest.String(), rc)
+		aerr := m.Apply(ctx, image.LayerName(i, len(img.Layers), l.Digest.String()), rc)
 		if aerr != nil && (errors.Is(aerr, rootfs.ErrLimit) || ctx.Err() != nil) {
 			// A limit or an interrupt: stop the download and the
 			// decompressor now rather than read the rest.
@@ -431,7 +431,7 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 		if cerr != nil {
 			return cerr
 		}
-		progress("applied layer %d/%d %s in %s", i+1, len(img.Layers), l.Digest, time.Since(start).Round(time.Millisecond))
+		progress("applied %s in %s", image.LayerName(i, len(img.Layers), l.Digest.String()), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }

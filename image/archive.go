@@ -440,7 +440,7 @@ func resolveDockerSave(ctx context.Context, t *tarFS, where, ref string, opts Op
 			"%s lists %d layers but its config has %d diff IDs", where, len(e.Layers), len(cfg.RootFS.DiffIDs))
 	}
 	for i, name := range e.Layers {
-		what := fmt.Sprintf("layer %d %s", i, name)
+		what := LayerName(i, len(e.Layers), name)
 		mb, ok := t.lookup(name)
 		if !ok {
 			return nil, newError(nil, []string{"The archive is incomplete: save the image again."}, "%s is missing from %s", what, where)

@@ -129,7 +129,7 @@ func TestRegistryFaults(t *testing.T) {
 	f := newFaultFixture(t)
 	l1 := f.layers[1]
 	l1Path := blobPath(l1.Digest)
-	what1 := "layer 1 " + l1.Digest.String()
+	what1 := "layer 2/3 " + l1.Digest.String()
 
 	gets := func(path string) []faultproxy.Request {
 		var out []faultproxy.Request

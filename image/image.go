@@ -215,9 +215,15 @@ func (img *Image) Close() error {
 	return err
 }
 
-// layerName names layer i for messages: "layer 2 sha256:abc…".
+// layerName names layer i for messages: "layer 2/5 sha256:abc…".
 func (img *Image) layerName(i int) string {
-	return fmt.Sprintf("layer %d %s", i, img.layers[i].Digest)
+	return LayerName(i, len(img.layers), img.layers[i].Digest.String())
+}
+
+// LayerName names layer i (0-based) of n the way every message and
+// progress line does: "layer 2/5 sha256:abc…", counting from 1.
+func LayerName(i, n int, digest string) string {
+	return fmt.Sprintf("layer %d/%d %s", i+1, n, digest)
 }
 
 // OpenLayer returns layer i's uncompressed tar stream. The stored bytes are

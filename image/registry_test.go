@@ -40,7 +40,7 @@ func TestRegistryAnonymous(t *testing.T) {
 	if files := readFiles(t, img); files["etc/arch"] != "arm64v8\n" {
 		t.Errorf("files %v", files)
 	}
-	if !strings.Contains(progress.String(), "Downloading layer 0 ") {
+	if !strings.Contains(progress.String(), "Downloading layer 1/") {
 		t.Errorf("progress: %q", progress.String())
 	}
 	for _, l := range img.Layers {
@@ -57,7 +57,7 @@ func TestRegistryAnonymous(t *testing.T) {
 	progress.Reset()
 	img2 := resolveT(t, KindRegistry, ref, Options{Platform: arm64, CacheDir: cache, Progress: &progress})
 	readFiles(t, img2)
-	if strings.Contains(progress.String(), "Downloading") || !strings.Contains(progress.String(), "Using cached layer 0") {
+	if strings.Contains(progress.String(), "Downloading") || !strings.Contains(progress.String(), "Using cached layer 1/2") {
 		t.Errorf("second run progress: %q", progress.String())
 	}
 	// By digest, and without the cache.
@@ -124,7 +124,7 @@ func TestRegistryTampered(t *testing.T) {
 			cache := t.TempDir()
 			img := resolveT(t, KindRegistry, ref, Options{Platform: amd64, NoCache: noCache, CacheDir: cache})
 			_, err := tryReadFiles(context.Background(), img)
-			wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch")
+			wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 			if _, err := os.Stat(filepath.Join(cache, "blobs", "sha256", l1.Hex)); !os.IsNotExist(err) {
 				t.Errorf("tampered layer entered the cache: %v", err)
 			}
@@ -163,7 +163,7 @@ func TestRegistryTampered(t *testing.T) {
 		if got["bin/hello"] != want["bin/hello"] {
 			t.Errorf("refetched content differs")
 		}
-		if !strings.Contains(progress.String(), "Downloading layer 1") || !strings.Contains(progress.String(), "Using cached layer 0") {
+		if !strings.Contains(progress.String(), "Downloading layer 2/2") || !strings.Contains(progress.String(), "Using cached layer 1/2") {
 			t.Errorf("progress %q", progress.String())
 		}
 		if b, _ := os.ReadFile(entry); !bytes.Equal(b, good) {

@@ -323,7 +323,7 @@ func buildImage(digest v1.Hash, m *v1.Manifest, rawManifest []byte, cfgDigest v1
 		RawConfig:    rawConfig,
 	}
 	for i, l := range m.Layers {
-		what := fmt.Sprintf("layer %d %s", i, l.Digest)
+		what := LayerName(i, len(m.Layers), l.Digest.String())
 		comp, err := compressionOf(l.MediaType, what)
 		if err != nil {
 			return nil, err

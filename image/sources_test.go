@@ -226,7 +226,7 @@ func TestLayerMediaTypes(t *testing.T) {
 			dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
 			_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
 			d, _ := l.Digest()
-			wantErr(t, err, "layer 0 "+d.String(), mt)
+			wantErr(t, err, "layer 1/1 "+d.String(), mt)
 		})
 	}
 }
@@ -369,7 +369,7 @@ func TestDockerSaveArchives(t *testing.T) {
 		flipMember(t, p, "0000000000000000000000000000000000000000000000000000000000000001/layer.tar")
 		img = resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 0 "+img.Layers[0].Digest.String(), "digest mismatch")
+		wantErr(t, err, "layer 1/2 "+img.Layers[0].Digest.String(), "digest mismatch")
 	})
 }
 
@@ -386,7 +386,7 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		flip(t, filepath.Join(dir, "blobs", "sha256", l1.Hex), 20)
 		img := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch", "tampered")
+		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch", "tampered")
 	})
 	t.Run("layout manifest", func(t *testing.T) {
 		dir := fresh(t)
@@ -406,7 +406,7 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		flipMember(t, archive, "blobs/sha256/"+l1.Hex)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch")
+		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("oci archive manifest", func(t *testing.T) {
 		archive := testenv.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
@@ -420,14 +420,14 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		archive := testenv.WriteOCIArchive(t, dir, filepath.Join(t.TempDir(), "a.tar.gz"), true)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 1 "+l1.String(), "digest mismatch")
+		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("docker save layer", func(t *testing.T) {
 		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
 		flipMember(t, p, l1.Hex+".tar.gz")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 1", "digest mismatch")
+		wantErr(t, err, "layer 2/2", "digest mismatch")
 	})
 	t.Run("docker save config", func(t *testing.T) {
 		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})

@@ -31,7 +31,7 @@ func benchMerge(b *testing.B, layer []byte, entries int) {
 	b.ResetTimer()
 	for range b.N {
 		m := New(&discardStore{}, Limits{})
-		if err := m.Apply(context.Background(), 0, "bench", bytes.NewReader(layer)); err != nil {
+		if err := m.Apply(context.Background(), "bench", bytes.NewReader(layer)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
@@ -29,7 +30,7 @@ func FuzzApply(f *testing.F) {
 		st := &fstree.MemStore{}
 		m := New(st, Limits{MaxBytes: 1 << 20, MaxEntries: 10000, MaxPathLen: 1024})
 		for i, l := range bytes.SplitN(data, sep, 3) {
-			if err := m.Apply(context.Background(), i, "fuzz", bytes.NewReader(l)); err != nil {
+			if err := m.Apply(context.Background(), fmt.Sprintf("layer %d", i+1), bytes.NewReader(l)); err != nil {
 				if !bytes.HasPrefix([]byte(err.Error()), []byte("layer ")) {
 					t.Fatalf("error does not name the layer: %v", err)
 				}

@@ -39,7 +39,7 @@ func merge(t testing.TB, lim Limits, layers ...[]byte) (*Merger, *fstree.MemStor
 	st := &fstree.MemStore{}
 	m := New(st, lim)
 	for i, l := range layers {
-		if err := m.Apply(context.Background(), i, fmt.Sprintf("test%d", i), bytes.NewReader(l)); err != nil {
+		if err := m.Apply(context.Background(), fmt.Sprintf("layer %d", i+1), bytes.NewReader(l)); err != nil {
 			return m, st, err
 		}
 	}

@@ -105,7 +105,7 @@ func (m *Merger) countBytes(n int64, meta bool) error {
 // Apply applies one layer, an uncompressed tar stream, on top of the layers
 // applied before. index and name (e.g. the layer digest) only label errors.
 // After an error the tree is partly updated and should be discarded.
-func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader) error {
+func (m *Merger) Apply(ctx context.Context, name string, r io.Reader) error {
 	m.upper = make(map[edge]struct{})
 	m.opaques = m.opaques[:0]
 	defer func() { m.upper, m.opaques = nil, nil }()
@@ -114,7 +114,7 @@ func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader)
 	last := ""
 	for {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("layer %d (%s): %w", index, name, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -125,11 +125,11 @@ func (m *Merger) Apply(ctx context.Context, index int, name string, r io.Reader)
 			if last != "" {
 				where = fmt.Sprintf("after entry %s", shown(last))
 			}
-			return fmt.Errorf("layer %d (%s): reading the tar stream %s: %w (the layer is truncated or not a tar archive: %w)", index, name, where, err, ErrMalformed)
+			return fmt.Errorf("%s: reading the tar stream %s: %w (the layer is truncated or not a tar archive: %w)", name, where, err, ErrMalformed)
 		}
 		last = hdr.Name
 		if err := m.entry(ctx, tr, hdr); err != nil {
-			return fmt.Errorf("layer %d (%s): entry %s: %w", index, name, shown(hdr.Name), err)
+			return fmt.Errorf("%s: entry %s: %w", name, shown(hdr.Name), err)
 		}
 	}
 	// Rule: an opaque directory holds exactly what this layer put in it,

@@ -191,7 +191,7 @@ func symlinkCases() []mergeCase {
 /dne/x/f file 0644 0:0 "f"
 /l symlink 0777 0:0 -> "/dne/x"`},
 		{name: "symlink loop", layers: [][]ent{{S("a", "b"), S("b", "a"), F("a/x", "")}},
-			err: `layer 0 (test0): entry "a/x": too many levels of symbolic links at "/a" (more than 40): the image is malformed or hostile`},
+			err: `layer 1: entry "a/x": too many levels of symbolic links at "/a" (more than 40): the image is malformed or hostile`},
 		{name: "symlink self loop", layers: [][]ent{{S("a", "a/."), F("a/x", "")}},
 			err: `too many levels of symbolic links`},
 		{name: "deep name", layers: [][]ent{{F(strings.Repeat("d/", 2040)+"f", "deep")}},
@@ -258,7 +258,7 @@ func hardlinkCases() []mergeCase {
 /localpasswd symlink 0777 0:0 -> "../../../../../etc/passwd" ino=1
 /passwdlink symlink 0777 0:0 -> "../../../../../etc/passwd" ino=1`},
 		{name: "hardlink created before its target", layers: [][]ent{{L("a", "b"), F("b", "x")}},
-			err: `layer 0 (test0): entry "a": hardlink target "b" does not exist at this point of the image`},
+			err: `layer 1: entry "a": hardlink target "b" does not exist at this point of the image`},
 		{name: "hardlink target parent missing", layers: [][]ent{{L("a", "nodir/b")}},
 			err: `entry "a": hardlink target "nodir/b" does not exist`},
 		{name: "hardlink target overwritten in later layer", layers: [][]ent{{F("a", "old"), L("b", "a")}, {F("a", "new")}},
@@ -305,7 +305,7 @@ func whiteoutCases() []mergeCase {
 	opqLower := []ent{D("a"), F("a/old", "o"), D("a/sub").Mode(0o700), F("a/sub/old2", "o2"), F("keep", "k")}
 	return []mergeCase{
 		{name: "whiteout root parent", layers: [][]ent{etc, {F(".wh...", "")}},
-			err: `layer 1 (test1): entry ".wh...": whiteout ".wh..." does not name an entry of its directory: the image is malformed or hostile`},
+			err: `layer 2: entry ".wh...": whiteout ".wh..." does not name an entry of its directory: the image is malformed or hostile`},
 		{name: "whiteout parent", layers: [][]ent{etc, {F("etc/.wh...", "")}},
 			err: `entry "etc/.wh...": whiteout ".wh..." does not name an entry of its directory`},
 		{name: "whiteout root", layers: [][]ent{etc, {F(".wh..", "")}},
@@ -540,9 +540,9 @@ func entryCases() []mergeCase {
 		{name: "pax global header ignored", layers: [][]ent{{global, F("f", "x")}},
 			want: `/f file 0644 0:0 "x"`},
 		{name: "entries limit", lim: Limits{MaxEntries: 3}, layers: [][]ent{{F("a", ""), F("b", "")}, {F("c/d", "")}},
-			err: `layer 1 (test1): entry "c/d": number of entries exceeds the limit of 3 (raise it with --max-entries`},
+			err: `layer 2: entry "c/d": number of entries exceeds the limit of 3 (raise it with --max-entries`},
 		{name: "bytes limit", lim: Limits{MaxBytes: 10}, layers: [][]ent{{F("a", "12345")}, {F("b", "123456")}},
-			err: `layer 1 (test1): entry "b": total uncompressed size exceeds the limit of 10 bytes (10 B) (raise it with --max-bytes`},
+			err: `layer 2: entry "b": total uncompressed size exceeds the limit of 10 bytes (10 B) (raise it with --max-bytes`},
 		{name: "bytes limit counts xattrs", lim: Limits{MaxBytes: 10}, layers: [][]ent{{F("a", "").Xattr("user.a", "123456")}},
 			err: `--max-bytes`},
 	}

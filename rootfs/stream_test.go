@@ -128,7 +128,7 @@ func TestSparse(t *testing.T) {
 		raw = append(raw, pad512([]byte("hello"))...)
 		raw = append(raw, make([]byte, 1024)...)
 		st := &discardStore{}
-		err := New(st, Limits{}).Apply(context.Background(), 0, "l", bytes.NewReader(raw))
+		err := New(st, Limits{}).Apply(context.Background(), "layer 1", bytes.NewReader(raw))
 		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "--max-bytes") {
 			t.Fatalf("want a --max-bytes limit error, got %v", err)
 		}
@@ -156,7 +156,7 @@ func TestHugeFile(t *testing.T) {
 	}()
 	st := &discardStore{}
 	m := New(st, Limits{})
-	if err := m.Apply(context.Background(), 0, "huge", pr); err != nil {
+	if err := m.Apply(context.Background(), "huge", pr); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(m.Tree()); !strings.HasPrefix(got, "/big file 0644 0:0 ") {
@@ -206,8 +206,8 @@ func TestGzipBomb(t *testing.T) {
 	}
 	cr := &countingReader{r: zr}
 	st := &discardStore{}
-	err = New(st, Limits{}).Apply(context.Background(), 3, "sha256:bomb", cr)
-	want := `layer 3 (sha256:bomb): entry "bomb": total uncompressed size exceeds the limit of 68719476736 bytes (64.0 GiB) (raise it with --max-bytes if the image is trusted; an image that expands this much may be a decompression bomb)`
+	err = New(st, Limits{}).Apply(context.Background(), "layer 4/4 sha256:bomb", cr)
+	want := `layer 4/4 sha256:bomb: entry "bomb": total uncompressed size exceeds the limit of 68719476736 bytes (64.0 GiB) (raise it with --max-bytes if the image is trusted; an image that expands this much may be a decompression bomb)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got error\n%v\nwant\n%s", err, want)
 	}
@@ -231,7 +231,7 @@ func TestGzipBomb(t *testing.T) {
 	}
 	zw.Close()
 	zr, _ = gzip.NewReader(&many)
-	err = New(&discardStore{}, Limits{MaxBytes: 8 << 20}).Apply(context.Background(), 0, "l", zr)
+	err = New(&discardStore{}, Limits{MaxBytes: 8 << 20}).Apply(context.Background(), "layer 1", zr)
 	if err == nil || !strings.Contains(err.Error(), `entry "f8": total uncompressed size exceeds the limit of 8388608 bytes (8.0 MiB)`) {
 		t.Fatalf("got %v", err)
 	}
@@ -240,8 +240,8 @@ func TestGzipBomb(t *testing.T) {
 func TestContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := New(&fstree.MemStore{}, Limits{}).Apply(ctx, 2, "l2", bytes.NewReader(testtar.Build(t, F("a", "x"))))
-	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "layer 2 (l2): ") {
+	err := New(&fstree.MemStore{}, Limits{}).Apply(ctx, "layer 3", bytes.NewReader(testtar.Build(t, F("a", "x"))))
+	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "layer 3: ") {
 		t.Fatalf("got %v", err)
 	}
 
@@ -252,7 +252,7 @@ func TestContextCancel(t *testing.T) {
 	raw := testtar.Build(t, F("a", strings.Repeat("x", 4096)), F("b", "y"))
 	r := &cancelAfter{r: bytes.NewReader(raw), n: 2048, cancel: cancel}
 	m := New(&fstree.MemStore{}, Limits{})
-	err = m.Apply(ctx, 0, "l", r)
+	err = m.Apply(ctx, "layer 1", r)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v", err)
 	}
@@ -286,9 +286,9 @@ func TestBrokenStreams(t *testing.T) {
 		data []byte
 		err  string
 	}{
-		{"truncated in data", raw[:1000], `layer 0 (test0): entry "a": storing 2000 bytes of file data: reading 2000 bytes of file data (got 488): unexpected EOF`},
-		{"truncated in header", raw[:2560+100], `layer 0 (test0): reading the tar stream after entry "a": unexpected EOF (the layer is truncated or not a tar archive: the image is malformed or hostile)`},
-		{"not a tar", bytes.Repeat([]byte("garbage!"), 128), `layer 0 (test0): reading the tar stream at its start: archive/tar: invalid tar header`},
+		{"truncated in data", raw[:1000], `layer 1: entry "a": storing 2000 bytes of file data: reading 2000 bytes of file data (got 488): unexpected EOF`},
+		{"truncated in header", raw[:2560+100], `layer 1: reading the tar stream after entry "a": unexpected EOF (the layer is truncated or not a tar archive: the image is malformed or hostile)`},
+		{"not a tar", bytes.Repeat([]byte("garbage!"), 128), `layer 1: reading the tar stream at its start: archive/tar: invalid tar header`},
 		{"empty", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

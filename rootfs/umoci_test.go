@@ -427,7 +427,7 @@ func genImage(t testing.TB, seed uint64) [][]byte {
 			}
 		}
 		raw := testtar.Build(t, ents...)
-		if err := m.Apply(t.Context(), li, "gen", bytes.NewReader(raw)); err != nil {
+		if err := m.Apply(t.Context(), fmt.Sprintf("layer %d", li+1), bytes.NewReader(raw)); err != nil {
 			t.Fatalf("seed %d layer %d: generated layer does not merge: %v", seed, li, err)
 		}
 		layers = append(layers, raw)
