@@ -25,9 +25,11 @@ func newError(err error, hints []string, format string, args ...any) *Error {
 // whose size differs from the one its descriptor states.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
+// corruptHints are the fixes for a corrupt blob. The blob cache is never
+// the cause (an entry is verified before it is served; a bad one is
+// replaced), so they do not mention it.
 var corruptHints = []string{
 	"The image source is corrupt or was tampered with: fetch, export or build the image again.",
-	"If the blob came from the cache, run again (the corrupt cache entry has been removed) or pass --no-cache.",
 }
 
 // integrityError reports a blob whose content does not match its descriptor.
