@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -252,6 +253,24 @@ func (c *regClient) manifest(ctx context.Context, id, what string, limit int64) 
 		return nil, "", v1.Hash{}, err
 	}
 	return b, mt, stated, nil
+}
+
+// tags lists the repository's tags (the first page: at most 1,000), for
+// messages; nil when the registry does not allow listing.
+func (c *regClient) tags(ctx context.Context) []string {
+	u := url.URL{Scheme: c.repo.Scheme(), Host: c.repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/tags/list", c.repo.RepositoryStr()), RawQuery: "n=1000"}
+	resp, err := c.do(ctx, http.MethodGet, u.String(), nil, http.StatusOK)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Tags []string `json:"tags"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&list) != nil {
+		return nil
+	}
+	return list.Tags
 }
 
 // blob opens a blob for reading; see blobBody.

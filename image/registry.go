@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -164,7 +165,9 @@ func (s *registryStore) top(ctx context.Context) (v1.Descriptor, []byte, error) 
 			desc = hd
 		case err != nil && (errors.Is(err, ErrNetwork) || ctx.Err() != nil || isNetError(err)):
 			return desc, nil, err
-		case errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden):
+		case errors.As(err, &te) && te.StatusCode == http.StatusNotFound:
+			return desc, nil, s.tagNotFound(ctx, err)
+		case errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden):
 			return desc, nil, err
 		default:
 			// Some registries answer HEAD without a digest: GET by tag.
@@ -194,6 +197,22 @@ func (s *registryStore) top(ctx context.Context) (v1.Descriptor, []byte, error) 
 	}
 	desc.Size = int64(len(b))
 	return desc, b, nil
+}
+
+// tagNotFound adds the tags the repository has, when it lets them be
+// listed, to the error of a tag that is not there.
+func (s *registryStore) tagNotFound(ctx context.Context, err error) error {
+	tags := s.client.tags(ctx)
+	if len(tags) == 0 {
+		return err
+	}
+	sort.Strings(tags)
+	shown := tags
+	if len(shown) > 20 {
+		shown = append(shown[:20:20], fmt.Sprintf("and %d more", len(tags)-20))
+	}
+	return newError(err, []string{fmt.Sprintf("%s has the tags: %s.", s.repo.String(), strings.Join(shown, ", "))},
+		"tag %q is not in %s", s.ref.Identifier(), s.repo.String())
 }
 
 func isNetError(err error) bool {

@@ -78,6 +78,13 @@ func TestRegistryAnonymous(t *testing.T) {
 			t.Errorf("hints %q", hintsText(err))
 		}
 	})
+	t.Run("tag not found lists the tags", func(t *testing.T) {
+		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: single[:strings.LastIndex(single, ":")] + ":no-such-tag"}, Options{Platform: amd64, NoCache: true})
+		wantErr(t, err, `tag "no-such-tag" is not in`)
+		if h := hintsText(err); !strings.Contains(h, "has the tags: "+single[strings.LastIndex(single, ":")+1:]) || !strings.Contains(h, "Check the repository name") {
+			t.Errorf("hints %q", h)
+		}
+	})
 	t.Run("connection refused", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: "127.0.0.1:1/app:1"}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "cannot connect to registry 127.0.0.1:1")
