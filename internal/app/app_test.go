@@ -41,7 +41,7 @@ func TestOCI2GondolinFlagRules(t *testing.T) {
 		{"duplicate", []string{"--image", "a", "--image", "b", "--out", "o"}, "Error: Flag --image was given more than once."},
 		{"missing tar", []string{"--oci-tar", "/nonexistent/x.tar", "--out", "o"}, "Error: --oci-tar /nonexistent/x.tar cannot be read: no such file or directory"},
 		{"bad size", []string{"--image", "a", "--out", "o", "--size", "big"}, `Error: Invalid size for --size: "big".`},
-		{"long label", []string{"--image", "a", "--out", "o", "--label", "a-label-longer-than-16"}, "is longer than 16 bytes"},
+		{"long label", []string{"--image", "a", "--out", "o", "--fs-label", "a-label-longer-than-16"}, "is longer than 16 bytes"},
 		{"empty image", []string{"--image", "", "--out", "o"}, "Error: --image needs a reference."},
 		{"platform twice", []string{"--image", "a", "--out", "o", "--platform", "arm64,linux/arm64/v8"}, "platform linux/arm64 is given twice"},
 		{"publish rootfs", []string{"--image", "a", "--out", "o", "--publish", "r", "--tag", "a:1"}, "--publish needs --mode assets"},
