@@ -266,13 +266,19 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 		if code != 1 || stdout != "" {
 			t.Errorf("quiet=%v: exit %d stdout %q; want 1 and nothing", quiet, code, stdout)
 		}
-		for _, want := range []string{"Error: ", "How to fix:", "exit code: 7"} {
+		// The error names the step, its exit code and its last output, also
+		// when the build log was not shown; the hint points at the line.
+		for _, want := range []string{"Error: a RUN step failed with exit code 7: [2/2] RUN echo about-to-fail && exit 7\nits last output lines:\n  about-to-fail\n",
+			"How to fix:\n  - Fix the step at " + df + ":2 "} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("quiet=%v: stderr lacks %q:\n%s", quiet, want, stderr)
 			}
 		}
-		if !quiet && !strings.Contains(stderr, "about-to-fail") {
+		if !quiet && !strings.Contains(stderr, "did not complete successfully: exit code: 7") {
 			t.Errorf("stderr lacks the build log:\n%s", stderr)
+		}
+		if quiet && strings.Count(stderr, "about-to-fail") != 2 {
+			t.Errorf("quiet: stderr holds more than the error:\n%s", stderr)
 		}
 		expectNoBuildTemp(t)
 		ents, _ := os.ReadDir(out)
