@@ -2,16 +2,17 @@
 # Installs the tools the integration tests and the demo use: a real registry
 # server, umoci, QEMU (x86_64 and aarch64 guests, qemu-user for arm64
 # binaries), busybox, kmod, binutils for x86_64 and aarch64 (to check the
-# committed docker2vm-setuser programs), shellcheck (for the entrypoint
-# script), the docker buildx plugin (from Debian sid, see install_buildx)
-# and the Gondolin host, and makes apt fetch arm64 packages too (the arm64
-# fixture base and Debian image are made of them).
+# committed docker2vm-setuser programs), ssh-keygen (a key for the --ssh
+# tests), shellcheck (for the entrypoint script), the docker buildx plugin
+# (from Debian sid, see install_buildx) and the Gondolin host, and makes apt
+# fetch arm64 packages too (the arm64 fixture base and Debian image are made
+# of them).
 # Packages and settings already present are left alone, so running it again
 # costs a few seconds. Needs root (apt-get); prints what to run otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu shellcheck)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl openssh-client binutils binutils-aarch64-linux-gnu shellcheck)
 
 # The fixtures are built for amd64 and arm64 from Debian packages (kernel,
 # busybox, debootstrap's): apt must fetch both architectures. Add the one
