@@ -3,6 +3,7 @@ package buildkit
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -363,6 +364,41 @@ func TestBuildWithFakeDocker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBuildConcurrentFirstUse: runs that find no builder at the same
+// moment all create it; those that lose the race use the winner's.
+func TestBuildConcurrentFirstUse(t *testing.T) {
+	log, builders := fakeDocker(t, "")
+	const runs = 6
+	errs := make(chan error, runs)
+	for range runs {
+		o := testOptions(t, DockerBuildx)
+		o.Log = io.Discard
+		go func() { errs <- Build(context.Background(), o) }()
+	}
+	for range runs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	calls := readLog(t, log)
+	creates, builds := 0, 0
+	for _, c := range calls {
+		switch c[2] {
+		case "create":
+			creates++
+		case "build":
+			builds++
+		case "rm":
+			t.Errorf("a builder was removed: %q", c)
+		}
+	}
+	ents, _ := os.ReadDir(builders)
+	if creates == 0 || builds != runs || len(ents) != 1 || ents[0].Name() != DefaultBuildxBuilder {
+		t.Errorf("%d creates, %d builds, builders %v; want >= 1, %d, [docker2vm]", creates, builds, ents, runs)
+	}
+	t.Logf("%d of %d runs tried to create the builder", creates, runs)
 }
 
 // TestBuildQuiet: with quiet progress nothing is written to the log, and a

@@ -12,13 +12,14 @@
 #   race      another run creates the builder at the same moment
 #   build     the build fails (a generic error)
 #   run       a RUN step fails with exit code 7
-printf '%s' "$1" >> "$FAKE_DOCKER_LOG"
+# One write per call (O_APPEND), so that concurrent calls log whole lines.
+line=$1
 shift_first=1
 for a in "$@"; do
   if [ $shift_first = 1 ]; then shift_first=0; continue; fi
-  printf '\t%s' "$a" >> "$FAKE_DOCKER_LOG"
+  line=$(printf '%s\t%s' "$line" "$a")
 done
-printf '\n' >> "$FAKE_DOCKER_LOG"
+printf '%s\n' "$line" >> "$FAKE_DOCKER_LOG"
 
 if [ "$1" != buildx ]; then
   echo "fake docker: unexpected command $1" >&2
@@ -52,11 +53,12 @@ case "$2" in
       create) echo "ERROR: failed to create builder: disk quota exceeded" >&2; exit 1 ;;
       race) : > "$FAKE_DOCKER_BUILDERS/$name" ;;
     esac
-    if [ -e "$FAKE_DOCKER_BUILDERS/$name" ]; then
+    # Created atomically (noclobber: O_EXCL), as buildx's store does
+    # under its lock.
+    if ! (set -C; : > "$FAKE_DOCKER_BUILDERS/$name") 2>/dev/null; then
       echo "ERROR: existing instance for \"$name\" but no append mode, specify the node name to make changes for existing instances" >&2
       exit 1
     fi
-    : > "$FAKE_DOCKER_BUILDERS/$name"
     echo "$name"
     exit 0 ;;
   build)
