@@ -5,6 +5,10 @@
 // and that plus the two sha256 digests a verifying unpacker must compute.
 // Each is a child process run under GNU time (/usr/bin/time); wall time,
 // CPU time (user+sys) and peak RSS come from its rusage. Medians over -runs go into a table in BENCHMARKS.md.
+//
+// With -builds it is `make bench-build` instead: Dockerfile builds with
+// dockerfile2gondolin, the first and one after an edit of the last step
+// (builds.go).
 package main
 
 import (
@@ -62,9 +66,17 @@ func main() {
 	useRegistry := flag.Bool("registry", true, "also convert through a local registry (docker-registry), cold and warm blob cache")
 	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
 	serve := flag.Bool("serve", false, "only push the images to a local registry, print their references and serve them until interrupted (for profiling by hand)")
+	builds := flag.Bool("builds", false, "time Dockerfile builds instead (make bench-build): a first build, then one after editing its last step")
+	buildBin := flag.String("build-bin", "bin/dockerfile2gondolin", "with -builds: the dockerfile2gondolin binary")
+	loops := flag.Int("loops", 4000000, "with -builds: iterations of the shell loop that stands for a slow step")
 	testing.Init() // testenv.DebianImage asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
+	if *builds {
+		code := runBuilds(c, buildsConfig{runs: *runs, bin: *buildBin, md: *md, loops: *loops})
+		c.Close()
+		os.Exit(code)
+	}
 	code := run(c, config{cache: *cache, runs: *runs, names: strings.Split(*imgs, ","), bin: *bin, md: *md,
 		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve})
 	c.Close()
@@ -284,7 +296,7 @@ func run(c *testenv.Console, cfg config) int {
 	fmt.Println()
 	fmt.Print(header + table)
 	if md != "" {
-		if err := writeResults(md, header+table); err != nil {
+		if err := writeSection(md, beginMark, endMark, header+table); err != nil {
 			fmt.Println("bench:", err)
 			return 1
 		}
@@ -304,9 +316,15 @@ func report(r int, p string, m metric) {
 // child's maxrss across exec, so every child would look as big as this
 // process at its largest, fixture building included.)
 func runCmd(stdout *os.File, name string, args ...string) (metric, error) {
+	m, _, err := runCmdLog(stdout, name, args...)
+	return m, err
+}
+
+// runCmdLog is runCmd that also returns what the command wrote on stderr.
+func runCmdLog(stdout *os.File, name string, args ...string) (metric, string, error) {
 	tf, err := os.CreateTemp("", "bench-time-")
 	if err != nil {
-		return metric{}, err
+		return metric{}, "", err
 	}
 	tf.Close()
 	defer os.Remove(tf.Name())
@@ -325,18 +343,18 @@ func runCmd(stdout *os.File, name string, args ...string) (metric, error) {
 	err = cmd.Run()
 	wall := time.Since(start)
 	if err != nil {
-		return metric{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errBuf.String())
+		return metric{}, errBuf.String(), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errBuf.String())
 	}
 	b, err := os.ReadFile(tf.Name())
 	if err != nil {
-		return metric{}, err
+		return metric{}, errBuf.String(), err
 	}
 	var user, sys float64
 	var rssKiB int64
 	if _, err := fmt.Sscanf(string(b), "%f %f %d", &user, &sys, &rssKiB); err != nil {
-		return metric{}, fmt.Errorf("parsing /usr/bin/time output %q: %v", b, err)
+		return metric{}, errBuf.String(), fmt.Errorf("parsing /usr/bin/time output %q: %v", b, err)
 	}
-	return metric{Wall: wall, CPU: time.Duration((user + sys) * float64(time.Second)), MaxRSS: rssKiB << 10}, nil
+	return metric{Wall: wall, CPU: time.Duration((user + sys) * float64(time.Second)), MaxRSS: rssKiB << 10}, errBuf.String(), nil
 }
 
 func median(ms []metric) metric {
@@ -413,8 +431,9 @@ const (
 	endMark   = "<!-- bench-compare results: end -->"
 )
 
-// writeResults replaces the generated section of the markdown file.
-func writeResults(path, body string) error {
+// writeSection replaces the generated section between the two marks of the
+// markdown file, or appends it.
+func writeSection(path, beginMark, endMark, body string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err

@@ -1,19 +1,18 @@
 // Package buildkit builds a Dockerfile into an OCI image archive with
-// BuildKit, through `docker buildx` or `buildctl`. Build logs go to the
-// caller's log writer (stderr); nothing is printed on stdout.
+// BuildKit, through `docker buildx` or `buildctl`, taking the flags of
+// `docker buildx build` and passing each to the builder in its own
+// spelling. Build logs go to the caller's log writer (stderr); nothing is
+// printed on stdout.
 package buildkit
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/hint"
@@ -27,35 +26,113 @@ const (
 	Buildctl     Builder = "buildctl"
 )
 
+// DefaultBuildxBuilder is the buildx builder docker2vm creates on first
+// use and keeps, so that BuildKit's cache survives between builds.
+const DefaultBuildxBuilder = "docker2vm"
+
+// Progress is how the build shows its progress (--progress).
+type Progress string
+
+const (
+	// ProgressAuto is ProgressTTY when the log is a terminal, else
+	// ProgressPlain.
+	ProgressAuto Progress = "auto"
+	// ProgressPlain is BuildKit's plain text log.
+	ProgressPlain Progress = "plain"
+	// ProgressTTY is BuildKit's live view; the log must be a terminal.
+	ProgressTTY Progress = "tty"
+	// ProgressQuiet shows nothing; the builder's output is kept for the
+	// error message only.
+	ProgressQuiet Progress = "quiet"
+)
+
 // Options describe one build.
 type Options struct {
 	Builder    Builder
 	Dockerfile string // path to the Dockerfile
 	Context    string // build context directory
-	Platform   string // e.g. linux/amd64
+	Platform   string // e.g. linux/amd64, or a comma-separated list
 	Target     string
-	BuildArgs  []string // KEY=VALUE
-	Secrets    []string // BuildKit secret specs, passed through
+	// BuildArgs are KEY=VALUE, or KEY to take the value from the
+	// environment (not passed when KEY is unset there).
+	BuildArgs []string
+	Secrets   []string // BuildKit secret specs: id=NAME,src=PATH | id=NAME,env=VAR
+	SSH       []string // default | ID[=SOCKET|KEY[,KEY]]
+	// BuildContexts are NAME=PATH or NAME=docker-image://REF.
+	BuildContexts []string
+	// CacheFrom and CacheTo are cache import and export specs (REF, or
+	// type=registry|local|...,...).
+	CacheFrom, CacheTo []string
+	// Pull always fetches the base images, even when the builder has them.
+	Pull bool
+	// Network is the network mode of RUN steps: default, none or host.
+	Network string
+	// Labels are image labels, KEY=VALUE.
+	Labels []string
+	// NoCache builds every step again, without BuildKit's cache.
+	NoCache bool
+	// Progress is how the build is shown on Log; "" is ProgressAuto.
+	Progress Progress
 	// Addr is the BuildKit address for buildctl (unix://, tcp://); "" uses
 	// BUILDKIT_HOST or buildctl's default.
 	Addr string
 	// TLS for a tcp:// BuildKit.
 	TLSCACert, TLSCert, TLSKey, TLSServerName string
-	// BuildxBuilder reuses an existing named buildx builder instead of a
-	// throwaway docker-container builder.
+	// BuildxBuilder is the buildx builder to build with; "" is
+	// DefaultBuildxBuilder. It is created (docker-container driver) when
+	// it does not exist, and never removed.
 	BuildxBuilder string
 	// Output is where the OCI archive goes.
 	Output string
-	// Log receives build logs (stderr).
+	// Log receives build logs and notes (stderr).
 	Log io.Writer
+	// LookupEnv reads the environment (build arguments given as KEY,
+	// SSH_AUTH_SOCK, secrets named by id); nil is os.LookupEnv.
+	LookupEnv func(string) (string, bool)
 }
-
-var buildArgKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Error is a build failure with hints for the user.
 type Error = hint.Error
 
-// Validate checks the options before anything runs.
+func (o Options) lookupEnv(k string) (string, bool) {
+	if o.LookupEnv != nil {
+		return o.LookupEnv(k)
+	}
+	return os.LookupEnv(k)
+}
+
+// buildxBuilder is the buildx builder a build uses.
+func (o Options) buildxBuilder() string {
+	if o.BuildxBuilder != "" {
+		return o.BuildxBuilder
+	}
+	return DefaultBuildxBuilder
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminalFd(f.Fd())
+}
+
+// ResolvedProgress is the progress mode a build runs with: auto becomes
+// tty on a terminal and plain otherwise; no log is quiet.
+func (o Options) ResolvedProgress() Progress {
+	if o.Log == nil || o.Log == io.Discard {
+		return ProgressQuiet
+	}
+	switch o.Progress {
+	case "", ProgressAuto:
+		if IsTerminal(o.Log) {
+			return ProgressTTY
+		}
+		return ProgressPlain
+	}
+	return o.Progress
+}
+
+// Validate checks the options before anything runs: every flag's syntax,
+// and that the local files and directories they name exist.
 func Validate(o Options) error {
 	switch o.Builder {
 	case DockerBuildx, Buildctl:
@@ -63,31 +140,76 @@ func Validate(o Options) error {
 		return &Error{Msg: fmt.Sprintf("Unknown builder %q.", o.Builder),
 			Fixes: []string{"Use --builder docker-buildx or --builder buildctl."}}
 	}
-	for _, a := range o.BuildArgs {
-		k, _, ok := strings.Cut(a, "=")
-		if !ok || !buildArgKey.MatchString(k) {
-			return &Error{Msg: fmt.Sprintf("Invalid --build-arg %q.", a),
-				Fixes: []string{"Write --build-arg KEY=VALUE, with KEY made of letters, digits and underscores."}}
-		}
+	if _, err := parseBuildArgs(o.BuildArgs, o.lookupEnv); err != nil {
+		return err
 	}
 	for _, s := range o.Secrets {
-		if strings.TrimSpace(s) == "" {
-			return &Error{Msg: "Empty --secret.", Fixes: []string{"Write --secret id=NAME,src=PATH (BuildKit's secret syntax)."}}
+		if err := checkSecret(s, o.lookupEnv); err != nil {
+			return err
 		}
+	}
+	for _, s := range o.SSH {
+		if err := checkSSH(s, o.lookupEnv); err != nil {
+			return err
+		}
+	}
+	if _, err := parseBuildContexts(o.BuildContexts, o.Builder); err != nil {
+		return err
+	}
+	for _, c := range o.CacheFrom {
+		if err := checkCache("cache-from", c); err != nil {
+			return err
+		}
+	}
+	for _, c := range o.CacheTo {
+		if err := checkCache("cache-to", c); err != nil {
+			return err
+		}
+	}
+	if o.Network != "" && !slices.Contains(networkModes, o.Network) {
+		return &Error{Msg: fmt.Sprintf("Unknown --network %q.", o.Network),
+			Fixes: []string{"Use --network default, --network none or --network host (RUN steps in the host's network; the builder must allow the network.host entitlement)."}}
+	}
+	for _, l := range o.Labels {
+		if err := checkLabel(l); err != nil {
+			return err
+		}
+	}
+	switch o.Progress {
+	case "", ProgressAuto, ProgressPlain, ProgressQuiet:
+	case ProgressTTY:
+		if !IsTerminal(o.Log) {
+			return &Error{Msg: "--progress tty needs a terminal, and stderr is not one.",
+				Fixes: []string{"Use --progress plain (or auto, which picks tty on a terminal and plain otherwise)."}}
+		}
+	default:
+		return &Error{Msg: fmt.Sprintf("Unknown --progress %q.", o.Progress),
+			Fixes: []string{"Use --progress auto (the default: BuildKit's live view on a terminal, plain text otherwise), plain, tty or quiet."}}
+	}
+	if o.Dockerfile == "-" {
+		return &Error{Msg: "Reading the Dockerfile from stdin (--file -) is not supported.",
+			Fixes: []string{"Write the Dockerfile to a file and pass its path with --file."}}
 	}
 	st, err := os.Stat(o.Dockerfile)
 	if err != nil || st.IsDir() {
-		return &Error{Msg: fmt.Sprintf("Dockerfile %s not found.", o.Dockerfile),
-			Fixes: []string{"Pass the path of an existing Dockerfile with --file."}}
+		fix := "Pass the path of an existing Dockerfile with --file."
+		if filepath.Dir(o.Dockerfile) == filepath.Clean(o.Context) && filepath.Base(o.Dockerfile) == "Dockerfile" {
+			fix = "Pass --file PATH, or --context DIR for a directory that holds a Dockerfile (--file defaults to CONTEXT/Dockerfile)."
+		}
+		return &Error{Msg: fmt.Sprintf("Dockerfile %s not found.", o.Dockerfile), Fixes: []string{fix}}
 	}
 	st, err = os.Stat(o.Context)
 	if err != nil || !st.IsDir() {
 		return &Error{Msg: fmt.Sprintf("Build context %s is not a directory.", o.Context),
-			Fixes: []string{"Pass an existing directory with --context."}}
+			Fixes: []string{"Pass an existing directory with --context (default: the current directory)."}}
 	}
-	if o.Builder == DockerBuildx && o.Addr != "" {
-		return &Error{Msg: "--buildkit-addr applies to --builder buildctl only.",
-			Fixes: []string{"Use --builder buildctl --buildkit-addr ADDR, or --buildx-builder NAME for docker buildx."}}
+	if o.Builder == DockerBuildx {
+		for _, f := range [][2]string{{"buildkit-addr", o.Addr}, {"tlscacert", o.TLSCACert}, {"tlscert", o.TLSCert}, {"tlskey", o.TLSKey}, {"tlsservername", o.TLSServerName}} {
+			if f[1] != "" {
+				return &Error{Msg: "--" + f[0] + " applies to --builder buildctl only.",
+					Fixes: []string{"Use --builder buildctl --buildkit-addr ADDR, or point a buildx builder at that BuildKit: docker buildx create --name NAME --driver remote ADDR, then --buildx-builder NAME."}}
+			}
+		}
 	}
 	if o.Builder == Buildctl && o.BuildxBuilder != "" {
 		return &Error{Msg: "--buildx-builder applies to --builder docker-buildx only.",
@@ -96,47 +218,106 @@ func Validate(o Options) error {
 	return nil
 }
 
+// Step roles.
+const (
+	// RoleCheck makes sure the tool works (docker buildx is installed);
+	// its output is shown only when it fails.
+	RoleCheck = "check"
+	// RoleFindBuilder looks the buildx builder up.
+	RoleFindBuilder = "find-builder"
+	// RoleCreateBuilder creates the buildx builder; it runs only when
+	// RoleFindBuilder found none.
+	RoleCreateBuilder = "create-builder"
+	// RoleBuild is the build.
+	RoleBuild = "build"
+)
+
 // Step is one command a build runs.
 type Step struct {
 	Argv []string `json:"argv"`
-	// Cleanup steps run even when the build fails.
-	Cleanup bool `json:"cleanup,omitempty"`
+	Role string   `json:"role"`
+	// When says when the step runs, if not always.
+	When string `json:"when,omitempty"`
 }
 
-// Commands returns the exact commands Build runs, in order. throwaway names
-// the temporary buildx builder (ignored when BuildxBuilder is set).
-func Commands(o Options, throwaway string) []Step {
-	switch o.Builder {
-	case Buildctl:
-		return []Step{{Argv: buildctlArgv(o)}}
-	default:
-		builder := o.BuildxBuilder
-		var steps []Step
-		if builder == "" {
-			builder = throwaway
-			steps = append(steps, Step{Argv: []string{"docker", "buildx", "create", "--name", builder, "--driver", "docker-container"}})
-		}
-		argv := []string{"docker", "buildx", "build", "--builder", builder,
-			"--file", o.Dockerfile,
-			"--platform", o.Platform,
-			"--output", "type=oci,dest=" + o.Output,
-			"--provenance=false"}
-		if o.Target != "" {
-			argv = append(argv, "--target", o.Target)
-		}
-		for _, a := range o.BuildArgs {
-			argv = append(argv, "--build-arg", a)
-		}
-		for _, s := range o.Secrets {
-			argv = append(argv, "--secret", s)
-		}
-		argv = append(argv, o.Context)
-		steps = append(steps, Step{Argv: argv})
-		if o.BuildxBuilder == "" {
-			steps = append(steps, Step{Argv: []string{"docker", "buildx", "rm", "--force", builder}, Cleanup: true})
-		}
-		return steps
+// Commands returns the exact commands Build runs, in order. It expects
+// options that passed Validate.
+func Commands(o Options) []Step {
+	if o.Builder == Buildctl {
+		return []Step{{Argv: buildctlArgv(o), Role: RoleBuild}}
 	}
+	name := o.buildxBuilder()
+	return []Step{
+		{Argv: []string{"docker", "buildx", "version"}, Role: RoleCheck},
+		{Argv: []string{"docker", "buildx", "inspect", name}, Role: RoleFindBuilder},
+		{Argv: []string{"docker", "buildx", "create", "--name", name, "--driver", "docker-container"}, Role: RoleCreateBuilder,
+			When: "the builder " + name + " does not exist"},
+		{Argv: buildxArgv(o, name), Role: RoleBuild},
+	}
+}
+
+// builderProgress is the --progress the builder itself gets: quiet runs
+// it plain, so that its output can explain a failure.
+func builderProgress(o Options) string {
+	if o.ResolvedProgress() == ProgressTTY {
+		return "tty"
+	}
+	return "plain"
+}
+
+func buildxArgv(o Options, builder string) []string {
+	argv := []string{"docker", "buildx", "build", "--builder", builder,
+		"--file", o.Dockerfile,
+		"--platform", o.Platform,
+		"--output", "type=oci,dest=" + o.Output,
+		"--provenance=false",
+		"--progress", builderProgress(o)}
+	if o.Target != "" {
+		argv = append(argv, "--target", o.Target)
+	}
+	args, _ := parseBuildArgs(o.BuildArgs, o.lookupEnv)
+	for _, a := range args {
+		if a.FromEnv {
+			// buildx reads it from the environment it inherits, as
+			// docker does: the value stays out of the command line.
+			argv = append(argv, "--build-arg", a.Key)
+		} else {
+			argv = append(argv, "--build-arg", a.Key+"="+a.Value)
+		}
+	}
+	for _, s := range o.Secrets {
+		argv = append(argv, "--secret", s)
+	}
+	for _, s := range o.SSH {
+		argv = append(argv, "--ssh", s)
+	}
+	ctxs, _ := parseBuildContexts(o.BuildContexts, o.Builder)
+	for _, c := range ctxs {
+		if c.Image != "" {
+			argv = append(argv, "--build-context", c.Name+"="+dockerImageScheme+c.Image)
+		} else {
+			argv = append(argv, "--build-context", c.Name+"="+c.Path)
+		}
+	}
+	for _, c := range o.CacheFrom {
+		argv = append(argv, "--cache-from", c)
+	}
+	for _, c := range o.CacheTo {
+		argv = append(argv, "--cache-to", c)
+	}
+	if o.Pull {
+		argv = append(argv, "--pull")
+	}
+	if o.Network != "" && o.Network != "default" {
+		argv = append(argv, "--network", o.Network)
+	}
+	for _, l := range o.Labels {
+		argv = append(argv, "--label", l)
+	}
+	if o.NoCache {
+		argv = append(argv, "--no-cache")
+	}
+	return append(argv, o.Context)
 }
 
 func buildctlArgv(o Options) []string {
@@ -150,6 +331,7 @@ func buildctlArgv(o Options) []string {
 		}
 	}
 	argv = append(argv, "build",
+		"--progress", builderProgress(o),
 		"--frontend", "dockerfile.v0",
 		"--local", "context="+o.Context,
 		"--local", "dockerfile="+filepath.Dir(o.Dockerfile),
@@ -159,25 +341,52 @@ func buildctlArgv(o Options) []string {
 	if o.Target != "" {
 		argv = append(argv, "--opt", "target="+o.Target)
 	}
-	for _, a := range o.BuildArgs {
-		argv = append(argv, "--opt", "build-arg:"+a)
+	args, _ := parseBuildArgs(o.BuildArgs, o.lookupEnv)
+	for _, a := range args {
+		argv = append(argv, "--opt", "build-arg:"+a.Key+"="+a.Value)
 	}
 	for _, s := range o.Secrets {
 		argv = append(argv, "--secret", s)
 	}
-	argv = append(argv, "--output", "type=oci,dest="+o.Output)
-	return argv
-}
-
-// ThrowawayName returns a fresh name for a temporary buildx builder.
-func ThrowawayName() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return "docker2vm-" + hex.EncodeToString(b[:])
+	for _, s := range o.SSH {
+		argv = append(argv, "--ssh", s)
+	}
+	ctxs, _ := parseBuildContexts(o.BuildContexts, o.Builder)
+	for _, c := range ctxs {
+		if c.Image != "" {
+			argv = append(argv, "--opt", "context:"+c.Name+"="+dockerImageScheme+c.Image)
+		} else {
+			argv = append(argv, "--local", c.Name+"="+c.Path, "--opt", "context:"+c.Name+"=local:"+c.Name)
+		}
+	}
+	for _, c := range o.CacheFrom {
+		argv = append(argv, "--import-cache", cacheSpec(c))
+	}
+	for _, c := range o.CacheTo {
+		argv = append(argv, "--export-cache", cacheSpec(c))
+	}
+	if o.Pull {
+		argv = append(argv, "--opt", "image-resolve-mode=pull")
+	}
+	if o.Network != "" && o.Network != "default" {
+		argv = append(argv, "--opt", "force-network-mode="+o.Network)
+		if o.Network == "host" {
+			argv = append(argv, "--allow", "network.host")
+		}
+	}
+	for _, l := range o.Labels {
+		k, v, _ := strings.Cut(l, "=")
+		argv = append(argv, "--opt", "label:"+k+"="+v)
+	}
+	if o.NoCache {
+		argv = append(argv, "--no-cache")
+	}
+	return append(argv, "--output", "type=oci,dest="+o.Output)
 }
 
 // Build runs the build. The output archive is removed when the build fails
-// or is cancelled; cleanup steps run in every case.
+// or is cancelled. With docker buildx, the builder is created when it does
+// not exist and kept afterwards (BuildKit's cache lives in it).
 func Build(ctx context.Context, o Options) (err error) {
 	if err := Validate(o); err != nil {
 		return err
@@ -186,55 +395,76 @@ func Build(ctx context.Context, o Options) (err error) {
 	if log == nil {
 		log = io.Discard
 	}
+	progress := o.ResolvedProgress()
+	notes := log
+	if progress == ProgressQuiet {
+		notes = io.Discard
+	}
 	tool := "docker"
 	if o.Builder == Buildctl {
 		tool = "buildctl"
 	}
 	if _, lerr := exec.LookPath(tool); lerr != nil {
-		return missingTool(o.Builder, tool)
+		return missingTool(o.Builder)
 	}
 	defer func() {
 		if err != nil {
 			os.Remove(o.Output)
 		}
 	}()
-	steps := Commands(o, ThrowawayName())
-	var cleanups []Step
-	for _, s := range steps {
-		if s.Cleanup {
-			cleanups = append(cleanups, s)
-		}
-	}
-	defer func() {
-		for _, c := range cleanups {
-			// Cleanup must run even after Ctrl-C, so not under ctx.
-			cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
-			cmd.Stdout, cmd.Stderr = log, log
-			if cerr := cmd.Run(); cerr != nil {
-				fmt.Fprintf(log, "warning: %s failed: %v\n", strings.Join(c.Argv, " "), cerr)
-			}
-		}
-	}()
-	for _, s := range steps {
-		if s.Cleanup {
-			continue
-		}
+	builderFound := false
+	for _, s := range Commands(o) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		fmt.Fprintf(log, "+ %s\n", strings.Join(s.Argv, " "))
-		cmd := exec.CommandContext(ctx, s.Argv[0], s.Argv[1:]...)
-		tail := &tailWriter{max: 4096}
-		// One writer for both streams: exec then copies them with a single
-		// goroutine. Two writers sharing log raced (a bytes.Buffer lost the
-		// build output entirely).
-		w := io.MultiWriter(log, tail)
-		cmd.Stdout, cmd.Stderr = w, w
-		if rerr := cmd.Run(); rerr != nil {
+		switch s.Role {
+		case RoleCheck:
+			if out, rerr := capture(ctx, s.Argv); rerr != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return buildxUnusable(out, rerr)
+			}
+		case RoleFindBuilder:
+			out, rerr := capture(ctx, s.Argv)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return stepError(o, s, rerr, tail.String())
+			switch {
+			case rerr == nil:
+				builderFound = true
+			case noSuchBuilder(out):
+			default:
+				return stepError(o, s, rerr, out)
+			}
+		case RoleCreateBuilder:
+			if builderFound {
+				continue
+			}
+			name := o.buildxBuilder()
+			fmt.Fprintf(notes, "docker2vm: creating the buildx builder %s (docker-container driver); it keeps BuildKit's cache between builds; remove it with: docker buildx rm %s\n", name, name)
+			fmt.Fprintf(notes, "+ %s\n", shellJoin(s.Argv))
+			out, rerr := capture(ctx, s.Argv)
+			if rerr == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// Another run may have created it meanwhile: then use it.
+			if _, ierr := capture(ctx, Commands(o)[1].Argv); ierr == nil {
+				continue
+			}
+			return createError(o, s, rerr, out)
+		case RoleBuild:
+			fmt.Fprintf(notes, "+ %s\n", shellJoin(s.Argv))
+			tail, rerr := runBuild(ctx, s.Argv, log, progress)
+			if rerr != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return stepError(o, s, rerr, tail)
+			}
 		}
 	}
 	if st, serr := os.Stat(o.Output); serr != nil || st.Size() == 0 {
@@ -244,84 +474,62 @@ func Build(ctx context.Context, o Options) (err error) {
 	return nil
 }
 
-func missingTool(b Builder, tool string) error {
-	if b == Buildctl {
-		return &Error{Msg: "buildctl not found on PATH",
-			Fixes: []string{"Install BuildKit's buildctl (https://github.com/moby/buildkit/releases) and put it on PATH.",
-				"Or use --builder docker-buildx with a Docker engine."}}
-	}
-	return &Error{Msg: "docker not found on PATH",
-		Fixes: []string{"Install Docker with the buildx plugin, or use --builder buildctl with a BuildKit daemon."}}
+// capture runs a short command and returns its combined output.
+func capture(ctx context.Context, argv []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
-func stepError(o Options, s Step, err error, tail string) error {
-	msg := fmt.Sprintf("%s failed", stepName(s))
-	var hints []string
-	low := strings.ToLower(tail)
-	switch {
-	case o.Builder == Buildctl && (strings.Contains(low, "connection refused") || strings.Contains(low, "no such file or directory") && strings.Contains(low, "sock") || strings.Contains(low, "failed to dial") || strings.Contains(low, "connection error")):
-		msg = "cannot reach the BuildKit daemon"
-		hints = []string{"Start buildkitd, or point --buildkit-addr (or BUILDKIT_HOST) at a running one, e.g. unix:///run/buildkit/buildkitd.sock or tcp://HOST:1234."}
-	case o.Builder == DockerBuildx && (strings.Contains(low, "cannot connect to the docker daemon") || strings.Contains(low, "is the docker daemon running")):
-		msg = "cannot reach the Docker daemon"
-		hints = []string{"Start Docker (or set DOCKER_HOST), or use --builder buildctl with a BuildKit daemon."}
-	case o.Builder == DockerBuildx && strings.Contains(low, "buildx") && strings.Contains(low, "not a docker command"):
-		msg = "the docker buildx plugin is not installed"
-		hints = []string{"Install the buildx plugin (package docker-buildx or docker-buildx-plugin)."}
-	case strings.Contains(low, "exec format error"):
-		// A RUN step for an architecture the build host cannot execute.
-		msg = "a RUN step of the " + o.Platform + " build cannot run on this host (exec format error)"
-		hints = []string{"Building for another architecture runs its RUN steps under emulation: install qemu-user-static " +
-			"and register it with binfmt_misc (Debian/Ubuntu: apt-get install qemu-user-static binfmt-support; with Docker: " +
-			"docker run --privileged --rm tonistiigi/binfmt --install all), on the machine that runs BuildKit.",
-			"Or build only for this host's architecture with --platform."}
+// runBuild runs the build command with its output on log as progress
+// asks, never on stdout, and returns the end of that output (for the
+// error message).
+func runBuild(ctx context.Context, argv []string, log io.Writer, progress Progress) (string, error) {
+	tail := &tailWriter{max: 16 << 10}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	switch progress {
+	case ProgressQuiet:
+		cmd.Stdout, cmd.Stderr = tail, tail
+	case ProgressTTY:
+		term := log.(*os.File) // Validate and ResolvedProgress made sure
+		con, err := newConsole(term, tail)
+		if err != nil {
+			// The live view on the terminal itself; its output is not
+			// kept, and the error message points at it.
+			cmd.Stdout, cmd.Stderr = term, term
+			return "", cmd.Run()
+		}
+		cmd.Stdout, cmd.Stderr = con.File(), con.File()
+		if err := cmd.Start(); err != nil {
+			con.Close()
+			return "", err
+		}
+		con.Started()
+		err = cmd.Wait()
+		con.Close()
+		return tail.String(), err
 	default:
-		hints = []string{"Read the build log above for the failing step.", "Fix the Dockerfile or the build context and run again."}
-		if o.Log == nil || o.Log == io.Discard {
-			hints[0] = "Run again without --quiet to see the build log."
-		}
+		// One writer for both streams: exec then copies them with a single
+		// goroutine. Two writers sharing log raced (a bytes.Buffer lost the
+		// build output entirely).
+		w := io.MultiWriter(log, tail)
+		cmd.Stdout, cmd.Stderr = w, w
 	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		msg = fmt.Sprintf("%s (exit status %d)", msg, ee.ExitCode())
-		err = nil
-	}
-	// The builder's own last error line names the failing step and its
-	// exit code; the log above it may have been discarded (--quiet).
-	if cause := lastErrorLine(tail); cause != "" {
-		msg += ": " + cause
-	}
-	return &Error{Msg: msg, Fixes: hints, Err: err}
+	err := cmd.Run()
+	return tail.String(), err
 }
 
-// stepName is the command and subcommand of a step, for messages:
-// "buildctl build", "docker buildx build".
-func stepName(s Step) string {
-	if len(s.Argv) > 0 && s.Argv[0] == "buildctl" {
-		for _, a := range s.Argv[1:] {
-			if a == "build" {
-				return "buildctl build"
-			}
+// shellJoin writes argv as a shell would read it back, for the log.
+func shellJoin(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+			out[i] = a
+			continue
 		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
-	return strings.Join(s.Argv[:min(3, len(s.Argv))], " ")
-}
-
-// lastErrorLine returns the last "error: ..." (buildctl) or "ERROR: ..."
-// (buildx) line of a build log without its prefix, shortened.
-func lastErrorLine(log string) string {
-	lines := strings.Split(log, "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		l := strings.TrimSpace(lines[i])
-		if len(l) > len("error:") && strings.EqualFold(l[:len("error:")], "error:") {
-			l = strings.TrimSpace(l[len("error:"):])
-			if len(l) > 400 {
-				l = l[:400] + "..."
-			}
-			return l
-		}
-	}
-	return ""
+	return strings.Join(out, " ")
 }
 
 // tailWriter keeps the last max bytes written, to classify failures.
@@ -333,7 +541,7 @@ type tailWriter struct {
 func (t *tailWriter) Write(p []byte) (int, error) {
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
 	}
 	return len(p), nil
 }

@@ -2,15 +2,17 @@
 # Installs the tools the integration tests and the demo use: a real registry
 # server, umoci, QEMU (x86_64 and aarch64 guests, qemu-user for arm64
 # binaries), busybox, kmod, binutils for x86_64 and aarch64 (to check the
-# committed docker2vm-setuser programs), shellcheck (for the entrypoint
-# script) and the Gondolin host, and makes apt fetch arm64 packages too (the
-# arm64 fixture base and Debian image are made of them).
+# committed docker2vm-setuser programs), ssh-keygen (a key for the --ssh
+# tests), shellcheck (for the entrypoint script), the docker buildx plugin
+# (from Debian sid, see install_buildx) and the Gondolin host, and makes apt
+# fetch arm64 packages too (the arm64 fixture base and Debian image are made
+# of them).
 # Packages and settings already present are left alone, so running it again
 # costs a few seconds. Needs root (apt-get); prints what to run otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl binutils binutils-aarch64-linux-gnu shellcheck zsh fish)
+PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl openssh-client binutils binutils-aarch64-linux-gnu shellcheck zsh fish)
 
 # The fixtures are built for amd64 and arm64 from Debian packages (kernel,
 # busybox, debootstrap's): apt must fetch both architectures. Add the one
@@ -58,6 +60,98 @@ fi
 if [ "$(id -u)" = 0 ] && { [ -n "$need_update" ] || ! apt-cache show linux-image-cloud-amd64:amd64 >/dev/null 2>&1 ||
   ! apt-cache show linux-image-cloud-arm64:arm64 >/dev/null 2>&1; }; then
   apt-get update -qq
+fi
+
+# The docker buildx plugin, for the tests that build through a real
+# `docker buildx` (its remote driver needs no Docker engine). Debian has it
+# only from trixie on (docker-buildx; sid has 0.29): fetch that one package
+# from sid with apt-get options that leave the system's apt sources and
+# package lists alone, unpack it, and install its binary where the docker
+# CLI finds plugins. The .deb is kept in the test cache; nothing is done
+# when the plugin is already there and runs.
+install_buildx() {
+  local plugdir
+  if [ "$(id -u)" = 0 ]; then
+    plugdir=/usr/local/lib/docker/cli-plugins
+  else
+    plugdir=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
+  fi
+  if [ -x "$plugdir/docker-buildx" ] && "$plugdir/docker-buildx" version >/dev/null 2>&1; then
+    return 0
+  fi
+  local cache
+  if [ -n "${DOCKER2VM_TEST_CACHE:-}" ]; then
+    cache=$DOCKER2VM_TEST_CACHE/docker-buildx
+  else
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/docker2vm-test/docker-buildx
+  fi
+  # The mirror the system already uses: the URI of its release's main
+  # suite in /etc/apt/sources.list or sources.list.d (one-line or deb822).
+  local codename mirror src srcs=()
+  for src in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    if [ -f "$src" ]; then srcs+=("$src"); fi
+  done
+  # shellcheck source=/dev/null
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  mirror=$(awk -v suite="$codename" '
+    function flush() {
+      if (!found && uris != "" && types ~ /(^|[ \t])deb([ \t]|$)/ && index(" " suites " ", " " suite " ")) { print uris; found = 1; exit }
+      uris = ""; suites = ""; types = ""
+    }
+    FNR == 1 { flush() }
+    /^[ \t]*#/ { next }
+    /^[ \t]*deb[ \t]/ {
+      i = 2
+      if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; found = 1; exit }
+      next
+    }
+    /^Types:/ { sub(/^Types:/, ""); types = $0 }
+    /^URIs:/ { uris = $2 }
+    /^Suites:/ { sub(/^Suites:/, ""); suites = $0 }
+    /^[ \t]*$/ { flush() }
+    END { flush() }
+  ' "${srcs[@]}" /dev/null)
+  if [ -z "$mirror" ]; then
+    mirror=http://deb.debian.org/debian
+  fi
+  mkdir -p "$cache/lists/partial" "$cache/apt/archives/partial"
+  echo "deb [arch=$native_arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror sid main" >"$cache/sid.list"
+  local opts=(-o "Dir::Etc::sourcelist=$cache/sid.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$cache/lists"
+    -o "Dir::Cache=$cache/apt" -o APT::Get::List-Cleanup=0)
+  # The files are the caller's own: apt need not switch to its _apt user.
+  opts+=(-o APT::Sandbox::User="$(id -un)")
+  local deb="" f
+  for f in "$cache"/docker-buildx_*.deb; do
+    if [ -f "$f" ]; then deb=$f; fi
+  done
+  if [ -z "$deb" ]; then
+    echo "install-deps: fetching docker-buildx from sid ($mirror)" >&2
+    apt-get -qq "${opts[@]}" update
+    # apt downloads into the current directory.
+    (cd "$cache" && apt-get -qq "${opts[@]}" download docker-buildx)
+    for f in "$cache"/docker-buildx_*.deb; do
+      if [ -f "$f" ]; then deb=$f; fi
+    done
+    if [ -z "$deb" ]; then
+      echo "install-deps: apt-get download docker-buildx (sid) gave no package" >&2
+      return 1
+    fi
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  dpkg-deb -x "$deb" "$tmp"
+  mkdir -p "$plugdir"
+  install -m 0755 "$tmp/usr/libexec/docker/cli-plugins/docker-buildx" "$plugdir/docker-buildx.new"
+  mv -f "$plugdir/docker-buildx.new" "$plugdir/docker-buildx"
+  rm -rf "$tmp"
+  echo "install-deps: installed $("$plugdir/docker-buildx" version) as $plugdir/docker-buildx" >&2
+}
+if command -v docker >/dev/null; then
+  install_buildx
+else
+  echo "install-deps: the docker CLI is missing: the docker buildx tests need it (e.g. apt-get install docker.io)" >&2
+  if [ "${CI:-}" = true ]; then exit 1; fi
 fi
 
 if [ -f testdata/gondolin-host/package-lock.json ] && [ ! -d testdata/gondolin-host/node_modules/@earendil-works/gondolin ]; then

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -42,7 +43,7 @@ func TestOCI2GondolinFlagRules(t *testing.T) {
 		{"duplicate", []string{"--image", "a", "--image", "b", "--out", "o"}, "Error: Flag --image was given more than once."},
 		{"missing tar", []string{"--oci-tar", "/nonexistent/x.tar", "--out", "o"}, "Error: --oci-tar /nonexistent/x.tar cannot be read: no such file or directory"},
 		{"bad size", []string{"--image", "a", "--out", "o", "--size", "big"}, `Error: Invalid size for --size: "big".`},
-		{"long label", []string{"--image", "a", "--out", "o", "--label", "a-label-longer-than-16"}, "is longer than 16 bytes"},
+		{"long label", []string{"--image", "a", "--out", "o", "--fs-label", "a-label-longer-than-16"}, "is longer than 16 bytes"},
 		{"empty image", []string{"--image", "", "--out", "o"}, "Error: --image needs a reference."},
 		{"platform twice", []string{"--image", "a", "--out", "o", "--platform", "arm64,linux/arm64/v8"}, "platform linux/arm64 is given twice"},
 		{"publish rootfs", []string{"--image", "a", "--out", "o", "--publish", "r", "--tag", "a:1"}, "--publish needs --mode assets"},
@@ -97,26 +98,58 @@ func TestDockerfile2GondolinFlagRules(t *testing.T) {
 	if err := os.WriteFile(df, []byte("FROM scratch\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	empty := t.TempDir()
+	missing := filepath.Join(empty, "missing")
 	tests := []struct {
 		name   string
 		args   []string
 		stderr string
 	}{
-		{"missing file", []string{"--context", dir, "--out", "o"}, "Error: Missing required flag --file."},
-		{"missing context", []string{"--file", df, "--out", "o"}, "Error: Missing required flag --context."},
 		{"missing out", []string{"--file", df, "--context", dir}, "Error: Missing required flag --out."},
+		{"no Dockerfile in the context", []string{"--context", empty, "--out", "o", "--dry-run"}, "Error: Dockerfile " + filepath.Join(empty, "Dockerfile") + " not found."},
+		{"empty --file", []string{"--file", "", "--context", dir, "--out", "o"}, "Error: --file needs a path."},
 		{"bad builder", []string{"--file", df, "--context", dir, "--out", "o", "--builder", "kaniko", "--dry-run"}, `Unknown builder "kaniko"`},
-		{"bad build arg", []string{"--file", df, "--context", dir, "--out", "o", "--build-arg", "NOEQUALS", "--dry-run"}, `Invalid --build-arg "NOEQUALS"`},
+		{"build arg without a name", []string{"--context", dir, "--out", "o", "--build-arg", "=x", "--dry-run"}, `Invalid --build-arg "=x": the name is empty.`},
+		{"build context without =", []string{"--context", dir, "--out", "o", "--build-context", "vendor", "--dry-run"}, `Invalid --build-context "vendor".`},
+		{"build context missing", []string{"--context", dir, "--out", "o", "--build-context", "vendor=" + missing}, "--build-context vendor=" + missing + ": " + missing + " does not exist."},
+		{"secret missing", []string{"--context", dir, "--out", "o", "--secret", "id=npmrc,src=" + missing}, "--secret id=npmrc,src=" + missing + ": the file " + missing + " does not exist."},
+		{"ssh key missing", []string{"--context", dir, "--out", "o", "--ssh", "default=" + missing}, "--ssh default=" + missing + ": " + missing + " does not exist."},
+		{"bad progress", []string{"--context", dir, "--out", "o", "--progress", "fancy", "--dry-run"}, `Unknown --progress "fancy".`},
+		{"tty progress off a terminal", []string{"--context", dir, "--out", "o", "--progress", "tty"}, "--progress tty needs a terminal"},
+		{"bad network", []string{"--context", dir, "--out", "o", "--network", "bridge"}, `Unknown --network "bridge".`},
 		{"dockerfile missing", []string{"--file", df + "x", "--context", dir, "--out", "o", "--dry-run"}, "not found"},
+		{"addr with buildx", []string{"--context", dir, "--out", "o", "--buildkit-addr", "tcp://127.0.0.1:1"}, "--buildkit-addr applies to --builder buildctl only."},
+		{"long fs label", []string{"--context", dir, "--out", "o", "--fs-label", "a-label-longer-than-16", "--dry-run"}, "is longer than 16 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Nothing runs: a docker or buildctl called anyway would fail
+			// differently.
+			t.Setenv("PATH", t.TempDir())
+			t.Setenv("TMPDIR", t.TempDir())
 			code, stdout, stderr := run(t, Dockerfile2Gondolin(), tt.args...)
 			if code != 1 || stdout != "" || !strings.Contains(stderr, tt.stderr) {
 				t.Errorf("code %d stdout %q stderr %q; want 1, empty, %q", code, stdout, stderr, tt.stderr)
 			}
+			if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "*")); len(left) > 0 {
+				t.Errorf("bad input made %v", left)
+			}
 		})
 	}
+}
+
+// dryRun runs dockerfile2gondolin --dry-run and returns its plan.
+func dryRun(t *testing.T, args ...string) (DryRunPlan, string) {
+	t.Helper()
+	code, stdout, stderr := run(t, Dockerfile2Gondolin(), append(args, "--dry-run")...)
+	if code != 0 {
+		t.Fatalf("code %d stderr %q", code, stderr)
+	}
+	var plan DryRunPlan
+	if err := json.Unmarshal([]byte(stdout), &plan); err != nil {
+		t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout)
+	}
+	return plan, stderr
 }
 
 func TestDockerfile2GondolinDryRun(t *testing.T) {
@@ -126,21 +159,15 @@ func TestDockerfile2GondolinDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
-	code, stdout, stderr := run(t, Dockerfile2Gondolin(), "--file", df, "--context", dir, "--out", out,
+	plan, _ := dryRun(t, "--file", df, "--context", dir, "--out", out,
 		"--builder", "buildctl", "--buildkit-addr", "tcp://127.0.0.1:1234", "--platform", "linux/arm64",
-		"--build-arg", "A=1", "--target", "t", "--dry-run")
-	if code != 0 {
-		t.Fatalf("code %d stderr %q", code, stderr)
-	}
-	var plan DryRunPlan
-	if err := json.Unmarshal([]byte(stdout), &plan); err != nil {
-		t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout)
-	}
-	if !plan.DryRun || plan.Platform != "linux/arm64" || plan.Builder != "buildctl" || len(plan.Build) != 1 {
+		"--build-arg", "A=1", "--target", "t", "--label", "app=x", "--no-cache", "--pull")
+	if !plan.DryRun || plan.Platform != "linux/arm64" || plan.Builder != "buildctl" || plan.BuildxBuilder != "" || plan.Progress != "plain" || len(plan.Build) != 1 {
 		t.Fatalf("plan = %+v", plan)
 	}
 	argv := strings.Join(plan.Build[0].Argv, " ")
-	for _, want := range []string{"buildctl --addr tcp://127.0.0.1:1234 build", "--opt platform=linux/arm64", "--opt build-arg:A=1", "--opt target=t"} {
+	for _, want := range []string{"buildctl --addr tcp://127.0.0.1:1234 build --progress plain", "--opt platform=linux/arm64", "--opt build-arg:A=1",
+		"--opt target=t", "--opt label:app=x", "--no-cache", "--opt image-resolve-mode=pull"} {
 		if !strings.Contains(argv, want) {
 			t.Errorf("build command %q lacks %q", argv, want)
 		}
@@ -178,5 +205,100 @@ func TestHowToBoot(t *testing.T) {
 		if got := howToBoot(&tc.res); !strings.Contains(got, tc.want) {
 			t.Errorf("howToBoot(%+v) = %q, want %q", tc.res, got, tc.want)
 		}
+	}
+}
+
+// TestDockerfile2GondolinDefaults: as with docker build, the context is
+// the current directory and the Dockerfile CONTEXT/Dockerfile; docker
+// buildx builds with the persistent builder docker2vm, created if
+// missing and never removed.
+func TestDockerfile2GondolinDefaults(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("FROM_ENV", "v")
+	plan, _ := dryRun(t, "--out", "o", "--quiet", "--build-arg", "FROM_ENV", "--build-arg", "UNSET_HERE_"+t.Name())
+	if plan.Source.Path != filepath.Join(dir, "Dockerfile") || plan.Source.Context != dir {
+		t.Errorf("source = %+v, want %s/Dockerfile in %s", plan.Source, dir, dir)
+	}
+	if plan.Builder != "docker-buildx" || plan.BuildxBuilder != "docker2vm" || plan.Progress != "quiet" {
+		t.Errorf("plan = %+v", plan)
+	}
+	var roles []string
+	for _, s := range plan.Build {
+		roles = append(roles, s.Role)
+		if slices.Contains(s.Argv, "rm") {
+			t.Errorf("a build step removes a builder: %q", s.Argv)
+		}
+	}
+	if got := strings.Join(roles, " "); got != "check find-builder create-builder build" {
+		t.Fatalf("roles %q", got)
+	}
+	if got := plan.Build[2]; got.When == "" || strings.Join(got.Argv, " ") != "docker buildx create --name docker2vm --driver docker-container" {
+		t.Errorf("create step %+v", got)
+	}
+	build := strings.Join(plan.Build[3].Argv, " ")
+	if !strings.HasPrefix(build, "docker buildx build --builder docker2vm --file "+filepath.Join(dir, "Dockerfile")) ||
+		!strings.Contains(build, "--progress plain") || !strings.Contains(build, "--build-arg FROM_ENV ") ||
+		strings.Contains(build, "UNSET_HERE") || !strings.HasSuffix(build, " "+dir) {
+		t.Errorf("build %q", build)
+	}
+}
+
+// TestLabelFlags: dockerfile2gondolin's --label is an image label, as in
+// docker build; the filesystem label is --fs-label in both commands, and
+// oci2gondolin's --label still sets it, with a deprecation note.
+func TestLabelFlags(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan, stderr := dryRun(t, "--context", dir, "--out", "o", "--label", "org.example=1", "--label", "root", "--fs-label", "myroot")
+	build := strings.Join(plan.Build[len(plan.Build)-1].Argv, " ")
+	if !strings.Contains(build, "--label org.example=1 --label root ") {
+		t.Errorf("image labels not passed to the build: %q", build)
+	}
+	if !strings.Contains(stderr, `note: --label root sets an image label root=""`) || strings.Contains(stderr, "deprecated") {
+		t.Errorf("stderr %q", stderr)
+	}
+
+	ociFlags := OCI2Gondolin().Flags
+	tests := []struct {
+		args    []string
+		label   string
+		warning bool
+		err     string
+	}{
+		{[]string{"--fs-label", "myroot"}, "myroot", false, ""},
+		{[]string{"--label", "old"}, "old", true, ""},
+		{[]string{"--label", "old", "--fs-label", "new"}, "", true, "--label and --fs-label are both given"},
+		{[]string{"--fs-label", "a-label-longer-than-16"}, "", false, "pass a shorter --fs-label"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			f, err := cli.Parse(append([]string{"--out", "o"}, tc.args...), ociFlags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var errb strings.Builder
+			opts, err := baseOptions("oci2gondolin", f, &errb)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error()+strings.Join(cli.HintsOf(err), " "), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if opts.FS.Label != tc.label {
+				t.Errorf("label %q, want %q", opts.FS.Label, tc.label)
+			}
+			if got := strings.Contains(errb.String(), "--label is deprecated: use --fs-label"); got != tc.warning {
+				t.Errorf("deprecation note %v, want %v: %q", got, tc.warning, errb.String())
+			}
+		})
 	}
 }

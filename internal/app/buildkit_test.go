@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -63,14 +64,20 @@ func writeBuildContext(t *testing.T, dockerfile string, files map[string]string)
 	return df, dir
 }
 
-// dockerfileBuild runs dockerfile2gondolin with the buildctl builder in
-// assets mode and checks the output contract: exit 0, stdout exactly one
+// build runs dockerfile2gondolin with the buildctl builder in assets mode,
+// without caches, and checks the output contract: exit 0, stdout exactly one
 // JSON document, no build archive left behind.
 func (e *buildkitEnv) build(t *testing.T, addr, df, ctxDir string, extra ...string) (string, convert.Result, string) {
 	t.Helper()
+	return e.buildWith(t, []string{"--builder", "buildctl", "--buildkit-addr", addr}, df, ctxDir, append(extra, "--no-cache")...)
+}
+
+// buildWith is build with the builder flags given.
+func (e *buildkitEnv) buildWith(t *testing.T, builder []string, df, ctxDir string, extra ...string) (string, convert.Result, string) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "guest")
-	args := append([]string{"--file", df, "--context", ctxDir, "--builder", "buildctl", "--buildkit-addr", addr,
-		"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out, "--no-cache"}, extra...)
+	args := append(append([]string{"--file", df, "--context", ctxDir}, builder...),
+		append([]string{"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out}, extra...)...)
 	code, stdout, stderr := run(t, Dockerfile2Gondolin(), args...)
 	if code != 0 {
 		t.Fatalf("dockerfile2gondolin %s: exit %d\nstderr:\n%s\nbuildkitd log:\n%s", strings.Join(args, " "), code, stderr, tail(e.bk.Log(), 4000))
@@ -265,13 +272,19 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 		if code != 1 || stdout != "" {
 			t.Errorf("quiet=%v: exit %d stdout %q; want 1 and nothing", quiet, code, stdout)
 		}
-		for _, want := range []string{"Error: ", "How to fix:", "exit code: 7"} {
+		// The error names the step, its exit code and its last output, also
+		// when the build log was not shown; the hint points at the line.
+		for _, want := range []string{"Error: a RUN step failed with exit code 7: [2/2] RUN echo about-to-fail && exit 7\nits last output lines:\n  about-to-fail\n",
+			"How to fix:\n  - Fix the step at " + df + ":2 "} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("quiet=%v: stderr lacks %q:\n%s", quiet, want, stderr)
 			}
 		}
-		if !quiet && !strings.Contains(stderr, "about-to-fail") {
+		if !quiet && !strings.Contains(stderr, "did not complete successfully: exit code: 7") {
 			t.Errorf("stderr lacks the build log:\n%s", stderr)
+		}
+		if quiet && strings.Count(stderr, "about-to-fail") != 2 {
+			t.Errorf("quiet: stderr holds more than the error:\n%s", stderr)
 		}
 		expectNoBuildTemp(t)
 		ents, _ := os.ReadDir(out)
@@ -346,4 +359,77 @@ func TestBuildkitMultiPlatformE2E(t *testing.T) {
 		}
 	}
 	expectNoBuildTemp(t)
+}
+
+// TestBuildxBootE2E builds through a real docker buildx (the plugin from
+// Debian, scripts/install-deps.sh) with a builder of the remote driver
+// pointed at the test's buildkitd, picked with --buildx-builder: no Docker
+// engine is involved. The guest boots; building the same Dockerfile again
+// takes its steps from BuildKit's cache (CACHED in the log), and the
+// builder is kept.
+func TestBuildxBootE2E(t *testing.T) {
+	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	cfg := testenv.DockerBuildx(t)
+	t.Setenv("DOCKER_CONFIG", cfg)
+	e.bk.BuildxBuilder(t, cfg, "d2v-remote")
+	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from)+"RUN echo buildx-step > /buildx-step\n", map[string]string{"hello.txt": helloTxt})
+	t.Setenv("GREETING_ARG", "greeting from the environment")
+	// docker2vm's own caches in the test's directory; BuildKit's is the
+	// builder's.
+	builder := []string{"--buildx-builder", "d2v-remote", "--cache-dir", t.TempDir()}
+
+	out, _, stderr := e.buildWith(t, builder, df, ctxDir, "--build-arg", "GREETING_ARG", "--progress", "plain")
+	if !strings.Contains(stderr, "+ docker buildx build --builder d2v-remote --file "+df) || !strings.Contains(stderr, "--build-arg GREETING_ARG ") ||
+		!strings.Contains(stderr, "echo buildx-step") || strings.Contains(stderr, "creating the buildx builder") {
+		t.Errorf("stderr lacks the build command and log, or a builder was created:\n%s", stderr)
+	}
+	for name, want := range map[string]string{"/built": "built-by-run\n", "/buildx-step": "buildx-step\n", "/build-arg": "greeting from the environment\n", "/work/hello.txt": helloTxt} {
+		if got := rootfsFile(t, out, name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	testenv.GondolinVerify(t, out)
+	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		[]string{"cat", "/build-arg"},
+		[]string{"/usr/bin/docker2vm-entrypoint"},
+	)
+	expectOutput(t, res, 0, "greeting from the environment")
+	expectOutput(t, res, 1, "mode=production in /work\n"+helloTxt)
+
+	// Again: every step comes from the builder's cache.
+	out2, _, stderr2 := e.buildWith(t, builder, df, ctxDir, "--build-arg", "GREETING_ARG", "--progress", "plain")
+	for _, step := range []string{"RUN echo built-by-run", "COPY hello.txt /work/hello.txt", "RUN echo buildx-step"} {
+		if !cachedStep(stderr2, step) {
+			t.Errorf("second build: %q is not CACHED:\n%s", step, stderr2)
+		}
+	}
+	if got := rootfsFile(t, out2, "/buildx-step"); got != "buildx-step\n" {
+		t.Errorf("second build: /buildx-step = %q", got)
+	}
+	// The builder is still there, and no other was made.
+	for name, want := range map[string]bool{"d2v-remote": true, "docker2vm": false} {
+		err := exec.Command("docker", "buildx", "inspect", name).Run()
+		if (err == nil) != want {
+			t.Errorf("docker buildx inspect %s: %v; want it to exist: %v", name, err, want)
+		}
+	}
+}
+
+// cachedStep reports whether a plain BuildKit log marks the step whose name
+// holds part as CACHED ("#5 [2/4] RUN ..." then "#5 CACHED").
+func cachedStep(log, part string) bool {
+	ids := map[string]bool{}
+	for _, l := range strings.Split(log, "\n") {
+		id, rest, ok := strings.Cut(l, " ")
+		if !ok || !strings.HasPrefix(id, "#") {
+			continue
+		}
+		if strings.HasPrefix(rest, "[") && strings.Contains(rest, part) {
+			ids[id] = true
+		}
+		if rest == "CACHED" && ids[id] {
+			return true
+		}
+	}
+	return false
 }

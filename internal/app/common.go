@@ -42,7 +42,7 @@ var outputFlags = []cli.Flag{
 	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
 	{Name: "headroom", Arg: "BYTES", Usage: "free space added for the guest when --size is not given, e.g. 512M"},
 	{Name: "no-journal", Kind: cli.Bool, Usage: "write ext4 without a journal"},
-	{Name: "label", Arg: "NAME", Usage: "filesystem label (default gondolin-root)"},
+	{Name: "fs-label", Arg: "NAME", Usage: "ext4 filesystem label of rootfs.ext4 (default gondolin-root)"},
 	{Name: "max-bytes", Arg: "BYTES", Usage: "refuse images whose layers hold more file data than this (default 64G)"},
 	{Name: "max-layers", Arg: "N", Usage: "refuse images with more layers than this, before downloading any (default 1000)"},
 	{Name: "max-entries", Arg: "N", Usage: "refuse images whose layers hold more entries than this (default 10000000)"},
@@ -145,10 +145,20 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		}
 	}
 	opts.FS.NoJournal = f.Bool("no-journal")
-	opts.FS.Label = f.Str("label", "")
+	opts.FS.Label = f.Str("fs-label", "")
+	// oci2gondolin's --label was the filesystem label; it still is, for
+	// one release. (dockerfile2gondolin's --label is an image label, as
+	// in docker build.)
+	if command == "oci2gondolin" && f.Has("label") {
+		if f.Has("fs-label") {
+			return opts, &cli.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
+		}
+		fmt.Fprintln(stderr, "warning: --label is deprecated: use --fs-label")
+		opts.FS.Label = f.Str("label", "")
+	}
 	if len(opts.FS.Label) > 16 {
-		return opts, &cli.Error{Msg: fmt.Sprintf("Label %q is longer than 16 bytes.", opts.FS.Label),
-			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --label."}}
+		return opts, &cli.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
+			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --fs-label."}}
 	}
 	lim := rootfs.Limits{}
 	if f.Has("max-bytes") {

@@ -17,31 +17,53 @@ import (
 const dockerfileUsage = `dockerfile2gondolin builds a Dockerfile with BuildKit and converts the image into a Gondolin guest.
 
 Usage:
-  dockerfile2gondolin --file PATH --context PATH --out PATH [flags]
+  dockerfile2gondolin [--context DIR] [--file PATH] --out PATH [flags]
+
+The build flags are those of docker buildx build, with their meaning; --file
+defaults to CONTEXT/Dockerfile and --context to the current directory.
 
 Builders:
-  docker-buildx  (default) docker buildx with a throwaway docker-container builder, or --buildx-builder NAME
+  docker-buildx  (default) docker buildx with the builder "docker2vm" (docker-container driver), created on
+                 first use and kept, so BuildKit's cache survives between builds (remove it with
+                 docker buildx rm docker2vm); or --buildx-builder NAME
   buildctl       a BuildKit daemon: --buildkit-addr ADDR, else BUILDKIT_HOST, else buildctl's default socket
 
-Build logs go to stderr; on success one JSON document is printed on stdout.
-The temporary OCI archive is removed on success, failure and interruption.`
+Build progress goes to stderr (BuildKit's live view on a terminal); on success one JSON document is
+printed on stdout. The temporary OCI archive is removed on success, failure and interruption.`
 
 // Dockerfile2Gondolin is the dockerfile2gondolin command.
 func Dockerfile2Gondolin() *cli.Command {
-	flags := append([]cli.Flag{
-		{Name: "file", Arg: "PATH", Usage: "the Dockerfile (required)"},
-		{Name: "context", Arg: "PATH", Usage: "the build context directory (required)"},
+	flags := []cli.Flag{
+		{Name: "context", Arg: "DIR", Usage: "the build context directory (default: the current directory)"},
+		{Name: "file", Arg: "PATH", Usage: "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context"},
 		{Name: "builder", Arg: "NAME", Usage: "docker-buildx (default) or buildctl"},
 		{Name: "target", Arg: "NAME", Usage: "build this stage of a multi-stage Dockerfile"},
-		{Name: "build-arg", Kind: cli.Repeat, Arg: "KEY=VALUE", Usage: "build argument (repeatable)"},
-		{Name: "secret", Kind: cli.Repeat, Arg: "SPEC", Usage: "BuildKit secret, e.g. id=npmrc,src=$HOME/.npmrc (repeatable)"},
+		{Name: "build-arg", Kind: cli.Repeat, Arg: "KEY[=VALUE]", Usage: "build argument; KEY alone takes the value from the environment (not passed when unset there)"},
+		{Name: "secret", Kind: cli.Repeat, Arg: "SPEC", Usage: "secret for RUN --mount=type=secret: id=NAME,src=PATH or id=NAME,env=VAR"},
+		{Name: "ssh", Kind: cli.Repeat, Arg: "SPEC", Usage: "ssh agent or keys for RUN --mount=type=ssh: default (SSH_AUTH_SOCK), or ID=SOCKET|KEY[,KEY]"},
+		{Name: "build-context", Kind: cli.Repeat, Arg: "NAME=PATH|docker-image://REF", Usage: "an extra named build context (FROM NAME, COPY --from=NAME): a local directory or an image"},
+		{Name: "cache-from", Kind: cli.Repeat, Arg: "SPEC", Usage: "import BuildKit's cache: REF (a registry image) or type=registry|local|...,..."},
+		{Name: "cache-to", Kind: cli.Repeat, Arg: "SPEC", Usage: "export BuildKit's cache: REF or type=registry|local|inline|...,..."},
+		{Name: "pull", Kind: cli.Bool, Usage: "always pull the base images, even when the builder has them"},
+		{Name: "network", Arg: "MODE", Usage: "network of RUN steps: default, none or host"},
+		{Name: "label", Kind: cli.Repeat, Arg: "KEY=VALUE", Usage: "image label (the ext4 filesystem label is --fs-label)"},
+		{Name: "progress", Arg: "MODE", Usage: "build progress on stderr: auto (default: tty on a terminal, else plain), plain, tty or quiet"},
+		{Name: "buildx-builder", Arg: "NAME", Usage: "docker-buildx: the builder to use (default docker2vm), created (docker-container driver) if missing, never removed"},
 		{Name: "buildkit-addr", Arg: "ADDR", Usage: "buildctl: BuildKit address (unix:///path.sock, tcp://host:port); default BUILDKIT_HOST"},
 		{Name: "tlscacert", Arg: "PATH", Usage: "buildctl: CA certificate for a tcp BuildKit"},
 		{Name: "tlscert", Arg: "PATH", Usage: "buildctl: client certificate for a tcp BuildKit"},
 		{Name: "tlskey", Arg: "PATH", Usage: "buildctl: client key for a tcp BuildKit"},
 		{Name: "tlsservername", Arg: "NAME", Usage: "buildctl: server name to verify"},
-		{Name: "buildx-builder", Arg: "NAME", Usage: "docker-buildx: reuse this existing builder instead of a throwaway one"},
-	}, outputFlags...)
+	}
+	for _, f := range outputFlags {
+		switch f.Name {
+		case "no-cache":
+			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob and result caches"
+		case "quiet":
+			f.Usage = "no progress on stderr (the build's too, unless --progress says otherwise)"
+		}
+		flags = append(flags, f)
+	}
 	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Run: runDockerfile2Gondolin}
 }
 
@@ -54,15 +76,20 @@ type DryRunPlan struct {
 	Mode     convert.Mode       `json:"mode"`
 	OutDir   string             `json:"outDir"`
 	Builder  buildkit.Builder   `json:"builder"`
-	Build    []buildkit.Step    `json:"build"`
-	Steps    []convert.Step     `json:"steps"`
+	// BuildxBuilder is the docker buildx builder (docker-buildx only).
+	BuildxBuilder string            `json:"buildxBuilder,omitempty"`
+	Progress      buildkit.Progress `json:"progress"`
+	Build         []buildkit.Step   `json:"build"`
+	Steps         []convert.Step    `json:"steps"`
 }
 
 func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	for _, req := range []string{"file", "context", "out"} {
-		if f.Str(req, "") == "" {
-			return &cli.Error{Msg: fmt.Sprintf("Missing required flag --%s.", req),
-				Fixes: []string{"dockerfile2gondolin needs --file PATH, --context PATH and --out PATH."}}
+	if f.Str("out", "") == "" {
+		return &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the guest into."}}
+	}
+	for _, n := range []string{"context", "file"} {
+		if f.Has(n) && f.Str(n, "") == "" {
+			return &cli.Error{Msg: fmt.Sprintf("--%s needs a path.", n), Fixes: []string{fmt.Sprintf("Write --%s PATH, or leave --%s out for its default.", n, n)}}
 		}
 	}
 	opts, err := baseOptions("dockerfile2gondolin", f, stderr)
@@ -77,12 +104,26 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	for i, p := range plats {
 		platList[i] = p.String()
 	}
-	dockerfile, _ := filepath.Abs(f.Str("file", ""))
-	contextDir, _ := filepath.Abs(f.Str("context", ""))
+	contextDir, err := filepath.Abs(f.Str("context", "."))
+	if err != nil {
+		return fmt.Errorf("resolving --context: %w", err)
+	}
+	dockerfile := filepath.Join(contextDir, "Dockerfile")
+	if f.Has("file") {
+		if dockerfile = f.Str("file", ""); dockerfile != "-" {
+			if dockerfile, err = filepath.Abs(dockerfile); err != nil {
+				return fmt.Errorf("resolving --file: %w", err)
+			}
+		}
+	}
 	builder := buildkit.Builder(strings.ToLower(f.Str("builder", string(buildkit.DockerBuildx))))
 	addr := f.Str("buildkit-addr", "")
 	if addr == "" && builder == buildkit.Buildctl {
 		addr = os.Getenv("BUILDKIT_HOST")
+	}
+	progress := buildkit.Progress(strings.ToLower(f.Str("progress", "")))
+	if progress == "" && f.Bool("quiet") {
+		progress = buildkit.ProgressQuiet
 	}
 	bo := buildkit.Options{
 		Builder:       builder,
@@ -92,6 +133,15 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		Target:        f.Str("target", ""),
 		BuildArgs:     f.List("build-arg"),
 		Secrets:       f.List("secret"),
+		SSH:           f.List("ssh"),
+		BuildContexts: f.List("build-context"),
+		CacheFrom:     f.List("cache-from"),
+		CacheTo:       f.List("cache-to"),
+		Pull:          f.Bool("pull"),
+		Network:       strings.ToLower(f.Str("network", "")),
+		Labels:        f.List("label"),
+		NoCache:       f.Bool("no-cache"),
+		Progress:      progress,
 		Addr:          addr,
 		TLSCACert:     f.Str("tlscacert", ""),
 		TLSCert:       f.Str("tlscert", ""),
@@ -100,8 +150,13 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		BuildxBuilder: f.Str("buildx-builder", ""),
 		Log:           stderr,
 	}
-	if f.Bool("quiet") {
-		bo.Log = io.Discard
+	if !f.Bool("quiet") {
+		for _, l := range bo.Labels {
+			if !strings.Contains(l, "=") {
+				// Before --fs-label, --label NAME was the filesystem label.
+				fmt.Fprintf(stderr, "note: --label %s sets an image label %s=\"\" (as docker build does); the ext4 filesystem label is --fs-label\n", l, l)
+			}
+		}
 	}
 	origin := &convert.SourceInfo{Kind: "dockerfile", Path: dockerfile, Context: contextDir}
 	opts.Origin = origin
@@ -113,7 +168,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		plan := DryRunPlan{
 			Command: "dockerfile2gondolin", DryRun: true, Source: *origin,
 			Platform: bo.Platform, Mode: opts.Mode, OutDir: opts.OutDir,
-			Builder: builder, Build: buildkit.Commands(bo, "docker2vm-XXXXXXXXXXXX"),
+			Builder: builder, BuildxBuilder: buildxBuilderName(bo), Progress: bo.ResolvedProgress(), Build: buildkit.Commands(bo),
 			Steps: []convert.Step{
 				{ID: "build", Stage: "build", Description: fmt.Sprintf("build %s with %s into a temporary OCI archive", dockerfile, builder)},
 				{ID: "convert", Stage: "convert", Description: "convert the archive as oci2gondolin --oci-tar would (" + string(opts.Mode) + " mode)"},
@@ -121,6 +176,10 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 			},
 		}
 		return cli.PrintJSON(stdout, plan)
+	}
+	// Bad input is reported before a temporary directory is made.
+	if err := buildkit.Validate(bo); err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "docker2vm-build-")
 	if err != nil {
@@ -133,4 +192,14 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	}
 	opts.Source = image.Source{Kind: image.KindOCIArchive, Ref: bo.Output}
 	return convertAndPrint(ctx, opts, plats, false, stdout)
+}
+
+func buildxBuilderName(o buildkit.Options) string {
+	if o.Builder != buildkit.DockerBuildx {
+		return ""
+	}
+	if o.BuildxBuilder != "" {
+		return o.BuildxBuilder
+	}
+	return buildkit.DefaultBuildxBuilder
 }

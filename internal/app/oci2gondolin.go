@@ -36,6 +36,7 @@ func OCI2Gondolin() *cli.Command {
 		{Name: "oci-tar", Arg: "PATH", Usage: "OCI archive or docker-save archive"},
 		{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"},
 	}, outputFlags...)
+	flags = append(flags, cli.Flag{Name: "label", Arg: "NAME", Usage: "deprecated: use --fs-label"})
 	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Run: runOCI2Gondolin}
 }
 

@@ -298,3 +298,63 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// DockerBuildx finds the docker CLI and its buildx plugin
+// (scripts/install-deps.sh installs the plugin from Debian sid) and returns
+// a fresh DOCKER_CONFIG directory from which docker sees the plugin:
+// builders a test creates there go away with it, and the user's own are
+// never touched. Run docker with DOCKER_CONFIG set to it. No Docker engine
+// is needed for builders with the remote driver (see
+// Buildkitd.BuildxBuilder). It skips the test when the CLI or the plugin
+// is missing, except under CI=true, where it fails.
+func DockerBuildx(t TB) string {
+	t.Helper()
+	docker := require.Tools(t, "docker.io (the docker CLI)", "docker")["docker"]
+	cfg := t.TempDir()
+	// docker looks for plugins in DOCKER_CONFIG/cli-plugins and in system
+	// directories (/usr/local/lib/docker/cli-plugins, ...); one installed
+	// in the user's own config directory is linked into the new one.
+	home := os.Getenv("DOCKER_CONFIG")
+	if home == "" {
+		if h, err := os.UserHomeDir(); err == nil {
+			home = filepath.Join(h, ".docker")
+		}
+	}
+	if p := filepath.Join(home, "cli-plugins", "docker-buildx"); home != "" && fileExists(p) {
+		if err := os.MkdirAll(filepath.Join(cfg, "cli-plugins"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(cfg, "cli-plugins", "docker-buildx")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, docker, "buildx", "version")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+cfg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		require.Missing(t, "the docker buildx plugin does not run (scripts/install-deps.sh installs docker-buildx): %v\n%s", err, out)
+	}
+	t.Logf("DockerBuildx: %s", strings.TrimSpace(string(out)))
+	return cfg
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// BuildxBuilder creates the docker buildx builder name, with the remote
+// driver, that builds with this buildkitd (no Docker engine involved), in
+// the docker config directory dockerConfig (from DockerBuildx).
+func (b *Buildkitd) BuildxBuilder(t TB, dockerConfig, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "buildx", "create", "--name", name, "--driver", "remote", b.Addr)
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker buildx create --name %s --driver remote %s: %v\n%s", name, b.Addr, err, out)
+	}
+}
