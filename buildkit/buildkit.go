@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/term"
 )
 
 // Builder names a build front end.
@@ -109,12 +110,6 @@ func (o Options) buildxBuilder() string {
 	return DefaultBuildxBuilder
 }
 
-// IsTerminal reports whether w is a terminal.
-func IsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && isTerminalFd(f.Fd())
-}
-
 // ResolvedProgress is the progress mode a build runs with: auto becomes
 // tty on a terminal and plain otherwise; no log is quiet.
 func (o Options) ResolvedProgress() Progress {
@@ -123,7 +118,7 @@ func (o Options) ResolvedProgress() Progress {
 	}
 	switch o.Progress {
 	case "", ProgressAuto:
-		if IsTerminal(o.Log) {
+		if term.IsTerminal(o.Log) {
 			return ProgressTTY
 		}
 		return ProgressPlain
@@ -178,7 +173,7 @@ func Validate(o Options) error {
 	switch o.Progress {
 	case "", ProgressAuto, ProgressPlain, ProgressQuiet:
 	case ProgressTTY:
-		if !IsTerminal(o.Log) {
+		if !term.IsTerminal(o.Log) {
 			return &Error{Msg: "--progress tty needs a terminal, and stderr is not one.",
 				Fixes: []string{"Use --progress plain (or auto, which picks tty on a terminal and plain otherwise)."}}
 		}

@@ -33,7 +33,8 @@ var outputFlags = []cli.Flag{
 	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
 	{Name: "publish", Arg: "DIR", Usage: "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"},
 	{Name: "publish-url", Arg: "URL", Usage: "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"},
-	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr"},
+	{Name: "progress", Arg: "MODE", Values: cli.ProgressModes, Usage: "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty or quiet"},
+	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr (--progress quiet)"},
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
 	{Name: "cache-max", Arg: "SIZE", Usage: "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"},
@@ -75,6 +76,9 @@ func platforms(f *cli.Flags) ([]image.Platform, error) {
 // is the first of --platform's (see platforms).
 func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
 	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
+	if _, err := cli.ProgressMode(f, stderr); err != nil {
+		return opts, err
+	}
 	out := f.Str("out", "")
 	if out == "" {
 		return opts, &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
@@ -131,7 +135,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		}
 		opts.Image.MaxLayers = int(n)
 	}
-	if !f.Bool("quiet") {
+	if opts.Progress != io.Discard {
 		opts.Image.Progress = stderr
 	}
 	if f.Has("size") {

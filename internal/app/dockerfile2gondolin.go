@@ -47,7 +47,6 @@ func Dockerfile2Gondolin() *cli.Command {
 		{Name: "pull", Kind: cli.Bool, Usage: "always pull the base images, even when the builder has them"},
 		{Name: "network", Arg: "MODE", Usage: "network of RUN steps: default, none or host"},
 		{Name: "label", Kind: cli.Repeat, Arg: "KEY=VALUE", Usage: "image label (the ext4 filesystem label is --fs-label)"},
-		{Name: "progress", Arg: "MODE", Usage: "build progress on stderr: auto (default: tty on a terminal, else plain), plain, tty or quiet"},
 		{Name: "buildx-builder", Arg: "NAME", Usage: "docker-buildx: the builder to use (default docker2vm), created (docker-container driver) if missing, never removed"},
 		{Name: "buildkit-addr", Arg: "ADDR", Usage: "buildctl: BuildKit address (unix:///path.sock, tcp://host:port); default BUILDKIT_HOST"},
 		{Name: "tlscacert", Arg: "PATH", Usage: "buildctl: CA certificate for a tcp BuildKit"},
@@ -59,8 +58,8 @@ func Dockerfile2Gondolin() *cli.Command {
 		switch f.Name {
 		case "no-cache":
 			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob and result caches"
-		case "quiet":
-			f.Usage = "no progress on stderr (the build's too, unless --progress says otherwise)"
+		case "progress":
+			f.Usage = "progress on stderr, the build's too: auto (default: BuildKit's live view on a terminal, else plain text), plain, tty or quiet"
 		}
 		flags = append(flags, f)
 	}
@@ -121,10 +120,11 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	if addr == "" && builder == buildkit.Buildctl {
 		addr = os.Getenv("BUILDKIT_HOST")
 	}
-	progress := buildkit.Progress(strings.ToLower(f.Str("progress", "")))
-	if progress == "" && f.Bool("quiet") {
-		progress = buildkit.ProgressQuiet
+	mode, err := cli.ProgressMode(f, stderr)
+	if err != nil {
+		return err
 	}
+	progress := buildkit.Progress(mode)
 	bo := buildkit.Options{
 		Builder:       builder,
 		Dockerfile:    dockerfile,
@@ -150,7 +150,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		BuildxBuilder: f.Str("buildx-builder", ""),
 		Log:           stderr,
 	}
-	if !f.Bool("quiet") {
+	if mode != "quiet" {
 		for _, l := range bo.Labels {
 			if !strings.Contains(l, "=") {
 				// Before --fs-label, --label NAME was the filesystem label.

@@ -166,3 +166,41 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestProgressMode(t *testing.T) {
+	specs := []Flag{{Name: "progress", Arg: "MODE"}, {Name: "quiet", Kind: Bool}}
+	for _, tc := range []struct {
+		args []string
+		want string
+		err  string
+	}{
+		{nil, "plain", ""}, // stderr is not a terminal here
+		{[]string{"--progress", "auto"}, "plain", ""},
+		{[]string{"--progress", "PLAIN"}, "plain", ""},
+		{[]string{"--progress", "quiet"}, "quiet", ""},
+		{[]string{"--quiet"}, "quiet", ""},
+		{[]string{"--quiet", "--progress", "quiet"}, "quiet", ""},
+		{[]string{"--quiet", "--progress", "plain"}, "", "contradict"},
+		{[]string{"--progress", "tty"}, "", "needs a terminal"},
+		{[]string{"--progress", "fancy"}, "", `Unknown --progress "fancy"`},
+	} {
+		f, err := Parse(tc.args, specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		got, err := ProgressMode(f, &stderr)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v: err = %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%v: %q, %v; want %q", tc.args, got, err, tc.want)
+		}
+		if w := Progress(f, &stderr); (w == io.Discard) != (tc.want == "quiet") {
+			t.Errorf("%v: Progress writer %T", tc.args, w)
+		}
+	}
+}

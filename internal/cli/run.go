@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/docker2vm/docker2vm/internal/term"
 )
 
 // Exit codes shared by every command.
@@ -170,24 +172,45 @@ func Version() string {
 	return "devel-" + rev
 }
 
-// Progress returns where human-facing progress goes: stderr, or nowhere
-// with --quiet.
-func Progress(f *Flags, stderr io.Writer) io.Writer {
+// ProgressModes are the values of --progress, the same in every command.
+var ProgressModes = []string{"auto", "plain", "tty", "quiet"}
+
+// ProgressMode reads --progress: auto (the default: tty when stderr is a
+// terminal, else plain), plain, tty or quiet; --quiet means quiet. tty
+// when stderr is not a terminal is an error.
+func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
+	mode := strings.ToLower(strings.TrimSpace(f.Str("progress", "")))
 	if f.Bool("quiet") {
+		if mode != "" && mode != "quiet" {
+			return "", &Error{Msg: fmt.Sprintf("--quiet and --progress %s contradict each other.", mode), Fixes: []string{"Pass one of them."}}
+		}
+		return "quiet", nil
+	}
+	switch mode {
+	case "", "auto":
+		if term.IsTerminal(stderr) {
+			return "tty", nil
+		}
+		return "plain", nil
+	case "plain", "quiet":
+		return mode, nil
+	case "tty":
+		if !term.IsTerminal(stderr) {
+			return "", &Error{Msg: "--progress tty needs a terminal on stderr.", Fixes: []string{"Use --progress plain (or auto) when stderr is a file or a pipe."}}
+		}
+		return mode, nil
+	}
+	return "", &Error{Msg: fmt.Sprintf("Unknown --progress %q.", f.Str("progress", "")),
+		Fixes: []string{"Use --progress " + strings.Join(ProgressModes, ", ") + "."}}
+}
+
+// Progress returns where human-facing progress goes: stderr, or nowhere
+// when the progress mode is quiet.
+func Progress(f *Flags, stderr io.Writer) io.Writer {
+	if mode, _ := ProgressMode(f, stderr); mode == "quiet" {
 		return io.Discard
 	}
 	return stderr
-}
-
-// IsTerminal reports whether w is a character device (a terminal), so
-// progress bars are drawn only for people.
-func IsTerminal(w io.Writer) bool {
-	file, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := file.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // ParseSize reads a byte count: a plain number or one with a binary suffix

@@ -1,6 +1,6 @@
 //go:build !linux && !darwin && !freebsd && !netbsd && !openbsd
 
-package buildkit
+package term
 
 // isTerminalFd: no terminal detection here; BuildKit's progress is plain.
 func isTerminalFd(fd uintptr) bool { return false }

@@ -1,4 +1,4 @@
-package buildkit
+package term
 
 import "golang.org/x/sys/unix"
 
