@@ -302,3 +302,22 @@ func TestLabelFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestCacheMaxInput(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", []string{"--cache-max", "lots"}, `Error: Invalid size for --cache-max: "lots".`},
+		{"", []string{"--cache-max", "0"}, "would empty the cache"},
+		{"zz", nil, `Error: Invalid DOCKER2VM_CACHE_MAX "zz".`},
+		{"", []string{"--cache-dir", "/etc/hostname", "--plain"}, "cannot create the blob cache /etc/hostname"},
+	} {
+		t.Setenv("DOCKER2VM_CACHE_MAX", tc.env)
+		code, _, stderr := run(t, OCI2Gondolin(), append([]string{"--image", "127.0.0.1:1/x:1", "--out", filepath.Join(t.TempDir(), "o")}, tc.args...)...)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v (env %q): exit %d, stderr %q; want %q", tc.args, tc.env, code, stderr, tc.want)
+		}
+	}
+}

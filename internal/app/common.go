@@ -218,8 +218,12 @@ func cacheMax(f *cli.Flags) (int64, error) {
 	case "none", "unlimited":
 		return -1, nil
 	}
-	n, err := cli.ParseSize(from, v)
+	n, err := cli.ParseSize("cache-max", v)
 	if err != nil {
+		if from != "--cache-max" {
+			return 0, &cli.Error{Msg: fmt.Sprintf("Invalid %s %q.", from, v),
+				Fixes: []string{"Set " + from + " to a size such as 5G, or none for no limit."}}
+		}
 		return 0, err
 	}
 	if n == 0 {
