@@ -61,12 +61,13 @@ func main() {
 	md := flag.String("md", "BENCHMARKS.md", "file whose results section is rewritten ('' for none)")
 	useRegistry := flag.Bool("registry", true, "also convert through a local registry (docker-registry), cold and warm blob cache")
 	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
+	prepare := flag.Bool("prepare", false, "only build the benchmark images (OCI layouts) and print where they are")
 	serve := flag.Bool("serve", false, "only push the images to a local registry, print their references and serve them until interrupted (for profiling by hand)")
 	testing.Init() // testenv.DebianImage asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
 	code := run(c, config{cache: *cache, runs: *runs, names: strings.Split(*imgs, ","), bin: *bin, md: *md,
-		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve})
+		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve, prepare: *prepare})
 	c.Close()
 	os.Exit(code)
 }
@@ -78,6 +79,7 @@ type config struct {
 	bin, md           string
 	useRegistry, keep bool
 	serve             bool
+	prepare           bool
 }
 
 func run(c *testenv.Console, cfg config) int {
@@ -121,6 +123,12 @@ func run(c *testenv.Console, cfg config) int {
 			return 1
 		}
 		images = append(images, bi)
+		if cfg.prepare {
+			fmt.Printf("%s: %s\n", bi.Name, bi.Dir)
+		}
+	}
+	if cfg.prepare {
+		return 0
 	}
 	var reg *testenv.Registry
 	refs := map[string]string{}
