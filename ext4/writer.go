@@ -164,6 +164,7 @@ type content struct {
 	ext      []extent
 	crc      uint32 // crc32c of the data, folded into the derived UUID
 	released bool
+	owned    bool // Finish gave it to an inode (another one sharing it gets a copy)
 }
 
 // extent maps file blocks [logical, logical+len) to image blocks
