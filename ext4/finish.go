@@ -52,7 +52,7 @@ func (f *finisher) info(n *node) (layoutInfo, error) {
 	case fstree.TypeRegular:
 		var ext []extent
 		if n.data != nil {
-			ext = n.data.ext
+			ext = n.data.extents()
 			li.size = uint64(n.data.size)
 		}
 		ib, tree, err := f.w.extentTree(0, 0, ext) // fits in the inode: writes nothing
@@ -464,9 +464,9 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 			n.links = 1 // dir_nlink: "many"
 		}
 	case fstree.TypeRegular:
-		if n.data != nil && len(n.data.ext) > extentsInInode {
+		if n.data != nil && len(n.data.extents()) > extentsInInode {
 			x := need()
-			if err := f.setExtents(x, ino, seed, n.data.ext); err != nil {
+			if err := f.setExtents(x, ino, seed, n.data.extents()); err != nil {
 				return err
 			}
 			x.size = uint64(n.data.size)

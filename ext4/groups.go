@@ -121,7 +121,7 @@ func (f *finisher) writeGroups(ctx context.Context) error {
 	var used []run
 	for ino := range f.nodes {
 		if n := &f.nodes[ino]; n.data != nil && ino != journalIno {
-			for _, e := range n.data.ext {
+			for _, e := range n.data.extents() {
 				used = append(used, run{e.phys, uint64(e.len)})
 			}
 		}

@@ -111,7 +111,7 @@ func (f *finisher) makeJournal(ctx context.Context) error {
 		NrUsers:         1,
 		ChecksumType:    jbd2CRC32C,
 	}
-	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.ext[0].phys)*blockSize); err != nil {
+	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.extents()[0].phys)*blockSize); err != nil {
 		return fmt.Errorf("ext4: writing journal superblock: %w", err)
 	}
 	return nil
