@@ -150,7 +150,7 @@ func (f *fetcher) repeats(i int) bool {
 
 // start begins the download of layer i. Called with f.mu held.
 func (f *fetcher) start(i int) {
-	d := &download{f: f, desc: f.layers[i], what: f.names[i], refs: 2}
+	d := &download{f: f, desc: f.layers[i], what: f.names[i], index: i, refs: 2}
 	d.cond.L = &d.mu
 	d.ctx, d.cancel = context.WithCancel(f.ctx)
 	f.jobs[i] = d
@@ -247,6 +247,7 @@ type download struct {
 	f      *fetcher
 	desc   v1.Descriptor
 	what   string
+	index  int // the layer's
 	ctx    context.Context
 	cancel context.CancelFunc
 	opened bool // a reader was handed out (fetcher.mu)
@@ -311,7 +312,7 @@ func (d *download) fetch() error {
 	if err != nil {
 		return err
 	}
-	rc := s.progress.wrap(src, d.what, d.desc.Size)
+	rc := s.progress.wrap(src, d.what, d.desc.Size, d.index)
 	defer rc.Close()
 	h := sha256.New()
 	buf := make([]byte, 256<<10)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,7 @@ type progress struct {
 	tty bool
 	mu  sync.Mutex
 
-	bars  []*progressReader // tty: downloads in progress, in the order they started
+	bars  []*progressReader // tty: downloads in progress, by order (then as they started)
 	drawn int               // lines of bars on the screen below the output
 	last  time.Time         // when the bars were last drawn
 }
@@ -80,16 +81,21 @@ func (p *progress) remove(r *progressReader) {
 	}
 }
 
-// wrap reports the download of a blob read through rc.
-func (p *progress) wrap(rc io.ReadCloser, what string, size int64) io.ReadCloser {
+// wrap reports the download of a blob read through rc; on a terminal its
+// bar goes among the others by order (a layer's index).
+func (p *progress) wrap(rc io.ReadCloser, what string, size int64, order int) io.ReadCloser {
 	if p == nil {
 		return rc
 	}
-	r := &progressReader{rc: rc, p: p, what: what, size: size, start: time.Now()}
+	r := &progressReader{rc: rc, p: p, what: what, size: size, start: time.Now(), order: order}
 	if p.tty {
 		p.mu.Lock()
 		p.clearBars()
-		p.bars = append(p.bars, r)
+		i := len(p.bars)
+		for i > 0 && p.bars[i-1].order > order {
+			i--
+		}
+		p.bars = slices.Insert(p.bars, i, r)
 		p.drawBars()
 		p.mu.Unlock()
 	} else {
@@ -105,6 +111,7 @@ type progressReader struct {
 	size  int64
 	n     atomic.Int64
 	start time.Time
+	order int
 	done  bool
 }
 

@@ -109,7 +109,7 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 		return nil, err
 	}
 	if isLayer {
-		rc = s.progress.wrap(rc, what, desc.Size)
+		rc = s.progress.wrap(rc, what, desc.Size, -1)
 	}
 	if s.cache != nil {
 		rc = s.cache.tee(rc, desc)
