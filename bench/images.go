@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -255,6 +256,46 @@ func smallFilesGen(n int) layerGen {
 	}
 }
 
+// manyFilesGen: n tiny text files (1-120 bytes) in directories of 1,000:
+// many/DDD/DDD/fNNNNNNN. The count of entries, not their data, is what costs.
+func manyFilesGen(n int) layerGen {
+	return func(tw *tar.Writer) error {
+		rng := rand.New(rand.NewPCG(3, 4))
+		buf := make([]byte, 0, 256)
+		if err := tw.WriteHeader(dirHdr("many")); err != nil {
+			return err
+		}
+		for i := range n {
+			if i%1000 == 0 {
+				if i%1000000 == 0 {
+					if err := tw.WriteHeader(dirHdr(fmt.Sprintf("many/%03d", i/1000000))); err != nil {
+						return err
+					}
+				}
+				if err := tw.WriteHeader(dirHdr(fmt.Sprintf("many/%03d/%03d", i/1000000, i/1000%1000))); err != nil {
+					return err
+				}
+			}
+			size := 1 + rng.IntN(120)
+			buf = buf[:0]
+			for len(buf) < size {
+				buf = append(buf, words[rng.IntN(len(words))]...)
+				buf = append(buf, ' ')
+			}
+			buf = buf[:size]
+			h := fileHdr(fmt.Sprintf("many/%03d/%03d/f%07d", i/1000000, i/1000%1000, i), int64(size))
+			h.Format = tar.FormatUSTAR
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if _, err := tw.Write(buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // dataWriter writes size bytes of seeded data: random (incompressible), or
 // text-like (4 bits of entropy per byte, compresses about 2:1).
 func writeData(w io.Writer, seed uint64, size int64, lowEntropy bool) error {
@@ -329,6 +370,119 @@ func largeGens() []layerGen {
 	}
 }
 
+// debianSplitGens: the Debian image with its first layer (the whole
+// debootstrap tree, 96% of the image) cut into four layers of about equal
+// uncompressed size at entry boundaries, in the tar's order (a parent comes
+// before its children, a hardlink's target before the link): six layers in
+// all, the shape of a real image built in steps.
+func debianSplitGens(c *testenv.Console) ([]layerGen, error) {
+	img, _ := testenv.DebianImage(c, testenv.Gzip)
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	var tars [][]byte
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+		tars = append(tars, b)
+	}
+	// Where each entry of the first layer starts in its gzip stream
+	// (approximately: the compressor's output so far), to cut it into
+	// parts of about equal compressed size: equal downloads.
+	type span struct{ start int64 }
+	var spans []span
+	cw := &countWriter{w: io.Discard, h: sha256.New()}
+	zw, err := gzip.NewWriterLevel(cw, gzip.DefaultCompression)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(bytes.NewReader(tars[0]))
+	tw0 := tar.NewWriter(zw)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		spans = append(spans, span{start: cw.n})
+		if err := tw0.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw0, tr); err != nil {
+			return nil, err
+		}
+	}
+	tw0.Close()
+	zw.Close()
+	total := cw.n
+	const parts = 4
+	var gens []layerGen
+	first := 0
+	for k := 1; k <= parts; k++ {
+		last := len(spans)
+		if k < parts {
+			last = first
+			for last < len(spans) && spans[last].start < total*int64(k)/parts {
+				last++
+			}
+		}
+		from, to := first, last
+		gens = append(gens, func(tw *tar.Writer) error {
+			tr := tar.NewReader(bytes.NewReader(tars[0]))
+			for i := 0; ; i++ {
+				h, err := tr.Next()
+				if err == io.EOF || i >= to {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if i < from {
+					continue
+				}
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+				if _, err := io.Copy(tw, tr); err != nil {
+					return err
+				}
+			}
+		})
+		first = last
+	}
+	for _, t := range tars[1:] {
+		gens = append(gens, func(tw *tar.Writer) error {
+			tr := tar.NewReader(bytes.NewReader(t))
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+				if _, err := io.Copy(tw, tr); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	return gens, nil
+}
+
 // ensureImage returns the cached layout for name, building it if needed.
 func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 	descs := map[string]string{
@@ -336,9 +490,11 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 		"large":       "1 GiB random + 1.5 GiB text + 4 GiB sparse file (4x64 MiB data), 2 layers, gzip",
 		"debian-gzip": "Debian bookworm minbase, 3 layers with whiteouts, gzip",
 		"debian-zstd": "Debian bookworm minbase, 3 layers with whiteouts, zstd",
+		"debian6":     "Debian bookworm minbase in 6 layers (the tree cut in four, then whiteouts, a capability), gzip",
+		"files1m":     "1,000,000 tiny files (1-120 bytes of text) in 1,000 directories, 1 layer, gzip",
 	}
 	if descs[name] == "" {
-		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd)", name)
+		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd, debian6, files1m)", name)
 	}
 	dir := filepath.Join(cache, "layouts", name+"-"+genVersion)
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -354,6 +510,13 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 			err = buildLayout(tmp, "gzip", []layerGen{smallFilesGen(100_000)})
 		case "large":
 			err = buildLayout(tmp, "gzip", largeGens())
+		case "files1m":
+			err = buildLayout(tmp, "gzip", []layerGen{manyFilesGen(1_000_000)})
+		case "debian6":
+			var gens []layerGen
+			if gens, err = debianSplitGens(c); err == nil {
+				err = buildLayout(tmp, "gzip", gens)
+			}
 		default:
 			comp := testenv.Gzip
 			if name == "debian-zstd" {

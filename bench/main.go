@@ -48,9 +48,15 @@ const (
 	pD2VMWarm  = "docker2vm --image, warm cache"
 	pD2VMAgain = "docker2vm --image, warm cache, same --out"
 	pUmoci     = "umoci unpack + mke2fs -d"
+	pTar       = "tar -x + mke2fs -d"
 	pFloor     = "floor: decompress layers to /dev/null"
 	pFloorSum  = "floor + digests: decompress, sha256 blob and output"
-	labelWidth = 52
+	// Across the simulated link (-rtt, -conn-rate, -link-rate).
+	pNetAll     = "network floor: all blobs at once (curl)"
+	pNetSeq     = "blobs one after another (curl)"
+	pSkopeo     = "skopeo copy to an OCI layout"
+	pSkopeoConv = "skopeo copy + docker2vm --oci-layout"
+	labelWidth  = 52
 )
 
 func main() {
@@ -60,11 +66,16 @@ func main() {
 	}
 	cache := flag.String("cache", cacheDefault, "where benchmark images (OCI layouts) are cached, and scratch space")
 	runs := flag.Int("runs", 3, "runs per pipeline; medians are reported")
-	imgs := flag.String("images", "small,large,debian-gzip,debian-zstd", "images to run (small, large, debian-gzip, debian-zstd)")
+	imgs := flag.String("images", "small,large,debian-gzip,debian-zstd,debian6,files1m", "images to run (small, large, debian-gzip, debian-zstd, debian6, files1m)")
+	netImgs := flag.String("net-images", "debian6", "images whose registry conversions go across the simulated link, with the network rows (curl, skopeo)")
+	rtt := flag.Duration("rtt", 40*time.Millisecond, "simulated link: round-trip time")
+	connRate := flag.Float64("conn-rate", 15, "simulated link: MB/s per connection")
+	linkRate := flag.Float64("link-rate", 60, "simulated link: MB/s shared by all connections")
 	bin := flag.String("bin", "bin/oci2gondolin", "the oci2gondolin binary")
 	md := flag.String("md", "BENCHMARKS.md", "file whose results section is rewritten ('' for none)")
 	useRegistry := flag.Bool("registry", true, "also convert through a local registry (docker-registry), cold and warm blob cache")
 	keep := flag.Bool("keep", false, "keep the last outputs in CACHE/work")
+	prepare := flag.Bool("prepare", false, "only build the benchmark images (OCI layouts) and print where they are")
 	serve := flag.Bool("serve", false, "only push the images to a local registry, print their references and serve them until interrupted (for profiling by hand)")
 	builds := flag.Bool("builds", false, "time Dockerfile builds instead (make bench-build): a first build, then one after editing its last step")
 	buildBin := flag.String("build-bin", "bin/dockerfile2gondolin", "with -builds: the dockerfile2gondolin binary")
@@ -78,7 +89,8 @@ func main() {
 		os.Exit(code)
 	}
 	code := run(c, config{cache: *cache, runs: *runs, names: strings.Split(*imgs, ","), bin: *bin, md: *md,
-		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve})
+		useRegistry: *useRegistry || *serve, keep: *keep, serve: *serve, prepare: *prepare,
+		netImages: strings.Split(*netImgs, ","), link: link{rtt: *rtt, connRate: *connRate * 1e6, linkRate: *linkRate * 1e6}})
 	c.Close()
 	os.Exit(code)
 }
@@ -90,6 +102,9 @@ type config struct {
 	bin, md           string
 	useRegistry, keep bool
 	serve             bool
+	prepare           bool
+	netImages         []string
+	link              link
 }
 
 func run(c *testenv.Console, cfg config) int {
@@ -114,11 +129,17 @@ func run(c *testenv.Console, cfg config) int {
 		fmt.Printf("bench: another bench run is using %s (%v); wait for it, or give this one -cache DIR\n", cache, err)
 		return 1
 	}
-	for _, tool := range []string{"umoci", "mke2fs", "gzip", "zstd", "/usr/bin/time"} {
+	for _, tool := range []string{"umoci", "mke2fs", "gzip", "zstd", "tar", "curl", "/usr/bin/time"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)
 			return 1
 		}
+	}
+	// skopeo only for the network rows, which are not part of CI.
+	_, err = exec.LookPath("skopeo")
+	haveSkopeo := err == nil
+	if !haveSkopeo {
+		fmt.Println("bench: skopeo not found (apt-get install skopeo): no skopeo rows")
 	}
 	bin, _ = filepath.Abs(bin)
 	machine := machineInfo()
@@ -133,9 +154,16 @@ func run(c *testenv.Console, cfg config) int {
 			return 1
 		}
 		images = append(images, bi)
+		if cfg.prepare {
+			fmt.Printf("%s: %s\n", bi.Name, bi.Dir)
+		}
+	}
+	if cfg.prepare {
+		return 0
 	}
 	var reg *testenv.Registry
 	refs := map[string]string{}
+	linkHost := ""
 	if useRegistry {
 		reg = testenv.StartRegistry(c, testenv.RegistryOptions{})
 		for _, bi := range images {
@@ -154,6 +182,17 @@ func run(c *testenv.Console, cfg config) int {
 			}
 			refs[bi.Name] = reg.Push(c, "bench/"+bi.Name+":1", img, nil)
 			fmt.Printf("pushed %s to %s in %s\n", bi.Name, refs[bi.Name], time.Since(start).Round(100*time.Millisecond))
+		}
+		if slices.ContainsFunc(images, func(bi *benchImage) bool { return slices.Contains(cfg.netImages, bi.Name) }) {
+			host, stop, err := startLink("http://"+reg.Host, cfg.link)
+			if err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+			defer stop()
+			linkHost = host
+			fmt.Printf("simulated link to the registry at %s: RTT %s, %.0f MB/s per connection, %.0f MB/s shared\n",
+				host, cfg.link.rtt, cfg.link.connRate/1e6, cfg.link.linkRate/1e6)
 		}
 		if cfg.serve {
 			fmt.Println("serving; interrupt to stop")
@@ -203,16 +242,21 @@ func run(c *testenv.Console, cfg config) int {
 				}
 			}
 
-			if reg != nil {
+			net := linkHost != "" && slices.Contains(cfg.netImages, bi.Name)
+			if reg != nil && bi.Name != "files1m" {
 				cdir := filepath.Join(work, "blobcache")
 				os.RemoveAll(cdir)
+				ref := refs[bi.Name]
+				if net {
+					ref = linkHost + strings.TrimPrefix(ref, reg.Host)
+				}
 				// Cold and warm write a new --out; the last run converts
 				// again into the output the warm run left.
 				for _, p := range []string{pD2VMCold, pD2VMWarm, pD2VMAgain} {
 					if p != pD2VMAgain {
 						os.RemoveAll(out)
 					}
-					m, err := runCmd(nil, bin, "--image", refs[bi.Name], "--cache-dir", cdir, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+					m, err := runCmd(nil, bin, "--image", ref, "--cache-dir", cdir, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
 					if err != nil {
 						fmt.Println("bench:", err)
 						return 1
@@ -223,6 +267,88 @@ func run(c *testenv.Console, cfg config) int {
 				os.RemoveAll(cdir)
 			}
 			os.RemoveAll(out)
+
+			if net {
+				// The network alone: every blob at once, and one after
+				// another; then skopeo copy, alone and followed by our
+				// conversion of what it wrote.
+				var urls []string
+				for _, l := range bi.Layers {
+					urls = append(urls, "http://"+linkHost+"/v2/bench/"+bi.Name+"/blobs/sha256:"+filepath.Base(l.Path))
+				}
+				m, err := runCmd(nil, "bash", append([]string{"-c", `for u; do curl -sSf -o /dev/null "$u" & done; s=0; for p in $(jobs -p); do wait $p || s=1; done; exit $s`, "all"}, urls...)...)
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				res[pNetAll] = append(res[pNetAll], m)
+				report(r, pNetAll, m)
+				m, err = runCmd(nil, "bash", append([]string{"-c", `for u; do curl -sSf -o /dev/null "$u" || exit 1; done`, "seq"}, urls...)...)
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				res[pNetSeq] = append(res[pNetSeq], m)
+				report(r, pNetSeq, m)
+				if !haveSkopeo {
+					goto skipSkopeo
+				}
+				{
+					sk := filepath.Join(work, "skopeo")
+					os.RemoveAll(sk)
+					m1, err := runCmd(nil, "skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+						"docker://"+linkHost+"/bench/"+bi.Name+":1", "oci:"+sk+":"+refName)
+					if err != nil {
+						fmt.Println("bench:", err)
+						return 1
+					}
+					res[pSkopeo] = append(res[pSkopeo], m1)
+					report(r, pSkopeo, m1)
+					m2, err := runCmd(nil, bin, "--oci-layout", sk+":"+refName, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+					if err != nil {
+						fmt.Println("bench:", err)
+						return 1
+					}
+					res[pSkopeoConv] = append(res[pSkopeoConv], m1.add(m2))
+					report(r, pSkopeoConv, m1.add(m2))
+					os.RemoveAll(sk)
+					os.RemoveAll(out)
+				}
+			skipSkopeo:
+			}
+
+			if bi.Name == "files1m" {
+				// umoci would take many minutes on a million files: the
+				// plain pipeline instead, tar -x into a directory, then
+				// mke2fs -d.
+				dir := filepath.Join(work, "tree")
+				img := filepath.Join(work, "mke2fs.ext4")
+				os.RemoveAll(dir)
+				os.Remove(img)
+				os.MkdirAll(dir, 0o755)
+				var m1 metric
+				for _, l := range bi.Layers {
+					lm, err := runCmd(nil, "bash", "-c", `"$1" -dc "$2" | tar -x -C "$3"`, "tar", l.Compression, l.Path, dir)
+					if err != nil {
+						fmt.Println("bench:", err)
+						return 1
+					}
+					m1 = m1.add(lm)
+				}
+				m2, err := runCmd(nil, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "gondolin-root", "-N", fmt.Sprint(meta.Rootfs.Entries*5/4+1024),
+					"-d", dir, img, fmt.Sprintf("%dk", meta.Rootfs.SizeBytes>>10))
+				if err != nil {
+					fmt.Println("bench:", err)
+					return 1
+				}
+				m := m1.add(m2)
+				res[pTar] = append(res[pTar], m)
+				report(r, pTar, m)
+				fmt.Printf("      (tar -x %s, mke2fs %s)\n", m1.Wall.Round(time.Millisecond), m2.Wall.Round(time.Millisecond))
+				os.RemoveAll(dir)
+				os.Remove(img)
+				goto floor
+			}
 
 			// umoci unpack + mke2fs -d, with the image size docker2vm chose
 			// and enough inodes (mke2fs's default ratio is too few for
@@ -290,7 +416,7 @@ func run(c *testenv.Console, cfg config) int {
 		}
 	}
 	loadAfter := loadAvg()
-	table := renderTable(images, results, reg != nil)
+	table := renderTable(images, results, reg != nil, cfg.link)
 	header := fmt.Sprintf("Run %s, `make bench-compare` (%d runs each, medians; runs interleaved).\n\n%s\nLoad average before: %s, after: %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runs, machine, loadBefore, loadAfter)
 	fmt.Println()
@@ -381,16 +507,27 @@ func median(ms []metric) metric {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
-func renderTable(images []*benchImage, results map[string]map[string][]metric, withReg bool) string {
+// secsOrNA is the median wall time of ms, or n/a when nothing ran.
+func secsOrNA(ms []metric) string {
+	if len(ms) == 0 {
+		return "n/a"
+	}
+	return secs(median(ms).Wall)
+}
+
+func renderTable(images []*benchImage, results map[string]map[string][]metric, withReg bool, l link) string {
 	var b strings.Builder
 	b.WriteString("| image | pipeline | wall | CPU (user+sys) | peak RSS |\n|---|---|---:|---:|---:|\n")
 	order := []string{pD2VM}
 	if withReg {
 		order = append(order, pD2VMCold, pD2VMWarm, pD2VMAgain)
 	}
-	order = append(order, pUmoci, pFloor, pFloorSum)
+	order = append(order, pUmoci, pTar, pNetAll, pNetSeq, pSkopeo, pSkopeoConv, pFloor, pFloorSum)
 	for _, bi := range images {
 		for _, p := range order {
+			if len(results[bi.Name][p]) == 0 && (p != pUmoci || len(results[bi.Name][pTar]) > 0) {
+				continue // does not apply to this image
+			}
 			if len(results[bi.Name][p]) == 0 {
 				fmt.Fprintf(&b, "| %s | %s | n/a | n/a | n/a |\n", bi.Name, p)
 				continue
@@ -408,16 +545,33 @@ func renderTable(images []*benchImage, results map[string]map[string][]metric, w
 			size += l.Size
 		}
 		wc := "n/a"
-		if withReg {
+		if withReg && len(r[pD2VMCold]) > 0 {
 			cold := median(r[pD2VMCold]).Wall.Seconds()
 			wc = fmt.Sprintf("%.2f; %.2f", median(r[pD2VMWarm]).Wall.Seconds()/cold, median(r[pD2VMAgain]).Wall.Seconds()/cold)
 		}
 		du := "n/a (umoci 0.4.7 cannot read zstd layers)"
 		if u > 0 {
 			du = fmt.Sprintf("%.2f (%.1fx faster)", d.Seconds()/u.Seconds(), u.Seconds()/d.Seconds())
+		} else if t := median(r[pTar]).Wall; t > 0 {
+			du = fmt.Sprintf("%.2f of tar -x + mke2fs -d (%.1fx faster)", d.Seconds()/t.Seconds(), t.Seconds()/d.Seconds())
 		}
 		fmt.Fprintf(&b, "| %s | %d x %s, %.0f MiB | %s | %.2f | %.2f | %s |\n", bi.Name, len(bi.Layers), bi.Layers[0].Compression,
 			float64(size)/(1<<20), du, d.Seconds()/f.Seconds(), d.Seconds()/fs.Seconds(), wc)
+	}
+	var net strings.Builder
+	for _, bi := range images {
+		r := results[bi.Name]
+		if len(r[pNetAll]) == 0 || len(r[pD2VMCold]) == 0 {
+			continue
+		}
+		all, cold, layout := median(r[pNetAll]).Wall, median(r[pD2VMCold]).Wall, median(r[pD2VM]).Wall
+		fmt.Fprintf(&net, "| %s | %s | %s | %s | %.2f | %s | %s | %s |\n", bi.Name, secs(all), secs(layout), secs(cold),
+			cold.Seconds()/max(all, layout).Seconds(), secs(median(r[pNetSeq]).Wall), secsOrNA(r[pSkopeo]), secsOrNA(r[pSkopeoConv]))
+	}
+	if net.Len() > 0 {
+		fmt.Fprintf(&b, "\nAcross the simulated link (RTT %s, %.0f MB/s per connection, %.0f MB/s shared; `bench/netsim.go`):", l.rtt, l.connRate/1e6, l.linkRate/1e6)
+		b.WriteString("\n\n| image | all blobs at once | docker2vm --oci-layout | docker2vm --image, cold | cold / max(the two) | blobs one after another | skopeo copy | skopeo copy + docker2vm |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString(net.String())
 	}
 	b.WriteString("\nImages:\n")
 	for _, bi := range images {

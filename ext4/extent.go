@@ -148,5 +148,5 @@ func (w *Writer) writeBlocks(data []byte) ([]extent, error) {
 		lblk += r.len
 		data = data[k:]
 	}
-	return c.ext, nil
+	return c.extents(), nil
 }

@@ -14,21 +14,103 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 )
 
-// node is one inode as Finish lays it out.
+// node is one inode as Finish lays it out. Finish keeps one per inode,
+// by value: 32 bytes for the common case, a file whose extents fit in its
+// inode (or a fast symlink, a device node...), whose i_block, size and
+// block count encodeInode works out from the tree when it writes the
+// inode. Inodes whose layout wrote blocks or needs more (directories,
+// slow symlinks, files with an extent tree, xattrs, the journal) keep it
+// in x.
 type node struct {
-	in     *fstree.Inode
-	path   string
+	in     *fstree.Inode // nil for a reserved inode number
+	data   *content      // regular files
+	x      *layoutInfo
 	parent uint32 // directories: the parent's inode number
 	links  uint32
-	data   *content // regular files
+}
 
-	// filled by layout
+// layoutInfo is what layoutOne worked out for an inode that has more than
+// the tree says.
+type layoutInfo struct {
 	iblock [60]byte
 	flags  uint32
 	size   uint64
-	blocks uint64 // image blocks charged to the inode (data, tree, xattr block)
-	xblock int    // index into finisher.xblocks, -1 for none
-	ibody  []byte // in-inode xattr area, nil for none
+	blocks uint64   // image blocks charged to the inode (data, tree, xattr block)
+	xblock int      // index into finisher.xblocks, -1 for none
+	ibody  []byte   // in-inode xattr area, nil for none
+	kids   []uint32 // directories, until laid out: their entries' inode numbers
+}
+
+// info returns n's layout: its own, or the one encodeInode works out for
+// an inode without one.
+func (f *finisher) info(n *node) (layoutInfo, error) {
+	if n.x != nil {
+		return *n.x, nil
+	}
+	li := layoutInfo{xblock: -1}
+	switch n.in.Type {
+	case fstree.TypeRegular:
+		var ext []extent
+		if n.data != nil {
+			ext = n.data.extents()
+			li.size = uint64(n.data.size)
+		}
+		ib, tree, err := f.w.extentTree(0, 0, ext) // fits in the inode: writes nothing
+		if err != nil || tree != 0 {
+			return li, fmt.Errorf("internal error: extent tree of %d extents not laid out", len(ext))
+		}
+		li.iblock = ib
+		li.flags = flagExtents
+		for _, e := range ext {
+			li.blocks += uint64(e.len)
+		}
+	case fstree.TypeSymlink:
+		li.size = uint64(len(n.in.Target))
+		copy(li.iblock[:], n.in.Target)
+	case fstree.TypeCharDev, fstree.TypeBlockDev:
+		ma, mi := n.in.Major, n.in.Minor
+		if ma < 256 && mi < 256 {
+			le.PutUint32(li.iblock[0:], ma<<8|mi)
+		} else {
+			le.PutUint32(li.iblock[4:], mi&0xff|ma<<8|(mi&^0xff)<<12)
+		}
+	}
+	return li, nil
+}
+
+// pathOf names inode ino for a message: its path in the tree (found by a
+// walk: only errors need it).
+func (f *finisher) pathOf(ino uint32) string {
+	if ino == journalIno {
+		return "<journal>"
+	}
+	if ino == rootIno {
+		return "/"
+	}
+	want := f.nodes[ino].in
+	found := ""
+	var visit func(dir *fstree.Inode, p string) bool
+	visit = func(dir *fstree.Inode, p string) bool {
+		for _, e := range f.entries(dir) {
+			cp := e.name
+			if p != "" {
+				cp = p + "/" + e.name
+			}
+			if e.in == want {
+				found = cp
+				return true
+			}
+			if e.in.Type == fstree.TypeDir && visit(e.in, cp) {
+				return true
+			}
+		}
+		return false
+	}
+	visit(f.root, "")
+	if found == "" {
+		return fmt.Sprintf("inode %d", ino)
+	}
+	return found
 }
 
 // xblock is one xattr block, shared by every inode with the same set.
@@ -41,13 +123,12 @@ type xblock struct {
 // finisher holds the state of one Finish call.
 type finisher struct {
 	w        *Writer
-	nodes    []*node // by inode number; reserved numbers are nil
+	nodes    []node // by inode number; reserved numbers have no inode
 	uuid     [16]byte
 	hashSeed [4]uint32
 	csumSeed uint32
 	xblocks  []*xblock
 	xindex   map[string]int
-	idx      map[*fstree.Inode]uint32
 	// root is the tree's root; lostFound the lost+found Finish adds to it
 	// when the tree has none (the tree itself is left as it is).
 	root      *fstree.Inode
@@ -107,10 +188,12 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
 	root := t.Root
 	f.root = root
-	f.nodes = make([]*node, firstIno)
-	f.nodes[rootIno] = &node{in: root, parent: rootIno, links: 2}
+	f.nodes = make([]node, firstIno)
+	f.nodes[rootIno] = node{in: root, parent: rootIno, links: 2}
+	// The numbers of the inodes more than one entry may name: directories
+	// (checked to appear once) and files with hardlinks. Every other
+	// inode is met once, in its directory, which records it (kids).
 	index := map[*fstree.Inode]uint32{root: rootIno}
-	f.idx = index
 	lf := root.Child("lost+found")
 	if lf == nil {
 		lf = fstree.NewDir(0o700, 0, 0)
@@ -118,10 +201,9 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 		f.lostFound = lf
 	}
 	if lf.Type == fstree.TypeDir {
-		f.nodes = append(f.nodes, &node{in: lf, path: "lost+found", parent: rootIno, links: 2})
+		f.nodes = append(f.nodes, node{in: lf, parent: rootIno, links: 2})
 		index[lf] = firstIno
 	}
-	owner := map[*content]uint32{}
 	h := &inodeHasher{h: sha256.New()}
 	fmt.Fprintf(h.h, "ext4 %q %d %d %v\n", w.opts.Label, w.opts.Size, w.opts.SourceDateEpoch, w.opts.NoJournal)
 	h.add("", root, 0)
@@ -132,7 +214,10 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for _, e := range f.entries(dir) {
+		es := f.entries(dir)
+		kids := make([]uint32, 0, len(es)) // the entries' inode numbers, for layout
+		defer func() { f.nodes[dirIno].x = &layoutInfo{xblock: -1, kids: kids} }()
+		for _, e := range es {
 			name, c := e.name, e.in
 			cp := name
 			if p != "" {
@@ -141,7 +226,11 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 			if c == nil {
 				return fmt.Errorf("ext4: %s: nil inode in tree", cp)
 			}
-			ino, seen := index[c]
+			var ino uint32
+			var seen bool
+			if c.Type == fstree.TypeDir || c.Links() != 1 {
+				ino, seen = index[c]
+			}
 			if c.Type == fstree.TypeDir {
 				if seen && (ino != firstIno || visitedLF) {
 					return fmt.Errorf("ext4: %s: directory appears twice in the tree", cp)
@@ -151,11 +240,12 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 				}
 				if !seen {
 					ino = uint32(len(f.nodes))
-					f.nodes = append(f.nodes, &node{in: c, path: cp, links: 2})
+					f.nodes = append(f.nodes, node{in: c, links: 2})
 					index[c] = ino
 				}
 				f.nodes[ino].parent = dirIno
 				f.nodes[dirIno].links++
+				kids = append(kids, ino)
 				h.add(cp, c, ino)
 				if err := visit(ino, c, cp, depth+1); err != nil {
 					return err
@@ -164,14 +254,16 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 			}
 			if !seen {
 				ino = uint32(len(f.nodes))
-				n := &node{in: c, path: cp}
-				f.nodes = append(f.nodes, n)
-				index[c] = ino
-				if err := f.takeContent(ctx, n, ino, owner); err != nil {
+				f.nodes = append(f.nodes, node{in: c})
+				if c.Links() != 1 {
+					index[c] = ino
+				}
+				if err := f.takeContent(ctx, &f.nodes[ino], cp); err != nil {
 					return err
 				}
 			}
-			n := f.nodes[ino]
+			kids = append(kids, ino)
+			n := &f.nodes[ino]
 			n.links++
 			if n.links > maxLinks {
 				return fmt.Errorf("ext4: %s: more than %d hard links", cp, maxLinks)
@@ -206,7 +298,7 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 
 // takeContent checks a regular file's content and copies it in when it
 // came from another store or is shared with another inode.
-func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner map[*content]uint32) error {
+func (f *finisher) takeContent(ctx context.Context, n *node, path string) error {
 	if n.in.Type != fstree.TypeRegular || n.in.Content == nil {
 		return nil
 	}
@@ -214,10 +306,10 @@ func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner m
 	c, ok := n.in.Content.(*content)
 	if ok && c.w == w {
 		if c.released {
-			return fmt.Errorf("ext4: %s: content was released but is still in the tree", n.path)
+			return fmt.Errorf("ext4: %s: content was released but is still in the tree", path)
 		}
-		if _, dup := owner[c]; !dup {
-			owner[c] = ino
+		if !c.owned {
+			c.owned = true
 			n.data = c
 			return nil
 		}
@@ -234,15 +326,15 @@ func (f *finisher) takeContent(ctx context.Context, n *node, ino uint32, owner m
 	case w.opts.Source != nil:
 		ra, err = w.opts.Source.Open(n.in.Content)
 	default:
-		return fmt.Errorf("ext4: %s: content %T was not stored by this writer and Options.Source is not set", n.path, n.in.Content)
+		return fmt.Errorf("ext4: %s: content %T was not stored by this writer and Options.Source is not set", path, n.in.Content)
 	}
 	if err != nil {
-		return fmt.Errorf("ext4: %s: opening content: %w", n.path, err)
+		return fmt.Errorf("ext4: %s: opening content: %w", path, err)
 	}
 	size := n.in.Content.Size()
 	nc := &content{w: w, size: size}
 	if err := w.fill(ctx, nc, io.NewSectionReader(ra, 0, size)); err != nil {
-		return fmt.Errorf("ext4: %s: copying content: %w", n.path, err)
+		return fmt.Errorf("ext4: %s: copying content: %w", path, err)
 	}
 	n.data = nc
 	return nil
@@ -312,8 +404,8 @@ func (x *inodeHasher) add(p string, n *fstree.Inode, ino uint32) {
 // symlinks) and works out its i_block, flags, size and xattrs.
 func (f *finisher) layout(ctx context.Context) error {
 	for ino := uint32(rootIno); ino < uint32(len(f.nodes)); ino++ {
-		n := f.nodes[ino]
-		if n == nil {
+		n := &f.nodes[ino]
+		if n.in == nil {
 			continue
 		}
 		if ino%1024 == 0 {
@@ -322,11 +414,7 @@ func (f *finisher) layout(ctx context.Context) error {
 			}
 		}
 		if err := f.layoutOne(ino, n); err != nil {
-			p := n.path
-			if p == "" {
-				p = "/"
-			}
-			return fmt.Errorf("ext4: inode for %s: %w", p, err)
+			return fmt.Errorf("ext4: inode for %s: %w", f.pathOf(ino), err)
 		}
 	}
 	return nil
@@ -335,14 +423,24 @@ func (f *finisher) layout(ctx context.Context) error {
 func (f *finisher) layoutOne(ino uint32, n *node) error {
 	w := f.w
 	seed := inodeCsumSeed(f.csumSeed, ino, 0)
-	n.xblock = -1
+	need := func() *layoutInfo {
+		if n.x == nil {
+			n.x = &layoutInfo{xblock: -1}
+		}
+		return n.x
+	}
 	switch n.in.Type {
 	case fstree.TypeDir:
+		x := need()
 		es := f.entries(n.in)
-		ents := make([]dirent, 0, len(es))
-		for _, e := range es {
-			ents = append(ents, dirent{name: e.name, ino: f.idx[e.in], ftype: fileType(e.in.Type)})
+		if len(x.kids) != len(es) {
+			return fmt.Errorf("internal error: %d entries numbered, %d listed", len(x.kids), len(es))
 		}
+		ents := make([]dirent, 0, len(es))
+		for i, e := range es {
+			ents = append(ents, dirent{name: e.name, ino: x.kids[i], ftype: fileType(e.in.Type)})
+		}
+		x.kids = nil
 		minBlocks := 1
 		if ino == firstIno && len(ents) == 0 {
 			minBlocks = 4 // mke2fs gives lost+found 16 KiB to reconnect into
@@ -355,39 +453,39 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 		if err != nil {
 			return err
 		}
-		if err := f.setExtents(n, ino, seed, ext); err != nil {
+		if err := f.setExtents(x, ino, seed, ext); err != nil {
 			return err
 		}
-		n.size = uint64(len(data))
+		x.size = uint64(len(data))
 		if indexed {
-			n.flags |= flagIndex
+			x.flags |= flagIndex
 		}
 		if n.links > maxLinks {
 			n.links = 1 // dir_nlink: "many"
 		}
 	case fstree.TypeRegular:
-		var ext []extent
-		if n.data != nil {
-			ext = n.data.ext
-			n.size = uint64(n.data.size)
+		if n.data != nil && len(n.data.extents()) > extentsInInode {
+			x := need()
+			if err := f.setExtents(x, ino, seed, n.data.extents()); err != nil {
+				return err
+			}
+			x.size = uint64(n.data.size)
 		}
-		if err := f.setExtents(n, ino, seed, ext); err != nil {
-			return err
-		}
+		// else info works it out
 	case fstree.TypeSymlink:
 		t := n.in.Target
-		n.size = uint64(len(t))
 		switch {
-		case len(t) < 60:
-			copy(n.iblock[:], t)
+		case len(t) < 60: // in i_block: info
 		case len(t) < blockSize:
+			x := need()
+			x.size = uint64(len(t))
 			b := make([]byte, blockSize)
 			copy(b, t)
 			ext, err := w.writeBlocks(b)
 			if err != nil {
 				return err
 			}
-			if err := f.setExtents(n, ino, seed, ext); err != nil {
+			if err := f.setExtents(x, ino, seed, ext); err != nil {
 				return err
 			}
 		default:
@@ -395,19 +493,22 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 		}
 	case fstree.TypeCharDev, fstree.TypeBlockDev:
 		ma, mi := n.in.Major, n.in.Minor
-		if ma < 256 && mi < 256 {
-			le.PutUint32(n.iblock[0:], ma<<8|mi)
-		} else {
-			if ma >= 1<<12 || mi >= 1<<20 {
-				return fmt.Errorf("device number %d:%d out of range", ma, mi)
-			}
-			le.PutUint32(n.iblock[4:], mi&0xff|ma<<8|(mi&^0xff)<<12)
+		if (ma >= 256 || mi >= 256) && (ma >= 1<<12 || mi >= 1<<20) {
+			return fmt.Errorf("device number %d:%d out of range", ma, mi)
 		}
 	case fstree.TypeFIFO, fstree.TypeSocket:
 	default:
 		return fmt.Errorf("unknown inode type %v", n.in.Type)
 	}
 	if len(n.in.Xattrs) > 0 {
+		if n.x == nil {
+			li, err := f.info(n)
+			if err != nil {
+				return err
+			}
+			n.x = &li
+		}
+		x := n.x
 		xs, err := toDiskXattrs(n.in.Xattrs)
 		if err != nil {
 			return err
@@ -417,7 +518,7 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 			return err
 		}
 		if len(ibody) > 0 {
-			n.ibody = encodeIbody(ibody)
+			x.ibody = encodeIbody(ibody)
 		}
 		if len(block) > 0 {
 			b := encodeXattrBlock(block)
@@ -428,23 +529,23 @@ func (f *finisher) layoutOne(ino uint32, n *node) error {
 				f.xindex[string(b)] = i
 			}
 			f.xblocks[i].refs++
-			n.xblock = i
-			n.blocks++
+			x.xblock = i
+			x.blocks++
 		}
 	}
 	return nil
 }
 
-func (f *finisher) setExtents(n *node, ino, seed uint32, ext []extent) error {
+func (f *finisher) setExtents(x *layoutInfo, ino, seed uint32, ext []extent) error {
 	ib, tree, err := f.w.extentTree(ino, seed, ext)
 	if err != nil {
 		return err
 	}
-	n.iblock = ib
-	n.flags |= flagExtents
+	x.iblock = ib
+	x.flags |= flagExtents
 	for _, e := range ext {
-		n.blocks += uint64(e.len)
+		x.blocks += uint64(e.len)
 	}
-	n.blocks += tree
+	x.blocks += tree
 	return nil
 }

@@ -119,9 +119,9 @@ func (f *finisher) place(a *allocator, groups uint64, ipg uint32, record bool) {
 func (f *finisher) writeGroups(ctx context.Context) error {
 	w := f.w
 	var used []run
-	for _, n := range f.nodes {
-		if n != nil && n.data != nil && n != f.nodes[journalIno] {
-			for _, e := range n.data.ext {
+	for ino := range f.nodes {
+		if n := &f.nodes[ino]; n.data != nil && ino != journalIno {
+			for _, e := range n.data.extents() {
 				used = append(used, run{e.phys, uint64(e.len)})
 			}
 		}
@@ -145,8 +145,8 @@ func (f *finisher) writeGroups(ctx context.Context) error {
 	last := uint64(len(f.nodes) - 1)
 	ipg := uint64(f.ipg)
 	dirs := make([]uint32, f.groups)
-	for ino, n := range f.nodes {
-		if n != nil && n.in.Type == fstree.TypeDir {
+	for ino := range f.nodes {
+		if n := &f.nodes[ino]; n.in != nil && n.in.Type == fstree.TypeDir {
 			dirs[uint64(ino-1)/ipg]++
 		}
 	}
@@ -246,15 +246,19 @@ func (f *finisher) writeGroups(ctx context.Context) error {
 		LastcheckHi:      uint8(w.opts.SourceDateEpoch >> 32),
 	}
 	copy(sb.VolumeName[:], w.opts.Label)
-	if j := f.nodes[journalIno]; j != nil {
+	if j := &f.nodes[journalIno]; j.in != nil {
+		ji, err := f.info(j)
+		if err != nil {
+			return err
+		}
 		sb.FeatureCompat |= compatHasJournal
 		sb.JournalInum = journalIno
 		sb.JnlBackupType = 1 // EXT3_JNL_BACKUP_BLOCKS: s_jnl_blocks mirrors i_block
 		for i := 0; i < 15; i++ {
-			sb.JnlBlocks[i] = le.Uint32(j.iblock[4*i:])
+			sb.JnlBlocks[i] = le.Uint32(ji.iblock[4*i:])
 		}
-		sb.JnlBlocks[15] = uint32(j.size >> 32)
-		sb.JnlBlocks[16] = uint32(j.size)
+		sb.JnlBlocks[15] = uint32(ji.size >> 32)
+		sb.JnlBlocks[16] = uint32(ji.size)
 	}
 	for g := uint64(0); g < f.groups; g++ {
 		if !isBackupGroup(g) {

@@ -43,10 +43,14 @@ func putTime(b []byte, off, extraOff int, t fstree.Timestamp) {
 func (f *finisher) encodeInode(b []byte, ino uint32) error {
 	seed := inodeCsumSeed(f.csumSeed, ino, 0)
 	le.PutUint16(b[iExtraIsize:], extraIsize)
-	n := f.nodes[ino]
-	if n == nil { // reserved and unused: zeroed like mke2fs, but checksummed
+	n := &f.nodes[ino]
+	if n.in == nil { // reserved and unused: zeroed like mke2fs, but checksummed
 		setInodeCsum(b, seed)
 		return nil
+	}
+	li, err := f.info(n)
+	if err != nil {
+		return fmt.Errorf("ext4: inode for %s: %w", f.pathOf(ino), err)
 	}
 	in := n.in
 	le.PutUint16(b[iMode:], uint16(in.Mode&0o7777)|ifmtOf(in.Type))
@@ -54,28 +58,28 @@ func (f *finisher) encodeInode(b []byte, ino uint32) error {
 	le.PutUint16(b[iUIDHi:], uint16(in.UID>>16))
 	le.PutUint16(b[iGID:], uint16(in.GID))
 	le.PutUint16(b[iGIDHi:], uint16(in.GID>>16))
-	le.PutUint32(b[iSizeLo:], uint32(n.size))
-	le.PutUint32(b[iSizeHigh:], uint32(n.size>>32))
+	le.PutUint32(b[iSizeLo:], uint32(li.size))
+	le.PutUint32(b[iSizeHigh:], uint32(li.size>>32))
 	putTime(b, iAtime, iAtimeExtra, in.Atime)
 	putTime(b, iCtime, iCtimeExtra, in.Ctime)
 	putTime(b, iMtime, iMtimeExtra, in.Mtime)
 	putTime(b, iCrtime, iCrtimeExtra, fstree.Timestamp{Sec: f.w.opts.SourceDateEpoch})
 	le.PutUint16(b[iLinks:], uint16(n.links))
-	sectors := n.blocks * (blockSize / 512)
+	sectors := li.blocks * (blockSize / 512)
 	if sectors >= 1<<48 {
-		return fmt.Errorf("ext4: inode for %s: too many blocks", n.path)
+		return fmt.Errorf("ext4: inode for %s: too many blocks", f.pathOf(ino))
 	}
 	le.PutUint32(b[iBlocksLo:], uint32(sectors))
 	le.PutUint16(b[iBlocksHi:], uint16(sectors>>32))
-	le.PutUint32(b[iFlags:], n.flags)
-	copy(b[iBlock:iBlock+60], n.iblock[:])
-	if n.xblock >= 0 {
-		blk := f.xblocks[n.xblock].blk
+	le.PutUint32(b[iFlags:], li.flags)
+	copy(b[iBlock:iBlock+60], li.iblock[:])
+	if li.xblock >= 0 {
+		blk := f.xblocks[li.xblock].blk
 		le.PutUint32(b[iFileACLLo:], uint32(blk))
 		le.PutUint16(b[iFileACLHi:], uint16(blk>>32))
 	}
-	if n.ibody != nil {
-		copy(b[xattrIbodyOff:], n.ibody)
+	if li.ibody != nil {
+		copy(b[xattrIbodyOff:], li.ibody)
 	}
 	setInodeCsum(b, seed)
 	return nil

@@ -95,9 +95,8 @@ func (f *finisher) makeJournal(ctx context.Context) error {
 		l += r.len
 	}
 	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
-	n := &node{in: &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o600, Mtime: sde, Atime: sde, Ctime: sde}, path: "<journal>", links: 1, data: c}
-	f.nodes[journalIno] = n
-	if err := f.layoutOne(journalIno, n); err != nil {
+	f.nodes[journalIno] = node{in: &fstree.Inode{Type: fstree.TypeRegular, Mode: 0o600, Mtime: sde, Atime: sde, Ctime: sde}, links: 1, data: c}
+	if err := f.layoutOne(journalIno, &f.nodes[journalIno]); err != nil {
 		return fmt.Errorf("ext4: journal: %w", err)
 	}
 	jsb := journalSuperblock{
@@ -112,7 +111,7 @@ func (f *finisher) makeJournal(ctx context.Context) error {
 		NrUsers:         1,
 		ChecksumType:    jbd2CRC32C,
 	}
-	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.ext[0].phys)*blockSize); err != nil {
+	if _, err := w.f.WriteAt(jsb.marshal(), int64(c.extents()[0].phys)*blockSize); err != nil {
 		return fmt.Errorf("ext4: writing journal superblock: %w", err)
 	}
 	return nil

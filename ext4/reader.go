@@ -293,7 +293,7 @@ func (f *FS) extents(n *Inode) ([]extent, error) {
 			return nil, err
 		}
 	}
-	return c.ext, nil
+	return c.extents(), nil
 }
 
 // walkExtents collects the leaves of an extent tree node. Each node block is

@@ -157,13 +157,26 @@ func (w *Writer) startWriteback(lo, hi int64) {
 	}()
 }
 
-// content is a regular file's data in the image.
+// content is a regular file's data in the image: 48 bytes for the most
+// common file, one of at most one extent (its extent is kept in place).
 type content struct {
 	w        *Writer
 	size     int64
-	ext      []extent
-	crc      uint32 // crc32c of the data, folded into the derived UUID
+	one      [1]extent // the extent of a file of one
+	more     *[]extent // the extents of a file of more, else nil
+	crc      uint32    // crc32c of the data, folded into the derived UUID
+	n        uint8     // extents in one (0 or 1) while more is nil
 	released bool
+	owned    bool // Finish gave it to an inode (another one sharing it gets a copy)
+}
+
+// extents are c's extents, in logical order. The slice is c's own: it
+// stays valid until the next appendRun.
+func (c *content) extents() []extent {
+	if c.more != nil {
+		return *c.more
+	}
+	return c.one[:c.n]
 }
 
 // extent maps file blocks [logical, logical+len) to image blocks
@@ -178,8 +191,9 @@ func (c *content) Size() int64 { return c.size }
 
 func (c *content) appendRun(logical uint64, r run) {
 	for r.len > 0 {
-		if k := len(c.ext); k > 0 {
-			last := &c.ext[k-1]
+		ext := c.extents()
+		if k := len(ext); k > 0 {
+			last := &ext[k-1]
 			if uint64(last.logical)+uint64(last.len) == logical && last.phys+uint64(last.len) == r.start && last.len < maxExtentLen {
 				n := min(r.len, uint64(maxExtentLen-last.len))
 				last.len += uint32(n)
@@ -190,10 +204,23 @@ func (c *content) appendRun(logical uint64, r run) {
 			}
 		}
 		n := min(r.len, maxExtentLen)
-		c.ext = append(c.ext, extent{logical: uint32(logical), len: uint32(n), phys: r.start})
+		c.add(extent{logical: uint32(logical), len: uint32(n), phys: r.start})
 		logical += n
 		r.start += n
 		r.len -= n
+	}
+}
+
+// add appends an extent.
+func (c *content) add(e extent) {
+	switch {
+	case c.more != nil:
+		*c.more = append(*c.more, e)
+	case c.n == 0:
+		c.one[0], c.n = e, 1
+	default:
+		more := []extent{c.one[0], e}
+		c.more = &more
 	}
 }
 
@@ -323,10 +350,10 @@ func (w *Writer) releaseLocked(c *content) {
 		return
 	}
 	c.released = true
-	for _, e := range c.ext {
+	for _, e := range c.extents() {
 		w.alloc.release(run{e.phys, uint64(e.len)})
 	}
-	c.ext = nil
+	c.more, c.n = nil, 0
 }
 
 // Open implements fstree.Opener: it reads back stored content (holes read
@@ -348,7 +375,7 @@ func (w *Writer) openLocked(fc fstree.Content) (io.ReaderAt, error) {
 	if err := w.flush(); err != nil {
 		return nil, fmt.Errorf("ext4: writing file data: %w", err)
 	}
-	return &extentReader{r: w.f, ext: c.ext, size: c.size, bs: blockSize}, nil
+	return &extentReader{r: w.f, ext: c.extents(), size: c.size, bs: blockSize}, nil
 }
 
 // Import copies content from another store into the image and returns the

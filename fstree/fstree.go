@@ -114,6 +114,11 @@ type Inode struct {
 	// (read them with Child, Children and Links).
 	children map[string]*Inode
 	links    uint32
+
+	// Gen is the builder's to mark inodes with (the layer merge records
+	// the layer that made each one); the tree ignores it and CopyMeta
+	// does not copy it. It costs nothing: it fills the struct's padding.
+	Gen uint32
 }
 
 // Links is the number of directory entries naming n: any number for a file

@@ -143,6 +143,16 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 	return f, true, nil
 }
 
+// has reports whether the cache has an entry for desc of the right size,
+// without verifying it (get does).
+func (c *blobCache) has(desc v1.Descriptor) bool {
+	if desc.Digest.Algorithm != "sha256" {
+		return false
+	}
+	fi, err := os.Lstat(c.path(desc.Digest))
+	return err == nil && fi.Mode().IsRegular() && (desc.Size <= 0 || fi.Size() == desc.Size)
+}
+
 // notRegularError: a cache path holds something other than a regular file.
 type notRegularError struct {
 	path string
@@ -266,6 +276,16 @@ func (w *cacheWriter) commit(d v1.Hash) error {
 	}
 	if err := os.Rename(w.f.Name(), w.c.path(d)); err != nil {
 		os.Remove(w.f.Name())
+		return fmt.Errorf("blob cache: %w", err)
+	}
+	return nil
+}
+
+// publish renames the temporary file, whose bytes the caller verified,
+// into place as the entry for d, and keeps it open (and locked: in use)
+// for the caller, who closes w.f.
+func (w *cacheWriter) publish(d v1.Hash) error {
+	if err := os.Rename(w.f.Name(), w.c.path(d)); err != nil {
 		return fmt.Errorf("blob cache: %w", err)
 	}
 	return nil

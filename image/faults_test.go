@@ -73,11 +73,14 @@ func newFaultFixture(t *testing.T) *faultFixture {
 func blobPath(d v1.Hash) string { return "/blobs/" + regexp.QuoteMeta(d.String()) + "$" }
 
 // faultOptions are quick to give up: a 1s stall timeout and short waits.
+// Layers are downloaded one at a time (still ahead of the reader), so that
+// what each fault leaves behind is known; TestParallelDownloadFaults runs
+// several at once.
 func faultOptions(cache string, retries int, progress *bytes.Buffer) Options {
 	o := Options{
 		Platform: amd64, CacheDir: cache,
-		StallTimeout: time.Second,
-		retry:        &netPolicy{retries: retries, backoff: 20 * time.Millisecond, maxWait: 100 * time.Millisecond, maxRetryAfter: 10 * time.Second},
+		StallTimeout: time.Second, ParallelDownloads: 1,
+		retry: &netPolicy{retries: retries, backoff: 20 * time.Millisecond, maxWait: 100 * time.Millisecond, maxRetryAfter: 10 * time.Second},
 	}
 	if progress != nil {
 		o.Progress = progress

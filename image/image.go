@@ -61,6 +61,11 @@ type Options struct {
 	// $DOCKER2VM_STALL_TIMEOUT (a Go duration such as 90s), else
 	// DefaultStallTimeout.
 	StallTimeout time.Duration
+	// ParallelDownloads is how many layers of a registry image are
+	// downloaded at once, while the ones before them are applied (see
+	// OpenLayer). 0 means $DOCKER2VM_PARALLEL_DOWNLOADS, else
+	// DefaultParallelDownloads; 1 downloads one layer at a time.
+	ParallelDownloads int
 
 	// retry, when set, replaces the retry counts and waits (tests).
 	retry *netPolicy
@@ -236,6 +241,13 @@ func LayerName(i, n int, digest string) string {
 // nothing more is downloaded or decompressed. A registry transfer that
 // fails for good is an ErrNetwork error from Read (and Close), never a
 // digest mismatch.
+//
+// For a registry image, the first call starts downloading the layers in
+// the background, Options.ParallelDownloads at a time and in order, so
+// that the next layers arrive while this one is read; a layer whose
+// download failed for good, or any other download's such failure, fails
+// the stream of the layer being read. The downloads stop when ctx is done
+// or the image is closed.
 func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	if img.store == nil {
 		return nil, errors.New("image is closed")
@@ -252,7 +264,13 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	// convert.Run does, and writes into a staging directory it discards on
 	// any error, so nothing unverified is ever published.
 	lctx, cancel := context.WithCancel(ctx) // the stream's own, for Abort
-	raw, err := img.store.blob(lctx, desc, what)
+	var raw io.ReadCloser
+	var err error
+	if rs, ok := img.store.(*registryStore); ok {
+		raw, err = rs.layer(ctx, lctx, img, i)
+	} else {
+		raw, err = img.store.blob(lctx, desc, what)
+	}
 	if err != nil {
 		cancel()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,6 +33,27 @@ type registryStore struct {
 	cache    *blobCache // nil with NoCache
 	progress *progress
 	insecure []string
+	parallel int // layers downloaded at once
+
+	fetchMu sync.Mutex
+	fetch   *fetcher // the layer downloads, from the first OpenLayer
+}
+
+// layer opens layer i of img for OpenLayer: from its download, which the
+// first call starts with the others (see fetcher). ctx is the run's, under
+// which the downloads go on; lctx the layer stream's.
+func (s *registryStore) layer(ctx, lctx context.Context, img *Image, i int) (io.ReadCloser, error) {
+	s.fetchMu.Lock()
+	if s.fetch == nil {
+		names := make([]string, len(img.layers))
+		for j := range names {
+			names[j] = img.layerName(j)
+		}
+		s.fetch = newFetcher(ctx, s, img.layers, names)
+	}
+	f := s.fetch
+	s.fetchMu.Unlock()
+	return f.open(lctx, i)
 }
 
 func (s *registryStore) manifest(ctx context.Context, desc v1.Descriptor, what string) ([]byte, error) {
@@ -87,7 +109,7 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 		return nil, err
 	}
 	if isLayer {
-		rc = s.progress.wrap(rc, what, desc.Size)
+		rc = s.progress.wrap(rc, what, desc.Size, -1)
 	}
 	if s.cache != nil {
 		rc = s.cache.tee(rc, desc)
@@ -96,6 +118,12 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 }
 
 func (s *registryStore) close() error {
+	s.fetchMu.Lock()
+	f := s.fetch
+	s.fetchMu.Unlock()
+	if f != nil {
+		f.close()
+	}
 	s.client.close()
 	return nil
 }
@@ -109,7 +137,11 @@ func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, err
 	if err != nil {
 		return nil, err
 	}
-	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries}
+	parallel, err := parallelDownloads(opts)
+	if err != nil {
+		return nil, err
+	}
+	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries, parallel: parallel}
 	if !opts.NoCache {
 		if st.cache, err = newBlobCache(opts.CacheDir, st.progress); err != nil {
 			return nil, err

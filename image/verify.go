@@ -100,7 +100,8 @@ type readError struct {
 }
 
 func (e *readError) Error() string {
-	if errors.Is(e.err, ErrNetwork) || errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded) {
+	var ie *integrityError
+	if errors.Is(e.err, ErrNetwork) || errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded) || errors.As(e.err, &ie) {
 		return e.err.Error() // names the blob already, or needs no more words
 	}
 	return "reading " + e.what + ": " + e.err.Error()

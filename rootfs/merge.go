@@ -50,8 +50,15 @@ type Merger struct {
 	tree  *fstree.Tree
 	stats Stats
 
-	// Per-layer state for opaque markers: the (directory, name) edges the
-	// current layer wrote or walked through, and its opaque directories.
+	// Per-layer state for opaque markers and whiteouts: which (directory,
+	// name) edges the current layer wrote or walked through, and its
+	// opaque directories. gen numbers the layer being applied: an inode
+	// the layer made, and a directory it wrote or walked through (a
+	// directory has one name), is marked with it (Inode.Gen), so that
+	// all its edges are the layer's; an older file or symlink the layer
+	// links again or walks through has its edge recorded in upper (then
+	// its other names stay the lower layers').
+	gen     uint32
 	upper   map[edge]struct{}
 	opaques []*fstree.Inode
 }
@@ -75,8 +82,27 @@ func (m *Merger) Stats() Stats { return m.stats }
 
 func (m *Merger) release(c fstree.Content) { m.store.Release(c) }
 
+// touch records that the current layer wrote or walked through name in dir.
 func (m *Merger) touch(dir *fstree.Inode, name string) {
-	m.upper[edge{dir, name}] = struct{}{}
+	c := dir.Child(name)
+	switch {
+	case c == nil:
+	case c.Gen == m.gen:
+	case c.Type == fstree.TypeDir:
+		c.Gen = m.gen
+	default:
+		m.upper[edge{dir, name}] = struct{}{}
+	}
+}
+
+// touched reports whether the current layer wrote or walked through name
+// in dir.
+func (m *Merger) touched(dir *fstree.Inode, name string) bool {
+	if c := dir.Child(name); c != nil && c.Gen == m.gen {
+		return true
+	}
+	_, ok := m.upper[edge{dir, name}]
+	return ok
 }
 
 // countEntry counts one tree entry against Limits.MaxEntries.
@@ -106,6 +132,7 @@ func (m *Merger) countBytes(n int64, meta bool) error {
 // applied before. index and name (e.g. the layer digest) only label errors.
 // After an error the tree is partly updated and should be discarded.
 func (m *Merger) Apply(ctx context.Context, name string, r io.Reader) error {
+	m.gen++
 	m.upper = make(map[edge]struct{})
 	m.opaques = m.opaques[:0]
 	defer func() { m.upper, m.opaques = nil, nil }()
@@ -147,7 +174,7 @@ func (m *Merger) Apply(ctx context.Context, name string, r io.Reader) error {
 // layers is visible.
 func (m *Merger) prune(dir *fstree.Inode) {
 	for name, c := range dir.Children() {
-		if _, ok := m.upper[edge{dir, name}]; !ok {
+		if !m.touched(dir, name) {
 			fstree.Unlink(dir, name, m.release)
 			continue
 		}
@@ -228,7 +255,7 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 		}
 	}
 
-	n := &fstree.Inode{}
+	n := &fstree.Inode{Gen: m.gen}
 	if err := m.setMeta(n, hdr); err != nil {
 		return err
 	}
@@ -270,9 +297,9 @@ func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) err
 	// Rule: the final component is not followed: the entry replaces
 	// whatever is there, symlink or subtree (tests: "file replaces
 	// symlink not its target", "symlink replaces directory subtree", "file
-	// replaces directory subtree").
-	fstree.Link(parent, base, n, m.release)
-	m.touch(parent, base)
+	// replaces directory subtree"). The name is copied: base is part of
+	// the entry's whole path, which the tree would otherwise keep.
+	fstree.Link(parent, strings.Clone(base), n, m.release)
 	return nil
 }
 
@@ -315,7 +342,7 @@ func (m *Merger) whiteout(dirPath, base string) error {
 	// in subsequent layers"; umoci agrees). A directory this layer wrote
 	// into keeps only this layer's entries, like an opaque one (tests:
 	// "whiteout keeps entries of its own layer").
-	if _, ok := m.upper[edge{dir, target}]; ok {
+	if m.touched(dir, target) {
 		if c := dir.Child(target); c != nil && c.Type == fstree.TypeDir {
 			m.prune(c)
 		}
@@ -360,7 +387,7 @@ func (m *Merger) hardlink(parent *fstree.Inode, name string, hdr *tar.Header) er
 	// The old entry at name may be the target's last other link or a
 	// directory holding it: Link counts the new name first, so the target
 	// and its content stay.
-	fstree.Link(parent, name, target, m.release)
+	fstree.Link(parent, strings.Clone(name), target, m.release)
 	m.touch(parent, name)
 	return nil
 }

@@ -58,7 +58,8 @@ func (w walker) Mkdir(dir *fstree.Inode, name, _ string) (*fstree.Inode, error) 
 		return nil, err
 	}
 	child := fstree.NewDir(0o755, 0, 0)
-	fstree.Link(dir, name, child, w.m.release)
+	child.Gen = w.m.gen
+	fstree.Link(dir, strings.Clone(name), child, w.m.release)
 	w.m.stats.ImplicitDirs++
 	if w.touch {
 		w.m.touch(dir, name)

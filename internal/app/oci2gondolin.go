@@ -62,6 +62,7 @@ func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer
 // several (OUT/<os>_<arch>/ each), prints the result or the plan, and
 // says on opts.Progress how to boot what it wrote.
 func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Platform, dryRun bool, stdout io.Writer) error {
+	defer paceGC()()
 	if len(plats) > 1 {
 		if dryRun {
 			plan, err := convert.PlanPlatforms(ctx, opts, plats)

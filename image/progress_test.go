@@ -1,0 +1,43 @@
+package image
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestProgressBars: on a terminal every download in progress has a bar,
+// in layer order whatever order they started in, redrawn below the other
+// output; a finished one leaves one line.
+func TestProgressBars(t *testing.T) {
+	var out bytes.Buffer
+	p := &progress{w: &out, tty: true}
+	r2 := p.wrap(io.NopCloser(strings.NewReader("bbbb")), "layer 2/2", 4, 1)
+	r1 := p.wrap(io.NopCloser(strings.NewReader("aa")), "layer 1/2", 2, 0)
+	if s := out.String(); !strings.HasSuffix(s, "\x1b[1A\r\x1b[Jlayer 1/2 ["+strings.Repeat(" ", 30)+"] 0 B / 2 B\nlayer 2/2 ["+strings.Repeat(" ", 30)+"] 0 B / 4 B\n") {
+		t.Fatalf("bars not in layer order: %q", s)
+	}
+	p.printf("a message\n")
+	if s := out.String(); !strings.Contains(s, "\x1b[2A\r\x1b[Ja message\nlayer 1/2") {
+		t.Errorf("a message is not printed above the bars: %q", s)
+	}
+	io.Copy(io.Discard, r1)
+	r1.Close()
+	if s := out.String(); !strings.HasSuffix(s, "Downloaded layer 1/2 (2 B in 0.0s)\nlayer 2/2 ["+strings.Repeat(" ", 30)+"] 0 B / 4 B\n") {
+		t.Errorf("a finished download does not leave its line above the others: %q", s)
+	}
+	r2.Close() // stopped before its end: its bar goes
+	if s := out.String(); !strings.HasSuffix(s, "\x1b[1A\r\x1b[J") || len(p.bars) != 0 {
+		t.Errorf("a stopped download's bar stays: %q", s)
+	}
+
+	// Elsewhere: a line when each starts and ends.
+	out.Reset()
+	p = &progress{w: &out}
+	r := p.wrap(io.NopCloser(strings.NewReader("aa")), "layer 1/1", 2, 0)
+	io.Copy(io.Discard, r)
+	if s := out.String(); s != "Downloading layer 1/1 (2 B)\nDownloaded layer 1/1 (2 B in 0.0s)\n" {
+		t.Errorf("lines %q", s)
+	}
+}
