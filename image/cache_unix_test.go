@@ -83,7 +83,7 @@ func TestCacheNonRegularEntries(t *testing.T) {
 			}
 			t.Cleanup(func() { os.RemoveAll(root) })
 			var progress bytes.Buffer
-			c, err := newBlobCache(root, newProgress(&progress))
+			c, err := newBlobCache(root, newProgress(&progress, false))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,7 +209,7 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	var progress bytes.Buffer
-	if _, err := newBlobCache(root, newProgress(&progress)); err != nil {
+	if _, err := newBlobCache(root, newProgress(&progress, false)); err != nil {
 		t.Fatal(err)
 	}
 	if got := temps(); len(got) != 1 || got[0] != filepath.Base(live.f.Name()) {

@@ -41,6 +41,9 @@ type Options struct {
 	// downloads show a progress bar when it is a terminal, plain lines
 	// otherwise.
 	Progress io.Writer
+	// PlainProgress reports downloads as lines even on a terminal (where
+	// they are bars by default): --progress plain.
+	PlainProgress bool
 	// RefName selects the image in a layout or archive holding several:
 	// the org.opencontainers.image.ref.name annotation (or the full
 	// io.containerd.image.name) of an OCI index entry, or a RepoTags entry

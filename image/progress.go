@@ -3,13 +3,13 @@ package image
 import (
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/term"
 	"github.com/docker2vm/docker2vm/internal/units"
 )
 
@@ -27,17 +27,12 @@ type progress struct {
 	last  time.Time         // when the bars were last drawn
 }
 
-func newProgress(w io.Writer) *progress {
+// newProgress reports on w: with bars when w is a terminal, unless plain.
+func newProgress(w io.Writer, plain bool) *progress {
 	if w == nil {
 		return nil
 	}
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.tty = true
-		}
-	}
-	return p
+	return &progress{w: w, tty: !plain && term.IsTerminal(w)}
 }
 
 func (p *progress) printf(format string, args ...any) {
@@ -64,11 +59,31 @@ func (p *progress) drawBars() {
 	if !p.tty {
 		return
 	}
+	if len(p.bars) == 0 {
+		return
+	}
+	var done, size int64
+	var rate float64
 	for _, r := range p.bars {
 		fmt.Fprintln(p.w, r.line())
+		done += r.n.Load()
+		size += r.size
+		rate += r.rate()
 	}
-	p.drawn = len(p.bars)
+	// The overall line: what the downloads in progress have left, and
+	// when they will be done at their present rates.
+	fmt.Fprintf(p.w, "%d downloading: %s / %s, %s/s%s\n", len(p.bars), units.Bytes(done), units.Bytes(size), units.Bytes(int64(rate)), eta(size-done, rate))
+	p.drawn = len(p.bars) + 1
 	p.last = time.Now()
+}
+
+// eta says when n bytes will be there at rate bytes a second ("" when it
+// cannot tell).
+func eta(n int64, rate float64) string {
+	if rate <= 0 || n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", about %s left", (time.Duration(float64(n) / rate * float64(time.Second))).Round(time.Second))
 }
 
 // remove takes r's bar away. Called with p.mu held.
@@ -160,7 +175,18 @@ func (r *progressReader) line() string {
 	if len(name) > 40 {
 		name = name[:40] + "…"
 	}
-	return fmt.Sprintf("%s [%s%s] %s / %s", name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), units.Bytes(n), units.Bytes(r.size))
+	rate := r.rate()
+	return fmt.Sprintf("%s [%s%s] %s / %s %s/s%s", name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+		units.Bytes(n), units.Bytes(r.size), units.Bytes(int64(rate)), eta(r.size-n, rate))
+}
+
+// rate is r's average speed so far, in bytes a second.
+func (r *progressReader) rate() float64 {
+	d := time.Since(r.start).Seconds()
+	if d < 0.2 {
+		return 0
+	}
+	return float64(r.n.Load()) / d
 }
 
 func (r *progressReader) Close() error {

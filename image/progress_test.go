@@ -15,21 +15,25 @@ func TestProgressBars(t *testing.T) {
 	p := &progress{w: &out, tty: true}
 	r2 := p.wrap(io.NopCloser(strings.NewReader("bbbb")), "layer 2/2", 4, 1)
 	r1 := p.wrap(io.NopCloser(strings.NewReader("aa")), "layer 1/2", 2, 0)
-	if s := out.String(); !strings.HasSuffix(s, "\x1b[1A\r\x1b[Jlayer 1/2 ["+strings.Repeat(" ", 30)+"] 0 B / 2 B\nlayer 2/2 ["+strings.Repeat(" ", 30)+"] 0 B / 4 B\n") {
-		t.Fatalf("bars not in layer order: %q", s)
+	empty := "[" + strings.Repeat(" ", 30) + "]"
+	if s := out.String(); !strings.HasSuffix(s, "\x1b[2A\r\x1b[Jlayer 1/2 "+empty+" 0 B / 2 B 0 B/s\nlayer 2/2 "+empty+" 0 B / 4 B 0 B/s\n2 downloading: 0 B / 6 B, 0 B/s\n") {
+		t.Fatalf("bars not in layer order, or no overall line: %q", s)
 	}
 	p.printf("a message\n")
-	if s := out.String(); !strings.Contains(s, "\x1b[2A\r\x1b[Ja message\nlayer 1/2") {
+	if s := out.String(); !strings.Contains(s, "\x1b[3A\r\x1b[Ja message\nlayer 1/2") {
 		t.Errorf("a message is not printed above the bars: %q", s)
 	}
 	io.Copy(io.Discard, r1)
 	r1.Close()
-	if s := out.String(); !strings.HasSuffix(s, "Downloaded layer 1/2 (2 B in 0.0s)\nlayer 2/2 ["+strings.Repeat(" ", 30)+"] 0 B / 4 B\n") {
+	if s := out.String(); !strings.HasSuffix(s, "Downloaded layer 1/2 (2 B in 0.0s)\nlayer 2/2 "+empty+" 0 B / 4 B 0 B/s\n1 downloading: 0 B / 4 B, 0 B/s\n") {
 		t.Errorf("a finished download does not leave its line above the others: %q", s)
 	}
-	r2.Close() // stopped before its end: its bar goes
-	if s := out.String(); !strings.HasSuffix(s, "\x1b[1A\r\x1b[J") || len(p.bars) != 0 {
+	r2.Close() // stopped before its end: its bar goes, and the overall line
+	if s := out.String(); !strings.HasSuffix(s, "\x1b[2A\r\x1b[J") || len(p.bars) != 0 {
 		t.Errorf("a stopped download's bar stays: %q", s)
+	}
+	if got := eta(30<<20, 10<<20); got != ", about 3s left" {
+		t.Errorf("eta = %q", got)
 	}
 
 	// Elsewhere: a line when each starts and ends.

@@ -141,7 +141,7 @@ func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, err
 	if err != nil {
 		return nil, err
 	}
-	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress), insecure: opts.InsecureRegistries, parallel: parallel}
+	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress, opts.PlainProgress), insecure: opts.InsecureRegistries, parallel: parallel}
 	if !opts.NoCache {
 		if st.cache, err = newBlobCache(opts.CacheDir, st.progress); err != nil {
 			return nil, err

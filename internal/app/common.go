@@ -77,7 +77,8 @@ func platforms(f *cli.Flags) ([]image.Platform, error) {
 // is the first of --platform's (see platforms).
 func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
 	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
-	if _, err := cli.ProgressMode(f, stderr); err != nil {
+	progressMode, err := cli.ProgressMode(f, stderr)
+	if err != nil {
 		return opts, err
 	}
 	out := f.Str("out", "")
@@ -145,6 +146,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	}
 	if opts.Progress != io.Discard {
 		opts.Image.Progress = stderr
+		opts.Image.PlainProgress = progressMode == "plain"
 	}
 	if f.Has("size") {
 		if opts.FS.Size, err = cli.ParseSize("size", f.Str("size", "")); err != nil {
