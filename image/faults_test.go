@@ -454,11 +454,16 @@ func TestEarlyStopThroughRegistry(t *testing.T) {
 	d, _ := layer.Digest()
 	proxy := faultproxy.Start(t, "http://"+reg.Host)
 
-	for _, noCache := range []bool{true, false} {
+	for _, run := range []struct {
+		noCache  bool
+		parallel int // 4: in four segments at once
+	}{{true, 1}, {false, 1}, {true, 4}, {false, 4}} {
+		noCache := run.noCache
 		proxy.SetRules()
 		cache := t.TempDir()
 		opts := faultOptions(cache, 0, nil)
 		opts.NoCache = noCache
+		opts.ParallelDownloads = run.parallel
 		im, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: proxy.Host + "/bomb:1"}, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -487,9 +492,9 @@ func TestEarlyStopThroughRegistry(t *testing.T) {
 			}
 			sent = n
 		}
-		t.Logf("noCache=%v: %d of %d bytes sent", noCache, sent, len(layer.Raw))
+		t.Logf("%+v: %d of %d bytes sent", run, sent, len(layer.Raw))
 		if sent > int64(len(layer.Raw))/2 {
-			t.Errorf("noCache=%v: %d of the layer's %d bytes were downloaded after the stop", noCache, sent, len(layer.Raw))
+			t.Errorf("%+v: %d of the layer's %d bytes were downloaded after the stop", run, sent, len(layer.Raw))
 		}
 		if !noCache {
 			assertCacheTrusted(t, cache)

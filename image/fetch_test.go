@@ -2,14 +2,21 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 )
@@ -227,7 +234,11 @@ func TestParallelDownloadFaults(t *testing.T) {
 // or (--no-cache) elsewhere.
 func TestParallelDownloadsCancel(t *testing.T) {
 	f := newFaultFixture(t)
-	for _, noCache := range []bool{false, true} {
+	for _, run := range []struct {
+		noCache bool
+		segment int64
+	}{{false, 0}, {true, 0}, {false, 128 << 10}, {true, 128 << 10}} {
+		noCache := run.noCache
 		tmp := t.TempDir()
 		t.Setenv("TMPDIR", tmp)
 		stall := []faultproxy.Rule{
@@ -242,6 +253,7 @@ func TestParallelDownloadsCancel(t *testing.T) {
 		opts.StallTimeout = time.Minute
 		opts.ParallelDownloads = 3
 		opts.NoCache = noCache
+		opts.segmentSize = run.segment
 		ctx, cancel := context.WithCancel(context.Background())
 		img, err := Resolve(ctx, Source{Kind: KindRegistry, Ref: f.ref}, opts)
 		if err != nil {
@@ -251,12 +263,19 @@ func TestParallelDownloadsCancel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "both stalls", func() bool {
+		// One request per layer: layers 2 and 3 stall side by side. In
+		// segments: layer 2's first three take the three connections.
+		downloading := 2
+		waitFor(t, "the stalls", func() bool {
+			if run.segment > 0 {
+				downloading = 1
+				return f.proxy.BodyBytes(blobPath(f.layers[1].Digest)) >= 3*100_000
+			}
 			return f.proxy.BodyBytes(blobPath(f.layers[1].Digest)) >= 100_000 && f.proxy.BodyBytes(blobPath(f.layers[2].Digest)) >= 100_000
 		})
 		if !noCache {
-			if tmps, _ := filepath.Glob(filepath.Join(cache, "blobs", "sha256", tmpPrefix+"*")); len(tmps) != 2 {
-				t.Errorf("%d temporary files while two layers download, want 2", len(tmps))
+			if tmps, _ := filepath.Glob(filepath.Join(cache, "blobs", "sha256", tmpPrefix+"*")); len(tmps) != downloading {
+				t.Errorf("%d temporary files while %d layers download", len(tmps), downloading)
 			}
 		}
 		start := time.Now()
@@ -281,5 +300,321 @@ func TestParallelDownloadsCancel(t *testing.T) {
 			}
 		}
 		f.proxy.SetRules()
+	}
+}
+
+func TestSegmentBounds(t *testing.T) {
+	const M = 1 << 20
+	tests := []struct {
+		size int64
+		n    int
+		want []int64
+	}{
+		{0, 4, []int64{0}},  // unknown size: one request to the end
+		{-1, 4, []int64{0}}, // the same
+		{100 * M, 1, []int64{100 * M}},
+		{7 * M, 4, []int64{7 * M}}, // smaller than two minimal segments
+		{8 * M, 4, []int64{4 * M, 8 * M}},
+		{23 * M, 4, []int64{23 * M / 4, 23 * M / 2, 3 * 23 * M / 4, 23 * M}}, // size/n
+		{24 * M, 4, []int64{6 * M, 12 * M, 18 * M, 24 * M}},
+		{100 * M, 4, []int64{100 * M / 7, 2 * 100 * M / 7, 3 * 100 * M / 7, 4 * 100 * M / 7, 5 * 100 * M / 7, 6 * 100 * M / 7, 100 * M}}, // at most maxSegment, evened out
+		{10*M + 1, 2, []int64{5*M + 1, 10*M + 1}},                                                                                        // evened out, the last takes the rest
+		{64 * M, 32, []int64{4 * M, 8 * M, 12 * M, 16 * M, 20 * M, 24 * M, 28 * M, 32 * M, 36 * M, 40 * M, 44 * M, 48 * M, 52 * M, 56 * M, 60 * M, 64 * M}},
+	}
+	for _, tc := range tests {
+		got := segmentBounds(tc.size, tc.n, minSegment, maxSegment)
+		if len(got) != len(tc.want) {
+			t.Errorf("segmentBounds(%d, %d) = %v, want %v", tc.size, tc.n, got, tc.want)
+			continue
+		}
+		for i := range got {
+			// Evening out rounds up: allow a byte per segment.
+			if d := got[i] - tc.want[i]; d < 0 || d > int64(i+1) {
+				t.Errorf("segmentBounds(%d, %d) = %v, want %v", tc.size, tc.n, got, tc.want)
+				break
+			}
+		}
+		if tc.size > 0 && got[len(got)-1] != tc.size {
+			t.Errorf("segmentBounds(%d, %d) ends at %d", tc.size, tc.n, got[len(got)-1])
+		}
+		for i := 1; i < len(got); i++ {
+			if s := got[i] - got[i-1]; s > maxSegment || (len(got) > 1 && s < minSegment-1) {
+				t.Errorf("segmentBounds(%d, %d): segment %d is %d bytes", tc.size, tc.n, i, s)
+			}
+		}
+	}
+}
+
+// TestSegmentedDownloads: a large layer is fetched in segments, one Range
+// request each, over several connections, and arrives whole and verified;
+// faults on one segment are retried within its range, or fail the run
+// naming the layer, and never leave a wrong entry in the cache; a registry
+// that ignores Range still gets the right bytes read, and whole-blob
+// requests from then on.
+func TestSegmentedDownloads(t *testing.T) {
+	f := newFaultFixture(t)
+	const seg = 256 << 10
+	l1, l2 := f.layers[1], f.layers[2]
+	bounds := segmentBounds(l1.Size, 3, seg, seg)
+	if len(bounds) < 4 {
+		t.Fatalf("layer 2 (%d bytes) in %d segments: the fixture is too small", l1.Size, len(bounds))
+	}
+	rangeOf := func(k int) string { // segment k's Range header
+		start := int64(0)
+		if k > 0 {
+			start = bounds[k-1]
+		}
+		if k == len(bounds)-1 {
+			return fmt.Sprintf("bytes=%d-", start)
+		}
+		return fmt.Sprintf("bytes=%d-%d", start, bounds[k]-1)
+	}
+	what1 := "layer 2/3 " + l1.Digest.String()
+	gets := func(d v1.Hash) []faultproxy.Request {
+		var out []faultproxy.Request
+		for _, r := range f.proxy.Requests(blobPath(d)) {
+			if r.Method == "GET" {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	mid := "^" + regexp.QuoteMeta(rangeOf(2)) + "$"
+	tests := []struct {
+		name    string
+		rules   []faultproxy.Rule
+		retries int
+		check   func(t *testing.T, l1Gets, l2Gets []faultproxy.Request)
+		wantErr []string
+		errIs   error
+	}{
+		{name: "clean", retries: 5, check: func(t *testing.T, g, _ []faultproxy.Request) {
+			var got []string
+			for _, r := range g {
+				got = append(got, r.Range)
+				if r.Status != 206 {
+					t.Errorf("%q answered %d", r.Range, r.Status)
+				}
+			}
+			var want []string
+			for k := range bounds {
+				want = append(want, rangeOf(k))
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("ranges %q, want %q", got, want)
+			}
+		}},
+		{name: "drop in a segment resumes within it", retries: 5,
+			rules: []faultproxy.Rule{{Method: "GET", Path: blobPath(l1.Digest), Range: mid, Action: faultproxy.Drop, After: 50_000}},
+			check: func(t *testing.T, g, _ []faultproxy.Request) {
+				var resumed bool
+				for _, r := range g {
+					var start, end, wantStart, wantEnd int64
+					fmt.Sscanf(r.Range, "bytes=%d-%d", &start, &end)
+					fmt.Sscanf(rangeOf(2), "bytes=%d-%d", &wantStart, &wantEnd)
+					if start > wantStart && end == wantEnd && r.Status == 206 {
+						resumed = true
+					}
+				}
+				if !resumed || len(g) != len(bounds)+1 {
+					t.Errorf("no resume within segment 3 (%s): %+v", rangeOf(2), g)
+				}
+			}},
+		{name: "5xx then success on a segment", retries: 5,
+			rules: []faultproxy.Rule{{Method: "GET", Path: blobPath(l1.Digest), Range: mid, Attempts: []int{1, 2, 3, 4}, Action: faultproxy.Status, Code: 503}},
+			check: func(t *testing.T, g, _ []faultproxy.Request) {
+				if n := len(g); n < len(bounds)+1 {
+					t.Errorf("%d requests: the 503 was not retried", n)
+				}
+			}},
+		{name: "registry ignores Range", retries: 5,
+			rules: []faultproxy.Rule{{Method: "GET", Action: faultproxy.IgnoreRange}},
+			check: func(t *testing.T, g, g2 []faultproxy.Request) {
+				for _, r := range g {
+					if r.Status != 200 {
+						t.Errorf("%q answered %d", r.Range, r.Status)
+					}
+				}
+				if len(g2) != 1 || g2[0].Range != "" {
+					t.Errorf("layer 3 after Range was ignored: %+v, want one request without Range", g2)
+				}
+			}},
+		{name: "wrong bytes in a segment",
+			rules:   []faultproxy.Rule{{Method: "GET", Path: blobPath(l1.Digest), Range: mid, Action: faultproxy.Corrupt, After: 1000}},
+			retries: 5, wantErr: []string{what1, "digest mismatch"}, errIs: ErrDigestMismatch},
+		{name: "5xx for good on a segment",
+			rules:   []faultproxy.Rule{{Method: "GET", Path: blobPath(l1.Digest), Range: mid, Action: faultproxy.Status, Code: 500}},
+			retries: 1, wantErr: []string{what1, "registry " + f.proxy.Host, "after 2 attempts", "HTTP 500"}, errIs: ErrNetwork},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := f.proxy.SetRules(tc.rules...); err != nil {
+				t.Fatal(err)
+			}
+			cache := t.TempDir()
+			opts := faultOptions(cache, tc.retries, nil)
+			opts.ParallelDownloads = 3
+			opts.segmentSize = seg
+			ctx := context.Background()
+			img, err := Resolve(ctx, Source{Kind: KindRegistry, Ref: f.ref}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer img.Close()
+			files := map[string]string{}
+			for i := range f.layers {
+				if err = readLayerFiles(ctx, img, i, files); err != nil {
+					break
+				}
+			}
+			img.Close()
+			if tc.wantErr != nil {
+				wantErr(t, err, tc.wantErr...)
+				if !errors.Is(err, tc.errIs) {
+					t.Errorf("error %q is not %v", err, tc.errIs)
+				}
+				if cached(cache, l1.Digest) {
+					t.Error("the failed layer is in the cache")
+				}
+				assertCacheTrusted(t, cache)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range f.files {
+				if files[name] != want {
+					t.Fatalf("%s differs", name)
+				}
+			}
+			if !cached(cache, l1.Digest) || !cached(cache, l2.Digest) {
+				t.Error("downloaded layers are not in the cache")
+			}
+			assertCacheTrusted(t, cache)
+			tc.check(t, gets(l1.Digest), gets(l2.Digest))
+		})
+	}
+}
+
+// TestSegmentScheduling drives the fetcher with segments fetched by the
+// test, one at a time: segments start in layer order; one of the layer
+// being read that is a window or more ahead of its reader waits, and a
+// later layer's segment takes its connection; once the reader needs it,
+// it starts at once, however many run.
+func TestSegmentScheduling(t *testing.T) {
+	const seg = 64 << 10
+	blobA, blobB := randomBytes(1, 10*seg), randomBytes(2, 4*seg)
+	layers := []v1.Descriptor{
+		{Digest: sha256Of(blobA), Size: int64(len(blobA))},
+		{Digest: sha256Of(blobB), Size: int64(len(blobB))},
+	}
+	blobs := [][]byte{blobA, blobB}
+	s := &registryStore{parallel: 3, segment: seg, client: &regClient{}}
+	f := newFetcher(context.Background(), s, layers, []string{"layer 1/2", "layer 2/2"})
+	f.ahead = 2 * seg
+	started := make(chan string, 32)
+	release := map[string]chan struct{}{}
+	var mu sync.Mutex
+	gate := func(id string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if release[id] == nil {
+			release[id] = make(chan struct{})
+		}
+		return release[id]
+	}
+	id := func(sg *segment) string { return fmt.Sprintf("%c%d", 'A'+sg.d.index, sg.start/seg) }
+	f.fetch = func(sg *segment) error {
+		started <- id(sg)
+		select {
+		case <-gate(id(sg)):
+		case <-sg.d.ctx.Done():
+			return sg.d.ctx.Err()
+		}
+		p := blobs[sg.d.index][sg.start:sg.end]
+		if _, err := sg.d.file.WriteAt(p, sg.start); err != nil {
+			return err
+		}
+		sg.d.wrote(sg, p, sg.start)
+		return nil
+	}
+	defer f.close()
+	expect := func(want ...string) {
+		t.Helper()
+		var got []string
+		for range want {
+			select {
+			case s := <-started:
+				got = append(got, s)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("started %q, want %q", got, want)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("started %q, want %q", got, want)
+		}
+		select {
+		case s := <-started:
+			t.Fatalf("%s started too", s)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	done := func(id string) { close(gate(id)) }
+
+	rc, err := f.open(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A2 is two segments ahead of a reader at 0: B0 takes its place.
+	expect("A0", "A1", "B0")
+	done("A0")
+	expect("B1")
+	done("A1")
+	expect("B2")
+	// The reader reads A0 and A1, then needs A2: it starts, a fourth.
+	buf := make([]byte, 2*seg)
+	if _, err := io.ReadFull(rc, buf); err != nil || !bytes.Equal(buf, blobA[:2*seg]) {
+		t.Fatalf("the first two segments: %v", err)
+	}
+	expect("A2")
+	// Four run; one ending leaves three: nothing starts.
+	done("B0")
+	expect()
+	// The window is now as wide as what was read: A3 starts before B3.
+	done("B1")
+	expect("A3")
+	for _, s := range []string{"A2", "A3", "B2"} {
+		done(s)
+	}
+	expect("B3") // A4 is two segments ahead of a reader at 2
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		t.Fatal(err)
+	}
+	expect("A4", "A5") // the reader moved on: they may start
+	got := slices.Clone(buf)
+	go func() {
+		for _, s := range []string{"A4", "A5", "B3", "A6", "A7", "A8", "A9"} {
+			done(s)
+		}
+	}()
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	if got = append(append(slices.Clone(blobA[:2*seg]), got...), rest...); !bytes.Equal(got, blobA) {
+		t.Fatalf("layer 1: %d bytes, not its blob", len(got))
+	}
+	rc, err = f.open(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, blobB) {
+		t.Fatalf("layer 2: %d bytes, %v", len(b), err)
 	}
 }

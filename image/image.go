@@ -64,14 +64,18 @@ type Options struct {
 	// $DOCKER2VM_STALL_TIMEOUT (a Go duration such as 90s), else
 	// DefaultStallTimeout.
 	StallTimeout time.Duration
-	// ParallelDownloads is how many layers of a registry image are
-	// downloaded at once, while the ones before them are applied (see
-	// OpenLayer). 0 means $DOCKER2VM_PARALLEL_DOWNLOADS, else
-	// DefaultParallelDownloads; 1 downloads one layer at a time.
+	// ParallelDownloads is how many transfers from a registry run at
+	// once (layers, and segments of large layers), while the layers
+	// before them are applied (see OpenLayer). 0 means
+	// $DOCKER2VM_PARALLEL_DOWNLOADS, else DefaultParallelDownloads; 1
+	// downloads one layer at a time, each in one request.
 	ParallelDownloads int
 
 	// retry, when set, replaces the retry counts and waits (tests).
 	retry *netPolicy
+	// segmentSize, when set, is the size of the segments layers are
+	// downloaded in, however small (tests).
+	segmentSize int64
 }
 
 // DefaultMaxLayers is the layer limit when Options.MaxLayers is 0.

@@ -22,9 +22,9 @@ type progress struct {
 	tty bool
 	mu  sync.Mutex
 
-	bars  []*progressReader // tty: downloads in progress, by order (then as they started)
-	drawn int               // lines of bars on the screen below the output
-	last  time.Time         // when the bars were last drawn
+	bars  []*tracker // tty: downloads in progress, by order (then as they started)
+	drawn int        // lines of bars on the screen below the output
+	last  time.Time  // when the bars were last drawn
 }
 
 // newProgress reports on w: with bars when w is a terminal, unless plain.
@@ -87,9 +87,9 @@ func eta(n int64, rate float64) string {
 }
 
 // remove takes r's bar away. Called with p.mu held.
-func (p *progress) remove(r *progressReader) {
+func (p *progress) remove(t *tracker) {
 	for i, b := range p.bars {
-		if b == r {
+		if b == t {
 			p.bars = append(p.bars[:i], p.bars[i+1:]...)
 			return
 		}
@@ -102,7 +102,18 @@ func (p *progress) wrap(rc io.ReadCloser, what string, size int64, order int) io
 	if p == nil {
 		return rc
 	}
-	r := &progressReader{rc: rc, p: p, what: what, size: size, start: time.Now(), order: order}
+	return &progressReader{rc: rc, t: p.track(what, size, order)}
+}
+
+// track starts reporting the download of a blob whose bytes may arrive
+// over several connections: add counts them, finish or abandon ends it.
+// On a terminal its bar goes among the others by order (a layer's index).
+// A nil progress tracks nothing.
+func (p *progress) track(what string, size int64, order int) *tracker {
+	if p == nil {
+		return nil
+	}
+	t := &tracker{p: p, what: what, size: size, start: time.Now(), order: order}
 	if p.tty {
 		p.mu.Lock()
 		p.clearBars()
@@ -110,93 +121,127 @@ func (p *progress) wrap(rc io.ReadCloser, what string, size int64, order int) io
 		for i > 0 && p.bars[i-1].order > order {
 			i--
 		}
-		p.bars = slices.Insert(p.bars, i, r)
+		p.bars = slices.Insert(p.bars, i, t)
 		p.drawBars()
 		p.mu.Unlock()
 	} else {
 		p.printf("Downloading %s (%s)\n", what, units.Bytes(size))
 	}
-	return r
+	return t
 }
 
-type progressReader struct {
-	rc    io.ReadCloser
+// tracker is one download's progress.
+type tracker struct {
 	p     *progress
 	what  string
 	size  int64
 	n     atomic.Int64
 	start time.Time
 	order int
-	done  bool
+	done  bool // p.mu
 }
 
-func (r *progressReader) Read(b []byte) (int, error) {
-	n, err := r.rc.Read(b)
-	r.n.Add(int64(n))
-	p := r.p
-	if p.tty && !r.done && n > 0 {
+// add counts n more bytes downloaded.
+func (t *tracker) add(n int) {
+	if t == nil || n <= 0 {
+		return
+	}
+	t.n.Add(int64(n))
+	p := t.p
+	if p.tty {
 		p.mu.Lock()
-		if time.Since(p.last) > 100*time.Millisecond {
+		if !t.done && time.Since(p.last) > 100*time.Millisecond {
 			p.clearBars()
 			p.drawBars()
 		}
 		p.mu.Unlock()
 	}
-	if err == io.EOF && !r.done {
-		r.done = true
-		msg := fmt.Sprintf("Downloaded %s (%s in %.1fs)\n", r.what, units.Bytes(r.n.Load()), time.Since(r.start).Seconds())
-		if p.tty {
-			p.mu.Lock()
-			p.clearBars()
-			p.remove(r)
-			fmt.Fprint(p.w, msg)
-			p.drawBars()
-			p.mu.Unlock()
-		} else {
-			p.printf("%s", msg)
-		}
+}
+
+// finish says the download is complete.
+func (t *tracker) finish() {
+	if t == nil {
+		return
+	}
+	p := t.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.done {
+		return
+	}
+	t.done = true
+	p.clearBars()
+	p.remove(t)
+	fmt.Fprintf(p.w, "Downloaded %s (%s in %.1fs)\n", t.what, units.Bytes(t.n.Load()), time.Since(t.start).Seconds())
+	p.drawBars()
+}
+
+// abandon takes the download's bar away without a word: it failed or was
+// stopped, which is reported elsewhere.
+func (t *tracker) abandon() {
+	if t == nil {
+		return
+	}
+	p := t.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.done {
+		return
+	}
+	t.done = true
+	if p.tty {
+		p.clearBars()
+		p.remove(t)
+		p.drawBars()
+	}
+}
+
+// progressReader reports the download of a blob read through one reader.
+type progressReader struct {
+	rc io.ReadCloser
+	t  *tracker
+}
+
+func (r *progressReader) Read(b []byte) (int, error) {
+	n, err := r.rc.Read(b)
+	r.t.add(n)
+	if err == io.EOF {
+		r.t.finish()
 	}
 	return n, err
 }
 
-// line is r's bar.
-func (r *progressReader) line() string {
+func (r *progressReader) Close() error {
+	r.t.abandon()
+	return r.rc.Close()
+}
+
+// line is t's bar.
+func (t *tracker) line() string {
 	const width = 30
-	n := r.n.Load()
+	n := t.n.Load()
 	frac := 0.0
-	if r.size > 0 {
-		frac = float64(n) / float64(r.size)
+	if t.size > 0 {
+		frac = float64(n) / float64(t.size)
 		if frac > 1 {
 			frac = 1
 		}
 	}
 	fill := int(frac * width)
-	name := r.what
+	name := t.what
 	if len(name) > 40 {
 		name = name[:40] + "…"
 	}
-	rate := r.rate()
+	rate := t.rate()
 	return fmt.Sprintf("%s [%s%s] %s / %s %s/s%s", name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-		units.Bytes(n), units.Bytes(r.size), units.Bytes(int64(rate)), eta(r.size-n, rate))
+		units.Bytes(n), units.Bytes(t.size), units.Bytes(int64(rate)), eta(t.size-n, rate))
 }
 
-// rate is r's average speed so far, in bytes a second.
-func (r *progressReader) rate() float64 {
-	d := time.Since(r.start).Seconds()
+// rate is t's average speed so far, in bytes a second.
+func (t *tracker) rate() float64 {
+	d := time.Since(t.start).Seconds()
 	if d < 0.2 {
 		return 0
 	}
-	return float64(r.n.Load()) / d
-}
-
-func (r *progressReader) Close() error {
-	if r.p.tty && !r.done {
-		r.done = true
-		r.p.mu.Lock()
-		r.p.clearBars()
-		r.p.remove(r)
-		r.p.drawBars()
-		r.p.mu.Unlock()
-	}
-	return r.rc.Close()
+	return float64(t.n.Load()) / d
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -35,6 +36,11 @@ type regClient struct {
 	progress *progress
 	failHint func(err error, what string) error // explains a failure that is not retried
 	cached   bool                               // complete blobs are kept in a cache
+
+	// rangeIgnored is set when the registry answered a Range request with
+	// the whole blob: it is said once, and blobs are no longer fetched in
+	// segments (see fetcher).
+	rangeIgnored atomic.Bool
 }
 
 var manifestAccept = strings.Join([]string{
@@ -275,30 +281,41 @@ func (c *regClient) tags(ctx context.Context) []string {
 
 // blob opens a blob for reading; see blobBody.
 func (c *regClient) blob(ctx context.Context, desc v1.Descriptor, what string) (*blobBody, error) {
-	b := &blobBody{c: c, ctx: ctx, url: c.url("blobs", desc.Digest.String()), what: what, size: desc.Size}
+	return c.blobRange(ctx, desc, what, 0, 0)
+}
+
+// blobRange opens bytes [start, end) of a blob for reading (end 0: to the
+// blob's end), with a Range request unless that is the whole blob.
+func (c *regClient) blobRange(ctx context.Context, desc v1.Descriptor, what string, start, end int64) (*blobBody, error) {
+	b := &blobBody{c: c, ctx: ctx, url: c.url("blobs", desc.Digest.String()), what: what, size: desc.Size, off: start, end: end}
+	if end > 0 && desc.Size > 0 && end == desc.Size {
+		b.end = 0
+	}
 	if err := b.open(); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-// blobBody reads a blob from the registry. When a transfer fails in a way
-// worth retrying (see retryable), it asks again from the first byte it has
-// not handed out yet: with a Range request, checked against the answer's
-// Content-Range, or, from a registry that ignores Range, by reading the
-// blob again from its start and dropping the bytes already handed out.
-// The reader above it (the digest check, the cache) sees one unbroken
-// stream; whether its bytes are right is theirs to check. The policy's
-// retries count for the whole blob, resumes included.
+// blobBody reads a blob, or a range of it, from the registry. When a
+// transfer fails in a way worth retrying (see retryable), it asks again
+// from the first byte it has not handed out yet: with a Range request,
+// checked against the answer's Content-Range, or, from a registry that
+// ignores Range, by reading the blob again from its start and dropping the
+// bytes before the first one wanted. The reader above it (the digest
+// check, the cache) sees one unbroken stream; whether its bytes are right
+// is theirs to check. The policy's retries count for the whole blob (or
+// range), resumes included.
 type blobBody struct {
 	c    *regClient
 	ctx  context.Context
 	url  string
 	what string
 	size int64 // from the descriptor; <= 0 unknown
+	end  int64 // the end of the range wanted (exclusive); 0: the blob's end
 
 	body io.ReadCloser // the current answer, nil between attempts
-	off  int64         // bytes handed out
+	off  int64         // the next byte to hand out
 	att  attempts
 	err  error // sticky
 }
@@ -312,10 +329,22 @@ func (b *blobBody) open() error {
 
 func (b *blobBody) pos() string { return position(b.off, b.size) }
 
+// rangeHeader is the Range to ask for, "" for the whole blob.
+func (b *blobBody) rangeHeader() string {
+	switch {
+	case b.end > 0:
+		return fmt.Sprintf("bytes=%d-%d", b.off, b.end-1)
+	case b.off > 0:
+		return fmt.Sprintf("bytes=%d-", b.off)
+	}
+	return ""
+}
+
 func (b *blobBody) request() error {
 	hdr := http.Header{}
-	if b.off > 0 {
-		hdr.Set("Range", fmt.Sprintf("bytes=%d-", b.off))
+	rng := b.rangeHeader()
+	if rng != "" {
+		hdr.Set("Range", rng)
 	}
 	resp, err := b.c.do(b.ctx, http.MethodGet, b.url, hdr, http.StatusOK, http.StatusPartialContent)
 	if err != nil {
@@ -327,16 +356,16 @@ func (b *blobBody) request() error {
 		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry serves %d bytes, expected %d", resp.ContentLength, b.size)}
 	}
 	switch {
-	case b.off == 0 && resp.StatusCode == http.StatusOK:
-	case b.off > 0 && resp.StatusCode == http.StatusPartialContent:
-		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != b.off || (total >= 0 && b.size > 0 && total != b.size) {
+	case rng == "" && resp.StatusCode == http.StatusOK:
+	case rng != "" && resp.StatusCode == http.StatusPartialContent:
+		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != b.off || (total >= 0 && b.size > 0 && total != b.size) || (b.end > 0 && end != b.end-1) {
 			resp.Body.Close()
 			// Not the range asked for: go on without Range.
-			return b.restart(fmt.Errorf("the registry answered a request for bytes %d- with Content-Range %q", b.off, resp.Header.Get("Content-Range")))
+			return b.restart(fmt.Errorf("the registry answered a request for %s with Content-Range %q", rng, resp.Header.Get("Content-Range")))
 		}
-	case b.off > 0 && resp.StatusCode == http.StatusOK:
-		// The registry ignored Range: skip what was handed out.
+	case rng != "" && resp.StatusCode == http.StatusOK:
+		// The registry ignored Range: skip to the first byte wanted.
 		if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
 			resp.Body.Close()
 			if err == io.EOF {
@@ -344,10 +373,12 @@ func (b *blobBody) request() error {
 			}
 			return err
 		}
-		b.c.progress.printf("Registry %s ignored the range request for %s: read it again from its start\n", b.c.registry, b.what)
+		if !b.c.rangeIgnored.Swap(true) {
+			b.c.progress.printf("Registry %s ignored the range request for %s: reading it from its start\n", b.c.registry, b.what)
+		}
 	default:
 		resp.Body.Close()
-		return fmt.Errorf("unexpected HTTP %d for a request from byte %d", resp.StatusCode, b.off)
+		return fmt.Errorf("unexpected HTTP %d for a request of %s", resp.StatusCode, rng)
 	}
 	b.body = resp.Body
 	return nil
@@ -371,45 +402,56 @@ func (b *blobBody) restart(why error) error {
 		}
 		return err
 	}
+	b.c.rangeIgnored.Store(true)
 	b.c.progress.printf("Registry %s: %v; read %s again from its start\n", b.c.registry, why, b.what)
 	b.body = resp.Body
 	return nil
 }
 
 // parseContentRange reads "bytes START-END/TOTAL" (TOTAL may be "*": -1).
-func parseContentRange(v string) (start, total int64, ok bool) {
+func parseContentRange(v string) (start, end, total int64, ok bool) {
 	rest, found := strings.CutPrefix(strings.TrimSpace(v), "bytes ")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	rng, tot, found := strings.Cut(rest, "/")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	s, e, found := strings.Cut(rng, "-")
 	if !found {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	start, err1 := strconv.ParseInt(s, 10, 64)
 	end, err2 := strconv.ParseInt(e, 10, 64)
 	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	total = -1
 	if tot != "*" {
 		t, err := strconv.ParseInt(tot, 10, 64)
 		if err != nil || t <= end {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
 		total = t
 	}
-	return start, total, true
+	return start, end, total, true
 }
 
 func (b *blobBody) Read(p []byte) (int, error) {
 	for {
 		if b.err != nil {
 			return 0, b.err
+		}
+		if b.end > 0 {
+			if b.off >= b.end {
+				if b.body != nil {
+					b.body.Close() // the rest of a whole blob answered to a Range request
+					b.body = nil
+				}
+				return 0, io.EOF
+			}
+			p = p[:min(int64(len(p)), b.end-b.off)]
 		}
 		if b.body == nil {
 			if err := b.open(); err != nil {
@@ -419,10 +461,15 @@ func (b *blobBody) Read(p []byte) (int, error) {
 		}
 		n, err := b.body.Read(p)
 		b.off += int64(n)
-		if err == io.EOF && b.size > 0 && b.off < b.size {
-			err = errShortBody // a clean close before the end
+		if err == io.EOF {
+			if want := b.wantEnd(); want > 0 && b.off < want {
+				err = errShortBody // a clean close before the end
+			}
 		}
 		if err == nil || err == io.EOF {
+			if err == io.EOF && b.end > 0 && b.off >= b.end {
+				err = nil // the range is done: EOF comes with the next Read
+			}
 			return n, err
 		}
 		b.body.Close()
@@ -432,6 +479,15 @@ func (b *blobBody) Read(p []byte) (int, error) {
 			return n, nil // the error (or the next attempt) comes with the next Read
 		}
 	}
+}
+
+// wantEnd is where the transfer ends: the range's end, else the blob's
+// size (0 when unknown).
+func (b *blobBody) wantEnd() int64 {
+	if b.end > 0 {
+		return b.end
+	}
+	return max(b.size, 0)
 }
 
 func (b *blobBody) Close() error {

@@ -33,7 +33,8 @@ type registryStore struct {
 	cache    *blobCache // nil with NoCache
 	progress *progress
 	insecure []string
-	parallel int // layers downloaded at once
+	parallel int   // transfers at once
+	segment  int64 // when set, the segment size of layer downloads (tests)
 
 	fetchMu sync.Mutex
 	fetch   *fetcher // the layer downloads, from the first OpenLayer
@@ -141,7 +142,7 @@ func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, err
 	if err != nil {
 		return nil, err
 	}
-	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress, opts.PlainProgress), insecure: opts.InsecureRegistries, parallel: parallel}
+	st := &registryStore{ref: ref, repo: ref.Context(), progress: newProgress(opts.Progress, opts.PlainProgress), insecure: opts.InsecureRegistries, parallel: parallel, segment: opts.segmentSize}
 	if !opts.NoCache {
 		if st.cache, err = newBlobCache(opts.CacheDir, st.progress); err != nil {
 			return nil, err

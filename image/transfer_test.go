@@ -24,26 +24,26 @@ import (
 
 func TestParseContentRange(t *testing.T) {
 	tests := []struct {
-		in           string
-		start, total int64
-		ok           bool
+		in                string
+		start, end, total int64
+		ok                bool
 	}{
-		{"bytes 100-199/200", 100, 200, true},
-		{"bytes 0-0/1", 0, 1, true},
-		{"bytes 5-9/*", 5, -1, true},
-		{" bytes 5-9/10 ", 5, 10, true},
-		{"bytes 10-5/20", 0, 0, false},
-		{"bytes 5-9/9", 0, 0, false}, // end beyond the total
-		{"bytes 5-9", 0, 0, false},
-		{"items 5-9/10", 0, 0, false},
-		{"bytes -5/10", 0, 0, false},
-		{"bytes x-9/10", 0, 0, false},
-		{"", 0, 0, false},
+		{"bytes 100-199/200", 100, 199, 200, true},
+		{"bytes 0-0/1", 0, 0, 1, true},
+		{"bytes 5-9/*", 5, 9, -1, true},
+		{" bytes 5-9/10 ", 5, 9, 10, true},
+		{"bytes 10-5/20", 0, 0, 0, false},
+		{"bytes 5-9/9", 0, 0, 0, false}, // end beyond the total
+		{"bytes 5-9", 0, 0, 0, false},
+		{"items 5-9/10", 0, 0, 0, false},
+		{"bytes -5/10", 0, 0, 0, false},
+		{"bytes x-9/10", 0, 0, 0, false},
+		{"", 0, 0, 0, false},
 	}
 	for _, tc := range tests {
-		start, total, ok := parseContentRange(tc.in)
-		if ok != tc.ok || (ok && (start != tc.start || total != tc.total)) {
-			t.Errorf("parseContentRange(%q) = %d, %d, %v; want %d, %d, %v", tc.in, start, total, ok, tc.start, tc.total, tc.ok)
+		start, end, total, ok := parseContentRange(tc.in)
+		if ok != tc.ok || (ok && (start != tc.start || end != tc.end || total != tc.total)) {
+			t.Errorf("parseContentRange(%q) = %d, %d, %d, %v; want %d, %d, %d, %v", tc.in, start, end, total, ok, tc.start, tc.end, tc.total, tc.ok)
 		}
 	}
 }
@@ -262,14 +262,19 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.sent += int64(n)
 		f.mu.Unlock()
 	}
-	var start int64
+	start, end := int64(0), int64(len(f.blob)-1)
+	ranged := false
 	if rng := r.Header.Get("Range"); rng != "" && how != "ignore-range" {
-		fmt.Sscanf(rng, "bytes=%d-", &start)
+		ranged = true
+		if n, _ := fmt.Sscanf(rng, "bytes=%d-%d", &start, &end); n < 1 {
+			http.Error(w, "bad range", http.StatusBadRequest)
+			return
+		}
 	}
-	body := f.blob[start:]
+	body := f.blob[start : end+1]
 	partial := func() {
-		if start > 0 {
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(f.blob)-1, len(f.blob)))
+		if ranged {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, len(f.blob)))
 			w.WriteHeader(http.StatusPartialContent)
 		}
 	}
@@ -293,10 +298,10 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		count(len(body) - 1)
 		w.Write(body[1:])
 	case "wrong-range":
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start+1, len(f.blob)-1, len(f.blob)))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start+1, end, len(f.blob)))
 		w.WriteHeader(http.StatusPartialContent)
-		count(len(f.blob[start+1:]))
-		w.Write(f.blob[start+1:])
+		count(len(f.blob[start+1 : end+1]))
+		w.Write(f.blob[start+1 : end+1])
 	default:
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		partial()
@@ -365,6 +370,51 @@ func TestBlobResume(t *testing.T) {
 			}
 			if fr.sent != tc.sent {
 				t.Errorf("the server sent %d bytes, want %d", fr.sent, tc.sent)
+			}
+		})
+	}
+
+	// Ranges, as segmented downloads ask for them (see fetcher).
+	ranges := []struct {
+		name       string
+		start, end int64
+		how        map[int]string
+		ranges     []string
+	}{
+		{"a middle range", 100_000, 200_000, nil, []string{"bytes=100000-199999"}},
+		{"the first range", 0, 100_000, nil, []string{"bytes=0-99999"}},
+		{"the last range", 200_000, 300_000, nil, []string{"bytes=200000-"}},
+		{"drop then resume within the range", 100_000, 200_000, map[int]string{1: "drop"}, []string{"bytes=100000-199999", "bytes=133333-199999"}},
+		{"range ignored: skip to it, stop at its end", 100_000, 200_000, map[int]string{1: "ignore-range"}, []string{"bytes=100000-199999"}},
+		{"wrong range: start over without Range", 100_000, 200_000, map[int]string{1: "wrong-range"}, []string{"bytes=100000-199999", ""}},
+	}
+	for _, tc := range ranges {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
+			srv := httptest.NewServer(fr)
+			defer srv.Close()
+			repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
+			pol := netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
+			st := &registryStore{repo: repo}
+			c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			rc, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, "layer 1/1", tc.start, tc.end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, blob[tc.start:tc.end]) {
+				t.Fatalf("%d bytes (want %d), %v", len(got), tc.end-tc.start, err)
+			}
+			if fmt.Sprint(fr.log) != fmt.Sprint(tc.ranges) {
+				t.Errorf("Range headers %q, want %q", fr.log, tc.ranges)
+			}
+			if ignored := tc.how[1] != ""; c.rangeIgnored.Load() != (ignored && tc.how[1] != "drop") {
+				t.Errorf("rangeIgnored = %v", c.rangeIgnored.Load())
 			}
 		})
 	}

@@ -40,7 +40,7 @@ var outputFlags = []cli.Flag{
 	{Name: "cache-max", Arg: "SIZE", Usage: "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"},
 	{Name: "insecure-registry", Kind: cli.Repeat, Arg: "HOST[:PORT]", Usage: "reach this registry over plain HTTP (repeatable; loopback registries always are)"},
 	{Name: "stall-timeout", Arg: "DURATION", Usage: "give up a registry request that receives nothing for this long, e.g. 90s or 5m, and retry it (default $DOCKER2VM_STALL_TIMEOUT, else 60s)"},
-	{Name: "parallel-downloads", Arg: "N", Usage: "download up to N layers of a registry image at once, while the layers before them are applied (default $DOCKER2VM_PARALLEL_DOWNLOADS, else 4; 1: one at a time)"},
+	{Name: "parallel-downloads", Arg: "N", Usage: "run up to N downloads from a registry at once (layers, and Range segments of large layers), in layer order, while the layers before them are applied (default $DOCKER2VM_PARALLEL_DOWNLOADS, else 6; 1: one layer at a time, each in one request)"},
 	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
 	{Name: "headroom", Arg: "BYTES", Usage: "free space added for the guest when --size is not given, e.g. 512M"},
 	{Name: "no-journal", Kind: cli.Bool, Usage: "write ext4 without a journal"},
@@ -134,7 +134,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		v := f.Str("parallel-downloads", "")
 		if opts.Image.ParallelDownloads, err = image.ParseParallelDownloads(v); err != nil {
 			return opts, &cli.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
-				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 6."}}
+				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 8."}}
 		}
 	}
 	if f.Has("max-layers") {

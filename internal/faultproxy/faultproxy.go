@@ -71,6 +71,9 @@ type Rule struct {
 	// Path is a regular expression matched against the URL path; ""
 	// matches any.
 	Path string
+	// Range is a regular expression matched against the request's Range
+	// header ("" when it has none); "" matches any request.
+	Range string
 	// Attempts are the attempt numbers (1 for the first request with this
 	// method and path, 2 for the second...) the rule applies to; empty
 	// means every attempt.
@@ -118,7 +121,8 @@ type Proxy struct {
 
 type compiled struct {
 	Rule
-	re *regexp.Regexp
+	re      *regexp.Regexp
+	rangeRe *regexp.Regexp
 }
 
 // New starts a proxy on a loopback port in front of upstream (a base URL
@@ -176,6 +180,13 @@ func (p *Proxy) SetRules(rules ...Rule) error {
 				return fmt.Errorf("faultproxy: rule path %q: %w", r.Path, err)
 			}
 			c.re = re
+		}
+		if r.Range != "" {
+			re, err := regexp.Compile(r.Range)
+			if err != nil {
+				return fmt.Errorf("faultproxy: rule range %q: %w", r.Range, err)
+			}
+			c.rangeRe = re
 		}
 		if r.Action < Drop || r.Action > IgnoreRange {
 			return fmt.Errorf("faultproxy: rule with unknown action %d", r.Action)
@@ -240,6 +251,9 @@ func (p *Proxy) match(r *http.Request) (*Request, []compiled) {
 			continue
 		}
 		if c.re != nil && !c.re.MatchString(r.URL.Path) {
+			continue
+		}
+		if c.rangeRe != nil && !c.rangeRe.MatchString(rec.Range) {
 			continue
 		}
 		if len(c.Attempts) > 0 && !slices.Contains(c.Attempts, rec.Attempt) {

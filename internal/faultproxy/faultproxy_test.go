@@ -204,6 +204,30 @@ func TestAttempts(t *testing.T) {
 	}
 }
 
+// TestRangeRule: a rule with a Range pattern applies to the requests whose
+// Range header matches it, and only those.
+func TestRangeRule(t *testing.T) {
+	body := testBody()
+	up := upstream(t, body)
+	p := Start(t, up.URL, Rule{Path: "/blob", Range: "^bytes=100-", Action: Status, Code: 503})
+	for _, tc := range []struct {
+		rng    string
+		status int
+	}{
+		{"", 200},
+		{"bytes=0-99", 206},
+		{"bytes=100-199", 503},
+		{"bytes=1000-", 206},
+	} {
+		if r := get(context.Background(), p.URL+"/blob", tc.rng); r.status != tc.status {
+			t.Errorf("Range %q: status %d, want %d", tc.rng, r.status, tc.status)
+		}
+	}
+	if err := p.SetRules(Rule{Range: "(", Action: Drop}); err == nil {
+		t.Error("a bad range pattern was accepted")
+	}
+}
+
 // TestStallForever: a stall without an end lasts until the client gives up,
 // and Close ends it too.
 func TestStallForever(t *testing.T) {
