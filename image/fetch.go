@@ -36,10 +36,12 @@ import (
 // OpenLayer hands out a reader of the spool that follows the download: the
 // contiguous prefix that has arrived at once, the rest as it arrives. The
 // download of the layer being read runs at most a window ahead of its
-// reader (see waitForReader), so that a reader that stops early (a limit)
-// has not made it fetch the whole blob; the others run at the network's
-// speed. Every byte handed out is verified again by the layer
-// stream (its digest and the diff ID), as for any source.
+// reader (see download.ahead), so that a reader that stops early (a limit)
+// has not made it fetch the whole blob: a segment beyond the window waits,
+// and a later layer's segment takes its connection; the one the reader
+// needs next starts at once. The others run at the network's speed. Every
+// byte handed out is verified again by the layer stream (its digest and
+// the diff ID), as for any source.
 //
 // Failures: a transfer is retried and resumed as always (blobBody; a
 // segment resumes within its range). A download that fails for good, or
@@ -71,9 +73,9 @@ const maxParallelDownloads = 32
 const aheadPer = 16 << 20
 
 // Segment sizes: a layer is split in as many segments as there are
-// connections, each at least minSegment (smaller layers are one request)
-// and at most maxSegment (so that a layer being read from its start
-// runs on two connections at once).
+// connections, each at least minSegment (a request costs a round trip:
+// smaller layers are one request) and at most maxSegment (so that the
+// segments of a layer being read from its start fit its first window).
 const (
 	minSegment = 4 << 20
 	maxSegment = 16 << 20
