@@ -347,6 +347,11 @@ func (b *blobBody) request() error {
 		hdr.Set("Range", rng)
 	}
 	resp, err := b.c.do(b.ctx, http.MethodGet, b.url, hdr, http.StatusOK, http.StatusPartialContent)
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusRequestedRangeNotSatisfiable && rng != "" {
+		// Not a transfer failure: the blob is shorter than its descriptor says.
+		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry has no byte %d of the %d its descriptor states", b.off, b.size)}
+	}
 	if err != nil {
 		return err
 	}

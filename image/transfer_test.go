@@ -271,6 +271,12 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if start >= int64(len(f.blob)) {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", len(f.blob)))
+		http.Error(w, "", http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
+	end = min(end, int64(len(f.blob)-1))
 	body := f.blob[start : end+1]
 	partial := func() {
 		if ranged {
@@ -418,6 +424,26 @@ func TestBlobResume(t *testing.T) {
 			}
 		})
 	}
+
+	// A descriptor that states more bytes than the blob has: a segment
+	// past its end is corruption, not a transfer failure.
+	t.Run("range past the end", func(t *testing.T) {
+		fr := &fakeRegistry{blob: blob, dg: dg}
+		srv := httptest.NewServer(fr)
+		defer srv.Close()
+		repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
+		st := &registryStore{repo: repo}
+		c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), defaultNetPolicy(time.Minute), nil, st.wrap, "manifest x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		_, err = c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: 600_000}, "layer 1/1", 400_000, 500_000)
+		wantErr(t, err, "layer 1/1", "no byte 400000 of the 600000 its descriptor states")
+		if !errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNetwork) || len(fr.log) != 1 {
+			t.Errorf("%v (requests %q)", err, fr.log)
+		}
+	})
 
 	t.Run("not found is not retried", func(t *testing.T) {
 		fr := &fakeRegistry{blob: blob, dg: dg}
