@@ -69,6 +69,32 @@ func newFaultFixture(t *testing.T) *faultFixture {
 	return f
 }
 
+// resolve sets the proxy's rules and resolves the fixture's image; it is
+// closed when the test ends.
+func (f *faultFixture) resolve(t *testing.T, opts Options, rules ...faultproxy.Rule) *Image {
+	t.Helper()
+	if err := f.proxy.SetRules(rules...); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: f.ref}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { img.Close() })
+	return img
+}
+
+// gets are the GET requests of blob d the proxy saw.
+func (f *faultFixture) gets(d v1.Hash) []faultproxy.Request {
+	var out []faultproxy.Request
+	for _, r := range f.proxy.Requests(blobPath(d)) {
+		if r.Method == "GET" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // blobPath is the proxy path pattern of a blob.
 func blobPath(d v1.Hash) string { return "/blobs/" + regexp.QuoteMeta(d.String()) + "$" }
 
@@ -134,19 +160,11 @@ func TestRegistryFaults(t *testing.T) {
 	l1Path := blobPath(l1.Digest)
 	what1 := "layer 2/3 " + l1.Digest.String()
 
-	gets := func(path string) []faultproxy.Request {
-		var out []faultproxy.Request
-		for _, r := range f.proxy.Requests(path) {
-			if r.Method == "GET" {
-				out = append(out, r)
-			}
-		}
-		return out
-	}
+	gets := func() []faultproxy.Request { return f.gets(l1.Digest) }
 	// resumedOnce: the blob was asked for twice, the second time from
 	// where the first stopped, and about one blob's worth was sent.
 	resumedOnce := func(t *testing.T) {
-		reqs := gets(l1Path)
+		reqs := gets()
 		if len(reqs) != 2 {
 			t.Fatalf("%d GETs of layer 1, want 2: %+v", len(reqs), reqs)
 		}
@@ -192,7 +210,7 @@ func TestRegistryFaults(t *testing.T) {
 			},
 			retries: 5,
 			check: func(t *testing.T, _ error, progress string, _ time.Duration) {
-				reqs := gets(l1Path)
+				reqs := gets()
 				if len(reqs) != 2 || reqs[1].Status != 200 || reqs[1].Range == "" {
 					t.Fatalf("want a Range request answered 200: %+v", reqs)
 				}
@@ -214,7 +232,7 @@ func TestRegistryFaults(t *testing.T) {
 			rules:   []faultproxy.Rule{{Method: "GET", Path: l1Path, Attempts: []int{1, 2}, Action: faultproxy.Status, Code: 503}},
 			retries: 5,
 			check: func(t *testing.T, _ error, _ string, _ time.Duration) {
-				if n := len(gets(l1Path)); n != 3 {
+				if n := len(gets()); n != 3 {
 					t.Errorf("%d GETs of layer 1, want 3", n)
 				}
 			},
@@ -253,7 +271,7 @@ func TestRegistryFaults(t *testing.T) {
 					t.Errorf("hints %q", h)
 				}
 				// Each attempt resumed where the last one stopped.
-				for i, r := range gets(l1Path) {
+				for i, r := range gets() {
 					if (i == 0) != (r.Range == "") {
 						t.Errorf("GET %d of layer 1: Range %q", i+1, r.Range)
 					}
@@ -376,8 +394,8 @@ func TestRegistryFaults(t *testing.T) {
 				if tc.errIs == ErrNetwork && (errors.Is(err, ErrDigestMismatch) || strings.Contains(err.Error(), "tampered")) {
 					t.Errorf("a transfer failure is reported as corruption: %v", err)
 				}
-				if tc.errIs == ErrDigestMismatch && len(gets(l1Path)) > 2 {
-					t.Errorf("corruption was retried: %d GETs of layer 1", len(gets(l1Path)))
+				if tc.errIs == ErrDigestMismatch && len(gets()) > 2 {
+					t.Errorf("corruption was retried: %d GETs of layer 1", len(gets()))
 				}
 				if cached(cache, l1.Digest) {
 					t.Error("the failed layer is in the cache")
@@ -410,7 +428,7 @@ func TestRegistryFaults(t *testing.T) {
 				}
 			}
 			for _, l := range kept {
-				if len(gets(blobPath(l.Digest))) > 0 {
+				if len(f.gets(l.Digest)) > 0 {
 					t.Errorf("layer %s was cached yet downloaded again", l.Digest)
 				}
 			}

@@ -97,15 +97,7 @@ func TestParallelDownloadFaults(t *testing.T) {
 	l2 := f.layers[2]
 	l2Path := blobPath(l2.Digest)
 	what2 := "layer 3/3 " + l2.Digest.String()
-	gets := func() []faultproxy.Request {
-		var out []faultproxy.Request
-		for _, r := range f.proxy.Requests(l2Path) {
-			if r.Method == "GET" {
-				out = append(out, r)
-			}
-		}
-		return out
-	}
+	gets := func() []faultproxy.Request { return f.gets(l2.Digest) }
 	tests := []struct {
 		name    string
 		rules   []faultproxy.Rule
@@ -135,18 +127,11 @@ func TestParallelDownloadFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := f.proxy.SetRules(tc.rules...); err != nil {
-				t.Fatal(err)
-			}
 			cache := t.TempDir()
 			opts := faultOptions(cache, tc.retries, nil)
 			opts.ParallelDownloads = 3
 			ctx := context.Background()
-			img, err := Resolve(ctx, Source{Kind: KindRegistry, Ref: f.ref}, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer img.Close()
+			img := f.resolve(t, opts, tc.rules...)
 			// Open layer 1 and read a little of it; layer 3 is being
 			// downloaded meanwhile: wait until its fault is over.
 			// (A fault quick to fail may fail the opening already.)
@@ -370,15 +355,6 @@ func TestSegmentedDownloads(t *testing.T) {
 		return fmt.Sprintf("bytes=%d-%d", start, bounds[k]-1)
 	}
 	what1 := "layer 2/3 " + l1.Digest.String()
-	gets := func(d v1.Hash) []faultproxy.Request {
-		var out []faultproxy.Request
-		for _, r := range f.proxy.Requests(blobPath(d)) {
-			if r.Method == "GET" {
-				out = append(out, r)
-			}
-		}
-		return out
-	}
 	mid := "^" + regexp.QuoteMeta(rangeOf(2)) + "$"
 	tests := []struct {
 		name    string
@@ -450,20 +426,14 @@ func TestSegmentedDownloads(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := f.proxy.SetRules(tc.rules...); err != nil {
-				t.Fatal(err)
-			}
 			cache := t.TempDir()
 			opts := faultOptions(cache, tc.retries, nil)
 			opts.ParallelDownloads = 3
 			opts.segmentSize = seg
 			ctx := context.Background()
-			img, err := Resolve(ctx, Source{Kind: KindRegistry, Ref: f.ref}, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer img.Close()
+			img := f.resolve(t, opts, tc.rules...)
 			files := map[string]string{}
+			var err error
 			for i := range f.layers {
 				if err = readLayerFiles(ctx, img, i, files); err != nil {
 					break
@@ -493,7 +463,7 @@ func TestSegmentedDownloads(t *testing.T) {
 				t.Error("downloaded layers are not in the cache")
 			}
 			assertCacheTrusted(t, cache)
-			tc.check(t, gets(l1.Digest), gets(l2.Digest))
+			tc.check(t, f.gets(l1.Digest), f.gets(l2.Digest))
 		})
 	}
 }

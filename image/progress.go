@@ -160,9 +160,21 @@ func (t *tracker) add(n int) {
 
 // finish says the download is complete.
 func (t *tracker) finish() {
-	if t == nil {
-		return
+	if t != nil {
+		t.end(fmt.Sprintf("Downloaded %s (%s in %.1fs)\n", t.what, units.Bytes(t.n.Load()), time.Since(t.start).Seconds()))
 	}
+}
+
+// abandon takes the download's bar away without a word: it failed or was
+// stopped, which is reported elsewhere.
+func (t *tracker) abandon() {
+	if t != nil {
+		t.end("")
+	}
+}
+
+// end takes t's bar away (once) and prints msg.
+func (t *tracker) end(msg string) {
 	p := t.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -172,28 +184,8 @@ func (t *tracker) finish() {
 	t.done = true
 	p.clearBars()
 	p.remove(t)
-	fmt.Fprintf(p.w, "Downloaded %s (%s in %.1fs)\n", t.what, units.Bytes(t.n.Load()), time.Since(t.start).Seconds())
+	fmt.Fprint(p.w, msg)
 	p.drawBars()
-}
-
-// abandon takes the download's bar away without a word: it failed or was
-// stopped, which is reported elsewhere.
-func (t *tracker) abandon() {
-	if t == nil {
-		return
-	}
-	p := t.p
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if t.done {
-		return
-	}
-	t.done = true
-	if p.tty {
-		p.clearBars()
-		p.remove(t)
-		p.drawBars()
-	}
 }
 
 // progressReader reports the download of a blob read through one reader.

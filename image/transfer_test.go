@@ -316,6 +316,27 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// quickPolicy retries twice, at once.
+var quickPolicy = netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
+
+// fakeClient is a registry client of fr, served until the test ends.
+func fakeClient(t *testing.T, fr *fakeRegistry, pol netPolicy) *regClient {
+	t.Helper()
+	srv := httptest.NewServer(fr)
+	t.Cleanup(srv.Close)
+	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &registryStore{repo: repo, ref: repo.Tag("x")}
+	c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
 // TestBlobResume drives blobBody against a registry that drops, ends
 // early, answers the wrong range or ignores Range.
 func TestBlobResume(t *testing.T) {
@@ -341,19 +362,7 @@ func TestBlobResume(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
-			srv := httptest.NewServer(fr)
-			defer srv.Close()
-			repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pol := netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
-			st := &registryStore{repo: repo}
-			c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.close()
+			c := fakeClient(t, fr, quickPolicy)
 			what := "layer 0 " + dg.String()
 			var got []byte
 			rc, err := c.blob(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, what)
@@ -397,16 +406,7 @@ func TestBlobResume(t *testing.T) {
 	for _, tc := range ranges {
 		t.Run(tc.name, func(t *testing.T) {
 			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
-			srv := httptest.NewServer(fr)
-			defer srv.Close()
-			repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
-			pol := netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
-			st := &registryStore{repo: repo}
-			c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.close()
+			c := fakeClient(t, fr, quickPolicy)
 			rc, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, "layer 1/1", tc.start, tc.end)
 			if err != nil {
 				t.Fatal(err)
@@ -429,16 +429,8 @@ func TestBlobResume(t *testing.T) {
 	// past its end is corruption, not a transfer failure.
 	t.Run("range past the end", func(t *testing.T) {
 		fr := &fakeRegistry{blob: blob, dg: dg}
-		srv := httptest.NewServer(fr)
-		defer srv.Close()
-		repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
-		st := &registryStore{repo: repo}
-		c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), defaultNetPolicy(time.Minute), nil, st.wrap, "manifest x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
-		_, err = c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: 600_000}, "layer 1/1", 400_000, 500_000)
+		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
+		_, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: 600_000}, "layer 1/1", 400_000, 500_000)
 		wantErr(t, err, "layer 1/1", "no byte 400000 of the 600000 its descriptor states")
 		if !errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNetwork) || len(fr.log) != 1 {
 			t.Errorf("%v (requests %q)", err, fr.log)
@@ -447,17 +439,9 @@ func TestBlobResume(t *testing.T) {
 
 	t.Run("not found is not retried", func(t *testing.T) {
 		fr := &fakeRegistry{blob: blob, dg: dg}
-		srv := httptest.NewServer(fr)
-		defer srv.Close()
-		repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/r", name.Insecure)
-		st := &registryStore{repo: repo, ref: repo.Tag("x")}
-		c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), defaultNetPolicy(time.Minute), nil, st.wrap, "manifest x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
+		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
 		other := sha256Of([]byte("other"))
-		_, err = c.blob(context.Background(), v1.Descriptor{Digest: other, Size: 5}, "layer 3 "+other.String())
+		_, err := c.blob(context.Background(), v1.Descriptor{Digest: other, Size: 5}, "layer 3 "+other.String())
 		wantErr(t, err, "layer 3 "+other.String(), "not found")
 		if errors.Is(err, ErrNetwork) || len(fr.log) != 0 {
 			t.Errorf("%v (requests %q)", err, fr.log)
