@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -44,4 +45,39 @@ func TestProgressBars(t *testing.T) {
 	if s := out.String(); s != "Downloading layer 1/1 (2 B)\nDownloaded layer 1/1 (2 B in 0.0s)\n" {
 		t.Errorf("lines %q", s)
 	}
+}
+
+// TestProgressTracker: a download fed by several connections at once has
+// one bar and ends once, with all its bytes counted; an abandoned one
+// leaves no line.
+func TestProgressTracker(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		var out bytes.Buffer
+		p := &progress{w: &out, tty: tty}
+		tr := p.track("layer 1/1", 8*1000, 0)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 1000 {
+					tr.add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		tr.finish()
+		tr.finish()
+		tr.abandon()
+		if n := strings.Count(out.String(), "Downloaded layer 1/1 (7.8 KiB in "); n != 1 || len(p.bars) != 0 {
+			t.Errorf("tty %v: %d end lines, %d bars left: %q", tty, n, len(p.bars), out.String())
+		}
+		out.Reset()
+		p.track("layer 2/2", 10, 1).abandon()
+		if strings.Contains(out.String(), "Downloaded") || len(p.bars) != 0 {
+			t.Errorf("tty %v: an abandoned download: %q, %d bars", tty, out.String(), len(p.bars))
+		}
+	}
+	var nilProgress *progress
+	nilProgress.track("x", 1, 0).add(1) // no progress: nothing, no panic
 }
