@@ -76,12 +76,7 @@ func (f *faultFixture) resolve(t *testing.T, opts Options, rules ...faultproxy.R
 	if err := f.proxy.SetRules(rules...); err != nil {
 		t.Fatal(err)
 	}
-	img, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: f.ref}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { img.Close() })
-	return img
+	return resolveT(t, KindRegistry, f.ref, opts)
 }
 
 // gets are the GET requests of blob d the proxy saw.

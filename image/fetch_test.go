@@ -56,37 +56,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// readLayerFiles reads layer i's files into files, as a conversion does
-// (Close's verdict first on a broken stream).
-func readLayerFiles(ctx context.Context, img *Image, i int, files map[string]string) error {
-	rc, err := img.OpenLayer(ctx, i)
-	if err != nil {
-		return err
-	}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if cerr := rc.Close(); cerr != nil {
-				return cerr
-			}
-			return err
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			if cerr := rc.Close(); cerr != nil {
-				return cerr
-			}
-			return err
-		}
-		files[h.Name] = string(b)
-	}
-	return rc.Close()
-}
-
 // TestParallelDownloadFaults: faults on a layer that is downloaded (spooled)
 // while an earlier one is read. Transfer failures are retried and resumed
 // as with one download at a time; a failure for good, or wrong bytes, fails
@@ -190,11 +159,9 @@ func TestParallelDownloadFaults(t *testing.T) {
 				return
 			}
 			rc.Close()
-			files := map[string]string{}
-			for i := range f.layers {
-				if err := readLayerFiles(ctx, img, i, files); err != nil {
-					t.Fatalf("layer %d: %v", i+1, err)
-				}
+			files, err := tryReadFiles(ctx, img)
+			if err != nil {
+				t.Fatal(err)
 			}
 			for name, want := range f.files {
 				if files[name] != want {
@@ -432,13 +399,7 @@ func TestSegmentedDownloads(t *testing.T) {
 			opts.segmentSize = seg
 			ctx := context.Background()
 			img := f.resolve(t, opts, tc.rules...)
-			files := map[string]string{}
-			var err error
-			for i := range f.layers {
-				if err = readLayerFiles(ctx, img, i, files); err != nil {
-					break
-				}
-			}
+			files, err := tryReadFiles(ctx, img)
 			img.Close()
 			if tc.wantErr != nil {
 				wantErr(t, err, tc.wantErr...)

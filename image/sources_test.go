@@ -38,38 +38,40 @@ func readFiles(t *testing.T, img *Image) map[string]string {
 func tryReadFiles(ctx context.Context, img *Image) (map[string]string, error) {
 	files := map[string]string{}
 	for i := range img.Layers {
-		rc, err := img.OpenLayer(ctx, i)
-		if err != nil {
-			return nil, err
-		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				// A well-behaved consumer prefers Close's verdict: it
-				// finishes the digest checks.
-				if cerr := rc.Close(); cerr != nil {
-					return nil, cerr
-				}
-				return nil, err
-			}
-			if h.Typeflag == tar.TypeReg {
-				b, err := io.ReadAll(tr)
-				if err != nil {
-					rc.Close()
-					return nil, err
-				}
-				files[h.Name] = string(b)
-			}
-		}
-		if err := rc.Close(); err != nil {
+		if err := readLayerFiles(ctx, img, i, files); err != nil {
 			return nil, err
 		}
 	}
 	return files, nil
+}
+
+// readLayerFiles adds layer i's regular files to files, reading it as a
+// well-behaved consumer does: on a broken stream Close's verdict comes
+// first, as Close finishes the digest checks.
+func readLayerFiles(ctx context.Context, img *Image, i int, files map[string]string) error {
+	rc, err := img.OpenLayer(ctx, i)
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		var b []byte
+		if err == nil && h.Typeflag == tar.TypeReg {
+			b, err = io.ReadAll(tr)
+			files[h.Name] = string(b)
+		}
+		if err != nil {
+			if cerr := rc.Close(); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	return rc.Close()
 }
 
 func resolveT(t *testing.T, kind SourceKind, ref string, opts Options) *Image {
