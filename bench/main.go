@@ -335,8 +335,7 @@ func run(c *testenv.Console, cfg config) int {
 					}
 					m1 = m1.add(lm)
 				}
-				m2, err := runCmd(nil, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "gondolin-root", "-N", fmt.Sprint(meta.Rootfs.Entries*5/4+1024),
-					"-d", dir, img, fmt.Sprintf("%dk", meta.Rootfs.SizeBytes>>10))
+				m2, err := mke2fsFrom(dir, img, meta.Rootfs.Entries, meta.Rootfs.SizeBytes)
 				if err != nil {
 					fmt.Println("bench:", err)
 					return 1
@@ -350,9 +349,7 @@ func run(c *testenv.Console, cfg config) int {
 				goto floor
 			}
 
-			// umoci unpack + mke2fs -d, with the image size docker2vm chose
-			// and enough inodes (mke2fs's default ratio is too few for
-			// many small files).
+			// umoci unpack + mke2fs -d.
 			if bi.Layers[0].Compression == "zstd" {
 				// umoci 0.4.7 (Debian 12) rejects zstd layers.
 				goto floor
@@ -367,8 +364,7 @@ func run(c *testenv.Console, cfg config) int {
 					fmt.Println("bench:", err)
 					return 1
 				}
-				m2, err := runCmd(nil, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "gondolin-root", "-N", fmt.Sprint(meta.Rootfs.Entries*5/4+1024),
-					"-d", filepath.Join(bundle, "rootfs"), img, fmt.Sprintf("%dk", meta.Rootfs.SizeBytes>>10))
+				m2, err := mke2fsFrom(filepath.Join(bundle, "rootfs"), img, meta.Rootfs.Entries, meta.Rootfs.SizeBytes)
 				if err != nil {
 					fmt.Println("bench:", err)
 					return 1
@@ -434,6 +430,14 @@ func run(c *testenv.Console, cfg config) int {
 func report(r int, p string, m metric) {
 	fmt.Printf("  run %d  %-*s wall %8s  cpu %8s  rss %6.1f MiB\n", r+1, labelWidth, p,
 		m.Wall.Round(time.Millisecond), m.CPU.Round(time.Millisecond), float64(m.MaxRSS)/(1<<20))
+}
+
+// mke2fsFrom times mke2fs -d of dir into img, with the image size docker2vm
+// chose and enough inodes for its entries (mke2fs's default ratio is too
+// few for many small files).
+func mke2fsFrom(dir, img string, entries, size int64) (metric, error) {
+	return runCmd(nil, "mke2fs", "-q", "-F", "-t", "ext4", "-L", "gondolin-root", "-N", fmt.Sprint(entries*5/4+1024),
+		"-d", dir, img, fmt.Sprintf("%dk", size>>10))
 }
 
 // runCmd runs a child process under GNU time, which reports the child's
