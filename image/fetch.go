@@ -534,6 +534,9 @@ func (d *download) createSpool() error {
 func (d *download) fetchSegment(sg *segment) error {
 	stopWake := context.AfterFunc(d.ctx, d.wake)
 	defer stopWake()
+	// A reader may have attached since the segment was scheduled: then
+	// wait before asking, not only before writing (the answer would fill
+	// the socket's buffers meanwhile).
 	if err := d.waitForReader(sg.start); err != nil {
 		return err
 	}
