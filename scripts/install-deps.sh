@@ -4,7 +4,8 @@
 # binaries), busybox, kmod, binutils for x86_64 and aarch64 (to check the
 # committed docker2vm-setuser programs), ssh-keygen (a key for the --ssh
 # tests), shellcheck (for the entrypoint script), the docker buildx plugin
-# (from Debian sid, see install_buildx) and the Gondolin host, and makes apt
+# and a recent qemu-user emulator (from Debian sid, see install_buildx and
+# install_qemu_user) and the Gondolin host, and makes apt
 # fetch arm64 packages too (the arm64 fixture base and Debian image are made
 # of them).
 # Packages and settings already present are left alone, so running it again
@@ -62,28 +63,25 @@ if [ "$(id -u)" = 0 ] && { [ -n "$need_update" ] || ! apt-cache show linux-image
   apt-get update -qq
 fi
 
-# The docker buildx plugin, for the tests that build through a real
-# `docker buildx` (its remote driver needs no Docker engine). Debian has it
-# only from trixie on (docker-buildx; sid has 0.29): fetch that one package
-# from sid with apt-get options that leave the system's apt sources and
-# package lists alone, unpack it, and install its binary where the docker
-# CLI finds plugins. The .deb is kept in the test cache; nothing is done
-# when the plugin is already there and runs.
-install_buildx() {
-  local plugdir
-  if [ "$(id -u)" = 0 ]; then
-    plugdir=/usr/local/lib/docker/cli-plugins
-  else
-    plugdir=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
-  fi
-  if [ -x "$plugdir/docker-buildx" ] && "$plugdir/docker-buildx" version >/dev/null 2>&1; then
-    return 0
-  fi
-  local cache
+sid_updated=
+# sid_deb PKG: sets deb to the path of Debian sid's package PKG for this
+# architecture, fetched with apt-get options that leave the system's apt
+# sources and package lists alone (from the mirror the system already
+# uses), and kept in the test cache: a second run fetches nothing.
+sid_deb() {
+  local pkg=$1 cache
   if [ -n "${DOCKER2VM_TEST_CACHE:-}" ]; then
-    cache=$DOCKER2VM_TEST_CACHE/docker-buildx
+    cache=$DOCKER2VM_TEST_CACHE/sid
   else
-    cache=${XDG_CACHE_HOME:-$HOME/.cache}/docker2vm-test/docker-buildx
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/docker2vm-test/sid
+  fi
+  deb=""
+  local f
+  for f in "$cache/${pkg}_"*.deb; do
+    if [ -f "$f" ]; then deb=$f; fi
+  done
+  if [ -n "$deb" ]; then
+    return 0
   fi
   # The mirror the system already uses: the URI of its release's main
   # suite in /etc/apt/sources.list or sources.list.d (one-line or deb822).
@@ -121,23 +119,38 @@ install_buildx() {
     -o "Dir::Cache=$cache/apt" -o APT::Get::List-Cleanup=0)
   # The files are the caller's own: apt need not switch to its _apt user.
   opts+=(-o APT::Sandbox::User="$(id -un)")
-  local deb="" f
-  for f in "$cache"/docker-buildx_*.deb; do
+  echo "install-deps: fetching $pkg from sid ($mirror)" >&2
+  if [ -z "$sid_updated" ]; then
+    apt-get -qq "${opts[@]}" update
+    sid_updated=1
+  fi
+  # apt downloads into the current directory.
+  (cd "$cache" && apt-get -qq "${opts[@]}" download "$pkg")
+  for f in "$cache/${pkg}_"*.deb; do
     if [ -f "$f" ]; then deb=$f; fi
   done
   if [ -z "$deb" ]; then
-    echo "install-deps: fetching docker-buildx from sid ($mirror)" >&2
-    apt-get -qq "${opts[@]}" update
-    # apt downloads into the current directory.
-    (cd "$cache" && apt-get -qq "${opts[@]}" download docker-buildx)
-    for f in "$cache"/docker-buildx_*.deb; do
-      if [ -f "$f" ]; then deb=$f; fi
-    done
-    if [ -z "$deb" ]; then
-      echo "install-deps: apt-get download docker-buildx (sid) gave no package" >&2
-      return 1
-    fi
+    echo "install-deps: apt-get download $pkg (sid) gave no package" >&2
+    return 1
   fi
+}
+
+# The docker buildx plugin, for the tests that build through a real
+# `docker buildx` (its remote driver needs no Docker engine). Debian has it
+# only from trixie on (docker-buildx; sid has 0.29): take sid's package,
+# unpack it, and install its binary where the docker CLI finds plugins.
+# Nothing is done when the plugin is already there and runs.
+install_buildx() {
+  local plugdir
+  if [ "$(id -u)" = 0 ]; then
+    plugdir=/usr/local/lib/docker/cli-plugins
+  else
+    plugdir=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
+  fi
+  if [ -x "$plugdir/docker-buildx" ] && "$plugdir/docker-buildx" version >/dev/null 2>&1; then
+    return 0
+  fi
+  sid_deb docker-buildx
   local tmp
   tmp=$(mktemp -d)
   dpkg-deb -x "$deb" "$tmp"
@@ -159,3 +172,34 @@ if [ -f testdata/gondolin-host/package-lock.json ] && [ ! -d testdata/gondolin-h
   (cd testdata/gondolin-host && npm ci --no-audit --no-fund --loglevel=error)
 fi
 go mod download
+
+# qemu-user for the other architecture's programs (the arm64 unit tests,
+# busybox's applet list, debootstrap's second stage): testenv.QemuUser
+# takes one no older than 8.0, as bookworm's 7.2 now and then hangs a
+# forking multi-threaded program. Without one, install the emulator of
+# sid's qemu-user (statically linked: it runs on older releases) as
+# /usr/local/bin/qemu-ARCH, ahead of the system's on the PATH.
+install_qemu_user() {
+  local arch=$1 name=$2
+  if go run ./internal/testenv/cmd/qemuuser "$arch" >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: no qemu-user 8.0 or newer for $arch programs (go run ./internal/testenv/cmd/qemuuser $arch says why); run this script as root to install Debian sid's" >&2
+    if [ "${CI:-}" = true ]; then exit 1; fi
+    return 0
+  fi
+  sid_deb qemu-user
+  local tmp
+  tmp=$(mktemp -d)
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" "./usr/bin/$name"
+  install -m 0755 "$tmp/usr/bin/$name" "/usr/local/bin/$name.new"
+  mv -f "/usr/local/bin/$name.new" "/usr/local/bin/$name"
+  rm -rf "$tmp"
+  echo "install-deps: installed $("/usr/local/bin/$name" --version | head -1) as /usr/local/bin/$name" >&2
+  go run ./internal/testenv/cmd/qemuuser "$arch" >/dev/null
+}
+case $native_arch in
+  amd64) install_qemu_user arm64 qemu-aarch64 ;;
+  arm64) install_qemu_user amd64 qemu-x86_64 ;;
+esac

@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 // goArch maps Gondolin's architecture names to GOARCH.
@@ -204,13 +205,13 @@ func buildProbe(t *testing.T, dir string) string {
 }
 
 // runner returns how to run a program for arch on this host: directly,
-// or through qemu-ARCH-static.
+// or through qemu-user (testenv.QemuUser).
 func runner(t *testing.T, arch string) []string {
 	t.Helper()
 	if goArch[arch] == machineArch(t) {
 		return nil
 	}
-	return []string{require.Tool(t, "qemu-"+arch+"-static")}
+	return []string{testenv.QemuUser(t, arch)}
 }
 
 // TestRun runs the program of each architecture (the foreign one under

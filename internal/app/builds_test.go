@@ -23,7 +23,7 @@ import (
 // the same: what a guest gets does not depend on where it was converted.
 func TestOutputSameOnEveryBuild(t *testing.T) {
 	require.Integration(t, "builds the command three times")
-	qemu := require.Tool(t, "qemu-aarch64-static")
+	qemu := testenv.QemuUser(t, testenv.ARM64)
 	goTool := require.Tool(t, "go")
 	base := testenv.BuildBaseBundle(t)
 	bins := t.TempDir()

@@ -30,16 +30,16 @@ type gdArch struct {
 	machine  elf.Machine // of the static binaries we put in the guest
 	// qemuSystem boots a guest (package qemuPkg).
 	qemuSystem, qemuPkg string
-	// qemuUser runs one of the target's binaries on another host
-	// (package qemu-user-static); binfmt names its binfmt_misc entry.
-	qemuUser, binfmt string
+	// binfmt names qemu-user's binfmt_misc entry, and its emulator (see
+	// qemuUserNames).
+	binfmt string
 }
 
 var gdArches = map[string]*gdArch{
 	AMD64: {name: AMD64, gondolin: "x86_64", machine: elf.EM_X86_64,
-		qemuSystem: "qemu-system-x86_64", qemuPkg: "qemu-system-x86", qemuUser: "qemu-x86_64-static", binfmt: "qemu-x86_64"},
+		qemuSystem: "qemu-system-x86_64", qemuPkg: "qemu-system-x86", binfmt: "qemu-x86_64"},
 	ARM64: {name: ARM64, gondolin: "aarch64", machine: elf.EM_AARCH64,
-		qemuSystem: "qemu-system-aarch64", qemuPkg: "qemu-system-arm", qemuUser: "qemu-aarch64-static", binfmt: "qemu-aarch64"},
+		qemuSystem: "qemu-system-aarch64", qemuPkg: "qemu-system-arm", binfmt: "qemu-aarch64"},
 }
 
 // gdArchOf returns the table entry for arch ("amd64", "arm64"; the
@@ -136,21 +136,20 @@ var gdBinfmtMu sync.Mutex
 // (see gdEnsureBinfmt): for tests that run foreign binaries directly
 // (test binaries that start themselves again, BuildKit RUN steps of a
 // foreign platform). It fails the test when that cannot be done (skips on
-// a laptop without root or qemu-user-static).
+// a laptop without root or qemu-user).
 func EnsureBinfmt(t TB, arch string) {
 	t.Helper()
 	if err := gdEnsureBinfmt(t, gdArchOf(t, arch)); err != nil {
-		require.Missing(t, "running %s programs on this host: %v (as root: apt-get install qemu-user-static; see scripts/install-deps.sh)", arch, err)
+		require.Missing(t, "running %s programs on this host: %v (as root: scripts/install-deps.sh)", arch, err)
 	}
 }
 
 // gdEnsureBinfmt makes the kernel run the architecture's binaries through
 // qemu-user (binfmt_misc), as a chroot into a foreign tree needs (e.g.
 // debootstrap's second stage): it mounts binfmt_misc when it is not, and
-// registers qemu-user when no entry exists, with Debian's registration
-// line from /usr/lib/binfmt.d when qemu-user-static installed one. Needs
-// root. The registration lasts until reboot and is what qemu-user-static's
-// own binfmt setup would do.
+// registers QemuUser's emulator when no entry exists (an entry that exists
+// is the host's and is left alone). Needs root. The registration lasts
+// until reboot and is what qemu-user's own binfmt setup would do.
 func gdEnsureBinfmt(t TB, a *gdArch) error {
 	t.Helper()
 	if a.native() {
@@ -185,25 +184,14 @@ func gdEnsureBinfmt(t TB, a *gdArch) error {
 	return nil
 }
 
-// gdBinfmtLine is the binfmt_misc registration of qemu-user for a: the
-// one qemu-user-static ships for systemd-binfmt when its interpreter
-// exists, else one naming qemu-<arch>-static. The F flag opens the
-// interpreter now, so it also works inside a chroot that lacks it.
+// gdBinfmtLine is the binfmt_misc registration of qemu-user for a, naming
+// the emulator QemuUser picks (not the one a distribution's binfmt.d line
+// names, which may be too old). The F flag opens the interpreter now, so
+// it also works inside a chroot that lacks it.
 func gdBinfmtLine(a *gdArch) (string, error) {
-	if raw, err := os.ReadFile(filepath.Join("/usr/lib/binfmt.d", a.binfmt+".conf")); err == nil {
-		for _, l := range strings.Split(string(raw), "\n") {
-			f := strings.Split(strings.TrimSpace(l), ":")
-			// :name:type:offset:magic:mask:interpreter:flags
-			if len(f) == 8 && f[1] == a.binfmt && strings.Contains(f[7], "F") {
-				if _, err := os.Stat(f[6]); err == nil {
-					return strings.TrimSpace(l), nil
-				}
-			}
-		}
-	}
-	interp, ok := require.Look(a.qemuUser)
-	if !ok {
-		return "", fmt.Errorf("%s not found (apt-get install qemu-user-static)", a.qemuUser)
+	interp, err := qemuUserPath(a)
+	if err != nil {
+		return "", err
 	}
 	// ELF header: class, data, version, type EXEC or DYN, machine.
 	var magic, mask string

@@ -42,7 +42,7 @@ import (
 
 // DebianPackages lists the Debian packages DebianImage needs (debootstrap
 // pulls in wget; gpgv and debian-archive-keyring let it verify the mirror).
-// A foreign architecture also needs qemu-user-static.
+// A foreign architecture also needs qemu-user (see QemuUser).
 const DebianPackages = "debootstrap gpgv debian-archive-keyring"
 
 const (
@@ -177,7 +177,7 @@ func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
 	require.Root(t, "for debootstrap")
 	bin := require.Tool(t, "debootstrap")
 	if !a.native() {
-		require.Tools(t, "qemu-user-static", a.qemuUser)
+		QemuUser(t, a.name)
 	}
 
 	debianMu.Lock()

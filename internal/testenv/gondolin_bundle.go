@@ -57,8 +57,8 @@ var gdModules = []string{
 
 // GondolinBundlePackages lists the Debian packages BuildBaseBundle needs
 // installed (the kernel and, for arm64, busybox are fetched with apt-get
-// download at test time; a foreign architecture also needs
-// qemu-user-static to list busybox's applets).
+// download at test time; a foreign architecture also needs qemu-user,
+// see QemuUser, to list busybox's applets).
 const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt"
 
 // GondolinBootPackages lists the Debian packages BootGondolin needs besides
@@ -110,19 +110,17 @@ func BuildBaseBundle(t TB) string {
 // inputs and cached in GondolinCacheDir (and in memory for the rest of the
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
-// applets with qemu-aarch64-static. It skips the test when a tool is
+// applets with qemu-user (QemuUser). It skips the test when a tool is
 // missing, except under CI, where it fails.
 func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
-	names := []string{"go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4"}
-	pkgs := GondolinBundlePackages
-	if !a.native() {
-		names = append(names, a.qemuUser)
-		pkgs += " qemu-user-static"
-	}
 	require.Integration(t, "builds the Gondolin base bundle")
-	tools := require.Tools(t, pkgs, names...)
+	tools := require.Tools(t, GondolinBundlePackages, "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4")
+	var qemuUser string
+	if !a.native() {
+		qemuUser = QemuUser(t, a.name)
+	}
 	gdRequireDebArch(t, a)
 	gdBundleMu.Lock()
 	defer gdBundleMu.Unlock()
@@ -130,7 +128,7 @@ func BuildBaseBundleArch(t TB, arch string) string {
 		return dir
 	}
 	start := time.Now()
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a, qemuUser: qemuUser}
 	dir, err := b.build()
 	if err != nil {
 		t.Fatalf("BuildBaseBundleArch(%s): %v", a.name, err)
@@ -172,6 +170,8 @@ type gdBuilder struct {
 	tools map[string]string
 	cache string
 	arch  *gdArch // target of what is built
+	// qemuUser runs the target's programs when it is not this host's.
+	qemuUser string
 }
 
 func (b *gdBuilder) logf(format string, args ...any) {
@@ -688,7 +688,7 @@ func (b *gdBuilder) busybox() (string, error) {
 func (b *gdBuilder) applets(busybox string) ([]string, error) {
 	name, args := busybox, []string{"--list-full"}
 	if !b.arch.native() {
-		name, args = b.arch.qemuUser, append([]string{busybox}, args...)
+		name, args = b.qemuUser, append([]string{busybox}, args...)
 	}
 	out, err := b.run("", nil, name, args...)
 	if err != nil {

@@ -4,7 +4,8 @@
 //	go run ./internal/testenv/cmd/binfmt arm64
 //
 // `make test-arm64` runs it before the arm64 unit tests, some of which
-// start their own binary again. Needs root and qemu-user-static.
+// start their own binary again. Needs root and qemu-user (see
+// testenv.QemuUser).
 package main
 
 import (
