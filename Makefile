@@ -63,7 +63,7 @@ test-portable:
 
 # The unit tests as linux/arm64 binaries under qemu-user.
 test-arm64:
-	-$(GO) run ./internal/testenv/cmd/binfmt arm64
+	-$(GO) run ./internal/testenv/cmd/qemuuser -binfmt arm64
 	sh scripts/test-arm64.sh
 
 # The integration tests are those -short skips, chosen by require.Integration,
