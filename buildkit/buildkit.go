@@ -280,12 +280,8 @@ func buildxArgv(o Options, builder string) []string {
 			argv = append(argv, "--build-arg", a.Key+"="+a.Value)
 		}
 	}
-	for _, s := range o.Secrets {
-		argv = append(argv, "--secret", s)
-	}
-	for _, s := range o.SSH {
-		argv = append(argv, "--ssh", s)
-	}
+	argv = appendEach(argv, "--secret", o.Secrets)
+	argv = appendEach(argv, "--ssh", o.SSH)
 	ctxs, _ := parseBuildContexts(o.BuildContexts, o.Builder)
 	for _, c := range ctxs {
 		if c.Image != "" {
@@ -294,21 +290,15 @@ func buildxArgv(o Options, builder string) []string {
 			argv = append(argv, "--build-context", c.Name+"="+c.Path)
 		}
 	}
-	for _, c := range o.CacheFrom {
-		argv = append(argv, "--cache-from", c)
-	}
-	for _, c := range o.CacheTo {
-		argv = append(argv, "--cache-to", c)
-	}
+	argv = appendEach(argv, "--cache-from", o.CacheFrom)
+	argv = appendEach(argv, "--cache-to", o.CacheTo)
 	if o.Pull {
 		argv = append(argv, "--pull")
 	}
 	if o.Network != "" && o.Network != "default" {
 		argv = append(argv, "--network", o.Network)
 	}
-	for _, l := range o.Labels {
-		argv = append(argv, "--label", l)
-	}
+	argv = appendEach(argv, "--label", o.Labels)
 	if o.NoCache {
 		argv = append(argv, "--no-cache")
 	}
@@ -340,12 +330,8 @@ func buildctlArgv(o Options) []string {
 	for _, a := range args {
 		argv = append(argv, "--opt", "build-arg:"+a.Key+"="+a.Value)
 	}
-	for _, s := range o.Secrets {
-		argv = append(argv, "--secret", s)
-	}
-	for _, s := range o.SSH {
-		argv = append(argv, "--ssh", s)
-	}
+	argv = appendEach(argv, "--secret", o.Secrets)
+	argv = appendEach(argv, "--ssh", o.SSH)
 	ctxs, _ := parseBuildContexts(o.BuildContexts, o.Builder)
 	for _, c := range ctxs {
 		if c.Image != "" {
@@ -512,6 +498,14 @@ func runBuild(ctx context.Context, argv []string, log io.Writer, progress Progre
 	}
 	err := cmd.Run()
 	return tail.String(), err
+}
+
+// appendEach appends flag once for each of values: a repeated flag.
+func appendEach(argv []string, flag string, values []string) []string {
+	for _, v := range values {
+		argv = append(argv, flag, v)
+	}
+	return argv
 }
 
 // shellJoin writes argv as a shell would read it back, for the log.
