@@ -218,26 +218,35 @@ func TestValidate(t *testing.T) {
 // fakeDocker puts testdata/fake-docker.sh on PATH as docker and returns
 // the file where it logs its invocations and the directory of its
 // builders.
-func fakeDocker(t *testing.T, fail string) (string, string) {
+// installFake puts testdata/script first on the PATH as name, beside an
+// archive for it to write as the build's output, and returns their
+// directory and the archive.
+func installFake(t *testing.T, name, script string) (dir, archive string) {
 	t.Helper()
-	bin := t.TempDir()
-	script, err := filepath.Abs("testdata/fake-docker.sh")
+	dir = t.TempDir()
+	abs, err := filepath.Abs(filepath.Join("testdata", script))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(script, filepath.Join(bin, "docker")); err != nil {
+	if err := os.Symlink(abs, filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
-	archive := filepath.Join(bin, "archive.tar")
+	archive = filepath.Join(dir, "archive.tar")
 	if err := os.WriteFile(archive, []byte("pretend OCI archive"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return dir, archive
+}
+
+func fakeDocker(t *testing.T, fail string) (string, string) {
+	t.Helper()
+	bin, archive := installFake(t, "docker", "fake-docker.sh")
 	builders := filepath.Join(bin, "builders")
 	if err := os.Mkdir(builders, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	log := filepath.Join(bin, "log")
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("FAKE_DOCKER_LOG", log)
 	t.Setenv("FAKE_DOCKER_ARCHIVE", archive)
 	t.Setenv("FAKE_DOCKER_BUILDERS", builders)

@@ -25,16 +25,16 @@ type console struct {
 	closeOnce     sync.Once
 }
 
-// newConsole opens a pseudo-terminal of term's size whose output goes to
-// term and tail.
-func newConsole(term *os.File, tail io.Writer) (*console, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+// openPTY opens a pseudo-terminal: its master and its slave, neither of
+// them the controlling terminal of this process.
+func openPTY() (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
+		return nil, nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
 	}
-	fail := func(err error) (*console, error) {
+	fail := func(err error) (*os.File, *os.File, error) {
 		master.Close()
-		return nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
+		return nil, nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
 	}
 	rc, err := master.SyscallConn()
 	if err != nil {
@@ -53,9 +53,19 @@ func newConsole(term *os.File, tail io.Writer) (*console, error) {
 	if ierr != nil {
 		return fail(ierr)
 	}
-	slave, err := os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|unix.O_NOCTTY, 0)
+	slave, err = os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		return fail(err)
+	}
+	return master, slave, nil
+}
+
+// newConsole opens a pseudo-terminal of term's size whose output goes to
+// term and tail.
+func newConsole(term *os.File, tail io.Writer) (*console, error) {
+	master, slave, err := openPTY()
+	if err != nil {
+		return nil, err
 	}
 	// Output passes as the builder writes it: the user's terminal does
 	// its own newline translation.

@@ -6,33 +6,22 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // openTerminal opens a pseudo-terminal standing for the user's terminal:
 // what is written to the returned file shows up in the returned buffer.
 func openTerminal(t *testing.T) (*os.File, func() string) {
 	t.Helper()
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	master, term, err := openPTY()
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetUint32(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	term, err := os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
+		require.Missing(t, "%v", err)
 	}
 	if err := unix.IoctlSetWinsize(int(term.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 120}); err != nil {
 		t.Fatal(err)
@@ -65,19 +54,7 @@ func openTerminal(t *testing.T) (*os.File, func() string) {
 
 func fakeBuildctl(t *testing.T, fail string) {
 	t.Helper()
-	bin := t.TempDir()
-	script, err := filepath.Abs("testdata/fake-buildctl.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(script, filepath.Join(bin, "buildctl")); err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(bin, "archive.tar")
-	if err := os.WriteFile(archive, []byte("pretend OCI archive"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	_, archive := installFake(t, "buildctl", "fake-buildctl.sh")
 	t.Setenv("FAKE_BUILDCTL_ARCHIVE", archive)
 	t.Setenv("FAKE_BUILDCTL_FAIL", fail)
 }
