@@ -1,16 +1,16 @@
 package buildkit
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/internal/term"
 )
 
 // console is the terminal a builder draws its live progress on: a
@@ -25,45 +25,10 @@ type console struct {
 	closeOnce     sync.Once
 }
 
-// openPTY opens a pseudo-terminal: its master and its slave, neither of
-// them the controlling terminal of this process.
-func openPTY() (master, slave *os.File, err error) {
-	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
-	}
-	fail := func(err error) (*os.File, *os.File, error) {
-		master.Close()
-		return nil, nil, fmt.Errorf("opening a pseudo-terminal: %w", err)
-	}
-	rc, err := master.SyscallConn()
-	if err != nil {
-		return fail(err)
-	}
-	var n uint32
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr != nil {
-			return
-		}
-		n, ierr = unix.IoctlGetUint32(int(fd), unix.TIOCGPTN)
-	}); err != nil {
-		return fail(err)
-	}
-	if ierr != nil {
-		return fail(ierr)
-	}
-	slave, err = os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return fail(err)
-	}
-	return master, slave, nil
-}
-
-// newConsole opens a pseudo-terminal of term's size whose output goes to
-// term and tail.
-func newConsole(term *os.File, tail io.Writer) (*console, error) {
-	master, slave, err := openPTY()
+// newConsole opens a pseudo-terminal of user's size whose output goes to
+// user (the user's terminal) and tail.
+func newConsole(user *os.File, tail io.Writer) (*console, error) {
+	master, slave, err := term.OpenPTY()
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +38,7 @@ func newConsole(term *os.File, tail io.Writer) (*console, error) {
 		tio.Oflag &^= unix.OPOST
 		_ = unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio)
 	}
-	c := &console{term: term, master: master, slave: slave, copied: make(chan struct{}), winch: make(chan os.Signal, 1)}
+	c := &console{term: user, master: master, slave: slave, copied: make(chan struct{}), winch: make(chan os.Signal, 1)}
 	c.resize()
 	signal.Notify(c.winch, syscall.SIGWINCH)
 	go func() {
@@ -84,7 +49,7 @@ func newConsole(term *os.File, tail io.Writer) (*console, error) {
 	go func() {
 		defer close(c.copied)
 		// The read ends with EIO once every copy of the slave is closed.
-		_, _ = io.Copy(io.MultiWriter(term, tail), master)
+		_, _ = io.Copy(io.MultiWriter(user, tail), master)
 	}()
 	return c, nil
 }

@@ -13,17 +13,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/term"
 )
 
 // openTerminal opens a pseudo-terminal standing for the user's terminal:
 // what is written to the returned file shows up in the returned buffer.
 func openTerminal(t *testing.T) (*os.File, func() string) {
 	t.Helper()
-	master, term, err := openPTY()
+	master, tty, err := term.OpenPTY()
 	if err != nil {
 		require.Missing(t, "%v", err)
 	}
-	if err := unix.IoctlSetWinsize(int(term.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 120}); err != nil {
+	if err := unix.IoctlSetWinsize(int(tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 120}); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -42,9 +43,9 @@ func openTerminal(t *testing.T) (*os.File, func() string) {
 			}
 		}
 	}()
-	t.Cleanup(func() { term.Close(); master.Close(); <-done })
-	return term, func() string {
-		term.Close()
+	t.Cleanup(func() { tty.Close(); master.Close(); <-done })
+	return tty, func() string {
+		tty.Close()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
@@ -67,9 +68,9 @@ func TestProgressOnATerminal(t *testing.T) {
 	for _, progress := range []Progress{ProgressAuto, ProgressTTY} {
 		t.Run(string(progress), func(t *testing.T) {
 			fakeBuildctl(t, "")
-			term, shown := openTerminal(t)
+			tty, shown := openTerminal(t)
 			o := testOptions(t, Buildctl)
-			o.Log, o.Progress = term, progress
+			o.Log, o.Progress = tty, progress
 			if got := o.ResolvedProgress(); got != ProgressTTY {
 				t.Fatalf("progress %s on a terminal resolves to %s", progress, got)
 			}
@@ -92,9 +93,9 @@ func TestProgressOnATerminal(t *testing.T) {
 	}
 	t.Run("failure", func(t *testing.T) {
 		fakeBuildctl(t, "run")
-		term, shown := openTerminal(t)
+		tty, shown := openTerminal(t)
 		o := testOptions(t, Buildctl)
-		o.Log = term
+		o.Log = tty
 		err := Build(context.Background(), o)
 		var he *Error
 		if !errors.As(err, &he) || !strings.Contains(he.Msg, "a RUN step failed with exit code 2: [2/2] RUN make\nits last output lines:\n  cc -o app app.c\n  app.c:1: error: expected ;") {

@@ -2,6 +2,7 @@ package term
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"testing"
 )
@@ -14,8 +15,8 @@ func TestIsTerminal(t *testing.T) {
 	defer null.Close()
 	f, _ := os.CreateTemp(t.TempDir(), "x")
 	defer f.Close()
-	for name, w := range map[string]any{"/dev/null": null, "a file": f, "a buffer": &bytes.Buffer{}} {
-		if IsTerminal(w.(interface{ Write([]byte) (int, error) })) {
+	for name, w := range map[string]io.Writer{"/dev/null": null, "a file": f, "a buffer": &bytes.Buffer{}} {
+		if IsTerminal(w) {
 			t.Errorf("%s is taken for a terminal", name)
 		}
 	}
