@@ -16,6 +16,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // TestCacheNonRegularEntries: whatever sits at an entry's path that is not
@@ -63,14 +65,14 @@ func TestCacheNonRegularEntries(t *testing.T) {
 		{"socket", "socket", func(t *testing.T, p string) {
 			l, err := net.Listen("unix", p)
 			if err != nil {
-				t.Skipf("cannot make a unix socket here: %v", err)
+				require.Missing(t, "cannot make a unix socket here: %v", err)
 			}
 			t.Cleanup(func() { l.Close() })
 		}},
 		{"character device", "character device", func(t *testing.T, p string) {
 			// /dev/null's numbers (1, 3 on Linux); needs root.
 			if err := syscall.Mknod(p, syscall.S_IFCHR|0o644, int(1<<8|3)); err != nil {
-				t.Skipf("cannot make a device node: %v", err)
+				require.Missing(t, "cannot make a device node (needs root): %v", err)
 			}
 		}},
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // holey returns a file of size bytes with data at each offset (4 KiB of
@@ -128,7 +130,7 @@ func TestOpenNoCache(t *testing.T) {
 		if Impl == "portable" && errors.Is(err, ErrUnsupported) {
 			return
 		}
-		t.Skipf("no uncached writes on this filesystem: %v", err)
+		require.Missing(t, "uncached writes (O_DIRECT) on the test filesystem: %v", err)
 	}
 	defer d.Close()
 	if Impl == "portable" {
@@ -142,7 +144,7 @@ func TestOpenNoCache(t *testing.T) {
 	}
 	if _, err := d.WriteAt(buf, 8192); err != nil {
 		if NoCacheRefused(err) {
-			t.Skipf("the filesystem refuses uncached writes: %v", err)
+			require.Missing(t, "the test filesystem refuses uncached writes: %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestExchange(t *testing.T) {
 		return
 	}
 	if errors.Is(err, ErrUnsupported) {
-		t.Skipf("this filesystem cannot exchange: %v", err)
+		require.Missing(t, "the test filesystem cannot exchange names (RENAME_EXCHANGE): %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
