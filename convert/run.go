@@ -75,6 +75,16 @@ type Injection struct {
 	Notes      []string `json:"notes,omitempty"`
 }
 
+// hostname names the guest when the image does not: the first 12 hex digits
+// of its config digest, as Docker names a container by its id. The same
+// image gets the same name from any source.
+func hostname(img *image.Image) string {
+	if h := img.ConfigDigest.Hex; len(h) >= 12 {
+		return h[:12]
+	}
+	return ""
+}
+
 // buildTime dates an assets manifest reproducibly: the image's creation
 // time, else SOURCE_DATE_EPOCH, else the Unix epoch.
 func buildTime(img *image.Image, sde int64) time.Time {
@@ -347,7 +357,7 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 	if glue != nil {
 		inj, err := guest.Inject(m.Tree(), glue, guest.ImageConfig{
 			Env: info.Config.Env, WorkingDir: info.Config.WorkingDir, User: info.Config.User,
-			Entrypoint: info.Config.Entrypoint, Cmd: info.Config.Cmd,
+			Entrypoint: info.Config.Entrypoint, Cmd: info.Config.Cmd, Hostname: hostname(img),
 		}, w.Release)
 		if err != nil {
 			return Metadata{}, err

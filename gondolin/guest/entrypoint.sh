@@ -140,22 +140,70 @@ d2v_lookpath() {
 	done
 }
 
+# d2v_is_agent_var NAME: whether NAME holds what every command started by
+# Gondolin's agent inherits (the value AgentEnvPath recorded at boot),
+# rather than a value the caller passed with this command.
+d2v_is_agent_var() {
+	d2v_set='' d2v_cur='' d2v_had='' d2v_was=''
+	eval "d2v_set=\${$1+1} d2v_cur=\${$1-} d2v_had=\${d2v_agent_$1+1} d2v_was=\${d2v_agent_$1-}"
+	[ -n "$d2v_set" ] && [ -n "$d2v_had" ] && [ "$d2v_cur" = "$d2v_was" ]
+}
+
+# d2v_default NAME VALUE exports NAME=VALUE unless NAME is set.
+d2v_default() {
+	eval "d2v_set=\${$1+1}"
+	[ -n "$d2v_set" ] || export "$1=$2"
+}
+
+# d2v_environment makes the environment `docker run -e ...` gives: the
+# image's ENV, then the caller's variables over it. What every command
+# inherits from Gondolin's init and agent (HOME=/root, TMPDIR, XDG_*...)
+# is dropped unless the caller passed another value, except Gondolin's CA
+# variables (d2v_keep), which its network mediation needs. Then PATH,
+# HOSTNAME and HOME as Docker and runc set them when nothing else did.
+d2v_environment() {
+	d2v_agent_vars=''
+	if [ -r "$d2v_agent_env_file" ]; then
+		# shellcheck source=/dev/null
+		. "$d2v_agent_env_file"
+	fi
+	for d2v_v in $d2v_agent_vars; do
+		case " $d2v_keep " in
+		*" $d2v_v "*) continue ;;
+		esac
+		if d2v_is_agent_var "$d2v_v"; then
+			unset "$d2v_v" 2>/dev/null || :
+		fi
+	done
+	d2v_image_env
+	d2v_default PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+	# bash and busybox sh set HOSTNAME themselves, unexported, to the
+	# kernel's host name: the value Docker gives too.
+	if [ -z "${HOSTNAME+1}" ]; then
+		d2v_h=''
+		if [ -r /proc/sys/kernel/hostname ]; then
+			read -r d2v_h </proc/sys/kernel/hostname || :
+		fi
+		HOSTNAME=$d2v_h
+	fi
+	export HOSTNAME
+}
+
 # d2v_main COMMAND [ARG...] runs the command with the image's settings.
 d2v_main() {
-	if [ -r "$d2v_env_file" ]; then
-		# shellcheck source=/dev/null
-		. "$d2v_env_file"
+	d2v_environment
+	if ! cd "$d2v_workdir" 2>/dev/null; then
+		# As runc does, make a missing working directory.
+		mkdir -p "$d2v_workdir" 2>/dev/null || :
+		cd "$d2v_workdir" || d2v_die 126 "cannot enter the image's WORKDIR $d2v_workdir"
 	fi
-	cd "$d2v_workdir"
 	if [ "$#" -eq 0 ]; then
 		d2v_die 127 "the image has no ENTRYPOINT or CMD; pass the command to run"
 	fi
+	d2v_resolve_user
+	d2v_default HOME "$d2v_home"
 	if [ -z "$d2v_setuser" ]; then
 		exec "$@"
-	fi
-	d2v_resolve_user
-	if [ -z "$d2v_image_home" ]; then
-		export HOME="$d2v_home"
 	fi
 	d2v_lookpath "$1" || d2v_die 127 "exec: \"$1\": executable file not found in \$PATH"
 	exec "$d2v_setuser" "$d2v_uid" "$d2v_gid" "$d2v_groups" "$d2v_path" "$@"

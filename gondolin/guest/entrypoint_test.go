@@ -8,11 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
@@ -90,14 +92,40 @@ func writeFile(t *testing.T, p, data string, mode os.FileMode) {
 	}
 }
 
+// gondolinInitEnv is the environment Gondolin 0.12's rootfs init gives its
+// agent before the image's ENV (see guestenv.AgentEnvPath).
+var gondolinInitEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TMPDIR=/tmp",
+	"XDG_CACHE_HOME=/tmp/.cache", "XDG_CONFIG_HOME=/tmp/.config", "XDG_DATA_HOME=/tmp/.local/share",
+	"UV_CACHE_DIR=/tmp/.cache/uv", "UV_SYSTEM_CERTS=true", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"}
+
+// agentEnv is the agent's environment in a guest: Gondolin's init's, then
+// the image's ENV (its init sources ImageEnvPath), later entries winning.
+func agentEnv(image []string) []string {
+	return mergeEnv(gondolinInitEnv, image)
+}
+
+// mergeEnv applies the "K=V" entries of over to base, as getenv sees them.
+func mergeEnv(base, over []string) []string {
+	out := append([]string{}, base...)
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		out = slices.DeleteFunc(out, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		out = append(out, kv)
+	}
+	return out
+}
+
 // runRunner writes the entrypoint script for cfg with paths and runs it
-// with the shell argv and args. It returns stdout, stderr and the exit status.
+// with the shell argv and args, with exactly the environment env (the
+// agent's, merged with what the caller passed). When paths.agentEnv is set
+// it is written first with agent: what every command inherits. It returns
+// stdout, stderr and the exit status.
 func runRunner(t *testing.T, sh []string, cfg ImageConfig, paths runnerPaths, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	script := filepath.Join(t.TempDir(), "docker2vm-entrypoint")
 	writeFile(t, script, entrypointScript(cfg, "", paths), 0o755)
 	cmd := exec.Command(sh[0], append(append(sh[1:], script), args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -134,7 +162,7 @@ func TestEntrypointRunner(t *testing.T) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	paths := runnerPaths{envFile: root + "/env.sh", passwd: root + "/etc/passwd", group: root + "/etc/group", setuser: root + "/setuser"}
+	paths := runnerPaths{agentEnv: root + "/agent-env.sh", passwd: root + "/etc/passwd", group: root + "/etc/group", setuser: root + "/setuser"}
 
 	ok := func(uid, gid, groups, home string) string {
 		return fmt.Sprintf("uid=%s gid=%s groups=%s path=%s/bin/tool\nargv: [tool] [default arg]\nHOME=%s pwd=%s\n", uid, gid, groups, root, home, work)
@@ -208,11 +236,10 @@ func TestEntrypointRunner(t *testing.T) {
 						p.passwd, p.group = root+"/etc/nopasswd", root+"/etc/nogroup"
 					}
 					env := append([]string{"PATH=" + root + "/bin:" + root + "/other"}, c.env...)
-					script, _ := EnvScript(env)
-					p.envFile = filepath.Join(t.TempDir(), "env.sh")
-					writeFile(t, p.envFile, script, 0o644)
+					p.agentEnv = filepath.Join(t.TempDir(), "agent-env.sh")
+					writeFile(t, p.agentEnv, guestenv.AgentEnvScript(agentEnv(env)), 0o644)
 					cfg := ImageConfig{User: c.user, Env: env, WorkingDir: work, Cmd: []string{"tool", "default arg"}}
-					stdout, stderr, code := runRunner(t, sh, cfg, p, []string{"HOME=/from/the/caller"}, c.args...)
+					stdout, stderr, code := runRunner(t, sh, cfg, p, agentEnv(env), c.args...)
 					if code != c.code {
 						t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, stdout, stderr)
 					}
@@ -258,9 +285,8 @@ func TestEntrypointRunnerSwitches(t *testing.T) {
 	writeFile(t, dir+"/setuser", string(bin), 0o755)
 	writeFile(t, dir+"/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:65534:65533:App:/home/app:/bin/sh\n", 0o644)
 	writeFile(t, dir+"/etc/group", "grp:x:65533:\nextra:x:4000:app\nmore:x:4001:other,app\n", 0o644)
-	paths := runnerPaths{envFile: dir + "/env.sh", passwd: dir + "/etc/passwd", group: dir + "/etc/group", setuser: dir + "/setuser"}
-	script, _ := EnvScript([]string{"PATH=/usr/bin:/bin"})
-	writeFile(t, paths.envFile, script, 0o644)
+	paths := runnerPaths{agentEnv: dir + "/agent-env.sh", passwd: dir + "/etc/passwd", group: dir + "/etc/group", setuser: dir + "/setuser"}
+	writeFile(t, paths.agentEnv, guestenv.AgentEnvScript(agentEnv([]string{"PATH=/usr/bin:/bin"})), 0o644)
 	show := []string{"sh", "-c", `grep -E '^(Uid|Gid|Groups):' /proc/self/status; echo "HOME=$HOME"; tr '\0' ' ' </proc/$$/cmdline; echo; pwd`}
 
 	for _, tc := range []struct {
@@ -274,7 +300,7 @@ func TestEntrypointRunnerSwitches(t *testing.T) {
 		t.Run(tc.user, func(t *testing.T) {
 			for name, sh := range shells(t) {
 				cfg := ImageConfig{User: tc.user, Env: []string{"PATH=/usr/bin:/bin"}, WorkingDir: dir, Cmd: show}
-				stdout, stderr, code := runRunner(t, sh, cfg, paths, nil)
+				stdout, stderr, code := runRunner(t, sh, cfg, paths, agentEnv(cfg.Env))
 				if code != 0 {
 					t.Fatalf("%s: exit %d\n%s%s", name, code, stdout, stderr)
 				}
@@ -298,7 +324,7 @@ func TestEntrypointRunnerSwitches(t *testing.T) {
 		})
 	}
 	for name, sh := range shells(t) {
-		stdout, stderr, code := runRunner(t, sh, ImageConfig{User: "app", Cmd: []string{"/nonexistent/prog"}}, paths, nil)
+		stdout, stderr, code := runRunner(t, sh, ImageConfig{User: "app", Cmd: []string{"/nonexistent/prog"}}, paths, agentEnv([]string{"PATH=/usr/bin:/bin"}))
 		if code != 127 || !strings.Contains(stderr, "docker2vm-setuser: exec /nonexistent/prog: no such file or directory") {
 			t.Errorf("%s: exit %d, stdout %q stderr %q", name, code, stdout, stderr)
 		}
@@ -356,10 +382,93 @@ func TestInjectSetuser(t *testing.T) {
 	if !errors.As(err, &e) || !strings.Contains(err.Error(), "already has "+SetuserPath) {
 		t.Fatalf("err = %v", err)
 	}
-	// A glue without a known architecture cannot switch users.
+	// A glue without a known architecture gets none of docker2vm's
+	// programs (the guest's environment and the user switcher).
 	g, store = readGlueFrom(t, alpineBase())
 	g.Arch = ""
-	if _, err := Inject(buildTree(t, store, busyboxImage()), g, ImageConfig{User: "app"}, nil); err == nil || !strings.Contains(err.Error(), SetuserPath) {
+	if _, err := Inject(buildTree(t, store, busyboxImage()), g, ImageConfig{User: "app"}, nil); err == nil || !strings.Contains(err.Error(), "for architecture") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestEntrypointRunnerEnvironment: the command's environment is what
+// `docker run -e` gives: the image's ENV, the caller's variables over it,
+// PATH, HOSTNAME and HOME where neither set them, and nothing else of what
+// Gondolin's init gives every command, but its CA variables.
+func TestEntrypointRunnerEnvironment(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, root+"/etc/passwd", testPasswd, 0o644)
+	writeFile(t, root+"/etc/group", testGroup, 0o644)
+	// The shell's own bookkeeping is left out of the comparison.
+	writeFile(t, root+"/printenv", "#!/bin/sh\n/usr/bin/env | /usr/bin/grep -Ev '^(PWD|OLDPWD|SHLVL|_)=' | LC_ALL=C /usr/bin/sort\n", 0o755)
+	paths := runnerPaths{agentEnv: root + "/agent-env.sh", passwd: root + "/etc/passwd", group: root + "/etc/group", setuser: root + "/setuser"}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ca = "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+	for _, tc := range []struct {
+		name    string
+		image   []string // ENV
+		caller  []string // vm.exec's env
+		noAgent bool     // no agent env file (a guest without docker2vm-guestenv)
+		want    []string
+	}{
+		{name: "image ENV only", image: []string{"PATH=/app/bin:/usr/bin", "FOO=image"},
+			want: []string{"FOO=image", "HOME=/root", "HOSTNAME=" + host, "PATH=/app/bin:/usr/bin", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "the caller's variables win", image: []string{"PATH=/usr/bin", "FOO=image", "KEEP=image"},
+			caller: []string{"FOO=caller", "NEW=caller", "PATH=/caller/bin"},
+			want:   []string{"FOO=caller", "HOME=/root", "HOSTNAME=" + host, "KEEP=image", "NEW=caller", "PATH=/caller/bin", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "the caller's HOME and TMPDIR", image: []string{"PATH=/usr/bin"}, caller: []string{"HOME=/caller", "TMPDIR=/t"},
+			want: []string{"HOME=/caller", "HOSTNAME=" + host, "PATH=/usr/bin", ca, "TMPDIR=/t", "UV_SYSTEM_CERTS=true"}},
+		{name: "no PATH in the image: Docker's", image: []string{"A=1"},
+			want: []string{"A=1", "HOME=/root", "HOSTNAME=" + host, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "the image's HOSTNAME and HOME", image: []string{"PATH=/usr/bin", "HOSTNAME=img", "HOME=/srv"},
+			want: []string{"HOME=/srv", "HOSTNAME=img", "PATH=/usr/bin", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "the image's CA variable", image: []string{"PATH=/usr/bin", "SSL_CERT_FILE=/image.pem"},
+			want: []string{"HOME=/root", "HOSTNAME=" + host, "PATH=/usr/bin", "SSL_CERT_FILE=/image.pem", "UV_SYSTEM_CERTS=true"}},
+		{name: "duplicates: the last wins", image: []string{"PATH=/usr/bin", "D=1", "D=2"},
+			want: []string{"D=2", "HOME=/root", "HOSTNAME=" + host, "PATH=/usr/bin", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "odd values stay literal", image: []string{"PATH=/usr/bin", "Q=it's $HOME `x` \\n"},
+			want: []string{"HOME=/root", "HOSTNAME=" + host, "PATH=/usr/bin", "Q=it's $HOME `x` \\n", ca, "UV_SYSTEM_CERTS=true"}},
+		{name: "no agent file: every variable is the caller's", image: []string{"PATH=/usr/bin", "FOO=image"}, noAgent: true,
+			caller: []string{"FOO=caller"},
+			want: []string{"FOO=caller", "HOME=/root", "HOSTNAME=" + host, "PATH=/usr/bin", ca, "TMPDIR=/tmp", "UV_CACHE_DIR=/tmp/.cache/uv", "UV_SYSTEM_CERTS=true",
+				"XDG_CACHE_HOME=/tmp/.cache", "XDG_CONFIG_HOME=/tmp/.config", "XDG_DATA_HOME=/tmp/.local/share"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, sh := range shells(t) {
+				p := paths
+				p.agentEnv = filepath.Join(t.TempDir(), "agent-env.sh")
+				if !tc.noAgent {
+					writeFile(t, p.agentEnv, guestenv.AgentEnvScript(agentEnv(tc.image)), 0o644)
+				}
+				cfg := ImageConfig{Env: tc.image, Cmd: []string{root + "/printenv"}}
+				stdout, stderr, code := runRunner(t, sh, cfg, p, mergeEnv(agentEnv(tc.image), tc.caller))
+				if code != 0 {
+					t.Fatalf("%s: exit %d: %s", name, code, stderr)
+				}
+				if got := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n"); !slices.Equal(got, tc.want) {
+					t.Errorf("%s: environment\n%s\nwant\n%s", name, strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// TestEntrypointRunnerMakesWorkdir: a WORKDIR missing at run time is
+// made, as runc makes a container's.
+func TestEntrypointRunnerMakesWorkdir(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, root+"/etc/passwd", testPasswd, 0o644)
+	paths := runnerPaths{agentEnv: root + "/agent-env.sh", passwd: root + "/etc/passwd", group: root + "/etc/group"}
+	work := root + "/not/yet"
+	for name, sh := range shells(t) {
+		cfg := ImageConfig{Env: []string{"PATH=/usr/bin:/bin"}, WorkingDir: work, Cmd: []string{"pwd"}}
+		stdout, stderr, code := runRunner(t, sh, cfg, paths, agentEnv(cfg.Env))
+		if code != 0 || stdout != work+"\n" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", name, code, stdout, stderr)
+		}
+		os.RemoveAll(root + "/not")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/confine"
 )
@@ -25,7 +26,15 @@ type ImageConfig struct {
 	User       string
 	Entrypoint []string
 	Cmd        []string
+	// Hostname is the guest's host name when the image's /etc/hostname is
+	// empty or absent (Docker names a container by its id; convert uses
+	// the image's config digest). "" means DefaultHostname.
+	Hostname string
 }
+
+// DefaultHostname is the host name written when neither the image nor
+// ImageConfig names one.
+const DefaultHostname = "gondolin"
 
 // Injection lists what Inject changed, as real absolute paths inside the
 // image (after resolving the image's own symlinks), for meta.json. A
@@ -141,15 +150,11 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		return nil, err
 	}
 
-	for _, p := range AgentPaths {
-		if n := glue.Agents[p]; n != nil {
-			if _, err := r.addFile(p, n); err != nil {
-				return nil, err
-			}
-		}
-	}
 	if glue.Agents[SandboxdPath] == nil {
 		return nil, glueErr("the base has no "+SandboxdPath, nil)
+	}
+	if err := r.addAgents(glue); err != nil {
+		return nil, err
 	}
 
 	for _, d := range requiredDirs {
@@ -205,6 +210,10 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	if len(missing) > 0 {
 		return nil, &Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
 			Fixes: []string{"Use a base bundle whose rootfs has busybox (Gondolin's alpine-base does).", "Or add those commands to the image (e.g. busybox)."}}
+	}
+
+	if err := r.addHostFiles(glue, cfg.Hostname); err != nil {
+		return nil, err
 	}
 
 	// The user switcher for the entrypoint, when USER is not root.
@@ -663,18 +672,26 @@ var entrypointRunner string
 // runnerPaths are the guest files the entrypoint script reads and runs.
 // Tests point them into a temporary directory.
 type runnerPaths struct {
-	envFile, passwd, group, setuser string
+	agentEnv, passwd, group, setuser string
 }
 
-var guestPaths = runnerPaths{envFile: ImageEnvPath, passwd: "/etc/passwd", group: "/etc/group", setuser: SetuserPath}
+var guestPaths = runnerPaths{agentEnv: guestenv.AgentEnvPath, passwd: "/etc/passwd", group: "/etc/group", setuser: SetuserPath}
 
-// EntrypointScript renders /usr/bin/docker2vm-entrypoint: it loads the
-// image env, enters WorkingDir, and execs ENTRYPOINT + (its arguments, or
-// CMD when it has none), as `docker run IMAGE [ARGS...]` does, as User:
-// resolved with the image's /etc/passwd and /etc/group when it runs, and
-// switched to with SetuserPath (a root User needs no switch). movedInit,
-// when set, replaces a "/init" argument. The script is entrypoint.sh with
-// the image's settings appended.
+// KeptAgentVars are variables Gondolin's init exports that the entrypoint
+// runner passes on although the caller did not set them: the CA bundle
+// Gondolin's HTTP mediation needs (its init points them at the bundle that
+// holds its MITM CA).
+var KeptAgentVars = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "UV_SYSTEM_CERTS"}
+
+// EntrypointScript renders /usr/bin/docker2vm-entrypoint: it execs
+// ENTRYPOINT + (its arguments, or CMD when it has none) in WorkingDir, as
+// `docker run IMAGE [ARGS...]` does, as User: resolved with the image's
+// /etc/passwd and /etc/group when it runs, and switched to with
+// SetuserPath (a root User needs no switch). Its environment is Docker's:
+// the image's ENV, the caller's variables over it, then PATH, HOSTNAME and
+// HOME where neither set them. movedInit, when set, replaces a "/init"
+// argument. The script is entrypoint.sh with the image's settings
+// appended.
 func EntrypointScript(cfg ImageConfig, movedInit string) string {
 	return entrypointScript(cfg, movedInit, guestPaths)
 }
@@ -694,15 +711,10 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 	if wd == "" {
 		wd = "/"
 	}
-	setuserPath, user, group, imageHome := "", "", "", ""
+	setuserPath, user, group := "", "", ""
 	if !isRootUser(cfg.User) {
 		setuserPath = paths.setuser
 		user, group = userSpec(cfg.User)
-	}
-	for _, kv := range cfg.Env {
-		if strings.HasPrefix(kv, "HOME=") {
-			imageHome = "1"
-		}
 	}
 	var b strings.Builder
 	// literal marks a line whose quoted values hold $ or ` for shellcheck,
@@ -718,7 +730,8 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 	}
 	b.WriteString(entrypointRunner)
 	b.WriteString("\n# The image's settings, written by docker2vm.\n")
-	assign("d2v_env_file", paths.envFile)
+	assign("d2v_agent_env_file", paths.agentEnv)
+	assign("d2v_keep", strings.Join(KeptAgentVars, " "))
 	assign("d2v_passwd_file", paths.passwd)
 	assign("d2v_group_file", paths.group)
 	assign("d2v_workdir", path.Clean("/"+wd))
@@ -726,8 +739,20 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 	assign("d2v_setuser", setuserPath)
 	assign("d2v_user", user)
 	assign("d2v_group", group)
-	b.WriteString("# 1 when the image's ENV sets HOME; else HOME is the user's home directory.\n")
-	assign("d2v_image_home", imageHome)
+	b.WriteString("# The image's ENV, each where the caller did not set it.\nd2v_image_env() {\n")
+	for _, kv := range imageEnv(cfg.Env) {
+		v := ShellQuote(kv[1])
+		if strings.ContainsAny(v, "$`") {
+			b.WriteString("\t# shellcheck disable=SC2016 # a literal value\n")
+		}
+		if shellReadonly[kv[0]] {
+			// Read-only in bash: assigning it would end the script there.
+			fmt.Fprintf(&b, "\tif (d2v_default %[1]s %[2]s) 2>/dev/null; then d2v_default %[1]s %[2]s; fi\n", kv[0], v)
+			continue
+		}
+		fmt.Fprintf(&b, "\td2v_default %s %s\n", kv[0], v)
+	}
+	b.WriteString("\t:\n}\n")
 	b.WriteString("# ENTRYPOINT, then the arguments or else CMD.\n")
 	if len(cfg.Cmd) > 0 {
 		cmd := q(cfg.Cmd)
@@ -741,6 +766,29 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 	}
 	b.WriteString("d2v_main \"$@\"\n")
 	return b.String()
+}
+
+// imageEnv returns the image's ENV entries a shell can export, as name and
+// value, each name once with its last value (as Docker resolves
+// duplicates), in the order names first appear.
+func imageEnv(env []string) [][2]string {
+	last := map[string]string{}
+	var names []string
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !shellName.MatchString(k) || strings.ContainsRune(v, 0) {
+			continue
+		}
+		if _, seen := last[k]; !seen {
+			names = append(names, k)
+		}
+		last[k] = v
+	}
+	out := make([][2]string, len(names))
+	for i, k := range names {
+		out[i] = [2]string{k, last[k]}
+	}
+	return out
 }
 
 // userSpec splits a Docker USER value as runc does: the user (a name or a

@@ -78,10 +78,10 @@ func TestInjectBusyboxImage(t *testing.T) {
 	if len(inj.Symlinks) != 0 {
 		t.Fatalf("tools added to an image that has them: %v", inj.Symlinks)
 	}
-	if _, ok := img.Lookup("usr/lib/docker2vm"); ok {
-		t.Fatal("private dir created without need")
+	if n, ok := img.Lookup("usr/lib/docker2vm"); !ok || n.NumChildren() != 1 {
+		t.Fatal("the private dir holds more than Gondolin's agent")
 	}
-	for _, want := range []string{"/init", SandboxdPath, SandboxfsPath, SandboxsshPath, ImageEnvPath, EntrypointPath} {
+	for _, want := range []string{"/init", SandboxdPath, AgentPath, SandboxfsPath, SandboxsshPath, ImageEnvPath, EntrypointPath, "/etc/hosts", "/etc/hostname"} {
 		if !has(inj.Files, want) {
 			t.Errorf("Files lacks %s: %v", want, inj.Files)
 		}
