@@ -32,15 +32,16 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
-//go:embed testdata/initramfs-init.sh
-var gdInitramfsInit []byte
-
-//go:embed testdata/rootfs-init.sh
-var gdRootfsInit []byte
+// gdInitramfsPrelude is the initramfs /init: it makes up for what the
+// fixture's Debian kernel and an arm64 guest on an x86_64 host lack, then
+// runs Gondolin's own initramfs init.
+//
+//go:embed testdata/initramfs-prelude.sh
+var gdInitramfsPrelude []byte
 
 // gdBundleFormat is part of every cache key: bump it when the bundle layout
 // or build steps change in a way the inputs' hashes do not capture.
-const gdBundleFormat = "docker2vm-testenv-bundle-v3"
+const gdBundleFormat = "docker2vm-testenv-bundle-v4"
 
 // gdKernelMetaPackage is the Debian package whose dependency names the
 // kernel image package to use (linux-image-cloud-amd64, -arm64).
@@ -52,7 +53,7 @@ func (a *gdArch) kernelMetaPackage() string { return "linux-image-cloud-" + a.na
 // over PCI on both q35 (x86_64) and virt (aarch64).
 var gdModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
-	"virtio_blk", "virtio_console", "virtio-rng", "virtio_net", "fuse",
+	"virtio_blk", "virtio_console", "virtio-rng", "virtio_net", "fuse", "overlay",
 }
 
 // GondolinBundlePackages lists the Debian packages BuildBaseBundle needs
@@ -116,7 +117,7 @@ func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
 	require.Integration(t, "builds the Gondolin base bundle")
-	tools := require.Tools(t, GondolinBundlePackages, "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4")
+	tools := require.Tools(t, GondolinBundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm")
 	var qemuUser string
 	if !a.native() {
 		qemuUser = QemuUser(t, a.name)
@@ -128,7 +129,7 @@ func BuildBaseBundleArch(t TB, arch string) string {
 		return dir
 	}
 	start := time.Now()
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a, qemuUser: qemuUser}
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a, qemuUser: qemuUser, harness: gdEnsureHarness(t, tools)}
 	dir, err := b.build()
 	if err != nil {
 		t.Fatalf("BuildBaseBundleArch(%s): %v", a.name, err)
@@ -172,6 +173,9 @@ type gdBuilder struct {
 	arch  *gdArch // target of what is built
 	// qemuUser runs the target's programs when it is not this host's.
 	qemuUser string
+	// harness is the Gondolin host's directory (GondolinHostDir), whose
+	// node_modules hold Gondolin's init scripts.
+	harness string
 }
 
 func (b *gdBuilder) logf(format string, args ...any) {
@@ -232,13 +236,17 @@ func (b *gdBuilder) build() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	inits, err := b.gondolinInits()
+	if err != nil {
+		return "", err
+	}
 
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\narch=%s\n", gdBundleFormat, b.arch.gondolin)
 	for _, in := range []struct {
 		name string
 		data []byte
-	}{{"initramfs-init", gdInitramfsInit}, {"rootfs-init", gdRootfsInit}} {
+	}{{"initramfs-prelude", gdInitramfsPrelude}, {"initramfs-init", inits.Initramfs}, {"rootfs-init", inits.Rootfs}} {
 		fmt.Fprintf(h, "%s=%x\n", in.name, sha256.Sum256(in.data))
 	}
 	for _, f := range []string{agent, busybox, filepath.Join(kernel.dir, "id")} {
@@ -279,7 +287,8 @@ func (b *gdBuilder) build() (string, error) {
 	// initramfs.cpio.lz4
 	irfs := gdNewTree()
 	irfs.base(busybox, applets)
-	irfs.file("init", 0o755, gdInitramfsInit, "")
+	irfs.file("init", 0o755, gdInitramfsPrelude, "")
+	irfs.file("gondolin-init", 0o755, inits.Initramfs, "")
 	irfs.dir("newroot", 0o755)
 	irfs.dev("dev/console", 0o600, 5, 1)
 	irfs.dev("dev/null", 0o666, 1, 3)
@@ -302,7 +311,7 @@ func (b *gdBuilder) build() (string, error) {
 	// rootfs.ext4
 	rfs := gdNewTree()
 	rfs.base(busybox, applets)
-	rfs.file("init", 0o755, gdRootfsInit, "")
+	rfs.file("init", 0o755, inits.Rootfs, "")
 	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
 	// Everything Gondolin's rootfs modes and init need, pre-created so the
 	// image also boots read-only.
@@ -346,6 +355,37 @@ func (b *gdBuilder) build() (string, error) {
 }
 
 // ---------------------------------------------------------------- inputs
+
+// GondolinInits are Gondolin's own init scripts.
+type GondolinInits struct {
+	Rootfs, Initramfs []byte
+}
+
+// gondolinInits reads Gondolin's rootfs and initramfs init scripts as the
+// installed package exports them (dist/src/alpine/init-scripts.js), so
+// that the fixture runs exactly what Gondolin's image builder puts into
+// alpine-base, and a Gondolin upgrade tests the contract again.
+func (b *gdBuilder) gondolinInits() (*GondolinInits, error) {
+	mod := filepath.Join(b.harness, "node_modules", "@earendil-works", "gondolin", "dist", "src", "alpine", "init-scripts.js")
+	script := `import(require("url").pathToFileURL(process.argv[1]).href).then((m) => {
+  if (typeof m.ROOTFS_INIT_SCRIPT !== "string" || typeof m.INITRAMFS_INIT_SCRIPT !== "string") {
+    throw new Error("no ROOTFS_INIT_SCRIPT and INITRAMFS_INIT_SCRIPT exported");
+  }
+  process.stdout.write(JSON.stringify({rootfs: m.ROOTFS_INIT_SCRIPT, initramfs: m.INITRAMFS_INIT_SCRIPT}));
+})`
+	out, err := b.run(b.harness, nil, "node", "-e", script, mod)
+	if err != nil {
+		return nil, fmt.Errorf("reading Gondolin's init scripts from %s: %w", mod, err)
+	}
+	var v struct{ Rootfs, Initramfs string }
+	if err := json.Unmarshal(out, &v); err != nil {
+		return nil, fmt.Errorf("reading Gondolin's init scripts from %s: %w", mod, err)
+	}
+	if !strings.Contains(v.Rootfs, "exec /usr/bin/sandboxd") || !strings.Contains(v.Initramfs, "switch_root") {
+		return nil, fmt.Errorf("%s: the init scripts are not Gondolin's rootfs and initramfs inits", mod)
+	}
+	return &GondolinInits{Rootfs: []byte(v.Rootfs), Initramfs: []byte(v.Initramfs)}, nil
+}
 
 // sandboxd builds the guest agent into the cache and returns its path. The
 // cache key hashes the agent's sources (internal/guestagent, which imports
@@ -1028,11 +1068,6 @@ func gdCopyFile(src, dst string, mode os.FileMode) error {
 	return out.Close()
 }
 
-// GondolinRootfsInit returns the fixture's rootfs /init script (a
-// Gondolin-style init that ends in exec /usr/bin/sandboxd), for tests that
-// need to put it into an image themselves.
-func GondolinRootfsInit() []byte { return append([]byte(nil), gdRootfsInit...) }
-
 // GondolinAssets returns a new asset directory (under t.TempDir) that boots
 // rootfs (an ext4 image, e.g. a converted container image) with the kernel
 // and initramfs of the base bundle baseDir (usually BuildBaseBundle(t)).
@@ -1040,7 +1075,7 @@ func GondolinRootfsInit() []byte { return append([]byte(nil), gdRootfsInit...) }
 // never writes to it in cow/memory/readonly modes), and a manifest.json
 // with fresh checksums and buildId is written, for the base's architecture.
 // The rootfs must carry its own /init and /usr/bin/sandboxd (see
-// BuildSandboxdArch, GondolinRootfsInit).
+// BuildSandboxdArch).
 func GondolinAssets(t TB, baseDir, rootfs string) string {
 	t.Helper()
 	arch := BundleArch(t, baseDir)

@@ -28,6 +28,16 @@ func WithConfig(t TB, img v1.Image, edit func(*v1.Config)) v1.Image {
 	return img
 }
 
+// WithLayer returns img with layer added on top.
+func WithLayer(t TB, img v1.Image, layer v1.Layer) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(img, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // OpenExt4 opens an ext4 image with docker2vm's own reader; the file is
 // closed when the test ends.
 func OpenExt4(t TB, path string) *ext4.FS {
