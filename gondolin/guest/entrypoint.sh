@@ -37,9 +37,9 @@ d2v_in_range() {
 # d2v_resolve_user resolves d2v_user and d2v_group (the image's USER split
 # at its first colon; either may be a name or a number) with the image's
 # passwd and group files, as Docker does when it starts a container
-# (runc's GetExecUser). It sets d2v_uid, d2v_gid, d2v_home and d2v_groups:
-# the gid, then, when USER names no group, the gids of the groups that
-# list the user's name as a member.
+# (runc's GetExecUser). It sets d2v_uid, d2v_gid, d2v_home and d2v_groups,
+# the supplementary groups: when USER names no group, the gids of the
+# groups that list the user's name as a member; else none (as runc).
 d2v_resolve_user() {
 	d2v_uid=0 d2v_gid=0 d2v_home=/ d2v_name='' d2v_extra='' d2v_found=''
 	# An empty user name means uid 0.
@@ -106,7 +106,7 @@ d2v_resolve_user() {
 			d2v_gid=$d2v_want_id
 		fi
 	fi
-	d2v_groups=$d2v_gid$d2v_extra
+	d2v_groups=${d2v_extra#,}
 	if [ -z "$d2v_home" ]; then
 		d2v_home=/
 	fi
@@ -202,6 +202,8 @@ d2v_main() {
 	fi
 	d2v_resolve_user
 	d2v_default HOME "$d2v_home"
+	# A container's process gets none of these: they are this shell's.
+	unset OLDPWD PWD SHLVL 2>/dev/null || :
 	if [ -z "$d2v_setuser" ]; then
 		exec "$@"
 	fi

@@ -167,7 +167,7 @@ func TestEntrypointRunner(t *testing.T) {
 	ok := func(uid, gid, groups, home string) string {
 		return fmt.Sprintf("uid=%s gid=%s groups=%s path=%s/bin/tool\nargv: [tool] [default arg]\nHOME=%s pwd=%s\n", uid, gid, groups, root, home, work)
 	}
-	app := ok("1000", "1000", "1000,100,50,999,10", "/home/app")
+	app := ok("1000", "1000", "100,50,999,10", "/home/app")
 	type tc struct {
 		name, user string
 		env        []string // the image's ENV besides PATH
@@ -181,38 +181,38 @@ func TestEntrypointRunner(t *testing.T) {
 		{name: "name", user: "app", want: app},
 		{name: "uid of a passwd entry", user: "1000", want: app},
 		{name: "uid with leading zeros", user: "0001000", want: app},
-		{name: "name:group", user: "app:staff", want: ok("1000", "50", "50", "/home/app")},
-		{name: "name:gid", user: "app:999", want: ok("1000", "999", "999", "/home/app")},
-		{name: "uid:group", user: "1000:staff", want: ok("1000", "50", "50", "/home/app")},
-		{name: "uid:gid", user: "1000:1000", want: ok("1000", "1000", "1000", "/home/app")},
-		{name: "uid without an entry", user: "4242", want: ok("4242", "0", "0", "/")},
-		{name: "uid:gid without entries", user: "4242:4243", want: ok("4242", "4243", "4243", "/")},
-		{name: "uid without an entry:group", user: "4242:users", want: ok("4242", "100", "100", "/")},
-		{name: "gid with leading zeros in the group file", user: "app:77", want: ok("1000", "77", "77", "/home/app")},
-		{name: "group with leading zeros in its gid", user: "app:padded", want: ok("1000", "77", "77", "/home/app")},
-		{name: "first of two groups of one name", user: "app:dup", want: ok("1000", "300", "300", "/home/app")},
-		{name: "first of two users of one name", user: "twin", want: ok("1002", "1002", "1002", "/home/twin1")},
-		{name: "nobody", user: "nobody", want: ok("65534", "65534", "65534", "/nonexistent")},
-		{name: "empty home", user: "nohome", want: ok("1001", "1001", "1001,100", "/")},
-		{name: "last lines without newline", user: "last", want: ok("1004", "100", "100,4242", "/home/last")},
-		{name: "member names match whole", user: "daemon", want: ok("1", "1", "1,50", "/usr/sbin")},
-		{name: "empty user is uid 0", user: ":staff", want: ok("0", "50", "50", "/root")},
-		{name: "root with a group", user: "root:staff", want: ok("0", "50", "50", "/root")},
-		{name: "text after a second colon", user: "app:staff:x", want: ok("1000", "50", "50", "/home/app")},
-		{name: "image ENV sets HOME", user: "app", env: []string{"HOME=/image/home"}, want: ok("1000", "1000", "1000,100,50,999,10", "/image/home")},
-		{name: "no passwd or group file, uid", user: "4242", noFiles: true, want: ok("4242", "0", "0", "/")},
-		{name: "no passwd or group file, uid:gid", user: "4242:7", noFiles: true, want: ok("4242", "7", "7", "/")},
+		{name: "name:group", user: "app:staff", want: ok("1000", "50", "", "/home/app")},
+		{name: "name:gid", user: "app:999", want: ok("1000", "999", "", "/home/app")},
+		{name: "uid:group", user: "1000:staff", want: ok("1000", "50", "", "/home/app")},
+		{name: "uid:gid", user: "1000:1000", want: ok("1000", "1000", "", "/home/app")},
+		{name: "uid without an entry", user: "4242", want: ok("4242", "0", "", "/")},
+		{name: "uid:gid without entries", user: "4242:4243", want: ok("4242", "4243", "", "/")},
+		{name: "uid without an entry:group", user: "4242:users", want: ok("4242", "100", "", "/")},
+		{name: "gid with leading zeros in the group file", user: "app:77", want: ok("1000", "77", "", "/home/app")},
+		{name: "group with leading zeros in its gid", user: "app:padded", want: ok("1000", "77", "", "/home/app")},
+		{name: "first of two groups of one name", user: "app:dup", want: ok("1000", "300", "", "/home/app")},
+		{name: "first of two users of one name", user: "twin", want: ok("1002", "1002", "", "/home/twin1")},
+		{name: "nobody", user: "nobody", want: ok("65534", "65534", "", "/nonexistent")},
+		{name: "empty home", user: "nohome", want: ok("1001", "1001", "100", "/")},
+		{name: "last lines without newline", user: "last", want: ok("1004", "100", "4242", "/home/last")},
+		{name: "member names match whole", user: "daemon", want: ok("1", "1", "50", "/usr/sbin")},
+		{name: "empty user is uid 0", user: ":staff", want: ok("0", "50", "", "/root")},
+		{name: "root with a group", user: "root:staff", want: ok("0", "50", "", "/root")},
+		{name: "text after a second colon", user: "app:staff:x", want: ok("1000", "50", "", "/home/app")},
+		{name: "image ENV sets HOME", user: "app", env: []string{"HOME=/image/home"}, want: ok("1000", "1000", "100,50,999,10", "/image/home")},
+		{name: "no passwd or group file, uid", user: "4242", noFiles: true, want: ok("4242", "0", "", "/")},
+		{name: "no passwd or group file, uid:gid", user: "4242:7", noFiles: true, want: ok("4242", "7", "", "/")},
 		{name: "root runs the command as is", user: "root", want: "tool: [default arg]\n"},
 		{name: "uid 0 runs the command as is", user: "0:0", args: []string{"tool", "x"}, want: "tool: [x]\n"},
 
 		{name: "arguments replace CMD", user: "app", args: []string{"tool", "a b", ""},
-			want: fmt.Sprintf("uid=1000 gid=1000 groups=1000,100,50,999,10 path=%s/bin/tool\nargv: [tool] [a b] []\nHOME=/home/app pwd=%s\n", root, work)},
+			want: fmt.Sprintf("uid=1000 gid=1000 groups=100,50,999,10 path=%s/bin/tool\nargv: [tool] [a b] []\nHOME=/home/app pwd=%s\n", root, work)},
 		{name: "a builtin's name is a file on PATH", user: "app", args: []string{"echo", "hi"},
-			want: fmt.Sprintf("uid=1000 gid=1000 groups=1000,100,50,999,10 path=%s/bin/echo\nargv: [echo] [hi]\nHOME=/home/app pwd=%s\n", root, work)},
+			want: fmt.Sprintf("uid=1000 gid=1000 groups=100,50,999,10 path=%s/bin/echo\nargv: [echo] [hi]\nHOME=/home/app pwd=%s\n", root, work)},
 		{name: "a file that is not executable is skipped", user: "app", args: []string{"data"},
-			want: fmt.Sprintf("uid=1000 gid=1000 groups=1000,100,50,999,10 path=%s/other/data\nargv: [data]\nHOME=/home/app pwd=%s\n", root, work)},
+			want: fmt.Sprintf("uid=1000 gid=1000 groups=100,50,999,10 path=%s/other/data\nargv: [data]\nHOME=/home/app pwd=%s\n", root, work)},
 		{name: "a path is used as it is", user: "app", args: []string{"./rel/prog", "x"},
-			want: fmt.Sprintf("uid=1000 gid=1000 groups=1000,100,50,999,10 path=./rel/prog\nargv: [./rel/prog] [x]\nHOME=/home/app pwd=%s\n", work)},
+			want: fmt.Sprintf("uid=1000 gid=1000 groups=100,50,999,10 path=./rel/prog\nargv: [./rel/prog] [x]\nHOME=/home/app pwd=%s\n", work)},
 
 		{name: "missing user", user: "ghost", code: 125, errHas: "docker2vm-entrypoint: unable to find user ghost: no matching entries in passwd file\n"},
 		{name: "missing user:group", user: "ghost:staff", code: 125, errHas: "unable to find user ghost: no matching entries in passwd file"},
@@ -222,7 +222,7 @@ func TestEntrypointRunner(t *testing.T) {
 		{name: "no group file, group name", user: "4242:staff", noFiles: true, code: 125, errHas: "unable to find group staff: no matching entries in group file"},
 		{name: "uid out of range", user: "2147483648", code: 125, errHas: "uids and gids must be in range 0-2147483647"},
 		{name: "gid out of range", user: "app:99999999999999999999", code: 125, errHas: "uids and gids must be in range 0-2147483647"},
-		{name: "largest uid in range", user: "2147483647", want: ok("2147483647", "0", "0", "/")},
+		{name: "largest uid in range", user: "2147483647", want: ok("2147483647", "0", "", "/")},
 		{name: "invalid uid in passwd", user: "badid", code: 125, errHas: "user badid has an invalid uid"},
 		{name: "a signed uid is a name", user: "+1000", code: 125, errHas: "unable to find user +1000"},
 		{name: "missing command", user: "app", args: []string{"nosuch"}, code: 127, errHas: `docker2vm-entrypoint: exec: "nosuch": executable file not found in $PATH`},
@@ -293,9 +293,10 @@ func TestEntrypointRunnerSwitches(t *testing.T) {
 		user string
 		want []string
 	}{
-		{"app", []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65533\t65533\t65533\t65533", "Groups:\t4000 4001 65533", "HOME=/home/app", "sh -c "}},
-		{"app:4002", []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t4002\t4002\t4002\t4002", "Groups:\t4002", "HOME=/home/app"}},
-		{"1234:extra", []string{"Uid:\t1234\t1234\t1234\t1234", "Gid:\t4000\t4000\t4000\t4000", "Groups:\t4000", "HOME=/"}},
+		{"app", []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65533\t65533\t65533\t65533", "Groups:\t4000 4001", "HOME=/home/app", "sh -c "}},
+		// A group in USER: no supplementary groups, as runc.
+		{"app:4002", []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t4002\t4002\t4002\t4002", "Groups:", "HOME=/home/app"}},
+		{"1234:extra", []string{"Uid:\t1234\t1234\t1234\t1234", "Gid:\t4000\t4000\t4000\t4000", "Groups:", "HOME=/"}},
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			for name, sh := range shells(t) {
@@ -306,12 +307,13 @@ func TestEntrypointRunnerSwitches(t *testing.T) {
 				}
 				lines := strings.Split(stdout, "\n")
 				for i := range lines {
-					lines[i] = strings.TrimRight(lines[i], " ")
+					lines[i] = strings.TrimRight(lines[i], " \t")
 				}
 				for _, w := range tc.want {
 					found := false
 					for _, l := range lines {
-						found = found || strings.HasPrefix(l, w)
+						// The groups line whole; the others by prefix.
+						found = found || l == w || !strings.HasPrefix(w, "Groups:") && strings.HasPrefix(l, w)
 					}
 					if !found {
 						t.Errorf("%s: no line %q in:\n%s", name, w, stdout)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,13 +31,14 @@ func Main() int {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, Name+": "+format+"\n", args...)
 	}
+	start := time.Now()
 	g := &Guest{Root: "/", Logf: logf}
 	g.Prepare()
-	logf("the guest is ready (built from sources %.12s); starting %s", sourceHash, AgentPath)
 	env := os.Environ()
 	if err := g.WriteAgentEnv(env); err != nil {
 		logf("%v", err)
 	}
+	logf("the guest is ready in %d ms (built from sources %.12s); starting %s", time.Since(start).Milliseconds(), sourceHash, AgentPath)
 	argv := append([]string{}, os.Args...)
 	if len(argv) == 0 {
 		argv = []string{InstallPath}

@@ -62,6 +62,10 @@ type ExecSpec struct {
 	Cwd string   `json:"cwd,omitempty"`
 	// Stdin, when non-nil, is written to the command's stdin (then EOF).
 	Stdin *string `json:"stdin,omitempty"`
+	// Background starts the command and goes on with the next ones while it
+	// runs (a service they talk to). Its result holds what it wrote until
+	// the last command ended, with ExitCode -1 if it was still running.
+	Background bool `json:"background,omitempty"`
 }
 
 // ExecResult is the outcome of one command.

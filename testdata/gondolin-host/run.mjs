@@ -12,7 +12,11 @@
 //   {"imagePath": DIR, "rootfsMode": "cow"|"readonly"|"memory"|"",
 //    "timeoutMs": 240000, "startTimeoutMs": 120000, "accel": "tcg",
 //    "append": "console=ttyAMA0 initramfs_async=1" (optional: Gondolin's kernel command line base),
-//    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text"}]}
+//    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text",
+//                  "background": false}]}
+// A background command is started and left running while the commands after
+// it run (a service the later ones talk to); its result holds the output it
+// wrote until then, and exitCode -1 when it was still running.
 //
 // The result is printed on stdout as ONE line starting with RESULT_MARKER:
 //   {"results":[{"argv":[...],"exitCode":0,"signal":null,"stdout":"...","stderr":"..."}],
@@ -49,6 +53,7 @@ async function main() {
   const timeoutMs = req.timeoutMs ?? 240000;
 
   let vm = null;
+  let closing = false;
   const out = { results: [], bootMs: 0, execMs: 0 };
   const timer = setTimeout(() => {
     out.error = `timeout after ${timeoutMs} ms`;
@@ -85,11 +90,31 @@ async function main() {
     log(`VM started in ${out.bootMs} ms`);
 
     const t1 = Date.now();
+    const background = [];
     for (const c of commands) {
       const execOpts = {};
       if (c.env) execOpts.env = c.env;
       if (c.cwd) execOpts.cwd = c.cwd;
       if (c.stdin !== undefined && c.stdin !== null) execOpts.stdin = c.stdin;
+      if (c.background) {
+        const entry = { argv: c.argv, exitCode: -1, signal: null, stdout: "", stderr: "" };
+        out.results.push(entry);
+        const proc = vm.exec(c.argv, { ...execOpts, stdout: "pipe", stderr: "pipe" });
+        proc.stdout.on("data", (d) => (entry.stdout += d.toString()));
+        proc.stderr.on("data", (d) => (entry.stderr += d.toString()));
+        const done = proc.result.then(
+          (r) => {
+            entry.exitCode = r.exitCode;
+            entry.signal = r.signal ?? null;
+          },
+          (err) => {
+            // Closing the VM ends a command still running: not news.
+            if (!closing) entry.stderr += `\n[run.mjs] ${err}`;
+          },
+        );
+        background.push(done);
+        continue;
+      }
       const r = await vm.exec(c.argv, execOpts);
       out.results.push({
         argv: c.argv,
@@ -99,11 +124,16 @@ async function main() {
         stderr: r.stderr,
       });
     }
+    // Output a background command wrote last may still be on its way.
+    if (background.length > 0) {
+      await Promise.race([Promise.all(background), new Promise((r) => setTimeout(r, 1000))]);
+    }
     out.execMs = Date.now() - t1;
   } catch (err) {
     out.error = err && err.stack ? err.stack : String(err);
   } finally {
     if (vm) {
+      closing = true;
       try {
         await vm.close();
       } catch (err) {
