@@ -34,6 +34,10 @@ type Agent struct {
 	// BaseEnv is the environment commands start from before the request's
 	// env entries are applied. NewAgent sets it to os.Environ().
 	BaseEnv []string
+	// VfsError, when set, tells why the guest's filesystem (sandboxfs)
+	// failed, "" when it did not: Serve then announces vfs_error instead
+	// of vfs_ready, as Gondolin's sandboxd does.
+	VfsError func() string
 
 	wmu sync.Mutex
 	w   io.Writer
@@ -85,8 +89,9 @@ func (a *Agent) sendError(id uint32, code, msg string) {
 	}
 }
 
-// Serve announces readiness on rw (vfs_ready) and handles messages until rw
-// fails or ends. It returns the read error (io.EOF on a clean end).
+// Serve announces readiness on rw (vfs_ready, or vfs_error when VfsError
+// says why not) and handles messages until rw fails or ends. It returns
+// the read error (io.EOF on a clean end).
 func (a *Agent) Serve(rw io.ReadWriter) error {
 	a.wmu.Lock()
 	a.w = rw
@@ -98,7 +103,13 @@ func (a *Agent) Serve(rw io.ReadWriter) error {
 		}
 		a.wmu.Unlock()
 	}()
-	if err := a.send(Message{Type: TypeVfsReady}); err != nil {
+	hello := Message{Type: TypeVfsReady}
+	if a.VfsError != nil {
+		if msg := a.VfsError(); msg != "" {
+			hello = Message{Type: TypeVfsError, Payload: map[string]any{"message": msg}}
+		}
+	}
+	if err := a.send(hello); err != nil {
 		return fmt.Errorf("send vfs_ready: %w", err)
 	}
 	for {

@@ -293,3 +293,34 @@ func TestMergeEnv(t *testing.T) {
 		t.Fatalf("got %v want %v", got, want)
 	}
 }
+
+// TestServeVfsError: a guest whose filesystem failed says so first, as
+// Gondolin's sandboxd does, instead of vfs_ready.
+func TestServeVfsError(t *testing.T) {
+	for _, tc := range []struct {
+		failed   string
+		wantType string
+	}{{"", TypeVfsReady}, {"sandboxfs binary missing", TypeVfsError}} {
+		hostR, agentW := io.Pipe()
+		agentR, hostW := io.Pipe()
+		a := NewAgent()
+		a.VfsError = func() string { return tc.failed }
+		done := make(chan error, 1)
+		go func() {
+			done <- a.Serve(struct {
+				io.Reader
+				io.Writer
+			}{agentR, agentW})
+		}()
+		m, err := ReadMessage(hostR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Type != tc.wantType || (tc.failed != "" && m.Payload["message"] != tc.failed) {
+			t.Errorf("VfsError %q: first message %+v", tc.failed, m)
+		}
+		hostW.Close()
+		hostR.Close()
+		<-done
+	}
+}

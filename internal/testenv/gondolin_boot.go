@@ -38,6 +38,13 @@ type BootOptions struct {
 	// "console=ttyAMA0 initramfs_async=1" shows an arm64 guest's console in
 	// the log. DOCKER2VM_TEST_GONDOLIN_APPEND sets it for every boot.
 	Append string
+	// VFS boots with Gondolin's default filesystem (the guest's sandboxfs
+	// serving /data), as Gondolin's users do; without it the harness passes
+	// vfs: null.
+	VFS bool
+	// Mounts maps guest paths to host directories for Gondolin's mounts
+	// option (RealFSProvider); they need VFS.
+	Mounts map[string]string
 	// Arch is the guest's architecture ("amd64", "arm64"), which selects
 	// the QEMU the test needs. "" reads it from the asset directory's
 	// manifest.json, or for an image ref from the refs of the image store
@@ -166,6 +173,12 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	}
 	if opts.Append != "" {
 		req["append"] = opts.Append
+	}
+	if opts.VFS {
+		req["vfs"] = true
+		if len(opts.Mounts) > 0 {
+			req["mounts"] = opts.Mounts
+		}
 	}
 	in, err := json.Marshal(req)
 	if err != nil {

@@ -1,8 +1,9 @@
 package testenv
 
 // A fixture Gondolin base bundle built from Debian packages: the cloud
-// kernel, a busybox initramfs, a busybox rootfs.ext4 with our guest agent
-// (internal/guestagent) at /usr/bin/sandboxd, and manifest.json, for
+// kernel, a busybox initramfs, a busybox rootfs.ext4 with our stand-ins
+// for Gondolin's agents (internal/guestagent) at /usr/bin/sandboxd and
+// /usr/bin/sandboxfs, Gondolin's own init scripts, and manifest.json, for
 // x86_64 or aarch64 (Debian's arm64 packages through dpkg multiarch). See
 // docs/gondolin-contract.md for what each piece must satisfy.
 
@@ -228,6 +229,10 @@ func (b *gdBuilder) build() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	fsAgent, err := b.agent("sandboxfs")
+	if err != nil {
+		return "", err
+	}
 	kernel, err := b.kernel()
 	if err != nil {
 		return "", err
@@ -249,7 +254,7 @@ func (b *gdBuilder) build() (string, error) {
 	}{{"initramfs-prelude", gdInitramfsPrelude}, {"initramfs-init", inits.Initramfs}, {"rootfs-init", inits.Rootfs}} {
 		fmt.Fprintf(h, "%s=%x\n", in.name, sha256.Sum256(in.data))
 	}
-	for _, f := range []string{agent, busybox, filepath.Join(kernel.dir, "id")} {
+	for _, f := range []string{agent, fsAgent, busybox, filepath.Join(kernel.dir, "id")} {
 		sum, err := gdFileSHA256(f)
 		if err != nil {
 			return "", err
@@ -313,6 +318,7 @@ func (b *gdBuilder) build() (string, error) {
 	rfs.base(busybox, applets)
 	rfs.file("init", 0o755, inits.Rootfs, "")
 	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
+	rfs.file("usr/bin/sandboxfs", 0o755, nil, fsAgent)
 	// Everything Gondolin's rootfs modes and init need, pre-created so the
 	// image also boots read-only.
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "var/tmp", "var/cache", "var/log", "root", "home", "data", "etc/gondolin", "etc/gondolin/mitm", "etc/profile.d", "mnt"} {
@@ -391,7 +397,11 @@ func (b *gdBuilder) gondolinInits() (*GondolinInits, error) {
 // cache key hashes the agent's sources (internal/guestagent, which imports
 // only the standard library), go.mod and the Go version, so a warm call
 // costs one "go env" instead of a link.
-func (b *gdBuilder) sandboxd() (string, error) {
+func (b *gdBuilder) sandboxd() (string, error) { return b.agent("sandboxd") }
+
+// agent builds the guest agent stand-in internal/guestagent/cmd/NAME
+// (sandboxd or sandboxfs) as sandboxd does.
+func (b *gdBuilder) agent(name string) (string, error) {
 	root, err := gdModuleRoot(b.tools["go"])
 	if err != nil {
 		return "", err
@@ -426,7 +436,7 @@ func (b *gdBuilder) sandboxd() (string, error) {
 		rel, _ := filepath.Rel(root, f)
 		fmt.Fprintf(h, "%s %s\n", rel, sum)
 	}
-	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], "sandboxd")
+	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], name)
 	if gdIsStatic(final, b.arch.machine) {
 		return final, nil
 	}
@@ -435,7 +445,7 @@ func (b *gdBuilder) sandboxd() (string, error) {
 	}
 	tmp := final + ".tmp"
 	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.name}, "go", "build",
-		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/sandboxd"); err != nil {
+		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/"+name); err != nil {
 		return "", err
 	}
 	if !gdIsStatic(tmp, b.arch.machine) {

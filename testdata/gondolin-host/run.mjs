@@ -12,6 +12,8 @@
 //   {"imagePath": DIR, "rootfsMode": "cow"|"readonly"|"memory"|"",
 //    "timeoutMs": 240000, "startTimeoutMs": 120000, "accel": "tcg",
 //    "append": "console=ttyAMA0 initramfs_async=1" (optional: Gondolin's kernel command line base),
+//    "vfs": false (true: Gondolin's default filesystem, /data through the guest's sandboxfs),
+//    "mounts": {"/data/host": "/abs/host/dir"} (with vfs: host directories, RealFSProvider),
 //    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text",
 //                  "background": false}]}
 // A background command is started and left running while the commands after
@@ -22,7 +24,7 @@
 //   {"results":[{"argv":[...],"exitCode":0,"signal":null,"stdout":"...","stderr":"..."}],
 //    "bootMs": N, "execMs": N, "error": "..."?}
 // Gondolin debug output (protocol + guest console) goes to stderr.
-import { VM } from "@earendil-works/gondolin";
+import { VM, RealFSProvider } from "@earendil-works/gondolin";
 import { readFileSync } from "node:fs";
 
 const RESULT_MARKER = "@@DOCKER2VM-GONDOLIN-RESULT@@ ";
@@ -64,8 +66,18 @@ async function main() {
   }, timeoutMs);
 
   try {
+    let vfs = null;
+    if (req.vfs) {
+      vfs = undefined; // Gondolin's default
+      if (req.mounts) {
+        vfs = { mounts: {} };
+        for (const [guestPath, hostDir] of Object.entries(req.mounts)) {
+          vfs.mounts[guestPath] = new RealFSProvider(hostDir);
+        }
+      }
+    }
     const options = {
-      vfs: null,
+      vfs,
       startTimeoutMs: req.startTimeoutMs ?? 120000,
       sandbox: {
         imagePath: req.imagePath,

@@ -27,6 +27,17 @@ func main() {
 	logger := log.New(os.Stderr, "sandboxd: ", log.LstdFlags|log.Lmsgprefix)
 	agent := guestagent.NewAgent()
 	agent.Log = logger
+	// Gondolin's init records a filesystem that did not come up here.
+	agent.VfsError = func() string {
+		data, err := os.ReadFile("/run/sandboxfs.failed")
+		if err != nil {
+			return ""
+		}
+		if msg := strings.TrimSpace(string(data)); msg != "" {
+			return msg
+		}
+		return "vfs mount not ready"
+	}
 	if os.Getpid() == 1 {
 		agent.EnableReaper()
 	}
