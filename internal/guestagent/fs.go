@@ -30,7 +30,7 @@ type FS struct {
 	// Log receives diagnostics; nil discards them.
 	Log *log.Logger
 
-	nextID      uint32
+	nextID uint32
 	logged map[uint32]bool
 }
 
