@@ -167,8 +167,9 @@ else
   if [ "${CI:-}" = true ]; then exit 1; fi
 fi
 
-if [ -f testdata/gondolin-host/package-lock.json ] && [ ! -d testdata/gondolin-host/node_modules/@earendil-works/gondolin ]; then
-  echo "install-deps: installing the Gondolin host from npm" >&2
+if [ -f testdata/gondolin-host/package-lock.json ] && { [ ! -d testdata/gondolin-host/node_modules/@earendil-works/gondolin ] ||
+  [ ! -x testdata/gondolin-host/node_modules/node/bin/node ]; }; then
+  echo "install-deps: installing the Gondolin host and the Node.js it needs (npm's node package) from npm" >&2
   (cd testdata/gondolin-host && npm ci --no-audit --no-fund --loglevel=error)
 fi
 go mod download

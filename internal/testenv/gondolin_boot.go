@@ -199,7 +199,7 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tools["node"], filepath.Join(hostDir, "run.mjs"))
+	cmd := exec.CommandContext(ctx, HarnessNode(hostDir), filepath.Join(hostDir, "run.mjs"))
 	cmd.Dir = hostDir
 	cmd.Stdin = bytes.NewReader(in)
 	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
@@ -292,8 +292,16 @@ func gdGuestArch(image string, hostEnv []string) string {
 
 var gdHarnessMu sync.Mutex
 
-// gdEnsureHarness installs the harness's node_modules (npm ci, offline
-// cache first) when they are missing.
+// HarnessNode is the Node.js the harness in hostDir (GondolinHostDir)
+// runs the Gondolin host with: npm's node package, pinned in its
+// package.json to a version Gondolin's engines field allows (the system's
+// Node runs npm only).
+func HarnessNode(hostDir string) string {
+	return filepath.Join(hostDir, "node_modules", "node", "bin", "node")
+}
+
+// gdEnsureHarness installs the harness's node_modules (npm ci) when they
+// are missing: Gondolin and the Node.js that runs it.
 func gdEnsureHarness(t TB, tools map[string]string) string {
 	t.Helper()
 	dir, err := GondolinHostDir()
@@ -302,8 +310,15 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 	}
 	gdHarnessMu.Lock()
 	defer gdHarnessMu.Unlock()
-	marker := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "package.json")
-	if _, err := os.Stat(marker); err == nil {
+	installed := func() bool {
+		for _, p := range []string{filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "package.json"), HarnessNode(dir)} {
+			if _, err := os.Stat(p); err != nil {
+				return false
+			}
+		}
+		return true
+	}
+	if installed() {
 		return dir
 	}
 	// Serialize with other test processes.
@@ -313,7 +328,7 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 		t.Fatal(err)
 	}
 	defer unlock()
-	if _, err := os.Stat(marker); err == nil {
+	if installed() {
 		return dir
 	}
 	args := []string{"ci", "--no-audit", "--no-fund", "--loglevel=error"}
@@ -340,7 +355,7 @@ func GondolinCLI(t TB, env []string, args ...string) (string, error) {
 	tools := require.Tools(t, "nodejs npm", "node", "npm")
 	dir := gdEnsureHarness(t, tools)
 	cli := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "dist", "bin", "gondolin.js")
-	cmd := exec.Command(tools["node"], append([]string{cli}, args...)...)
+	cmd := exec.Command(HarnessNode(dir), append([]string{cli}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "NODE_NO_WARNINGS=1"), env...)
 	out, err := cmd.CombinedOutput()

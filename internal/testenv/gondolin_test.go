@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -348,4 +350,53 @@ func TestGondolinArch(t *testing.T) {
 			t.Errorf("gdGuestArch(%q) = %q, want %q", ref, got, want)
 		}
 	}
+}
+
+// TestHarnessNode: the Node.js the harness runs Gondolin with satisfies
+// the engines field of the installed Gondolin package, as its users' must.
+func TestHarnessNode(t *testing.T) {
+	require.Integration(t, "installs the Gondolin host from npm")
+	tools := require.Tools(t, "nodejs npm", "node", "npm")
+	dir := gdEnsureHarness(t, tools)
+	raw, err := os.ReadFile(filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "package.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkg struct {
+		Engines struct{ Node string } `json:"engines"`
+	}
+	if err := json.Unmarshal(raw, &pkg); err != nil {
+		t.Fatal(err)
+	}
+	min, ok := strings.CutPrefix(pkg.Engines.Node, ">=")
+	if !ok {
+		t.Fatalf("Gondolin's engines.node %q is not a lower bound", pkg.Engines.Node)
+	}
+	out, err := exec.Command(HarnessNode(dir), "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
+	if compareVersions(got, min) < 0 {
+		t.Fatalf("the harness's Node.js is %s; Gondolin needs %s", got, pkg.Engines.Node)
+	}
+	t.Logf("Node.js %s for Gondolin's %s", got, pkg.Engines.Node)
+}
+
+// compareVersions compares dotted decimal versions.
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(as), len(bs)); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x - y
+		}
+	}
+	return 0
 }
