@@ -45,7 +45,7 @@ var userForms = []struct {
 func TestBootUser(t *testing.T) {
 	forEachArch(t, func(t *testing.T, arch string) {
 		reg, base := bootPrereqs(t, arch)
-		env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"}
+		env := []string{"PATH=/srv:/usr/bin:/bin", "GREETING=hello busybox"}
 		files := []testtar.Entry{
 			testtar.File("etc/passwd", userPasswd),
 			testtar.File("etc/group", userGroup),
@@ -65,7 +65,7 @@ func TestBootUser(t *testing.T) {
 		}
 		img = testenv.WithConfig(t, img, func(c *v1.Config) {
 			c.User = "app"
-			c.Env = append(env, "PATH=/srv:/usr/bin:/bin")
+			c.Env = env
 			c.Entrypoint = []string{"whoami.sh"} // found on PATH, as docker run finds it
 			c.Cmd = []string{"default"}
 		})
@@ -103,7 +103,8 @@ func TestBootUserShellLess(t *testing.T) {
 			[]string{"/usr/bin/docker2vm-entrypoint", "as-user"},
 			[]string{"/hello", "as-root"},
 		)
-		expectOutput(t, res, 0, "args=as-user cwd=/ uid=1000 greeting=from scratch gid=1000 groups=[1000] home=/")
+		// No group file lists the user: no supplementary groups, as runc.
+		expectOutput(t, res, 0, "args=as-user cwd=/ uid=1000 greeting=from scratch gid=1000 groups=[] home=/")
 		expectOutput(t, res, 1, "args=as-root cwd=/ uid=0")
 	})
 }
