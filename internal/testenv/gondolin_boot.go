@@ -45,6 +45,11 @@ type BootOptions struct {
 	// Mounts maps guest paths to host directories for Gondolin's mounts
 	// option (RealFSProvider); they need VFS.
 	Mounts map[string]string
+	// Checkpoint, when set, checkpoints the VM after the commands (which
+	// stops it) and resumes it once per Resumes list, the VMs side by
+	// side, running their commands in rounds; their results follow the
+	// commands' in RunGondolin's, in the order they ran.
+	Checkpoint *Checkpoint
 	// Arch is the guest's architecture ("amd64", "arm64"), which selects
 	// the QEMU the test needs. "" reads it from the asset directory's
 	// manifest.json, or for an image ref from the refs of the image store
@@ -59,6 +64,14 @@ type BootOptions struct {
 // QARMA5, which TCG computes several times faster (a boot and first exec
 // take about half the time). The guest sees the same CPU features.
 const gdEmulatedArm64CPU = "max,pauth-impdef=on"
+
+// Checkpoint is a disk checkpoint of a VM and the VMs resumed from it.
+type Checkpoint struct {
+	// Path is where the checkpoint (a qcow2 file) is written: absolute.
+	Path string `json:"path"`
+	// Resumes are the commands of each VM resumed from it.
+	Resumes [][]ExecSpec `json:"resumes"`
+}
 
 // ExecSpec is one command to run in the guest.
 type ExecSpec struct {
@@ -77,6 +90,8 @@ type ExecSpec struct {
 
 // ExecResult is the outcome of one command.
 type ExecResult struct {
+	// VM is 0 for the VM booted, i for the i-th resumed from a Checkpoint.
+	VM       int      `json:"vm"`
 	Argv     []string `json:"argv"`
 	ExitCode int      `json:"exitCode"`
 	Signal   *int     `json:"signal"`
@@ -174,6 +189,9 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	if opts.Append != "" {
 		req["append"] = opts.Append
 	}
+	if opts.Checkpoint != nil {
+		req["checkpoint"] = opts.Checkpoint
+	}
 	if opts.VFS {
 		req["vfs"] = true
 		if len(opts.Mounts) > 0 {
@@ -240,6 +258,12 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	rep.Results = out.Results
 	rep.BootTime = time.Duration(out.BootMs) * time.Millisecond
 	rep.ExecTime = time.Duration(out.ExecMs) * time.Millisecond
+	want := len(specs)
+	if opts.Checkpoint != nil {
+		for _, r := range opts.Checkpoint.Resumes {
+			want += len(r)
+		}
+	}
 	switch {
 	case !found:
 		return rep, fmt.Errorf("harness printed no result (%v); stdout:\n%s", runErr, gdTail(stdout.String(), 4000))
@@ -247,8 +271,8 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 		return rep, fmt.Errorf("harness: %s", out.Error)
 	case runErr != nil:
 		return rep, fmt.Errorf("harness: %v", runErr)
-	case len(out.Results) != len(specs):
-		return rep, fmt.Errorf("harness returned %d results for %d commands", len(out.Results), len(specs))
+	case len(out.Results) != want:
+		return rep, fmt.Errorf("harness returned %d results for %d commands", len(out.Results), want)
 	}
 	return rep, nil
 }

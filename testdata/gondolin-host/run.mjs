@@ -16,6 +16,10 @@
 //    "mounts": {"/data/host": "/abs/host/dir"} (with vfs: host directories, RealFSProvider),
 //    "commands": [{"argv": [...], "env": ["K=V"], "cwd": "/", "stdin": "text",
 //                  "background": false}]}
+//    "checkpoint": {"path": "/abs/cp.qcow2", "resumes": [[cmd, ...], [cmd, ...]]}
+//      (optional: after the commands, checkpoint the VM (which stops it) and
+//      resume it once per list, the VMs running side by side; their
+//      commands run in rounds, the first of each VM, then the second...)
 // A background command is started and left running while the commands after
 // it run (a service the later ones talk to); its result holds the output it
 // wrote until then, and exitCode -1 when it was still running.
@@ -139,6 +143,26 @@ async function main() {
     // Output a background command wrote last may still be on its way.
     if (background.length > 0) {
       await Promise.race([Promise.all(background), new Promise((r) => setTimeout(r, 1000))]);
+    }
+    if (req.checkpoint) {
+      log(`checkpointing to ${req.checkpoint.path}`);
+      const cp = await vm.checkpoint(req.checkpoint.path);
+      vm = null; // checkpoint stopped it
+      const lists = req.checkpoint.resumes ?? [];
+      const resumed = await Promise.all(lists.map(() => cp.resume(options)));
+      try {
+        const rounds = Math.max(0, ...lists.map((l) => l.length));
+        for (let i = 0; i < rounds; i++) {
+          for (let j = 0; j < lists.length; j++) {
+            const c = lists[j][i];
+            if (!c) continue;
+            const r = await resumed[j].exec(c.argv, c.env ? { env: c.env } : {});
+            out.results.push({ vm: j + 1, argv: c.argv, exitCode: r.exitCode, signal: r.signal ?? null, stdout: r.stdout, stderr: r.stderr });
+          }
+        }
+      } finally {
+        for (const r of resumed) await r.close().catch((err) => log(`close failed: ${err}`));
+      }
     }
     out.execMs = Date.now() - t1;
   } catch (err) {
