@@ -370,6 +370,9 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 			InjectedFiles: inj.Files, InjectedDirectories: inj.Dirs, InjectedSymlinks: inj.Symlinks,
 			Moved: inj.Moved, Kept: inj.Kept, Entrypoint: inj.Entrypoint, Notes: inj.Notes}
 		progress("added Gondolin runtime glue: %d files, %d directories, %d symlinks", len(inj.Files), len(inj.Dirs), len(inj.Symlinks))
+		if glue.Agents[guest.SandboxfsPath] == nil {
+			progress("warning: %s", guest.NoSandboxfsNote)
+		}
 	}
 	if err := w.Finish(ctx, m.Tree()); err != nil {
 		return Metadata{}, err

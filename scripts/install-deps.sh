@@ -13,7 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry umoci apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl openssh-client binutils binutils-aarch64-linux-gnu shellcheck zsh fish)
+PKGS=(docker-registry umoci make gcc bzip2 apache2-utils qemu-system-x86 qemu-system-arm qemu-user-static qemu-utils busybox-static kmod cpio e2fsprogs lz4 zstd util-linux debootstrap gpgv debian-archive-keyring runc time openssl openssh-client binutils binutils-aarch64-linux-gnu shellcheck zsh fish)
+
+# The fixture bases' musl-linked busybox is built for both architectures:
+# the C compiler for the one this host is not.
+case $(dpkg --print-architecture) in
+  arm64) PKGS+=(gcc-x86-64-linux-gnu) ;;
+  *) PKGS+=(gcc-aarch64-linux-gnu) ;;
+esac
 
 # The fixtures are built for amd64 and arm64 from Debian packages (kernel,
 # busybox, debootstrap's): apt must fetch both architectures. Add the one

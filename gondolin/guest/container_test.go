@@ -112,3 +112,23 @@ func TestInjectGuestenv(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestInjectNoSandboxfs: a base without sandboxfs gives a guest that says,
+// in its notes, what it lacks and how to boot it.
+func TestInjectNoSandboxfs(t *testing.T) {
+	base := alpineBase()
+	delete(base, "usr/bin/sandboxfs")
+	g, store := readGlueFrom(t, base)
+	inj, err := Inject(buildTree(t, store, busyboxImage()), g, ImageConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(inj.Notes, NoSandboxfsNote) || !strings.Contains(NoSandboxfsNote, "vfs: null") || !strings.Contains(NoSandboxfsNote, SandboxfsPath) {
+		t.Fatalf("notes %q", inj.Notes)
+	}
+	// With sandboxfs, no such note.
+	g, store = readGlueFrom(t, alpineBase())
+	if inj, err = Inject(buildTree(t, store, busyboxImage()), g, ImageConfig{}, nil); err != nil || has(inj.Notes, NoSandboxfsNote) {
+		t.Fatalf("notes %q, %v", inj.Notes, err)
+	}
+}

@@ -56,6 +56,12 @@ const (
 	SetuserPath = PrivateBinDir + "/" + setuser.Name
 )
 
+// NoSandboxfsNote says what a guest converted with a base that has no
+// sandboxfs lacks, and what to do about it.
+const NoSandboxfsNote = "the base has no " + SandboxfsPath + ", so the guest cannot serve Gondolin's filesystem (/data and the mounts option): " +
+	"Gondolin's CLI, and VM.create unless given vfs: null, wait for it before every command and fail with \"vfs mount /data not ready\"; " +
+	"boot it with VM.create({ vfs: null, ... }), or convert with a base that has sandboxfs (gondolin image pull alpine-base:latest)"
+
 // AgentPaths are Gondolin's guest binaries. Only sandboxd (the exec agent)
 // is required: the others are added when the base has them (a base
 // without sandboxfs serves hosts that boot with vfs: null).
@@ -157,7 +163,7 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 		real, n, err := r.resolve(p)
 		if errors.Is(err, fs.ErrNotExist) && p != SandboxdPath {
 			if p == SandboxfsPath {
-				g.Notes = append(g.Notes, "the base has no "+p+": the guest works with Gondolin's vfs: null only")
+				g.Notes = append(g.Notes, NoSandboxfsNote)
 			}
 			continue
 		}

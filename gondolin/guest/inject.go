@@ -95,7 +95,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	r := &imgResolver{t: img, inj: &Injection{Entrypoint: EntrypointPath}, placed: map[*fstree.Inode]bool{}, now: img.Root.Mtime}
+	r := &imgResolver{t: img, inj: &Injection{Entrypoint: EntrypointPath, Notes: slices.Clone(glue.Notes)}, placed: map[*fstree.Inode]bool{}, now: img.Root.Mtime}
 	inj := r.inj
 
 	// Fail early on what cannot be fixed without replacing image files.

@@ -19,9 +19,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -42,7 +45,7 @@ var gdInitramfsPrelude []byte
 
 // gdBundleFormat is part of every cache key: bump it when the bundle layout
 // or build steps change in a way the inputs' hashes do not capture.
-const gdBundleFormat = "docker2vm-testenv-bundle-v4"
+const gdBundleFormat = "docker2vm-testenv-bundle-v5"
 
 // gdKernelMetaPackage is the Debian package whose dependency names the
 // kernel image package to use (linux-image-cloud-amd64, -arm64).
@@ -61,7 +64,7 @@ var gdModules = []string{
 // installed (the kernel and, for arm64, busybox are fetched with apt-get
 // download at test time; a foreign architecture also needs qemu-user,
 // see QemuUser, to list busybox's applets).
-const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt"
+const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt " + MuslBusyboxPackages
 
 // GondolinBootPackages lists the Debian packages BootGondolin needs besides
 // Node.js and npm to boot x86_64 guests; aarch64 guests need
@@ -118,7 +121,12 @@ func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
 	a := gdArchOf(t, arch)
 	require.Integration(t, "builds the Gondolin base bundle")
-	tools := require.Tools(t, GondolinBundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm")
+	cc := "gcc"
+	if !a.native() {
+		cc = a.gnuTriplet() + "-gcc"
+	}
+	tools := require.Tools(t, GondolinBundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm",
+		"make", "tar", "bzip2", cc)
 	var qemuUser string
 	if !a.native() {
 		qemuUser = QemuUser(t, a.name)
@@ -241,6 +249,10 @@ func (b *gdBuilder) build() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	muslBusybox, muslLoader, err := b.muslBusybox()
+	if err != nil {
+		return "", err
+	}
 	inits, err := b.gondolinInits()
 	if err != nil {
 		return "", err
@@ -254,7 +266,7 @@ func (b *gdBuilder) build() (string, error) {
 	}{{"initramfs-prelude", gdInitramfsPrelude}, {"initramfs-init", inits.Initramfs}, {"rootfs-init", inits.Rootfs}} {
 		fmt.Fprintf(h, "%s=%x\n", in.name, sha256.Sum256(in.data))
 	}
-	for _, f := range []string{agent, fsAgent, busybox, filepath.Join(kernel.dir, "id")} {
+	for _, f := range []string{agent, fsAgent, busybox, muslBusybox, muslLoader, filepath.Join(kernel.dir, "id")} {
 		sum, err := gdFileSHA256(f)
 		if err != nil {
 			return "", err
@@ -288,6 +300,15 @@ func (b *gdBuilder) build() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	muslApplets, err := b.appletsVia(muslLoader, muslBusybox)
+	if err != nil {
+		return "", err
+	}
+	for _, tool := range guest.InitTools {
+		if !slices.ContainsFunc(muslApplets, func(a string) bool { return path.Base(a) == tool }) {
+			return "", fmt.Errorf("the musl busybox has no %s, which Gondolin's init runs", tool)
+		}
+	}
 
 	// initramfs.cpio.lz4
 	irfs := gdNewTree()
@@ -314,8 +335,13 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	// rootfs.ext4
+	// The rootfs's busybox is dynamically linked against musl, as
+	// alpine-base's: /lib/ld-musl-ARCH.so.1 and Alpine's libc name for it.
 	rfs := gdNewTree()
-	rfs.base(busybox, applets)
+	rfs.base(muslBusybox, muslApplets)
+	loaderName := "ld-musl-" + b.arch.gondolin + ".so.1"
+	rfs.file("lib/"+loaderName, 0o755, nil, muslLoader)
+	rfs.symlink("lib/libc.musl-"+b.arch.gondolin+".so.1", loaderName)
 	rfs.file("init", 0o755, inits.Rootfs, "")
 	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
 	rfs.file("usr/bin/sandboxfs", 0o755, nil, fsAgent)
@@ -735,10 +761,18 @@ func (b *gdBuilder) busybox() (string, error) {
 
 // applets lists busybox's applets with their install paths (bin/sh, ...),
 // running a foreign busybox with qemu-user.
-func (b *gdBuilder) applets(busybox string) ([]string, error) {
+func (b *gdBuilder) applets(busybox string) ([]string, error) { return b.appletsVia("", busybox) }
+
+// appletsVia is applets for a dynamically linked busybox, run through its
+// loader (musl's runs programs given as its first argument).
+func (b *gdBuilder) appletsVia(loader, busybox string) ([]string, error) {
 	name, args := busybox, []string{"--list-full"}
+	if loader != "" {
+		name, args = loader, append([]string{busybox}, args...)
+	}
 	if !b.arch.native() {
-		name, args = b.qemuUser, append([]string{busybox}, args...)
+		args = append([]string{name}, args...)
+		name = b.qemuUser
 	}
 	out, err := b.run("", nil, name, args...)
 	if err != nil {

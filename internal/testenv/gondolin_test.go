@@ -277,7 +277,9 @@ func TestGondolinBootFailure(t *testing.T) {
 	if err == nil {
 		t.Fatalf("boot without /init succeeded: %+v", rep.Results)
 	}
-	if !strings.Contains(rep.Log, "switch_root: can't execute '/init'") || !strings.Contains(rep.Log, "Kernel panic") {
+	// The harness logs the console in chunks, each on a line of its own.
+	console := strings.ReplaceAll(rep.Log, "\n[qemu] stdout: ", "")
+	if !strings.Contains(console, "switch_root: can't execute '/init'") || !strings.Contains(console, "Kernel panic") {
 		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", gdTail(rep.Log, 3000))
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)

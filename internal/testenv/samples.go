@@ -1,14 +1,13 @@
 package testenv
 
 import (
-	"io"
 	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -58,19 +57,24 @@ func OpenExt4(t TB, path string) *ext4.FS {
 	return fs
 }
 
-// BaseBusybox reads the static busybox out of a base bundle's rootfs.ext4
-// with docker2vm's own ext4 reader.
+// BaseBusybox returns a static busybox for the architecture of the base
+// bundle in baseDir: the one its initramfs runs (the base's rootfs has a
+// musl-linked one, which needs the base's loader), for test images that
+// must run on their own.
 func BaseBusybox(t TB, baseDir string) []byte {
 	t.Helper()
-	r, err := OpenExt4(t, filepath.Join(baseDir, BundleRootfs)).Open("/bin/busybox")
+	a := gdArchOf(t, BundleArch(t, baseDir))
+	tools := require.Tools(t, "dpkg apt", "apt-get", "apt-cache", "dpkg-deb")
+	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
+	p, err := b.busybox()
+	if err != nil {
+		t.Fatalf("BaseBusybox: %v", err)
+	}
+	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return data
 }
 
 // BusyboxImage is a two-layer image: busybox with its applets and an

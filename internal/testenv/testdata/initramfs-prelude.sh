@@ -25,6 +25,19 @@ stdfds() {
 }
 stdfds
 
+# Without a console, opening /dev/console fails, and Gondolin's rootfs init
+# starts sandboxfs, sandboxssh and sandboxingress with their output sent
+# there: dash (a Debian image's /bin/sh) then runs none of them. Make
+# devtmpfs's /dev/console the kernel log instead (devtmpfs is one
+# filesystem for the initramfs and the root's /dev alike).
+mkdir -p /dev
+if mount -t devtmpfs devtmpfs /dev 2>/dev/null; then
+	if ! (exec 3>/dev/console) 2>/dev/null; then
+		rm -f /dev/console && mknod -m 600 /dev/console c 1 11
+	fi
+	umount /dev
+fi
+
 # Alpine's linux-virt builds the virtio PCI transport in; Debian's cloud
 # kernel has it as a module, which Gondolin's init does not load (without
 # it the guest has no virtio devices).
