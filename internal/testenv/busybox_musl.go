@@ -3,8 +3,8 @@ package testenv
 import (
 	"bytes"
 	"crypto/sha256"
-	_ "embed"
 	"debug/elf"
+	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"io"
