@@ -95,6 +95,9 @@ func testBootContainerEnvironment(t *testing.T, arch string) {
 	for i, c := range containerChecks {
 		expectOutput(t, res, 5+i, c.want)
 	}
+	if t.Failed() {
+		t.Logf("the guest's console:\n%s", rep.Log)
+	}
 	// On a guest of the host's architecture the console is Gondolin's log.
 	if arch == runtime.GOARCH && !strings.Contains(rep.Log, "docker2vm-guestenv: the guest is ready") {
 		t.Errorf("the console does not show docker2vm-guestenv starting the agent")

@@ -63,7 +63,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		return "", "", fmt.Errorf("the C compiler for %s: %w", b.arch.name, err)
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "busybox-musl-v1\n%s\n%s\n%s %s\n", gdBusyboxSourceSHA256, gdMuslBusyboxConfig, cc, bytes.TrimSpace(ccVersion))
+	fmt.Fprintf(h, "busybox-musl-v2\n%s\n%s\n%s %s\n", gdBusyboxSourceSHA256, gdMuslBusyboxConfig, cc, bytes.TrimSpace(ccVersion))
 	for _, d := range debs {
 		sum, err := gdFileSHA256(d)
 		if err != nil {
@@ -144,6 +144,15 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 				text = strings.Replace(text, "# "+opt+" is not set\n", opt+"=y\n", 1)
 			}
 		}
+		// allnoconfig wrote empty values for the options of what was off
+		// (the modules directory, ...): let oldconfig take their defaults.
+		var kept []string
+		for _, line := range strings.Split(text, "\n") {
+			if !strings.HasSuffix(line, `=""`) && !strings.HasSuffix(line, "=0") {
+				kept = append(kept, line)
+			}
+		}
+		text = strings.Join(kept, "\n")
 		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
 			return "", "", err
 		}
