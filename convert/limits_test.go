@@ -48,7 +48,10 @@ func TestLimitStopsDownload(t *testing.T) {
 		sent = n
 	}
 	t.Logf("%d of the layer's %d bytes were sent", sent, len(layer.Raw))
-	if sent > int64(len(layer.Raw))/2 {
+	// Segments up to 16 MiB ahead of the reader may be in flight when the
+	// limit trips (8 MiB each here, so three of six): at most about half
+	// the layer, and under load a fourth may have started.
+	if sent > int64(len(layer.Raw))*2/3 {
 		t.Errorf("%d of the layer's %d bytes were downloaded for a run refused after 1 MiB", sent, len(layer.Raw))
 	}
 }
