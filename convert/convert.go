@@ -60,8 +60,9 @@ type Options struct {
 	Origin *SourceInfo
 	// Now is used for generatedAt; nil means time.Now.
 	Now func() time.Time
-	// Force replaces an --out directory whatever it holds (never the root
-	// or home directory).
+	// Force replaces an --out directory that holds other files than an
+	// earlier output's, if it is a directory of its own (see guardedPaths
+	// and forceRefusal for what it never takes).
 	Force bool
 	// CacheMax is the size the cache directory is trimmed to after a run
 	// (least recently used entries go first, never one in use): 0 means
@@ -304,7 +305,7 @@ func checkOut(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("output directory %s: %w", opts.OutDir, err)
 	}
-	return checkReplaceable(abs, opts.Force)
+	return checkReplaceable(abs, opts.Force, guardedPaths(opts))
 }
 
 func validate(opts Options) error {

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
@@ -44,7 +45,9 @@ type staging struct {
 	out   string
 	dir   string
 	lock  *lock.File // nil for a sub-staging (its parent holds the lock)
-	force bool       // --force: replace whatever out holds
+	force bool       // --force: replace whatever out holds but guards
+	// guards are the paths --force must not remove (guardedPaths).
+	guards []guarded
 }
 
 // outNames are the names beside out that belong to it.
@@ -53,12 +56,12 @@ func outNames(out string) (lockPath, tmpPrefix, old string) {
 	return filepath.Join(parent, "."+base+".lock"), "." + base + ".tmp-", filepath.Join(parent, "."+base+".old")
 }
 
-func newStaging(ctx context.Context, out string, force bool, progress func(string, ...any)) (_ *staging, err error) {
+func newStaging(ctx context.Context, out string, force bool, guards []guarded, progress func(string, ...any)) (_ *staging, err error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", out, err)
 	}
-	if err := checkReplaceable(abs, force); err != nil {
+	if err := checkReplaceable(abs, force, guards); err != nil {
 		return nil, err
 	}
 	parent := filepath.Dir(abs)
@@ -86,7 +89,7 @@ func newStaging(ctx context.Context, out string, force bool, progress func(strin
 		return nil, err
 	}
 	// Again, under the lock: a run that held it may have changed OUT.
-	if err := checkReplaceable(abs, force); err != nil {
+	if err := checkReplaceable(abs, force, guards); err != nil {
 		return nil, err
 	}
 	_, prefix, _ := outNames(abs)
@@ -99,7 +102,7 @@ func newStaging(ctx context.Context, out string, force bool, progress func(strin
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &staging{out: abs, dir: dir, lock: l, force: force}, nil
+	return &staging{out: abs, dir: dir, lock: l, force: force, guards: guards}, nil
 }
 
 // recoverOut, called with out's lock held, puts back what a killed run
@@ -131,11 +134,93 @@ func recoverOut(out string, progress func(string, ...any)) error {
 	return nil
 }
 
+// guarded is a path that --force must never remove, and what it is.
+type guarded struct{ what, path string }
+
+// guardedPaths are the paths a run depends on or that are not a run's to
+// remove: the working directory, the run's source, base, cache and
+// publish directory, Gondolin's image store, the temporary directories,
+// the home directory and the root.
+func guardedPaths(opts Options) []guarded {
+	var g []guarded
+	add := func(what, p string) {
+		if p == "" {
+			return
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return
+		}
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		g = append(g, guarded{what, abs})
+	}
+	if wd, err := os.Getwd(); err == nil {
+		add("the working directory", wd)
+	}
+	if opts.Source.Kind != image.KindRegistry {
+		add("the image source", opts.Source.Ref)
+	}
+	if o := opts.Origin; o != nil {
+		add("the build context", o.Context)
+		add("the Dockerfile", o.Path)
+	}
+	add("the base bundle (--base)", opts.Base.Dir)
+	for _, d := range opts.Base.Dirs {
+		add("the base bundle (--base)", d)
+	}
+	getenv := opts.Base.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	add("the base bundle (GONDOLIN_GUEST_DIR)", getenv("GONDOLIN_GUEST_DIR"))
+	add("Gondolin's image store", opts.Base.StoreDir())
+	add("the cache directory", opts.Image.CacheDir)
+	add("the publish directory", opts.Publish)
+	add("the temporary directory ($TMPDIR)", os.TempDir())
+	add("/tmp", "/tmp")
+	add("/var/tmp", "/var/tmp")
+	if home, err := os.UserHomeDir(); err == nil {
+		add("the home directory", home)
+	}
+	add("the root directory", "/")
+	return g
+}
+
+// forceRefusal says why --force must not replace out (an existing
+// directory that is neither empty nor an earlier output), "" when it may:
+// out must hold none of the guarded paths, be no mount point's root and
+// have no sticky bit (a shared directory such as /tmp).
+func forceRefusal(out string, st os.FileInfo, guards []guarded) string {
+	real := out
+	if r, err := filepath.EvalSymlinks(out); err == nil {
+		real = r
+	}
+	var held []string
+	for _, g := range guards {
+		if isAncestorOrSame(real, g.path) {
+			if g.path == real {
+				held = append(held, "is "+g.what+" ("+g.path+")")
+			} else {
+				held = append(held, "holds "+g.what+" ("+g.path+")")
+			}
+		}
+	}
+	if st.Mode()&os.ModeSticky != 0 {
+		held = append(held, "has the sticky bit (a directory shared by several users)")
+	}
+	if parent, err := os.Stat(filepath.Dir(real)); err == nil && real != "/" && !diskio.SameDevice(st, parent) {
+		held = append(held, "is the root of a mounted filesystem")
+	}
+	return strings.Join(held, ", ")
+}
+
 // checkReplaceable accepts a missing path, an empty directory, or an
 // earlier docker2vm output holding only files docker2vm wrote (those its
-// meta.json lists); with force, any directory but the root and the home
-// directory (and their ancestors).
-func checkReplaceable(out string, force bool) error {
+// meta.json lists); with force, also a directory of other files, unless
+// forceRefusal says it must not go (guards are the guarded paths).
+func checkReplaceable(out string, force bool, guards []guarded) error {
 	st, err := os.Lstat(out)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -147,13 +232,6 @@ func checkReplaceable(out string, force bool) error {
 		return &Error{Msg: fmt.Sprintf("--out %s exists and is not a directory", out),
 			Fixes: []string{"Choose a new or empty directory for --out."}}
 	}
-	if force {
-		if home, err := os.UserHomeDir(); err == nil && isAncestorOrSame(out, home) || out == "/" {
-			return &Error{Msg: fmt.Sprintf("--out %s is the root or home directory (or holds it): refused even with --force", out),
-				Fixes: []string{"Choose a directory of its own for --out, e.g. ./out/app."}}
-		}
-		return nil
-	}
 	ents, err := os.ReadDir(out)
 	if err != nil {
 		return fmt.Errorf("output directory %s: %w", out, err)
@@ -162,6 +240,13 @@ func checkReplaceable(out string, force bool) error {
 		return nil
 	}
 	isOut, foreign := outputFiles(out, ents)
+	if force && (!isOut || len(foreign) > 0) {
+		if why := forceRefusal(out, st, guards); why != "" {
+			return &Error{Msg: fmt.Sprintf("--out %s %s: refused even with --force, which replaces only a directory of its own", out, why),
+				Fixes: []string{"Choose a directory of its own for --out, e.g. ./out/app."}}
+		}
+		return nil
+	}
 	if !isOut {
 		return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
 			Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result, or with --force."}}
@@ -273,7 +358,7 @@ func (s *staging) publish() error {
 	}
 	// Re-check: the directory may have changed since we started (by hand:
 	// other docker2vm runs wait for the lock).
-	if err := checkReplaceable(s.out, s.force); err != nil {
+	if err := checkReplaceable(s.out, s.force, s.guards); err != nil {
 		return err
 	}
 	err := diskio.Exchange(s.dir, s.out)

@@ -11,6 +11,7 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
+	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // TestRunRecoversInterruptedPublication puts the output directory in each
@@ -216,5 +217,140 @@ func TestOutChecksFirst(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(userDir, "precious")); string(b) != "x" {
 		t.Error("the user's file changed")
+	}
+}
+
+// TestForceNeverTakes: --force replaces a directory of other files only
+// when it holds nothing the run depends on or that is not its to remove:
+// each case in a scratch tree of its own, the directory left as it was.
+func TestForceNeverTakes(t *testing.T) {
+	ctx := context.Background()
+	unreachable := image.Source{Kind: image.KindRegistry, Ref: "127.0.0.1:1/nothing:here"}
+	for _, tc := range []struct {
+		name string
+		// setup makes the tree under root and returns --out, editing o.
+		setup func(t *testing.T, root string, o *Options) string
+		want  string // "" when --force may replace it
+	}{
+		{"the layout's parent (--out LAYOUT/..)", func(t *testing.T, root string, o *Options) string {
+			o.Source = image.Source{Kind: image.KindOCILayout, Ref: filepath.Join(root, "img")}
+			mkdirs(t, root, "img")
+			return filepath.Join(root, "img", "..")
+		}, "holds the image source"},
+		{"the archive itself's directory", func(t *testing.T, root string, o *Options) string {
+			o.Source = image.Source{Kind: image.KindOCIArchive, Ref: filepath.Join(root, "in", "app.tar")}
+			mkdirs(t, root, "in")
+			os.WriteFile(filepath.Join(root, "in", "app.tar"), nil, 0o644)
+			return filepath.Join(root, "in")
+		}, "holds the image source"},
+		{"the working directory", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "wd")
+			t.Chdir(filepath.Join(root, "wd"))
+			return "."
+		}, "is the working directory"},
+		{"a parent of the working directory", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "a/b")
+			t.Chdir(filepath.Join(root, "a", "b"))
+			return ".."
+		}, "holds the working directory"},
+		{"the base", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "bases/amd64")
+			o.Base.Dir = filepath.Join(root, "bases", "amd64")
+			return filepath.Join(root, "bases")
+		}, "holds the base bundle (--base)"},
+		{"GONDOLIN_GUEST_DIR", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "guest")
+			o.Base.Getenv = func(k string) string {
+				if k == "GONDOLIN_GUEST_DIR" {
+					return filepath.Join(root, "guest")
+				}
+				return ""
+			}
+			return filepath.Join(root, "guest")
+		}, "is the base bundle (GONDOLIN_GUEST_DIR)"},
+		{"the cache", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "c/docker2vm")
+			o.Image.CacheDir = filepath.Join(root, "c", "docker2vm")
+			return filepath.Join(root, "c")
+		}, "holds the cache directory"},
+		{"the publish directory", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "site/registry")
+			o.Publish = filepath.Join(root, "site", "registry")
+			o.Mode, o.Tag, o.Plain = ModeAssets, "app:1", false
+			return filepath.Join(root, "site")
+		}, "holds the publish directory"},
+		{"$TMPDIR", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "scratch/tmp")
+			t.Setenv("TMPDIR", filepath.Join(root, "scratch", "tmp"))
+			return filepath.Join(root, "scratch")
+		}, "holds the temporary directory ($TMPDIR)"},
+		{"a sticky directory", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "shared")
+			if err := os.Chmod(filepath.Join(root, "shared"), 0o777|os.ModeSticky); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(root, "shared")
+		}, "has the sticky bit"},
+		{"a directory of the user's files, of its own", func(t *testing.T, root string, o *Options) string {
+			mkdirs(t, root, "old-output")
+			return filepath.Join(root, "old-output")
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, err := filepath.EvalSymlinks(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := options(unreachable, "")
+			o.Force = true
+			o.OutDir = tc.setup(t, root, &o)
+			out, _ := filepath.Abs(o.OutDir)
+			precious := filepath.Join(out, "precious")
+			if err := os.WriteFile(precious, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err = checkOut(o)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("checkOut: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "refused even with --force") {
+				t.Fatalf("checkOut: %v, want %q", err, tc.want)
+			}
+			// The run refuses it too, and leaves it as it was.
+			if _, err := Run(ctx, o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run: %v, want %q", err, tc.want)
+			}
+			if b, _ := os.ReadFile(precious); string(b) != "x" {
+				t.Fatal("the user's file changed")
+			}
+		})
+	}
+}
+
+// TestForceMountPoint: --force does not replace a mounted filesystem's
+// root (an empty tmpfs mounted there, holding a file).
+func TestForceMountPoint(t *testing.T) {
+	require.Root(t, "to mount a tmpfs")
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mkdirs(t, filepath.Dir(mnt), "mnt")
+	if err := mountTmpfs(mnt); err != nil {
+		require.Missing(t, "mounting a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unmount(mnt) })
+	os.WriteFile(filepath.Join(mnt, "precious"), []byte("x"), 0o644)
+	o := options(image.Source{Kind: image.KindRegistry, Ref: "127.0.0.1:1/nothing:here"}, mnt)
+	o.Force = true
+	if err := checkOut(o); err == nil || !strings.Contains(err.Error(), "is the root of a mounted filesystem") {
+		t.Fatalf("checkOut: %v", err)
+	}
+}
+
+func mkdirs(t *testing.T, root string, rel string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(root, filepath.FromSlash(rel)), 0o755); err != nil {
+		t.Fatal(err)
 	}
 }

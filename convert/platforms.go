@@ -92,7 +92,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		}
 		jobs = append(jobs, j)
 	}
-	st, err := newStaging(ctx, opts.OutDir, opts.Force, progress)
+	st, err := newStaging(ctx, opts.OutDir, opts.Force, guardedPaths(opts), progress)
 	if err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		return nil, err
 	}
 	defer j.close()
-	st, err := newStaging(ctx, opts.OutDir, opts.Force, progress)
+	st, err := newStaging(ctx, opts.OutDir, opts.Force, guardedPaths(opts), progress)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ import (
 // outputFlags are shared by both commands: target, output and filesystem.
 var outputFlags = []cli.Flag{
 	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output holding only files docker2vm wrote"},
-	{Name: "force", Kind: cli.Bool, Usage: "replace --out whatever it holds (never the root or home directory)"},
+	{Name: "force", Kind: cli.Bool, Usage: "replace --out even when it holds other files (never a directory that holds the working directory, a source, base, cache or temporary directory, nor a mount point or shared directory)"},
 	{Name: "platform", Arg: "OS/ARCH[,...]", Values: []string{"linux/amd64", "linux/arm64", "linux/amd64,linux/arm64"}, Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
 	{Name: "mode", Arg: "MODE", Values: []string{"rootfs", "assets"}, Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
 	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},

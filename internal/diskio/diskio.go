@@ -36,6 +36,14 @@ type FileID struct {
 // expose one (then callers must not trust that a file is unchanged).
 func Identify(fi os.FileInfo) (id FileID, ok bool) { return identify(fi) }
 
+// SameDevice reports whether two files are on one filesystem; where that
+// cannot be told (the portable fallback), it says they are.
+func SameDevice(a, b os.FileInfo) bool {
+	x, ok1 := identify(a)
+	y, ok2 := identify(b)
+	return !ok1 || !ok2 || x.Dev == y.Dev
+}
+
 // NextData returns the first data region of f at or after off, below
 // size: [data, hole). It returns io.EOF when there is no more data. Where
 // holes cannot be found (the portable fallback, or a filesystem without
