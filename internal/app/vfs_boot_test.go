@@ -45,11 +45,13 @@ func TestBootDefaultVFS(t *testing.T) {
 					at = "/home"
 				}
 				res := testenv.BootGondolin(t, out, testenv.BootOptions{RootfsMode: mode, VFS: true, Mounts: map[string]string{at: host}},
-					[]string{"sh", "-c", `grep -E " (/data fuse.sandboxfs|$1 fuse.sandboxfs) " /proc/mounts | cut -d" " -f2,3 && cat /run/sandboxfs.ready`, "sh", at},
+					// Only the tools Gondolin's init needs: all an image without
+					// a shell gets from the base.
+					[]string{"sh", "-c", `grep -c " /data fuse.sandboxfs " /proc/mounts && grep -c " $1 fuse.sandboxfs " /proc/mounts && cat /run/sandboxfs.ready`, "sh", at},
 					[]string{"sh", "-c", `cd "$1" && cat from-host && echo "written in the guest" >from-guest && mkdir dir && ls`, "sh", at},
 					[]string{"sh", "-c", `ls /data /etc/gondolin`},
 				)
-				expectOutput(t, res, 0, "/data fuse.sandboxfs\n"+at+" fuse.sandboxfs\nok\n")
+				expectOutput(t, res, 0, "1\n1\nok\n")
 				expectOutput(t, res, 1, "written on the host\ndir\nfrom-guest\nfrom-host\n")
 				expectOutput(t, res, 2, strings.TrimPrefix(at, "/")+"\n")
 				if got, err := os.ReadFile(filepath.Join(host, "from-guest")); err != nil || string(got) != "written in the guest\n" {
