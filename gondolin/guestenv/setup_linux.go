@@ -33,12 +33,13 @@ func Main() int {
 	}
 	start := time.Now()
 	g := &Guest{Root: "/", Logf: logf}
-	g.Prepare()
+	took := g.Prepare()
 	env := os.Environ()
 	if err := g.WriteAgentEnv(env); err != nil {
 		logf("%v", err)
 	}
-	logf("the guest is ready in %d ms (built from sources %.12s); starting %s", time.Since(start).Milliseconds(), sourceHash, AgentPath)
+	logf("the guest is ready in %d ms (%s; built from sources %.12s); starting %s",
+		time.Since(start).Milliseconds(), strings.Join(took, ", "), sourceHash, AgentPath)
 	argv := append([]string{}, os.Args...)
 	if len(argv) == 0 {
 		argv = []string{InstallPath}
@@ -48,8 +49,10 @@ func Main() int {
 	return 1
 }
 
-// Prepare runs every step; failures are reported through Logf.
-func (g *Guest) Prepare() {
+// Prepare runs every step; failures are reported through Logf. It returns
+// how long each step took, "name N ms" each.
+func (g *Guest) Prepare() []string {
+	var took []string
 	for _, step := range []struct {
 		name string
 		run  func() error
@@ -60,10 +63,13 @@ func (g *Guest) Prepare() {
 		{"covered directories", g.Uncover},
 		{"resource limits", Rlimits},
 	} {
+		start := time.Now()
 		if err := step.run(); err != nil {
 			g.Logf("%s: %v", step.name, err)
 		}
+		took = append(took, fmt.Sprintf("%s %d ms", step.name, time.Since(start).Milliseconds()))
 	}
+	return took
 }
 
 // Loopback brings the loopback interface up; the kernel gives it 127.0.0.1
