@@ -244,7 +244,8 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		}
 		return nil, false, false, nil
 	}
-	rf, err := os.Open(filepath.Join(dir, resultFile))
+	// Never blocks: a FIFO or device planted here is dropped, not read.
+	rf, err := diskio.OpenRegular(filepath.Join(dir, resultFile), os.O_RDONLY)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			c.drop(dir, "failed its check")
@@ -269,7 +270,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		c.touch()
 		return &e, true, true, nil
 	}
-	src, err := os.Open(filepath.Join(dir, RootfsFile))
+	src, err := diskio.OpenRegular(filepath.Join(dir, RootfsFile), os.O_RDONLY)
 	if err != nil {
 		c.drop(dir, "failed its check")
 		return nil, false, false, nil
@@ -318,7 +319,7 @@ func (c *resultCache) touch() {
 // so the file has one name again (and if the run fails, the staging
 // directory and its name go). On false, dst does not exist.
 func (c *resultCache) reusePrevious(prev, dst string) bool {
-	b, err := os.ReadFile(c.outputRecord(filepath.Dir(prev)))
+	b, err := diskio.ReadRegular(c.outputRecord(filepath.Dir(prev)), 1<<20)
 	if err != nil {
 		return false
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/confine"
+	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -230,7 +231,7 @@ func openArchive(ctx context.Context, p string, opts Options) (*tarFS, error) {
 func reclaimArchiveTemps(dir string) {
 	matches, _ := filepath.Glob(filepath.Join(dir, archiveTempPattern))
 	for _, p := range matches {
-		f, err := openRegular(p, os.O_RDWR)
+		f, err := diskio.OpenRegular(p, os.O_RDWR)
 		if err != nil {
 			continue
 		}

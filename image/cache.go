@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/diskio"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -71,7 +72,7 @@ func (c *blobCache) reclaim() {
 		if !e.Type().IsRegular() {
 			continue // not ours
 		}
-		f, err := openRegular(p, os.O_RDWR)
+		f, err := diskio.OpenRegular(p, os.O_RDWR)
 		if err != nil {
 			continue
 		}
@@ -100,18 +101,18 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		return nil, false, nil
 	}
 	p := c.path(desc.Digest)
-	f, err = openRegular(p, os.O_RDONLY)
+	f, err = diskio.OpenRegular(p, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
-	var nr *notRegularError
+	var nr *diskio.NotRegularError
 	if errors.As(err, &nr) {
 		// Never opened (a FIFO would block, a device could be anything):
 		// replace it.
 		if rerr := os.RemoveAll(p); rerr != nil {
-			return nil, false, newError(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.kind)
+			return nil, false, newError(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.Kind)
 		}
-		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.kind)
+		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.Kind)
 		return nil, false, nil
 	}
 	if err != nil {
@@ -151,32 +152,6 @@ func (c *blobCache) has(desc v1.Descriptor) bool {
 	}
 	fi, err := os.Lstat(c.path(desc.Digest))
 	return err == nil && fi.Mode().IsRegular() && (desc.Size <= 0 || fi.Size() == desc.Size)
-}
-
-// notRegularError: a cache path holds something other than a regular file.
-type notRegularError struct {
-	path string
-	kind string // "FIFO", "directory"...
-}
-
-func (e *notRegularError) Error() string { return e.path + " is a " + e.kind + ", not a regular file" }
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeCharDevice != 0:
-		return "character device"
-	case m&fs.ModeDevice != 0:
-		return "block device"
-	case m&fs.ModeSymlink != 0:
-		return "symbolic link"
-	case m.IsDir():
-		return "directory"
-	}
-	return "special file"
 }
 
 func verifyFile(ctx context.Context, f *os.File, desc v1.Descriptor) (bool, error) {

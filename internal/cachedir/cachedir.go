@@ -167,16 +167,21 @@ func remove(root string, e Entry) (bool, error) {
 	if e.Kind == "result" {
 		lockPath = filepath.Join(e.Path, ResultFile)
 	}
-	f, err := os.Open(lockPath)
-	if errors.Is(err, fs.ErrNotExist) {
+	// Opened without blocking: a FIFO planted there is no entry any run
+	// can use, and is removed without its lock.
+	f, err := diskio.OpenRegular(lockPath, os.O_RDONLY)
+	var nr *diskio.NotRegularError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return true, nil // gone meanwhile
-	}
-	if err != nil {
+	case errors.As(err, &nr):
+	case err != nil:
 		return false, err
-	}
-	defer f.Close()
-	if ok, err := lock.TryFile(f); err != nil || !ok {
-		return false, err
+	default:
+		defer f.Close()
+		if ok, err := lock.TryFile(f); err != nil || !ok {
+			return false, err
+		}
 	}
 	if e.Kind == "blob" {
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
