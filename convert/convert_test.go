@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -367,4 +368,45 @@ func TestPlanReportsBase(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunFullDiskNamesIt: when the cache's or the temporary directory's
+// filesystem fills up, the error names that one and how to make room
+// there, not --out's.
+func TestRunFullDiskNamesIt(t *testing.T) {
+	require.Integration(t, "mounts a tmpfs and starts a registry")
+	require.Root(t, "to mount a small tmpfs")
+	small := func(t *testing.T) string {
+		dir := t.TempDir()
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		return dir
+	}
+	big := make([]byte, 4<<20) // incompressible: the layer too is larger than the tmpfs
+	rand.New(rand.NewSource(1)).Read(big)
+	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true,
+		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), testenv.Gzip, true)}})
+
+	t.Run("cache", func(t *testing.T) {
+		src, _ := registrySourceOf(t, img)
+		cache := small(t)
+		_, err := Run(context.Background(), cachedOptions(src, filepath.Join(t.TempDir(), "out"), cache, nil))
+		if err == nil || !strings.Contains(err.Error(), "out of disk space on the cache directory's filesystem ("+cache+")") ||
+			!strings.Contains(strings.Join(cli.HintsOf(err), "\n"), "docker2vm cache prune") {
+			t.Fatalf("err = %v (hints %q), want the cache named", err, cli.HintsOf(err))
+		}
+	})
+	t.Run("temporary directory", func(t *testing.T) {
+		layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
+		archive := testenv.WriteOCIArchive(t, layout, filepath.Join(t.TempDir(), "img.tar.gz"), true)
+		tmp := small(t)
+		t.Setenv("TMPDIR", tmp)
+		_, err := Run(context.Background(), options(image.Source{Kind: image.KindOCIArchive, Ref: archive}, filepath.Join(t.TempDir(), "out")))
+		if err == nil || !strings.Contains(err.Error(), "out of disk space on the temporary directory's filesystem ("+tmp+")") ||
+			!strings.Contains(strings.Join(cli.HintsOf(err), "\n"), "TMPDIR") {
+			t.Fatalf("err = %v (hints %q), want the temporary directory named", err, cli.HintsOf(err))
+		}
+	})
 }

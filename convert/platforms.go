@@ -88,7 +88,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		o.Image.Platform = p
 		j, err := prepare(ctx, o, prefixed(progress, p))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.String(), err)
+			return nil, fmt.Errorf("%s: %w", p.String(), explainNoSpace(err, opts))
 		}
 		jobs = append(jobs, j)
 	}
@@ -99,7 +99,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	defer func() {
 		if err != nil {
 			st.discard()
-			err = explainNoSpace(err, st)
+			err = explainNoSpace(err, opts)
 		}
 	}()
 	res = &MultiResult{Command: opts.Command, Source: opts.sourceInfo(), Mode: opts.Mode, OutDir: st.out}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -157,7 +158,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	progress := opts.progressf()
 	j, err := prepare(ctx, opts, progress)
 	if err != nil {
-		return nil, err
+		return nil, explainNoSpace(err, opts)
 	}
 	defer j.close()
 	st, err := newStaging(ctx, opts.OutDir, opts.Force, guardedPaths(opts), progress)
@@ -167,7 +168,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			st.discard()
-			err = explainNoSpace(err, st)
+			err = explainNoSpace(err, opts)
 		}
 	}()
 	res, done, err := build(ctx, j, st)
@@ -244,15 +245,56 @@ func prepare(ctx context.Context, opts Options, progress func(string, ...any)) (
 	return j, nil
 }
 
-// explainNoSpace turns running out of space while writing st into an
-// error that says so.
-func explainNoSpace(err error, st *staging) error {
-	if !errors.Is(err, syscall.ENOSPC) {
+// explainNoSpace turns running out of space into an error that names the
+// filesystem that filled up (the output's, the cache's, the temporary
+// directory's, Gondolin's image store's or the publish directory's: the
+// one holding the file whose write failed) and how to make room there.
+func explainNoSpace(err error, opts Options) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
 		return err
 	}
-	return &Error{Msg: "out of disk space while writing the output", Err: err,
-		Fixes: []string{"Free space on the filesystem holding " + filepath.Dir(st.out) + ", or choose another --out.",
-			"meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less."}}
+	out := opts.OutDir
+	if abs, err := filepath.Abs(out); err == nil {
+		out = filepath.Dir(abs)
+	}
+	places := []struct{ dir, what, fix string }{
+		{out, "the output's filesystem", "Free space on the filesystem holding " + out + ", or choose another --out."},
+		{opts.Image.CacheDir, "the cache directory's filesystem", "Free space where the cache lives (" + opts.Image.CacheDir +
+			"): `docker2vm cache prune`, a lower --cache-max or --cache-dir on a larger filesystem; or convert with --no-cache."},
+		{os.TempDir(), "the temporary directory's filesystem", "Free space in the temporary directory " + os.TempDir() +
+			", or point TMPDIR at a larger filesystem (with --no-cache, downloads wait there)."},
+		{opts.Base.StoreDir(), "the filesystem of Gondolin's image store", "Free space in Gondolin's image store (" + opts.Base.StoreDir() +
+			"): `gondolin image rm` what you do not need, or set GONDOLIN_IMAGE_STORE to a larger filesystem."},
+		{opts.Publish, "the publish directory's filesystem", "Free space where --publish writes (" + opts.Publish + "), or publish elsewhere."},
+	}
+	best := 0
+	if p := errPath(err); p != "" {
+		longest := -1
+		for i, pl := range places {
+			if pl.dir != "" && isAncestorOrSame(pl.dir, p) && len(pl.dir) > longest {
+				best, longest = i, len(pl.dir)
+			}
+		}
+	}
+	pl := places[best]
+	fixes := []string{pl.fix}
+	if best == 0 {
+		fixes = append(fixes, "meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less.")
+	}
+	return &Error{Msg: "out of disk space on " + pl.what + " (" + pl.dir + ")", Err: err, Fixes: fixes}
+}
+
+// errPath is the path of the file operation that failed in err's chain.
+func errPath(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Path
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.New
+	}
+	return ""
 }
 
 // build writes j's output into st (not published) and returns the result

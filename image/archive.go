@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/confine"
@@ -115,6 +116,10 @@ func indexTar(ctx context.Context, f *os.File, where string) (*tarFS, error) {
 }
 
 func notArchiveError(where string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// Not the archive's fault: the caller names the full filesystem.
+		return fmt.Errorf("reading the archive %s: %w", where, err)
+	}
 	return newError(err, []string{
 		"--oci-tar takes an OCI archive (e.g. `docker buildx build --output type=oci,dest=FILE`, `skopeo copy ... oci-archive:FILE`) or a `docker save` archive, optionally gzip-compressed.",
 	}, "%s is not a valid image archive", where)
