@@ -97,6 +97,10 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 	}
 	defer l.Remove()
 
+	// What killed publishers left: archives (a guest each) and documents.
+	lock.Reclaim(filepath.Join(o.Dir, "builds"), ".tmp-")
+	lock.Reclaim(o.Dir, "."+RegistryDocument+".tmp-")
+
 	docPath := filepath.Join(o.Dir, RegistryDocument)
 	reg, err := readRegistryDocument(docPath)
 	if err != nil {
@@ -201,7 +205,15 @@ func readRegistryDocument(path string) (*registry, error) {
 // writeArchiveFile writes the guest's archive to path (temporary name,
 // fsync, rename) and returns its sha256.
 func writeArchiveFile(ctx context.Context, path, dir string, m *Manifest) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.tar.gz")
+	// Claimed, so that the next publisher (which holds the registry's lock
+	// as this one does) knows a killed run's archive from a live one's.
+	tmp := filepath.Join(filepath.Dir(path), ".tmp-"+randSuffix()+".tar.gz")
+	claim, err := lock.Claim(tmp)
+	if err != nil {
+		return "", fmt.Errorf("claiming %s: %w", tmp, err)
+	}
+	defer claim.Remove()
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", err
 	}
@@ -231,7 +243,13 @@ func writeArchiveFile(ctx context.Context, path, dir string, m *Manifest) (strin
 // writeFileDurable replaces path with data: temporary name, fsync,
 // rename, fsync of the directory.
 func writeFileDurable(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+randSuffix())
+	claim, err := lock.Claim(tmp)
+	if err != nil {
+		return fmt.Errorf("claiming %s: %w", tmp, err)
+	}
+	defer claim.Remove()
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
 // sparseGuest makes a guest directory for arch whose rootfs.ext4 is a
@@ -284,5 +286,53 @@ func TestPublishConcurrent(t *testing.T) {
 	}
 	if d := readDoc(t, reg); len(d.Refs) != 4 || len(d.Builds) != 4 {
 		t.Errorf("document after concurrent publishes: %d refs, %d builds", len(d.Refs), len(d.Builds))
+	}
+}
+
+// TestLitterReclaimed: what a killed publisher or import left (an archive,
+// a registry document, a half-copied object, a ref symlink, each under its
+// temporary name and claimed by nobody) is removed by the next run into
+// the same directory; what a live one claims is left alone.
+func TestLitterReclaimed(t *testing.T) {
+	ctx := context.Background()
+	guest := sparseGuest(t, ArchX86_64, "a", 1<<20, 0)
+	reg, store := t.TempDir(), t.TempDir()
+	litter := map[string]bool{ // path -> a directory
+		filepath.Join(reg, "builds", ".tmp-dead0000.tar.gz"):             false,
+		filepath.Join(reg, "."+RegistryDocument+".tmp-dead0001"):         false,
+		filepath.Join(store, "objects", ".tmp-0000-dead0002"):            true,
+		filepath.Join(store, "refs", "agent", "1", ArchX86_64+".tmp-d3"): false,
+	}
+	for p, isDir := range litter {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if isDir {
+			os.MkdirAll(filepath.Join(p, "half"), 0o755)
+		} else {
+			os.WriteFile(p, []byte("half"), 0o644)
+		}
+	}
+	live := filepath.Join(reg, "builds", ".tmp-live0000.tar.gz")
+	claim, err := lock.Claim(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claim.Remove()
+	os.WriteFile(live, []byte("being written"), 0o644)
+
+	if _, err := Publish(ctx, guest, PublishOptions{Dir: reg, Ref: "agent:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Import(ctx, guest, "agent:1", store); err != nil {
+		t.Fatal(err)
+	}
+	for p := range litter {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live publisher's archive was removed: %v", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+
+	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
 var (
@@ -89,7 +91,15 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 		if err := os.MkdirAll(objects, 0o755); err != nil {
 			return "", err
 		}
+		// What killed imports left (a whole guest each) goes first; ours is
+		// claimed so that a concurrent import leaves it alone.
+		lock.Reclaim(objects, ".tmp-")
 		tmp := filepath.Join(objects, ".tmp-"+m.BuildID+"-"+randSuffix())
+		claim, err := lock.Claim(tmp)
+		if err != nil {
+			return "", fmt.Errorf("claiming %s: %w", tmp, err)
+		}
+		defer claim.Remove()
 		if err := os.Mkdir(tmp, 0o755); err != nil {
 			return "", err
 		}
@@ -239,7 +249,13 @@ func writeRef(storeDir, name, tag, arch, objectDir string) error {
 	if err != nil {
 		return err
 	}
+	lock.Reclaim(filepath.Dir(link), filepath.Base(link)+".tmp-")
 	tmp := link + ".tmp-" + randSuffix()
+	claim, err := lock.Claim(tmp)
+	if err != nil {
+		return fmt.Errorf("claiming %s: %w", tmp, err)
+	}
+	defer claim.Remove()
 	if err := os.Symlink(target, tmp); err != nil {
 		return err
 	}
