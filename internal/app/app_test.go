@@ -321,3 +321,32 @@ func TestCacheMaxInput(t *testing.T) {
 		}
 	}
 }
+
+// TestImageCredentialsRefused: credentials typed inside --image are
+// refused, and neither the error nor anything else echoes the password.
+func TestImageCredentialsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		ref, shown string
+		refused    bool
+	}{
+		{"alice:s3cretpw@registry.example.com/app:1", "***@registry.example.com/app:1", true},
+		{"https://alice:s3cretpw@registry.example.com/app", "https://***@registry.example.com/app", true},
+		{"alice@registry.example.com/app", "***@registry.example.com/app", true},
+		{"alice:s3cretpw@busybox", "***@busybox", true},
+		{"busybox@sha256:" + strings.Repeat("a", 64), "", false},
+		{"registry.example.com:5000/team/app@sha256:" + strings.Repeat("b", 64), "", false},
+		{"127.0.0.1:5000/app:latest", "", false},
+	} {
+		shown, refused := withoutCredentials(tc.ref)
+		if refused != tc.refused || (refused && shown != tc.shown) {
+			t.Errorf("withoutCredentials(%q) = %q, %v; want %q, %v", tc.ref, shown, refused, tc.shown, tc.refused)
+		}
+		if !tc.refused {
+			continue
+		}
+		code, stdout, stderr := run(t, OCI2Gondolin(), "--image", tc.ref, "--out", filepath.Join(t.TempDir(), "out"), "--dry-run")
+		if code != 1 || stdout != "" || !strings.Contains(stderr, "holds credentials") || strings.Contains(stderr, "s3cretpw") {
+			t.Errorf("--image %s: exit %d, stderr %q", tc.ref, code, stderr)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/convert"
@@ -152,6 +153,10 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 		if ref == "" {
 			return image.Source{}, &cli.Error{Msg: "--image needs a reference.", Fixes: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
 		}
+		if redacted, ok := withoutCredentials(ref); ok {
+			return image.Source{}, &cli.Error{Msg: "--image " + redacted + " holds credentials (USER:PASSWORD@ before the registry): docker2vm does not take them on the command line, where they would be echoed and kept in shell history",
+				Fixes: []string{"Log in once with `docker login REGISTRY` (docker2vm reads ~/.docker/config.json and its credential helpers), then pass --image without them."}}
+		}
 		return image.Source{Kind: image.KindRegistry, Ref: ref}, nil
 	case f.Has("oci-layout"):
 		p := f.Str("oci-layout", "")
@@ -169,6 +174,33 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 		return image.Source{Kind: image.KindOCIArchive, Ref: absPathRef(p)}, nil
 	}
 }
+
+// withoutCredentials returns ref with the user information of its
+// registry part (USER[:PASSWORD]@ in the first path segment, as in a URL)
+// replaced by "***@", and whether there was any. A digest's "@" comes after
+// the repository, so "busybox@sha256:..." has none.
+func withoutCredentials(ref string) (string, bool) {
+	scheme := ""
+	if i := strings.Index(ref, "://"); i >= 0 {
+		scheme, ref = ref[:i+3], ref[i+3:]
+	}
+	host, rest, hasSlash := strings.Cut(ref, "/")
+	if !hasSlash {
+		at := strings.Index(ref, "@")
+		if at < 0 || digestPattern.MatchString(ref[at+1:]) {
+			return scheme + ref, false
+		}
+		return scheme + "***@" + ref[at+1:], true
+	}
+	at := strings.LastIndex(host, "@")
+	if at < 0 {
+		return scheme + ref, false
+	}
+	return scheme + "***@" + host[at+1:] + "/" + rest, true
+}
+
+// digestPattern is an OCI digest (algorithm:encoded).
+var digestPattern = regexp.MustCompile(`^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
 
 // absPathRef makes the path of PATH[:REF] absolute, so that meta.json and
 // the result name the source wherever they are read from.
