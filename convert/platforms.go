@@ -31,10 +31,11 @@ type MultiPlan struct {
 
 // PlatformDir names a platform's subdirectory in a multi-platform output:
 // os_arch[_variant], as `docker buildx build --output type=local` names
-// them for several platforms.
+// them for several platforms: arm64's default variant, v8 (which Docker
+// Hub's indexes spell out), is left out, as buildx normalises it away.
 func PlatformDir(p image.Platform) string {
 	s := p.OS + "_" + p.Architecture
-	if p.Variant != "" {
+	if p.Variant != "" && !(p.Architecture == "arm64" && p.Variant == "v8") {
 		s += "_" + p.Variant
 	}
 	return s

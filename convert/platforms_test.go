@@ -139,3 +139,20 @@ func TestPlanPlatforms(t *testing.T) {
 		t.Errorf("a dry run wrote %s", out)
 	}
 }
+
+func TestPlatformDir(t *testing.T) {
+	for _, tc := range []struct {
+		arch, variant, want string
+	}{
+		{"amd64", "", "linux_amd64"},
+		{"arm64", "", "linux_arm64"},
+		{"arm64", "v8", "linux_arm64"},
+		{"arm", "v7", "linux_arm_v7"},
+		{"arm64", "v9", "linux_arm64_v9"},
+	} {
+		p := image.Platform{OS: "linux", Architecture: tc.arch, Variant: tc.variant}
+		if got := PlatformDir(p); got != tc.want {
+			t.Errorf("PlatformDir(%+v) = %q, want %q", p, got, tc.want)
+		}
+	}
+}
