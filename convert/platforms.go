@@ -105,6 +105,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	}()
 	res = &MultiResult{Command: opts.Command, Source: opts.sourceInfo(), Mode: opts.Mode, OutDir: st.out}
 	var after []func()
+	var dirs []string
 	for _, j := range jobs {
 		sub, err := st.sub(PlatformDir(j.img.Platform))
 		if err != nil {
@@ -116,6 +117,12 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		}
 		res.Platforms = append(res.Platforms, r)
 		after = append(after, done)
+		dirs = append(dirs, sub.dir)
+	}
+	// The store's refs and the registry's document for every platform at
+	// once, after every platform was built.
+	if err := commit(ctx, opts, dirs, res.Platforms, progress); err != nil {
+		return nil, err
 	}
 	if err := st.publish(); err != nil {
 		return nil, err

@@ -175,6 +175,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := commit(ctx, opts, []string{st.dir}, []*Result{res}, progress); err != nil {
+		return nil, err
+	}
 	if err := st.publish(); err != nil {
 		return nil, err
 	}
@@ -521,29 +524,6 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 	if err := writeJSON(st.path(MetadataFile), meta); err != nil {
 		return nil, err
 	}
-	// Import from the staging directory, before publishing, so that a
-	// failed import leaves the previous output as it was.
-	var imported *Imported
-	if opts.Tag != "" {
-		store := opts.Base.StoreDir()
-		obj, err := gondolin.Import(ctx, st.dir, opts.Tag, store)
-		if err != nil {
-			return nil, &Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
-				Fixes: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
-		}
-		progress("imported as %s (%s)", opts.Tag, obj)
-		imported = &Imported{Tag: opts.Tag, Store: store, Object: obj}
-	}
-	var published *gondolin.Published
-	if opts.Publish != "" {
-		// From the staging directory too: a failure leaves the previous
-		// output; what the registry got is complete in any case.
-		p, err := gondolin.Publish(ctx, st.dir, gondolin.PublishOptions{Dir: opts.Publish, Ref: opts.Tag, BaseURL: opts.PublishURL, Progress: progress})
-		if err != nil {
-			return nil, err
-		}
-		published = p
-	}
 	for i, name := range files {
 		files[i] = filepath.Join(st.out, name)
 	}
@@ -558,9 +538,54 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 		MetadataPath:      filepath.Join(st.out, MetadataFile),
 		AssetManifestPath: manifestPath,
 		Files:             files,
-		Imported:          imported,
-		Published:         published,
 	}, nil
+}
+
+// commit makes a conversion's effects outside --out, once everything that
+// can fail in building the outputs in dirs (their staging directories) is
+// done and before --out is published, in an order that keeps Gondolin's
+// image store and registry consistent: the guests' objects go into the
+// store (no ref moves yet), the registry gets every archive and then one
+// new document, and the tag's refs in the store move together, under the
+// registry's lock (so concurrent publishers of a tag leave the two naming
+// the same builds); refs that cannot move put the document back. A failure
+// before the refs move changes neither the store's refs nor the document.
+func commit(ctx context.Context, opts Options, dirs []string, results []*Result, progress func(string, ...any)) error {
+	if opts.Tag == "" {
+		return nil
+	}
+	store := opts.Base.StoreDir()
+	storeErr := func(err error) error {
+		return &Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
+			Fixes: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
+	}
+	objs, err := gondolin.ImportObjects(ctx, dirs, store)
+	if err != nil {
+		return storeErr(err)
+	}
+	setRefs := func() error {
+		if err := gondolin.SetRefs(store, opts.Tag, objs); err != nil {
+			return storeErr(err)
+		}
+		return nil
+	}
+	if opts.Publish != "" {
+		ps, err := gondolin.PublishAll(ctx, dirs, gondolin.PublishOptions{Dir: opts.Publish, Ref: opts.Tag, BaseURL: opts.PublishURL,
+			Progress: progress, Then: setRefs})
+		if err != nil {
+			return err
+		}
+		for i, p := range ps {
+			results[i].Published = p
+		}
+	} else if err := setRefs(); err != nil {
+		return err
+	}
+	for i, obj := range objs {
+		results[i].Imported = &Imported{Tag: opts.Tag, Store: store, Object: obj}
+		progress("imported as %s (%s)", opts.Tag, obj)
+	}
+	return nil
 }
 
 // now dates meta.json: opts.Now, else SOURCE_DATE_EPOCH (so that the

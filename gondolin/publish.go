@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
@@ -43,6 +44,11 @@ type PublishOptions struct {
 	BaseURL string
 	// Progress receives one line per step worth telling; may be nil.
 	Progress func(format string, args ...any)
+	// Then, when set, runs once the document names the new builds, still
+	// under the registry's lock (moving the image store's refs to the same
+	// builds: concurrent publishers of a tag then end with the store and
+	// the document agreeing); if it fails, the document is put back.
+	Then func() error
 }
 
 // Published says what Publish did.
@@ -64,6 +70,17 @@ type Published struct {
 // initramfs, rootfs.ext4) to the registry in o.Dir as o.Ref for the
 // guest's arch, merging into the document there.
 func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, error) {
+	ps, err := PublishAll(ctx, []string{dir}, o)
+	if err != nil {
+		return nil, err
+	}
+	return ps[0], nil
+}
+
+// PublishAll is Publish for several guests (one per architecture) at once:
+// every archive is written first, then the document once, so that the
+// registry names all of the new builds or none of them.
+func PublishAll(ctx context.Context, dirs []string, o PublishOptions) ([]*Published, error) {
 	progress := func(format string, args ...any) {
 		if o.Progress != nil {
 			o.Progress(format, args...)
@@ -74,11 +91,12 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 		return nil, &Error{Msg: "cannot publish as " + o.Ref, Err: err, Fixes: []string{"Pass --tag NAME:TAG, e.g. --tag my-agent:latest."}}
 	}
 	ref := name + ":" + tag
-	m, _, err := readDirManifest(dir)
-	if err != nil {
-		return nil, &Error{Msg: "cannot publish " + dir, Err: err, Fixes: []string{"Publish a guest converted with --mode assets."}}
+	ms := make([]*Manifest, len(dirs))
+	for i, dir := range dirs {
+		if ms[i], _, err = readDirManifest(dir); err != nil {
+			return nil, &Error{Msg: "cannot publish " + dir, Err: err, Fixes: []string{"Publish a guest converted with --mode assets."}}
+		}
 	}
-	arch := NormalizeArch(m.Config.Arch)
 	if o.BaseURL != "" {
 		if u, err := url.Parse(o.BaseURL); err != nil || !u.IsAbs() {
 			return nil, &Error{Msg: fmt.Sprintf("--publish-url %q is not an absolute URL", o.BaseURL),
@@ -106,46 +124,54 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
+	oldDoc, oldErr := diskio.ReadRegular(docPath, 64<<20) // to put back should Then fail
 	if err := os.MkdirAll(filepath.Join(o.Dir, "builds"), 0o755); err != nil {
 		return nil, &Error{Msg: "cannot write the image registry " + o.Dir, Err: err,
 			Fixes: []string{"Pass --publish with a writable directory."}}
 	}
-	p := &Published{Registry: docPath, Ref: ref, Arch: arch, BuildID: m.BuildID,
-		Archive: filepath.Join(o.Dir, "builds", m.BuildID+".tar.gz")}
-	p.URL = "builds/" + m.BuildID + ".tar.gz"
-	if o.BaseURL != "" {
-		p.URL = strings.TrimRight(o.BaseURL, "/") + "/" + p.URL
-	}
-
-	// The archive: kept when it is the one the document vouches for,
-	// else written anew (a truncated or tampered one is never trusted).
-	if old, ok := reg.Builds[m.BuildID]; ok && sha256Pattern.MatchString(old.SHA256) {
-		if sum, err := fileSHA256(ctx, p.Archive); err == nil && sum == old.SHA256 {
-			p.SHA256, p.Reused = sum, true
+	var out []*Published
+	for i, dir := range dirs {
+		m := ms[i]
+		arch := NormalizeArch(m.Config.Arch)
+		p := &Published{Registry: docPath, Ref: ref, Arch: arch, BuildID: m.BuildID,
+			Archive: filepath.Join(o.Dir, "builds", m.BuildID+".tar.gz")}
+		p.URL = "builds/" + m.BuildID + ".tar.gz"
+		if o.BaseURL != "" {
+			p.URL = strings.TrimRight(o.BaseURL, "/") + "/" + p.URL
 		}
-	}
-	if !p.Reused {
-		if p.SHA256, err = writeArchiveFile(ctx, p.Archive, dir, m); err != nil {
-			return nil, fmt.Errorf("writing the archive of %s: %w", dir, err)
+		// The archive: kept when it is the one the document vouches for,
+		// else written anew (a truncated or tampered one is never trusted).
+		if old, ok := reg.Builds[m.BuildID]; ok && sha256Pattern.MatchString(old.SHA256) {
+			if sum, err := fileSHA256(ctx, p.Archive); err == nil && sum == old.SHA256 {
+				p.SHA256, p.Reused = sum, true
+			}
 		}
-		progress("wrote %s", p.Archive)
+		if !p.Reused {
+			if p.SHA256, err = writeArchiveFile(ctx, p.Archive, dir, m); err != nil {
+				return nil, fmt.Errorf("writing the archive of %s: %w", dir, err)
+			}
+			progress("wrote %s", p.Archive)
+		}
+		out = append(out, p)
 	}
 
 	if reg.Refs[ref] == nil {
 		reg.Refs[ref] = map[string]string{}
 	}
-	for k, id := range reg.Refs[ref] {
-		if NormalizeArch(k) == arch {
-			if id != m.BuildID {
-				p.Replaced = id
+	for _, p := range out {
+		for k, id := range reg.Refs[ref] {
+			if NormalizeArch(k) == p.Arch {
+				if id != p.BuildID {
+					p.Replaced = id
+				}
+				delete(reg.Refs[ref], k) // one key per arch, the canonical one
 			}
-			delete(reg.Refs[ref], k) // one key per arch, the canonical one
 		}
-	}
-	reg.Refs[ref][arch] = m.BuildID
-	reg.Builds[m.BuildID] = registryBuild{Arch: arch, URL: p.URL, SHA256: p.SHA256}
-	if p.Replaced != "" {
-		progress("%s for %s pointed at build %s; it now points at %s", ref, arch, p.Replaced, m.BuildID)
+		reg.Refs[ref][p.Arch] = p.BuildID
+		reg.Builds[p.BuildID] = registryBuild{Arch: p.Arch, URL: p.URL, SHA256: p.SHA256}
+		if p.Replaced != "" {
+			progress("%s for %s pointed at build %s; it now points at %s", ref, p.Arch, p.Replaced, p.BuildID)
+		}
 	}
 	b, err := json.MarshalIndent(reg, "", "  ")
 	if err != nil {
@@ -154,8 +180,20 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 	if err := writeFileDurable(docPath, append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("writing %s: %w", docPath, err)
 	}
-	progress("published %s for %s (build %s) in %s", ref, arch, m.BuildID, docPath)
-	return p, nil
+	if o.Then != nil {
+		if err := o.Then(); err != nil {
+			if oldErr == nil {
+				_ = writeFileDurable(docPath, oldDoc)
+			} else if errors.Is(oldErr, os.ErrNotExist) {
+				_ = os.Remove(docPath)
+			}
+			return nil, err
+		}
+	}
+	for _, p := range out {
+		progress("published %s for %s (build %s) in %s", ref, p.Arch, p.BuildID, docPath)
+	}
+	return out, nil
 }
 
 // readRegistryDocument reads the document at path, or an empty registry

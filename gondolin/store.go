@@ -225,13 +225,22 @@ func confinedRegular(dir, name string) (string, error) {
 	return real, nil
 }
 
-// writeRef points refs/<name>/<tag>/<arch> at objectDir with a relative
-// symlink, replacing any old link atomically.
-func writeRef(storeDir, name, tag, arch, objectDir string) error {
+// refLink is the path of refs/<name>/<tag>/<arch> in storeDir.
+func refLink(storeDir, name, tag, arch string) (string, error) {
 	refs := filepath.Join(storeDir, "refs")
 	link := filepath.Join(refs, filepath.FromSlash(name), tag, arch)
 	if rel, err := filepath.Rel(refs, link); err != nil || !filepath.IsLocal(rel) {
-		return fmt.Errorf("image ref %s:%s escapes %s", name, tag, refs)
+		return "", fmt.Errorf("image ref %s:%s escapes %s", name, tag, refs)
+	}
+	return link, nil
+}
+
+// writeRef points refs/<name>/<tag>/<arch> at objectDir with a relative
+// symlink, replacing any old link atomically.
+func writeRef(storeDir, name, tag, arch, objectDir string) error {
+	link, err := refLink(storeDir, name, tag, arch)
+	if err != nil {
+		return err
 	}
 	linkDir := filepath.Dir(link)
 	if err := os.MkdirAll(linkDir, 0o755); err != nil {
@@ -249,6 +258,12 @@ func writeRef(storeDir, name, tag, arch, objectDir string) error {
 	if err != nil {
 		return err
 	}
+	return setLink(link, target)
+}
+
+// setLink makes link a symlink to target, replacing what is there in one
+// rename.
+func setLink(link, target string) error {
 	lock.Reclaim(filepath.Dir(link), filepath.Base(link)+".tmp-")
 	tmp := link + ".tmp-" + randSuffix()
 	claim, err := lock.Claim(tmp)
@@ -262,6 +277,79 @@ func writeRef(storeDir, name, tag, arch, objectDir string) error {
 	if err := os.Rename(tmp, link); err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	return nil
+}
+
+// ImportObjects imports each asset directory of dirs into the store's
+// objects, touching no ref, and returns the object directories in order.
+func ImportObjects(ctx context.Context, dirs []string, storeDir string) ([]string, error) {
+	objs := make([]string, len(dirs))
+	for i, d := range dirs {
+		obj, err := Import(ctx, d, "", storeDir)
+		if err != nil {
+			return nil, err
+		}
+		objs[i] = obj
+	}
+	return objs, nil
+}
+
+// SetRefs points tag's ref at each of objs (objects of the store, one per
+// architecture) together: should one fail, those already moved are put
+// back as they were, so that the ref never names a mix of old and new
+// builds for longer than the renames take.
+func SetRefs(storeDir, tag string, objs []string) error {
+	name, rtag, err := ParseImageRef(tag)
+	if err != nil {
+		return &Error{Msg: "cannot tag as " + tag, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
+	}
+	// One docker2vm run at a time moves the refs of a store (the lock
+	// beside objects/ and refs/, where Gondolin does not look).
+	if err := os.MkdirAll(storeDir, 0o755); err != nil {
+		return err
+	}
+	l, err := lock.Acquire(context.Background(), filepath.Join(storeDir, ".docker2vm-refs.lock"), nil)
+	if err != nil {
+		return err
+	}
+	defer l.Remove()
+	type before struct {
+		link, target string
+		existed      bool
+	}
+	var done []before
+	undo := func() {
+		for i := len(done) - 1; i >= 0; i-- {
+			b := done[i]
+			if b.existed {
+				_ = setLink(b.link, b.target)
+			} else {
+				_ = os.Remove(b.link)
+			}
+		}
+	}
+	for _, obj := range objs {
+		m, _, err := readDirManifest(obj)
+		if err != nil {
+			undo()
+			return err
+		}
+		arch := NormalizeArch(m.Config.Arch)
+		link, err := refLink(storeDir, name, rtag, arch)
+		if err != nil {
+			undo()
+			return err
+		}
+		b := before{link: link}
+		if t, err := os.Readlink(link); err == nil {
+			b.target, b.existed = t, true
+		}
+		if err := writeRef(storeDir, name, rtag, arch, obj); err != nil {
+			undo()
+			return err
+		}
+		done = append(done, b)
 	}
 	return nil
 }
