@@ -336,3 +336,36 @@ func TestLitterReclaimed(t *testing.T) {
 		t.Errorf("a live publisher's archive was removed: %v", err)
 	}
 }
+
+// TestSetRefsTogether: refs move for every object or for none: one that
+// cannot move puts back those moved before it.
+func TestSetRefsTogether(t *testing.T) {
+	ctx := context.Background()
+	store := t.TempDir()
+	old := sparseGuest(t, ArchX86_64, "o", 1<<20, 0)
+	objOld, err := Import(ctx, old, "app:1", store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(store, "refs", "app", "1", ArchX86_64)
+	before, _ := os.Readlink(link)
+	objs, err := ImportObjects(ctx, []string{sparseGuest(t, ArchX86_64, "n", 1<<20, 0)}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetRefs(store, "app:1", append(objs, filepath.Join(store, "objects", "missing"))); err == nil {
+		t.Fatal("SetRefs with a missing object succeeded")
+	}
+	if got, _ := os.Readlink(link); got != before {
+		t.Fatalf("the ref moved to %s and stayed (was %s, object %s)", got, before, objOld)
+	}
+	if err := SetRefs(store, "app:1", objs); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.Readlink(link); filepath.Base(got) != filepath.Base(objs[0]) {
+		t.Fatalf("the ref is %s, want %s", got, objs[0])
+	}
+	if _, err := os.Stat(filepath.Join(store, ".docker2vm-refs.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refs lock file was left: %v", err)
+	}
+}
