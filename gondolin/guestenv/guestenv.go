@@ -33,12 +33,11 @@
 package guestenv
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/mountinfo"
 )
 
 // Paths in the guest.
@@ -75,71 +74,11 @@ var Links = []struct{ Name, Target string }{
 	{"core", "/proc/kcore"},
 }
 
-// Mount is one line of /proc/self/mountinfo, the fields this program uses.
-type Mount struct {
-	ID, Parent int
-	Point      string // the mount point, unescaped
-	FSType     string
-}
+// Mount is a line of mountinfo (package mountinfo).
+type Mount = mountinfo.Mount
 
-// ParseMountinfo reads /proc/self/mountinfo (proc(5)). Lines that do not
-// parse are errors: the kernel writes nothing else.
-func ParseMountinfo(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
-			return nil, fmt.Errorf("mountinfo line %d: %q: malformed", n, sc.Text())
-		}
-		id, err1 := strconv.Atoi(f[0])
-		parent, err2 := strconv.Atoi(f[1])
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("mountinfo line %d: %q: malformed mount id", n, sc.Text())
-		}
-		out = append(out, Mount{ID: id, Parent: parent, Point: unescapeOctal(f[4]), FSType: f[sep+1]})
-	}
-	return out, sc.Err()
-}
-
-// unescapeOctal undoes the kernel's \ooo escapes (space, tab, newline,
-// backslash) in mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1:i+4]) {
-			v, _ := strconv.ParseUint(s[i+1:i+4], 8, 8)
-			b.WriteByte(byte(v))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return false
-		}
-	}
-	return s[0] <= '3'
-}
+// ParseMountinfo reads /proc/self/mountinfo (mountinfo.Parse).
+func ParseMountinfo(r io.Reader) ([]Mount, error) { return mountinfo.Parse(r) }
 
 // Covered returns the mount points of the tmpfs mounts that cover a
 // directory of the root filesystem itself (the mounts whose parent is the

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/docker2vm/docker2vm/internal/mountinfo"
 )
 
 // Guest is the guest being prepared. Root is "/" in the guest; tests point
@@ -162,14 +164,7 @@ func symlinkIfMissing(target, p string) error {
 	return nil
 }
 
-func readMounts() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return ParseMountinfo(f)
-}
+func readMounts() ([]Mount, error) { return mountinfo.Read() }
 
 // Uncover makes the image's files visible again under each directory
 // Gondolin's init covered with a tmpfs (see Covered), through an overlay:

@@ -27,7 +27,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +36,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
+	"github.com/docker2vm/docker2vm/internal/mountinfo"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -966,19 +966,14 @@ func debianUnmountUnder(dir string) error {
 }
 
 func debianMountsUnder(abs string) ([]string, error) {
-	raw, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := debianUnescapeMount(f[4])
-		if strings.HasPrefix(mp, abs+"/") {
-			out = append(out, mp)
+	for _, p := range mountinfo.Under(mounts, abs) {
+		if p != abs {
+			out = append(out, p)
 		}
 	}
 	return out, nil
@@ -989,23 +984,4 @@ func debianTail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
-}
-
-// debianUnescapeMount undoes mountinfo's octal escapes (\040 for space).
-func debianUnescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

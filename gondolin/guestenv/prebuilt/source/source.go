@@ -21,7 +21,7 @@ const StampVar = "github.com/docker2vm/docker2vm/gondolin/guestenv.sourceHash"
 
 // Dirs are the module's directories whose non-test Go files are built into
 // the program.
-var Dirs = []string{"gondolin/guestenv", "gondolin/guestenv/cmd/docker2vm-guestenv"}
+var Dirs = []string{"gondolin/guestenv", "gondolin/guestenv/cmd/docker2vm-guestenv", "internal/mountinfo"}
 
 // Hash is the sha256 (hex) of the program's Go files under root (the
 // module root: names and contents) and of the golang.org/x/sys version
