@@ -249,9 +249,9 @@ func (w *cacheWriter) commit(d v1.Hash) error {
 		os.Remove(w.f.Name())
 		return fmt.Errorf("blob cache: %w", err)
 	}
-	if err := os.Rename(w.f.Name(), w.c.path(d)); err != nil {
+	if err := w.c.place(w.f.Name(), d); err != nil {
 		os.Remove(w.f.Name())
-		return fmt.Errorf("blob cache: %w", err)
+		return err
 	}
 	return nil
 }
@@ -260,7 +260,22 @@ func (w *cacheWriter) commit(d v1.Hash) error {
 // into place as the entry for d, and keeps it open (and locked: in use)
 // for the caller, who closes w.f.
 func (w *cacheWriter) publish(d v1.Hash) error {
-	if err := os.Rename(w.f.Name(), w.c.path(d)); err != nil {
+	return w.c.place(w.f.Name(), d)
+}
+
+// place renames tmp into place as the entry for d. Whatever is at the
+// entry's path and is not a regular file (a directory, which rename cannot
+// replace, a FIFO, a device) was never an entry: it is removed first, so
+// that it does not make every later download of d uncacheable.
+func (c *blobCache) place(tmp string, d v1.Hash) error {
+	p := c.path(d)
+	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("blob cache: %s is a %s, not a regular file, and cannot be removed: %w", p, diskio.Kind(fi.Mode()), err)
+		}
+		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", d, diskio.Kind(fi.Mode()))
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		return fmt.Errorf("blob cache: %w", err)
 	}
 	return nil

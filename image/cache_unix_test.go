@@ -22,7 +22,8 @@ import (
 
 // TestCacheNonRegularEntries: whatever sits at an entry's path that is not
 // a regular file is never opened (a FIFO would block open), but removed and
-// replaced by the next download.
+// replaced by the next download: found by a read, or, when the download
+// comes first (the fetcher only asks has), by the download's commit.
 func TestCacheNonRegularEntries(t *testing.T) {
 	data := bytes.Repeat([]byte("blob "), 5000)
 	desc := v1.Descriptor{Digest: sha256Of(data), Size: int64(len(data))}
@@ -77,6 +78,37 @@ func TestCacheNonRegularEntries(t *testing.T) {
 		}},
 	}
 	for _, tc := range tests {
+		t.Run(tc.name+"/download first", func(t *testing.T) {
+			root, err := os.MkdirTemp("", "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(root) })
+			var progress bytes.Buffer
+			c, err := newBlobCache(root, newProgress(&progress, false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := c.path(desc.Digest)
+			tc.make(t, p)
+			if c.has(desc) {
+				t.Fatal("has reports the entry")
+			}
+			rc := c.tee(nopCloser{bytes.NewReader(data)}, desc)
+			readAllSmallBuf(bufReader{rc})
+			rc.Close()
+			if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("after a download the entry is %v, %v; want a regular file", fi, err)
+			}
+			if want := "replaced " + desc.Digest.String() + ": it was a " + tc.kind; !strings.Contains(progress.String(), want) {
+				t.Errorf("progress %q, want %q", progress.String(), want)
+			}
+			f, ok, err := c.get(context.Background(), desc)
+			if !ok || err != nil {
+				t.Fatalf("the entry: %v, %v", ok, err)
+			}
+			f.Close()
+		})
 		t.Run(tc.name, func(t *testing.T) {
 			// A short root: socket paths are limited to about 100 bytes.
 			root, err := os.MkdirTemp("", "c")
