@@ -50,8 +50,15 @@ import (
 // fails early, naming the layer that failed. A temporary file is never
 // renamed into the cache unless its bytes are right; cancelling the
 // context or closing the image stops every download and removes their
-// temporary files. A registry that ignores Range gets whole-blob requests
-// from then on.
+// temporary files.
+//
+// Registries that ignore Range (or answer another range than the one asked
+// for): until one has answered a Range request, only a layer's first
+// segment is asked for, and the layers after it wait for that answer. A
+// 206 lets the other segments start; a whole blob is the layer's download
+// (its first segment takes on the others), and from then on every blob is
+// asked for whole, one request each, with no Range even to resume. So such
+// a registry costs one blob's bytes per blob, not one per segment.
 
 // DefaultParallelDownloads is how many transfers (layers, or segments of
 // a large layer) run at once when Options.ParallelDownloads is 0 and
@@ -180,6 +187,12 @@ func (f *fetcher) schedule() {
 	for f.running < f.max && !f.closed && f.failed == nil {
 		k := slices.IndexFunc(f.queue, func(sg *segment) bool { return sg.d.mayStart(sg) })
 		if k < 0 {
+			if f.s.client.ranges.Load() == rangesUnknown && len(f.queue) > 0 && f.queue[0].start > 0 {
+				// A first segment's answer is about to tell whether the
+				// others may start: later layers do not take their
+				// connections meanwhile.
+				return
+			}
 			if f.next >= len(f.layers) {
 				return
 			}
@@ -252,7 +265,7 @@ func (f *fetcher) add(i int) {
 		return
 	}
 	n := f.max
-	if f.s.client.rangeIgnored.Load() {
+	if f.s.client.rangesIgnored() {
 		n = 1
 	}
 	var start int64
@@ -307,6 +320,39 @@ func (f *fetcher) segmentDone(sg *segment, err error) {
 	if d.active == 0 && (d.fetchErr != nil || d.left == 0) {
 		f.end(d)
 	}
+	f.schedule()
+}
+
+// absorb makes sg, which is being sent the whole blob, run on over the
+// segments after it that have not started (up to the next one that has,
+// or the blob's end), drops those, and returns sg's new end.
+func (f *fetcher) absorb(sg *segment) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := sg.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := slices.Index(d.segs, sg)
+	j := k + 1
+	for j < len(d.segs) && !d.segs[j].started {
+		j++
+	}
+	if k < 0 || j == k+1 {
+		return sg.end
+	}
+	gone := d.segs[k+1 : j]
+	f.queue = slices.DeleteFunc(f.queue, func(q *segment) bool { return slices.Contains(gone, q) })
+	sg.end = gone[len(gone)-1].end
+	d.left -= len(gone)
+	d.segs = slices.Delete(d.segs, k+1, j) // d.front <= k: sg is not complete
+	return sg.end
+}
+
+// rangesKnown starts the segments (or the later layers) that waited to
+// learn whether the registry honours Range (see mayStart, schedule).
+func (f *fetcher) rangesKnown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.schedule()
 }
 
@@ -540,11 +586,21 @@ func (d *download) fetchSegment(sg *segment) error {
 	if err := d.waitForReader(sg.start); err != nil {
 		return err
 	}
-	src, err := d.f.s.client.blobRange(d.ctx, d.desc, d.what, sg.start, sg.end)
+	c := d.f.s.client
+	known := c.ranges.Load() != rangesUnknown
+	src, err := c.blobRange(d.ctx, d.desc, d.what, sg.start, sg.end)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	if src.whole && sg.end > 0 {
+		// The registry sends the whole blob (it ignores Range): this
+		// segment takes on those after it that have not started.
+		src.extend(d.f.absorb(sg))
+	}
+	if !known && c.ranges.Load() != rangesUnknown {
+		d.f.rangesKnown() // the segments that waited for it may start
+	}
 	buf := make([]byte, 256<<10)
 	off := sg.start
 	for {
@@ -713,9 +769,15 @@ func (d *download) ahead(off int64) bool {
 	return d.reading && off-d.readPos >= max(d.f.ahead, d.readPos)
 }
 
-// mayStart reports whether sg may start now (see ahead); when it may not,
-// the reader kicks the fetcher once it may.
+// mayStart reports whether sg may start now: not while it is ahead of
+// the reader (see ahead; the reader kicks the fetcher once it may), and,
+// unless it is a layer's first, not before the registry has honoured a
+// Range request (a registry that ignores them sends a first segment the
+// whole blob, and that segment takes on the others: see absorb).
 func (d *download) mayStart(sg *segment) bool {
+	if sg.start > 0 && !d.f.s.client.rangesHonoured() {
+		return false
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.ahead(sg.start) {

@@ -375,13 +375,26 @@ func TestSegmentedDownloads(t *testing.T) {
 		{name: "registry ignores Range", retries: 5,
 			rules: []faultproxy.Rule{{Method: "GET", Action: faultproxy.IgnoreRange}},
 			check: func(t *testing.T, g, g2 []faultproxy.Request) {
-				for _, r := range g {
-					if r.Status != 200 {
-						t.Errorf("%q answered %d", r.Range, r.Status)
-					}
+				// One ranged request learns it; its answer, the whole
+				// blob, is the layer's download: no segment asks again.
+				if len(g) != 1 || g[0].Range != rangeOf(0) || g[0].Status != 200 {
+					t.Errorf("layer 2: %+v, want one request (%s) answered 200", g, rangeOf(0))
+				}
+				if sent := f.proxy.BodyBytes(blobPath(l1.Digest)); sent != l1.Size {
+					t.Errorf("layer 2: %d bytes sent for a blob of %d", sent, l1.Size)
 				}
 				if len(g2) != 1 || g2[0].Range != "" {
 					t.Errorf("layer 3 after Range was ignored: %+v, want one request without Range", g2)
+				}
+			}},
+		{name: "registry answers a shifted Content-Range", retries: 5,
+			rules: []faultproxy.Rule{{Method: "GET", Path: blobPath(l1.Digest), Range: "^bytes=0-", Action: faultproxy.ShiftRange}},
+			check: func(t *testing.T, g, g2 []faultproxy.Request) {
+				if len(g) != 2 || g[0].Range != rangeOf(0) || g[1].Range != "" || g[1].Status != 200 {
+					t.Errorf("layer 2: %+v, want the first segment's request, then the whole blob", g)
+				}
+				if len(g2) != 1 || g2[0].Range != "" {
+					t.Errorf("layer 3 after a wrong Content-Range: %+v, want one request without Range", g2)
 				}
 			}},
 		{name: "wrong bytes in a segment",
@@ -443,6 +456,7 @@ func TestSegmentScheduling(t *testing.T) {
 	}
 	blobs := [][]byte{blobA, blobB}
 	s := &registryStore{parallel: 3, segment: seg, client: &regClient{}}
+	s.client.noteRanges(true) // the segments here are fetched by the test
 	f := newFetcher(context.Background(), s, layers, []string{"layer 1/2", "layer 2/2"})
 	f.ahead = 2 * seg
 	started := make(chan string, 32)

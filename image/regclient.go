@@ -37,10 +37,35 @@ type regClient struct {
 	failHint func(err error, what string) error // explains a failure that is not retried
 	cached   bool                               // complete blobs are kept in a cache
 
-	// rangeIgnored is set when the registry answered a Range request with
-	// the whole blob: it is said once, and blobs are no longer fetched in
-	// segments (see fetcher).
-	rangeIgnored atomic.Bool
+	// ranges is what the registry does with Range requests (rangesUnknown
+	// until it answers one). Once it has ignored one (answered with the
+	// whole blob, or with a Content-Range other than the one asked for),
+	// it is sent no more: a blob is fetched whole, one request at a time,
+	// and a resume reads it again from its start (see blobBody, fetcher).
+	ranges atomic.Int32
+}
+
+// What a registry does with Range requests.
+const (
+	rangesUnknown int32 = iota
+	rangesHonoured
+	rangesIgnored
+)
+
+// rangesHonoured reports whether the registry answered a Range request
+// with the range, and has not ignored one since.
+func (c *regClient) rangesHonoured() bool { return c.ranges.Load() == rangesHonoured }
+
+// rangesIgnored reports whether the registry ignored a Range request.
+func (c *regClient) rangesIgnored() bool { return c.ranges.Load() == rangesIgnored }
+
+// noteRanges records an answer to a Range request; it reports whether
+// that changed what is known (an ignored request is remembered for good).
+func (c *regClient) noteRanges(honoured bool) bool {
+	if honoured {
+		return c.ranges.CompareAndSwap(rangesUnknown, rangesHonoured)
+	}
+	return c.ranges.Swap(rangesIgnored) != rangesIgnored
 }
 
 var manifestAccept = strings.Join([]string{
@@ -314,10 +339,11 @@ type blobBody struct {
 	size int64 // from the descriptor; <= 0 unknown
 	end  int64 // the end of the range wanted (exclusive); 0: the blob's end
 
-	body io.ReadCloser // the current answer, nil between attempts
-	off  int64         // the next byte to hand out
-	att  attempts
-	err  error // sticky
+	body  io.ReadCloser // the current answer, nil between attempts
+	whole bool          // the current answer runs to the blob's end (it was not asked for a range, or ignored it)
+	off   int64         // the next byte to hand out
+	att   attempts
+	err   error // sticky
 }
 
 // open asks for the blob from b.off, retrying.
@@ -329,9 +355,12 @@ func (b *blobBody) open() error {
 
 func (b *blobBody) pos() string { return position(b.off, b.size) }
 
-// rangeHeader is the Range to ask for, "" for the whole blob.
+// rangeHeader is the Range to ask for: "" for the whole blob, and for any
+// part of it from a registry that ignores Range.
 func (b *blobBody) rangeHeader() string {
 	switch {
+	case b.c.rangesIgnored():
+		return ""
 	case b.end > 0:
 		return fmt.Sprintf("bytes=%d-%d", b.off, b.end-1)
 	case b.off > 0:
@@ -340,7 +369,17 @@ func (b *blobBody) rangeHeader() string {
 	return ""
 }
 
+// extend makes the range wanted run to end (0: the blob's end); only
+// while the current answer is the whole blob (see whole).
+func (b *blobBody) extend(end int64) {
+	if end == b.size {
+		end = 0
+	}
+	b.end = end
+}
+
 func (b *blobBody) request() error {
+	b.whole = false
 	hdr := http.Header{}
 	rng := b.rangeHeader()
 	if rng != "" {
@@ -349,8 +388,9 @@ func (b *blobBody) request() error {
 	resp, err := b.c.do(b.ctx, http.MethodGet, b.url, hdr, http.StatusOK, http.StatusPartialContent)
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusRequestedRangeNotSatisfiable && rng != "" {
-		// Not a transfer failure: the blob is shorter than its descriptor says.
-		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry has no byte %d of the %d its descriptor states", b.off, b.size)}
+		// Not a transfer failure: the blob is shorter than its descriptor
+		// says (or the registry contradicts a Content-Range it sent).
+		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry refused Range %s (HTTP 416, not satisfiable): it has no byte %d of the %d its descriptor states", rng, b.off, b.size)}
 	}
 	if err != nil {
 		return err
@@ -361,16 +401,13 @@ func (b *blobBody) request() error {
 		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry serves %d bytes, expected %d", resp.ContentLength, b.size)}
 	}
 	switch {
-	case rng == "" && resp.StatusCode == http.StatusOK:
-	case rng != "" && resp.StatusCode == http.StatusPartialContent:
-		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != b.off || (total >= 0 && b.size > 0 && total != b.size) || (b.end > 0 && end != b.end-1) {
-			resp.Body.Close()
-			// Not the range asked for: go on without Range.
-			return b.restart(fmt.Errorf("the registry answered a request for %s with Content-Range %q", rng, resp.Header.Get("Content-Range")))
+	case resp.StatusCode == http.StatusOK:
+		// The whole blob: asked for (a first request, or a resume from a
+		// registry known to ignore Range), or Range was ignored. Skip to
+		// the first byte wanted.
+		if rng != "" && b.c.noteRanges(false) {
+			b.c.progress.printf("Registry %s ignored the range request for %s: reading it from its start, and each blob from this registry whole\n", b.c.registry, b.what)
 		}
-	case rng != "" && resp.StatusCode == http.StatusOK:
-		// The registry ignored Range: skip to the first byte wanted.
 		if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
 			resp.Body.Close()
 			if err == io.EOF {
@@ -378,9 +415,19 @@ func (b *blobBody) request() error {
 			}
 			return err
 		}
-		if !b.c.rangeIgnored.Swap(true) {
-			b.c.progress.printf("Registry %s ignored the range request for %s: reading it from its start\n", b.c.registry, b.what)
+		b.whole = true
+	case rng != "" && resp.StatusCode == http.StatusPartialContent:
+		cr := resp.Header.Get("Content-Range")
+		if what := b.checkContentRange(cr); what != "" {
+			resp.Body.Close()
+			// Not the range asked for: go on without Range.
+			if b.c.noteRanges(false) {
+				b.c.progress.printf("Registry %s answered Range %s for %s with Content-Range %q (%s): reading it from its start, and each blob from this registry whole\n", b.c.registry, rng, b.what, cr, what)
+			}
+			return b.request()
 		}
+		b.c.noteRanges(true)
+		b.whole = b.end == 0
 	default:
 		resp.Body.Close()
 		return fmt.Errorf("unexpected HTTP %d for a request of %s", resp.StatusCode, rng)
@@ -389,28 +436,25 @@ func (b *blobBody) request() error {
 	return nil
 }
 
-// restart reads the blob again from its start without Range and drops the
-// bytes already handed out.
-func (b *blobBody) restart(why error) error {
-	resp, err := b.c.do(b.ctx, http.MethodGet, b.url, nil, http.StatusOK)
-	if err != nil {
-		return err
+// checkContentRange says how the Content-Range of an answer to a range
+// request differs from the range asked for, "" when it does not.
+func (b *blobBody) checkContentRange(v string) string {
+	start, end, total, ok := parseContentRange(v)
+	wantEnd := b.end - 1
+	if b.end == 0 {
+		wantEnd = b.size - 1 // unknown (-2) when the size is
 	}
-	if resp.ContentLength >= 0 && b.size > 0 && resp.ContentLength != b.size {
-		resp.Body.Close()
-		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry serves %d bytes, expected %d", resp.ContentLength, b.size)}
+	switch {
+	case !ok:
+		return "not a byte range"
+	case start != b.off:
+		return fmt.Sprintf("it starts at byte %d, not %d", start, b.off)
+	case total >= 0 && b.size > 0 && total != b.size:
+		return fmt.Sprintf("it states a blob of %d bytes, not %d", total, b.size)
+	case wantEnd >= 0 && end != wantEnd:
+		return fmt.Sprintf("it ends at byte %d, not %d", end, wantEnd)
 	}
-	if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
-		resp.Body.Close()
-		if err == io.EOF {
-			err = errShortBody
-		}
-		return err
-	}
-	b.c.rangeIgnored.Store(true)
-	b.c.progress.printf("Registry %s: %v; read %s again from its start\n", b.c.registry, why, b.what)
-	b.body = resp.Body
-	return nil
+	return ""
 }
 
 // parseContentRange reads "bytes START-END/TOTAL" (TOTAL may be "*": -1).

@@ -271,7 +271,7 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if start >= int64(len(f.blob)) {
+	if start >= int64(len(f.blob)) || how == "past-end" {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", len(f.blob)))
 		http.Error(w, "", http.StatusRequestedRangeNotSatisfiable)
 		return
@@ -303,6 +303,11 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)-1))
 		count(len(body) - 1)
 		w.Write(body[1:])
+	case "short-range": // the range asked for, less its last 1000 bytes
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1000, len(f.blob)))
+		w.WriteHeader(http.StatusPartialContent)
+		count(len(f.blob[start : end-999]))
+		w.Write(f.blob[start : end-999])
 	case "wrong-range":
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start+1, end, len(f.blob)))
 		w.WriteHeader(http.StatusPartialContent)
@@ -354,6 +359,9 @@ func TestBlobResume(t *testing.T) {
 		{"short body then resume", map[int]string{1: "short"}, []string{"", "bytes=150000-"}, 300_000, nil},
 		{"range ignored", map[int]string{1: "drop", 2: "ignore-range"}, []string{"", "bytes=100000-"}, 400_000, nil},
 		{"wrong range: start over", map[int]string{1: "drop", 2: "wrong-range"}, []string{"", "bytes=100000-", ""}, 100_000 + 199_999 + 300_000, nil},
+		{"short range: start over", map[int]string{1: "drop", 2: "short-range"}, []string{"", "bytes=100000-", ""}, 100_000 + 199_000 + 300_000, nil},
+		{"range past the end", map[int]string{1: "drop", 2: "past-end"}, []string{"", "bytes=100000-"}, 0,
+			[]string{"digest mismatch: the registry refused Range bytes=100000- (HTTP 416, not satisfiable): it has no byte 100000 of the 300000 its descriptor states"}},
 		{"wrong length: corrupt, not retried", map[int]string{1: "wrong-length"}, []string{""}, 0,
 			[]string{"digest mismatch: the registry serves 299999 bytes, expected 300000"}},
 		{"drops until the retries are spent", map[int]string{1: "drop", 2: "drop", 3: "drop"}, []string{"", "bytes=100000-", "bytes=166666-"}, 0,
@@ -363,6 +371,8 @@ func TestBlobResume(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
 			c := fakeClient(t, fr, quickPolicy)
+			var said bytes.Buffer
+			c.progress = newProgress(&said, false)
 			what := "layer 0 " + dg.String()
 			var got []byte
 			rc, err := c.blob(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, what)
@@ -385,6 +395,15 @@ func TestBlobResume(t *testing.T) {
 			}
 			if fr.sent != tc.sent {
 				t.Errorf("the server sent %d bytes, want %d", fr.sent, tc.sent)
+			}
+			// What the registry did is said once.
+			want := map[string]string{
+				"range ignored":           "ignored the range request for " + what,
+				"wrong range: start over": `answered Range bytes=100000- for ` + what + ` with Content-Range "bytes 100001-299999/300000" (it starts at byte 100001, not 100000)`,
+				"short range: start over": `with Content-Range "bytes 100000-298999/300000" (it ends at byte 298999, not 299999)`,
+			}[tc.name]
+			if want != "" && strings.Count(said.String(), want) != 1 {
+				t.Errorf("progress %q, want %q once", said.String(), want)
 			}
 		})
 	}
@@ -419,8 +438,8 @@ func TestBlobResume(t *testing.T) {
 			if fmt.Sprint(fr.log) != fmt.Sprint(tc.ranges) {
 				t.Errorf("Range headers %q, want %q", fr.log, tc.ranges)
 			}
-			if ignored := tc.how[1] != ""; c.rangeIgnored.Load() != (ignored && tc.how[1] != "drop") {
-				t.Errorf("rangeIgnored = %v", c.rangeIgnored.Load())
+			if ignored := tc.how[1] != ""; c.rangesIgnored() != (ignored && tc.how[1] != "drop") {
+				t.Errorf("rangesIgnored = %v", c.rangesIgnored())
 			}
 		})
 	}

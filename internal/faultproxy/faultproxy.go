@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,12 @@ const (
 	// server answers 200 with the whole body, as a server without range
 	// support would.
 	IgnoreRange
+	// ShiftRange forwards a request for bytes=S-E (or S-) as one for the
+	// range After bytes later (After <= 0: 1 byte), as a broken cache in
+	// front of a registry might: the answer is a 206 whose Content-Range
+	// starts later than asked, and is shorter. A request without Range is
+	// forwarded as it is.
+	ShiftRange
 )
 
 func (a Action) String() string {
@@ -59,6 +66,8 @@ func (a Action) String() string {
 		return "corrupt"
 	case IgnoreRange:
 		return "ignore-range"
+	case ShiftRange:
+		return "shift-range"
 	}
 	return fmt.Sprintf("action(%d)", int(a))
 }
@@ -188,7 +197,7 @@ func (p *Proxy) SetRules(rules ...Rule) error {
 			}
 			c.rangeRe = re
 		}
-		if r.Action < Drop || r.Action > IgnoreRange {
+		if r.Action < Drop || r.Action > ShiftRange {
 			return fmt.Errorf("faultproxy: rule with unknown action %d", r.Action)
 		}
 		cs = append(cs, c)
@@ -279,6 +288,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	rec, rules := p.match(r)
 	var drop, stall, corrupt *compiled
 	ignoreRange := false
+	var shift int64
 	for i := range rules {
 		c := &rules[i]
 		switch c.Action {
@@ -299,6 +309,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			corrupt = c
 		case IgnoreRange:
 			ignoreRange = true
+		case ShiftRange:
+			shift = max(c.After, 1)
 		}
 	}
 	if drop != nil && drop.After < 0 {
@@ -310,7 +322,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	out, err := p.forwardRequest(r, ignoreRange)
+	out, err := p.forwardRequest(r, ignoreRange, shift)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		p.record(func() { rec.Status = http.StatusBadGateway })
@@ -384,7 +396,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // forwardRequest is r for the upstream server.
-func (p *Proxy) forwardRequest(r *http.Request, ignoreRange bool) (*http.Request, error) {
+func (p *Proxy) forwardRequest(r *http.Request, ignoreRange bool, shift int64) (*http.Request, error) {
 	u := *p.upstream
 	u.Path = r.URL.Path
 	u.RawPath = r.URL.RawPath
@@ -402,7 +414,25 @@ func (p *Proxy) forwardRequest(r *http.Request, ignoreRange bool) (*http.Request
 		out.Header.Del("Range")
 		out.Header.Del("If-Range")
 	}
+	if rng := out.Header.Get("Range"); shift > 0 && rng != "" {
+		out.Header.Set("Range", shiftRange(rng, shift))
+	}
 	return out, nil
+}
+
+// shiftRange moves the start of "bytes=S-E" or "bytes=S-" n bytes later;
+// anything else is returned as it is.
+func shiftRange(rng string, n int64) string {
+	spec, ok := strings.CutPrefix(rng, "bytes=")
+	if !ok {
+		return rng
+	}
+	s, e, ok := strings.Cut(spec, "-")
+	start, err := strconv.ParseInt(s, 10, 64)
+	if !ok || err != nil {
+		return rng
+	}
+	return fmt.Sprintf("bytes=%d-%s", start+n, e)
 }
 
 // hangUp closes the client's connection without another byte.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,6 +36,7 @@ func testBody() []byte {
 
 type result struct {
 	status int
+	header http.Header
 	body   []byte
 	err    error // from the request or the body
 }
@@ -53,7 +55,7 @@ func get(ctx context.Context, url, rng string) result {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return result{status: resp.StatusCode, body: b, err: err}
+	return result{status: resp.StatusCode, header: resp.Header, body: b, err: err}
 }
 
 func TestFaults(t *testing.T) {
@@ -119,6 +121,11 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("status %d, %d bytes", r.status, len(r.body))
 			}
 		}, faults: []Action{IgnoreRange}},
+		{name: "range shifted", rng: "bytes=1000-1999", rules: []Rule{{Action: ShiftRange, After: 10}}, check: func(t *testing.T, r result) {
+			if r.status != 206 || !bytes.Equal(r.body, body[1010:2000]) || r.header.Get("Content-Range") != fmt.Sprintf("bytes 1010-1999/%d", len(body)) {
+				t.Fatalf("status %d, %d bytes, Content-Range %q", r.status, len(r.body), r.header.Get("Content-Range"))
+			}
+		}, faults: []Action{ShiftRange}},
 		{name: "stall for a while", rules: []Rule{{Action: Stall, After: 10_000, For: 200 * time.Millisecond}}, check: func(t *testing.T, r result) {
 			if r.err != nil || !bytes.Equal(r.body, body) {
 				t.Fatalf("%d bytes, %v", len(r.body), r.err)
