@@ -278,7 +278,8 @@ var knownFiles = map[string]bool{RootfsFile: true, metaFile: true, "manifest.jso
 // subdirectories that are) and which of its entries docker2vm did not
 // write.
 func outputFiles(out string, ents []os.DirEntry) (bool, []string) {
-	if b, err := os.ReadFile(filepath.Join(out, metaFile)); err == nil {
+	// Never waits: a FIFO or device at meta.json is not an output's.
+	if b, err := diskio.ReadRegular(filepath.Join(out, metaFile), 4<<20); err == nil {
 		var m struct {
 			Files []string `json:"files"`
 		}

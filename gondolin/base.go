@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
 )
 
 // BaseOptions say where to look for a Gondolin base bundle.
@@ -393,9 +395,12 @@ func loadBase(dir, origin, arch, locArch string) (*Base, error) {
 	var missing []string
 	check := func(name string) string {
 		p := filepath.Join(dir, name)
-		st, err := os.Stat(p)
-		if err != nil || !st.Mode().IsRegular() {
+		st, err := os.Stat(p) // a link to a kernel elsewhere is fine
+		switch {
+		case err != nil:
 			missing = append(missing, name)
+		case !st.Mode().IsRegular():
+			missing = append(missing, name+" (a "+diskio.Kind(st.Mode())+", not a regular file)")
 		}
 		return p
 	}

@@ -216,9 +216,9 @@ func readRegistryDocument(path string) (*registry, error) {
 	if !fi.Mode().IsRegular() || fi.Size() > maxRegistrySize {
 		return nil, refuse("not a regular file of at most 4 MiB", nil)
 	}
-	b, err := os.ReadFile(path)
+	b, err := diskio.ReadRegular(path, maxRegistrySize) // swapped since the Lstat: still never waits
 	if err != nil {
-		return nil, err
+		return nil, refuse("not a regular file of at most 4 MiB", err)
 	}
 	var raw struct {
 		Schema *int                         `json:"schema"`
