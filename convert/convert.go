@@ -6,6 +6,7 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -265,26 +266,66 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 		Steps:    steps(opts, img),
 	}
 	if !opts.Plain {
-		// A dry run never downloads: it says which local base the real run
-		// would use, or that it would download one.
-		bo := opts.Base
-		bo.Platform = platformString(img.Platform)
-		bo.NoDownload = true
-		bo.Progress = nil
-		base, err := gondolin.FindBase(ctx, bo)
-		switch {
-		case err == nil:
-			plan.Base = &PlanBase{Dir: base.Dir, Origin: base.Origin, Arch: base.Arch}
-			if base.Manifest != nil {
-				plan.Base.BuildID = base.Manifest.BuildID
-			}
-		case opts.Base.NoDownload || opts.Base.Dir != "" || len(opts.Base.Dirs) > 0:
+		if plan.Base, err = planBase(ctx, opts, platformString(img.Platform)); err != nil {
 			return nil, err
-		default:
-			plan.Base = &PlanBase{Download: true, Arch: gondolin.NormalizeArch(bo.Platform)}
 		}
 	}
 	return plan, nil
+}
+
+// planBase says which local base a run for platform would use, or that
+// it would download one; it never downloads. A base the user named
+// (--base, GONDOLIN_GUEST_DIR, --no-base-download) that does not fit is an
+// error.
+func planBase(ctx context.Context, opts Options, platform string) (*PlanBase, error) {
+	bo := opts.Base
+	bo.Platform = platform
+	bo.NoDownload = true
+	bo.Progress = nil
+	base, err := gondolin.FindBase(ctx, bo)
+	switch {
+	case err == nil:
+		pb := &PlanBase{Dir: base.Dir, Origin: base.Origin, Arch: base.Arch}
+		if base.Manifest != nil {
+			pb.BuildID = base.Manifest.BuildID
+		}
+		return pb, nil
+	case opts.Base.NoDownload || opts.Base.Dir != "" || len(opts.Base.Dirs) > 0:
+		return nil, err
+	}
+	return &PlanBase{Download: true, Arch: gondolin.NormalizeArch(platform)}, nil
+}
+
+// Check refuses, before anything is fetched or built, what a run of opts
+// for plats would refuse once its image is in hand: the flags, the
+// platforms, --out, and a base the user named that does not fit. A
+// command that makes its image first (a Dockerfile build) calls it before
+// it starts.
+func Check(ctx context.Context, opts Options, plats []image.Platform) error {
+	if err := validate(opts); err != nil {
+		return err
+	}
+	if len(plats) > 1 {
+		if err := checkPlatforms(plats); err != nil {
+			return err
+		}
+	}
+	if err := checkOut(opts); err != nil {
+		return err
+	}
+	if opts.Plain {
+		return nil
+	}
+	var errs []error
+	for _, p := range plats {
+		if _, err := planBase(ctx, opts, p.String()); err != nil {
+			if len(plats) > 1 {
+				err = fmt.Errorf("%s: %w", p.String(), err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PlanBase is the Gondolin base bundle a run would use.

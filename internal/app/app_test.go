@@ -138,6 +138,72 @@ func TestDockerfile2GondolinFlagRules(t *testing.T) {
 	}
 }
 
+// TestDockerfile2GondolinChecksBeforeBuilding: what the conversion would
+// refuse is refused before the builder runs, and a dry run refuses it
+// too. The builders on PATH record any call.
+func TestDockerfile2GondolinChecksBeforeBuilding(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(t.TempDir(), "out")
+	os.MkdirAll(foreign, 0o755)
+	os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("mine"), 0o644)
+	bogusBase := t.TempDir()
+	os.WriteFile(filepath.Join(bogusBase, "rootfs.ext4"), []byte("x"), 0o644)
+	out := filepath.Join(t.TempDir(), "out")
+	tests := []struct {
+		name   string
+		args   []string
+		stderr string
+	}{
+		{"--tag without --mode assets", []string{"--out", out, "--tag", "app:1"}, "--tag needs --mode assets"},
+		{"--plain with --mode assets", []string{"--out", out, "--mode", "assets", "--plain"}, "--plain cannot be used with --mode assets"},
+		{"--publish without --tag", []string{"--out", out, "--mode", "assets", "--publish", t.TempDir()}, "--publish needs --tag NAME:TAG"},
+		{"--out of other files", []string{"--out", foreign}, "does not hold a docker2vm output"},
+		{"missing --base", []string{"--out", out, "--base", filepath.Join(dir, "nope"), "--platform", "linux/amd64"}, filepath.Join(dir, "nope")},
+		{"bogus --base", []string{"--out", out, "--base", bogusBase, "--platform", "linux/amd64"}, "missing guest assets"},
+		{"platforms twice", []string{"--out", out, "--platform", "linux/amd64,amd64"}, "given twice"},
+	}
+	for _, tt := range tests {
+		for _, dry := range []bool{false, true} {
+			name := tt.name
+			if dry {
+				name += "/dry-run"
+			}
+			t.Run(name, func(t *testing.T) {
+				bin := t.TempDir()
+				called := filepath.Join(t.TempDir(), "called")
+				for _, b := range []string{"docker", "buildctl", "buildkitd"} {
+					script := "#!/bin/sh\necho \"$0 $*\" >> " + called + "\nexit 1\n"
+					if err := os.WriteFile(filepath.Join(bin, b), []byte(script), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				t.Setenv("PATH", bin)
+				t.Setenv("GONDOLIN_GUEST_DIR", "")
+				args := append([]string{"--context", dir}, tt.args...)
+				if dry {
+					args = append(args, "--dry-run")
+				}
+				code, stdout, stderr := run(t, Dockerfile2Gondolin(), args...)
+				if code != 1 || stdout != "" || !strings.Contains(stderr, tt.stderr) {
+					t.Errorf("code %d stdout %q stderr %q; want 1, empty, %q", code, stdout, stderr, tt.stderr)
+				}
+				if b, err := os.ReadFile(called); err == nil {
+					t.Errorf("the builder ran: %s", b)
+				}
+				if _, err := os.Stat(out); !os.IsNotExist(err) {
+					t.Errorf("%s was made", out)
+				}
+			})
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(foreign, "notes.txt")); string(b) != "mine" {
+		t.Error("the user's file changed")
+	}
+}
+
 // dryRun runs dockerfile2gondolin --dry-run and returns its plan.
 func dryRun(t *testing.T, args ...string) (DryRunPlan, string) {
 	t.Helper()

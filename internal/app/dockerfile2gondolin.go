@@ -160,6 +160,11 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	}
 	origin := &convert.SourceInfo{Kind: "dockerfile", Path: dockerfile, Context: contextDir}
 	opts.Origin = origin
+	// What the conversion would refuse is refused before the build, and
+	// by a dry run.
+	if err := convert.Check(ctx, opts, plats); err != nil {
+		return err
+	}
 	if f.Bool("dry-run") {
 		bo.Output = filepath.Join(os.TempDir(), "docker2vm-build-XXXXXX", "image.tar")
 		if err := buildkit.Validate(bo); err != nil {
