@@ -19,6 +19,20 @@ package convert
 //                    moved aside for the moment between two renames. A run
 //                    that finds it restores it when OUT is missing (the
 //                    killed run had not published) and removes it otherwise.
+//
+// An OUT that is a mount point (a container's -v ./out:/out, an empty
+// tmpfs) cannot be renamed or swapped, and what is beside it may be
+// another filesystem or not writable: the run works inside it instead
+// (publishInPlace), with these names:
+//   OUT/.docker2vm.lock    the lock, as above.
+//   OUT/.docker2vm.tmp-*   staging directories, as above.
+//   OUT/.docker2vm.old     the previous output's entries while the new
+//                          one's are moved in; meta.json leaves first and
+//                          arrives last, so OUT never holds a meta.json
+//                          over a half output. A run that finds it puts
+//                          the previous output back, unless OUT has a
+//                          meta.json again (the new one was all in).
+//   OUT/.docker2vm.done    .old once the new output is in: removed.
 
 import (
 	"context"
@@ -27,11 +41,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
+	"github.com/docker2vm/docker2vm/internal/mountinfo"
 )
 
 // metaFile marks a directory as a docker2vm output, which makes it safe to
@@ -48,6 +64,48 @@ type staging struct {
 	force bool       // --force: replace whatever out holds but guards
 	// guards are the paths --force must not remove (guardedPaths).
 	guards []guarded
+	// inPlace: out is a mount point, dir is inside it, and publishing
+	// moves entries (publishInPlace).
+	inPlace bool
+}
+
+// The names inside an --out that is a mount point (see the top of this
+// file). They are the run's own: never an output's files, nor the user's.
+const (
+	inPlaceLock = ".docker2vm.lock"
+	inPlaceTmp  = ".docker2vm.tmp-"
+	inPlaceOld  = ".docker2vm.old"
+	inPlaceDone = ".docker2vm.done"
+)
+
+// bookkeeping reports whether name, inside out, is one of the in-place
+// names.
+func bookkeeping(name string) bool {
+	return name == inPlaceLock || name == inPlaceOld || name == inPlaceDone || strings.HasPrefix(name, inPlaceTmp)
+}
+
+// mountPoint reports whether dir (an existing directory, st its Stat) is
+// the root of a mounted filesystem, a bind mount included where the
+// system lists its mounts: a directory that cannot be renamed or swapped.
+func mountPoint(dir string, st os.FileInfo) bool {
+	real := dir
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		real = r
+	}
+	if real == "/" {
+		return true
+	}
+	if parent, err := os.Stat(filepath.Dir(real)); err == nil && !diskio.SameDevice(st, parent) {
+		return true
+	}
+	if mounts, err := mountinfo.Read(); err == nil {
+		for _, m := range mounts {
+			if m.Point == real {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // outNames are the names beside out that belong to it.
@@ -60,6 +118,9 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", out, err)
+	}
+	if st, err := os.Stat(abs); err == nil && st.IsDir() && mountPoint(abs, st) {
+		return newStagingInPlace(ctx, abs, force, guards, progress)
 	}
 	if err := checkReplaceable(abs, force, guards); err != nil {
 		return nil, err
@@ -103,6 +164,118 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 		return nil, err
 	}
 	return &staging{out: abs, dir: dir, lock: l, force: force, guards: guards}, nil
+}
+
+// newStagingInPlace is newStaging for an out that is a mount point: the
+// lock and the staging directory are inside it.
+func newStagingInPlace(ctx context.Context, out string, force bool, guards []guarded, progress func(string, ...any)) (_ *staging, err error) {
+	cannot := func(err error) error {
+		return &Error{Msg: fmt.Sprintf("cannot write in %s", out), Err: err,
+			Fixes: []string{"Choose an --out path in a writable directory."}}
+	}
+	if err := checkReplaceable(out, force, guards); err != nil {
+		return nil, err
+	}
+	l, err := lock.Acquire(ctx, filepath.Join(out, inPlaceLock), func() {
+		progress("waiting for another docker2vm run that is writing %s", out)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, cannot(err)
+	}
+	defer func() {
+		if err != nil {
+			l.Remove()
+		}
+	}()
+	if err := recoverInPlace(out, progress); err != nil {
+		return nil, err
+	}
+	if err := checkReplaceable(out, force, guards); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(out, inPlaceTmp)
+	if err != nil {
+		return nil, cannot(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	progress("%s is a mount point: the output is staged inside it and moved into place entry by entry", out)
+	return &staging{out: out, dir: dir, lock: l, force: force, guards: guards, inPlace: true}, nil
+}
+
+// recoverInPlace, called with the lock held, finishes or undoes what a run
+// killed while publishing into a mount point left (see the top of this
+// file), and removes its staging directories.
+func recoverInPlace(out string, progress func(string, ...any)) error {
+	old := filepath.Join(out, inPlaceOld)
+	if _, err := os.Lstat(old); err == nil {
+		if _, err := os.Lstat(filepath.Join(out, metaFile)); err == nil {
+			os.Rename(old, filepath.Join(out, inPlaceDone)) // the new output is all in
+		} else {
+			if err := rollBackInPlace(out, nil); err != nil {
+				return fmt.Errorf("restoring the previous output in %s from %s: %w", out, old, err)
+			}
+			progress("restored the previous output in %s, which an interrupted run had moved aside", out)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(out, inPlaceDone)); err != nil {
+		return fmt.Errorf("removing %s, left by an interrupted run: %w", inPlaceDone, err)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), inPlaceTmp) && e.IsDir() {
+			if err := os.RemoveAll(filepath.Join(out, e.Name())); err != nil {
+				return fmt.Errorf("removing %s, left by an interrupted run: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// rollBackInPlace puts the previous output (in out/.docker2vm.old) back:
+// the new output's entries that were moved in are removed first (moved;
+// after a kill, nil: those that can only be an output's, the files
+// docker2vm writes and platform directories), then the old ones return.
+func rollBackInPlace(out string, moved []string) error {
+	old := filepath.Join(out, inPlaceOld)
+	if moved == nil {
+		ents, err := os.ReadDir(out)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if bookkeeping(n) {
+				continue
+			}
+			if (knownFiles[n] && e.Type().IsRegular()) || (e.IsDir() && strings.HasPrefix(n, "linux_")) {
+				moved = append(moved, n)
+			}
+		}
+	}
+	for _, n := range moved {
+		if err := os.RemoveAll(filepath.Join(out, n)); err != nil {
+			return err
+		}
+	}
+	ents, err := os.ReadDir(old)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.Rename(filepath.Join(old, e.Name()), filepath.Join(out, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.Remove(old)
 }
 
 // recoverOut, called with out's lock held, puts back what a killed run
@@ -210,7 +383,7 @@ func forceRefusal(out string, st os.FileInfo, guards []guarded) string {
 	if st.Mode()&os.ModeSticky != 0 {
 		held = append(held, "has the sticky bit (a directory shared by several users)")
 	}
-	if parent, err := os.Stat(filepath.Dir(real)); err == nil && real != "/" && !diskio.SameDevice(st, parent) {
+	if mountPoint(real, st) {
 		held = append(held, "is the root of a mounted filesystem")
 	}
 	return strings.Join(held, ", ")
@@ -236,6 +409,14 @@ func checkReplaceable(out string, force bool, guards []guarded) error {
 	if err != nil {
 		return fmt.Errorf("output directory %s: %w", out, err)
 	}
+	if _, err := os.Lstat(filepath.Join(out, inPlaceOld)); err == nil && mountPoint(out, st) {
+		// A run killed while publishing into this mount point: what it
+		// holds is known once the next run (under the lock) has finished
+		// or undone that, and is checked then.
+		return nil
+	}
+	// The names of a run writing inside a mount point are not the output's.
+	ents = slices.DeleteFunc(ents, func(e os.DirEntry) bool { return bookkeeping(e.Name()) })
 	if len(ents) == 0 {
 		return nil
 	}
@@ -350,6 +531,9 @@ func (s *staging) publish() error {
 	if err := syncDir(s.dir); err != nil {
 		return err
 	}
+	if s.inPlace {
+		return s.publishInPlace()
+	}
 	parent := filepath.Dir(s.out)
 	if _, err := os.Lstat(s.out); errors.Is(err, os.ErrNotExist) {
 		if err := os.Rename(s.dir, s.out); err != nil {
@@ -390,6 +574,88 @@ func (s *staging) publish() error {
 	}
 	os.RemoveAll(old) // else the next run removes it
 	return nil
+}
+
+// publishInPlace publishes into an out that is a mount point: the
+// previous output's entries move into out/.docker2vm.old (meta.json
+// first), the new ones into out (meta.json last), then the old ones go.
+// A failure puts the previous output back; a kill is finished or undone
+// by the next run (recoverInPlace). Every rename stays within out's
+// filesystem.
+func (s *staging) publishInPlace() error {
+	if err := checkReplaceable(s.out, s.force, s.guards); err != nil {
+		return err
+	}
+	old := filepath.Join(s.out, inPlaceOld)
+	if err := os.Mkdir(old, 0o700); err != nil {
+		return fmt.Errorf("publishing %s: %w", s.out, err)
+	}
+	names := func(dir string) ([]string, error) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		var ns []string
+		for _, e := range ents {
+			if !bookkeeping(e.Name()) {
+				ns = append(ns, e.Name())
+			}
+		}
+		// meta.json leaves first and arrives last.
+		slices.SortStableFunc(ns, func(a, b string) int {
+			return cmpBool(a != metaFile, b != metaFile)
+		})
+		return ns, nil
+	}
+	moved := []string{} // not nil: rollBackInPlace removes these only
+	fail := func(err error) error {
+		if rerr := rollBackInPlace(s.out, moved); rerr != nil {
+			return fmt.Errorf("publishing %s: %w (putting the previous output back failed too: %v; the next run restores it)", s.out, err, rerr)
+		}
+		return fmt.Errorf("publishing %s: %w", s.out, err)
+	}
+	prev, err := names(s.out)
+	if err != nil {
+		return fail(err)
+	}
+	for _, n := range prev {
+		if err := os.Rename(filepath.Join(s.out, n), filepath.Join(old, n)); err != nil {
+			return fail(err)
+		}
+	}
+	next, err := names(s.dir)
+	if err != nil {
+		return fail(err)
+	}
+	slices.Reverse(next)
+	for _, n := range next {
+		if err := os.Rename(filepath.Join(s.dir, n), filepath.Join(s.out, n)); err != nil {
+			return fail(err)
+		}
+		moved = append(moved, n)
+	}
+	if err := syncDir(s.out); err != nil {
+		return fail(err)
+	}
+	// Published: what cannot be removed now, the next run removes.
+	done := filepath.Join(s.out, inPlaceDone)
+	if os.Rename(old, done) == nil {
+		syncDir(s.out)
+		os.RemoveAll(done)
+	}
+	os.RemoveAll(s.dir)
+	return nil
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 // discard removes the staging directory (after a failure) and releases
