@@ -204,6 +204,53 @@ func TestDockerfile2GondolinChecksBeforeBuilding(t *testing.T) {
 	}
 }
 
+// TestDockerfile2GondolinDockerHabits: docker build's spellings mean the
+// same here (a positional context, -f, -o/--output, -t), and those that
+// do not get a hint.
+func TestDockerfile2GondolinDockerHabits(t *testing.T) {
+	dir := t.TempDir()
+	df := filepath.Join(t.TempDir(), "Dockerfile.app")
+	os.WriteFile(df, []byte("FROM scratch\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
+	out := filepath.Join(t.TempDir(), "out")
+	t.Chdir(filepath.Dir(dir))
+	for _, args := range [][]string{
+		{"-f", df, "-o", out, filepath.Base(dir)},
+		{"--file=" + df, "--output", out, dir},
+		{"-f" + df, "-o=" + out, "--context", dir},
+	} {
+		plan, _ := dryRun(t, args...)
+		if plan.Source.Context != dir || plan.Source.Path != df || plan.OutDir != out {
+			t.Errorf("%q: context %q, Dockerfile %q, out %q", args, plan.Source.Context, plan.Source.Path, plan.OutDir)
+		}
+	}
+	plan, _ := dryRun(t, "-o", out, "--mode", "assets", "-t", "app:1", dir)
+	if plan.Source.Context != dir || plan.Source.Path != filepath.Join(dir, "Dockerfile") {
+		t.Errorf("context %q, Dockerfile %q", plan.Source.Context, plan.Source.Path)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-o", out, "--context", dir, dir}, "The build context is given twice"},
+		{[]string{"-o", out, dir, dir}, `Unexpected argument "` + dir + `".`},
+		{[]string{"-o", "type=local,dest=x", dir}, "is docker build's --output syntax"},
+		{[]string{"-o", out, "-"}, "only a local directory is supported"},
+		{[]string{"-o", out, "https://github.com/x/y.git"}, "only a local directory is supported"},
+		{[]string{"-o", out, "-q", dir}, "Unknown flag -q.\nHow to fix:\n  - Use --progress quiet."},
+		{[]string{"-o", out, "-t", "app:1", dir}, "--tag needs --mode assets"},
+	} {
+		code, stdout, stderr := run(t, Dockerfile2Gondolin(), append(tc.args, "--dry-run")...)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: code %d stdout %q stderr %q; want %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+	code, stdout, _ := run(t, Dockerfile2Gondolin(), "--help")
+	if code != 0 || !strings.Contains(stdout, "-f, --file PATH") || !strings.Contains(stdout, "-o, --out PATH") {
+		t.Errorf("--help does not show the short flags: %s", stdout)
+	}
+}
+
 // dryRun runs dockerfile2gondolin --dry-run and returns its plan.
 func dryRun(t *testing.T, args ...string) (DryRunPlan, string) {
 	t.Helper()

@@ -51,7 +51,8 @@ func TestDocker2VMCache(t *testing.T) {
 		{"all and keep", []string{"cache", "prune", "--cache-dir", root, "--all", "--keep-storage", "1G"}, "cannot be used together"},
 		{"unknown shell", []string{"completion", "tcsh"}, `Unknown shell "tcsh"`},
 		{"no shell", []string{"completion"}, "needs a shell"},
-		{"unknown command", []string{"cahce"}, `Unknown command "cahce"`},
+		{"unknown command", []string{"cahce"}, "Unknown command \"cahce\" for docker2vm.\nHow to fix:\n  - Did you mean cache?"},
+		{"unknown command far from any", []string{"xyzzy"}, "Unknown command \"xyzzy\" for docker2vm.\nHow to fix:\n  - Use one of:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := run(t, Docker2VM(), tc.args...)

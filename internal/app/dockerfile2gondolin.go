@@ -17,10 +17,13 @@ import (
 const dockerfileUsage = `dockerfile2gondolin builds a Dockerfile with BuildKit and converts the image into a Gondolin guest.
 
 Usage:
-  dockerfile2gondolin [--context DIR] [--file PATH] --out PATH [flags]
+  dockerfile2gondolin [flags] --out PATH [CONTEXT]
+  dockerfile2gondolin -f Dockerfile -o out .
 
 The build flags are those of docker buildx build, with their meaning; --file
-defaults to CONTEXT/Dockerfile and --context to the current directory.
+defaults to CONTEXT/Dockerfile and the context to the current directory. As
+with docker build, -f is --file, -t is --tag (Gondolin's image store) and
+-o/--output is --out (the guest's directory).
 
 Builders:
   docker-buildx  (default) docker buildx with the builder "docker2vm" (docker-container driver), created on
@@ -34,8 +37,8 @@ printed on stdout. The temporary OCI archive is removed on success, failure and 
 // Dockerfile2Gondolin is the dockerfile2gondolin command.
 func Dockerfile2Gondolin() *cli.Command {
 	flags := []cli.Flag{
-		{Name: "context", Arg: "DIR", Usage: "the build context directory (default: the current directory)"},
-		{Name: "file", Arg: "PATH", Usage: "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context"},
+		{Name: "context", Arg: "DIR", Usage: "the build context directory (default: the current directory); also the one argument, as with docker build"},
+		{Name: "file", Arg: "PATH", Short: "f", Usage: "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context"},
 		{Name: "builder", Arg: "NAME", Usage: "docker-buildx (default) or buildctl"},
 		{Name: "target", Arg: "NAME", Usage: "build this stage of a multi-stage Dockerfile"},
 		{Name: "build-arg", Kind: cli.Repeat, Arg: "KEY[=VALUE]", Usage: "build argument; KEY alone takes the value from the environment (not passed when unset there)"},
@@ -60,10 +63,15 @@ func Dockerfile2Gondolin() *cli.Command {
 			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob and result caches"
 		case "progress":
 			f.Usage = "progress on stderr, the build's too: auto (default: BuildKit's live view on a terminal, else plain text), plain, tty or quiet"
+		case "out":
+			// docker build -o DIR writes the image's files to DIR: here, the guest.
+			f.Short, f.Aliases = "o", []string{"output"}
+		case "tag":
+			f.Short = "t"
 		}
 		flags = append(flags, f)
 	}
-	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Run: runDockerfile2Gondolin}
+	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Args: []string{"CONTEXT"}, Run: runDockerfile2Gondolin}
 }
 
 // DryRunPlan is dockerfile2gondolin's --dry-run output.
@@ -83,8 +91,24 @@ type DryRunPlan struct {
 }
 
 func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+	if out := f.Str("out", ""); strings.Contains(out, "type=") || strings.HasPrefix(out, "dest=") {
+		return &cli.Error{Msg: fmt.Sprintf("--out %q is docker build's --output syntax.", out),
+			Fixes: []string{"dockerfile2gondolin writes a Gondolin guest into a directory: pass --out DIR (or -o DIR)."}}
+	}
 	if f.Str("out", "") == "" {
 		return &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the guest into."}}
+	}
+	ctxArg := f.Str("context", ".")
+	if args := f.Args(); len(args) == 1 {
+		if f.Has("context") {
+			return &cli.Error{Msg: fmt.Sprintf("The build context is given twice: %q and --context %q.", args[0], f.Str("context", "")),
+				Fixes: []string{"Pass the context once: as the argument (as docker build takes it) or with --context."}}
+		}
+		if args[0] == "-" || strings.Contains(args[0], "://") {
+			return &cli.Error{Msg: fmt.Sprintf("Build context %q: only a local directory is supported.", args[0]),
+				Fixes: []string{"Pass a directory (e.g. .); a Dockerfile from stdin is --file -."}}
+		}
+		ctxArg = args[0]
 	}
 	for _, n := range []string{"context", "file"} {
 		if f.Has(n) && f.Str(n, "") == "" {
@@ -103,7 +127,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	for i, p := range plats {
 		platList[i] = p.String()
 	}
-	contextDir, err := filepath.Abs(f.Str("context", "."))
+	contextDir, err := filepath.Abs(ctxArg)
 	if err != nil {
 		return fmt.Errorf("resolving --context: %w", err)
 	}

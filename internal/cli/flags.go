@@ -32,6 +32,11 @@ type Flag struct {
 	Values []string
 	// Hidden flags are accepted but not listed (deprecated spellings).
 	Hidden bool
+	// Short is a one-letter spelling ("f" for -f), and Aliases are other
+	// long ones ("output" for --out): docker's, where the meaning is the
+	// same. Both are read as the flag itself.
+	Short   string
+	Aliases []string
 }
 
 // Completes says what a shell should complete the flag's value with:
@@ -91,8 +96,15 @@ func Parse(args []string, specs []Flag) (*Flags, error) { return parse(args, spe
 // parse is Parse allowing up to maxArgs positional arguments.
 func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 	byName := make(map[string]Flag, len(specs))
+	byShort := map[string]Flag{}
 	for _, s := range specs {
 		byName[s.Name] = s
+		for _, a := range s.Aliases {
+			byName[a] = s
+		}
+		if s.Short != "" {
+			byShort[s.Short] = s
+		}
 	}
 	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}}
 	for i := 0; i < len(args); i++ {
@@ -103,23 +115,41 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 		if arg == "--version" {
 			return nil, ErrVersion
 		}
-		if (!strings.HasPrefix(arg, "--") || arg == "--") && len(out.args) < maxArgs && arg != "--" {
+		var name, value string
+		var hasValue bool
+		var spec Flag
+		switch {
+		case len(arg) >= 2 && arg[0] == '-' && arg[1] != '-':
+			// -f PATH, -f=PATH, -fPATH
+			sp, ok := byShort[arg[1:2]]
+			if !ok {
+				return nil, &Error{Msg: fmt.Sprintf("Unknown flag %s.", arg[:2]),
+					Fixes: append(suggestShort(arg[1:2]), "Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags.")}
+			}
+			spec, name = sp, sp.Name
+			if rest := arg[2:]; rest != "" {
+				value, hasValue = strings.TrimPrefix(rest, "="), true
+			}
+		case strings.HasPrefix(arg, "--") && arg != "--":
+			var alias string
+			alias, value, hasValue = strings.Cut(arg[2:], "=")
+			sp, ok := byName[alias]
+			if !ok {
+				return nil, &Error{
+					Msg:   fmt.Sprintf("Unknown flag --%s.", alias),
+					Fixes: append(suggest(alias, specs), "Run with --help to see the accepted flags."),
+				}
+			}
+			spec, name = sp, sp.Name
+		case arg != "--" && len(out.args) < maxArgs:
 			out.args = append(out.args, arg)
 			continue
-		}
-		if !strings.HasPrefix(arg, "--") || arg == "--" {
-			return nil, &Error{
-				Msg:   fmt.Sprintf("Unexpected argument %q.", arg),
-				Fixes: []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."},
+		default:
+			fixes := []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."}
+			if maxArgs > 0 {
+				fixes = append([]string{fmt.Sprintf("This command takes at most %d argument(s) besides its flags.", maxArgs)}, fixes...)
 			}
-		}
-		name, value, hasValue := strings.Cut(arg[2:], "=")
-		spec, ok := byName[name]
-		if !ok {
-			return nil, &Error{
-				Msg:   fmt.Sprintf("Unknown flag --%s.", name),
-				Fixes: append(suggest(name, specs), "Run with --help to see the accepted flags."),
-			}
+			return nil, &Error{Msg: fmt.Sprintf("Unexpected argument %q.", arg), Fixes: fixes}
 		}
 		switch spec.Kind {
 		case Bool:
@@ -165,6 +195,18 @@ func placeholder(f Flag) string {
 		return f.Arg
 	}
 	return "VALUE"
+}
+
+// suggestShort says what docker's one-letter flags that this command
+// does not take are spelled as here, if anything.
+func suggestShort(letter string) []string {
+	switch letter {
+	case "q":
+		return []string{"Use --progress quiet."}
+	case "v":
+		return []string{"Use --version, or --progress plain for more output."}
+	}
+	return nil
 }
 
 // suggest names flags close to an unknown one (a typo or a missing dash).
@@ -218,6 +260,9 @@ func Usage(all []Flag) string {
 	cols := make([]string, len(specs))
 	for i, s := range specs {
 		c := "--" + s.Name
+		if s.Short != "" {
+			c = "-" + s.Short + ", " + c
+		}
 		if s.Kind != Bool {
 			c += " " + placeholder(s)
 		}

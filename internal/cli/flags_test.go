@@ -15,6 +15,7 @@ var testSpecs = []Flag{
 	{Name: "out", Arg: "PATH", Usage: "output directory"},
 	{Name: "dry-run", Kind: Bool, Usage: "print the plan"},
 	{Name: "build-arg", Kind: Repeat, Arg: "KEY=VALUE", Usage: "build argument"},
+	{Name: "file", Arg: "PATH", Usage: "Dockerfile", Short: "f", Aliases: []string{"dockerfile"}},
 }
 
 func TestParse(t *testing.T) {
@@ -59,7 +60,30 @@ func TestParse(t *testing.T) {
 		{name: "duplicate bool", args: []string{"--dry-run", "--dry-run"}, wantErr: "Flag --dry-run was given more than once."},
 		{name: "unknown", args: []string{"--imag", "x"}, wantErr: "Unknown flag --imag."},
 		{name: "positional", args: []string{"busybox"}, wantErr: `Unexpected argument "busybox".`},
-		{name: "single dash", args: []string{"-o"}, wantErr: `Unexpected argument "-o".`},
+		{name: "single dash", args: []string{"-o"}, wantErr: `Unknown flag -o.`},
+		{name: "short flag", args: []string{"-f", "D"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("file", "") != "D" {
+				t.Errorf("file = %q", f.Str("file", ""))
+			}
+		}},
+		{name: "short flag joined", args: []string{"-fD"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("file", "") != "D" {
+				t.Errorf("file = %q", f.Str("file", ""))
+			}
+		}},
+		{name: "short flag with =", args: []string{"-f=D"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("file", "") != "D" {
+				t.Errorf("file = %q", f.Str("file", ""))
+			}
+		}},
+		{name: "alias", args: []string{"--dockerfile", "D"}, check: func(t *testing.T, f *Flags) {
+			if f.Str("file", "") != "D" {
+				t.Errorf("file = %q", f.Str("file", ""))
+			}
+		}},
+		{name: "short and long both", args: []string{"-f", "A", "--file", "B"}, wantErr: "Flag --file was given more than once."},
+		{name: "short flag missing value", args: []string{"-f"}, wantErr: "Flag --file requires a value."},
+		{name: "docker -q", args: []string{"-q"}, wantErr: "Unknown flag -q."},
 		{name: "missing value at end", args: []string{"--out"}, wantErr: "Flag --out requires a value."},
 		{name: "missing value before flag", args: []string{"--out", "--dry-run"}, wantErr: "Flag --out requires a value."},
 		{name: "help", args: []string{"--out", "x", "--help"}, wantErr: "help requested"},

@@ -43,7 +43,11 @@ func manFlags(b *strings.Builder, c *Command) {
 	}
 	b.WriteString(".SS FLAGS\n")
 	for _, f := range flags {
-		b.WriteString(".TP\n\\fB\\-\\-" + roffEscape(f.Name) + "\\fR")
+		b.WriteString(".TP\n")
+		if f.Short != "" {
+			b.WriteString("\\fB\\-" + roffEscape(f.Short) + "\\fR, ")
+		}
+		b.WriteString("\\fB\\-\\-" + roffEscape(f.Name) + "\\fR")
 		if f.Kind != Bool {
 			b.WriteString(" \\fI" + roffEscape(placeholder(f)) + "\\fR")
 		}

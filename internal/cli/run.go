@@ -101,12 +101,19 @@ func (c *Command) execSub(ctx context.Context, args []string, stdout, stderr io.
 			return sub.Exec(ctx, args[1:], stdout, stderr)
 		}
 	}
-	var names []string
+	var names, near []string
 	for _, s := range c.Subs {
 		names = append(names, s.Name)
+		if editDistance(args[0], s.Name) <= 2 {
+			near = append(near, s.Name)
+		}
 	}
-	Render(stderr, &Error{Msg: fmt.Sprintf("Unknown command %q for %s.", args[0], c.Name),
-		Fixes: []string{"Use one of: " + strings.Join(names, ", ") + ".", "Run " + c.Name + " --help for more."}})
+	var fixes []string
+	if len(near) > 0 {
+		fixes = append(fixes, "Did you mean "+strings.Join(near, " or ")+"?")
+	}
+	fixes = append(fixes, "Use one of: "+strings.Join(names, ", ")+".", "Run "+c.Name+" --help for more.")
+	Render(stderr, &Error{Msg: fmt.Sprintf("Unknown command %q for %s.", args[0], c.Name), Fixes: fixes})
 	return ExitFailure
 }
 
