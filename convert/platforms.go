@@ -89,7 +89,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 		o.Image.Platform = p
 		j, err := prepare(ctx, o, prefixed(progress, p))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.String(), explainNoSpace(err, opts))
+			return nil, fmt.Errorf("%s: %w", p.String(), explainFull(err, opts))
 		}
 		jobs = append(jobs, j)
 	}
@@ -100,7 +100,7 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	defer func() {
 		if err != nil {
 			st.discard()
-			err = explainNoSpace(err, opts)
+			err = explainFull(err, opts)
 		}
 	}()
 	res = &MultiResult{Command: opts.Command, Source: opts.sourceInfo(), Mode: opts.Mode, OutDir: st.out}

@@ -117,6 +117,10 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*gu
 			Fixes: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
 	}
 	glue, err := guest.ReadGlue(ctx, glueSource{fs}, base.Arch, store)
+	var se *ext4.SizeError
+	if errors.As(err, &se) {
+		return nil, explainSize(se) // not the base's fault
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading runtime glue from %s: %w", base.RootfsPath, err)
 	}
@@ -158,7 +162,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	progress := opts.progressf()
 	j, err := prepare(ctx, opts, progress)
 	if err != nil {
-		return nil, explainNoSpace(err, opts)
+		return nil, explainFull(err, opts)
 	}
 	defer j.close()
 	st, err := newStaging(ctx, opts.OutDir, opts.Force, guardedPaths(opts), progress)
@@ -168,7 +172,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	defer func() {
 		if err != nil {
 			st.discard()
-			err = explainNoSpace(err, opts)
+			err = explainFull(err, opts)
 		}
 	}()
 	res, done, err := build(ctx, j, st)
@@ -246,6 +250,22 @@ func prepare(ctx context.Context, opts Options, progress func(string, ...any)) (
 		progress("Gondolin base: %s (%s)", j.base.Dir, j.base.Origin)
 	}
 	return j, nil
+}
+
+// explainFull explains a run that ran out of room: in the rootfs.ext4
+// --size asked for (explainSize), or on a disk (explainNoSpace).
+func explainFull(err error, opts Options) error {
+	var se *ext4.SizeError
+	if errors.As(err, &se) {
+		return explainSize(se)
+	}
+	return explainNoSpace(err, opts)
+}
+
+// explainSize says that --size, not the image or the base, is at fault.
+func explainSize(se *ext4.SizeError) error {
+	return &Error{Msg: fmt.Sprintf("--size %s is too small for the guest: it needs more than %s", units.Bytes(se.Size), units.Bytes(se.Need)),
+		Fixes: []string{"Raise --size, or omit it to size rootfs.ext4 to the image plus headroom."}}
 }
 
 // explainNoSpace turns running out of space into an error that names the

@@ -332,7 +332,17 @@ func (w *Writer) writeRun(c *content, lblk uint64, data []byte) error {
 }
 
 func (w *Writer) tooSmall(needBlocks uint64) error {
-	return fmt.Errorf("ext4: tree needs %d bytes but --size is %d; raise --size or omit it", needBlocks*blockSize, w.opts.Size)
+	return &SizeError{Need: int64(needBlocks * blockSize), Size: w.opts.Size}
+}
+
+// SizeError is the data written so far not fitting a fixed Size.
+type SizeError struct {
+	Need int64 // bytes needed so far (more are, when the tree is not all in)
+	Size int64
+}
+
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("ext4: tree needs %d bytes but --size is %d; raise --size or omit it", e.Need, e.Size)
 }
 
 // Release implements fstree.Store: the content's blocks are reused by later

@@ -75,3 +75,21 @@ func TestSideEffectsAllOrNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestSizeTooSmallNamesSize: a --size too small for Gondolin's runtime
+// files is the flag's fault, not the base bundle's.
+func TestSizeTooSmallNamesSize(t *testing.T) {
+	reg, base := bootPrereqs(t, testenv.AMD64)
+	ref := reg.Push(t, "app:small", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	for _, size := range []string{"64K", "1M", "12M"} { // too small for the glue, then for the image
+		out := filepath.Join(t.TempDir(), "out")
+		code, _, stderr := run(t, OCI2Gondolin(), "--image", ref, "--platform", "linux/amd64", "--base", base, "--out", out,
+			"--no-cache", "--quiet", "--size", size)
+		if code != 1 || !strings.Contains(stderr, "--size") || !strings.Contains(stderr, "Raise --size") || strings.Contains(stderr, "base") {
+			t.Errorf("--size %s: exit %d\n%s", size, code, stderr)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("--size %s: %s was made", size, out)
+		}
+	}
+}
