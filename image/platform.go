@@ -175,19 +175,36 @@ func platformList(ps []Platform) string {
 	return strings.Join(out, ", ")
 }
 
+// convertible reports whether docker2vm converts images of p.
+func convertible(p Platform) bool {
+	return p.OS == "linux" && (p.Architecture == "amd64" || p.Architecture == "arm64")
+}
+
 func platformMissError(want Platform, offered []Platform) error {
 	hints := []string{}
+	some := false
 	for _, p := range offered {
-		if p.OS == "linux" && (p.Architecture == "amd64" || p.Architecture == "arm64") && p.Architecture != want.Architecture {
-			hints = append(hints, fmt.Sprintf("Pass --platform linux/%s to convert the variant the image has.", p.Architecture))
-			break
+		if convertible(p) {
+			some = true
+			if p.Architecture != want.Architecture {
+				hints = append(hints, fmt.Sprintf("Pass --platform linux/%s to convert the variant the image has.", p.Architecture))
+				break
+			}
 		}
 	}
 	hints = append(hints, fmt.Sprintf("Choose an image that is published for %s.", platformString(want)))
+	if !some {
+		return newError(nil, hints, "the image has no %s variant; it offers %s, and none of them can be converted (docker2vm converts %s images)",
+			platformString(want), platformList(offered), strings.Join(supportedPlatforms, " and "))
+	}
 	return newError(nil, hints, "the image has no %s variant; it offers: %s", platformString(want), platformList(offered))
 }
 
 func platformMismatchError(have, want Platform) error {
+	if !convertible(have) {
+		return newError(nil, []string{fmt.Sprintf("Choose an image that is published for %s.", platformString(want))},
+			"image is %s, which cannot be converted (docker2vm converts %s images)", platformString(have), strings.Join(supportedPlatforms, " and "))
+	}
 	return newError(nil, []string{
 		fmt.Sprintf("pass --platform %s or choose another image", platformString(Platform{OS: have.OS, Architecture: have.Architecture})),
 	}, "image is %s but --platform is %s; pass --platform %s or choose another image",

@@ -442,3 +442,39 @@ func assertNoTemps(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestPlatformErrors: an image of a platform docker2vm cannot convert is
+// never met with a --platform hint that would then be refused; the
+// platforms an index offers are listed.
+func TestPlatformErrors(t *testing.T) {
+	amd64 := Platform{OS: "linux", Architecture: "amd64"}
+	arm64 := Platform{OS: "linux", Architecture: "arm64"}
+	win := Platform{OS: "windows", Architecture: "amd64"}
+	tests := []struct {
+		name    string
+		err     error
+		want    string
+		hint    string
+		notHint string
+	}{
+		{"single windows image", platformMismatchError(win, amd64),
+			"image is windows/amd64, which cannot be converted (docker2vm converts linux/amd64 and linux/arm64 images)", "Choose an image that is published for linux/amd64.", "--platform windows"},
+		{"single arm64 image", platformMismatchError(arm64, amd64),
+			"image is linux/arm64 but --platform is linux/amd64", "pass --platform linux/arm64", ""},
+		{"windows-only index", platformMissError(amd64, []Platform{win, {OS: "windows", Architecture: "arm64"}}),
+			"it offers windows/amd64, windows/arm64, and none of them can be converted", "Choose an image", "--platform"},
+		{"index with arm64 only", platformMissError(amd64, []Platform{win, arm64}),
+			"the image has no linux/amd64 variant; it offers: linux/arm64, windows/amd64", "Pass --platform linux/arm64", "--platform windows"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(tc.err.Error(), tc.want) {
+				t.Errorf("%q, want %q", tc.err, tc.want)
+			}
+			hints := strings.Join(hintsOf(tc.err), "\n")
+			if !strings.Contains(hints, tc.hint) || (tc.notHint != "" && strings.Contains(hints+tc.err.Error(), tc.notHint)) {
+				t.Errorf("hints %q: want %q, not %q", hints, tc.hint, tc.notHint)
+			}
+		})
+	}
+}
