@@ -256,8 +256,9 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 		looked = append(looked, "download "+selector+" from "+o.RegistryURL()+": "+err.Error())
 	}
 	return nil, &Error{
-		Msg:   "no Gondolin base bundle for " + arch + " found; looked at:\n    " + strings.Join(looked, "\n    "),
-		Fixes: fixes(),
+		Msg: "no Gondolin base bundle for " + arch + " found; looked at:\n    " + strings.Join(looked, "\n    "),
+		Fixes: append(fixes(), "Or pass --plain to write the image's own tree alone (rootfs mode): it needs no base, "+
+			"and is not a bootable Gondolin guest by itself."),
 	}
 }
 

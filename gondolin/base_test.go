@@ -115,7 +115,7 @@ func TestFindBaseErrors(t *testing.T) {
 		{"manifest escapes", BaseOptions{Dir: escape, Platform: "linux/amd64"}, []string{"assets.kernel"}},
 		{"guest dir wrong", BaseOptions{Platform: "linux/amd64", Getenv: envFrom(map[string]string{"GONDOLIN_GUEST_DIR": armDir})}, []string{"GONDOLIN_GUEST_DIR=", "Unset GONDOLIN_GUEST_DIR"}},
 		{"nothing anywhere", BaseOptions{Platform: "linux/amd64", NoDownload: true, Getenv: envFrom(map[string]string{"HOME": emptyHome})},
-			[]string{"no Gondolin base bundle for x86_64", "GONDOLIN_GUEST_DIR: not set", filepath.Join(emptyHome, ".cache/gondolin/images/refs/alpine-base/latest/x86_64"), "download: disabled", "gondolin image pull alpine-base:latest", "--base DIR"}},
+			[]string{"no Gondolin base bundle for x86_64", "GONDOLIN_GUEST_DIR: not set", filepath.Join(emptyHome, ".cache/gondolin/images/refs/alpine-base/latest/x86_64"), "download: disabled", "gondolin image pull alpine-base:latest", "--base DIR", "Or pass --plain"}},
 		{"bad platform", BaseOptions{Platform: "linux/s390x"}, []string{"unsupported target platform"}},
 	}
 	for _, tc := range tests {
