@@ -321,6 +321,27 @@ func TestHowToBoot(t *testing.T) {
 	}
 }
 
+// TestHowToBootPlatforms: several platforms tagged alike boot one way,
+// said once; otherwise each platform's line is named.
+func TestHowToBootPlatforms(t *testing.T) {
+	tagged := []*convert.Result{
+		{Mode: convert.ModeAssets, OutDir: "/o/linux_amd64", Platform: "linux/amd64", Imported: &convert.Imported{Tag: "app:1"}},
+		{Mode: convert.ModeAssets, OutDir: "/o/linux_arm64", Platform: "linux/arm64", Imported: &convert.Imported{Tag: "app:1"}},
+	}
+	var b strings.Builder
+	sayHowToBootAll(convert.Options{Progress: &b}, tagged)
+	if strings.Count(b.String(), "\n") != 1 || !strings.HasPrefix(b.String(), "Boot it: gondolin bash --image app:1") {
+		t.Errorf("tagged: %q", b.String())
+	}
+	tagged[0].Imported, tagged[1].Imported = nil, nil
+	b.Reset()
+	sayHowToBootAll(convert.Options{Progress: &b}, tagged)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "[linux/amd64] Boot it: gondolin bash --image /o/linux_amd64") || !strings.HasPrefix(lines[1], "[linux/arm64] ") {
+		t.Errorf("untagged: %q", lines)
+	}
+}
+
 // TestDockerfile2GondolinDefaults: as with docker build, the context is
 // the current directory and the Dockerfile CONTEXT/Dockerfile; docker
 // buildx builds with the persistent builder docker2vm, created if

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/convert"
@@ -76,9 +77,7 @@ func convertAndPrint(ctx context.Context, opts convert.Options, plats []image.Pl
 		if err != nil {
 			return err
 		}
-		for _, r := range res.Platforms {
-			sayHowToBoot(opts, r)
-		}
+		sayHowToBootAll(opts, res.Platforms)
 		return cli.PrintJSON(stdout, res)
 	}
 	if dryRun {
@@ -103,6 +102,26 @@ func sayHowToBoot(opts convert.Options, res *convert.Result) {
 	}
 	if line := howToBoot(res); line != "" {
 		fmt.Fprintln(opts.Progress, line)
+	}
+}
+
+// sayHowToBootAll is sayHowToBoot for several platforms' outputs: one
+// line when they boot the same way (a --tag, which Gondolin resolves to
+// the host's architecture), else one per platform, named.
+func sayHowToBootAll(opts convert.Options, res []*convert.Result) {
+	if opts.Progress == nil || opts.Plain {
+		return
+	}
+	var lines []string
+	for _, r := range res {
+		lines = append(lines, howToBoot(r))
+	}
+	if len(slices.Compact(slices.Clone(lines))) == 1 {
+		fmt.Fprintln(opts.Progress, lines[0])
+		return
+	}
+	for i, r := range res {
+		fmt.Fprintf(opts.Progress, "[%s] %s\n", r.Platform, lines[i])
 	}
 }
 
