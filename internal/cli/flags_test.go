@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -226,5 +228,27 @@ func TestProgressMode(t *testing.T) {
 		if w := Progress(f, &stderr); (w == io.Discard) != (tc.want == "quiet") {
 			t.Errorf("%v: Progress writer %T", tc.args, w)
 		}
+	}
+}
+
+// TestVersionScriptAgrees: scripts/version.sh, which make stamps into
+// binaries, prints what an unstamped build of the same checkout reports.
+func TestVersionScriptAgrees(t *testing.T) {
+	root := filepath.Join("..", "..")
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	out, err := exec.Command("sh", filepath.Join(root, "scripts", "version.sh")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(string(out))
+	if strings.HasPrefix(got, "v") {
+		t.Skipf("HEAD is tagged %s", got)
+	}
+	status, _ := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
+	if want := vcsVersion(strings.TrimSpace(string(rev)), len(status) > 0); got != want {
+		t.Errorf("scripts/version.sh says %q, an unstamped build %q", got, want)
 	}
 }

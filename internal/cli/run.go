@@ -167,6 +167,13 @@ func Version() string {
 			dirty = s.Value == "true"
 		}
 	}
+	return vcsVersion(rev, dirty)
+}
+
+// vcsVersion is the version of an unstamped build from a checkout at
+// revision rev: devel-<12 hex>[-dirty] (scripts/version.sh prints the same
+// for an untagged checkout).
+func vcsVersion(rev string, dirty bool) string {
 	if rev == "" {
 		return "devel"
 	}
