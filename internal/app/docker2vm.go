@@ -23,7 +23,7 @@ Usage:
 // Docker2VM is the docker2vm command.
 func Docker2VM() *cli.Command {
 	cacheDirFlag := cli.Flag{Name: "cache-dir", Arg: "DIR", Usage: "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"}
-	return &cli.Command{Name: "docker2vm", Usage: docker2vmUsage, Subs: []*cli.Command{
+	return &cli.Command{Name: "docker2vm", Usage: docker2vmUsage, Examples: docker2vmExamples, Env: docker2vmEnv, Subs: []*cli.Command{
 		{Name: "cache", Short: "see and reclaim the blob and result caches", Usage: "docker2vm cache: the blob and result caches.\n\nUsage:\n  docker2vm cache COMMAND [flags]",
 			Subs: []*cli.Command{
 				{Name: "du", Short: "list the cache's entries, their sizes and last use, and the total",

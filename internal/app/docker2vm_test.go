@@ -137,14 +137,31 @@ func TestManPages(t *testing.T) {
 				}
 			}
 		}
+		for _, sec := range []string{".SH EXAMPLES", ".SH EXIT STATUS", ".SH ENVIRONMENT", ".TP\n130\n"} {
+			if !strings.Contains(page, sec) {
+				t.Errorf("%s(1) lacks %q", c.Name, sec)
+			}
+		}
+		if c.Name != "docker2vm" {
+			for _, env := range []string{"GONDOLIN_GUEST_DIR", "GONDOLIN_IMAGE_STORE", "DOCKER2VM_STALL_TIMEOUT", "SOURCE_DATE_EPOCH"} {
+				if !strings.Contains(page, env) {
+					t.Errorf("%s(1) does not list %s", c.Name, env)
+				}
+			}
+		}
 		if manBin, err := exec.LookPath("man"); err == nil {
 			p := filepath.Join(t.TempDir(), c.Name+".1")
 			os.WriteFile(p, []byte(page), 0o644)
 			cmd := exec.Command(manBin, "-l", p)
 			cmd.Env = append(os.Environ(), "MANPAGER=cat", "MANWIDTH=100")
 			out, err := cmd.CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "NAME") {
+			if err != nil || !strings.Contains(string(out), "NAME") || !strings.Contains(string(out), "EXIT STATUS") {
 				t.Errorf("man -l %s: %v\n%s", c.Name, err, out)
+			}
+			for _, e := range c.Examples {
+				if first, _, _ := strings.Cut(e.Command, "\n"); !strings.Contains(string(out), first) {
+					t.Errorf("man %s does not show the example %q:\n%s", c.Name, first, out)
+				}
 			}
 		}
 	}

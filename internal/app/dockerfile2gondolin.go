@@ -71,7 +71,9 @@ func Dockerfile2Gondolin() *cli.Command {
 		}
 		flags = append(flags, f)
 	}
-	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Args: []string{"CONTEXT"}, Run: runDockerfile2Gondolin}
+	env := append(append([]cli.EnvVar{}, converterEnv...), cli.EnvVar{Name: "BUILDKIT_HOST", Meaning: "buildctl: the BuildKit daemon's address when --buildkit-addr is not given"})
+	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Args: []string{"CONTEXT"},
+		Examples: dockerfileExamples, Env: env, Run: runDockerfile2Gondolin}
 }
 
 // DryRunPlan is dockerfile2gondolin's --dry-run output.

@@ -39,7 +39,7 @@ func OCI2Gondolin() *cli.Command {
 		{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"},
 	}, outputFlags...)
 	flags = append(flags, cli.Flag{Name: "label", Arg: "NAME", Usage: "deprecated: use --fs-label"})
-	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Run: runOCI2Gondolin}
+	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Examples: ociExamples, Env: converterEnv, Run: runOCI2Gondolin}
 }
 
 func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {

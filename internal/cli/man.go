@@ -32,8 +32,31 @@ func Man(cmd *Command, date string) string {
 		}
 		manFlags(&b, n.cmd)
 	}
+	if len(cmd.Examples) > 0 {
+		b.WriteString(".SH EXAMPLES\n")
+		for _, e := range cmd.Examples {
+			b.WriteString(".PP\n" + roffEscape(e.What) + "\n.PP\n.RS\n.nf\n" + roffEscape(e.Command) + "\n.fi\n.RE\n")
+		}
+	}
+	b.WriteString(".SH EXIT STATUS\n")
+	for _, x := range exitStatus {
+		b.WriteString(".TP\n" + x[0] + "\n" + roffEscape(x[1]) + "\n")
+	}
+	if len(cmd.Env) > 0 {
+		b.WriteString(".SH ENVIRONMENT\n")
+		for _, e := range cmd.Env {
+			b.WriteString(".TP\n\\fB" + roffEscape(e.Name) + "\\fR\n" + roffEscape(e.Meaning) + "\n")
+		}
+	}
 	b.WriteString(".SH SEE ALSO\noci2gondolin(1), dockerfile2gondolin(1), docker2vm(1)\n")
 	return b.String()
+}
+
+// exitStatus are the exit codes of every command (see Exec).
+var exitStatus = [][2]string{
+	{"0", "Success. A converter's one JSON result is on standard output."},
+	{"1", "Failure: bad input, a failed build or transfer, no room. Standard error says what failed and how to fix it; nothing was left half written."},
+	{"130", "Interrupted by SIGINT or SIGTERM, after removing what the run had started to write."},
 }
 
 func manFlags(b *strings.Builder, c *Command) {

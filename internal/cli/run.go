@@ -35,6 +35,11 @@ type Command struct {
 	// of a few, for completion.
 	Args      []string
 	ArgValues []string
+	// Examples are command lines, each with a line saying what it does
+	// (for the man page), and Env the environment variables the command
+	// reads, each with its meaning.
+	Examples []Example
+	Env      []EnvVar
 	// Subs are subcommands (`docker2vm cache prune`): a command with Subs
 	// runs the one its first argument names, and has no Run of its own.
 	Subs []*Command
@@ -42,6 +47,12 @@ type Command struct {
 	// stdout and human-facing progress to stderr.
 	Run func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error
 }
+
+// Example is a command line and what it does.
+type Example struct{ What, Command string }
+
+// EnvVar is an environment variable a command reads.
+type EnvVar struct{ Name, Meaning string }
 
 // Main parses args, runs the command with a context cancelled on SIGINT or
 // SIGTERM, renders errors and returns the process exit code.
