@@ -117,6 +117,8 @@ type resultEntry struct {
 	// conversion wrote one (--mode assets); empty otherwise.
 	RootfsSHA256 string   `json:"rootfsSha256,omitempty"`
 	Metadata     Metadata `json:"metadata"`
+	// What docker2vm cache du shows of the entry; not part of the key.
+	cachedir.Label
 }
 
 var exeHash struct {
@@ -452,12 +454,16 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	if err != nil {
 		return err
 	}
+	label := cachedir.Label{Image: meta.Source.Ref, Platform: c.keyDoc.Platform}
+	for _, l := range meta.Layers {
+		label.Layers = append(label.Layers, l.Digest)
+	}
 	meta.GeneratedAt = ""
 	meta.Source = SourceInfo{}
 	meta.IndexDigest = ""
 	meta.RuntimeInjection.BaseRootfsPath = ""
 	meta.RuntimeInjection.BaseOrigin = ""
-	e := resultEntry{Key: c.key, KeyDoc: c.keyDoc, RootfsSize: fi.Size(), SparseDigest: digest, RootfsSHA256: rootfsSHA256, Metadata: meta}
+	e := resultEntry{Key: c.key, KeyDoc: c.keyDoc, RootfsSize: fi.Size(), SparseDigest: digest, RootfsSHA256: rootfsSHA256, Metadata: meta, Label: label}
 	if err := writeJSON(filepath.Join(tmp, resultFile), e); err != nil {
 		return err
 	}

@@ -116,6 +116,23 @@ func TestResultCacheHitMissAndCorruption(t *testing.T) {
 	if got := entries(t, cache); len(got) != 1 {
 		t.Fatalf("result cache entries after the first run: %q", got)
 	}
+	// cache du tells what each entry is of.
+	listed, err := cachedir.List(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := 0
+	for _, e := range listed {
+		want := map[string]string{"result": tagSrc.Ref + " linux/amd64", "blob": "layer of " + tagSrc.Ref}[e.Kind]
+		if e.Kind == "blob" && e.Of == want {
+			layers++
+		} else if e.Of != want && (e.Kind == "result" || e.Of != "") { // the config blob is of nothing
+			t.Errorf("%s %s: Of %q, want %q", e.Kind, e.ID, e.Of, want)
+		}
+	}
+	if layers == 0 {
+		t.Error("no blob is labelled as a layer of the image")
+	}
 	want := readRootfs(t, out1)
 	wantMeta := readMeta(t, out1)
 

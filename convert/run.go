@@ -208,7 +208,7 @@ func trimCache(opts Options, progress func(string, ...any)) {
 	if max == 0 {
 		max = cachedir.DefaultMax
 	}
-	r, err := cachedir.Trim(root, max)
+	r, err := cachedir.Trim(root, max, false)
 	if err != nil {
 		progress("cache: not trimmed: %v", err)
 		return

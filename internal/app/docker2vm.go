@@ -33,8 +33,9 @@ func Docker2VM() *cli.Command {
 				{Name: "prune", Short: "remove cache entries: down to --keep-storage, or --all",
 					Usage: "docker2vm cache prune removes the least recently used entries until the cache fits --keep-storage\n" +
 						"(default: the --cache-max limit, 10G unless DOCKER2VM_CACHE_MAX says otherwise), or every entry with --all.\n" +
-						"Entries a running conversion uses are left.\n\nUsage:\n  docker2vm cache prune [--all | --keep-storage SIZE] [--cache-dir DIR]",
+						"Entries a running conversion uses are left.\n\nUsage:\n  docker2vm cache prune [--all | --keep-storage SIZE] [--cache-dir DIR] [--dry-run]",
 					Flags: []cli.Flag{cacheDirFlag, {Name: "all", Kind: cli.Bool, Usage: "remove every entry not in use"},
+						{Name: "dry-run", Kind: cli.Bool, Usage: "list what would be removed, and remove nothing"},
 						{Name: "keep-storage", Arg: "SIZE", Usage: "remove least recently used entries until the cache takes at most SIZE (e.g. 2G)"}},
 					Run: runCachePrune},
 			}},
@@ -106,19 +107,28 @@ func runCacheDu(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) err
 			Bytes   int64            `json:"bytes"`
 		}{root, entries, cachedir.Total(entries)})
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tID\tSIZE\tLAST USE")
+	printEntries(stdout, entries)
+	fmt.Fprintf(stdout, "%d entries, %s in %s\n", len(entries), units.Bytes(cachedir.Total(entries)), root)
+	return nil
+}
+
+// printEntries writes a table of entries, with what each belongs to.
+func printEntries(w io.Writer, entries []cachedir.Entry) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tID\tSIZE\tLAST USE\tOF")
 	now := time.Now()
 	for _, e := range entries {
 		id := e.ID
 		if len(id) > 26 {
 			id = id[:26] + "…"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Kind, id, units.Bytes(e.Bytes), ago(now.Sub(e.LastUse)))
+		of := e.Of
+		if of == "" {
+			of = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Kind, id, units.Bytes(e.Bytes), ago(now.Sub(e.LastUse)), of)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "%d entries, %s in %s\n", len(entries), units.Bytes(cachedir.Total(entries)), root)
-	return nil
 }
 
 func ago(d time.Duration) string {
@@ -141,10 +151,11 @@ func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 	if f.Bool("all") && f.Has("keep-storage") {
 		return &cli.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
 	}
+	dry := f.Bool("dry-run")
 	var r cachedir.Removed
 	switch {
 	case f.Bool("all"):
-		r, err = cachedir.RemoveAll(root)
+		r, err = cachedir.Trim(root, -1, dry)
 	default:
 		keep := int64(0)
 		if f.Has("keep-storage") {
@@ -162,12 +173,17 @@ func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 				keep = 1 << 62
 			}
 		}
-		r, err = cachedir.Trim(root, keep)
+		r, err = cachedir.Trim(root, keep, dry)
 	}
 	if err != nil {
 		return fmt.Errorf("pruning the cache %s: %w", root, err)
 	}
-	fmt.Fprintf(stdout, "removed %d entries, %s reclaimed", len(r.Entries), units.Bytes(r.Bytes))
+	if dry {
+		printEntries(stdout, r.Entries)
+		fmt.Fprintf(stdout, "would remove %d entries, %s", len(r.Entries), units.Bytes(r.Bytes))
+	} else {
+		fmt.Fprintf(stdout, "removed %d entries, %s reclaimed", len(r.Entries), units.Bytes(r.Bytes))
+	}
 	if r.Busy > 0 {
 		fmt.Fprintf(stdout, "; %d in use by a running conversion were left", r.Busy)
 	}

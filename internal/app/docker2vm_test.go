@@ -18,10 +18,11 @@ func TestDocker2VMCache(t *testing.T) {
 	os.MkdirAll(cachedir.BlobsDir(root), 0o755)
 	os.WriteFile(filepath.Join(cachedir.BlobsDir(root), "abc"), make([]byte, 50000), 0o644)
 	os.MkdirAll(filepath.Join(cachedir.ResultsDir(root), "key1"), 0o755)
-	os.WriteFile(filepath.Join(cachedir.ResultsDir(root), "key1", cachedir.ResultFile), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(cachedir.ResultsDir(root), "key1", cachedir.ResultFile), []byte(`{"image":"alpine:3.20","platform":"linux/amd64","layers":["sha256:abc"]}`), 0o644)
 
 	code, out, errs := run(t, Docker2VM(), "cache", "du", "--cache-dir", root)
-	if code != 0 || !strings.Contains(out, "blob") || !strings.Contains(out, "sha256:abc") || !strings.Contains(out, "2 entries") {
+	if code != 0 || !strings.Contains(out, "blob") || !strings.Contains(out, "sha256:abc") || !strings.Contains(out, "2 entries") ||
+		!strings.Contains(out, "layer of alpine:3.20") || !strings.Contains(out, "alpine:3.20 linux/amd64") {
 		t.Errorf("cache du: %d\n%s%s", code, out, errs)
 	}
 	code, out, _ = run(t, Docker2VM(), "cache", "du", "--cache-dir", root, "--json")
@@ -35,6 +36,13 @@ func TestDocker2VMCache(t *testing.T) {
 	code, out, _ = run(t, Docker2VM(), "cache", "prune", "--cache-dir", root, "--keep-storage", "1G")
 	if code != 0 || !strings.Contains(out, "removed 0 entries") {
 		t.Errorf("prune under the limit: %d %s", code, out)
+	}
+	code, out, _ = run(t, Docker2VM(), "cache", "prune", "--cache-dir", root, "--all", "--dry-run")
+	if code != 0 || !strings.Contains(out, "would remove 2 entries") || !strings.Contains(out, "layer of alpine:3.20") {
+		t.Errorf("prune --all --dry-run: %d %s", code, out)
+	}
+	if es, _ := cachedir.List(root); len(es) != 2 {
+		t.Errorf("prune --dry-run removed entries: %d left", len(es))
 	}
 	code, out, _ = run(t, Docker2VM(), "cache", "prune", "--cache-dir", root, "--all")
 	if code != 0 || !strings.Contains(out, "removed 2 entries") {

@@ -16,11 +16,13 @@
 package cachedir
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,7 +58,22 @@ type Entry struct {
 	Path    string    `json:"path"`
 	Bytes   int64     `json:"bytes"` // on disk
 	LastUse time.Time `json:"lastUse"`
+	// Of says, for people, what the entry belongs to: the image a result
+	// was converted from (and its platform); the images whose results
+	// name a blob as a layer. Empty when nothing tells.
+	Of string `json:"of,omitempty"`
 }
+
+// Label is what a result entry's result.json says of it for Of, written
+// by the result cache and read back by List.
+type Label struct {
+	Image    string   `json:"image,omitempty"` // the reference the entry was converted from (its first run's)
+	Platform string   `json:"platform,omitempty"`
+	Layers   []string `json:"layers,omitempty"` // the image's layer digests
+}
+
+// maxResultFile bounds what List reads of a result.json.
+const maxResultFile = 16 << 20
 
 // List returns every entry under root, least recently used first. A
 // missing cache is empty.
@@ -92,8 +109,37 @@ func List(root string) ([]Entry, error) {
 		}
 		out = append(out, Entry{Kind: "result", ID: e.Name(), Path: dir, Bytes: dirBytes(dir), LastUse: fi.ModTime()})
 	}
+	label(out)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUse.Before(out[j].LastUse) })
 	return out, nil
+}
+
+// label fills in Of from the result entries' labels (unreadable ones say
+// nothing).
+func label(entries []Entry) {
+	layerOf := map[string][]string{}
+	for i, e := range entries {
+		if e.Kind != "result" {
+			continue
+		}
+		b, err := diskio.ReadRegular(filepath.Join(e.Path, ResultFile), maxResultFile)
+		var l Label
+		if err != nil || json.Unmarshal(b, &l) != nil || l.Image == "" {
+			continue
+		}
+		entries[i].Of = strings.TrimSpace(l.Image + " " + l.Platform)
+		for _, d := range l.Layers {
+			if !slices.Contains(layerOf[d], l.Image) {
+				layerOf[d] = append(layerOf[d], l.Image)
+			}
+		}
+	}
+	for i, e := range entries {
+		if imgs := layerOf[e.ID]; e.Kind == "blob" && len(imgs) > 0 {
+			sort.Strings(imgs)
+			entries[i].Of = "layer of " + strings.Join(imgs, ", ")
+		}
+	}
 }
 
 func readDir(dir string) ([]os.DirEntry, error) {
@@ -134,8 +180,9 @@ type Removed struct {
 }
 
 // Trim removes the least recently used entries until what remains takes
-// at most max bytes; entries in use are left (and counted as Busy).
-func Trim(root string, max int64) (Removed, error) {
+// at most max bytes (max < 0: every entry); entries in use are left (and
+// counted as Busy). With dry, it only says what it would remove.
+func Trim(root string, max int64, dry bool) (Removed, error) {
 	entries, err := List(root)
 	if err != nil {
 		return Removed{}, err
@@ -146,7 +193,7 @@ func Trim(root string, max int64) (Removed, error) {
 		if total <= max {
 			break
 		}
-		ok, err := remove(root, e)
+		ok, err := remove(root, e, dry)
 		if err != nil {
 			return r, err
 		}
@@ -161,8 +208,9 @@ func Trim(root string, max int64) (Removed, error) {
 	return r, nil
 }
 
-// remove deletes e unless a run uses it (false then).
-func remove(root string, e Entry) (bool, error) {
+// remove deletes e unless a run uses it (false then); with dry, it only
+// checks that.
+func remove(root string, e Entry, dry bool) (bool, error) {
 	lockPath := e.Path
 	if e.Kind == "result" {
 		lockPath = filepath.Join(e.Path, ResultFile)
@@ -182,6 +230,9 @@ func remove(root string, e Entry) (bool, error) {
 		if ok, err := lock.TryFile(f); err != nil || !ok {
 			return false, err
 		}
+	}
+	if dry {
+		return true, nil
 	}
 	if e.Kind == "blob" {
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -203,4 +254,4 @@ func remove(root string, e Entry) (bool, error) {
 }
 
 // RemoveAll removes every entry not in use.
-func RemoveAll(root string) (Removed, error) { return Trim(root, -1) }
+func RemoveAll(root string) (Removed, error) { return Trim(root, -1, false) }

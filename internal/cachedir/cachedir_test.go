@@ -77,7 +77,18 @@ func TestListAndTrim(t *testing.T) {
 		t.Fatal("shared lock", err)
 	}
 	total := Total(es)
-	r, err := Trim(root, total-100000) // needs aaa and k1 gone (ccc is busy)
+	// A dry run names the same entries and removes nothing.
+	dry, err := Trim(root, total-100000, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(dry.Entries) != "sha256:aaa k1" || dry.Busy != 1 {
+		t.Errorf("dry Trim would remove %q, busy %d", ids(dry.Entries), dry.Busy)
+	}
+	if again, _ := List(root); ids(again) != ids(es) {
+		t.Errorf("a dry Trim removed entries: %q", ids(again))
+	}
+	r, err := Trim(root, total-100000, false) // needs aaa and k1 gone (ccc is busy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,5 +115,38 @@ func TestListAndTrim(t *testing.T) {
 	}
 	if es, err := List(filepath.Join(root, "missing")); err != nil || len(es) != 0 {
 		t.Errorf("a missing cache: %v %v", es, err)
+	}
+}
+
+// TestListLabels: a result entry shows the image it was converted from,
+// and a blob the images whose results name it as a layer; an unreadable or
+// hostile result.json says nothing.
+func TestListLabels(t *testing.T) {
+	root := t.TempDir()
+	fill(t, root, "blob", "aaa", 10, 3)
+	fill(t, root, "blob", "bbb", 10, 2)
+	fill(t, root, "blob", "ccc", 10, 1)
+	k1 := fill(t, root, "result", "k1", 10, 1)
+	k2 := fill(t, root, "result", "k2", 10, 1)
+	k3 := fill(t, root, "result", "k3", 10, 1)
+	os.WriteFile(filepath.Join(k1, ResultFile), []byte(`{"key":"k1","image":"alpine:3.20","platform":"linux/amd64","layers":["sha256:aaa","sha256:bbb"]}`), 0o644)
+	os.WriteFile(filepath.Join(k2, ResultFile), []byte(`{"image":"app:1","platform":"linux/arm64","layers":["sha256:aaa"]}`), 0o644)
+	os.WriteFile(filepath.Join(k3, ResultFile), []byte(`not json`), 0o644)
+	es, err := List(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"sha256:aaa": "layer of alpine:3.20, app:1",
+		"sha256:bbb": "layer of alpine:3.20",
+		"sha256:ccc": "",
+		"k1":         "alpine:3.20 linux/amd64",
+		"k2":         "app:1 linux/arm64",
+		"k3":         "",
+	}
+	for _, e := range es {
+		if e.Of != want[e.ID] {
+			t.Errorf("%s: Of %q, want %q", e.ID, e.Of, want[e.ID])
+		}
 	}
 }
