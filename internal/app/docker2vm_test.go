@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,12 +99,29 @@ func TestCompletionScripts(t *testing.T) {
 			{"docker2vm cache p", "prune"},
 			{"docker2vm --cache-dir /tmp cache du --j", "--json"},
 			{"docker2vm completion ''", "bash zsh fish"},
+			{"oci2gondolin --platform = ''", "linux/amd64 linux/arm64"},
+			{"oci2gondolin --platform = linux/a", "linux/amd64"},
+			{"dockerfile2gondolin --builder ''", "docker-buildx buildctl"},
+			{"dockerfile2gondolin --network ''", "default none host"},
 		} {
 			words := strings.Fields(tc.line)
 			cmd := exec.Command(bash, "-c", `source "$1"; eval "COMP_WORDS=($2)"; COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _d2v_${COMP_WORDS[0]}; echo "${COMPREPLY[*]}"`, "x", p, tc.line)
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), tc.want) {
 				t.Errorf("%q (%d words): %q %v, want %q", tc.line, len(words), out, err, tc.want)
+			}
+		}
+	})
+	t.Run("bash: names with spaces", func(t *testing.T) {
+		bash := require.Tool(t, "bash")
+		p := script("bash")
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "my image.tar"), nil, 0o644)
+		for _, words := range []string{"oci2gondolin --oci-tar %q", "oci2gondolin --oci-tar = %q"} {
+			line := fmt.Sprintf(words, filepath.Join(dir, "my"))
+			out, err := exec.Command(bash, "-c", `source "$1"; eval "COMP_WORDS=($2)"; COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _d2v_${COMP_WORDS[0]}; printf '%s\n' "${COMPREPLY[@]}"`, "x", p, line).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != filepath.Join(dir, "my image.tar") {
+				t.Errorf("%s: %q %v, want the one name %q", line, out, err, filepath.Join(dir, "my image.tar"))
 			}
 		}
 	})

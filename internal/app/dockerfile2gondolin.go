@@ -39,7 +39,7 @@ func Dockerfile2Gondolin() *cli.Command {
 	flags := []cli.Flag{
 		{Name: "context", Arg: "DIR", Usage: "the build context directory (default: the current directory); also the one argument, as with docker build"},
 		{Name: "file", Arg: "PATH", Short: "f", Usage: "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context"},
-		{Name: "builder", Arg: "NAME", Usage: "docker-buildx (default) or buildctl"},
+		{Name: "builder", Arg: "NAME", Values: []string{"docker-buildx", "buildctl"}, Usage: "docker-buildx (default) or buildctl"},
 		{Name: "target", Arg: "NAME", Usage: "build this stage of a multi-stage Dockerfile"},
 		{Name: "build-arg", Kind: cli.Repeat, Arg: "KEY[=VALUE]", Usage: "build argument; KEY alone takes the value from the environment (not passed when unset there)"},
 		{Name: "secret", Kind: cli.Repeat, Arg: "SPEC", Usage: "secret for RUN --mount=type=secret: id=NAME,src=PATH or id=NAME,env=VAR"},
@@ -48,7 +48,7 @@ func Dockerfile2Gondolin() *cli.Command {
 		{Name: "cache-from", Kind: cli.Repeat, Arg: "SPEC", Usage: "import BuildKit's cache: REF (a registry image) or type=registry|local|...,..."},
 		{Name: "cache-to", Kind: cli.Repeat, Arg: "SPEC", Usage: "export BuildKit's cache: REF or type=registry|local|inline|...,..."},
 		{Name: "pull", Kind: cli.Bool, Usage: "always pull the base images, even when the builder has them"},
-		{Name: "network", Arg: "MODE", Usage: "network of RUN steps: default, none or host"},
+		{Name: "network", Arg: "MODE", Values: []string{"default", "none", "host"}, Usage: "network of RUN steps: default, none or host"},
 		{Name: "label", Kind: cli.Repeat, Arg: "KEY=VALUE", Usage: "image label (the ext4 filesystem label is --fs-label)"},
 		{Name: "buildx-builder", Arg: "NAME", Usage: "docker-buildx: the builder to use (default docker2vm), created (docker-container driver) if missing, never removed"},
 		{Name: "buildkit-addr", Arg: "ADDR", Usage: "buildctl: BuildKit address (unix:///path.sock, tcp://host:port); default BUILDKIT_HOST"},

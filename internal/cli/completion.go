@@ -89,6 +89,8 @@ func bashCompletion(cmds []*Command) string {
 		fn := funcName(c.Name)
 		fmt.Fprintf(&b, "\n%s() {\n", fn)
 		b.WriteString("  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\" path=\"\" w i skip=\n")
+		// --flag=value: bash makes "=" a word of its own (COMP_WORDBREAKS).
+		b.WriteString("  if [ \"$cur\" = \"=\" ]; then cur=; elif [ \"$prev\" = \"=\" ] && [ \"$COMP_CWORD\" -ge 2 ]; then prev=\"${COMP_WORDS[COMP_CWORD-2]}\"; fi\n")
 		fmt.Fprintf(&b, "  local valued=\" %s \" known=\"|%s|\"\n", strings.Join(sortedKeys(valued), " "), strings.Join(known, "|"))
 		b.WriteString(`  for ((i = 1; i < COMP_CWORD; i++)); do
     w="${COMP_WORDS[i]}"
@@ -108,10 +110,9 @@ func bashCompletion(cmds []*Command) string {
 				switch f.Completes() {
 				case "values":
 					fmt.Fprintf(&b, "        --%s) COMPREPLY=($(compgen -W %s -- \"$cur\")); return ;;\n", f.Name, shellQuote(strings.Join(f.Values, " ")))
-				case "dir":
-					fmt.Fprintf(&b, "        --%s) COMPREPLY=($(compgen -d -- \"$cur\")); return ;;\n", f.Name)
-				case "file":
-					fmt.Fprintf(&b, "        --%s) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n", f.Name)
+				case "dir", "file":
+					// One name per line, quoted by bash: names with spaces stay whole.
+					fmt.Fprintf(&b, "        --%s) local IFS=$'\\n'; compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -%c -- \"$cur\")); return ;;\n", f.Name, f.Completes()[0])
 				default:
 					if f.Kind != Bool {
 						fmt.Fprintf(&b, "        --%s) return ;;\n", f.Name)
