@@ -95,6 +95,17 @@ func (o Options) sourceInfo() SourceInfo {
 	return sourceInfo(o.Source)
 }
 
+// sourceName names the image for people and manifests: the reference, the
+// layout or archive path, or for a build the Dockerfile (its archive is
+// temporary, gone once the run ends).
+func (o Options) sourceName() string {
+	si := o.sourceInfo()
+	if si.Ref != "" {
+		return si.Ref
+	}
+	return si.Path
+}
+
 func sourceInfo(s image.Source) SourceInfo {
 	if s.Kind == image.KindRegistry {
 		return SourceInfo{Kind: string(s.Kind), Ref: s.Ref}

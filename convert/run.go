@@ -39,8 +39,10 @@ type Metadata struct {
 	Platform      string        `json:"platform"`
 	Mode          Mode          `json:"mode"`
 	Runtime       RuntimeConfig `json:"runtime"`
-	Layers        []LayerInfo   `json:"layers"`
-	Rootfs        RootfsInfo    `json:"rootfs"`
+	// Labels are the image's (LABEL, --label), as docker inspect shows them.
+	Labels map[string]string `json:"labels,omitempty"`
+	Layers []LayerInfo       `json:"layers"`
+	Rootfs RootfsInfo        `json:"rootfs"`
 	// RuntimeInjection lists what was added to the image for Gondolin.
 	RuntimeInjection Injection `json:"runtimeInjection"`
 	// Files are the names of the files this output holds (meta.json
@@ -470,6 +472,7 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 		Platform:      info.Platform,
 		Mode:          opts.Mode,
 		Runtime:       info.Config,
+		Labels:        info.Labels,
 		Layers:        info.Layers,
 		Rootfs: RootfsInfo{File: RootfsFile, SizeBytes: fi.Size(), Entries: stats.Entries, DataBytes: stats.Bytes,
 			Journal: !opts.FS.NoJournal, Label: label},
@@ -523,7 +526,7 @@ func finishRun(ctx context.Context, opts Options, st *staging, img *image.Image,
 	info := ImageInfo{Digest: meta.SourceDigest, Platform: meta.Platform}
 	manifestPath := ""
 	if opts.Mode == ModeAssets {
-		src := gondolin.OCISource{Image: opts.Source.Ref, Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
+		src := gondolin.OCISource{Image: opts.sourceName(), Runtime: "docker2vm", Platform: info.Platform, PullPolicy: "never", Digest: info.Digest}
 		if _, err := gondolin.WriteAssets(ctx, st.dir, base, rootfsPath, gondolin.AssetOptions{
 			RootfsMode: opts.RootfsMode, OCISource: &src, BuildTime: buildTime(img, opts.FS.SourceDateEpoch), RootfsSHA256: rootfsSum,
 		}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -102,6 +103,13 @@ func (e *buildkitEnv) buildWith(t *testing.T, builder []string, df, ctxDir strin
 			t.Errorf("output lacks %s: %v", f, err)
 		}
 	}
+	// The build's archive is gone once the run ends: neither file names it.
+	if m, err := gondolin.ReadManifest(filepath.Join(out, "manifest.json")); err != nil || m.OCISource == nil || m.OCISource.Image != df {
+		t.Errorf("manifest.json ociSource %+v (%v), want the Dockerfile %s", m, err, df)
+	}
+	if meta := readMeta(t, out); meta.Source.Path != df {
+		t.Errorf("meta.json source %+v, want the Dockerfile %s", meta.Source, df)
+	}
 	expectNoBuildTemp(t)
 	return out, res, stderr
 }
@@ -155,6 +163,7 @@ ARG GREETING_ARG=default-greeting
 RUN echo built-by-run > /built && mkdir -p /work && echo "$GREETING_ARG" > /build-arg
 COPY hello.txt /work/hello.txt
 ENV APP_MODE=production
+LABEL org.example.app=greeter
 WORKDIR /work
 USER 0
 ENTRYPOINT ["/bin/sh","-c","echo mode=$APP_MODE in $(pwd); cat hello.txt"]
@@ -169,12 +178,15 @@ func TestBuildkitBootE2E(t *testing.T) {
 	e := buildkitPrereqs(t, testenv.BuildkitOptions{TCP: true})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from), map[string]string{"hello.txt": helloTxt})
 
-	out, _, stderr := e.build(t, e.bk.Addr, df, ctxDir)
+	out, _, stderr := e.build(t, e.bk.Addr, df, ctxDir, "--label", "org.example.build=e2e")
 	// Without --quiet the build log goes to stderr, never stdout.
 	if !strings.Contains(stderr, "buildctl --addr "+e.bk.Addr+" build") || !strings.Contains(stderr, "echo built-by-run") {
 		t.Errorf("stderr lacks the build command and log:\n%s", stderr)
 	}
 	meta := readMeta(t, out)
+	if meta.Labels["org.example.app"] != "greeter" || meta.Labels["org.example.build"] != "e2e" {
+		t.Errorf("meta.json labels %v, want the Dockerfile's LABEL and --label's", meta.Labels)
+	}
 	rt := meta.Runtime
 	if rt.WorkingDir != "/work" || rt.User != "0" || !contains(rt.Env, "APP_MODE=production") ||
 		!reflect.DeepEqual(rt.Entrypoint, []string{"/bin/sh", "-c", "echo mode=$APP_MODE in $(pwd); cat hello.txt"}) {
