@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/docker2vm/docker2vm/internal/cli.stamped=$(VERSIO
 # The hosts docker2vm runs on; `make cross` builds and vets for each.
 HOSTS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: man all build dist cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo clean
+.PHONY: man all build dist cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo demo-gondolin clean
 
 all: build
 
@@ -92,9 +92,19 @@ fuzz:
 # The main job: build a sample image, convert it, boot it with Gondolin.
 # PLATFORM=linux/arm64 builds, converts and boots an arm64 guest (under
 # qemu-system-aarch64).
+# On macOS (no apt for the fixtures), make demo is demo-gondolin.
 PLATFORM ?= linux/amd64
+ifeq ($(shell uname -s),Darwin)
+demo: demo-gondolin
+else
 demo: build deps
 	$(GO) run ./internal/demo -bin $(BIN)/oci2gondolin -out out/demo -platform $(PLATFORM)
+endif
+
+# Gondolin's own base (gondolin image pull) and CLI, a Docker Hub image,
+# no apt and no root: what a Mac user runs. Needs the network, npm, QEMU.
+demo-gondolin: build
+	BIN=$(BIN) sh scripts/demo-gondolin.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
