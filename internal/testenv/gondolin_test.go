@@ -403,3 +403,21 @@ func compareVersions(a, b string) int {
 	}
 	return 0
 }
+
+// TestStalledBeforeInit: only a kernel that logged its start and never
+// ran /init counts as an emulator stall worth a second boot.
+func TestStalledBeforeInit(t *testing.T) {
+	for _, tc := range []struct {
+		log  string
+		want bool
+	}{
+		{"[qemu] stdout: [    0.000000] Linux version 6.1.0\n[qemu] stdout: [    0.977433] clocksource: Switched to clocksource hpet\n", true},
+		{"[qemu] stdout: [    0.000000] Linux version 6.1.0\n[qemu] stdout: [    2.146283] Run /init as init process\nsandboxd: failed\n", false},
+		{"harness: Error: vm startup timed out\n", false}, // no console: nothing tells
+		{"", false},
+	} {
+		if got := gdStalledBeforeInit(tc.log); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.log, got, tc.want)
+		}
+	}
+}
