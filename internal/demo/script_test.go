@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -20,9 +19,14 @@ func TestDemoGondolinScript(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qemu := "qemu-system-x86_64"
-	arch := "amd64"
-	if runtime.GOARCH == "arm64" {
+	// The script goes by the machine (uname -m), not by how this test
+	// binary was built (an arm64 one runs under qemu-user here).
+	m, err := exec.Command("uname", "-m").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemu, arch := "qemu-system-x86_64", "amd64"
+	if s := strings.TrimSpace(string(m)); s == "arm64" || s == "aarch64" {
 		qemu, arch = "qemu-system-aarch64", "arm64"
 	}
 	work := t.TempDir()
