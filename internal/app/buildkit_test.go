@@ -259,8 +259,9 @@ func rootfsOpen(t *testing.T, out, name string) error {
 }
 
 // TestBuildkitFailingStepE2E: a failing RUN step is exit 1 with an error
-// and hints on stderr, nothing on stdout, --out untouched and no archive
-// left in the temporary directory.
+// and hints on stderr, nothing on stdout, --out untouched (even with
+// --force, which would replace it only after a successful conversion) and
+// no archive left in the temporary directory.
 func TestBuildkitFailingStepE2E(t *testing.T) {
 	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf("FROM %s\nRUN echo about-to-fail && exit 7\n", e.from), nil)
@@ -273,7 +274,7 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 	}
 	for _, quiet := range []bool{false, true} {
 		args := []string{"--file", df, "--context", ctxDir, "--builder", "buildctl", "--buildkit-addr", e.bk.Addr,
-			"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out}
+			"--platform", "linux/amd64", "--mode", "assets", "--base", e.base, "--out", out, "--force"}
 		if quiet {
 			args = append(args, "--quiet")
 		}
