@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/console"
 )
 
 // MultiResult is what a conversion for several platforms reports: one
@@ -87,7 +88,11 @@ func RunPlatforms(ctx context.Context, opts Options, plats []image.Platform) (re
 	for _, p := range plats {
 		o := opts
 		o.Image.Platform = p
-		j, err := prepare(ctx, o, prefixed(progress, p))
+		// Every line about a platform, the image's included, says which.
+		tag := "[" + p.String() + "] "
+		o.Progress = console.Prefix(opts.Progress, tag)
+		o.Image.Progress = console.Prefix(opts.Image.Progress, tag)
+		j, err := prepare(ctx, o, o.progressf())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.String(), explainFull(err, opts))
 		}
@@ -163,10 +168,4 @@ func PlanPlatforms(ctx context.Context, opts Options, plats []image.Platform) (*
 		return nil, err
 	}
 	return mp, nil
-}
-
-// prefixed tags each progress line with the platform it is about.
-func prefixed(progress func(string, ...any), p image.Platform) func(string, ...any) {
-	tag := "[" + p.String() + "] "
-	return func(format string, a ...any) { progress(tag+format, a...) }
 }

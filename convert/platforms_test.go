@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -11,7 +12,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 var (
@@ -153,6 +156,38 @@ func TestPlatformDir(t *testing.T) {
 		p := image.Platform{OS: "linux", Architecture: tc.arch, Variant: tc.variant}
 		if got := PlatformDir(p); got != tc.want {
 			t.Errorf("PlatformDir(%+v) = %q, want %q", p, got, tc.want)
+		}
+	}
+}
+
+// TestRunPlatformsProgressLines: every progress line about one platform,
+// the image's own (downloads, cached blobs) included, names it.
+func TestRunPlatformsProgressLines(t *testing.T) {
+	require.Integration(t, "starts a registry")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	shared := testenv.NewLayer(t, testtar.Build(t, testtar.File("shared", "both\n")), testenv.Gzip, true)
+	var imgs []v1.Image
+	for _, p := range []v1.Platform{amd64, arm64} {
+		own := testenv.NewLayer(t, testtar.Build(t, testtar.File("arch", p.Architecture+"\n")), testenv.Gzip, true)
+		imgs = append(imgs, testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: p, Layers: []v1.Layer{shared, own}}))
+	}
+	ref := reg.Push(t, "multi:1", nil, testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: imgs}))
+	var progress bytes.Buffer
+	o := options(image.Source{Kind: image.KindRegistry, Ref: ref}, filepath.Join(t.TempDir(), "out"))
+	o.Image.NoCache, o.Image.CacheDir = false, t.TempDir()
+	o.Progress, o.Image.Progress = &progress, &progress
+	if _, err := RunPlatforms(context.Background(), o, []image.Platform{amd64, arm64}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\n[linux/amd64] Downloading layer 1/2 ", "\n[linux/amd64] applied layer 2/2 ",
+		"\n[linux/arm64] Using cached layer 1/2 ", "\n[linux/arm64] Downloading layer 2/2 "} {
+		if !strings.Contains("\n"+progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want[1:], progress.String())
+		}
+	}
+	for _, l := range strings.Split(strings.TrimSpace(progress.String()), "\n") {
+		if strings.Contains(l, "layer ") && !strings.HasPrefix(l, "[linux/") {
+			t.Errorf("a line about a platform's layer does not name the platform: %q", l)
 		}
 	}
 }

@@ -87,7 +87,7 @@ func (c *blobCache) reclaim() {
 		f.Close()
 	}
 	if n > 0 {
-		c.progress.printf("Blob cache: removed %d partial download(s) left by interrupted runs (%s)\n", n, units.Bytes(bytes))
+		c.progress.Printf("Blob cache: removed %d partial download(s) left by interrupted runs (%s)\n", n, units.Bytes(bytes))
 	}
 }
 
@@ -112,7 +112,7 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		if rerr := os.RemoveAll(p); rerr != nil {
 			return nil, false, newError(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.Kind)
 		}
-		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.Kind)
+		c.progress.Printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.Kind)
 		return nil, false, nil
 	}
 	if err != nil {
@@ -273,7 +273,7 @@ func (c *blobCache) place(tmp string, d v1.Hash) error {
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("blob cache: %s is a %s, not a regular file, and cannot be removed: %w", p, diskio.Kind(fi.Mode()), err)
 		}
-		c.progress.printf("Blob cache: replaced %s: it was a %s, not a regular file\n", d, diskio.Kind(fi.Mode()))
+		c.progress.Printf("Blob cache: replaced %s: it was a %s, not a regular file\n", d, diskio.Kind(fi.Mode()))
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		return fmt.Errorf("blob cache: %w", err)

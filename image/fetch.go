@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/internal/console"
 )
 
 // Parallel layer downloads. A registry image's layers are fetched over
@@ -276,7 +278,7 @@ func (f *fetcher) add(i int) {
 		start = end
 	}
 	d.left = len(d.segs)
-	d.bar = f.s.progress.track(d.what, d.desc.Size, i)
+	d.bar = f.s.progress.Start(d.what, d.desc.Size, i)
 }
 
 // startSegment starts fetching sg. Called with f.mu held.
@@ -375,10 +377,10 @@ func (f *fetcher) end(d *download) {
 		err = d.complete()
 	}
 	if err == nil {
-		d.bar.finish()
+		d.bar.Finish()
 	} else {
 		d.discard()
-		d.bar.abandon()
+		d.bar.Abandon()
 	}
 	d.mu.Lock()
 	d.done, d.err = true, err
@@ -524,7 +526,7 @@ type download struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	cw     *cacheWriter // the spool's cache entry to be; nil under NoCache
-	bar    *tracker
+	bar    *console.Download
 	segs   []*segment
 
 	// fetcher.mu
@@ -649,7 +651,7 @@ func (d *download) wrote(sg *segment, p []byte, off int64) {
 	sg.n += int64(len(p))
 	d.advance()
 	d.mu.Unlock()
-	d.bar.add(len(p))
+	d.bar.Add(len(p))
 	d.hashPrefix(p, off)
 }
 

@@ -181,7 +181,7 @@ func (c *regClient) afterFailure(ctx context.Context, att *attempts, err error, 
 	if !ok || att.failed > c.pol.retries {
 		return c.networkError(err, what, att.failed, pos)
 	}
-	c.progress.printf("Retrying %s in %s (attempt %d of %d): %s\n", what, wait.Round(10*time.Millisecond), att.failed+1, c.pol.retries+1, describeFailure(err, pos))
+	c.progress.Printf("Retrying %s in %s (attempt %d of %d): %s\n", what, wait.Round(10*time.Millisecond), att.failed+1, c.pol.retries+1, describeFailure(err, pos))
 	return sleepCtx(ctx, wait)
 }
 
@@ -406,7 +406,7 @@ func (b *blobBody) request() error {
 		// registry known to ignore Range), or Range was ignored. Skip to
 		// the first byte wanted.
 		if rng != "" && b.c.noteRanges(false) {
-			b.c.progress.printf("Registry %s ignored the range request for %s: reading it from its start, and each blob from this registry whole\n", b.c.registry, b.what)
+			b.c.progress.Printf("Registry %s ignored the range request for %s: reading it from its start, and each blob from this registry whole\n", b.c.registry, b.what)
 		}
 		if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
 			resp.Body.Close()
@@ -422,7 +422,7 @@ func (b *blobBody) request() error {
 			resp.Body.Close()
 			// Not the range asked for: go on without Range.
 			if b.c.noteRanges(false) {
-				b.c.progress.printf("Registry %s answered Range %s for %s with Content-Range %q (%s): reading it from its start, and each blob from this registry whole\n", b.c.registry, rng, b.what, cr, what)
+				b.c.progress.Printf("Registry %s answered Range %s for %s with Content-Range %q (%s): reading it from its start, and each blob from this registry whole\n", b.c.registry, rng, b.what, cr, what)
 			}
 			return b.request()
 		}

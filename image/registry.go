@@ -99,7 +99,7 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 		}
 		if ok {
 			if isLayer && s.progress != nil {
-				s.progress.printf("Using cached %s (%s)\n", what, units.Bytes(desc.Size))
+				s.progress.Printf("Using cached %s (%s)\n", what, units.Bytes(desc.Size))
 			}
 			return f, nil
 		}
@@ -110,7 +110,7 @@ func (s *registryStore) blob(ctx context.Context, desc v1.Descriptor, what strin
 		return nil, err
 	}
 	if isLayer {
-		rc = s.progress.wrap(rc, what, desc.Size, -1)
+		rc = wrap(s.progress, rc, what, desc.Size, -1)
 	}
 	if s.cache != nil {
 		rc = s.cache.tee(rc, desc)

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/console"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
@@ -76,10 +77,17 @@ func platforms(f *cli.Flags) ([]image.Platform, error) {
 // baseOptions turns the shared flags into convert options; the platform
 // is the first of --platform's (see platforms).
 func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
-	opts := convert.Options{Command: command, Progress: cli.Progress(f, stderr)}
+	opts := convert.Options{Command: command, Progress: io.Discard}
 	progressMode, err := cli.ProgressMode(f, stderr)
 	if err != nil {
 		return opts, err
+	}
+	// One console owns stderr for the run: every line goes above the
+	// download bars it draws.
+	var con *console.Console
+	if progressMode != "quiet" {
+		con = console.New(stderr, progressMode != "tty")
+		opts.Progress = con
 	}
 	out := f.Str("out", "")
 	if out == "" {
@@ -144,9 +152,8 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		}
 		opts.Image.MaxLayers = int(n)
 	}
-	if opts.Progress != io.Discard {
-		opts.Image.Progress = stderr
-		opts.Image.PlainProgress = progressMode == "plain"
+	if con != nil {
+		opts.Image.Progress = con
 	}
 	if f.Has("size") {
 		if opts.FS.Size, err = cli.ParseSize("size", f.Str("size", "")); err != nil {

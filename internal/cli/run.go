@@ -229,15 +229,6 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 		Fixes: []string{"Use --progress " + strings.Join(ProgressModes, ", ") + "."}}
 }
 
-// Progress returns where human-facing progress goes: stderr, or nowhere
-// when the progress mode is quiet.
-func Progress(f *Flags, stderr io.Writer) io.Writer {
-	if mode, _ := ProgressMode(f, stderr); mode == "quiet" {
-		return io.Discard
-	}
-	return stderr
-}
-
 // ParseSize reads a byte count: a plain number or one with a binary suffix
 // (K, M, G, T, optionally followed by "i" and/or "B": 512M, 2GiB, 1T).
 func ParseSize(flag, s string) (int64, error) {

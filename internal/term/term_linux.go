@@ -49,3 +49,12 @@ func OpenPTY() (master, slave *os.File, err error) {
 	}
 	return master, slave, nil
 }
+
+// SetSize sets the size of the terminal f (a pseudo-terminal's master or
+// slave), as a terminal emulator does when its window is resized.
+func SetSize(f *os.File, cols, rows int) error {
+	if err := unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(cols), Row: uint16(rows)}); err != nil {
+		return fmt.Errorf("setting the size of terminal %s: %w", f.Name(), err)
+	}
+	return nil
+}
