@@ -284,27 +284,28 @@ func PlanConversion(ctx context.Context, opts Options) (*Plan, error) {
 	return plan, nil
 }
 
-// planBase says which local base a run for platform would use, or that
-// it would download one; it never downloads. A base the user named
-// (--base, GONDOLIN_GUEST_DIR, --no-base-download) that does not fit is an
-// error.
+// planBase says which base a run for platform would use: a local one, or
+// the build it would download (looked up in Gondolin's image registry,
+// not fetched). What the run would refuse (no base anywhere, a base the
+// user named that does not fit, a registry without a build for the
+// platform) is an error here too.
 func planBase(ctx context.Context, opts Options, platform string) (*PlanBase, error) {
 	bo := opts.Base
 	bo.Platform = platform
-	bo.NoDownload = true
+	bo.ResolveOnly = true
 	bo.Progress = nil
 	base, err := gondolin.FindBase(ctx, bo)
-	switch {
-	case err == nil:
-		pb := &PlanBase{Dir: base.Dir, Origin: base.Origin, Arch: base.Arch}
-		if base.Manifest != nil {
-			pb.BuildID = base.Manifest.BuildID
-		}
-		return pb, nil
-	case opts.Base.NoDownload || opts.Base.Dir != "" || len(opts.Base.Dirs) > 0:
+	if err != nil {
 		return nil, err
 	}
-	return &PlanBase{Download: true, Arch: gondolin.NormalizeArch(platform)}, nil
+	if base.Remote != nil {
+		return &PlanBase{Download: true, Arch: base.Arch, BuildID: base.Remote.BuildID, URL: base.Remote.URL}, nil
+	}
+	pb := &PlanBase{Dir: base.Dir, Origin: base.Origin, Arch: base.Arch}
+	if base.Manifest != nil {
+		pb.BuildID = base.Manifest.BuildID
+	}
+	return pb, nil
 }
 
 // Check refuses, before anything is fetched or built, what a run of opts
@@ -346,8 +347,9 @@ type PlanBase struct {
 	Arch    string `json:"arch"`
 	BuildID string `json:"buildId,omitempty"`
 	// Download is set when no local base fits and the run would fetch one
-	// through Gondolin's image registry.
-	Download bool `json:"download,omitempty"`
+	// (BuildID, from URL) through Gondolin's image registry.
+	Download bool   `json:"download,omitempty"`
+	URL      string `json:"url,omitempty"`
 }
 
 // checkOut refuses an --out that the run could not replace, before

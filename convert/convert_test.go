@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -312,6 +314,8 @@ func TestRunFullDisk(t *testing.T) {
 	}
 }
 
+// TestPlanReportsBase: the dry run names the base a run would use, or the
+// build it would download, and refuses what the run would refuse.
 func TestPlanReportsBase(t *testing.T) {
 	src := layoutSource(t, sampleImage(t))
 	base := t.TempDir()
@@ -326,7 +330,39 @@ func TestPlanReportsBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	empty := func(string) string { return "" }
+	// Gondolin's image registry: the dry run looks the build up there,
+	// and never fetches the archive.
+	const buildID = "11111111-2222-5333-8444-555555555555"
+	doc := func(arch string) string {
+		return `{"schema":1,"refs":{"alpine-base:latest":{"` + arch + `":"` + buildID + `"}},"builds":{"` + buildID +
+			`":{"arch":"` + arch + `","url":"x86.tar.gz","sha256":"` + strings.Repeat("a", 64) + `"}}}`
+	}
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/registry.json":
+			io.WriteString(w, doc("x86_64"))
+		case "/arm-only.json":
+			io.WriteString(w, doc("aarch64"))
+		case "/missing.json":
+			http.NotFound(w, r)
+		default:
+			t.Errorf("the dry run asked for %s", r.URL.Path)
+			http.NotFound(w, r)
+		}
+	}))
+	defer reg.Close()
 	home := t.TempDir()
+	regEnv := func(url string) func(string) string {
+		return func(k string) string {
+			switch k {
+			case "HOME":
+				return home
+			case "GONDOLIN_IMAGE_REGISTRY_URL":
+				return url
+			}
+			return ""
+		}
+	}
 	tests := []struct {
 		name    string
 		base    gondolin.BaseOptions
@@ -335,12 +371,12 @@ func TestPlanReportsBase(t *testing.T) {
 	}{
 		{name: "explicit base", base: gondolin.BaseOptions{Dir: base},
 			want: &PlanBase{Dir: base, Origin: "--base", Arch: "x86_64", BuildID: "00000000-0000-5000-8000-000000000000"}},
-		{name: "none local, would download", base: gondolin.BaseOptions{Getenv: func(k string) string {
-			if k == "HOME" {
-				return home
-			}
-			return ""
-		}}, want: &PlanBase{Download: true, Arch: "x86_64"}},
+		{name: "none local, would download", base: gondolin.BaseOptions{Getenv: regEnv(reg.URL + "/registry.json")},
+			want: &PlanBase{Download: true, Arch: "x86_64", BuildID: buildID, URL: reg.URL + "/x86.tar.gz"}},
+		{name: "none local, registry lacks the arch", base: gondolin.BaseOptions{Getenv: regEnv(reg.URL + "/arm-only.json")},
+			wantErr: "has no build for x86_64 (available: aarch64)"},
+		{name: "none local, registry unreachable", base: gondolin.BaseOptions{Getenv: regEnv(reg.URL + "/missing.json")},
+			wantErr: "404"},
 		{name: "none and no download", base: gondolin.BaseOptions{Getenv: empty, NoDownload: true}, wantErr: "no Gondolin base bundle"},
 		{name: "broken explicit base", base: gondolin.BaseOptions{Dir: filepath.Join(base, "missing")}, wantErr: "missing"},
 	}

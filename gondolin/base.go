@@ -39,6 +39,10 @@ type BaseOptions struct {
 	HTTPClient *http.Client
 	// NoDownload forbids fetching a base from Gondolin's image registry.
 	NoDownload bool
+	// ResolveOnly, for a dry run, stops short of a download: FindBase
+	// looks the build up in the registry and returns a Base with Remote
+	// set and no files.
+	ResolveOnly bool
 	// Progress receives one line per download step (stderr); may be nil.
 	Progress io.Writer
 	// MaxDownload bounds the archive and each extracted file (0: 8 GiB).
@@ -129,6 +133,9 @@ type Base struct {
 	// Origin says which rule found it, e.g. "--base", "GONDOLIN_GUEST_DIR",
 	// "image store ref alpine-base:latest", "download".
 	Origin string
+	// Remote is the build a run would download (BaseOptions.ResolveOnly);
+	// the paths are then empty.
+	Remote *RemoteBuild
 
 	idOnce sync.Once
 	id     BaseIdentity
@@ -245,6 +252,15 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 		looked = append(looked, "download: disabled")
 	} else if store == "" {
 		looked = append(looked, "download: no image store directory to download into")
+	} else if o.ResolveOnly {
+		rb, err := resolveDownload(ctx, o, selector, arch)
+		if err == nil {
+			return &Base{Arch: arch, Origin: "download " + selector, Remote: rb}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		looked = append(looked, "download "+selector+" from "+o.RegistryURL()+": "+err.Error())
 	} else {
 		b, err := download(ctx, o, store, selector, arch)
 		if err == nil {

@@ -237,6 +237,8 @@ func TestFindBaseDownload(t *testing.T) {
 		{"ref missing", mkreg("other:latest", goodID, "good.tar.gz", sha(good), "x86_64"), "linux/amd64", "not in the registry"},
 		{"404", mkreg("alpine-base:latest", goodID, "missing.tar.gz", sha(good), "x86_64"), "linux/amd64", "404"},
 	}
+	// Failures the registry document shows, without the archive.
+	resolveFails := map[string]bool{"target arch missing": true, "no checksum": true, "ref missing": true}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := registryServer(t, archives, tc.reg)
@@ -244,6 +246,21 @@ func TestFindBaseDownload(t *testing.T) {
 			var progress bytes.Buffer
 			o := BaseOptions{Platform: tc.arch, HTTPClient: srv.Client(), Progress: &progress,
 				Getenv: envFrom(map[string]string{"GONDOLIN_IMAGE_STORE": store, "GONDOLIN_IMAGE_REGISTRY_URL": srv.URL + "/registry.json"})}
+			// A dry run looks the build up without fetching it: it fails
+			// where the registry document does, and writes nothing.
+			ro := o
+			ro.ResolveOnly = true
+			rb, rerr := FindBase(ctx, ro)
+			if resolveFails[tc.name] {
+				if rerr == nil || !strings.Contains(rerr.Error(), tc.wantErr) {
+					t.Errorf("resolve only: err = %v, want %q", rerr, tc.wantErr)
+				}
+			} else if rerr != nil || rb.Remote == nil || !strings.HasPrefix(rb.Remote.URL, srv.URL+"/") || rb.Dir != "" {
+				t.Errorf("resolve only: %+v, %v", rb, rerr)
+			}
+			if ents, _ := os.ReadDir(store); len(ents) > 0 || progress.Len() > 0 {
+				t.Fatalf("resolving wrote %v to the store, or downloaded: %q", ents, progress.String())
+			}
 			b, err := FindBase(ctx, o)
 			// Nothing half-written may stay in the store.
 			tmps, _ := filepath.Glob(filepath.Join(store, "objects", ".tmp-*"))

@@ -53,19 +53,28 @@ func (o BaseOptions) progress(format string, args ...any) {
 	}
 }
 
-// download fetches selector for arch through the registry into the image
-// store (objects/<buildId>/ plus the ref symlink) and loads it.
-func download(ctx context.Context, o BaseOptions, store, selector, arch string) (*Base, error) {
+// RemoteBuild is a base build Gondolin's image registry offers.
+type RemoteBuild struct {
+	BuildID string
+	URL     string // of its .tar.gz
+	SHA256  string // of the .tar.gz
+}
+
+// resolveDownload looks selector (a build id or name:tag) up for arch in
+// the registry document, and checks what the download needs: a build for
+// that arch, a checksum, a URL.
+func resolveDownload(ctx context.Context, o BaseOptions, selector, arch string) (*RemoteBuild, error) {
 	regURL := o.RegistryURL()
 	reg, err := fetchRegistry(ctx, o, regURL)
 	if err != nil {
 		return nil, err
 	}
-	var buildID, name, tag string
+	var buildID string
 	if IsBuildID(selector) {
 		buildID = selector
 	} else {
-		if name, tag, err = ParseImageRef(selector); err != nil {
+		name, tag, err := ParseImageRef(selector)
+		if err != nil {
 			return nil, err
 		}
 		entries, ok := reg.Refs[name+":"+tag]
@@ -110,7 +119,23 @@ func download(ctx context.Context, o BaseOptions, store, selector, arch string) 
 	if err != nil || build.URL == "" {
 		return nil, fmt.Errorf("registry build %s: bad url %q", buildID, build.URL)
 	}
-	archiveURL := base.ResolveReference(ref).String()
+	return &RemoteBuild{BuildID: buildID, URL: base.ResolveReference(ref).String(), SHA256: build.SHA256}, nil
+}
+
+// download fetches selector for arch through the registry into the image
+// store (objects/<buildId>/ plus the ref symlink) and loads it.
+func download(ctx context.Context, o BaseOptions, store, selector, arch string) (*Base, error) {
+	rb, err := resolveDownload(ctx, o, selector, arch)
+	if err != nil {
+		return nil, err
+	}
+	buildID, archiveURL := rb.BuildID, rb.URL
+	var name, tag string
+	if !IsBuildID(selector) {
+		if name, tag, err = ParseImageRef(selector); err != nil {
+			return nil, err
+		}
+	}
 
 	objects := filepath.Join(store, "objects")
 	objectDir := filepath.Join(objects, buildID)
@@ -124,7 +149,7 @@ func download(ctx context.Context, o BaseOptions, store, selector, arch string) 
 		}
 		defer os.RemoveAll(tmp) // a no-op once renamed
 		o.progress("downloading Gondolin base %s (%s) from %s", selector, arch, archiveURL)
-		if err := fetchArchive(ctx, o, archiveURL, build.SHA256, tmp); err != nil {
+		if err := fetchArchive(ctx, o, archiveURL, rb.SHA256, tmp); err != nil {
 			return nil, err
 		}
 		m, err := ReadManifest(filepath.Join(tmp, ManifestName))

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 func run(t *testing.T, cmd *cli.Command, args ...string) (int, string, string) {
@@ -208,6 +212,7 @@ func TestDockerfile2GondolinChecksBeforeBuilding(t *testing.T) {
 // same here (a positional context, -f, -o/--output, -t), and those that
 // do not get a hint.
 func TestDockerfile2GondolinDockerHabits(t *testing.T) {
+	offerBase(t)
 	dir := t.TempDir()
 	df := filepath.Join(t.TempDir(), "Dockerfile.app")
 	os.WriteFile(df, []byte("FROM scratch\n"), 0o644)
@@ -266,6 +271,7 @@ func dryRun(t *testing.T, args ...string) (DryRunPlan, string) {
 }
 
 func TestDockerfile2GondolinDryRun(t *testing.T) {
+	offerBase(t)
 	dir := t.TempDir()
 	df := filepath.Join(dir, "Dockerfile")
 	if err := os.WriteFile(df, []byte("FROM scratch\n"), 0o644); err != nil {
@@ -347,6 +353,7 @@ func TestHowToBootPlatforms(t *testing.T) {
 // buildx builds with the persistent builder docker2vm, created if
 // missing and never removed.
 func TestDockerfile2GondolinDefaults(t *testing.T) {
+	offerBase(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -385,6 +392,7 @@ func TestDockerfile2GondolinDefaults(t *testing.T) {
 // docker build; the filesystem label is --fs-label in both commands, and
 // oci2gondolin's --label still sets it, with a deprecation note.
 func TestLabelFlags(t *testing.T) {
+	offerBase(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -481,6 +489,70 @@ func TestImageCredentialsRefused(t *testing.T) {
 		code, stdout, stderr := run(t, OCI2Gondolin(), "--image", tc.ref, "--out", filepath.Join(t.TempDir(), "out"), "--dry-run")
 		if code != 1 || stdout != "" || !strings.Contains(stderr, "holds credentials") || strings.Contains(stderr, "s3cretpw") {
 			t.Errorf("--image %s: exit %d, stderr %q", tc.ref, code, stderr)
+		}
+	}
+}
+
+// offerBase points Gondolin's image registry at a local document that
+// offers alpine-base:latest for both architectures, with an empty image
+// store and cache: a dry run finds a base to download (it looks the build up and
+// never fetches it).
+func offerBase(t *testing.T) {
+	t.Helper()
+	const amd, arm = "11111111-2222-5333-8444-555555555555", "11111111-2222-5333-8444-666666666666"
+	sum := strings.Repeat("a", 64)
+	doc := `{"schema":1,"refs":{"alpine-base:latest":{"x86_64":"` + amd + `","aarch64":"` + arm + `"}},"builds":{` +
+		`"` + amd + `":{"arch":"x86_64","url":"amd.tar.gz","sha256":"` + sum + `"},` +
+		`"` + arm + `":{"arch":"aarch64","url":"arm.tar.gz","sha256":"` + sum + `"}}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/registry.json" {
+			t.Errorf("a dry run fetched %s", r.URL.Path)
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, doc)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("GONDOLIN_IMAGE_REGISTRY_URL", srv.URL+"/registry.json")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // no older Gondolin cache either
+	t.Setenv("GONDOLIN_IMAGE_STORE", t.TempDir())
+	t.Setenv("GONDOLIN_GUEST_DIR", "")
+}
+
+// TestDryRunWithoutABase: with no base on the machine, a dry run asks
+// Gondolin's image registry for the build a run would download, says
+// which, and refuses (exit 1, with the way out) when there is none to
+// download, as the run would.
+func TestDryRunWithoutABase(t *testing.T) {
+	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: testenv.NewImage(t, testenv.ImageSpec{OCI: true})})
+	args := []string{"--oci-layout", layout, "--platform", "linux/amd64", "--mode", "assets", "--out", filepath.Join(t.TempDir(), "out"), "--dry-run"}
+
+	offerBase(t)
+	code, stdout, stderr := run(t, OCI2Gondolin(), args...)
+	var plan convert.Plan
+	if code != 0 || json.Unmarshal([]byte(stdout), &plan) != nil {
+		t.Fatalf("code %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	if b := plan.Base; b == nil || !b.Download || b.BuildID != "11111111-2222-5333-8444-555555555555" || !strings.HasSuffix(b.URL, "/amd.tar.gz") {
+		t.Errorf("plan.Base = %+v, want the x86_64 build to download", plan.Base)
+	}
+
+	srv := httptest.NewServer(http.NotFoundHandler()) // offline, or a registry without it
+	t.Cleanup(srv.Close)
+	t.Setenv("GONDOLIN_IMAGE_REGISTRY_URL", srv.URL+"/registry.json")
+	ctxDir := t.TempDir()
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
+	for _, c := range []struct {
+		cmd  *cli.Command
+		args []string
+	}{
+		{OCI2Gondolin(), args},
+		{Dockerfile2Gondolin(), []string{"--context", ctxDir, "--out", filepath.Join(t.TempDir(), "out"), "--dry-run"}},
+	} {
+		code, stdout, stderr = run(t, c.cmd, c.args...)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, "Error: no Gondolin base bundle for x86_64 found") ||
+			!strings.Contains(stderr, "404 Not Found") || !strings.Contains(stderr, "pass --plain") {
+			t.Errorf("%s: code %d stdout %q stderr %q", c.cmd.Name, code, stdout, stderr)
 		}
 	}
 }

@@ -186,16 +186,18 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	}
 	origin := &convert.SourceInfo{Kind: "dockerfile", Path: dockerfile, Context: contextDir}
 	opts.Origin = origin
-	// What the conversion would refuse is refused before the build, and
-	// by a dry run.
+	// Bad input is refused before anything runs or a temporary directory
+	// is made, by a dry run too: the build's own flags first, then what
+	// the conversion would refuse (which may ask Gondolin's image registry
+	// whether it has a base to download).
+	if err := buildkit.Validate(bo); err != nil {
+		return err
+	}
 	if err := convert.Check(ctx, opts, plats); err != nil {
 		return err
 	}
 	if f.Bool("dry-run") {
 		bo.Output = filepath.Join(os.TempDir(), "docker2vm-build-XXXXXX", "image.tar")
-		if err := buildkit.Validate(bo); err != nil {
-			return err
-		}
 		plan := DryRunPlan{
 			Command: "dockerfile2gondolin", DryRun: true, Source: *origin,
 			Platform: bo.Platform, Mode: opts.Mode, OutDir: opts.OutDir,
@@ -207,10 +209,6 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 			},
 		}
 		return cli.PrintJSON(stdout, plan)
-	}
-	// Bad input is reported before a temporary directory is made.
-	if err := buildkit.Validate(bo); err != nil {
-		return err
 	}
 	tmp, err := os.MkdirTemp("", "docker2vm-build-")
 	if err != nil {
