@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -354,6 +355,33 @@ func TestImportLayout(t *testing.T) {
 	}
 	if _, err := os.Readlink(filepath.Join(store, "refs", "plain", "latest", "x86_64")); err != nil {
 		t.Fatal(err)
+	}
+
+	// A sparse rootfs.ext4 (as docker2vm writes them: mostly holes) stays
+	// sparse in the store, its bytes the same.
+	src3 := t.TempDir()
+	makeBaseDir(t, src3, ArchX86_64, true)
+	const apparent = 64 << 20
+	rootfs := make([]byte, apparent)
+	copy(rootfs[4096:], "superblock")
+	copy(rootfs[apparent-10:], "last bytes")
+	f, _ := os.Create(filepath.Join(src3, RootfsName))
+	f.WriteAt(rootfs[4096:8192], 4096)
+	f.WriteAt(rootfs[apparent-4096:], apparent-4096)
+	f.Close()
+	c3 := Checksums{Kernel: c.Kernel, Initramfs: c.Initramfs, Rootfs: sha(rootfs)}
+	writeManifest(filepath.Join(src3, ManifestName), &Manifest{Version: 1, BuildID: BuildID(c3, "x86_64"), Config: ManifestConfig{Arch: "x86_64"}, Assets: DefaultAssets(), Checksums: c3})
+	obj3, err := Import(ctx, src3, "sparse:1", store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(obj3, RootfsName))
+	fi, _ := os.Stat(filepath.Join(obj3, RootfsName))
+	if !bytes.Equal(got, rootfs) {
+		t.Fatal("the sparse rootfs.ext4 changed on import")
+	}
+	if alloc := diskio.Allocated(fi); alloc > 1<<20 {
+		t.Errorf("a 64 MiB rootfs.ext4 of 8 KiB of data takes %d bytes in the store", alloc)
 	}
 }
 

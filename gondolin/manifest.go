@@ -14,6 +14,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/sparse"
 )
 
 // ManifestName is the asset manifest's file name inside an asset directory.
@@ -474,11 +477,24 @@ func copyAsset(ctx context.Context, src, dst string) (string, error) {
 	if !st.Mode().IsRegular() {
 		return "", fmt.Errorf("%s is not a regular file", src)
 	}
-	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	// A clone where the filesystem has them (APFS, btrfs, XFS) writes no
+	// data at all; it is read back to hash it.
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-"+randSuffix())
+	if diskio.Clone(in, tmp) == nil {
+		sum, err := HashFile(ctx, tmp)
+		if err == nil {
+			err = os.Rename(tmp, dst)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return "", err
+		}
+		return sum, nil
+	}
+	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", err
 	}
-	tmp := out.Name()
 	ok := false
 	defer func() {
 		if !ok {
@@ -486,9 +502,15 @@ func copyAsset(ctx context.Context, src, dst string) (string, error) {
 			os.Remove(tmp)
 		}
 	}()
+	// A sparse copy: a guest's rootfs.ext4 is mostly holes, and a dense
+	// copy would take its whole apparent size on disk.
 	h := sha256.New()
-	if _, err := io.CopyBuffer(io.MultiWriter(out, h), ctxReader{ctx, in}, make([]byte, 1<<20)); err != nil {
+	sw := sparse.NewWriter(out)
+	if _, err := io.CopyBuffer(io.MultiWriter(sw, h), ctxReader{ctx, in}, make([]byte, 1<<20)); err != nil {
 		return "", fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	if err := sw.Close(); err != nil {
+		return "", err
 	}
 	if err := out.Chmod(0o644); err != nil {
 		return "", err
