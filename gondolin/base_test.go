@@ -15,10 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -380,7 +380,7 @@ func TestImportLayout(t *testing.T) {
 	if !bytes.Equal(got, rootfs) {
 		t.Fatal("the sparse rootfs.ext4 changed on import")
 	}
-	if alloc := diskio.Allocated(fi); alloc > 1<<20 {
+	if alloc := fi.Sys().(*syscall.Stat_t).Blocks * 512; alloc > 1<<20 { // (the system's count: a portable build's diskio cannot tell)
 		t.Errorf("a 64 MiB rootfs.ext4 of 8 KiB of data takes %d bytes in the store", alloc)
 	}
 }
