@@ -34,7 +34,7 @@ var outputFlags = []cli.Flag{
 	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
 	{Name: "publish", Arg: "DIR", Usage: "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"},
 	{Name: "publish-url", Arg: "URL", Usage: "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"},
-	{Name: "progress", Arg: "MODE", Values: cli.ProgressModes, Usage: "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty or quiet"},
+	{Name: "progress", Arg: "MODE", Values: cli.ProgressModes, Usage: "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty, quiet, or json (one JSON object per line, for programs)"},
 	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr (--progress quiet)"},
 	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
 	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
@@ -85,8 +85,14 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	// One console owns stderr for the run: every line goes above the
 	// download bars it draws.
 	var con *console.Console
-	if progressMode != "quiet" {
+	switch progressMode {
+	case "quiet":
+	case "json":
+		con = console.NewJSON(stderr)
+	default:
 		con = console.New(stderr, progressMode != "tty")
+	}
+	if con != nil {
 		opts.Progress = con
 	}
 	out := f.Str("out", "")
@@ -174,7 +180,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 		if f.Has("fs-label") {
 			return opts, &cli.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
 		}
-		fmt.Fprintln(stderr, "warning: --label is deprecated: use --fs-label")
+		fmt.Fprintln(opts.Progress, "warning: --label is deprecated: use --fs-label")
 		opts.FS.Label = f.Str("label", "")
 	}
 	if len(opts.FS.Label) > 16 {

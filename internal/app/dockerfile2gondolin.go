@@ -12,6 +12,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/console"
 )
 
 const dockerfileUsage = `dockerfile2gondolin builds a Dockerfile with BuildKit and converts the image into a Gondolin guest.
@@ -150,7 +151,11 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	progress := buildkit.Progress(mode)
+	progress, buildLog := buildkit.Progress(mode), stderr
+	if con, ok := opts.Progress.(*console.Console); ok && con.JSON() {
+		// The builder's plain log, each line an event of type "build".
+		progress, buildLog = buildkit.ProgressPlain, con.Kind("build")
+	}
 	bo := buildkit.Options{
 		Builder:       builder,
 		Dockerfile:    dockerfile,
@@ -174,13 +179,13 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		TLSKey:        f.Str("tlskey", ""),
 		TLSServerName: f.Str("tlsservername", ""),
 		BuildxBuilder: f.Str("buildx-builder", ""),
-		Log:           stderr,
+		Log:           buildLog,
 	}
 	if mode != "quiet" {
 		for _, l := range bo.Labels {
 			if !strings.Contains(l, "=") {
 				// Before --fs-label, --label NAME was the filesystem label.
-				fmt.Fprintf(stderr, "note: --label %s sets an image label %s=\"\" (as docker build does); the ext4 filesystem label is --fs-label\n", l, l)
+				fmt.Fprintf(opts.Progress, "note: --label %s sets an image label %s=\"\" (as docker build does); the ext4 filesystem label is --fs-label\n", l, l)
 			}
 		}
 	}

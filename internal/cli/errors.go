@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/console"
 )
 
 // Error is a user-facing failure: a message and the ways to fix it.
@@ -34,6 +35,16 @@ func Render(w io.Writer, err error) {
 			fmt.Fprintf(w, "  - %s\n", h)
 		}
 	}
+}
+
+// RenderJSON writes err as --progress json's last event: {"type":
+// "error", "message", "hints", "interrupted"} on one line.
+func RenderJSON(w io.Writer, err error, interrupted bool) {
+	msg, hints := strings.TrimSpace(err.Error()), HintsOf(err)
+	if interrupted && errors.Is(err, context.Canceled) {
+		msg, hints = "interrupted", nil
+	}
+	console.WriteEvent(w, console.Event{Type: "error", Message: msg, Hints: hints, Interrupted: interrupted})
 }
 
 // PrintJSON writes v as one indented JSON document.

@@ -143,7 +143,7 @@ func TestRender(t *testing.T) {
 }
 
 func TestExecExitCodes(t *testing.T) {
-	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: testSpecs,
+	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testSpecs[:len(testSpecs):len(testSpecs)], Flag{Name: "progress", Arg: "MODE"}),
 		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
 			if f.Str("image", "") == "fail" {
 				return &Error{Msg: "it failed", Fixes: []string{"do better"}}
@@ -159,6 +159,10 @@ func TestExecExitCodes(t *testing.T) {
 		{[]string{"--image", "fail"}, 1, "", "Error: it failed\nHow to fix:\n  - do better\n"},
 		{[]string{"--help"}, 0, "x [flags]\n\nFlags:\n", ""},
 		{[]string{"--bogus"}, 1, "", "Error: Unknown flag --bogus.\n"},
+		// --progress json: the error is one JSON event, also when the
+		// flags did not parse.
+		{[]string{"--image", "fail", "--progress", "json"}, 1, "", `{"type":"error","message":"it failed","hints":["do better"]}` + "\n"},
+		{[]string{"--bogus", "--progress=json"}, 1, "", `{"type":"error","message":"Unknown flag --bogus.","hints":["Run with --help to see the accepted flags."]}` + "\n"},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer

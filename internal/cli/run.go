@@ -86,13 +86,31 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 		err = c.Run(ctx, f, stdout, stderr)
 	}
 	if err != nil {
-		Render(stderr, err)
+		if jsonProgress(f, args) {
+			RenderJSON(stderr, err, ctx.Err() != nil)
+		} else {
+			Render(stderr, err)
+		}
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return ExitInterrupted
 		}
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// jsonProgress reports whether the run reports as JSON (--progress json),
+// from the flags, or from the arguments when they did not parse.
+func jsonProgress(f *Flags, args []string) bool {
+	if f != nil {
+		return strings.EqualFold(f.Str("progress", ""), "json")
+	}
+	for i, a := range args {
+		if strings.EqualFold(a, "--progress=json") || a == "--progress" && i+1 < len(args) && strings.EqualFold(args[i+1], "json") {
+			return true
+		}
+	}
+	return false
 }
 
 // execSub runs the subcommand args[0] names.
@@ -198,7 +216,7 @@ func vcsVersion(rev string, dirty bool) string {
 }
 
 // ProgressModes are the values of --progress, the same in every command.
-var ProgressModes = []string{"auto", "plain", "tty", "quiet"}
+var ProgressModes = []string{"auto", "plain", "tty", "quiet", "json"}
 
 // ProgressMode reads --progress: auto (the default: tty when stderr is a
 // terminal, else plain), plain, tty or quiet; --quiet means quiet. tty
@@ -217,7 +235,7 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 			return "tty", nil
 		}
 		return "plain", nil
-	case "plain", "quiet":
+	case "plain", "quiet", "json":
 		return mode, nil
 	case "tty":
 		if !term.IsTerminal(stderr) {

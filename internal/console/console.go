@@ -3,14 +3,18 @@
 // the terminal's width and redrawn in place, and every other line is
 // printed above them; elsewhere each download gets a line when it starts
 // and one when it ends. Everything a run reports goes through one Console,
-// so nothing else writes between the bars and the cursor.
+// so nothing else writes between the bars and the cursor. With
+// --progress json the same reports are JSON objects, one per line (see
+// Event).
 package console
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +34,14 @@ const defaultWidth = 80
 type screen struct {
 	w     io.Writer
 	tty   bool
+	json  bool
 	width func() int
 
 	mu    sync.Mutex
 	bars  []*Download // downloads in progress, by order (then as they started)
 	drawn []int       // the widths of the bar lines on the screen
 	last  time.Time   // when the bars were last drawn
+	ids   int         // downloads started (json: their ids)
 }
 
 // Console writes progress to one stream. Its views (With) share the
@@ -43,6 +49,7 @@ type screen struct {
 type Console struct {
 	s      *screen
 	prefix string
+	kind   string // json: the type of the lines written (default "log")
 
 	mu      sync.Mutex
 	partial []byte // a line written without its newline yet
@@ -75,9 +82,62 @@ func Prefix(w io.Writer, prefix string) io.Writer {
 	return Of(w, true).With(prefix)
 }
 
+// NewJSON reports on w as JSON objects, one per line (--progress json).
+func NewJSON(w io.Writer) *Console {
+	return &Console{s: &screen{w: w, json: true, width: func() int { return 0 }}}
+}
+
 // With is a view of c that adds prefix to each line and bar.
 func (c *Console) With(prefix string) *Console {
-	return &Console{s: c.s, prefix: c.prefix + prefix}
+	return &Console{s: c.s, prefix: c.prefix + prefix, kind: c.kind}
+}
+
+// Kind is a view of c whose lines are events of type kind in JSON (a
+// builder's log: "build"); elsewhere the same as c.
+func (c *Console) Kind(kind string) *Console {
+	return &Console{s: c.s, prefix: c.prefix, kind: kind}
+}
+
+// JSON reports whether c writes JSON events.
+func (c *Console) JSON() bool { return c != nil && c.s.json }
+
+// Event is one line of --progress json: a line of progress (type "log"),
+// of a builder's output ("build"), a download's start, progress and end
+// ("download"), or the error a run ends with ("error", written by the
+// command). Scope is the platform a multi-platform run's event is about.
+type Event struct {
+	Type    string `json:"type"`
+	Scope   string `json:"scope,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Downloads: ID is the same in a download's events; State is
+	// "start", "progress", "done" or "abandoned"; Bytes have arrived of
+	// Size.
+	ID    int    `json:"id,omitempty"`
+	What  string `json:"what,omitempty"`
+	State string `json:"state,omitempty"`
+	Bytes int64  `json:"bytes,omitempty"`
+	Size  int64  `json:"size,omitempty"`
+	// Errors: the ways to fix it, and whether the run was interrupted.
+	Hints       []string `json:"hints,omitempty"`
+	Interrupted bool     `json:"interrupted,omitempty"`
+}
+
+// WriteEvent writes e as one line of JSON.
+func WriteEvent(w io.Writer, e Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// emit writes an event of c's scope.
+func (c *Console) emit(e Event) {
+	e.Scope = strings.Trim(c.prefix, "[] ")
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	WriteEvent(c.s.w, e)
 }
 
 // TTY reports whether c draws bars.
@@ -95,11 +155,22 @@ func (c *Console) Write(p []byte) (int, error) {
 	}
 	var out []byte
 	for _, line := range bytes.SplitAfter(c.partial[:i+1], []byte("\n")) {
-		if len(line) > 0 {
+		switch {
+		case len(line) == 0:
+		case c.s.json:
+			kind := c.kind
+			if kind == "" {
+				kind = "log"
+			}
+			c.emit(Event{Type: kind, Message: strings.TrimRight(string(line), "\r\n")})
+		default:
 			out = append(append(out, c.prefix...), line...)
 		}
 	}
 	c.partial = append(c.partial[:0], c.partial[i+1:]...)
+	if len(out) == 0 {
+		return len(p), nil
+	}
 	return len(p), c.s.print(out)
 }
 
@@ -186,6 +257,9 @@ type Download struct {
 	start time.Time
 	order int
 	done  bool // c.s.mu
+
+	id       int       // json
+	lastEmit time.Time // json: when its progress was last reported (c.s.mu)
 }
 
 // Start reports the start of a download of size bytes. On a terminal its
@@ -197,6 +271,14 @@ func (c *Console) Start(what string, size int64, order int) *Download {
 	}
 	d := &Download{c: c, what: what, size: size, start: time.Now(), order: order}
 	s := c.s
+	if s.json {
+		s.mu.Lock()
+		s.ids++
+		d.id, d.lastEmit = s.ids, d.start
+		s.mu.Unlock()
+		c.emit(Event{Type: "download", ID: d.id, What: what, State: "start", Size: size})
+		return d
+	}
 	if !s.tty {
 		c.Printf("Downloading %s (%s)", what, units.Bytes(size))
 		return d
@@ -220,6 +302,18 @@ func (d *Download) Add(n int) {
 	}
 	d.n.Add(int64(n))
 	s := d.c.s
+	if s.json {
+		s.mu.Lock()
+		due := !d.done && time.Since(d.lastEmit) > redrawEvery
+		if due {
+			d.lastEmit = time.Now()
+		}
+		s.mu.Unlock()
+		if due {
+			d.c.emit(Event{Type: "download", ID: d.id, What: d.what, State: "progress", Bytes: d.n.Load(), Size: d.size})
+		}
+		return
+	}
 	if !s.tty {
 		return
 	}
@@ -233,7 +327,9 @@ func (d *Download) Add(n int) {
 
 // Finish says the download is complete (once).
 func (d *Download) Finish() {
-	if d != nil {
+	if d != nil && d.c.s.json {
+		d.endJSON("done")
+	} else if d != nil {
 		d.end(fmt.Sprintf("%sDownloaded %s (%s in %.1fs)\n", d.c.prefix, d.what, units.Bytes(d.n.Load()), time.Since(d.start).Seconds()))
 	}
 }
@@ -241,8 +337,22 @@ func (d *Download) Finish() {
 // Abandon takes the download's bar away without a word: it failed or was
 // stopped, which is reported elsewhere.
 func (d *Download) Abandon() {
-	if d != nil {
+	if d != nil && d.c.s.json {
+		d.endJSON("abandoned")
+	} else if d != nil {
 		d.end("")
+	}
+}
+
+// endJSON reports the download's end (once).
+func (d *Download) endJSON(state string) {
+	s := d.c.s
+	s.mu.Lock()
+	first := !d.done
+	d.done = true
+	s.mu.Unlock()
+	if first {
+		d.c.emit(Event{Type: "download", ID: d.id, What: d.what, State: state, Bytes: d.n.Load(), Size: d.size})
 	}
 }
 

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -189,6 +190,48 @@ func TestConcurrent(t *testing.T) {
 		c.Start("layer 2/2", 10, 1).Abandon()
 		if strings.Contains(out.String(), "Downloaded") || len(c.s.bars) != 0 {
 			t.Errorf("tty %v: an abandoned download: %q, %d bars", tty, out.String(), len(c.s.bars))
+		}
+	}
+}
+
+// TestJSON: with --progress json every report is one JSON object per line:
+// lines (of a platform's view with its scope, of a builder as "build"),
+// and each download's start and end under one id.
+func TestJSON(t *testing.T) {
+	var out bytes.Buffer
+	c := NewJSON(&out)
+	amd := c.With("[linux/amd64] ")
+	amd.Printf("applied layer 1/1 in 1ms")
+	c.Kind("build").Write([]byte("#1 [internal] load build definition\n#2 DONE\n"))
+	d := amd.Start("layer 1/1 sha256:ab", 10, 0)
+	d.Add(4)
+	d.Add(6)
+	d.Finish()
+	d.Abandon() // ended once
+	c.Start("layer 2/2", 5, 1).Abandon()
+	var got []Event
+	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		var e Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("not one JSON object per line: %q: %v", line, err)
+		}
+		got = append(got, e)
+	}
+	want := []Event{
+		{Type: "log", Scope: "linux/amd64", Message: "applied layer 1/1 in 1ms"},
+		{Type: "build", Message: "#1 [internal] load build definition"},
+		{Type: "build", Message: "#2 DONE"},
+		{Type: "download", Scope: "linux/amd64", ID: 1, What: "layer 1/1 sha256:ab", State: "start", Size: 10},
+		{Type: "download", Scope: "linux/amd64", ID: 1, What: "layer 1/1 sha256:ab", State: "done", Bytes: 10, Size: 10},
+		{Type: "download", ID: 2, What: "layer 2/2", State: "start", Size: 5},
+		{Type: "download", ID: 2, What: "layer 2/2", State: "abandoned", Size: 5},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d:\n%s", len(got), len(want), out.String())
+	}
+	for i := range want {
+		if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+			t.Errorf("event %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
 }
