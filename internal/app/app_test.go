@@ -547,7 +547,7 @@ func TestDryRunWithoutABase(t *testing.T) {
 		args []string
 	}{
 		{OCI2Gondolin(), args},
-		{Dockerfile2Gondolin(), []string{"--context", ctxDir, "--out", filepath.Join(t.TempDir(), "out"), "--dry-run"}},
+		{Dockerfile2Gondolin(), []string{"--context", ctxDir, "--platform", "linux/amd64", "--out", filepath.Join(t.TempDir(), "out"), "--dry-run"}},
 	} {
 		code, stdout, stderr = run(t, c.cmd, c.args...)
 		if code != 1 || stdout != "" || !strings.Contains(stderr, "Error: no Gondolin base bundle for x86_64 found") ||
