@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/docker2vm/docker2vm/internal/cli.stamped=$(VERSIO
 # The hosts docker2vm runs on; `make cross` builds and vets for each.
 HOSTS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: man all build dist cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo demo-gondolin clean
+.PHONY: man all build dist npm cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo demo-gondolin clean
 
 all: build
 
@@ -25,6 +25,11 @@ man:
 # Release binaries for every host in dist/<os>_<arch>/, with SHA256SUMS.
 dist:
 	VERSION='$(VERSION)' sh scripts/dist.sh
+
+# The npm packages in dist/npm/: one per host with its binaries, and the
+# main package (launchers, JavaScript API), each with its npm pack tarball.
+npm:
+	VERSION='$(VERSION)' sh scripts/npm.sh
 
 # Every host compiles, and go vet is clean for each (tests included).
 cross:

@@ -1,0 +1,225 @@
+// Command npmpkg lays out docker2vm's npm packages (`make npm`, through
+// scripts/npm.sh): one per host, @docker2vm/<os>-<cpu>, holding that
+// host's three binaries, selected by npm's os and cpu fields; and the main
+// package, docker2vm, from npm/docker2vm (launchers and the JavaScript
+// API), with its platform packages as optionalDependencies pinned to the
+// same version, and the converters' flags (lib/flags.json, and their
+// TypeScript types in lib/flags.d.ts) generated from the definitions
+// --help shows, so that the API cannot drift from the binaries.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/app"
+	"github.com/docker2vm/docker2vm/internal/cli"
+)
+
+// commands are the binaries each platform package holds.
+var commands = []string{"oci2gondolin", "dockerfile2gondolin", "docker2vm"}
+
+// apiOmits are the flags the JavaScript API sets itself (--progress json)
+// or that print instead of converting.
+var apiOmits = []string{"progress", "quiet", "help", "version"}
+
+func main() {
+	out := flag.String("out", "dist/npm", "directory to lay the packages out in")
+	src := flag.String("src", "npm/docker2vm", "the main package's sources")
+	bins := flag.String("bins", "", "directory of <os>_<arch>/<command> binaries (scripts/dist.sh's layout)")
+	version := flag.String("version", "", "the packages' version (semver)")
+	platforms := flag.String("platforms", "linux/amd64 linux/arm64 darwin/amd64 darwin/arm64", "GOOS/GOARCH pairs to package")
+	flag.Parse()
+	if err := run(*out, *src, *bins, *version, strings.Fields(*platforms)); err != nil {
+		fmt.Fprintln(os.Stderr, "npmpkg:", err)
+		os.Exit(1)
+	}
+}
+
+// npmCPU is npm's name (process.arch) for a GOARCH.
+func npmCPU(goarch string) (string, error) {
+	switch goarch {
+	case "amd64":
+		return "x64", nil
+	case "arm64":
+		return "arm64", nil
+	}
+	return "", fmt.Errorf("no npm cpu name for GOARCH %s", goarch)
+}
+
+func run(out, src, bins, version string, platforms []string) error {
+	if version == "" || bins == "" {
+		return fmt.Errorf("-version and -bins are required")
+	}
+	optional := map[string]string{}
+	for _, p := range platforms {
+		goos, goarch, ok := strings.Cut(p, "/")
+		if !ok {
+			return fmt.Errorf("platform %q is not GOOS/GOARCH", p)
+		}
+		cpu, err := npmCPU(goarch)
+		if err != nil {
+			return err
+		}
+		name := "@docker2vm/" + goos + "-" + cpu
+		dir := filepath.Join(out, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+			return err
+		}
+		for _, c := range commands {
+			b, err := os.ReadFile(filepath.Join(bins, goos+"_"+goarch, c))
+			if err != nil {
+				return fmt.Errorf("binary for %s: %w", name, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "bin", c), b, 0o755); err != nil {
+				return err
+			}
+		}
+		pkg := map[string]any{
+			"name":            name,
+			"version":         version,
+			"description":     fmt.Sprintf("docker2vm's binaries for %s/%s (installed by the docker2vm package)", goos, cpu),
+			"os":              []string{goos},
+			"cpu":             []string{cpu},
+			"files":           []string{"bin"},
+			"preferUnplugged": true,
+		}
+		if err := writeJSON(filepath.Join(dir, "package.json"), pkg); err != nil {
+			return err
+		}
+		readme := fmt.Sprintf("# %s\n\nThe `oci2gondolin`, `dockerfile2gondolin` and `docker2vm` binaries for %s/%s.\nInstall [`docker2vm`](https://www.npmjs.com/package/docker2vm), which selects this package on such a host.\n", name, goos, cpu)
+		if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(readme), 0o644); err != nil {
+			return err
+		}
+		optional[name] = version
+	}
+
+	// The main package: its sources, then what is generated.
+	main := filepath.Join(out, "docker2vm")
+	if err := copyTree(src, main); err != nil {
+		return err
+	}
+	var pkg map[string]any
+	b, err := os.ReadFile(filepath.Join(src, "package.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(src, "package.json"), err)
+	}
+	pkg["version"] = version
+	pkg["optionalDependencies"] = optional
+	if err := writeJSON(filepath.Join(main, "package.json"), pkg); err != nil {
+		return err
+	}
+	flags, types := apiFlags()
+	if err := writeJSON(filepath.Join(main, "lib", "flags.json"), flags); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(main, "lib", "flags.d.ts"), []byte(types), 0o644)
+}
+
+// apiFlag is how the JavaScript API passes one option: as --Flag, of
+// Kind "string", "boolean" or "list".
+type apiFlag struct {
+	Flag string `json:"flag"`
+	Kind string `json:"kind"`
+}
+
+// apiFlags are the converters' flags by camelCase option name, and their
+// TypeScript interfaces.
+func apiFlags() (map[string]map[string]apiFlag, string) {
+	all := map[string]map[string]apiFlag{}
+	var ts strings.Builder
+	ts.WriteString("// Generated by internal/tools/npmpkg from the commands' flags: do not edit.\n\n")
+	for _, c := range []*cli.Command{app.OCI2Gondolin(), app.Dockerfile2Gondolin()} {
+		opts := map[string]apiFlag{}
+		fmt.Fprintf(&ts, "/** The flags of %s, in camelCase. */\nexport interface %sFlags {\n", c.Name, typeName(c.Name))
+		for _, f := range c.Flags {
+			if f.Hidden || slices.Contains(apiOmits, f.Name) {
+				continue
+			}
+			kind, tsType := "string", "string"
+			switch f.Kind {
+			case cli.Bool:
+				kind, tsType = "boolean", "boolean"
+			case cli.Repeat:
+				kind, tsType = "list", "string | string[]"
+			}
+			name := camel(f.Name)
+			opts[name] = apiFlag{Flag: f.Name, Kind: kind}
+			fmt.Fprintf(&ts, "  /** --%s: %s */\n  %s?: %s;\n", f.Name, strings.ReplaceAll(f.Usage, "*/", "* /"), name, tsType)
+		}
+		ts.WriteString("}\n\n")
+		all[c.Name] = opts
+	}
+	return all, ts.String()
+}
+
+// camel spells a flag name in camelCase: oci-layout -> ociLayout.
+func camel(s string) string {
+	parts := strings.Split(s, "-")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] != "" {
+			parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
+// typeName is a command's name as a TypeScript type: OCI2Gondolin.
+func typeName(cmd string) string {
+	switch cmd {
+	case "oci2gondolin":
+		return "OCI2Gondolin"
+	case "dockerfile2gondolin":
+		return "Dockerfile2Gondolin"
+	}
+	return camel(cmd)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// copyTree copies the regular files and directories under src into dst.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, fi.Mode().Perm())
+	})
+}
