@@ -252,6 +252,17 @@ func TestDocsNameWhatExists(t *testing.T) {
 		t.Fatalf("no docs/*.md: %v", err)
 	}
 	docs = append(docs, filepath.Join(top, "README.md"), filepath.Join(top, "BENCHMARKS.md"))
+	// Build outputs (the directories .gitignore lists as /NAME/: dist/,
+	// bin/, man/) are not the repository's, whether or not a build made
+	// them here.
+	built := map[string]bool{}
+	if gi, err := os.ReadFile(filepath.Join(top, ".gitignore")); err == nil {
+		for _, l := range strings.Split(string(gi), "\n") {
+			if d, ok := strings.CutPrefix(strings.TrimSpace(l), "/"); ok && strings.HasSuffix(d, "/") && !strings.Contains(strings.TrimSuffix(d, "/"), "/") {
+				built[strings.TrimSuffix(d, "/")] = true
+			}
+		}
+	}
 	checked := 0
 	for _, doc := range docs {
 		data, err := os.ReadFile(doc)
@@ -269,7 +280,7 @@ func TestDocsNameWhatExists(t *testing.T) {
 				}
 			case pathLike.MatchString(tok):
 				first, _, _ := strings.Cut(tok, "/")
-				if st, err := os.Stat(filepath.Join(top, first)); err != nil || !st.IsDir() {
+				if st, err := os.Stat(filepath.Join(top, first)); err != nil || !st.IsDir() || built[first] {
 					continue // not a path of the repository (bin/, out/, a guest's path)
 				}
 				checked++
