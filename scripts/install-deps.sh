@@ -175,8 +175,8 @@ else
 fi
 
 if [ -f testdata/gondolin-host/package-lock.json ] && { [ ! -d testdata/gondolin-host/node_modules/@earendil-works/gondolin ] ||
-  [ ! -x testdata/gondolin-host/node_modules/node/bin/node ]; }; then
-  echo "install-deps: installing the Gondolin host and the Node.js it needs (npm's node package) from npm" >&2
+  [ ! -x testdata/gondolin-host/node_modules/node/bin/node ] || [ ! -x testdata/gondolin-host/node_modules/.bin/bunx ]; }; then
+  echo "install-deps: installing the Gondolin host, the Node.js it needs (npm's node package) and Bun (the npm packages' bunx test) from npm" >&2
   (cd testdata/gondolin-host && npm ci --no-audit --no-fund --loglevel=error)
 fi
 go mod download

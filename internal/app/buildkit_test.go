@@ -311,6 +311,7 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 // reported as such, with a hint, for unix and tcp addresses.
 func TestBuildkitUnreachableE2E(t *testing.T) {
 	require.Integration(t, "builds buildctl")
+	offerBase(t) // the base is checked before the builder runs
 	bin := testenv.BuildkitBinaries(t)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("TMPDIR", t.TempDir())

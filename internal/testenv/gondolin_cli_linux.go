@@ -38,6 +38,49 @@ type CLIOptions struct {
 	Timeout time.Duration
 }
 
+// GondolinHarness is the directory of the Gondolin host harness
+// (testdata/gondolin-host), its node_modules installed: Gondolin's package
+// and the Node.js it runs under (HarnessNode).
+func GondolinHarness(t TB) string {
+	t.Helper()
+	tools := require.Tools(t, "nodejs npm", "node", "npm")
+	return gdEnsureHarness(t, tools)
+}
+
+// HostCommand prepares argv (a program of the Gondolin host: the CLI, or
+// node with a script that calls VM.create) for a guest of arch the way
+// RunGondolinCLI runs the CLI: in the harness directory, in a mount
+// namespace of its own where /dev/kvm is read-only (so that Gondolin falls
+// back to TCG), with the emulated arm64 CPU where needed. The caller runs
+// it, then calls release: one VM boots at a time.
+func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.Cmd, func()) {
+	t.Helper()
+	require.Root(t, "to hide /dev/kvm from the Gondolin host in a mount namespace")
+	a := gdArchOf(t, arch)
+	tools := require.Tools(t, "nodejs npm util-linux "+a.qemuPkg+" qemu-utils", "node", "npm", "unshare", a.qemuSystem, "qemu-img")
+	dir := gdEnsureHarness(t, tools)
+	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := filepath.Join(t.TempDir(), "kvm")
+	if err := os.WriteFile(ro, nil, 0o600); err != nil {
+		unlock()
+		t.Fatal(err)
+	}
+	script := `if [ -e /dev/kvm ]; then mount --bind "$1" /dev/kvm && mount -o remount,bind,ro /dev/kvm || exit 125; fi; shift; exec "$@"`
+	cmd := exec.CommandContext(ctx, tools["unshare"], append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", ro}, argv...)...)
+	cmd.Dir = dir
+	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
+	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" {
+		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
+	}
+	cmd.Env = env
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, func() { unlock() }
+}
+
 // RunGondolinCLI runs the gondolin CLI with args as a user types it, for
 // the commands that boot a VM (exec, bash, image pull): under the
 // harness's Node.js, one VM at a time. The CLI has no accelerator option
@@ -49,40 +92,20 @@ type CLIOptions struct {
 func RunGondolinCLI(t TB, opts CLIOptions, args ...string) (string, error) {
 	t.Helper()
 	require.Integration(t, "runs the Gondolin CLI")
-	require.Root(t, "to hide /dev/kvm from the Gondolin CLI in a mount namespace")
 	arch := opts.Arch
 	if arch == "" {
 		arch = runtime.GOARCH
 	}
-	a := gdArchOf(t, arch)
-	tools := require.Tools(t, "nodejs npm util-linux "+a.qemuPkg+" qemu-utils", "node", "npm", "unshare", a.qemuSystem, "qemu-img")
-	dir := gdEnsureHarness(t, tools)
+	dir := GondolinHarness(t)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
 	}
-	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-
-	cli := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "dist", "bin", "gondolin.js")
-	ro := filepath.Join(t.TempDir(), "kvm")
-	if err := os.WriteFile(ro, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	script := `if [ -e /dev/kvm ]; then mount --bind "$1" /dev/kvm && mount -o remount,bind,ro /dev/kvm || exit 125; fi; shift; exec "$@"`
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tools["unshare"], append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", ro, HarnessNode(dir), cli}, args...)...)
-	cmd.Dir = dir
-	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
-	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" {
-		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
-	}
-	cmd.Env = append(env, opts.Env...)
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cli := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "dist", "bin", "gondolin.js")
+	cmd, release := HostCommand(ctx, t, arch, append([]string{HarnessNode(dir), cli}, args...)...)
+	defer release()
+	cmd.Env = append(cmd.Env, opts.Env...)
 	if !opts.Terminal {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
