@@ -96,10 +96,12 @@ test("ensureImage converts once, then finds the image in Gondolin's store, and t
   const first = [];
   const imagePath = await ensureImage(env("D2V_IMAGE"), { platform: "linux/amd64", tag: "d2v-api:1", base: base(), onProgress: (e) => first.push(e) });
   assert.equal(imagePath, "d2v-api:1");
-  assert.ok(first.some((e) => e.type === "log" && /^applied layer/.test(e.message)), "the first call did not convert");
+  // (The conversion itself may come from docker2vm's result cache: the
+  // test above converted the same image.)
+  assert.ok(first.some((e) => e.type === "log" && /^published /.test(e.message)), `the first call did not convert: ${JSON.stringify(first)}`);
   const second = [];
   assert.equal(await ensureImage(env("D2V_IMAGE"), { platform: "linux/amd64", tag: "d2v-api:1", base: base(), onProgress: (e) => second.push(e) }), imagePath);
-  assert.ok(!second.some((e) => /^applied layer|^wrote rootfs/.test(e.message ?? "")), `the second call converted again: ${JSON.stringify(second)}`);
+  assert.ok(!second.some((e) => /^published |^applied layer|^wrote rootfs/.test(e.message ?? "")), `the second call converted again: ${JSON.stringify(second)}`);
   assert.ok(second.some((e) => /is in Gondolin's image store already/.test(e.message ?? "")));
 
   if (!process.env.D2V_BOOT) return;
