@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/docker2vm/docker2vm/internal/cli.stamped=$(VERSIO
 # The hosts docker2vm runs on; `make cross` builds and vets for each.
 HOSTS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: man all build dist npm cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo demo-gondolin clean
+.PHONY: man all build dist npm image cross deps test test-unit test-integration test-portable test-arm64 lint fuzz bench demo demo-gondolin clean
 
 all: build
 
@@ -30,6 +30,11 @@ dist:
 # main package (launchers, JavaScript API), each with its npm pack tarball.
 npm:
 	VERSION='$(VERSION)' sh scripts/npm.sh
+
+# The container image (container/Dockerfile), linux/amd64 and linux/arm64,
+# as an OCI archive: dist/image/docker2vm.oci.tar.
+image:
+	VERSION='$(VERSION)' sh scripts/image.sh
 
 # Every host compiles, and go vet is clean for each (tests included).
 cross:

@@ -25,5 +25,5 @@ abs=$(cd "$OUT" && pwd)
 for d in "$abs"/docker2vm "$abs"/@docker2vm/*; do
   (cd "$abs" && npm pack --silent --pack-destination "$abs" "$d" >/dev/null)
 done
-echo "npm: $(ls "$abs"/*.tgz | wc -l) packages of $NPMV in $OUT:" >&2
-ls "$abs"/*.tgz >&2
+echo "npm: the packages of $NPMV in $OUT:" >&2
+for f in "$abs"/*.tgz; do echo "  $f" >&2; done
