@@ -62,6 +62,28 @@ func TestPackagesAsInstalled(t *testing.T) {
 		t.Errorf("bunx --bun dockerfile2gondolin --version printed %q", out)
 	}
 
+	// Without the platform package (--omit=optional), and with a damaged
+	// one: an error that names the package and what to run.
+	bare := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bare, "package.json"), []byte(`{"name":"bare","private":true}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var mainTarball string
+	for _, tb := range tarballs {
+		if !strings.Contains(filepath.Base(tb), "-linux-") {
+			mainTarball = tb
+		}
+	}
+	run(t, bare, nil, tools["npm"], "install", "--offline", "--omit=optional", "--no-audit", "--no-fund", "--loglevel=error", mainTarball)
+	pkg := "@docker2vm/linux-" + map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
+	missing := exec.Command(tools["npx"], "--offline", "oci2gondolin", "--version")
+	missing.Dir = bare
+	out, err := missing.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "Error: The package "+pkg+
+		", docker2vm's binaries for this host, is not installed.\nHow to fix:\n  - Install docker2vm without leaving out optional dependencies") {
+		t.Errorf("npx oci2gondolin without %s: %v\n%s", pkg, err, out)
+	}
+
 	// The API's tests, with Gondolin importable from the project as a user
 	// installs it (linked from the harness, offline).
 	link := filepath.Join(proj, "node_modules", "@earendil-works")
@@ -95,10 +117,21 @@ func TestPackagesAsInstalled(t *testing.T) {
 		"D2V_SCRATCH="+scratch, "D2V_BOOT=1", "TMPDIR="+tmp, "XDG_CACHE_HOME="+t.TempDir(), "GONDOLIN_IMAGE_STORE="+t.TempDir(),
 		"GONDOLIN_GUEST_DIR=")
 	start = time.Now()
-	out, err := cmd.CombinedOutput()
+	out, err = cmd.CombinedOutput()
 	t.Logf("node --test api.test.mjs (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
 	if err != nil {
 		t.Fatalf("the API's tests failed: %v", err)
+	}
+
+	// A damaged install: the binary gone from the platform package.
+	if err := os.Remove(filepath.Join(proj, "node_modules", filepath.FromSlash(pkg), "bin", "dockerfile2gondolin")); err != nil {
+		t.Fatal(err)
+	}
+	damaged := exec.Command(tools["npx"], "--offline", "dockerfile2gondolin", "--version")
+	damaged.Dir = proj
+	out, err = damaged.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "bin/dockerfile2gondolin is missing or not executable: the install of "+pkg+" is damaged.\nHow to fix:\n  - Reinstall it: npm install "+pkg+"@") {
+		t.Errorf("npx dockerfile2gondolin with its binary gone: %v\n%s", err, out)
 	}
 }
 
