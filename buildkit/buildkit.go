@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/shell"
 	"github.com/docker2vm/docker2vm/internal/term"
 )
 
@@ -424,7 +425,7 @@ func Build(ctx context.Context, o Options) (err error) {
 			}
 			name := o.buildxBuilder()
 			fmt.Fprintf(notes, "docker2vm: creating the buildx builder %s (docker-container driver); it keeps BuildKit's cache between builds; remove it with: docker buildx rm %s\n", name, name)
-			fmt.Fprintf(notes, "+ %s\n", shellJoin(s.Argv))
+			fmt.Fprintf(notes, "+ %s\n", shell.Join(s.Argv))
 			out, rerr := capture(ctx, s.Argv)
 			if rerr == nil {
 				continue
@@ -438,7 +439,7 @@ func Build(ctx context.Context, o Options) (err error) {
 			}
 			return createError(o, s, rerr, out)
 		case RoleBuild:
-			fmt.Fprintf(notes, "+ %s\n", shellJoin(s.Argv))
+			fmt.Fprintf(notes, "+ %s\n", shell.Join(s.Argv))
 			tail, rerr := runBuild(ctx, s.Argv, log, progress)
 			if rerr != nil {
 				if ctx.Err() != nil {
@@ -506,19 +507,6 @@ func appendEach(argv []string, flag string, values []string) []string {
 		argv = append(argv, flag, v)
 	}
 	return argv
-}
-
-// shellJoin writes argv as a shell would read it back, for the log.
-func shellJoin(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 // tailWriter keeps the last max bytes written, to classify failures.

@@ -566,10 +566,3 @@ func TestStepErrorCauses(t *testing.T) {
 		})
 	}
 }
-
-func TestShellJoin(t *testing.T) {
-	got := shellJoin([]string{"docker", "buildx", "build", "--build-arg", "B=two words", "--label", "it's", ""})
-	if want := `docker buildx build --build-arg 'B=two words' --label 'it'\''s' ''`; got != want {
-		t.Errorf("shellJoin = %s, want %s", got, want)
-	}
-}

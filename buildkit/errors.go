@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // Failures are explained by their cause, read from the builder's own
@@ -66,7 +68,7 @@ func createError(o Options, s Step, err error, out string) error {
 		msg += ": " + l
 	}
 	return &Error{Msg: msg, Err: exitErr(err),
-		Fixes: []string{"Run " + shellJoin(s.Argv) + " to see why.",
+		Fixes: []string{"Run " + shell.Join(s.Argv) + " to see why.",
 			"Or build with another builder: --buildx-builder NAME (docker buildx ls lists them), or --builder buildctl."}}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // TestEntrypointShellcheck lints rendered entrypoint scripts: shellcheck
@@ -369,7 +370,7 @@ func TestInjectSetuser(t *testing.T) {
 			if !bytes.Equal(fstree.Bytes(n.Content), want) {
 				t.Fatalf("the switcher is not the %s one", tc.arch)
 			}
-			if ep := fileText(t, img, EntrypointPath); !strings.Contains(ep, "d2v_setuser="+ShellQuote(SetuserPath)+"\n") {
+			if ep := fileText(t, img, EntrypointPath); !strings.Contains(ep, "d2v_setuser="+shell.Quote(SetuserPath)+"\n") {
 				t.Fatalf("the entrypoint does not use %s:\n%s", SetuserPath, ep)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/confine"
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // ImageConfig is the part of the OCI image config a guest needs.
@@ -618,12 +619,6 @@ func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
 	}
 }
 
-// ShellQuote quotes s for POSIX sh (single quotes; newlines, $, `, \ and
-// " are literal inside them).
-func ShellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // shellReadonly are names a common /bin/sh keeps read-only (bash, also
@@ -651,14 +646,14 @@ func EnvScript(env []string) (string, []string) {
 			continue
 		}
 		if shellReadonly[k] {
-			fmt.Fprintf(&b, "if (export %[1]s=%[2]s) 2>/dev/null; then export %[1]s=%[2]s; fi\n", k, ShellQuote(v))
+			fmt.Fprintf(&b, "if (export %[1]s=%[2]s) 2>/dev/null; then export %[1]s=%[2]s; fi\n", k, shell.Quote(v))
 			if !guarded[k] {
 				guarded[k] = true
 				notes = append(notes, fmt.Sprintf("image env %s is read-only in bash: it is not set where the image's /bin/sh is bash", k))
 			}
 			continue
 		}
-		fmt.Fprintf(&b, "export %s=%s\n", k, ShellQuote(v))
+		fmt.Fprintf(&b, "export %s=%s\n", k, shell.Quote(v))
 	}
 	return b.String(), notes
 }
@@ -703,7 +698,7 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 			if movedInit != "" && a == InitPath {
 				a = movedInit
 			}
-			out[i] = ShellQuote(a)
+			out[i] = shell.Quote(a)
 		}
 		return strings.Join(out, " ")
 	}
@@ -725,8 +720,8 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 		}
 	}
 	assign := func(name, value string) {
-		literal(ShellQuote(value))
-		fmt.Fprintf(&b, "%s=%s\n", name, ShellQuote(value))
+		literal(shell.Quote(value))
+		fmt.Fprintf(&b, "%s=%s\n", name, shell.Quote(value))
 	}
 	b.WriteString(entrypointRunner)
 	b.WriteString("\n# The image's settings, written by docker2vm.\n")
@@ -741,7 +736,7 @@ func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) stri
 	assign("d2v_group", group)
 	b.WriteString("# The image's ENV, each where the caller did not set it.\nd2v_image_env() {\n")
 	for _, kv := range imageEnv(cfg.Env) {
-		v := ShellQuote(kv[1])
+		v := shell.Quote(kv[1])
 		if strings.ContainsAny(v, "$`") {
 			b.WriteString("\t# shellcheck disable=SC2016 # a literal value\n")
 		}

@@ -38,6 +38,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/internal/mountinfo"
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // Paths in the guest.
@@ -165,14 +166,12 @@ func AgentEnvScript(env []string) string {
 	var b strings.Builder
 	b.WriteString("# The environment Gondolin's agent started with, written by " + Name + " at boot:\n")
 	b.WriteString("# every command started through the agent inherits it.\n")
-	b.WriteString("d2v_agent_vars=" + shellQuote(strings.Join(names, " ")) + "\n")
+	b.WriteString("d2v_agent_vars=" + shell.Quote(strings.Join(names, " ")) + "\n")
 	for _, k := range names {
-		b.WriteString("d2v_agent_" + k + "=" + shellQuote(vals[k]) + "\n")
+		b.WriteString("d2v_agent_" + k + "=" + shell.Quote(vals[k]) + "\n")
 	}
 	return b.String()
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Hostname returns the host name an /etc/hostname holds: its first line,
 // trimmed, when it is a valid name of at most 64 bytes (the kernel's

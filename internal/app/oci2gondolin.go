@@ -13,6 +13,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 const ociUsage = `oci2gondolin converts an OCI or Docker image into a Gondolin guest.
@@ -136,18 +137,7 @@ func howToBoot(res *convert.Result) string {
 		image = res.Imported.Tag
 	}
 	return fmt.Sprintf("Boot it: gondolin bash --image %s (SDK: VM.create({ sandbox: { imagePath: %q } }); the image's ENTRYPOINT/CMD: %s)",
-		shellWord(image), image, "/usr/bin/docker2vm-entrypoint")
-}
-
-// shellWord quotes s for a shell when it needs it.
-func shellWord(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool {
-		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == ':' || r == '@' || r == '+' || r == ',' ||
-			r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}) < 0 && s != "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		shell.Word(image), image, "/usr/bin/docker2vm-entrypoint")
 }
 
 // sourceFromFlags applies the "exactly one source" rule.

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // Shells are the shells Completion writes scripts for.
@@ -104,12 +106,12 @@ func bashCompletion(cmds []*Command) string {
   case "$path" in
 `)
 		for _, n := range nodes {
-			fmt.Fprintf(&b, "    %s)\n", shellQuote(n.path))
+			fmt.Fprintf(&b, "    %s)\n", shell.Quote(n.path))
 			b.WriteString("      case \"$prev\" in\n")
 			for _, f := range visibleFlags(n.cmd) {
 				switch f.Completes() {
 				case "values":
-					fmt.Fprintf(&b, "        --%s) COMPREPLY=($(compgen -W %s -- \"$cur\")); return ;;\n", f.Name, shellQuote(strings.Join(f.Values, " ")))
+					fmt.Fprintf(&b, "        --%s) COMPREPLY=($(compgen -W %s -- \"$cur\")); return ;;\n", f.Name, shell.Quote(strings.Join(f.Values, " ")))
 				case "dir", "file":
 					// One name per line, quoted by bash: names with spaces stay whole.
 					fmt.Fprintf(&b, "        --%s) local IFS=$'\\n'; compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -%c -- \"$cur\")); return ;;\n", f.Name, f.Completes()[0])
@@ -128,7 +130,7 @@ func bashCompletion(cmds []*Command) string {
 				words = append(words, s.Name)
 			}
 			words = append(words, n.cmd.ArgValues...)
-			fmt.Fprintf(&b, "      COMPREPLY=($(compgen -W %s -- \"$cur\")) ;;\n", shellQuote(strings.Join(words, " ")))
+			fmt.Fprintf(&b, "      COMPREPLY=($(compgen -W %s -- \"$cur\")) ;;\n", shell.Quote(strings.Join(words, " ")))
 		}
 		b.WriteString("  esac\n}\n")
 		fmt.Fprintf(&b, "complete -o default -F %s %s\n", fn, c.Name)
@@ -278,13 +280,11 @@ func sortedKeys(m map[string]bool) []string {
 	return k
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 func fishQuote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
-func zshQuote(s string) string { return shellQuote(s) }
+func zshQuote(s string) string { return shell.Quote(s) }
 
 // zshDesc escapes what _arguments and _values give a meaning to.
 func zshDesc(s string) string {
