@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
 // Error is a user-facing failure: what went wrong, how to fix it, the cause.
@@ -24,24 +25,23 @@ const (
 	ArchAarch64 = "aarch64"
 )
 
-// NormalizeArch maps the names Gondolin accepts (x86_64, amd64, x64,
-// aarch64, arm64, case-insensitive) and OCI platform strings
-// ("linux/amd64", "linux/arm64/v8") to x86_64 or aarch64; "" if unknown.
+// NormalizeArch maps any name of the two architectures (internal/arch:
+// x86_64, amd64, x86-64, x64, aarch64, arm64, case-insensitive) and OCI
+// platform strings ("linux/amd64", "linux/arm64/v8") to Gondolin's,
+// x86_64 or aarch64; "" if unknown.
 func NormalizeArch(s string) string {
-	s = strings.ToLower(strings.TrimSpace(s))
-	if i := strings.IndexByte(s, '/'); i >= 0 {
+	s = strings.TrimSpace(s)
+	if strings.IndexByte(s, '/') >= 0 {
 		// OS/ARCH[/VARIANT]
-		parts := strings.Split(s, "/")
+		parts := strings.Split(strings.ToLower(s), "/")
 		if len(parts) < 2 || parts[0] != "linux" {
 			return ""
 		}
 		s = parts[1]
 	}
-	switch s {
-	case "x86_64", "amd64", "x64":
-		return ArchX86_64
-	case "aarch64", "arm64":
-		return ArchAarch64
+	a, ok := arch.Parse(s)
+	if !ok {
+		return ""
 	}
-	return ""
+	return a.Gondolin
 }

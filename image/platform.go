@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
 // Platform is the OS/architecture/variant an image is built for.
@@ -40,14 +42,11 @@ func ParsePlatform(s string) (Platform, error) {
 		return bad(fmt.Sprintf("OS %q is not supported, only linux", parts[0]))
 	}
 	p := Platform{OS: "linux"}
-	switch parts[1] {
-	case "amd64", "x86_64", "x86-64":
-		p.Architecture = "amd64"
-	case "arm64", "aarch64":
-		p.Architecture = "arm64"
-	default:
+	a, ok := arch.Parse(parts[1])
+	if !ok {
 		return bad(fmt.Sprintf("architecture %q is not supported", parts[1]))
 	}
+	p.Architecture = a.OCI
 	if len(parts) == 3 {
 		v := parts[2]
 		switch {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/docker2vm/docker2vm/internal/arch"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -54,16 +55,13 @@ func gdArchOf(t TB, arch string) *gdArch {
 	return nil
 }
 
-func gdLookupArch(arch string) *gdArch {
-	a := strings.ToLower(strings.TrimSpace(arch))
+func gdLookupArch(name string) *gdArch {
+	a := strings.ToLower(strings.TrimSpace(name))
 	if rest, ok := strings.CutPrefix(a, "linux/"); ok {
 		a, _, _ = strings.Cut(rest, "/") // linux/arm64/v8
 	}
-	switch a {
-	case "amd64", "x86_64", "x64":
-		return gdArches[AMD64]
-	case "arm64", "aarch64":
-		return gdArches[ARM64]
+	if n, ok := arch.Parse(a); ok {
+		return gdArches[n.OCI]
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/internal/app"
+	"github.com/docker2vm/docker2vm/internal/arch"
 	"github.com/docker2vm/docker2vm/internal/cli"
 )
 
@@ -44,11 +45,8 @@ func main() {
 
 // npmCPU is npm's name (process.arch) for a GOARCH.
 func npmCPU(goarch string) (string, error) {
-	switch goarch {
-	case "amd64":
-		return "x64", nil
-	case "arm64":
-		return "arm64", nil
+	if a, ok := arch.Parse(goarch); ok {
+		return a.Node, nil
 	}
 	return "", fmt.Errorf("no npm cpu name for GOARCH %s", goarch)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/docker2vm/docker2vm/gondolin/guestenv/prebuilt/source"
+	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
 func main() {
@@ -29,16 +30,16 @@ func run() error {
 		return err
 	}
 	out := filepath.Join(root, "gondolin", "guestenv", "prebuilt")
-	for _, a := range []struct{ gondolin, goarch string }{{"x86_64", "amd64"}, {"aarch64", "arm64"}} {
-		dst := filepath.Join(out, "docker2vm-guestenv-"+a.gondolin)
+	for _, a := range []arch.Arch{arch.AMD64, arch.ARM64} {
+		dst := filepath.Join(out, "docker2vm-guestenv-"+a.Gondolin)
 		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
 			"-ldflags=-s -w -buildid= -X "+source.StampVar+"="+sum,
 			"-o", dst, "./gondolin/guestenv/cmd/docker2vm-guestenv")
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.goarch, "GOFLAGS=")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.OCI, "GOFLAGS=")
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building for %s: %w", a.gondolin, err)
+			return fmt.Errorf("building for %s: %w", a.Gondolin, err)
 		}
 	}
 	return nil
