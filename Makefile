@@ -7,6 +7,8 @@ FUZZTIME ?= 30s
 # not record the VCS revision (GOFLAGS=-buildvcs=false, a source archive).
 VERSION ?= $(shell sh scripts/version.sh)
 LDFLAGS := -s -w -X github.com/docker2vm/docker2vm/internal/cli.stamped=$(VERSION)
+# golang.org/x/tools' deadcode, which make lint runs.
+DEADCODE_VERSION := v0.52.0
 # The hosts docker2vm runs on; `make cross` builds and vets for each.
 HOSTS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
@@ -91,6 +93,8 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	@$(GO) mod tidy -diff >/dev/null 2>&1 || { echo "go.mod/go.sum are not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
+	@out=$$($(GO) run golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION) -test $(PKGS)) || exit 1; \
+	if [ -n "$$out" ]; then echo "dead code (unreachable from the commands and the tests):"; echo "$$out"; exit 1; fi
 
 # Run every fuzz target for FUZZTIME each. Minimization is off: with seeds
 # of whole ext4 images and archives (hundreds of KB), the fuzzer otherwise

@@ -33,8 +33,9 @@ package convert
 // partial entry; when two conversions store the same key at once, the
 // first rename wins and the other is dropped (both are identical). Entries
 // are only added after the rootfs was written and synced, before the
-// output is published. Nothing evicts entries: delete <CacheDir>/results
-// (or the whole cache directory) to reclaim the space.
+// output is published. Entries are evicted with the rest of the cache,
+// least recently used first, when a run ends above --cache-max
+// (trimCache, internal/cachedir.Trim), and by `docker2vm cache prune`.
 //
 // Digest and copies: package internal/sparse. The output is never a
 // hardlink to the entry (the guest writes to its root disk, and a user may

@@ -14,11 +14,8 @@ import (
 // Platform is the OS/architecture/variant an image is built for.
 type Platform = v1.Platform
 
-// SupportedPlatforms lists the platforms a conversion can target.
+// supportedPlatforms are the platforms a conversion can target.
 var supportedPlatforms = []string{"linux/amd64", "linux/arm64"}
-
-// SupportedPlatforms returns the platforms a conversion can target.
-func SupportedPlatforms() []string { return append([]string(nil), supportedPlatforms...) }
 
 // ParsePlatform parses a --platform value: "linux/amd64", "linux/arm64",
 // "amd64", "arm64", "linux/arm64/v8" (also "x86_64", "aarch64"). Any other

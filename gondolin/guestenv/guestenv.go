@@ -185,10 +185,7 @@ func Hostname(data []byte) string {
 	return line
 }
 
-// sourceHash is the hash of the sources the program was built from (set by
-// package prebuilt's generator; see package source).
+// sourceHash is the hash of the sources the program was built from, set
+// at link time by package prebuilt's generator (see package source), which
+// its test reads back from the binaries.
 var sourceHash string
-
-// SourceHash returns the hash of the sources the running program was built
-// from, "" when it was built without one.
-func SourceHash() string { return sourceHash }

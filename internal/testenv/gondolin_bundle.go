@@ -148,12 +148,6 @@ func BuildBaseBundleArch(t TB, arch string) string {
 	return dir
 }
 
-// BuildSandboxd is BuildSandboxdArch(t, AMD64).
-func BuildSandboxd(t TB) string {
-	t.Helper()
-	return BuildSandboxdArch(t, AMD64)
-}
-
 // BuildSandboxdArch builds the test guest agent
 // (internal/guestagent/cmd/sandboxd) as a static linux binary for arch and
 // returns its path (read-only, cached for the test process).

@@ -1,5 +1,5 @@
 // Command gen builds docker2vm-guestenv for every guest architecture into
-// package prebuilt's directory, stamped with SourceHash of its sources.
+// package prebuilt's directory, stamped with the hash of its sources (guestenv's sourceHash).
 // Run it with `go generate ./gondolin/guestenv/prebuilt` from the module.
 package main
 
