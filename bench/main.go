@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
@@ -119,16 +120,12 @@ func run(c *testenv.Console, cfg config) int {
 		fmt.Println("bench:", err)
 		return 1
 	}
-	lock, err := os.OpenFile(filepath.Join(cache, "bench.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	held, err := lock.Try(filepath.Join(cache, "bench.lock"))
 	if err != nil {
-		fmt.Println("bench:", err)
-		return 1
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		fmt.Printf("bench: another bench run is using %s (%v); wait for it, or give this one -cache DIR\n", cache, err)
 		return 1
 	}
+	defer held.Unlock()
 	for _, tool := range []string{"umoci", "mke2fs", "gzip", "zstd", "tar", "curl", "/usr/bin/time"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)

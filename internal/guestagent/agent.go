@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/docker2vm/docker2vm/internal/term"
 )
 
 const (
@@ -239,7 +241,7 @@ func (s *session) resize(rows, cols uint64) {
 	p := s.pty
 	s.mu.Unlock()
 	if p != nil && rows > 0 && cols > 0 && rows < 1<<16 && cols < 1<<16 {
-		_ = setWinsize(p, uint16(rows), uint16(cols))
+		_ = term.SetSize(p, int(cols), int(rows))
 	}
 }
 
@@ -306,7 +308,7 @@ func (s *session) run() {
 		}
 	}
 	if req.Pty {
-		master, slave, err := openPty()
+		master, slave, err := term.OpenPTY()
 		if err != nil {
 			s.failStart(fmt.Errorf("pty: %w", err))
 			return

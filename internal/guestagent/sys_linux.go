@@ -1,12 +1,10 @@
 package guestagent
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // reaper reaps every child of the process (needed as PID 1, where orphans
@@ -69,54 +67,4 @@ func (r *reaper) start(path string, argv, env []string, dir string, files []*os.
 	// until no child is left, and every new SIGCHLD triggers it again.
 	go r.reap()
 	return func() syscall.WaitStatus { return <-ch }, nil
-}
-
-// openPty opens a new pseudo-terminal pair (master, slave).
-func openPty() (*os.File, *os.File, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	unlock := int32(0)
-	if err := ioctl(master, syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlockpt: %w", err)
-	}
-	var n uint32
-	if err := ioctl(master, syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("ptsname: %w", err)
-	}
-	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
-}
-
-type winsize struct{ rows, cols, x, y uint16 }
-
-func setWinsize(f *os.File, rows, cols uint16) error {
-	ws := winsize{rows: rows, cols: cols}
-	return ioctl(f, syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(&ws)))
-}
-
-// ioctl runs an ioctl on f without f.Fd(), which would switch the
-// descriptor to blocking mode and disable read deadlines.
-func ioctl(f *os.File, req, arg uintptr) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, req, arg)
-	}); err != nil {
-		return err
-	}
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }

@@ -15,7 +15,3 @@ func startReaper() *reaper { return nil }
 func (r *reaper) start(path string, argv, env []string, dir string, files []*os.File, sys *syscall.SysProcAttr) (func() syscall.WaitStatus, error) {
 	return nil, errors.New("reaper: linux only")
 }
-
-func openPty() (*os.File, *os.File, error) { return nil, nil, errors.New("pty: linux only") }
-
-func setWinsize(f *os.File, rows, cols uint16) error { return errors.New("pty: linux only") }

@@ -51,10 +51,22 @@ func OpenPTY() (master, slave *os.File, err error) {
 }
 
 // SetSize sets the size of the terminal f (a pseudo-terminal's master or
-// slave), as a terminal emulator does when its window is resized.
+// slave), as a terminal emulator does when its window is resized. It goes
+// through f's raw descriptor without f.Fd(), which would switch f to
+// blocking mode and end its read deadlines.
 func SetSize(f *os.File, cols, rows int) error {
-	if err := unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(cols), Row: uint16(rows)}); err != nil {
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return fmt.Errorf("setting the size of terminal %s: %w", f.Name(), err)
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: uint16(cols), Row: uint16(rows)})
+	}); err != nil {
+		ierr = err
+	}
+	if ierr != nil {
+		return fmt.Errorf("setting the size of terminal %s: %w", f.Name(), ierr)
 	}
 	return nil
 }
