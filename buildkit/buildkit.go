@@ -93,9 +93,6 @@ type Options struct {
 	LookupEnv func(string) (string, bool)
 }
 
-// Error is a build failure with hints for the user.
-type Error = hint.Error
-
 func (o Options) lookupEnv(k string) (string, bool) {
 	if o.LookupEnv != nil {
 		return o.LookupEnv(k)
@@ -133,7 +130,7 @@ func Validate(o Options) error {
 	switch o.Builder {
 	case DockerBuildx, Buildctl:
 	default:
-		return &Error{Msg: fmt.Sprintf("Unknown builder %q.", o.Builder),
+		return &hint.Error{Msg: fmt.Sprintf("Unknown builder %q.", o.Builder),
 			Fixes: []string{"Use --builder docker-buildx or --builder buildctl."}}
 	}
 	if _, err := parseBuildArgs(o.BuildArgs, o.lookupEnv); err != nil {
@@ -163,7 +160,7 @@ func Validate(o Options) error {
 		}
 	}
 	if o.Network != "" && !slices.Contains(networkModes, o.Network) {
-		return &Error{Msg: fmt.Sprintf("Unknown --network %q.", o.Network),
+		return &hint.Error{Msg: fmt.Sprintf("Unknown --network %q.", o.Network),
 			Fixes: []string{"Use --network default, --network none or --network host (RUN steps in the host's network; the builder must allow the network.host entitlement)."}}
 	}
 	for _, l := range o.Labels {
@@ -175,15 +172,15 @@ func Validate(o Options) error {
 	case "", ProgressAuto, ProgressPlain, ProgressQuiet:
 	case ProgressTTY:
 		if !term.IsTerminal(o.Log) {
-			return &Error{Msg: "--progress tty needs a terminal, and stderr is not one.",
+			return &hint.Error{Msg: "--progress tty needs a terminal, and stderr is not one.",
 				Fixes: []string{"Use --progress plain (or auto, which picks tty on a terminal and plain otherwise)."}}
 		}
 	default:
-		return &Error{Msg: fmt.Sprintf("Unknown --progress %q.", o.Progress),
+		return &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", o.Progress),
 			Fixes: []string{"Use --progress auto (the default: BuildKit's live view on a terminal, plain text otherwise), plain, tty or quiet."}}
 	}
 	if o.Dockerfile == "-" {
-		return &Error{Msg: "Reading the Dockerfile from stdin (--file -) is not supported.",
+		return &hint.Error{Msg: "Reading the Dockerfile from stdin (--file -) is not supported.",
 			Fixes: []string{"Write the Dockerfile to a file and pass its path with --file."}}
 	}
 	st, err := os.Stat(o.Dockerfile)
@@ -192,23 +189,23 @@ func Validate(o Options) error {
 		if filepath.Dir(o.Dockerfile) == filepath.Clean(o.Context) && filepath.Base(o.Dockerfile) == "Dockerfile" {
 			fix = "Pass --file PATH, or --context DIR for a directory that holds a Dockerfile (--file defaults to CONTEXT/Dockerfile)."
 		}
-		return &Error{Msg: fmt.Sprintf("Dockerfile %s not found.", o.Dockerfile), Fixes: []string{fix}}
+		return &hint.Error{Msg: fmt.Sprintf("Dockerfile %s not found.", o.Dockerfile), Fixes: []string{fix}}
 	}
 	st, err = os.Stat(o.Context)
 	if err != nil || !st.IsDir() {
-		return &Error{Msg: fmt.Sprintf("Build context %s is not a directory.", o.Context),
+		return &hint.Error{Msg: fmt.Sprintf("Build context %s is not a directory.", o.Context),
 			Fixes: []string{"Pass an existing directory with --context (default: the current directory)."}}
 	}
 	if o.Builder == DockerBuildx {
 		for _, f := range [][2]string{{"buildkit-addr", o.Addr}, {"tlscacert", o.TLSCACert}, {"tlscert", o.TLSCert}, {"tlskey", o.TLSKey}, {"tlsservername", o.TLSServerName}} {
 			if f[1] != "" {
-				return &Error{Msg: "--" + f[0] + " applies to --builder buildctl only.",
+				return &hint.Error{Msg: "--" + f[0] + " applies to --builder buildctl only.",
 					Fixes: []string{"Use --builder buildctl --buildkit-addr ADDR, or point a buildx builder at that BuildKit: docker buildx create --name NAME --driver remote ADDR, then --buildx-builder NAME."}}
 			}
 		}
 	}
 	if o.Builder == Buildctl && o.BuildxBuilder != "" {
-		return &Error{Msg: "--buildx-builder applies to --builder docker-buildx only.",
+		return &hint.Error{Msg: "--buildx-builder applies to --builder docker-buildx only.",
 			Fixes: []string{"Drop --buildx-builder, or use --builder docker-buildx."}}
 	}
 	return nil
@@ -450,7 +447,7 @@ func Build(ctx context.Context, o Options) (err error) {
 		}
 	}
 	if st, serr := os.Stat(o.Output); serr != nil || st.Size() == 0 {
-		return &Error{Msg: fmt.Sprintf("%s finished but wrote no OCI archive at %s", tool, o.Output),
+		return &hint.Error{Msg: fmt.Sprintf("%s finished but wrote no OCI archive at %s", tool, o.Output),
 			Fixes: []string{"Check the build log above; the builder must support --output type=oci."}}
 	}
 	return nil

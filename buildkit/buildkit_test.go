@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 func testOptions(t *testing.T, b Builder) Options {
@@ -207,7 +209,7 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			var he *Error
+			var he *hint.Error
 			if !errors.As(err, &he) || len(he.Fixes) == 0 || !strings.Contains(err.Error()+"\n"+strings.Join(he.Fixes, "\n"), tt.want) {
 				t.Fatalf("err = %v, want %q (in the message or a fix) with a fix", err, tt.want)
 			}
@@ -355,7 +357,7 @@ func TestBuildWithFakeDocker(t *testing.T) {
 				}
 				return
 			}
-			var be *Error
+			var be *hint.Error
 			if !errors.As(err, &be) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
@@ -441,7 +443,7 @@ func TestBuildMissingTool(t *testing.T) {
 	} {
 		o := testOptions(t, b)
 		err := Build(context.Background(), o)
-		var be *Error
+		var be *hint.Error
 		if !errors.As(err, &be) {
 			t.Fatalf("%s: err = %v, not a hint error", b, err)
 		}
@@ -551,7 +553,7 @@ func TestStepErrorCauses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := stepError(tc.o, tc.s, errors.New("exit status 1"), tc.log)
-			var he *Error
+			var he *hint.Error
 			if !errors.As(err, &he) {
 				t.Fatalf("not a hint error: %v", err)
 			}

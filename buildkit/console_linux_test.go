@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/term"
 )
@@ -97,7 +98,7 @@ func TestProgressOnATerminal(t *testing.T) {
 		o := testOptions(t, Buildctl)
 		o.Log = tty
 		err := Build(context.Background(), o)
-		var he *Error
+		var he *hint.Error
 		if !errors.As(err, &he) || !strings.Contains(he.Msg, "a RUN step failed with exit code 2: [2/2] RUN make\nits last output lines:\n  cc -o app app.c\n  app.c:1: error: expected ;") {
 			t.Fatalf("err = %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
@@ -18,10 +19,10 @@ import (
 
 func missingTool(b Builder) error {
 	if b == Buildctl {
-		return &Error{Msg: "buildctl not found on PATH",
+		return &hint.Error{Msg: "buildctl not found on PATH",
 			Fixes: []string{"Install BuildKit's buildctl (https://github.com/moby/buildkit/releases) and put it on PATH, or use --builder docker-buildx."}}
 	}
-	return &Error{Msg: "docker not found on PATH",
+	return &hint.Error{Msg: "docker not found on PATH",
 		Fixes: []string{"Install Docker's CLI (with its buildx plugin), or use --builder buildctl with a BuildKit daemon."}}
 }
 
@@ -29,14 +30,14 @@ func missingTool(b Builder) error {
 func buildxUnusable(out string, err error) error {
 	low := strings.ToLower(out)
 	if strings.Contains(low, "unknown command") || strings.Contains(low, "not a docker command") || strings.Contains(low, "unknown flag") {
-		return &Error{Msg: "the docker buildx plugin is not installed",
+		return &hint.Error{Msg: "the docker buildx plugin is not installed",
 			Fixes: []string{"Install docker-buildx (Debian/Ubuntu: apt-get install docker-buildx; Docker's packages: docker-buildx-plugin; Docker Desktop has it), or use --builder buildctl with a BuildKit daemon."}}
 	}
 	msg := "docker buildx does not work: `docker buildx version` failed"
 	if l := firstLine(out); l != "" {
 		msg += ": " + l
 	}
-	return &Error{Msg: msg, Err: exitErr(err),
+	return &hint.Error{Msg: msg, Err: exitErr(err),
 		Fixes: []string{"Reinstall the buildx plugin (docker-buildx), or use --builder buildctl with a BuildKit daemon."}}
 }
 
@@ -58,7 +59,7 @@ var noEngineFix = "Or build without a Docker engine: --builder buildctl --buildk
 func createError(o Options, s Step, err error, out string) error {
 	name := o.buildxBuilder()
 	if daemonDown(strings.ToLower(out)) {
-		return &Error{Msg: fmt.Sprintf("cannot reach the Docker daemon to create the buildx builder %s (docker-container driver)", name),
+		return &hint.Error{Msg: fmt.Sprintf("cannot reach the Docker daemon to create the buildx builder %s (docker-container driver)", name),
 			Fixes: []string{"Start Docker (or point DOCKER_HOST or `docker context use` at a running engine).", noEngineFix}}
 	}
 	msg := fmt.Sprintf("creating the buildx builder %s failed", name)
@@ -67,7 +68,7 @@ func createError(o Options, s Step, err error, out string) error {
 	} else if l := firstLine(out); l != "" {
 		msg += ": " + l
 	}
-	return &Error{Msg: msg, Err: exitErr(err),
+	return &hint.Error{Msg: msg, Err: exitErr(err),
 		Fixes: []string{"Run " + shell.Join(s.Argv) + " to see why.",
 			"Or build with another builder: --buildx-builder NAME (docker buildx ls lists them), or --builder buildctl."}}
 }
@@ -102,23 +103,23 @@ func stepError(o Options, s Step, err error, out string) error {
 		if o.Addr != "" {
 			msg += " at " + o.Addr
 		}
-		return &Error{Msg: withCause(msg, cause),
+		return &hint.Error{Msg: withCause(msg, cause),
 			Fixes: []string{"Start buildkitd, or point --buildkit-addr (or BUILDKIT_HOST) at a running one, e.g. unix:///run/buildkit/buildkitd.sock or tcp://HOST:1234."}}
 	case o.Builder == DockerBuildx && daemonDown(low):
-		return &Error{Msg: fmt.Sprintf("cannot reach the Docker daemon (the buildx builder %s runs in it)", name),
+		return &hint.Error{Msg: fmt.Sprintf("cannot reach the Docker daemon (the buildx builder %s runs in it)", name),
 			Fixes: []string{"Start Docker (or point DOCKER_HOST or `docker context use` at a running engine).", noEngineFix}}
 	case o.Builder == DockerBuildx && s.Role == RoleBuild && !strings.Contains(low, "failed to solve") &&
 		(strings.Contains(low, "waiting for connection") || strings.Contains(low, "connection refused") || strings.Contains(low, "failed to dial")):
-		return &Error{Msg: withCause(fmt.Sprintf("cannot reach the BuildKit daemon of the buildx builder %s", name), cause),
+		return &hint.Error{Msg: withCause(fmt.Sprintf("cannot reach the BuildKit daemon of the buildx builder %s", name), cause),
 			Fixes: []string{fmt.Sprintf("See its state with docker buildx inspect --bootstrap %s; a builder with the remote driver needs its buildkitd running.", name),
 				fmt.Sprintf("Or remove it (docker buildx rm %s) and pick another one with --buildx-builder NAME, or use --builder buildctl.", name)}}
 	case reParseError.MatchString(out):
 		m := reParseError.FindStringSubmatch(out)
-		return &Error{Msg: fmt.Sprintf("the Dockerfile %s does not parse: line %s: %s", o.Dockerfile, m[1], strings.TrimSpace(m[2])),
+		return &hint.Error{Msg: fmt.Sprintf("the Dockerfile %s does not parse: line %s: %s", o.Dockerfile, m[1], strings.TrimSpace(m[2])),
 			Fixes: []string{fmt.Sprintf("Fix line %s of %s.", m[1], o.Dockerfile)}}
 	case strings.Contains(low, "exec format error"):
 		// A RUN step for an architecture the build host cannot execute.
-		return &Error{Msg: withCause("a RUN step of the "+o.Platform+" build cannot run on this host (exec format error)", cause),
+		return &hint.Error{Msg: withCause("a RUN step of the "+o.Platform+" build cannot run on this host (exec format error)", cause),
 			Fixes: []string{"Building for another architecture runs its RUN steps under emulation: install qemu-user-static " +
 				"and register it with binfmt_misc (Debian/Ubuntu: apt-get install qemu-user-static binfmt-support; with Docker: " +
 				"docker run --privileged --rm tonistiigi/binfmt --install all), on the machine that runs BuildKit.",
@@ -139,22 +140,22 @@ func stepError(o Options, s Step, err error, out string) error {
 		} else {
 			msg += " (it printed nothing)"
 		}
-		return &Error{Msg: msg, Fixes: []string{"Fix the step at " + where + " and build again; the steps before it come from BuildKit's cache."}}
+		return &hint.Error{Msg: msg, Fixes: []string{"Fix the step at " + where + " and build again; the steps before it come from BuildKit's cache."}}
 	case reNotFound.MatchString(out):
 		m := reNotFound.FindStringSubmatch(out)
 		where := o.Dockerfile
 		if line := sourceLine(out); line > 0 {
 			where += ":" + strconv.Itoa(line)
 		}
-		return &Error{Msg: fmt.Sprintf("%s: %s is not in the build context %s", where, m[1], o.Context),
+		return &hint.Error{Msg: fmt.Sprintf("%s: %s is not in the build context %s", where, m[1], o.Context),
 			Fixes: []string{"Add it to the build context, or fix the path in the COPY or ADD step; a .dockerignore may also exclude it."}}
 	case reNoSecret.MatchString(out):
 		id := reNoSecret.FindStringSubmatch(out)[1]
-		return &Error{Msg: fmt.Sprintf("the build needs the secret %s, and no --secret id=%s was given", id, id),
+		return &hint.Error{Msg: fmt.Sprintf("the build needs the secret %s, and no --secret id=%s was given", id, id),
 			Fixes: []string{fmt.Sprintf("Pass --secret id=%s,src=PATH (a file) or --secret id=%s,env=VARIABLE.", id, id)}}
 	case reBaseImage.MatchString(out):
 		m := reBaseImage.FindStringSubmatch(out)
-		return &Error{Msg: fmt.Sprintf("the image %s cannot be pulled: %s", m[1], strings.TrimSpace(m[2])),
+		return &hint.Error{Msg: fmt.Sprintf("the image %s cannot be pulled: %s", m[1], strings.TrimSpace(m[2])),
 			Fixes: []string{"Check the image name in FROM (or in --build-context); the builder pulls it itself, with its own credentials and registry settings."}}
 	}
 	msg := stepName(s) + " failed" + status
@@ -167,7 +168,7 @@ func stepError(o Options, s Step, err error, out string) error {
 	} else {
 		hints = []string{"Run again without --quiet (or with --progress plain) to see the build log."}
 	}
-	return &Error{Msg: msg, Fixes: hints}
+	return &hint.Error{Msg: msg, Fixes: hints}
 }
 
 func withCause(msg, cause string) string {

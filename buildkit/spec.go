@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // The flags of `docker buildx build` that docker2vm passes on, parsed and
@@ -35,7 +37,7 @@ func parseBuildArgs(args []string, lookup func(string) (string, bool)) ([]buildA
 			if k == "" {
 				what += ": the name is empty"
 			}
-			return nil, &Error{Msg: what + ".",
+			return nil, &hint.Error{Msg: what + ".",
 				Fixes: []string{"Write --build-arg KEY=VALUE, or --build-arg KEY to take the value from the environment; KEY is made of letters, digits and underscores."}}
 		}
 		if !hasValue {
@@ -69,31 +71,31 @@ func parseBuildContexts(specs []string, b Builder) ([]buildContext, error) {
 		name, val, ok := strings.Cut(s, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || val == "" {
-			return nil, &Error{Msg: fmt.Sprintf("Invalid --build-context %q.", s),
+			return nil, &hint.Error{Msg: fmt.Sprintf("Invalid --build-context %q.", s),
 				Fixes: []string{"Write --build-context NAME=PATH (a local directory) or --build-context NAME=docker-image://REF."}}
 		}
 		if strings.ContainsAny(name, " \t,") {
-			return nil, &Error{Msg: fmt.Sprintf("Invalid --build-context name %q.", name),
+			return nil, &hint.Error{Msg: fmt.Sprintf("Invalid --build-context name %q.", name),
 				Fixes: []string{"A build context name is what the Dockerfile refers to (FROM NAME, COPY --from=NAME): no spaces or commas."}}
 		}
 		if seen[name] {
-			return nil, &Error{Msg: fmt.Sprintf("--build-context %s is given twice.", name), Fixes: []string{"Give each build context name once."}}
+			return nil, &hint.Error{Msg: fmt.Sprintf("--build-context %s is given twice.", name), Fixes: []string{"Give each build context name once."}}
 		}
 		seen[name] = true
 		if b == Buildctl && (name == "context" || name == "dockerfile") {
-			return nil, &Error{Msg: fmt.Sprintf("--build-context %s: buildctl uses the name %q for the build context or the Dockerfile itself.", name, name),
+			return nil, &hint.Error{Msg: fmt.Sprintf("--build-context %s: buildctl uses the name %q for the build context or the Dockerfile itself.", name, name),
 				Fixes: []string{"Pick another name for this build context."}}
 		}
 		if ref, ok := strings.CutPrefix(val, dockerImageScheme); ok {
 			if strings.TrimSpace(ref) == "" {
-				return nil, &Error{Msg: fmt.Sprintf("--build-context %s: docker-image:// needs an image reference.", s),
+				return nil, &hint.Error{Msg: fmt.Sprintf("--build-context %s: docker-image:// needs an image reference.", s),
 					Fixes: []string{"Write --build-context NAME=docker-image://REGISTRY/REPO:TAG."}}
 			}
 			out = append(out, buildContext{Name: name, Image: ref})
 			continue
 		}
 		if scheme, _, ok := strings.Cut(val, "://"); ok && !strings.ContainsAny(scheme, "/.") {
-			return nil, &Error{Msg: fmt.Sprintf("--build-context %s: %s:// sources are not supported.", s, scheme),
+			return nil, &hint.Error{Msg: fmt.Sprintf("--build-context %s: %s:// sources are not supported.", s, scheme),
 				Fixes: []string{"Give a local directory (NAME=PATH) or an image (NAME=docker-image://REF)."}}
 		}
 		abs, err := filepath.Abs(val)
@@ -106,7 +108,7 @@ func parseBuildContexts(specs []string, b Builder) ([]buildContext, error) {
 			if err != nil {
 				why = "does not exist"
 			}
-			return nil, &Error{Msg: fmt.Sprintf("--build-context %s: %s %s.", s, abs, why),
+			return nil, &hint.Error{Msg: fmt.Sprintf("--build-context %s: %s %s.", s, abs, why),
 				Fixes: []string{"Give an existing directory: --build-context NAME=PATH, or an image: --build-context NAME=docker-image://REF."}}
 		}
 		out = append(out, buildContext{Name: name, Path: abs})
@@ -122,10 +124,10 @@ func checkSecret(s string, lookup func(string) (string, bool)) error {
 		if len(fixes) == 0 {
 			fixes = []string{"Write --secret id=NAME,src=PATH (a file) or --secret id=NAME,env=VARIABLE."}
 		}
-		return &Error{Msg: fmt.Sprintf("--secret %s: %s", s, why), Fixes: fixes}
+		return &hint.Error{Msg: fmt.Sprintf("--secret %s: %s", s, why), Fixes: fixes}
 	}
 	if strings.TrimSpace(s) == "" {
-		return &Error{Msg: "Empty --secret.", Fixes: []string{"Write --secret id=NAME,src=PATH (a file) or --secret id=NAME,env=VARIABLE."}}
+		return &hint.Error{Msg: "Empty --secret.", Fixes: []string{"Write --secret id=NAME,src=PATH (a file) or --secret id=NAME,env=VARIABLE."}}
 	}
 	r := csv.NewReader(strings.NewReader(s))
 	fields, err := r.Read()
@@ -189,7 +191,7 @@ func checkSecret(s string, lookup func(string) (string, bool)) error {
 func checkSSH(s string, lookup func(string) (string, bool)) error {
 	id, val, hasPaths := strings.Cut(s, "=")
 	if strings.TrimSpace(id) == "" {
-		return &Error{Msg: fmt.Sprintf("Invalid --ssh %q.", s),
+		return &hint.Error{Msg: fmt.Sprintf("Invalid --ssh %q.", s),
 			Fixes: []string{"Write --ssh default (the agent at SSH_AUTH_SOCK), --ssh default=PATH (an agent socket or a private key) or --ssh ID=PATH[,PATH]."}}
 	}
 	var paths []string
@@ -199,7 +201,7 @@ func checkSSH(s string, lookup func(string) (string, bool)) error {
 				continue
 			}
 			if p == "" {
-				return &Error{Msg: fmt.Sprintf("Invalid --ssh %q: an empty path.", s),
+				return &hint.Error{Msg: fmt.Sprintf("Invalid --ssh %q: an empty path.", s),
 					Fixes: []string{"Write --ssh ID=PATH[,PATH], each PATH an ssh agent socket or a private key file."}}
 			}
 			paths = append(paths, p)
@@ -208,18 +210,18 @@ func checkSSH(s string, lookup func(string) (string, bool)) error {
 	if len(paths) == 0 {
 		sock, _ := lookup("SSH_AUTH_SOCK")
 		if sock == "" {
-			return &Error{Msg: fmt.Sprintf("--ssh %s: no ssh agent: SSH_AUTH_SOCK is not set.", s),
+			return &hint.Error{Msg: fmt.Sprintf("--ssh %s: no ssh agent: SSH_AUTH_SOCK is not set.", s),
 				Fixes: []string{"Start an agent and add your key (eval \"$(ssh-agent)\" && ssh-add), or give a key file: --ssh " + id + "=$HOME/.ssh/id_ed25519."}}
 		}
 		if _, err := os.Stat(sock); err != nil {
-			return &Error{Msg: fmt.Sprintf("--ssh %s: the ssh agent socket %s (SSH_AUTH_SOCK) does not exist.", s, sock),
+			return &hint.Error{Msg: fmt.Sprintf("--ssh %s: the ssh agent socket %s (SSH_AUTH_SOCK) does not exist.", s, sock),
 				Fixes: []string{"Start an agent (eval \"$(ssh-agent)\" && ssh-add), or give a key file: --ssh " + id + "=$HOME/.ssh/id_ed25519."}}
 		}
 		return nil
 	}
 	for _, p := range paths {
 		if _, err := os.Stat(p); err != nil {
-			return &Error{Msg: fmt.Sprintf("--ssh %s: %s does not exist.", s, p),
+			return &hint.Error{Msg: fmt.Sprintf("--ssh %s: %s does not exist.", s, p),
 				Fixes: []string{"Give the path of an ssh agent socket or of a private key file."}}
 		}
 	}
@@ -234,7 +236,7 @@ var networkModes = []string{"default", "none", "host"}
 func checkLabel(l string) error {
 	k, _, _ := strings.Cut(l, "=")
 	if strings.TrimSpace(k) == "" {
-		return &Error{Msg: fmt.Sprintf("Invalid --label %q: the key is empty.", l), Fixes: []string{"Write --label KEY=VALUE (an image label)."}}
+		return &hint.Error{Msg: fmt.Sprintf("Invalid --label %q: the key is empty.", l), Fixes: []string{"Write --label KEY=VALUE (an image label)."}}
 	}
 	return nil
 }
@@ -250,7 +252,7 @@ func cacheSpec(s string) string {
 
 func checkCache(flag, s string) error {
 	if strings.TrimSpace(s) == "" || strings.HasPrefix(s, ",") {
-		return &Error{Msg: fmt.Sprintf("Invalid --%s %q.", flag, s),
+		return &hint.Error{Msg: fmt.Sprintf("Invalid --%s %q.", flag, s),
 			Fixes: []string{fmt.Sprintf("Write --%s REF (a registry image) or --%s type=TYPE,... (e.g. type=local,%s=DIR or type=registry,ref=REF).",
 				flag, flag, map[bool]string{true: "src", false: "dest"}[flag == "cache-from"])}}
 	}

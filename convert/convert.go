@@ -366,27 +366,27 @@ func validate(opts Options) error {
 	switch opts.Mode {
 	case ModeRootfs, ModeAssets:
 	default:
-		return &Error{Msg: fmt.Sprintf("Unknown mode %q.", opts.Mode), Fixes: []string{"Use --mode rootfs or --mode assets."}}
+		return &hint.Error{Msg: fmt.Sprintf("Unknown mode %q.", opts.Mode), Fixes: []string{"Use --mode rootfs or --mode assets."}}
 	}
 	if opts.OutDir == "" {
-		return &Error{Msg: "An output directory is required.", Fixes: []string{"Pass --out PATH."}}
+		return &hint.Error{Msg: "An output directory is required.", Fixes: []string{"Pass --out PATH."}}
 	}
 	if opts.Plain && opts.Mode == ModeAssets {
-		return &Error{Msg: "--plain cannot be used with --mode assets",
+		return &hint.Error{Msg: "--plain cannot be used with --mode assets",
 			Fixes: []string{"A Gondolin guest needs the runtime glue: drop --plain, or use --mode rootfs."}}
 	}
 	if opts.Publish != "" && opts.Mode != ModeAssets {
-		return &Error{Msg: "--publish needs --mode assets (a registry holds whole guests)", Fixes: []string{"Add --mode assets."}}
+		return &hint.Error{Msg: "--publish needs --mode assets (a registry holds whole guests)", Fixes: []string{"Add --mode assets."}}
 	}
 	if opts.Publish != "" && opts.Tag == "" {
-		return &Error{Msg: "--publish needs --tag NAME:TAG (the ref to publish the guest as)", Fixes: []string{"Add --tag NAME:TAG, e.g. --tag my-agent:latest."}}
+		return &hint.Error{Msg: "--publish needs --tag NAME:TAG (the ref to publish the guest as)", Fixes: []string{"Add --tag NAME:TAG, e.g. --tag my-agent:latest."}}
 	}
 	if opts.PublishURL != "" && opts.Publish == "" {
-		return &Error{Msg: "--publish-url needs --publish DIR", Fixes: []string{"Add --publish DIR, or drop --publish-url."}}
+		return &hint.Error{Msg: "--publish-url needs --publish DIR", Fixes: []string{"Add --publish DIR, or drop --publish-url."}}
 	}
 	if opts.Tag != "" {
 		if opts.Mode != ModeAssets {
-			return &Error{Msg: "--tag needs --mode assets", Fixes: []string{"Add --mode assets to import the guest into Gondolin's image store."}}
+			return &hint.Error{Msg: "--tag needs --mode assets", Fixes: []string{"Add --mode assets to import the guest into Gondolin's image store."}}
 		}
 		if _, _, err := gondolin.ParseImageRef(opts.Tag); err != nil {
 			return err
@@ -394,6 +394,3 @@ func validate(opts Options) error {
 	}
 	return nil
 }
-
-// Error is a conversion failure with hints for the user.
-type Error = hint.Error

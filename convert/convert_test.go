@@ -20,8 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
-	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
@@ -302,7 +302,7 @@ func TestRunFullDisk(t *testing.T) {
 		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), testenv.Gzip, true)}})
 	out := filepath.Join(dir, "out")
 	_, err := Run(context.Background(), options(layoutSource(t, img), out))
-	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "rootfs.ext4") || len(cli.HintsOf(err)) == 0 {
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "rootfs.ext4") || len(hint.Of(err)) == 0 {
 		t.Fatalf("err = %v, want ENOSPC naming rootfs.ext4", err)
 	}
 	if testing.Verbose() {
@@ -430,8 +430,8 @@ func TestRunFullDiskNamesIt(t *testing.T) {
 		cache := small(t)
 		_, err := Run(context.Background(), cachedOptions(src, filepath.Join(t.TempDir(), "out"), cache, nil))
 		if err == nil || !strings.Contains(err.Error(), "out of disk space on the cache directory's filesystem ("+cache+")") ||
-			!strings.Contains(strings.Join(cli.HintsOf(err), "\n"), "docker2vm cache prune") {
-			t.Fatalf("err = %v (hints %q), want the cache named", err, cli.HintsOf(err))
+			!strings.Contains(strings.Join(hint.Of(err), "\n"), "docker2vm cache prune") {
+			t.Fatalf("err = %v (hints %q), want the cache named", err, hint.Of(err))
 		}
 	})
 	t.Run("temporary directory", func(t *testing.T) {
@@ -441,8 +441,8 @@ func TestRunFullDiskNamesIt(t *testing.T) {
 		t.Setenv("TMPDIR", tmp)
 		_, err := Run(context.Background(), options(image.Source{Kind: image.KindOCIArchive, Ref: archive}, filepath.Join(t.TempDir(), "out")))
 		if err == nil || !strings.Contains(err.Error(), "out of disk space on the temporary directory's filesystem ("+tmp+")") ||
-			!strings.Contains(strings.Join(cli.HintsOf(err), "\n"), "TMPDIR") {
-			t.Fatalf("err = %v (hints %q), want the temporary directory named", err, cli.HintsOf(err))
+			!strings.Contains(strings.Join(hint.Of(err), "\n"), "TMPDIR") {
+			t.Fatalf("err = %v (hints %q), want the temporary directory named", err, hint.Of(err))
 		}
 	})
 }

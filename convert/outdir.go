@@ -44,6 +44,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
@@ -127,7 +128,7 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 	}
 	parent := filepath.Dir(abs)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("cannot create %s", parent), Err: err,
+		return nil, &hint.Error{Msg: fmt.Sprintf("cannot create %s", parent), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	lockPath, _, _ := outNames(abs)
@@ -138,7 +139,7 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
+		return nil, &hint.Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	defer func() {
@@ -156,7 +157,7 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 	_, prefix, _ := outNames(abs)
 	dir, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
-		return nil, &Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
+		return nil, &hint.Error{Msg: fmt.Sprintf("cannot write in %s", parent), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -170,7 +171,7 @@ func newStaging(ctx context.Context, out string, force bool, guards []guarded, p
 // lock and the staging directory are inside it.
 func newStagingInPlace(ctx context.Context, out string, force bool, guards []guarded, progress func(string, ...any)) (_ *staging, err error) {
 	cannot := func(err error) error {
-		return &Error{Msg: fmt.Sprintf("cannot write in %s", out), Err: err,
+		return &hint.Error{Msg: fmt.Sprintf("cannot write in %s", out), Err: err,
 			Fixes: []string{"Choose an --out path in a writable directory."}}
 	}
 	if err := checkReplaceable(out, force, guards); err != nil {
@@ -402,7 +403,7 @@ func checkReplaceable(out string, force bool, guards []guarded) error {
 		return fmt.Errorf("output directory %s: %w", out, err)
 	}
 	if !st.IsDir() {
-		return &Error{Msg: fmt.Sprintf("--out %s exists and is not a directory", out),
+		return &hint.Error{Msg: fmt.Sprintf("--out %s exists and is not a directory", out),
 			Fixes: []string{"Choose a new or empty directory for --out."}}
 	}
 	ents, err := os.ReadDir(out)
@@ -423,13 +424,13 @@ func checkReplaceable(out string, force bool, guards []guarded) error {
 	isOut, foreign := outputFiles(out, ents)
 	if force && (!isOut || len(foreign) > 0) {
 		if why := forceRefusal(out, st, guards); why != "" {
-			return &Error{Msg: fmt.Sprintf("--out %s %s: refused even with --force, which replaces only a directory of its own", out, why),
+			return &hint.Error{Msg: fmt.Sprintf("--out %s %s: refused even with --force, which replaces only a directory of its own", out, why),
 				Fixes: []string{"Choose a directory of its own for --out, e.g. ./out/app."}}
 		}
 		return nil
 	}
 	if !isOut {
-		return &Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
+		return &hint.Error{Msg: fmt.Sprintf("--out %s is a non-empty directory that does not hold a docker2vm output (no %s)", out, metaFile),
 			Fixes: []string{"Choose a new or empty directory for --out.", "docker2vm replaces an --out directory only when it holds an earlier docker2vm result, or with --force."}}
 	}
 	if len(foreign) > 0 {
@@ -437,7 +438,7 @@ func checkReplaceable(out string, force bool, guards []guarded) error {
 		if len(shown) > 5 {
 			shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(foreign)-5))
 		}
-		return &Error{Msg: fmt.Sprintf("--out %s holds files docker2vm did not write: %s; replacing the output would delete them", out, strings.Join(shown, ", ")),
+		return &hint.Error{Msg: fmt.Sprintf("--out %s holds files docker2vm did not write: %s; replacing the output would delete them", out, strings.Join(shown, ", ")),
 			Fixes: []string{"Move them out of " + out + ", or choose another --out.", "Or pass --force to replace " + out + " with them."}}
 	}
 	return nil

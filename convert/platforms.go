@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/console"
 )
@@ -46,13 +47,13 @@ func PlatformDir(p image.Platform) string {
 // platforms were parsed, so "arm64" and "linux/arm64/v8" are the same).
 func checkPlatforms(plats []image.Platform) error {
 	if len(plats) == 0 {
-		return &Error{Msg: "no platform given", Fixes: []string{"Pass --platform linux/amd64, linux/arm64 or both, comma-separated."}}
+		return &hint.Error{Msg: "no platform given", Fixes: []string{"Pass --platform linux/amd64, linux/arm64 or both, comma-separated."}}
 	}
 	seen := map[string]bool{}
 	for _, p := range plats {
 		d := PlatformDir(image.Platform{OS: p.OS, Architecture: p.Architecture})
 		if seen[d] {
-			return &Error{Msg: fmt.Sprintf("platform %s is given twice", image.Platform{OS: p.OS, Architecture: p.Architecture}.String()),
+			return &hint.Error{Msg: fmt.Sprintf("platform %s is given twice", image.Platform{OS: p.OS, Architecture: p.Architecture}.String()),
 				Fixes: []string{"List each platform once, e.g. --platform linux/amd64,linux/arm64."}}
 		}
 		seen[d] = true

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/guest"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/units"
@@ -105,7 +106,7 @@ func buildTime(img *image.Image, sde int64) time.Time {
 func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*guest.Glue, error) {
 	f, err := os.Open(base.RootfsPath)
 	if err != nil {
-		return nil, &Error{Msg: "cannot open the Gondolin base rootfs", Err: err,
+		return nil, &hint.Error{Msg: "cannot open the Gondolin base rootfs", Err: err,
 			Fixes: []string{"Check the base bundle in " + base.Dir + ", or pass another with --base DIR."}}
 	}
 	defer f.Close()
@@ -115,7 +116,7 @@ func readGlue(ctx context.Context, base *gondolin.Base, store fstree.Store) (*gu
 	}
 	fs, err := ext4.Open(f, st.Size())
 	if err != nil {
-		return nil, &Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
+		return nil, &hint.Error{Msg: "cannot read the Gondolin base rootfs " + base.RootfsPath, Err: err,
 			Fixes: []string{"The base bundle is damaged: fetch it again (gondolin image pull) or pass another with --base DIR."}}
 	}
 	glue, err := guest.ReadGlue(ctx, glueSource{fs}, base.Arch, store)
@@ -266,7 +267,7 @@ func explainFull(err error, opts Options) error {
 
 // explainSize says that --size, not the image or the base, is at fault.
 func explainSize(se *ext4.SizeError) error {
-	return &Error{Msg: fmt.Sprintf("--size %s is too small for the guest: it needs more than %s", units.Bytes(se.Size), units.Bytes(se.Need)),
+	return &hint.Error{Msg: fmt.Sprintf("--size %s is too small for the guest: it needs more than %s", units.Bytes(se.Size), units.Bytes(se.Need)),
 		Fixes: []string{"Raise --size, or omit it to size rootfs.ext4 to the image plus headroom."}}
 }
 
@@ -306,7 +307,7 @@ func explainNoSpace(err error, opts Options) error {
 	if best == 0 {
 		fixes = append(fixes, "meta.json of an earlier conversion of this image shows the size it needs (rootfs.sizeBytes); the file is sparse, so it takes less.")
 	}
-	return &Error{Msg: "out of disk space on " + pl.what + " (" + pl.dir + ")", Err: err, Fixes: fixes}
+	return &hint.Error{Msg: "out of disk space on " + pl.what + " (" + pl.dir + ")", Err: err, Fixes: fixes}
 }
 
 // errPath is the path of the file operation that failed in err's chain.
@@ -579,7 +580,7 @@ func commit(ctx context.Context, opts Options, dirs []string, results []*Result,
 	}
 	store := opts.Base.StoreDir()
 	storeErr := func(err error) error {
-		return &Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
+		return &hint.Error{Msg: fmt.Sprintf("importing the guest into Gondolin's image store %s as %s", store, opts.Tag), Err: err,
 			Fixes: []string{"Check that " + store + " is writable (GONDOLIN_IMAGE_STORE chooses another), or drop --tag."}}
 	}
 	objs, err := gondolin.ImportObjects(ctx, dirs, store)

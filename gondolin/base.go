@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 )
 
@@ -189,7 +190,7 @@ func (b *Base) Identity(ctx context.Context) (BaseIdentity, error) {
 func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 	arch := NormalizeArch(o.Platform)
 	if arch == "" {
-		return nil, &Error{Msg: fmt.Sprintf("unsupported target platform %q for a Gondolin base", o.Platform),
+		return nil, &hint.Error{Msg: fmt.Sprintf("unsupported target platform %q for a Gondolin base", o.Platform),
 			Fixes: []string{"Use linux/amd64 or linux/arm64."}}
 	}
 	fixes := func() []string {
@@ -202,7 +203,7 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 	if dirs := o.explicitDirs(); len(dirs) == 1 {
 		b, err := loadBase(dirs[0], "--base", arch, "")
 		if err != nil {
-			return nil, &Error{Msg: "--base " + dirs[0] + " is not a usable Gondolin base", Err: err, Fixes: fixes()}
+			return nil, &hint.Error{Msg: "--base " + dirs[0] + " is not a usable Gondolin base", Err: err, Fixes: fixes()}
 		}
 		return b, nil
 	} else if len(dirs) > 1 {
@@ -214,13 +215,13 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 			}
 			errs = append(errs, err.Error())
 		}
-		return nil, &Error{Msg: "none of the --base directories is a usable Gondolin base for " + arch + ":\n    " + strings.Join(errs, "\n    "),
+		return nil, &hint.Error{Msg: "none of the --base directories is a usable Gondolin base for " + arch + ":\n    " + strings.Join(errs, "\n    "),
 			Fixes: append([]string{"Add --base DIR with a base bundle for " + arch + "."}, fixes()[1:]...)}
 	}
 	if d := o.getenv("GONDOLIN_GUEST_DIR"); d != "" {
 		b, err := loadBase(d, "GONDOLIN_GUEST_DIR", arch, "")
 		if err != nil {
-			return nil, &Error{Msg: "GONDOLIN_GUEST_DIR=" + d + " is not a usable Gondolin base", Err: err,
+			return nil, &hint.Error{Msg: "GONDOLIN_GUEST_DIR=" + d + " is not a usable Gondolin base", Err: err,
 				Fixes: append([]string{"Unset GONDOLIN_GUEST_DIR or point it at a complete " + arch + " asset directory."}, fixes()...)}
 		}
 		return b, nil
@@ -271,7 +272,7 @@ func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 		}
 		looked = append(looked, "download "+selector+" from "+o.RegistryURL()+": "+err.Error())
 	}
-	return nil, &Error{
+	return nil, &hint.Error{
 		Msg: "no Gondolin base bundle for " + arch + " found; looked at:\n    " + strings.Join(looked, "\n    "),
 		Fixes: append(fixes(), "Or pass --plain to write the image's own tree alone (rootfs mode): it needs no base, "+
 			"and is not a bootable Gondolin guest by itself."),

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -125,7 +126,7 @@ func TestFindBaseErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			full := err.Error() + "\n" + strings.Join(hintsOf(err), "\n")
+			full := err.Error() + "\n" + strings.Join(hint.Of(err), "\n")
 			for _, w := range tc.want {
 				if !strings.Contains(full, w) {
 					t.Errorf("error %q lacks %q", full, w)
@@ -143,14 +144,6 @@ func TestFindBaseStoreOtherArchOnly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "there is one for aarch64 only") {
 		t.Fatalf("err = %v", err)
 	}
-}
-
-func hintsOf(err error) []string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Fixes
-	}
-	return nil
 }
 
 // makeTarGz is a gzipped tar of entries (internal/testtar).
@@ -452,7 +445,7 @@ func TestImportVerifies(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
-			if len(hintsOf(err)) == 0 {
+			if len(hint.Of(err)) == 0 {
 				t.Errorf("no hint: %v", err)
 			}
 			if objs, _ := os.ReadDir(filepath.Join(store, "objects")); len(objs) > 0 {

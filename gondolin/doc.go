@@ -12,12 +12,8 @@ package gondolin
 import (
 	"strings"
 
-	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/arch"
 )
-
-// Error is a user-facing failure: what went wrong, how to fix it, the cause.
-type Error = hint.Error
 
 // Architecture names as Gondolin writes them in manifest.json.
 const (

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/sparse"
 )
@@ -49,7 +50,7 @@ func ParseRootfsMode(s string) (RootfsMode, error) {
 	case RootfsCOW, RootfsMemory, RootfsReadonly:
 		return m, nil
 	}
-	return "", &Error{Msg: fmt.Sprintf("unknown rootfs mode %q", s),
+	return "", &hint.Error{Msg: fmt.Sprintf("unknown rootfs mode %q", s),
 		Fixes: []string{"Use one of cow (the default), memory or readonly."}}
 }
 

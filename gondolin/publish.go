@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
@@ -88,23 +89,23 @@ func PublishAll(ctx context.Context, dirs []string, o PublishOptions) ([]*Publis
 	}
 	name, tag, err := ParseImageRef(o.Ref)
 	if err != nil {
-		return nil, &Error{Msg: "cannot publish as " + o.Ref, Err: err, Fixes: []string{"Pass --tag NAME:TAG, e.g. --tag my-agent:latest."}}
+		return nil, &hint.Error{Msg: "cannot publish as " + o.Ref, Err: err, Fixes: []string{"Pass --tag NAME:TAG, e.g. --tag my-agent:latest."}}
 	}
 	ref := name + ":" + tag
 	ms := make([]*Manifest, len(dirs))
 	for i, dir := range dirs {
 		if ms[i], _, err = readDirManifest(dir); err != nil {
-			return nil, &Error{Msg: "cannot publish " + dir, Err: err, Fixes: []string{"Publish a guest converted with --mode assets."}}
+			return nil, &hint.Error{Msg: "cannot publish " + dir, Err: err, Fixes: []string{"Publish a guest converted with --mode assets."}}
 		}
 	}
 	if o.BaseURL != "" {
 		if u, err := url.Parse(o.BaseURL); err != nil || !u.IsAbs() {
-			return nil, &Error{Msg: fmt.Sprintf("--publish-url %q is not an absolute URL", o.BaseURL),
+			return nil, &hint.Error{Msg: fmt.Sprintf("--publish-url %q is not an absolute URL", o.BaseURL),
 				Fixes: []string{"Pass the URL the registry directory is served at, e.g. https://example.com/gondolin/."}}
 		}
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, &Error{Msg: "cannot write the image registry " + o.Dir, Err: err,
+		return nil, &hint.Error{Msg: "cannot write the image registry " + o.Dir, Err: err,
 			Fixes: []string{"Pass --publish with a writable directory."}}
 	}
 	l, err := lock.Acquire(ctx, filepath.Join(o.Dir, ".lock"), func() {
@@ -126,7 +127,7 @@ func PublishAll(ctx context.Context, dirs []string, o PublishOptions) ([]*Publis
 	}
 	oldDoc, oldErr := diskio.ReadRegular(docPath, 64<<20) // to put back should Then fail
 	if err := os.MkdirAll(filepath.Join(o.Dir, "builds"), 0o755); err != nil {
-		return nil, &Error{Msg: "cannot write the image registry " + o.Dir, Err: err,
+		return nil, &hint.Error{Msg: "cannot write the image registry " + o.Dir, Err: err,
 			Fixes: []string{"Pass --publish with a writable directory."}}
 	}
 	var out []*Published
@@ -210,7 +211,7 @@ func readRegistryDocument(path string) (*registry, error) {
 		return nil, err
 	}
 	refuse := func(why string, err error) error {
-		return &Error{Msg: fmt.Sprintf("%s is not a Gondolin image registry document (%s); nothing was changed", path, why), Err: err,
+		return &hint.Error{Msg: fmt.Sprintf("%s is not a Gondolin image registry document (%s); nothing was changed", path, why), Err: err,
 			Fixes: []string{"Publish into a directory of its own, or move " + path + " away."}}
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > maxRegistrySize {

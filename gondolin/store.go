@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
@@ -71,17 +72,17 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 	if tag != "" {
 		var err error
 		if name, rtag, err = ParseImageRef(tag); err != nil {
-			return "", &Error{Msg: "cannot import " + dir, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
+			return "", &hint.Error{Msg: "cannot import " + dir, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
 		}
 	}
 	m, mdata, err := readDirManifest(dir)
 	if err != nil {
-		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
+		return "", &hint.Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
 			Fixes: []string{"Convert with --mode assets so the directory has a manifest.json with a buildId and config.arch."}}
 	}
 	assets, err := importAssets(m)
 	if err != nil {
-		return "", &Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
+		return "", &hint.Error{Msg: "cannot import " + dir + " into the Gondolin image store", Err: err,
 			Fixes: []string{"Give each asset in " + filepath.Join(dir, ManifestName) + " its own file name (not manifest.json), or convert again with --mode assets."}}
 	}
 	arch := NormalizeArch(m.Config.Arch)
@@ -130,7 +131,7 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 			// import of the same id keeps it), so it must hold what the
 			// manifest says.
 			if a.sum != "" && sum != a.sum {
-				return "", &Error{Msg: fmt.Sprintf("cannot import %s: %s does not match its manifest checksum (%s %s, file sha256 %s)", dir, a.name, a.field, a.sum, sum),
+				return "", &hint.Error{Msg: fmt.Sprintf("cannot import %s: %s does not match its manifest checksum (%s %s, file sha256 %s)", dir, a.name, a.field, a.sum, sum),
 					Fixes: []string{"The directory was changed after its manifest.json was written: convert again with --mode assets."}}
 			}
 		}
@@ -302,7 +303,7 @@ func ImportObjects(ctx context.Context, dirs []string, storeDir string) ([]strin
 func SetRefs(storeDir, tag string, objs []string) error {
 	name, rtag, err := ParseImageRef(tag)
 	if err != nil {
-		return &Error{Msg: "cannot tag as " + tag, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
+		return &hint.Error{Msg: "cannot tag as " + tag, Err: err, Fixes: []string{"Use a tag like my-image:latest."}}
 	}
 	// One docker2vm run at a time moves the refs of a store (the lock
 	// beside objects/ and refs/, where Gondolin does not look).

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/confine"
 	"github.com/docker2vm/docker2vm/internal/diskio"
@@ -306,7 +307,7 @@ func decompressToTemp(ctx context.Context, f *os.File, comp string, opts Options
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if _, ok := err.(*Error); ok {
+		if _, ok := err.(*hint.Error); ok {
 			return nil, err
 		}
 		return nil, notArchiveError(where, fmt.Errorf("decompressing: %w", err))

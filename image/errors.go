@@ -7,16 +7,13 @@ import (
 	"github.com/docker2vm/docker2vm/hint"
 )
 
-// Error is a user-facing failure: what failed, how to fix it, the cause.
-type Error = hint.Error
-
 // HintError is implemented by errors that carry fixes for the user.
 type HintError interface {
 	error
 	Hints() []string
 }
 
-func newError(err error, hints []string, format string, args ...any) *Error {
+func newError(err error, hints []string, format string, args ...any) *hint.Error {
 	return hint.New(err, hints, format, args...)
 }
 

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/units"
 )
 
@@ -266,7 +267,7 @@ func (s *registryStore) wrap(err error, what string) error {
 	if errors.As(err, &ie) {
 		return err
 	}
-	if _, ok := err.(*Error); ok {
+	if _, ok := err.(*hint.Error); ok {
 		return err // already explained
 	}
 	reg := s.repo.RegistryStr()

@@ -11,6 +11,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // resolver walks indexes and manifests of an OCI-shaped source (registry,
@@ -159,14 +161,7 @@ type platformErr struct {
 
 func (e *platformErr) Error() string   { return e.err.Error() }
 func (e *platformErr) Unwrap() error   { return e.err }
-func (e *platformErr) Hints() []string { return hintsOf(e.err) }
-
-func hintsOf(err error) []string {
-	if h, ok := err.(interface{ Hints() []string }); ok {
-		return h.Hints()
-	}
-	return nil
-}
+func (e *platformErr) Hints() []string { return hint.Of(e.err) }
 
 func asPlatformErr(err error, pe **platformErr) bool {
 	p, ok := err.(*platformErr)

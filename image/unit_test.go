@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 func TestParsePlatforms(t *testing.T) {
@@ -471,7 +473,7 @@ func TestPlatformErrors(t *testing.T) {
 			if !strings.Contains(tc.err.Error(), tc.want) {
 				t.Errorf("%q, want %q", tc.err, tc.want)
 			}
-			hints := strings.Join(hintsOf(tc.err), "\n")
+			hints := strings.Join(hint.Of(tc.err), "\n")
 			if !strings.Contains(hints, tc.hint) || (tc.notHint != "" && strings.Contains(hints+tc.err.Error(), tc.notHint)) {
 				t.Errorf("hints %q: want %q, not %q", hints, tc.hint, tc.notHint)
 			}

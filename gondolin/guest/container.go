@@ -6,6 +6,7 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/guestenv/prebuilt"
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // What Inject adds so that the image's processes get the environment a
@@ -24,13 +25,13 @@ const AgentPath = guestenv.AgentPath
 func (r *imgResolver) addAgents(glue *Glue) error {
 	bin, err := prebuilt.Binary(glue.Arch)
 	if err != nil {
-		return &Error{Msg: "cannot add " + guestenv.Name + ", which prepares the guest as a container runtime would", Err: err,
+		return &hint.Error{Msg: "cannot add " + guestenv.Name + ", which prepares the guest as a container runtime would", Err: err,
 			Fixes: []string{"Use a base bundle for x86_64 or aarch64."}}
 	}
 	if l, err := r.walk(AgentPath, false, false); err != nil {
 		return injErr("cannot place "+AgentPath, err)
 	} else if l.node != nil {
-		return &Error{Msg: "the image already has " + AgentPath + ", the path docker2vm moves Gondolin's agent to",
+		return &hint.Error{Msg: "the image already has " + AgentPath + ", the path docker2vm moves Gondolin's agent to",
 			Fixes: []string{"Remove " + AgentPath + " from the image."}}
 	}
 	for _, p := range AgentPaths {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/guestenv/prebuilt"
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // TestInjectHostFiles: /etc/hostname and /etc/hosts are written where the
@@ -107,7 +108,7 @@ func TestInjectGuestenv(t *testing.T) {
 	m := busyboxImage()
 	m[strings.TrimPrefix(AgentPath, "/")] = "theirs"
 	_, err := Inject(buildTree(t, store, m), g, ImageConfig{}, nil)
-	var e *Error
+	var e *hint.Error
 	if !errors.As(err, &e) || !strings.Contains(err.Error(), "already has "+AgentPath) {
 		t.Fatalf("err = %v", err)
 	}

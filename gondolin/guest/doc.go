@@ -6,8 +6,3 @@
 // package setuser). Pure functions over fstree: finding and reading base
 // bundles, manifests and the image store are package gondolin's.
 package guest
-
-import "github.com/docker2vm/docker2vm/hint"
-
-// Error is a user-facing failure: what went wrong, how to fix it, the cause.
-type Error = hint.Error

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/shell"
 )
@@ -381,7 +382,7 @@ func TestInjectSetuser(t *testing.T) {
 	m := busyboxImage()
 	m[strings.TrimPrefix(SetuserPath, "/")] = "theirs"
 	_, err := Inject(buildTree(t, store, m), g, ImageConfig{User: "app"}, nil)
-	var e *Error
+	var e *hint.Error
 	if !errors.As(err, &e) || !strings.Contains(err.Error(), "already has "+SetuserPath) {
 		t.Fatalf("err = %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/confine"
 )
 
@@ -320,7 +321,7 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 }
 
 func glueErr(msg string, err error) error {
-	return &Error{Msg: msg, Err: err, Fixes: []string{
+	return &hint.Error{Msg: msg, Err: err, Fixes: []string{
 		"Use a Gondolin base bundle built by Gondolin (e.g. `gondolin image pull alpine-base:latest`), or pass --base DIR with one.",
 	}}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/fstree"
 	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/confine"
 	"github.com/docker2vm/docker2vm/internal/shell"
 )
@@ -106,12 +107,12 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 			return nil, injErr("cannot place "+p, err)
 		}
 		if l.node != nil {
-			return nil, &Error{Msg: fmt.Sprintf("the image has its own %s (at %s); Gondolin's guest agent must be there", p, l.path),
+			return nil, &hint.Error{Msg: fmt.Sprintf("the image has its own %s (at %s); Gondolin's guest agent must be there", p, l.path),
 				Fixes: []string{"Remove " + p + " from the image (a final build stage without it), or convert an image that does not ship Gondolin's binaries."}}
 		}
 	}
 	if l, err := r.walk(EntrypointPath, false, false); err != nil || l.node != nil {
-		return nil, &Error{Msg: "the image already has " + EntrypointPath + ", the path docker2vm uses for its entrypoint script", Err: err,
+		return nil, &hint.Error{Msg: "the image already has " + EntrypointPath + ", the path docker2vm uses for its entrypoint script", Err: err,
 			Fixes: []string{"Remove " + EntrypointPath + " from the image."}}
 	}
 
@@ -127,13 +128,13 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 			return nil, injErr("cannot move the image's /init", err)
 		}
 		if dst.node != nil {
-			return nil, &Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's",
+			return nil, &hint.Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's",
 				Fixes: []string{"Remove " + ImageInitPath + " (or /init) from the image."}}
 		}
 		if dst.path == InitPath || strings.HasPrefix(dst.path, InitPath+"/") {
 			// The image's symlinks lead PrivateDir into its own /init
 			// directory: moving /init there would nest it in itself.
-			return nil, &Error{Msg: "the image's /init must make way for Gondolin's, but " + ImageInitPath + " resolves to " + dst.path + ", inside /init itself (through the image's symlinks)",
+			return nil, &hint.Error{Msg: "the image's /init must make way for Gondolin's, but " + ImageInitPath + " resolves to " + dst.path + ", inside /init itself (through the image's symlinks)",
 				Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
 		}
 		n := l.node
@@ -209,7 +210,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		}
 	}
 	if len(missing) > 0 {
-		return nil, &Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
+		return nil, &hint.Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
 			Fixes: []string{"Use a base bundle whose rootfs has busybox (Gondolin's alpine-base does).", "Or add those commands to the image (e.g. busybox)."}}
 	}
 
@@ -221,7 +222,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	if !isRootUser(cfg.User) {
 		bin, err := setuser.Binary(glue.Arch)
 		if err != nil {
-			return nil, &Error{Msg: "cannot add " + SetuserPath + ", which runs the entrypoint as the image's USER " + cfg.User, Err: err,
+			return nil, &hint.Error{Msg: "cannot add " + SetuserPath + ", which runs the entrypoint as the image's USER " + cfg.User, Err: err,
 				Fixes: []string{"Use a base bundle for x86_64 or aarch64."}}
 		}
 		if err := r.mkdirAll(PrivateBinDir, 0o755); err != nil {
@@ -230,7 +231,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		if added, err := r.addGenerated(glue, SetuserPath, bin, 0o755); err != nil {
 			return nil, err
 		} else if !added {
-			return nil, &Error{Msg: "the image already has " + SetuserPath + ", the path docker2vm uses for its user switcher",
+			return nil, &hint.Error{Msg: "the image already has " + SetuserPath + ", the path docker2vm uses for its user switcher",
 				Fixes: []string{"Remove " + SetuserPath + " from the image."}}
 		}
 	}
@@ -260,12 +261,12 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 	if added, err := r.addGenerated(glue, EntrypointPath, []byte(EntrypointScript(cfg, moved)), 0o755); err != nil {
 		return nil, err
 	} else if !added {
-		return nil, &Error{Msg: "the image already has " + EntrypointPath}
+		return nil, &hint.Error{Msg: "the image already has " + EntrypointPath}
 	}
 
 	// The init's interpreter must work.
 	if !r.hasFileAt("/bin/sh") {
-		return nil, &Error{Msg: "the image's /bin/sh is broken (a dangling symlink or not a file), so Gondolin's init cannot run",
+		return nil, &hint.Error{Msg: "the image's /bin/sh is broken (a dangling symlink or not a file), so Gondolin's init cannot run",
 			Fixes: []string{"Fix or remove /bin/sh in the image; docker2vm adds busybox's sh when /bin/sh is absent."}}
 	}
 
@@ -281,7 +282,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 // holds one is dropped or refused depending on the shell.
 func (c ImageConfig) check() error {
 	bad := func(field, v string) error {
-		return &Error{Msg: fmt.Sprintf("the image config's %s %q contains a NUL byte", field, v),
+		return &hint.Error{Msg: fmt.Sprintf("the image config's %s %q contains a NUL byte", field, v),
 			Fixes: []string{"Fix " + field + " in the image (docker run cannot use it either)."}}
 	}
 	for i, a := range c.Entrypoint {
@@ -304,7 +305,7 @@ func (c ImageConfig) check() error {
 }
 
 func injErr(msg string, err error) error {
-	return &Error{Msg: msg, Err: err, Fixes: []string{"Check the image for files where directories are expected (e.g. /usr/bin, /etc/profile.d)."}}
+	return &hint.Error{Msg: msg, Err: err, Fixes: []string{"Check the image for files where directories are expected (e.g. /usr/bin, /etc/profile.d)."}}
 }
 
 func uniq(s []string) []string {
@@ -393,7 +394,7 @@ func (r *imgResolver) mkdirAll(p string, mode uint32) error {
 		return nil
 	}
 	if l.node.Type != fstree.TypeDir {
-		return &Error{Msg: fmt.Sprintf("the image has a %s at %s where Gondolin's init needs a directory", l.node.Type, l.path),
+		return &hint.Error{Msg: fmt.Sprintf("the image has a %s at %s where Gondolin's init needs a directory", l.node.Type, l.path),
 			Fixes: []string{"Remove " + l.path + " from the image or make it a directory."}}
 	}
 	return nil
@@ -429,7 +430,7 @@ func (r *imgResolver) addFile(p string, n *fstree.Inode) (bool, error) {
 		return false, err
 	}
 	if !ok {
-		return false, &Error{Msg: "cannot add " + p + ": the image has an entry at " + real}
+		return false, &hint.Error{Msg: "cannot add " + p + ": the image has an entry at " + real}
 	}
 	r.inj.Files = append(r.inj.Files, real)
 	return true, nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -245,9 +246,9 @@ func TestInjectConflicts(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
-			var e *Error
+			var e *hint.Error
 			if !errors.As(err, &e) {
-				t.Fatalf("not a *gondolin.Error: %T", err)
+				t.Fatalf("not a *hint.Error: %T", err)
 			}
 		})
 	}
@@ -404,7 +405,7 @@ func TestInjectRejectsNUL(t *testing.T) {
 		{User: "app\x00"},
 	} {
 		_, err := Inject(buildTree(t, store, busyboxImage()), g, cfg, nil)
-		var e *Error
+		var e *hint.Error
 		if err == nil || !strings.Contains(err.Error(), "NUL byte") || !errors.As(err, &e) || len(e.Fixes) == 0 {
 			t.Errorf("%+v: err = %v", cfg, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 )
@@ -427,7 +428,7 @@ func TestLabelFlags(t *testing.T) {
 			var errb strings.Builder
 			opts, err := baseOptions("oci2gondolin", f, &errb)
 			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error()+strings.Join(cli.HintsOf(err), " "), tc.err) {
+				if err == nil || !strings.Contains(err.Error()+strings.Join(hint.Of(err), " "), tc.err) {
 					t.Fatalf("err %v, want %q", err, tc.err)
 				}
 				return

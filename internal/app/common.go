@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
@@ -60,7 +61,7 @@ func parseMode(f *cli.Flags) (convert.Mode, error) {
 	case "assets":
 		return convert.ModeAssets, nil
 	default:
-		return "", &cli.Error{Msg: fmt.Sprintf("Invalid --mode %q.", f.Str("mode", "")),
+		return "", &hint.Error{Msg: fmt.Sprintf("Invalid --mode %q.", f.Str("mode", "")),
 			Fixes: []string{"Use --mode rootfs or --mode assets."}}
 	}
 }
@@ -97,7 +98,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	}
 	out := f.Str("out", "")
 	if out == "" {
-		return opts, &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
+		return opts, &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
 	opts.OutDir = out
 	opts.Force = f.Bool("force")
@@ -121,7 +122,7 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts.PublishURL = f.Str("publish-url", "")
 	if f.Has("rootfs-mode") {
 		if mode != convert.ModeAssets {
-			return opts, &cli.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
+			return opts, &hint.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
 		}
 		if opts.RootfsMode, err = gondolin.ParseRootfsMode(f.Str("rootfs-mode", "")); err != nil {
 			return opts, err
@@ -140,14 +141,14 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	if f.Has("stall-timeout") {
 		v := f.Str("stall-timeout", "")
 		if opts.Image.StallTimeout, err = image.ParseStallTimeout(v); err != nil {
-			return opts, &cli.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
+			return opts, &hint.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
 				Fixes: []string{"Give a duration such as --stall-timeout 90s or --stall-timeout 5m."}}
 		}
 	}
 	if f.Has("parallel-downloads") {
 		v := f.Str("parallel-downloads", "")
 		if opts.Image.ParallelDownloads, err = image.ParseParallelDownloads(v); err != nil {
-			return opts, &cli.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
+			return opts, &hint.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
 				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 8."}}
 		}
 	}
@@ -178,13 +179,13 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	// in docker build.)
 	if command == "oci2gondolin" && f.Has("label") {
 		if f.Has("fs-label") {
-			return opts, &cli.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
+			return opts, &hint.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
 		}
 		fmt.Fprintln(opts.Progress, "warning: --label is deprecated: use --fs-label")
 		opts.FS.Label = f.Str("label", "")
 	}
 	if len(opts.FS.Label) > 16 {
-		return opts, &cli.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
+		return opts, &hint.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
 			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --fs-label."}}
 	}
 	lim := rootfs.Limits{}
@@ -244,13 +245,13 @@ func cacheMax(f *cli.Flags) (int64, error) {
 	n, err := cli.ParseSize("cache-max", v)
 	if err != nil {
 		if from != "--cache-max" {
-			return 0, &cli.Error{Msg: fmt.Sprintf("Invalid %s %q.", from, v),
+			return 0, &hint.Error{Msg: fmt.Sprintf("Invalid %s %q.", from, v),
 				Fixes: []string{"Set " + from + " to a size such as 5G, or none for no limit."}}
 		}
 		return 0, err
 	}
 	if n == 0 {
-		return 0, &cli.Error{Msg: fmt.Sprintf("%s 0 would empty the cache after every run.", from),
+		return 0, &hint.Error{Msg: fmt.Sprintf("%s 0 would empty the cache after every run.", from),
 			Fixes: []string{"Pass --no-cache to use no cache, or a size such as 5G, or none for no limit."}}
 	}
 	return n, nil
@@ -265,7 +266,7 @@ func sourceDateEpoch() (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, &cli.Error{Msg: fmt.Sprintf("Invalid SOURCE_DATE_EPOCH %q.", v),
+		return 0, &hint.Error{Msg: fmt.Sprintf("Invalid SOURCE_DATE_EPOCH %q.", v),
 			Fixes: []string{"Set SOURCE_DATE_EPOCH to a Unix time in seconds, or unset it."}}
 	}
 	return n, nil

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
@@ -62,7 +63,7 @@ func Commands() []*cli.Command {
 
 func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
 	if len(f.Args()) != 1 {
-		return &cli.Error{Msg: "docker2vm completion needs a shell.", Fixes: []string{"Write docker2vm completion bash, zsh or fish."}}
+		return &hint.Error{Msg: "docker2vm completion needs a shell.", Fixes: []string{"Write docker2vm completion bash, zsh or fish."}}
 	}
 	script, err := cli.Completion(f.Args()[0], Commands())
 	if err != nil {
@@ -82,7 +83,7 @@ func cacheRoot(f *cli.Flags) (string, error) {
 		}
 	}
 	if fi, err := os.Stat(root); err == nil && !fi.IsDir() {
-		return "", &cli.Error{Msg: fmt.Sprintf("the cache directory %s is not a directory", root),
+		return "", &hint.Error{Msg: fmt.Sprintf("the cache directory %s is not a directory", root),
 			Fixes: []string{"Pass --cache-dir with a directory, or remove " + root + "."}}
 	}
 	return root, nil
@@ -149,7 +150,7 @@ func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 		return err
 	}
 	if f.Bool("all") && f.Has("keep-storage") {
-		return &cli.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
+		return &hint.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
 	}
 	dry := f.Bool("dry-run")
 	var r cachedir.Removed

@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/buildkit"
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/console"
@@ -95,27 +96,27 @@ type DryRunPlan struct {
 
 func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
 	if out := f.Str("out", ""); strings.Contains(out, "type=") || strings.HasPrefix(out, "dest=") {
-		return &cli.Error{Msg: fmt.Sprintf("--out %q is docker build's --output syntax.", out),
+		return &hint.Error{Msg: fmt.Sprintf("--out %q is docker build's --output syntax.", out),
 			Fixes: []string{"dockerfile2gondolin writes a Gondolin guest into a directory: pass --out DIR (or -o DIR)."}}
 	}
 	if f.Str("out", "") == "" {
-		return &cli.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the guest into."}}
+		return &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the guest into."}}
 	}
 	ctxArg := f.Str("context", ".")
 	if args := f.Args(); len(args) == 1 {
 		if f.Has("context") {
-			return &cli.Error{Msg: fmt.Sprintf("The build context is given twice: %q and --context %q.", args[0], f.Str("context", "")),
+			return &hint.Error{Msg: fmt.Sprintf("The build context is given twice: %q and --context %q.", args[0], f.Str("context", "")),
 				Fixes: []string{"Pass the context once: as the argument (as docker build takes it) or with --context."}}
 		}
 		if args[0] == "-" || strings.Contains(args[0], "://") {
-			return &cli.Error{Msg: fmt.Sprintf("Build context %q: only a local directory is supported.", args[0]),
+			return &hint.Error{Msg: fmt.Sprintf("Build context %q: only a local directory is supported.", args[0]),
 				Fixes: []string{"Pass a directory (e.g. .); a Dockerfile from stdin is --file -."}}
 		}
 		ctxArg = args[0]
 	}
 	for _, n := range []string{"context", "file"} {
 		if f.Has(n) && f.Str(n, "") == "" {
-			return &cli.Error{Msg: fmt.Sprintf("--%s needs a path.", n), Fixes: []string{fmt.Sprintf("Write --%s PATH, or leave --%s out for its default.", n, n)}}
+			return &hint.Error{Msg: fmt.Sprintf("--%s needs a path.", n), Fixes: []string{fmt.Sprintf("Write --%s PATH, or leave --%s out for its default.", n, n)}}
 		}
 	}
 	opts, err := baseOptions("dockerfile2gondolin", f, stderr)

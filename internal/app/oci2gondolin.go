@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/docker2vm/docker2vm/convert"
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/shell"
@@ -150,34 +151,34 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 	}
 	switch {
 	case len(given) == 0:
-		return image.Source{}, &cli.Error{Msg: "Exactly one input source is required.",
+		return image.Source{}, &hint.Error{Msg: "Exactly one input source is required.",
 			Fixes: []string{"Pass one of --image REF, --oci-layout PATH or --oci-tar PATH."}}
 	case len(given) > 1:
-		return image.Source{}, &cli.Error{Msg: "Input source flags are mutually exclusive.",
+		return image.Source{}, &hint.Error{Msg: "Input source flags are mutually exclusive.",
 			Fixes: []string{"Pass only one of " + strings.Join(given, ", ") + "."}}
 	}
 	switch {
 	case f.Has("image"):
 		ref := strings.TrimSpace(f.Str("image", ""))
 		if ref == "" {
-			return image.Source{}, &cli.Error{Msg: "--image needs a reference.", Fixes: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
+			return image.Source{}, &hint.Error{Msg: "--image needs a reference.", Fixes: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
 		}
 		if redacted, ok := withoutCredentials(ref); ok {
-			return image.Source{}, &cli.Error{Msg: "--image " + redacted + " holds credentials (USER:PASSWORD@ before the registry): docker2vm does not take them on the command line, where they would be echoed and kept in shell history",
+			return image.Source{}, &hint.Error{Msg: "--image " + redacted + " holds credentials (USER:PASSWORD@ before the registry): docker2vm does not take them on the command line, where they would be echoed and kept in shell history",
 				Fixes: []string{"Log in once with `docker login REGISTRY` (docker2vm reads ~/.docker/config.json and its credential helpers), then pass --image without them."}}
 		}
 		return image.Source{Kind: image.KindRegistry, Ref: ref}, nil
 	case f.Has("oci-layout"):
 		p := f.Str("oci-layout", "")
 		if p == "" {
-			return image.Source{}, &cli.Error{Msg: "--oci-layout needs a path.", Fixes: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
+			return image.Source{}, &hint.Error{Msg: "--oci-layout needs a path.", Fixes: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
 		}
 		return image.Source{Kind: image.KindOCILayout, Ref: absPathRef(p)}, nil
 	default:
 		p := f.Str("oci-tar", "")
 		if path, _ := image.SplitPathRef(p); !exists(path) {
 			_, err := os.Stat(path)
-			return image.Source{}, &cli.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
+			return image.Source{}, &hint.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
 				Fixes: []string{"Pass the path of an OCI archive or a docker save tarball."}}
 		}
 		return image.Source{Kind: image.KindOCIArchive, Ref: absPathRef(p)}, nil

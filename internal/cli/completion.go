@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
@@ -27,7 +28,7 @@ func Completion(shell string, cmds []*Command) (string, error) {
 	case "fish":
 		return fishCompletion(cmds), nil
 	}
-	return "", &Error{Msg: fmt.Sprintf("Unknown shell %q.", shell),
+	return "", &hint.Error{Msg: fmt.Sprintf("Unknown shell %q.", shell),
 		Fixes: []string{"Use one of: " + strings.Join(Shells, ", ") + "."}}
 }
 

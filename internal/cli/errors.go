@@ -12,17 +12,11 @@ import (
 	"github.com/docker2vm/docker2vm/internal/console"
 )
 
-// Error is a user-facing failure: a message and the ways to fix it.
-type Error = hint.Error
-
-// HintsOf collects the fixes of every error in err's chain.
-func HintsOf(err error) []string { return hint.Of(err) }
-
 // Render writes err to w as `Error: <message>` followed by `How to fix:`
 // and one `  - <hint>` line per hint.
 func Render(w io.Writer, err error) {
 	msg := err.Error()
-	hints := HintsOf(err)
+	hints := hint.Of(err)
 	if errors.Is(err, context.Canceled) {
 		// Whatever was running when the user interrupted it has nothing
 		// to fix (a base being hashed, a layer being read).
@@ -40,7 +34,7 @@ func Render(w io.Writer, err error) {
 // RenderJSON writes err as --progress json's last event: {"type":
 // "error", "message", "hints", "interrupted"} on one line.
 func RenderJSON(w io.Writer, err error, interrupted bool) {
-	msg, hints := strings.TrimSpace(err.Error()), HintsOf(err)
+	msg, hints := strings.TrimSpace(err.Error()), hint.Of(err)
 	if interrupted && errors.Is(err, context.Canceled) {
 		msg, hints = "interrupted", nil
 	}

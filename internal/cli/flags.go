@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 // Kind says how a flag takes values.
@@ -123,7 +125,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			// -f PATH, -f=PATH, -fPATH
 			sp, ok := byShort[arg[1:2]]
 			if !ok {
-				return nil, &Error{Msg: fmt.Sprintf("Unknown flag %s.", arg[:2]),
+				return nil, &hint.Error{Msg: fmt.Sprintf("Unknown flag %s.", arg[:2]),
 					Fixes: append(suggestShort(arg[1:2]), "Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags.")}
 			}
 			spec, name = sp, sp.Name
@@ -135,7 +137,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			alias, value, hasValue = strings.Cut(arg[2:], "=")
 			sp, ok := byName[alias]
 			if !ok {
-				return nil, &Error{
+				return nil, &hint.Error{
 					Msg:   fmt.Sprintf("Unknown flag --%s.", alias),
 					Fixes: append(suggest(alias, specs), "Run with --help to see the accepted flags."),
 				}
@@ -149,7 +151,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			if maxArgs > 0 {
 				fixes = append([]string{fmt.Sprintf("This command takes at most %d argument(s) besides its flags.", maxArgs)}, fixes...)
 			}
-			return nil, &Error{Msg: fmt.Sprintf("Unexpected argument %q.", arg), Fixes: fixes}
+			return nil, &hint.Error{Msg: fmt.Sprintf("Unexpected argument %q.", arg), Fixes: fixes}
 		}
 		switch spec.Kind {
 		case Bool:
@@ -160,12 +162,12 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 				case "false", "0", "no":
 					b = false
 				default:
-					return nil, &Error{Msg: fmt.Sprintf("Flag --%s takes no value (got %q).", name, value),
+					return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s takes no value (got %q).", name, value),
 						Fixes: []string{fmt.Sprintf("Write --%s on its own.", name)}}
 				}
 			}
 			if _, dup := out.bools[name]; dup {
-				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
+				return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
 					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
 			}
 			out.bools[name] = b
@@ -173,7 +175,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 		}
 		if !hasValue {
 			if i+1 >= len(args) || (strings.HasPrefix(args[i+1], "--") && len(args[i+1]) > 2) {
-				return nil, &Error{Msg: fmt.Sprintf("Flag --%s requires a value.", name),
+				return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s requires a value.", name),
 					Fixes: []string{fmt.Sprintf("Write --%s %s.", name, placeholder(spec))}}
 			}
 			i++
@@ -181,7 +183,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 		}
 		if spec.Kind == String {
 			if _, dup := out.values[name]; dup {
-				return nil, &Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
+				return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
 					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
 			}
 		}

@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/docker2vm/docker2vm/hint"
 )
 
 var testSpecs = []Flag{
@@ -110,7 +112,7 @@ func TestParse(t *testing.T) {
 
 func TestUnknownFlagSuggests(t *testing.T) {
 	_, err := Parse([]string{"--imag", "x"}, testSpecs)
-	hints := HintsOf(err)
+	hints := hint.Of(err)
 	if len(hints) == 0 || hints[0] != "Did you mean --image?" {
 		t.Fatalf("hints = %q", hints)
 	}
@@ -121,7 +123,7 @@ type hinted struct{ error }
 func (hinted) Hints() []string { return []string{"inner hint"} }
 
 func TestRender(t *testing.T) {
-	err := &Error{Msg: "outer", Fixes: []string{"outer hint"}, Err: hinted{errors.New("inner")}}
+	err := &hint.Error{Msg: "outer", Fixes: []string{"outer hint"}, Err: hinted{errors.New("inner")}}
 	var b bytes.Buffer
 	Render(&b, err)
 	want := "Error: outer: inner\nHow to fix:\n  - outer hint\n  - inner hint\n"
@@ -136,7 +138,7 @@ func TestRender(t *testing.T) {
 	// An interrupt in the middle of something with hints (hashing a base
 	// bundle) is only an interrupt.
 	b.Reset()
-	Render(&b, &Error{Msg: "--base /b is not a usable Gondolin base", Fixes: []string{"Pass --base DIR"}, Err: context.Canceled})
+	Render(&b, &hint.Error{Msg: "--base /b is not a usable Gondolin base", Fixes: []string{"Pass --base DIR"}, Err: context.Canceled})
 	if b.String() != "Error: interrupted\n" {
 		t.Fatalf("interrupt: got %q", b.String())
 	}
@@ -146,7 +148,7 @@ func TestExecExitCodes(t *testing.T) {
 	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testSpecs[:len(testSpecs):len(testSpecs)], Flag{Name: "progress", Arg: "MODE"}),
 		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
 			if f.Str("image", "") == "fail" {
-				return &Error{Msg: "it failed", Fixes: []string{"do better"}}
+				return &hint.Error{Msg: "it failed", Fixes: []string{"do better"}}
 			}
 			return PrintJSON(stdout, map[string]string{"ok": "yes"})
 		}}

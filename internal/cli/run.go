@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/term"
 )
 
@@ -142,7 +143,7 @@ func (c *Command) execSub(ctx context.Context, args []string, stdout, stderr io.
 		fixes = append(fixes, "Did you mean "+strings.Join(near, " or ")+"?")
 	}
 	fixes = append(fixes, "Use one of: "+strings.Join(names, ", ")+".", "Run "+c.Name+" --help for more.")
-	Render(stderr, &Error{Msg: fmt.Sprintf("Unknown command %q for %s.", args[0], c.Name), Fixes: fixes})
+	Render(stderr, &hint.Error{Msg: fmt.Sprintf("Unknown command %q for %s.", args[0], c.Name), Fixes: fixes})
 	return ExitFailure
 }
 
@@ -225,7 +226,7 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 	mode := strings.ToLower(strings.TrimSpace(f.Str("progress", "")))
 	if f.Bool("quiet") {
 		if mode != "" && mode != "quiet" {
-			return "", &Error{Msg: fmt.Sprintf("--quiet and --progress %s contradict each other.", mode), Fixes: []string{"Pass one of them."}}
+			return "", &hint.Error{Msg: fmt.Sprintf("--quiet and --progress %s contradict each other.", mode), Fixes: []string{"Pass one of them."}}
 		}
 		return "quiet", nil
 	}
@@ -239,11 +240,11 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 		return mode, nil
 	case "tty":
 		if !term.IsTerminal(stderr) {
-			return "", &Error{Msg: "--progress tty needs a terminal on stderr.", Fixes: []string{"Use --progress plain (or auto) when stderr is a file or a pipe."}}
+			return "", &hint.Error{Msg: "--progress tty needs a terminal on stderr.", Fixes: []string{"Use --progress plain (or auto) when stderr is a file or a pipe."}}
 		}
 		return mode, nil
 	}
-	return "", &Error{Msg: fmt.Sprintf("Unknown --progress %q.", f.Str("progress", "")),
+	return "", &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", f.Str("progress", "")),
 		Fixes: []string{"Use --progress " + strings.Join(ProgressModes, ", ") + "."}}
 }
 
@@ -272,7 +273,7 @@ func ParseSize(flag, s string) (int64, error) {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v < 0 || (mult > 1 && v > (1<<62)/mult) {
-		return 0, &Error{Msg: fmt.Sprintf("Invalid size for --%s: %q.", flag, orig),
+		return 0, &hint.Error{Msg: fmt.Sprintf("Invalid size for --%s: %q.", flag, orig),
 			Fixes: []string{fmt.Sprintf("Give a byte count such as --%s 1073741824, --%s 512M or --%s 2G.", flag, flag, flag)}}
 	}
 	return v * mult, nil
@@ -282,7 +283,7 @@ func ParseSize(flag, s string) (int64, error) {
 func ParseCount(flag, s string) (int64, error) {
 	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || v < 0 {
-		return 0, &Error{Msg: fmt.Sprintf("Invalid number for --%s: %q.", flag, s),
+		return 0, &hint.Error{Msg: fmt.Sprintf("Invalid number for --%s: %q.", flag, s),
 			Fixes: []string{fmt.Sprintf("Give a whole number, e.g. --%s 1000000.", flag)}}
 	}
 	return v, nil
