@@ -107,10 +107,10 @@ func (o Options) sourceName() string {
 }
 
 func sourceInfo(s image.Source) SourceInfo {
-	if s.Kind == image.KindRegistry {
-		return SourceInfo{Kind: string(s.Kind), Ref: s.Ref}
+	if info, _ := s.Kind.Info(); info.Path {
+		return SourceInfo{Kind: string(s.Kind), Path: s.Ref}
 	}
-	return SourceInfo{Kind: string(s.Kind), Path: s.Ref}
+	return SourceInfo{Kind: string(s.Kind), Ref: s.Ref}
 }
 
 // Step is one stage of the plan.
@@ -242,14 +242,10 @@ func steps(opts Options, img *image.Image) []Step {
 }
 
 func describeSource(s image.Source) string {
-	switch s.Kind {
-	case image.KindRegistry:
-		return "image " + s.Ref
-	case image.KindOCILayout:
-		return "OCI layout " + s.Ref
-	default:
-		return "archive " + s.Ref
+	if info, ok := s.Kind.Info(); ok {
+		return info.Noun + " " + s.Ref
 	}
+	return s.String()
 }
 
 // PlanConversion resolves the image and returns what Run would do, without

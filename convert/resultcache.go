@@ -163,7 +163,8 @@ type resultCache struct {
 // resultCacheEligible says whether opts may use the result cache at all
 // (before anything is resolved).
 func resultCacheEligible(opts Options) bool {
-	return opts.Source.Kind == image.KindRegistry && !opts.Image.NoCache && opts.FS.Source == nil
+	info, _ := opts.Source.Kind.Info()
+	return info.Pinned && !opts.Image.NoCache && opts.FS.Source == nil
 }
 
 // openResultCache computes the key of this conversion. base is nil for

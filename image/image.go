@@ -188,17 +188,11 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 	if strings.TrimSpace(src.Ref) == "" {
 		return nil, newError(nil, []string{"Pass an image reference or a path."}, "empty %s source", src.Kind)
 	}
-	var img *Image
-	switch src.Kind {
-	case KindRegistry:
-		img, err = resolveRegistry(ctx, src, opts)
-	case KindOCILayout:
-		img, err = resolveLayout(ctx, src, opts)
-	case KindOCIArchive:
-		img, err = resolveArchive(ctx, src, opts)
-	default:
-		return nil, newError(nil, []string{"Use --image, --oci-layout or --oci-tar."}, "unknown source kind %q", src.Kind)
+	info, ok := src.Kind.Info()
+	if !ok {
+		return nil, newError(nil, []string{"Use " + kindFlags("or") + "."}, "unknown source kind %q", src.Kind)
 	}
+	img, err := info.resolve(ctx, src, opts)
 	if err != nil {
 		return nil, err
 	}

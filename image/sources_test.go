@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
@@ -463,5 +464,52 @@ func TestArchiveErrors(t *testing.T) {
 				t.Errorf("no hints: %v", err)
 			}
 		})
+	}
+}
+
+// TestWithoutCredentials: user information before the registry is found
+// and hidden; a digest's "@" is not user information.
+func TestWithoutCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		ref, shown string
+		refused    bool
+	}{
+		{"alice:s3cretpw@registry.example.com/app:1", "***@registry.example.com/app:1", true},
+		{"https://alice:s3cretpw@registry.example.com/app", "https://***@registry.example.com/app", true},
+		{"alice@registry.example.com/app", "***@registry.example.com/app", true},
+		{"alice:s3cretpw@busybox", "***@busybox", true},
+		{"busybox@sha256:" + strings.Repeat("a", 64), "", false},
+		{"registry.example.com:5000/team/app@sha256:" + strings.Repeat("b", 64), "", false},
+		{"127.0.0.1:5000/app:latest", "", false},
+	} {
+		shown, refused := WithoutCredentials(tc.ref)
+		if refused != tc.refused || (refused && shown != tc.shown) {
+			t.Errorf("WithoutCredentials(%q) = %q, %v; want %q, %v", tc.ref, shown, refused, tc.shown, tc.refused)
+		}
+		if err := checkRegistryRef(tc.ref); (err != nil) != tc.refused {
+			t.Errorf("checkRegistryRef(%q) = %v", tc.ref, err)
+		}
+	}
+}
+
+// TestKinds: the table names every kind once, with a flag and a resolver,
+// and what the commands and results read from it.
+func TestKinds(t *testing.T) {
+	flags := map[string]bool{}
+	for _, k := range Kinds() {
+		info, ok := k.Kind.Info()
+		if !ok || info.Flag != k.Flag || k.resolve == nil || k.Flag == "" || k.Noun == "" || flags[k.Flag] {
+			t.Errorf("kind %q: %+v", k.Kind, k)
+		}
+		flags[k.Flag] = true
+	}
+	if got := kindFlags("or"); got != "--image, --oci-layout or --oci-tar" {
+		t.Errorf("kindFlags = %q", got)
+	}
+	if _, ok := SourceKind("ftp").Info(); ok {
+		t.Error("an unknown kind has info")
+	}
+	if _, err := Resolve(context.Background(), Source{Kind: "ftp", Ref: "x"}, Options{}); err == nil || !strings.Contains(err.Error(), `unknown source kind "ftp"`) || !strings.Contains(strings.Join(hint.Of(err), " "), "--image, --oci-layout or --oci-tar") {
+		t.Errorf("an unknown kind: %v %v", err, hint.Of(err))
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -34,12 +33,12 @@ progress and errors go to stderr. Exit status 0 on success, 1 on any failure.`
 
 // OCI2Gondolin is the oci2gondolin command.
 func OCI2Gondolin() *cli.Command {
-	flags := append([]cli.Flag{
-		{Name: "image", Arg: "REF", Usage: "image reference in a registry"},
-		{Name: "oci-layout", Arg: "PATH", Usage: "OCI image layout directory (PATH:REF selects an image)"},
-		{Name: "oci-tar", Arg: "PATH", Usage: "OCI archive or docker-save archive"},
-		{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"},
-	}, outputFlags...)
+	var flags []cli.Flag
+	for _, k := range image.Kinds() {
+		flags = append(flags, cli.Flag{Name: k.Flag, Arg: k.Arg, Usage: k.Usage})
+	}
+	flags = append(flags, cli.Flag{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"})
+	flags = append(flags, outputFlags...)
 	flags = append(flags, cli.Flag{Name: "label", Arg: "NAME", Usage: "deprecated: use --fs-label"})
 	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Examples: ociExamples, Env: converterEnv, Run: runOCI2Gondolin}
 }
@@ -143,74 +142,42 @@ func howToBoot(res *convert.Result) string {
 
 // sourceFromFlags applies the "exactly one source" rule.
 func sourceFromFlags(f *cli.Flags) (image.Source, error) {
-	var given []string
-	for _, n := range []string{"image", "oci-layout", "oci-tar"} {
-		if f.Has(n) {
-			given = append(given, "--"+n)
+	var given []image.KindInfo
+	var choices []string
+	for _, k := range image.Kinds() {
+		choices = append(choices, "--"+k.Flag+" "+k.Arg)
+		if f.Has(k.Flag) {
+			given = append(given, k)
 		}
 	}
-	switch {
-	case len(given) == 0:
+	switch len(given) {
+	case 0:
 		return image.Source{}, &hint.Error{Msg: "Exactly one input source is required.",
-			Fixes: []string{"Pass one of --image REF, --oci-layout PATH or --oci-tar PATH."}}
-	case len(given) > 1:
-		return image.Source{}, &hint.Error{Msg: "Input source flags are mutually exclusive.",
-			Fixes: []string{"Pass only one of " + strings.Join(given, ", ") + "."}}
-	}
-	switch {
-	case f.Has("image"):
-		ref := strings.TrimSpace(f.Str("image", ""))
-		if ref == "" {
-			return image.Source{}, &hint.Error{Msg: "--image needs a reference.", Fixes: []string{"Write --image busybox:latest or --image REGISTRY/REPO:TAG."}}
-		}
-		if redacted, ok := withoutCredentials(ref); ok {
-			return image.Source{}, &hint.Error{Msg: "--image " + redacted + " holds credentials (USER:PASSWORD@ before the registry): docker2vm does not take them on the command line, where they would be echoed and kept in shell history",
-				Fixes: []string{"Log in once with `docker login REGISTRY` (docker2vm reads ~/.docker/config.json and its credential helpers), then pass --image without them."}}
-		}
-		return image.Source{Kind: image.KindRegistry, Ref: ref}, nil
-	case f.Has("oci-layout"):
-		p := f.Str("oci-layout", "")
-		if p == "" {
-			return image.Source{}, &hint.Error{Msg: "--oci-layout needs a path.", Fixes: []string{"Write --oci-layout PATH (a directory holding index.json and oci-layout)."}}
-		}
-		return image.Source{Kind: image.KindOCILayout, Ref: absPathRef(p)}, nil
+			Fixes: []string{"Pass one of " + strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1] + "."}}
+	case 1:
 	default:
-		p := f.Str("oci-tar", "")
-		if path, _ := image.SplitPathRef(p); !exists(path) {
-			_, err := os.Stat(path)
-			return image.Source{}, &hint.Error{Msg: "--oci-tar " + p + " cannot be read: " + errText(err),
-				Fixes: []string{"Pass the path of an OCI archive or a docker save tarball."}}
+		var names []string
+		for _, k := range given {
+			names = append(names, "--"+k.Flag)
 		}
-		return image.Source{Kind: image.KindOCIArchive, Ref: absPathRef(p)}, nil
+		return image.Source{}, &hint.Error{Msg: "Input source flags are mutually exclusive.",
+			Fixes: []string{"Pass only one of " + strings.Join(names, ", ") + "."}}
 	}
-}
-
-// withoutCredentials returns ref with the user information of its
-// registry part (USER[:PASSWORD]@ in the first path segment, as in a URL)
-// replaced by "***@", and whether there was any. A digest's "@" comes after
-// the repository, so "busybox@sha256:..." has none.
-func withoutCredentials(ref string) (string, bool) {
-	scheme := ""
-	if i := strings.Index(ref, "://"); i >= 0 {
-		scheme, ref = ref[:i+3], ref[i+3:]
+	k := given[0]
+	ref := f.Str(k.Flag, "")
+	if !k.Path {
+		ref = strings.TrimSpace(ref)
 	}
-	host, rest, hasSlash := strings.Cut(ref, "/")
-	if !hasSlash {
-		at := strings.Index(ref, "@")
-		if at < 0 || digestPattern.MatchString(ref[at+1:]) {
-			return scheme + ref, false
+	if k.Check != nil {
+		if err := k.Check(ref); err != nil {
+			return image.Source{}, err
 		}
-		return scheme + "***@" + ref[at+1:], true
 	}
-	at := strings.LastIndex(host, "@")
-	if at < 0 {
-		return scheme + ref, false
+	if k.Path {
+		ref = absPathRef(ref)
 	}
-	return scheme + "***@" + host[at+1:] + "/" + rest, true
+	return image.Source{Kind: k.Kind, Ref: ref}, nil
 }
-
-// digestPattern is an OCI digest (algorithm:encoded).
-var digestPattern = regexp.MustCompile(`^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
 
 // absPathRef makes the path of PATH[:REF] absolute, so that meta.json and
 // the result name the source wherever they are read from.
