@@ -529,7 +529,7 @@ func (s *staging) path(name string) string { return filepath.Join(s.dir, name) }
 // name that the next run knows how to recover from. The lock is released.
 func (s *staging) publish() error {
 	defer s.lock.Remove()
-	if err := syncDir(s.dir); err != nil {
+	if err := diskio.SyncDir(s.dir); err != nil {
 		return err
 	}
 	if s.inPlace {
@@ -540,7 +540,7 @@ func (s *staging) publish() error {
 		if err := os.Rename(s.dir, s.out); err != nil {
 			return fmt.Errorf("publishing %s: %w", s.out, err)
 		}
-		return syncDir(parent)
+		return diskio.SyncDir(parent)
 	}
 	// Re-check: the directory may have changed since we started (by hand:
 	// other docker2vm runs wait for the lock).
@@ -550,7 +550,7 @@ func (s *staging) publish() error {
 	err := diskio.Exchange(s.dir, s.out)
 	switch {
 	case err == nil:
-		if err := syncDir(parent); err != nil {
+		if err := diskio.SyncDir(parent); err != nil {
 			return err
 		}
 		// s.dir now holds the previous output. Published already: what
@@ -570,7 +570,7 @@ func (s *staging) publish() error {
 		}
 		return fmt.Errorf("publishing %s: %w", s.out, err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := diskio.SyncDir(parent); err != nil {
 		return err
 	}
 	os.RemoveAll(old) // else the next run removes it
@@ -635,13 +635,13 @@ func (s *staging) publishInPlace() error {
 		}
 		moved = append(moved, n)
 	}
-	if err := syncDir(s.out); err != nil {
+	if err := diskio.SyncDir(s.out); err != nil {
 		return fail(err)
 	}
 	// Published: what cannot be removed now, the next run removes.
 	done := filepath.Join(s.out, inPlaceDone)
 	if os.Rename(old, done) == nil {
-		syncDir(s.out)
+		diskio.SyncDir(s.out)
 		os.RemoveAll(done)
 	}
 	os.RemoveAll(s.dir)
@@ -664,16 +664,4 @@ func cmpBool(a, b bool) int {
 func (s *staging) discard() {
 	os.RemoveAll(s.dir)
 	s.lock.Remove()
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -483,29 +483,10 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 // takes the lock before it creates the directory, so a directory without
 // a held lock has no owner), and drop's .trash-* directories.
 func (c *resultCache) reclaim() {
-	ents, err := os.ReadDir(c.dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		name := e.Name()
-		p := filepath.Join(c.dir, name)
-		switch {
-		case strings.HasPrefix(name, ".trash-"):
+	lock.Reclaim(c.dir, ".tmp-")
+	if trash, err := filepath.Glob(filepath.Join(c.dir, ".trash-*")); err == nil {
+		for _, p := range trash {
 			os.RemoveAll(p)
-		case strings.HasPrefix(name, ".tmp-") && !strings.HasSuffix(name, ".lock"):
-			l, err := lock.Try(p + ".lock")
-			if err != nil {
-				continue // a live store
-			}
-			os.RemoveAll(p)
-			l.Remove()
-		case strings.HasPrefix(name, ".tmp-") && strings.HasSuffix(name, ".lock"):
-			if _, err := os.Lstat(strings.TrimSuffix(p, ".lock")); errors.Is(err, os.ErrNotExist) {
-				if l, err := lock.Try(p); err == nil {
-					l.Remove() // a lock file without its directory
-				}
-			}
 		}
 	}
 }

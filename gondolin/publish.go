@@ -276,11 +276,12 @@ func writeArchiveFile(ctx context.Context, path, dir string, m *Manifest) (strin
 	if err := os.Rename(f.Name(), path); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), syncDir(filepath.Dir(path))
+	return hex.EncodeToString(h.Sum(nil)), diskio.SyncDir(filepath.Dir(path))
 }
 
-// writeFileDurable replaces path with data: temporary name, fsync,
-// rename, fsync of the directory.
+// writeFileDurable replaces path with data (diskio.WriteFile, durable),
+// through a claimed temporary name that a later publisher's Reclaim
+// leaves alone while this one lives.
 func writeFileDurable(path string, data []byte) error {
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+randSuffix())
 	claim, err := lock.Claim(tmp)
@@ -288,30 +289,7 @@ func writeFileDurable(path string, data []byte) error {
 		return fmt.Errorf("claiming %s: %w", tmp, err)
 	}
 	defer claim.Remove()
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		f.Close()
-		os.Remove(f.Name())
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return diskio.WriteFileVia(tmp, path, data, 0o644, true)
 }
 
 func fileSHA256(ctx context.Context, path string) (string, error) {
@@ -323,13 +301,4 @@ func fileSHA256(ctx context.Context, path string) (string, error) {
 		return "", fmt.Errorf("%s is not a regular file", path)
 	}
 	return HashFile(ctx, path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

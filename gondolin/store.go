@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
@@ -111,7 +112,7 @@ func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 			}
 		}()
 		// The manifest as read and validated above, not re-read.
-		if err := writeFileAtomic(filepath.Join(tmp, ManifestName), mdata, 0o644); err != nil {
+		if err := diskio.WriteFile(filepath.Join(tmp, ManifestName), mdata, 0o644, false); err != nil {
 			return "", err
 		}
 		for _, a := range assets {

@@ -20,7 +20,6 @@ import (
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/confine"
-	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -235,17 +234,10 @@ func openArchive(ctx context.Context, p string, opts Options) (*tarFS, error) {
 // reclaimArchiveTemps removes the decompressed archives in dir that no
 // live process holds open: those of killed runs (several GB each).
 func reclaimArchiveTemps(dir string) {
-	matches, _ := filepath.Glob(filepath.Join(dir, archiveTempPattern))
-	for _, p := range matches {
-		f, err := diskio.OpenRegular(p, os.O_RDWR)
-		if err != nil {
-			continue
-		}
-		if ok, err := lock.TryFile(f); err == nil && ok {
-			os.Remove(p)
-		}
-		f.Close()
-	}
+	lock.ReclaimHeld(dir, func(name string) bool {
+		ok, _ := filepath.Match(archiveTempPattern, name)
+		return ok
+	})
 }
 
 func decompressToTemp(ctx context.Context, f *os.File, comp string, opts Options, where string) (*os.File, error) {

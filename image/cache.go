@@ -58,34 +58,7 @@ func newBlobCache(root string, p *progress) (*blobCache, error) {
 // it and checks that it is still there (see newWriter), so a file removed
 // in between is not one it goes on writing.
 func (c *blobCache) reclaim() {
-	ents, err := os.ReadDir(c.dir)
-	if err != nil {
-		return
-	}
-	var n int
-	var bytes int64
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), tmpPrefix) {
-			continue
-		}
-		p := filepath.Join(c.dir, e.Name())
-		if !e.Type().IsRegular() {
-			continue // not ours
-		}
-		f, err := diskio.OpenRegular(p, os.O_RDWR)
-		if err != nil {
-			continue
-		}
-		if ok, err := lock.TryFile(f); err == nil && ok {
-			if fi, err := f.Stat(); err == nil {
-				bytes += fi.Size()
-			}
-			if os.Remove(p) == nil {
-				n++
-			}
-		}
-		f.Close()
-	}
+	n, bytes := lock.ReclaimHeld(c.dir, func(name string) bool { return strings.HasPrefix(name, tmpPrefix) })
 	if n > 0 {
 		c.progress.Printf("Blob cache: removed %d partial download(s) left by interrupted runs (%s)\n", n, units.Bytes(bytes))
 	}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/diskio"
 )
 
 // A temporary entry (a file or directory written under a temporary name,
@@ -53,4 +55,37 @@ func Reclaim(dir, prefix string) int {
 		l.Remove()
 	}
 	return n
+}
+
+// ReclaimHeld removes the regular files of dir whose names match and whose
+// own lock (TryFile) no live process holds: files a writer locks right
+// after creating them, as the blob cache's downloads and the decompressed
+// archives are, left by killed runs. It returns how many it removed and
+// their bytes. Other kinds of entries are left alone.
+func ReclaimHeld(dir string, match func(name string) bool) (n int, bytes int64) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0
+	}
+	for _, e := range ents {
+		if !match(e.Name()) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		// What was a regular file when listed may be a link or a FIFO now.
+		f, err := diskio.OpenRegular(p, os.O_RDWR)
+		if err != nil {
+			continue
+		}
+		if fi, err := f.Stat(); err == nil {
+			if ok, err := TryFile(f); err == nil && ok {
+				if os.Remove(p) == nil {
+					n++
+					bytes += fi.Size()
+				}
+			}
+		}
+		f.Close()
+	}
+	return n, bytes
 }

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -66,3 +68,42 @@ func TestReclaim(t *testing.T) {
 }
 
 func sleepBriefly() { time.Sleep(20 * time.Millisecond) }
+
+// TestReclaimHeld: of the matching regular files, those whose own lock is
+// free go; a held one, a FIFO, a directory and what does not match stay.
+func TestReclaimHeld(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	held, err := os.OpenFile(write("tmp-held", "live"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if ok, err := TryFile(held); !ok || err != nil {
+		t.Fatalf("TryFile: %v %v", ok, err)
+	}
+	write("tmp-dead", "left by a killed run")
+	write("other", "not ours")
+	os.Mkdir(filepath.Join(dir, "tmp-dir"), 0o755)
+	if err := syscall.Mkfifo(filepath.Join(dir, "tmp-fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, bytes := ReclaimHeld(dir, func(name string) bool { return strings.HasPrefix(name, "tmp-") })
+	if n != 1 || bytes != int64(len("left by a killed run")) {
+		t.Errorf("removed %d (%d bytes), want the one dead file", n, bytes)
+	}
+	ents, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, " ") != "other tmp-dir tmp-fifo tmp-held" {
+		t.Errorf("left %v", left)
+	}
+}
