@@ -26,7 +26,7 @@ func TestImageFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			f, err := cli.Parse(append([]string{"--out", t.TempDir()}, tc.args...), outputFlags)
+			f, err := cli.Parse(append([]string{"--out", t.TempDir()}, tc.args...), OCI2Gondolin().Flags)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -57,18 +58,43 @@ func (f Flag) Completes() string {
 	return ""
 }
 
-// Flags is the parsed command line.
+// Flags is the parsed command line. Its accessors take a flag's name and
+// panic when the command declares no flag of that name and kind: a
+// misspelt name is a bug the first test that runs the code finds, not a
+// flag that silently keeps its default.
 type Flags struct {
 	values map[string][]string
 	bools  map[string]bool
 	args   []string
+	kinds  map[string]Kind // the command's flags
 }
 
 // Args returns the positional arguments.
 func (f *Flags) Args() []string { return f.args }
 
-// Str returns a single-valued flag's value, or def when it was not given.
+// Declares reports whether the command has a flag of that name.
+func (f *Flags) Declares(name string) bool { _, ok := f.kinds[name]; return ok }
+
+// must panics unless name is a declared flag of one of the kinds.
+func (f *Flags) must(name string, kinds ...Kind) {
+	if k, ok := f.kinds[name]; !ok || !slices.Contains(kinds, k) {
+		panic(fmt.Sprintf("cli: the command has no %s flag --%s", kindName(kinds[0]), name))
+	}
+}
+
+func kindName(k Kind) string {
+	switch k {
+	case Bool:
+		return "boolean"
+	case Repeat:
+		return "repeatable"
+	}
+	return "valued"
+}
+
+// Str returns a valued flag's value, or def when it was not given.
 func (f *Flags) Str(name, def string) string {
+	f.must(name, String, Repeat)
 	if v, ok := f.values[name]; ok && len(v) > 0 {
 		return v[0]
 	}
@@ -76,13 +102,23 @@ func (f *Flags) Str(name, def string) string {
 }
 
 // Has reports whether a valued flag was given.
-func (f *Flags) Has(name string) bool { _, ok := f.values[name]; return ok }
+func (f *Flags) Has(name string) bool {
+	f.must(name, String, Repeat)
+	_, ok := f.values[name]
+	return ok
+}
 
 // List returns every value of a repeatable flag, in order.
-func (f *Flags) List(name string) []string { return f.values[name] }
+func (f *Flags) List(name string) []string {
+	f.must(name, Repeat, String)
+	return f.values[name]
+}
 
 // Bool returns a boolean flag.
-func (f *Flags) Bool(name string) bool { return f.bools[name] }
+func (f *Flags) Bool(name string) bool {
+	f.must(name, Bool)
+	return f.bools[name]
+}
 
 // ErrHelp is returned by Parse when --help or -h was given.
 var ErrHelp = fmt.Errorf("help requested")
@@ -108,7 +144,10 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			byShort[s.Short] = s
 		}
 	}
-	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}}
+	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}, kinds: map[string]Kind{}}
+	for _, s := range specs {
+		out.kinds[s.Name] = s.Kind
+	}
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--help" || arg == "-h" {

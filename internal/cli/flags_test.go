@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"errors"
 	"io"
 	"os/exec"
@@ -253,5 +254,33 @@ func TestVersionScriptAgrees(t *testing.T) {
 	status, _ := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
 	if want := vcsVersion(strings.TrimSpace(string(rev)), len(status) > 0); got != want {
 		t.Errorf("scripts/version.sh says %q, an unstamped build %q", got, want)
+	}
+}
+
+// TestFlagsUndeclared: reading a flag the command does not declare (a
+// misspelt name), or as another kind, is a bug that panics at once rather
+// than a flag that silently keeps its default.
+func TestFlagsUndeclared(t *testing.T) {
+	f, err := Parse([]string{"--image", "x", "--dry-run"}, testSpecs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Str("image", "") != "x" || !f.Bool("dry-run") || !f.Declares("image") || f.Declares("imagee") {
+		t.Fatal("declared flags misread")
+	}
+	for name, read := range map[string]func(){
+		"misspelt":        func() { f.Str("imagee", "") },
+		"bool as valued":  func() { f.Has("dry-run") },
+		"valued as bool":  func() { f.Bool("image") },
+		"undeclared list": func() { f.List("build-args") },
+	} {
+		func() {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "the command has no") {
+					t.Errorf("%s: recovered %v, want a panic naming the flag", name, r)
+				}
+			}()
+			read()
+		}()
 	}
 }

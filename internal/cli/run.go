@@ -104,7 +104,7 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 // from the flags, or from the arguments when they did not parse.
 func jsonProgress(f *Flags, args []string) bool {
 	if f != nil {
-		return strings.EqualFold(f.Str("progress", ""), "json")
+		return f.Declares("progress") && strings.EqualFold(f.Str("progress", ""), "json")
 	}
 	for i, a := range args {
 		if strings.EqualFold(a, "--progress=json") || a == "--progress" && i+1 < len(args) && strings.EqualFold(args[i+1], "json") {
