@@ -1,24 +1,19 @@
 package guest
 
 import (
-	"bytes"
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"maps"
 	"path"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/docker2vm/docker2vm/fstree"
-	"github.com/docker2vm/docker2vm/gondolin/guestenv"
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/confine"
-	"github.com/docker2vm/docker2vm/internal/shell"
 )
 
 // ImageConfig is the part of the OCI image config a guest needs.
@@ -98,80 +93,127 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		return nil, err
 	}
 	r := &imgResolver{t: img, inj: &Injection{Entrypoint: EntrypointPath, Notes: slices.Clone(glue.Notes)}, placed: map[*fstree.Inode]bool{}, now: img.Root.Mtime}
-	inj := r.inj
-
 	// Fail early on what cannot be fixed without replacing image files.
+	if err := r.refuseTaken(); err != nil {
+		return nil, err
+	}
+	if err := r.moveImageInit(); err != nil {
+		return nil, err
+	}
+	glue.spent = true // from here on its inodes move into img
+	// The steps, in order; each adds what is missing and keeps what the
+	// image has.
+	for _, step := range []func() error{
+		func() error { _, err := r.addFile(InitPath, glue.Init); return err }, // Gondolin's /init
+		func() error { // sandboxd, sandboxfs, ...
+			if glue.Agents[SandboxdPath] == nil {
+				return glueErr("the base has no "+SandboxdPath, nil)
+			}
+			return r.addAgents(glue)
+		},
+		r.addRequiredDirs,
+		func() error { return r.addModules(glue) },
+		func() error { return r.addTools(glue) },
+		func() error { return r.addHostFiles(glue, cfg.Hostname) },
+		func() error { return r.addUserSwitcher(glue, cfg.User) },
+		func() error { return r.addEnv(glue, cfg.Env) },
+		func() error { return r.addEntrypoint(glue, cfg) },
+		r.checkShell,
+	} {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	r.releaseUnused(glue, release)
+	inj := r.inj
+	for _, s := range [][]string{inj.Files, inj.Dirs, inj.Symlinks, inj.Kept} {
+		sort.Strings(s)
+	}
+	return inj, nil
+}
+
+// refuseTaken refuses an image that has Gondolin's agents of its own, or
+// a file at the entrypoint's path.
+func (r *imgResolver) refuseTaken() error {
 	for _, p := range AgentPaths {
 		l, err := r.walk(p, false, false)
 		if err != nil {
-			return nil, injErr("cannot place "+p, err)
+			return injErr("cannot place "+p, err)
 		}
 		if l.node != nil {
-			return nil, &hint.Error{Msg: fmt.Sprintf("the image has its own %s (at %s); Gondolin's guest agent must be there", p, l.path),
+			return &hint.Error{Msg: fmt.Sprintf("the image has its own %s (at %s); Gondolin's guest agent must be there", p, l.path),
 				Fixes: []string{"Remove " + p + " from the image (a final build stage without it), or convert an image that does not ship Gondolin's binaries."}}
 		}
 	}
 	if l, err := r.walk(EntrypointPath, false, false); err != nil || l.node != nil {
-		return nil, &hint.Error{Msg: "the image already has " + EntrypointPath + ", the path docker2vm uses for its entrypoint script", Err: err,
+		return &hint.Error{Msg: "the image already has " + EntrypointPath + ", the path docker2vm uses for its entrypoint script", Err: err,
 			Fixes: []string{"Remove " + EntrypointPath + " from the image."}}
 	}
+	return nil
+}
 
-	// /init: Gondolin's, moving the image's own out of the way.
-	if l, err := r.walk(InitPath, false, false); err != nil {
-		return nil, injErr("cannot place /init", err)
-	} else if l.node != nil {
-		if err := r.mkdirAll(PrivateDir, 0o755); err != nil {
-			return nil, err
-		}
-		dst, err := r.walk(ImageInitPath, false, true)
-		if err != nil {
-			return nil, injErr("cannot move the image's /init", err)
-		}
-		if dst.node != nil {
-			return nil, &hint.Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's",
-				Fixes: []string{"Remove " + ImageInitPath + " (or /init) from the image."}}
-		}
-		if dst.path == InitPath || strings.HasPrefix(dst.path, InitPath+"/") {
-			// The image's symlinks lead PrivateDir into its own /init
-			// directory: moving /init there would nest it in itself.
-			return nil, &hint.Error{Msg: "the image's /init must make way for Gondolin's, but " + ImageInitPath + " resolves to " + dst.path + ", inside /init itself (through the image's symlinks)",
-				Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
-		}
-		n := l.node
-		if err := fstree.Move(l.parent, l.name, dst.parent, dst.name, nil); err != nil {
-			return nil, injErr("cannot move the image's /init", err)
-		}
-		if n.Type == fstree.TypeSymlink && !strings.HasPrefix(n.Target, "/") {
-			n.Target = path.Clean("/" + n.Target) // it was relative to /
-		}
-		inj.Moved = append(inj.Moved, Move{From: InitPath, To: dst.path})
-		inj.Notes = append(inj.Notes, "the image's own /init was moved to "+dst.path+" (Gondolin's initramfs always starts /init); "+EntrypointPath+" runs it where the image's ENTRYPOINT/CMD names /init")
+// moveImageInit moves the image's own /init (if any) to ImageInitPath:
+// Gondolin's initramfs always runs /init.
+func (r *imgResolver) moveImageInit() error {
+	l, err := r.walk(InitPath, false, false)
+	if err != nil {
+		return injErr("cannot place /init", err)
 	}
-	glue.spent = true // from here on its inodes move into img
-	if _, err := r.addFile(InitPath, glue.Init); err != nil {
-		return nil, err
+	if l.node == nil {
+		return nil
 	}
+	if err := r.mkdirAll(PrivateDir, 0o755); err != nil {
+		return err
+	}
+	dst, err := r.walk(ImageInitPath, false, true)
+	if err != nil {
+		return injErr("cannot move the image's /init", err)
+	}
+	if dst.node != nil {
+		return &hint.Error{Msg: "the image has its own /init and " + ImageInitPath + " is taken, so /init cannot make way for Gondolin's",
+			Fixes: []string{"Remove " + ImageInitPath + " (or /init) from the image."}}
+	}
+	if dst.path == InitPath || strings.HasPrefix(dst.path, InitPath+"/") {
+		// The image's symlinks lead PrivateDir into its own /init
+		// directory: moving /init there would nest it in itself.
+		return &hint.Error{Msg: "the image's /init must make way for Gondolin's, but " + ImageInitPath + " resolves to " + dst.path + ", inside /init itself (through the image's symlinks)",
+			Fixes: []string{"Remove the symlink that leads " + PrivateDir + " into /init, or remove /init from the image."}}
+	}
+	n := l.node
+	if err := fstree.Move(l.parent, l.name, dst.parent, dst.name, nil); err != nil {
+		return injErr("cannot move the image's /init", err)
+	}
+	if n.Type == fstree.TypeSymlink && !strings.HasPrefix(n.Target, "/") {
+		n.Target = path.Clean("/" + n.Target) // it was relative to /
+	}
+	r.inj.Moved = append(r.inj.Moved, Move{From: InitPath, To: dst.path})
+	r.inj.Notes = append(r.inj.Notes, "the image's own /init was moved to "+dst.path+" (Gondolin's initramfs always starts /init); "+EntrypointPath+" runs it where the image's ENTRYPOINT/CMD names /init")
+	return nil
+}
 
-	if glue.Agents[SandboxdPath] == nil {
-		return nil, glueErr("the base has no "+SandboxdPath, nil)
-	}
-	if err := r.addAgents(glue); err != nil {
-		return nil, err
-	}
-
+// addRequiredDirs makes the directories Gondolin's init needs.
+func (r *imgResolver) addRequiredDirs() error {
 	for _, d := range requiredDirs {
 		if err := r.mkdirAll(d.path, d.mode); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
+// addModules merges the base's kernel modules.
+func (r *imgResolver) addModules(glue *Glue) error {
 	for _, kver := range slices.Sorted(maps.Keys(glue.Modules)) {
 		if err := r.merge(ModulesDir+"/"+kver, nil, glue.Modules[kver]); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
-	// Tools the init needs.
+// addTools links the base's busybox applets for the tools Gondolin's init
+// needs that the image lacks.
+func (r *imgResolver) addTools(glue *Glue) error {
 	var missing []string
 	for _, tool := range InitTools {
 		if r.hasTool(tool) {
@@ -180,14 +222,14 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		t, ok := glue.Tools[tool]
 		if !ok {
 			if softTools[tool] {
-				inj.Notes = append(inj.Notes, "neither the image nor the base has "+tool+"; Gondolin's init goes on without it")
+				r.inj.Notes = append(r.inj.Notes, "neither the image nor the base has "+tool+"; Gondolin's init goes on without it")
 				continue
 			}
 			missing = append(missing, tool)
 			continue
 		}
 		if err := r.addBinary(glue, t.Binary); err != nil {
-			return nil, err
+			return err
 		}
 		dirs := []string{"/bin"}
 		if tool != "sh" {
@@ -200,7 +242,7 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 				continue
 			}
 			if _, err := r.addSymlink(d+"/"+tool, PrivateBinDir+"/"+t.Binary); err != nil {
-				return nil, err
+				return err
 			}
 			placed = true
 			break
@@ -210,71 +252,80 @@ func Inject(img *fstree.Tree, glue *Glue, cfg ImageConfig, release func(fstree.C
 		}
 	}
 	if len(missing) > 0 {
-		return nil, &hint.Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
+		return &hint.Error{Msg: "Gondolin's init needs " + strings.Join(missing, ", ") + ", which neither the image nor the base provides (or the image's paths for them are taken by broken entries)",
 			Fixes: []string{"Use a base bundle whose rootfs has busybox (Gondolin's alpine-base does).", "Or add those commands to the image (e.g. busybox)."}}
 	}
+	return nil
+}
 
-	if err := r.addHostFiles(glue, cfg.Hostname); err != nil {
-		return nil, err
+// addUserSwitcher adds the program that runs the entrypoint as the
+// image's USER, when that is not root.
+func (r *imgResolver) addUserSwitcher(glue *Glue, user string) error {
+	if isRootUser(user) {
+		return nil
 	}
-
-	// The user switcher for the entrypoint, when USER is not root.
-	if !isRootUser(cfg.User) {
-		bin, err := setuser.Binary(glue.Arch)
-		if err != nil {
-			return nil, &hint.Error{Msg: "cannot add " + SetuserPath + ", which runs the entrypoint as the image's USER " + cfg.User, Err: err,
-				Fixes: []string{"Use a base bundle for x86_64 or aarch64."}}
-		}
-		if err := r.mkdirAll(PrivateBinDir, 0o755); err != nil {
-			return nil, err
-		}
-		if added, err := r.addGenerated(glue, SetuserPath, bin, 0o755); err != nil {
-			return nil, err
-		} else if !added {
-			return nil, &hint.Error{Msg: "the image already has " + SetuserPath + ", the path docker2vm uses for its user switcher",
-				Fixes: []string{"Remove " + SetuserPath + " from the image."}}
-		}
+	bin, err := setuser.Binary(glue.Arch)
+	if err != nil {
+		return &hint.Error{Msg: "cannot add " + SetuserPath + ", which runs the entrypoint as the image's USER " + user, Err: err,
+			Fixes: []string{"Use a base bundle for x86_64 or aarch64."}}
 	}
+	if err := r.mkdirAll(PrivateBinDir, 0o755); err != nil {
+		return err
+	}
+	if added, err := r.addGenerated(glue, SetuserPath, bin, 0o755); err != nil {
+		return err
+	} else if !added {
+		return &hint.Error{Msg: "the image already has " + SetuserPath + ", the path docker2vm uses for its user switcher",
+			Fixes: []string{"Remove " + SetuserPath + " from the image."}}
+	}
+	return nil
+}
 
-	// The image's environment.
-	envScript, envNotes := EnvScript(cfg.Env)
-	inj.Notes = append(inj.Notes, envNotes...)
+// addEnv writes the image's environment (EnvScript), unless the image has
+// a file there.
+func (r *imgResolver) addEnv(glue *Glue, env []string) error {
+	envScript, envNotes := EnvScript(env)
+	r.inj.Notes = append(r.inj.Notes, envNotes...)
 	if err := r.mkdirAll(path.Dir(ImageEnvPath), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if added, err := r.addGenerated(glue, ImageEnvPath, []byte(envScript), 0o644); err != nil {
-		return nil, err
+		return err
 	} else if !added {
-		inj.Kept = append(inj.Kept, ImageEnvPath)
-		inj.Notes = append(inj.Notes, "the image has its own "+ImageEnvPath+"; it was kept and the image's ENV was not written there")
+		r.inj.Kept = append(r.inj.Kept, ImageEnvPath)
+		r.inj.Notes = append(r.inj.Notes, "the image has its own "+ImageEnvPath+"; it was kept and the image's ENV was not written there")
 	}
+	return nil
+}
 
+// addEntrypoint makes the working directory and writes the entrypoint
+// runner (EntrypointScript).
+func (r *imgResolver) addEntrypoint(glue *Glue, cfg ImageConfig) error {
 	if wd := cfg.WorkingDir; wd != "" {
 		if err := r.mkdirAll(path.Clean("/"+wd), 0o755); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	moved := ""
-	if len(inj.Moved) > 0 {
-		moved = inj.Moved[0].To
+	if len(r.inj.Moved) > 0 {
+		moved = r.inj.Moved[0].To
 	}
 	if added, err := r.addGenerated(glue, EntrypointPath, []byte(EntrypointScript(cfg, moved)), 0o755); err != nil {
-		return nil, err
+		return err
 	} else if !added {
-		return nil, &hint.Error{Msg: "the image already has " + EntrypointPath}
+		return &hint.Error{Msg: "the image already has " + EntrypointPath}
 	}
+	return nil
+}
 
-	// The init's interpreter must work.
+// checkShell refuses an image whose /bin/sh is broken: the init's
+// interpreter must work.
+func (r *imgResolver) checkShell() error {
 	if !r.hasFileAt("/bin/sh") {
-		return nil, &hint.Error{Msg: "the image's /bin/sh is broken (a dangling symlink or not a file), so Gondolin's init cannot run",
+		return &hint.Error{Msg: "the image's /bin/sh is broken (a dangling symlink or not a file), so Gondolin's init cannot run",
 			Fixes: []string{"Fix or remove /bin/sh in the image; docker2vm adds busybox's sh when /bin/sh is absent."}}
 	}
-
-	r.releaseUnused(glue, release)
-	for _, s := range [][]string{inj.Files, inj.Dirs, inj.Symlinks, inj.Kept} {
-		sort.Strings(s)
-	}
-	return inj, nil
+	return nil
 }
 
 // check rejects config values no program could receive: a NUL byte ends
@@ -618,183 +669,4 @@ func (r *imgResolver) releaseUnused(g *Glue, release func(fstree.Content)) {
 	for _, k := range slices.Sorted(maps.Keys(g.Libs)) {
 		visit(g.Libs[k])
 	}
-}
-
-var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-// shellReadonly are names a common /bin/sh keeps read-only (bash, also
-// as sh: Fedora, RHEL/UBI, Arch, Amazon Linux). Assigning one is a fatal
-// error there, even with `|| :`, which under Gondolin's `set -eu` /init
-// stops the boot; so they are exported only where the shell allows it.
-var shellReadonly = map[string]bool{"UID": true, "EUID": true, "PPID": true,
-	"SHELLOPTS": true, "BASHOPTS": true, "BASH_VERSINFO": true}
-
-// EnvScript renders an image's Env as `export K='v'` lines. Entries that
-// a shell cannot export (no '=', a key that is not a shell name, a NUL
-// byte) are left out and reported in notes. Names some shells keep
-// read-only (UID, EUID, PPID, ...) are exported behind a subshell probe,
-// so that sourcing the file never fails. Later duplicates win, as in Docker.
-func EnvScript(env []string) (string, []string) {
-	var b bytes.Buffer
-	b.WriteString("# The image's environment (ENV), written by docker2vm.\n")
-	b.WriteString("# Sourced by Gondolin's /init before it starts sandboxd, and by " + EntrypointPath + ".\n")
-	var notes []string
-	guarded := map[string]bool{}
-	for _, kv := range env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !shellName.MatchString(k) || strings.ContainsRune(v, 0) {
-			notes = append(notes, fmt.Sprintf("image env entry %q cannot be exported by a shell; left out of %s", kv, ImageEnvPath))
-			continue
-		}
-		if shellReadonly[k] {
-			fmt.Fprintf(&b, "if (export %[1]s=%[2]s) 2>/dev/null; then export %[1]s=%[2]s; fi\n", k, shell.Quote(v))
-			if !guarded[k] {
-				guarded[k] = true
-				notes = append(notes, fmt.Sprintf("image env %s is read-only in bash: it is not set where the image's /bin/sh is bash", k))
-			}
-			continue
-		}
-		fmt.Fprintf(&b, "export %s=%s\n", k, shell.Quote(v))
-	}
-	return b.String(), notes
-}
-
-// entrypointRunner is the static part of the entrypoint script: shell
-// functions that EntrypointScript's rendered settings call.
-//
-//go:embed entrypoint.sh
-var entrypointRunner string
-
-// runnerPaths are the guest files the entrypoint script reads and runs.
-// Tests point them into a temporary directory.
-type runnerPaths struct {
-	agentEnv, passwd, group, setuser string
-}
-
-var guestPaths = runnerPaths{agentEnv: guestenv.AgentEnvPath, passwd: "/etc/passwd", group: "/etc/group", setuser: SetuserPath}
-
-// KeptAgentVars are variables Gondolin's init exports that the entrypoint
-// runner passes on although the caller did not set them: the CA bundle
-// Gondolin's HTTP mediation needs (its init points them at the bundle that
-// holds its MITM CA).
-var KeptAgentVars = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "UV_SYSTEM_CERTS"}
-
-// EntrypointScript renders /usr/bin/docker2vm-entrypoint: it execs
-// ENTRYPOINT + (its arguments, or CMD when it has none) in WorkingDir, as
-// `docker run IMAGE [ARGS...]` does, as User: resolved with the image's
-// /etc/passwd and /etc/group when it runs, and switched to with
-// SetuserPath (a root User needs no switch). Its environment is Docker's:
-// the image's ENV, the caller's variables over it, then PATH, HOSTNAME and
-// HOME where neither set them. movedInit, when set, replaces a "/init"
-// argument. The script is entrypoint.sh with the image's settings
-// appended.
-func EntrypointScript(cfg ImageConfig, movedInit string) string {
-	return entrypointScript(cfg, movedInit, guestPaths)
-}
-
-func entrypointScript(cfg ImageConfig, movedInit string, paths runnerPaths) string {
-	q := func(args []string) string {
-		out := make([]string, len(args))
-		for i, a := range args {
-			if movedInit != "" && a == InitPath {
-				a = movedInit
-			}
-			out[i] = shell.Quote(a)
-		}
-		return strings.Join(out, " ")
-	}
-	wd := cfg.WorkingDir
-	if wd == "" {
-		wd = "/"
-	}
-	setuserPath, user, group := "", "", ""
-	if !isRootUser(cfg.User) {
-		setuserPath = paths.setuser
-		user, group = userSpec(cfg.User)
-	}
-	var b strings.Builder
-	// literal marks a line whose quoted values hold $ or ` for shellcheck,
-	// which otherwise suspects an expansion meant to happen.
-	literal := func(quoted string) {
-		if strings.ContainsAny(quoted, "$`") {
-			b.WriteString("# shellcheck disable=SC2016 # a literal value\n")
-		}
-	}
-	assign := func(name, value string) {
-		literal(shell.Quote(value))
-		fmt.Fprintf(&b, "%s=%s\n", name, shell.Quote(value))
-	}
-	b.WriteString(entrypointRunner)
-	b.WriteString("\n# The image's settings, written by docker2vm.\n")
-	assign("d2v_agent_env_file", paths.agentEnv)
-	assign("d2v_keep", strings.Join(KeptAgentVars, " "))
-	assign("d2v_passwd_file", paths.passwd)
-	assign("d2v_group_file", paths.group)
-	assign("d2v_workdir", path.Clean("/"+wd))
-	b.WriteString("# USER, split at its first colon; without d2v_setuser (root) the command\n# runs as this script's user.\n")
-	assign("d2v_setuser", setuserPath)
-	assign("d2v_user", user)
-	assign("d2v_group", group)
-	b.WriteString("# The image's ENV, each where the caller did not set it.\nd2v_image_env() {\n")
-	for _, kv := range imageEnv(cfg.Env) {
-		v := shell.Quote(kv[1])
-		if strings.ContainsAny(v, "$`") {
-			b.WriteString("\t# shellcheck disable=SC2016 # a literal value\n")
-		}
-		if shellReadonly[kv[0]] {
-			// Read-only in bash: assigning it would end the script there.
-			fmt.Fprintf(&b, "\tif (d2v_default %[1]s %[2]s) 2>/dev/null; then d2v_default %[1]s %[2]s; fi\n", kv[0], v)
-			continue
-		}
-		fmt.Fprintf(&b, "\td2v_default %s %s\n", kv[0], v)
-	}
-	b.WriteString("\t:\n}\n")
-	b.WriteString("# ENTRYPOINT, then the arguments or else CMD.\n")
-	if len(cfg.Cmd) > 0 {
-		cmd := q(cfg.Cmd)
-		literal(cmd)
-		fmt.Fprintf(&b, "if [ \"$#\" -eq 0 ]; then\n\tset -- %s\nfi\n", cmd)
-	}
-	if len(cfg.Entrypoint) > 0 {
-		ep := q(cfg.Entrypoint)
-		literal(ep)
-		fmt.Fprintf(&b, "set -- %s \"$@\"\n", ep)
-	}
-	b.WriteString("d2v_main \"$@\"\n")
-	return b.String()
-}
-
-// imageEnv returns the image's ENV entries a shell can export, as name and
-// value, each name once with its last value (as Docker resolves
-// duplicates), in the order names first appear.
-func imageEnv(env []string) [][2]string {
-	last := map[string]string{}
-	var names []string
-	for _, kv := range env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !shellName.MatchString(k) || strings.ContainsRune(v, 0) {
-			continue
-		}
-		if _, seen := last[k]; !seen {
-			names = append(names, k)
-		}
-		last[k] = v
-	}
-	out := make([][2]string, len(names))
-	for i, k := range names {
-		out[i] = [2]string{k, last[k]}
-	}
-	return out
-}
-
-// userSpec splits a Docker USER value as runc does: the user (a name or a
-// uid) before the first colon, the group (a name or a gid) after it, and
-// anything after a second colon ignored.
-func userSpec(u string) (user, group string) {
-	parts := strings.SplitN(strings.TrimSpace(u), ":", 3)
-	user = parts[0]
-	if len(parts) > 1 {
-		group = parts[1]
-	}
-	return user, group
 }
