@@ -140,184 +140,227 @@ func ReadGlue(ctx context.Context, src GlueSource, arch string, store fstree.Sto
 		Needs:    map[string][]string{},
 		store:    store,
 	}
-	r := baseResolver{src}
-
-	// /init
-	real, n, err := r.resolve(InitPath)
-	if err != nil || n.Type != fstree.TypeRegular {
-		return nil, glueErr("the base rootfs has no /init (Gondolin's boot script)", err)
+	rd := &glueReader{ctx: ctx, src: src, store: store, r: baseResolver{src}, g: g, binPaths: map[string]string{}, direct: map[string][]string{}}
+	for _, step := range []func() error{rd.readInit, rd.readAgents, rd.readModules, rd.readTools, rd.readLibs} {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
-	data, err := readWhole(ctx, src, real)
+	return g, nil
+}
+
+// glueReader reads a base's glue, one step at a time (see ReadGlue).
+type glueReader struct {
+	ctx   context.Context
+	src   GlueSource
+	store fstree.Store
+	r     baseResolver
+	g     *Glue
+
+	binPaths map[string]string   // readTools: binary name -> base real path
+	direct   map[string][]string // readLibs: base path -> the lib chains it needs
+}
+
+// readInit reads Gondolin's /init, patched (patchInit).
+func (rd *glueReader) readInit() error {
+	real, n, err := rd.r.resolve(InitPath)
+	if err != nil || n.Type != fstree.TypeRegular {
+		return glueErr("the base rootfs has no /init (Gondolin's boot script)", err)
+	}
+	data, err := readWhole(rd.ctx, rd.src, real)
 	if err != nil {
-		return nil, glueErr("reading /init from the base rootfs", err)
+		return glueErr("reading /init from the base rootfs", err)
 	}
 	patched, note := patchInit(data)
 	if note != "" {
-		g.Notes = append(g.Notes, note)
+		rd.g.Notes = append(rd.g.Notes, note)
 	}
-	if g.Init, err = putFile(ctx, store, n, patched); err != nil {
-		return nil, err
-	}
+	rd.g.Init, err = putFile(rd.ctx, rd.store, n, patched)
+	return err
+}
 
-	// Agents.
+// readAgents reads Gondolin's guest agents: sandboxd must be there, the
+// others may not.
+func (rd *glueReader) readAgents() error {
 	for _, p := range AgentPaths {
-		real, n, err := r.resolve(p)
+		real, n, err := rd.r.resolve(p)
 		if errors.Is(err, fs.ErrNotExist) && p != SandboxdPath {
 			if p == SandboxfsPath {
-				g.Notes = append(g.Notes, NoSandboxfsNote)
+				rd.g.Notes = append(rd.g.Notes, NoSandboxfsNote)
 			}
 			continue
 		}
 		if err != nil {
-			return nil, glueErr("the base rootfs has no "+p, err)
+			return glueErr("the base rootfs has no "+p, err)
 		}
 		if n.Type != fstree.TypeRegular {
-			return nil, glueErr(fmt.Sprintf("%s in the base rootfs is a %s, not a file", p, n.Type), nil)
+			return glueErr(fmt.Sprintf("%s in the base rootfs is a %s, not a file", p, n.Type), nil)
 		}
-		in, err := src.Extract(ctx, real, store)
+		in, err := rd.src.Extract(rd.ctx, real, rd.store)
 		if err != nil {
-			return nil, glueErr("reading "+p+" from the base rootfs", err)
+			return glueErr("reading "+p+" from the base rootfs", err)
 		}
-		g.Agents[p] = in
+		rd.g.Agents[p] = in
 	}
+	return nil
+}
 
-	// Kernel modules.
-	if real, n, err := r.resolve(ModulesDir); err == nil && n.Type == fstree.TypeDir {
-		mods, err := src.Extract(ctx, real, store)
-		if err != nil {
-			return nil, glueErr("reading /lib/modules from the base rootfs", err)
-		}
-		for _, kver := range fstree.SortedNames(mods) {
-			if mods.Child(kver).Type == fstree.TypeDir {
-				g.Modules[kver] = fstree.Detach(mods, kver)
-			}
-		}
-	} else {
-		g.Notes = append(g.Notes, "the base rootfs has no /lib/modules: the kernel must have what it needs built in")
+// readModules reads the kernel modules, one tree per kernel version.
+func (rd *glueReader) readModules() error {
+	real, n, err := rd.r.resolve(ModulesDir)
+	if err != nil || n.Type != fstree.TypeDir {
+		rd.g.Notes = append(rd.g.Notes, "the base rootfs has no /lib/modules: the kernel must have what it needs built in")
+		return nil
 	}
+	mods, err := rd.src.Extract(rd.ctx, real, rd.store)
+	if err != nil {
+		return glueErr("reading /lib/modules from the base rootfs", err)
+	}
+	for _, kver := range fstree.SortedNames(mods) {
+		if mods.Child(kver).Type == fstree.TypeDir {
+			rd.g.Modules[kver] = fstree.Detach(mods, kver)
+		}
+	}
+	return nil
+}
 
-	// Tools and what they link.
-	binPaths := map[string]string{} // binary name -> base real path
+// readTools reads the binaries behind the tools Gondolin's init needs.
+func (rd *glueReader) readTools() error {
+	g := rd.g
 	for _, name := range InitTools {
 		for _, dir := range initPATH {
-			real, n, err := r.resolve(dir + "/" + name)
+			real, n, err := rd.r.resolve(dir + "/" + name)
 			if err != nil || n.Type != fstree.TypeRegular {
 				continue
 			}
 			bin := path.Base(real)
-			if prev, ok := binPaths[bin]; ok && prev != real {
+			if prev, ok := rd.binPaths[bin]; ok && prev != real {
 				bin = strings.TrimPrefix(strings.ReplaceAll(real, "/", "-"), "-")
 			}
 			if _, ok := g.Binaries[bin]; !ok {
-				data, err := readWhole(ctx, src, real)
+				data, err := readWhole(rd.ctx, rd.src, real)
 				if err != nil {
-					return nil, glueErr("reading "+real+" from the base rootfs", err)
+					return glueErr("reading "+real+" from the base rootfs", err)
 				}
-				if g.Binaries[bin], err = putFile(ctx, store, n, data); err != nil {
-					return nil, err
+				if g.Binaries[bin], err = putFile(rd.ctx, rd.store, n, data); err != nil {
+					return err
 				}
-				binPaths[bin] = real
+				rd.binPaths[bin] = real
 			}
 			g.Tools[name] = Tool{Binary: bin, Dir: dir}
 			break
 		}
 	}
-	// Each binary's libraries, transitively.
-	direct := map[string][]string{} // base path -> lib chain paths it needs directly
-	var depsOf func(p string) ([]string, error)
-	depsOf = func(p string) ([]string, error) {
-		if d, ok := direct[p]; ok {
-			return d, nil
-		}
-		direct[p] = nil // cycle guard
-		data, err := readWhole(ctx, src, p)
+	return nil
+}
+
+// readLibs reads each binary's libraries, transitively, and records what
+// each binary needs.
+func (rd *glueReader) readLibs() error {
+	for _, bin := range slices.Sorted(maps.Keys(rd.binPaths)) {
+		libs, err := rd.depsOf(rd.binPaths[bin])
 		if err != nil {
-			return nil, glueErr("reading "+p+" from the base rootfs", err)
-		}
-		interp, needed, err := elfDeps(data)
-		if err != nil {
-			return nil, glueErr("reading the ELF headers of "+p+" in the base rootfs", err)
-		}
-		var libs []string
-		if interp != "" {
-			libs = append(libs, interp)
-		}
-		for _, so := range needed {
-			if so == "" || strings.ContainsRune(so, '/') {
-				// The loader takes such a name as a path from the
-				// current directory, not from its search path.
-				return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %q, which is not a library name", p, so), nil)
-			}
-			found := ""
-			for _, d := range muslLibPath {
-				if r.exists(d + "/" + so) {
-					found = d + "/" + so
-					break
-				}
-			}
-			if found == "" {
-				if muslReserved(so) {
-					continue // provided by the musl loader itself
-				}
-				return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %s, which the base does not have", p, so), nil)
-			}
-			libs = append(libs, found)
-		}
-		var out []string
-		for _, lib := range libs {
-			chain, err := r.chain(lib)
-			if err != nil {
-				return nil, glueErr("resolving "+lib+" in the base rootfs", err)
-			}
-			out = append(out, chain...)
-			for _, c := range chain {
-				if _, ok := g.Libs[c]; ok {
-					continue
-				}
-				ln, err := src.Lstat(c)
-				if err != nil {
-					return nil, glueErr("reading "+c+" from the base rootfs", err)
-				}
-				if ln.Type == fstree.TypeSymlink {
-					in, err := src.Extract(ctx, c, store)
-					if err != nil {
-						return nil, glueErr("reading "+c+" from the base rootfs", err)
-					}
-					g.Libs[c] = in
-					continue
-				}
-				data, err := readWhole(ctx, src, c)
-				if err != nil {
-					return nil, glueErr("reading "+c+" from the base rootfs", err)
-				}
-				if g.Libs[c], err = putFile(ctx, store, ln, data); err != nil {
-					return nil, err
-				}
-			}
-			// The library's own needs.
-			sub, err := depsOf(chain[len(chain)-1])
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, sub...)
-		}
-		direct[p] = out
-		return out, nil
-	}
-	for _, bin := range slices.Sorted(maps.Keys(binPaths)) {
-		libs, err := depsOf(binPaths[bin])
-		if err != nil {
-			return nil, err
+			return err
 		}
 		seen := map[string]bool{}
 		for _, l := range libs {
 			if !seen[l] {
 				seen[l] = true
-				g.Needs[bin] = append(g.Needs[bin], l)
+				rd.g.Needs[bin] = append(rd.g.Needs[bin], l)
 			}
 		}
 	}
-	return g, nil
+	return nil
+}
+
+// depsOf is the library chains the base's ELF file p needs, its
+// libraries' included, each read into the glue once.
+func (rd *glueReader) depsOf(p string) ([]string, error) {
+	if d, ok := rd.direct[p]; ok {
+		return d, nil
+	}
+	rd.direct[p] = nil // cycle guard
+	data, err := readWhole(rd.ctx, rd.src, p)
+	if err != nil {
+		return nil, glueErr("reading "+p+" from the base rootfs", err)
+	}
+	interp, needed, err := elfDeps(data)
+	if err != nil {
+		return nil, glueErr("reading the ELF headers of "+p+" in the base rootfs", err)
+	}
+	var libs []string
+	if interp != "" {
+		libs = append(libs, interp)
+	}
+	for _, so := range needed {
+		if so == "" || strings.ContainsRune(so, '/') {
+			// The loader takes such a name as a path from the current
+			// directory, not from its search path.
+			return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %q, which is not a library name", p, so), nil)
+		}
+		found := ""
+		for _, d := range muslLibPath {
+			if rd.r.exists(d + "/" + so) {
+				found = d + "/" + so
+				break
+			}
+		}
+		if found == "" {
+			if muslReserved(so) {
+				continue // provided by the musl loader itself
+			}
+			return nil, glueErr(fmt.Sprintf("%s in the base rootfs needs %s, which the base does not have", p, so), nil)
+		}
+		libs = append(libs, found)
+	}
+	var out []string
+	for _, lib := range libs {
+		chain, err := rd.r.chain(lib)
+		if err != nil {
+			return nil, glueErr("resolving "+lib+" in the base rootfs", err)
+		}
+		out = append(out, chain...)
+		for _, c := range chain {
+			if err := rd.readLib(c); err != nil {
+				return nil, err
+			}
+		}
+		// The library's own needs.
+		sub, err := rd.depsOf(chain[len(chain)-1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sub...)
+	}
+	rd.direct[p] = out
+	return out, nil
+}
+
+// readLib reads one link of a library chain (a symlink or the file) into
+// the glue, once.
+func (rd *glueReader) readLib(c string) error {
+	g := rd.g
+	if _, ok := g.Libs[c]; ok {
+		return nil
+	}
+	ln, err := rd.src.Lstat(c)
+	if err != nil {
+		return glueErr("reading "+c+" from the base rootfs", err)
+	}
+	if ln.Type == fstree.TypeSymlink {
+		in, err := rd.src.Extract(rd.ctx, c, rd.store)
+		if err != nil {
+			return glueErr("reading "+c+" from the base rootfs", err)
+		}
+		g.Libs[c] = in
+		return nil
+	}
+	data, err := readWhole(rd.ctx, rd.src, c)
+	if err != nil {
+		return glueErr("reading "+c+" from the base rootfs", err)
+	}
+	g.Libs[c], err = putFile(rd.ctx, rd.store, ln, data)
+	return err
 }
 
 func glueErr(msg string, err error) error {
