@@ -126,6 +126,9 @@ func (o Options) ResolvedProgress() Progress {
 
 // Validate checks the options before anything runs: every flag's syntax,
 // and that the local files and directories they name exist.
+//
+// Long: one check per flag, in the order --help lists them, each with its
+// own message and fix; split, each would be a function called once.
 func Validate(o Options) error {
 	switch o.Builder {
 	case DockerBuildx, Buildctl:
@@ -366,6 +369,11 @@ func buildctlArgv(o Options) []string {
 // Build runs the build. The output archive is removed when the build fails
 // or is cancelled. With docker buildx, the builder is created when it does
 // not exist and kept afterwards (BuildKit's cache lives in it).
+//
+// Long: the builder's command line, the pseudo-terminal or terminal its
+// output goes to, the kept tail of that output and the cleanup of the
+// archive share the run's state; split, they would pass it all between
+// pieces.
 func Build(ctx context.Context, o Options) (err error) {
 	if err := Validate(o); err != nil {
 		return err

@@ -85,6 +85,10 @@ var (
 )
 
 // stepError explains a failed step from the end of its output.
+//
+// Long: one case per way a step's failure shows in BuildKit's output (an
+// exit code, a missing COPY source, a Dockerfile that does not parse, a
+// pull or secret failure), tried in order.
 func stepError(o Options, s Step, err error, out string) error {
 	out = cleanLog(out)
 	low := strings.ToLower(out)

@@ -394,6 +394,9 @@ func build(ctx context.Context, j *job, st *staging) (*Result, func(), error) {
 // writeRootfs merges the image's layers (and the runtime glue of base, if
 // any) into a new ext4 image at rootfsPath, synced, and returns the
 // conversion's Metadata.
+//
+// Long: the writer's setup, the layer loop and the finishing steps share
+// the open rootfs file, its cleanup on failure and the progress lines.
 func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gondolin.Base, rootfsPath string,
 	progress func(string, ...any)) (Metadata, error) {
 	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)

@@ -107,6 +107,9 @@ func dirBlocks(ino, parent uint32, ents []dirent, minBlocks int, seed uint32, ha
 // nodes (when more than one level is needed), then leaves. Leaves hold
 // entries in hash order; a leaf that starts inside a run of equal hashes is
 // indexed with the low "continued" bit set, as the kernel does.
+//
+// Long: the hashed directory's blocks (dx root, index nodes, leaves and
+// their continued bits) are laid out in one pass, in the kernel's order.
 func htreeBlocks(ino, parent uint32, ents []dirent, seed uint32, hashSeed [4]uint32) ([]byte, bool, error) {
 	sorted := make([]dirent, len(ents))
 	copy(sorted, ents)

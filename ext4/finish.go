@@ -183,6 +183,10 @@ func (w *Writer) Finish(ctx context.Context, t *fstree.Tree) error {
 // number gives every inode its number (root 2, lost+found 11, the rest from
 // 12 in walk order), counts links, takes in foreign content and hashes the
 // tree for the derived UUID.
+//
+// Long: one walk of the tree numbers the inodes, counts links, takes in
+// foreign content and hashes the tree, so that a tree of a million entries
+// is walked once.
 func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	w := f.w
 	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
@@ -420,6 +424,9 @@ func (f *finisher) layout(ctx context.Context) error {
 	return nil
 }
 
+// Long: one case per kind of inode (regular, symlink, directory, device,
+// FIFO, socket) and per way it is stored, as the on-disk format lays each
+// out.
 func (f *finisher) layoutOne(ino uint32, n *node) error {
 	w := f.w
 	seed := inodeCsumSeed(f.csumSeed, ino, 0)

@@ -116,6 +116,10 @@ func (f *finisher) place(a *allocator, groups uint64, ipg uint32, record bool) {
 
 // writeGroups writes the bitmaps, the group descriptor table and the
 // superblock with its backups.
+//
+// Long: the bitmaps, free counts, group descriptors and superblock copies
+// all derive from the one sorted list of used runs built here; split, that
+// list and its checks would be passed around.
 func (f *finisher) writeGroups(ctx context.Context) error {
 	w := f.w
 	var used []run

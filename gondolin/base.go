@@ -187,6 +187,9 @@ func (b *Base) Identity(ctx context.Context) (BaseIdentity, error) {
 // through Gondolin's image registry into the image store (unless
 // o.NoDownload). An explicit --base or GONDOLIN_GUEST_DIR that does not
 // hold a usable base is an error, not a reason to look further.
+//
+// Long: the places a base is looked for, in their order of precedence, each
+// noting why it did not fit for the error that lists them all.
 func FindBase(ctx context.Context, o BaseOptions) (*Base, error) {
 	arch := NormalizeArch(o.Platform)
 	if arch == "" {

@@ -81,6 +81,10 @@ func Publish(ctx context.Context, dir string, o PublishOptions) (*Published, err
 // PublishAll is Publish for several guests (one per architecture) at once:
 // every archive is written first, then the document once, so that the
 // registry names all of the new builds or none of them.
+//
+// Long: the steps of a publication under the registry's lock (archives, the
+// document, the store's refs, the undo of each on failure) share the lock
+// and what to undo.
 func PublishAll(ctx context.Context, dirs []string, o PublishOptions) ([]*Published, error) {
 	progress := func(format string, args ...any) {
 		if o.Progress != nil {

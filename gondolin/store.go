@@ -65,6 +65,10 @@ func randSuffix() string {
 // refs/<name>/<tag>/<arch> becomes a relative symlink to the object,
 // replaced atomically (symlink at <link>.tmp-<rand>, renamed over it).
 // An empty tag imports without touching refs. It returns the object dir.
+//
+// Long: the import's steps (manifest, assets copied and checked, the object
+// renamed into place, the ref) share the temporary object and its claim,
+// which every failure must release.
 func Import(ctx context.Context, dir, tag, storeDir string) (string, error) {
 	if storeDir == "" {
 		return "", fmt.Errorf("no image store directory")

@@ -381,6 +381,9 @@ func digestFromName(name string) (v1.Hash, bool) {
 	return v1.Hash{}, false
 }
 
+// Long: a docker save archive's manifest.json, its config and its layers
+// are read and checked field by field, in the format's order, each with its
+// own message.
 func resolveDockerSave(ctx context.Context, t *tarFS, where, ref string, opts Options) (*Image, error) {
 	rc, err := t.open("manifest.json")
 	if err != nil {

@@ -184,6 +184,11 @@ func (m *Merger) prune(dir *fstree.Inode) {
 	}
 }
 
+// entry applies one tar entry of a layer to the tree.
+//
+// Long: one case per tar entry type (whiteouts, directories, files, hard
+// and symbolic links, devices, FIFOs), each applied as overlayfs would,
+// with the limits checked as the entry is read.
 func (m *Merger) entry(ctx context.Context, tr *tar.Reader, hdr *tar.Header) error {
 	if err := m.countEntry(); err != nil {
 		return err

@@ -18,7 +18,6 @@ import (
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/cli"
 	"github.com/docker2vm/docker2vm/internal/console"
-	"github.com/docker2vm/docker2vm/rootfs"
 )
 
 // outputFlags are shared by both commands: target, output and filesystem.
@@ -79,36 +78,54 @@ func platforms(f *cli.Flags) ([]image.Platform, error) {
 // is the first of --platform's (see platforms).
 func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
 	opts := convert.Options{Command: command, Progress: io.Discard}
-	progressMode, err := cli.ProgressMode(f, stderr)
+	con, err := progressConsole(f, stderr)
 	if err != nil {
 		return opts, err
-	}
-	// One console owns stderr for the run: every line goes above the
-	// download bars it draws.
-	var con *console.Console
-	switch progressMode {
-	case "quiet":
-	case "json":
-		con = console.NewJSON(stderr)
-	default:
-		con = console.New(stderr, progressMode != "tty")
 	}
 	if con != nil {
 		opts.Progress = con
 	}
+	// Each group of flags in its own function, in the order --help lists
+	// them; the first error wins.
+	for _, bind := range []func(*convert.Options, *cli.Flags) error{bindOutput, bindImage, bindFS, bindLimits} {
+		if err := bind(&opts, f); err != nil {
+			return opts, err
+		}
+	}
+	if con != nil {
+		opts.Image.Progress = con
+	}
+	return opts, nil
+}
+
+// progressConsole is the console that owns stderr for the run (every line
+// goes above the download bars it draws), or nil for --progress quiet.
+func progressConsole(f *cli.Flags, stderr io.Writer) (*console.Console, error) {
+	mode, err := cli.ProgressMode(f, stderr)
+	if err != nil {
+		return nil, err
+	}
+	switch mode {
+	case "quiet":
+		return nil, nil
+	case "json":
+		return console.NewJSON(stderr), nil
+	}
+	return console.New(stderr, mode != "tty"), nil
+}
+
+// bindOutput reads what to write and where: --out, --force, --mode,
+// --base, --plain, --tag, --publish, --rootfs-mode.
+func bindOutput(opts *convert.Options, f *cli.Flags) error {
 	out := f.Str("out", "")
 	if out == "" {
-		return opts, &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
+		return &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
 	opts.OutDir = out
 	opts.Force = f.Bool("force")
-	plats, err := platforms(f)
-	if err != nil {
-		return opts, err
-	}
 	mode, err := parseMode(f)
 	if err != nil {
-		return opts, err
+		return err
 	}
 	opts.Mode = mode
 	opts.Base = gondolin.BaseOptions{Dirs: f.List("base"), NoDownload: f.Bool("no-download")}
@@ -116,60 +133,73 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	opts.Tag = f.Str("tag", "")
 	if opts.Publish = f.Str("publish", ""); opts.Publish != "" {
 		if opts.Publish, err = filepath.Abs(opts.Publish); err != nil {
-			return opts, err
+			return err
 		}
 	}
 	opts.PublishURL = f.Str("publish-url", "")
 	if f.Has("rootfs-mode") {
 		if mode != convert.ModeAssets {
-			return opts, &hint.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
+			return &hint.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
 		}
 		if opts.RootfsMode, err = gondolin.ParseRootfsMode(f.Str("rootfs-mode", "")); err != nil {
-			return opts, err
+			return err
 		}
 	}
+	return nil
+}
+
+// bindImage reads how the image is fetched: the first --platform, the
+// cache, the network's limits, --max-layers.
+func bindImage(opts *convert.Options, f *cli.Flags) error {
+	plats, err := platforms(f)
+	if err != nil {
+		return err
+	}
 	opts.Image = image.Options{
-		Platform:           image.HostPlatform(),
+		Platform:           plats[0],
 		CacheDir:           cacheDir(f),
 		NoCache:            f.Bool("no-cache"),
 		InsecureRegistries: f.List("insecure-registry"),
 	}
-	opts.Image.Platform = plats[0]
 	if opts.CacheMax, err = cacheMax(f); err != nil {
-		return opts, err
+		return err
 	}
 	if f.Has("stall-timeout") {
 		v := f.Str("stall-timeout", "")
 		if opts.Image.StallTimeout, err = image.ParseStallTimeout(v); err != nil {
-			return opts, &hint.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
+			return &hint.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
 				Fixes: []string{"Give a duration such as --stall-timeout 90s or --stall-timeout 5m."}}
 		}
 	}
 	if f.Has("parallel-downloads") {
 		v := f.Str("parallel-downloads", "")
 		if opts.Image.ParallelDownloads, err = image.ParseParallelDownloads(v); err != nil {
-			return opts, &hint.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
+			return &hint.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
 				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 8."}}
 		}
 	}
 	if f.Has("max-layers") {
 		n, err := cli.ParseCount("max-layers", f.Str("max-layers", ""))
 		if err != nil {
-			return opts, err
+			return err
 		}
 		opts.Image.MaxLayers = int(n)
 	}
-	if con != nil {
-		opts.Image.Progress = con
-	}
+	return nil
+}
+
+// bindFS reads the file system's flags: --size, --headroom, --no-journal,
+// --fs-label (and oci2gondolin's deprecated --label), SOURCE_DATE_EPOCH.
+func bindFS(opts *convert.Options, f *cli.Flags) error {
+	var err error
 	if f.Has("size") {
 		if opts.FS.Size, err = cli.ParseSize("size", f.Str("size", "")); err != nil {
-			return opts, err
+			return err
 		}
 	}
 	if f.Has("headroom") {
 		if opts.FS.Headroom, err = cli.ParseSize("headroom", f.Str("headroom", "")); err != nil {
-			return opts, err
+			return err
 		}
 	}
 	opts.FS.NoJournal = f.Bool("no-journal")
@@ -177,44 +207,43 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	// oci2gondolin's --label was the filesystem label; it still is, for
 	// one release. (dockerfile2gondolin's --label is an image label, as
 	// in docker build.)
-	if command == "oci2gondolin" && f.Has("label") {
+	if opts.Command == "oci2gondolin" && f.Has("label") {
 		if f.Has("fs-label") {
-			return opts, &hint.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
+			return &hint.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
 		}
 		fmt.Fprintln(opts.Progress, "warning: --label is deprecated: use --fs-label")
 		opts.FS.Label = f.Str("label", "")
 	}
 	if len(opts.FS.Label) > 16 {
-		return opts, &hint.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
+		return &hint.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
 			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --fs-label."}}
 	}
-	lim := rootfs.Limits{}
+	opts.FS.SourceDateEpoch, err = sourceDateEpoch()
+	return err
+}
+
+// bindLimits reads the limits on what an image may hold: --max-bytes,
+// --max-entries, --max-path.
+func bindLimits(opts *convert.Options, f *cli.Flags) error {
+	var err error
 	if f.Has("max-bytes") {
-		if lim.MaxBytes, err = cli.ParseSize("max-bytes", f.Str("max-bytes", "")); err != nil {
-			return opts, err
+		if opts.Limits.MaxBytes, err = cli.ParseSize("max-bytes", f.Str("max-bytes", "")); err != nil {
+			return err
 		}
 	}
-	if f.Has("max-entries") {
-		n, err := cli.ParseCount("max-entries", f.Str("max-entries", ""))
-		if err != nil {
-			return opts, err
+	for _, c := range []struct {
+		flag string
+		dst  *int
+	}{{"max-entries", &opts.Limits.MaxEntries}, {"max-path", &opts.Limits.MaxPathLen}} {
+		if f.Has(c.flag) {
+			n, err := cli.ParseCount(c.flag, f.Str(c.flag, ""))
+			if err != nil {
+				return err
+			}
+			*c.dst = int(n)
 		}
-		lim.MaxEntries = int(n)
 	}
-	if f.Has("max-path") {
-		n, err := cli.ParseCount("max-path", f.Str("max-path", ""))
-		if err != nil {
-			return opts, err
-		}
-		lim.MaxPathLen = int(n)
-	}
-	opts.Limits = lim
-	sde, err := sourceDateEpoch()
-	if err != nil {
-		return opts, err
-	}
-	opts.FS.SourceDateEpoch = sde
-	return opts, nil
+	return nil
 }
 
 // cacheDir is --cache-dir, made absolute (it is reported and locked).

@@ -94,6 +94,9 @@ type DryRunPlan struct {
 	Steps         []convert.Step    `json:"steps"`
 }
 
+// Long: it reads docker build's flags (and their docker spellings) into the
+// builder's options in --help's order, then checks, builds and converts;
+// the flags are read once, here.
 func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
 	if out := f.Str("out", ""); strings.Contains(out, "type=") || strings.HasPrefix(out, "dest=") {
 		return &hint.Error{Msg: fmt.Sprintf("--out %q is docker build's --output syntax.", out),

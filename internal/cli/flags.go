@@ -132,6 +132,9 @@ var ErrVersion = fmt.Errorf("version requested")
 func Parse(args []string, specs []Flag) (*Flags, error) { return parse(args, specs, 0) }
 
 // parse is Parse allowing up to maxArgs positional arguments.
+//
+// Long: one loop over the arguments, with the spellings of a flag (--name,
+// --name=value, -x, -xvalue, aliases) and their errors in one place.
 func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 	byName := make(map[string]Flag, len(specs))
 	byShort := map[string]Flag{}

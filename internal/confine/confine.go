@@ -192,6 +192,10 @@ func Quote(s string) string {
 }
 
 // Resolve resolves name from root in fsys under the package's rules.
+//
+// Long: one loop over the path's components, with link following, the hop
+// count and the confinement check interleaved as a kernel's path walk does;
+// split, its state would be passed between the pieces at every step.
 func Resolve[N any, F FS[N]](fsys F, root N, name string, opts Options) (Result[N], error) {
 	if strings.HasSuffix(name, "/") || strings.HasSuffix(name, "/.") {
 		opts.Dir = true
