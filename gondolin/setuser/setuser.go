@@ -21,6 +21,8 @@ package setuser
 import (
 	_ "embed"
 	"fmt"
+
+	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
 //go:generate sh generate.sh
@@ -47,12 +49,9 @@ var Arches = []string{"x86_64", "aarch64"}
 
 // Binary returns the program for arch, "x86_64" or "aarch64" (Gondolin's
 // names; see gondolin.NormalizeArch). The caller must not modify it.
-func Binary(arch string) ([]byte, error) {
-	switch arch {
-	case "x86_64":
-		return x86_64, nil
-	case "aarch64":
-		return aarch64, nil
+func Binary(name string) ([]byte, error) {
+	if b, ok := arch.Pick(name, x86_64, aarch64); ok {
+		return b, nil
 	}
-	return nil, fmt.Errorf("setuser: no %s for architecture %q (have x86_64, aarch64)", Name, arch)
+	return nil, fmt.Errorf("setuser: no %s for architecture %q (have x86_64, aarch64)", Name, name)
 }

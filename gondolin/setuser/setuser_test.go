@@ -81,8 +81,17 @@ func TestBinaryELF(t *testing.T) {
 	}
 }
 
-func TestBinaryUnknownArch(t *testing.T) {
-	for _, arch := range []string{"", "amd64", "arm64", "riscv64"} {
+// TestBinaryArch: every name of the two architectures gives its program
+// (internal/arch), any other architecture an error.
+func TestBinaryArch(t *testing.T) {
+	for _, names := range [][]string{{"x86_64", "amd64"}, {"aarch64", "arm64"}} {
+		a, err := setuser.Binary(names[0])
+		b, err2 := setuser.Binary(names[1])
+		if err != nil || err2 != nil || len(a) == 0 || &a[0] != &b[0] {
+			t.Errorf("Binary(%s) and Binary(%s): %v %v", names[0], names[1], err, err2)
+		}
+	}
+	for _, arch := range []string{"", "riscv64", "arm"} {
 		if _, err := setuser.Binary(arch); err == nil {
 			t.Errorf("Binary(%q) did not fail", arch)
 		}

@@ -29,3 +29,16 @@ func Parse(s string) (Arch, bool) {
 	}
 	return Arch{}, false
 }
+
+// Pick is amd64's or arm64's value for the architecture named (any name
+// Parse reads); false for another.
+func Pick[T any](name string, amd64, arm64 T) (T, bool) {
+	switch a, _ := Parse(name); a {
+	case AMD64:
+		return amd64, true
+	case ARM64:
+		return arm64, true
+	}
+	var zero T
+	return zero, false
+}

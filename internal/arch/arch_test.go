@@ -17,3 +17,14 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestPick(t *testing.T) {
+	for name, want := range map[string]string{"x86_64": "a", "amd64": "a", "aarch64": "b", "ARM64": "b"} {
+		if got, ok := Pick(name, "a", "b"); !ok || got != want {
+			t.Errorf("Pick(%q) = %q, %v", name, got, ok)
+		}
+	}
+	if got, ok := Pick("riscv64", "a", "b"); ok || got != "" {
+		t.Errorf("Pick(riscv64) = %q, %v", got, ok)
+	}
+}

@@ -8,6 +8,8 @@ package prebuilt
 import (
 	_ "embed"
 	"fmt"
+
+	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
 //go:generate go run ./gen
@@ -24,12 +26,9 @@ var Arches = []string{"x86_64", "aarch64"}
 
 // Binary returns docker2vm-guestenv for arch, "x86_64" or "aarch64"
 // (Gondolin's names). The caller must not modify it.
-func Binary(arch string) ([]byte, error) {
-	switch arch {
-	case "x86_64":
-		return x86_64, nil
-	case "aarch64":
-		return aarch64, nil
+func Binary(name string) ([]byte, error) {
+	if b, ok := arch.Pick(name, x86_64, aarch64); ok {
+		return b, nil
 	}
-	return nil, fmt.Errorf("no docker2vm-guestenv for architecture %q (have x86_64, aarch64)", arch)
+	return nil, fmt.Errorf("no docker2vm-guestenv for architecture %q (have x86_64, aarch64)", name)
 }
