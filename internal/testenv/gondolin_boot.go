@@ -203,14 +203,33 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 		return &BootReport{}, err
 	}
 	rep, err := gdRunHarness(t, hostDir, a, opts, in, len(specs))
-	if err != nil && gdStalledBeforeInit(rep.Log) {
+	if err != nil {
 		// TCG on a loaded two-core machine now and then leaves the guest
-		// kernel stuck early (before any of the image, the base or our
-		// code runs): that boot says nothing of the guest; boot it again.
-		t.Logf("the emulated kernel stalled before it ran /init (%v): booting again; its log ended:\n%s", err, gdTail(rep.Log, 800))
-		rep, err = gdRunHarness(t, hostDir, a, opts, in, len(specs))
+		// kernel stuck early, or Gondolin's own init dies in its device
+		// setup: before any of docker2vm's code in the guest runs. That
+		// boot says nothing of the guest; boot it again, once.
+		why := ""
+		switch {
+		case gdStalledBeforeInit(rep.Log):
+			why = "the emulated kernel stalled before it ran /init"
+		case gdInitDiedBeforeAgent(rep.Log):
+			why = "Gondolin's init died before it started the guest agent"
+		}
+		if why != "" {
+			t.Logf("%s (%v): booting again; its log ended:\n%s", why, err, gdTail(rep.Log, 1500))
+			rep, err = gdRunHarness(t, hostDir, a, opts, in, len(specs))
+		}
 	}
 	return rep, err
+}
+
+// gdInitDiedBeforeAgent reports whether a failed boot's log shows
+// Gondolin's rootfs init (its "[init]" lines) dying, the kernel panicking
+// for it, before it logged that it starts sandboxd: before the image
+// environment docker2vm adds is sourced and its agent wrapper runs.
+func gdInitDiedBeforeAgent(log string) bool {
+	return strings.Contains(log, "Attempted to kill init!") && strings.Contains(log, "[init] ") &&
+		!strings.Contains(log, "[init] starting sandboxd")
 }
 
 // gdStalledBeforeInit reports whether a failed boot's log shows the guest

@@ -423,3 +423,22 @@ func TestStalledBeforeInit(t *testing.T) {
 		}
 	}
 }
+
+// TestInitDiedBeforeAgent: only a panic of Gondolin's rootfs init before
+// it starts sandboxd counts (not the initramfs's, not a later one).
+func TestInitDiedBeforeAgent(t *testing.T) {
+	died := "[qemu] stdout: [    5.081319] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n"
+	for _, tc := range []struct {
+		log  string
+		want bool
+	}{
+		{"[qemu] stdout: [init] loaded virtio_rng\n[qemu] stdout: [init] starting rngd\n" + died, true},
+		{"[qemu] stdout: [init] starting sandboxd\n" + died, false},
+		{"[qemu] stdout: switch_root: can't execute '/init': No such file or directory\n" + died, false},
+		{"[qemu] stdout: [init] starting rngd\nharness: timeout\n", false},
+	} {
+		if got := gdInitDiedBeforeAgent(tc.log); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.log, got, tc.want)
+		}
+	}
+}
