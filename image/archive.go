@@ -360,6 +360,10 @@ func (s *dockerSaveStore) blob(ctx context.Context, desc v1.Descriptor, what str
 	return s.t.open(name)
 }
 
+func (s *dockerSaveStore) layer(_, stream context.Context, img *Image, i int) (io.ReadCloser, error) {
+	return s.blob(stream, img.layers[i], img.layerName(i))
+}
+
 func (s *dockerSaveStore) close() error { return s.t.close() }
 
 // digestFromName returns the digest a member name encodes: "blobs/sha256/<hex>"

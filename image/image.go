@@ -160,6 +160,11 @@ type store interface {
 	manifest(ctx context.Context, desc v1.Descriptor, what string) ([]byte, error)
 	// blob returns the raw bytes of a blob; the caller verifies them.
 	blob(ctx context.Context, desc v1.Descriptor, what string) (io.ReadCloser, error)
+	// layer returns the raw bytes of layer i of img for OpenLayer, which
+	// verifies them: a local store's blob; the registry's download of it,
+	// which the first call starts with the others'. ctx is the run's,
+	// stream the layer stream's own.
+	layer(ctx, stream context.Context, img *Image, i int) (io.ReadCloser, error)
 	close() error
 }
 
@@ -265,13 +270,7 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	// convert.Run does, and writes into a staging directory it discards on
 	// any error, so nothing unverified is ever published.
 	lctx, cancel := context.WithCancel(ctx) // the stream's own, for Abort
-	var raw io.ReadCloser
-	var err error
-	if rs, ok := img.store.(*registryStore); ok {
-		raw, err = rs.layer(ctx, lctx, img, i)
-	} else {
-		raw, err = img.store.blob(lctx, desc, what)
-	}
+	raw, err := img.store.layer(ctx, lctx, img, i)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -72,6 +72,10 @@ func (s *layoutStore) blob(ctx context.Context, desc v1.Descriptor, what string)
 	return s.openBlob(desc, what)
 }
 
+func (s *layoutStore) layer(_, stream context.Context, img *Image, i int) (io.ReadCloser, error) {
+	return s.blob(stream, img.layers[i], img.layerName(i))
+}
+
 func (s *layoutStore) close() error { return s.fsys.close() }
 
 // resolveOCI resolves the image in an OCI layout held by st.
