@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/internal/diskio/diskiotest"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
 
@@ -79,16 +80,7 @@ func TestCacheNonRegularEntries(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name+"/download first", func(t *testing.T) {
-			root, err := os.MkdirTemp("", "c")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(root) })
-			var progress bytes.Buffer
-			c, err := newBlobCache(root, newProgress(&progress, false))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, progress := shortCache(t)
 			p := c.path(desc.Digest)
 			tc.make(t, p)
 			if c.has(desc) {
@@ -110,17 +102,7 @@ func TestCacheNonRegularEntries(t *testing.T) {
 			f.Close()
 		})
 		t.Run(tc.name, func(t *testing.T) {
-			// A short root: socket paths are limited to about 100 bytes.
-			root, err := os.MkdirTemp("", "c")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(root) })
-			var progress bytes.Buffer
-			c, err := newBlobCache(root, newProgress(&progress, false))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, progress := shortCache(t)
 			p := c.path(desc.Digest)
 			tc.make(t, p)
 
@@ -256,4 +238,16 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 	if err := live.commit(sha256Of([]byte("in progress"))); err != nil {
 		t.Fatalf("commit after a reclaim: %v", err)
 	}
+}
+
+// shortCache is a blob cache in a directory of its own with a short path
+// (socket paths are limited to about 100 bytes), reporting into progress.
+func shortCache(t *testing.T) (*blobCache, *bytes.Buffer) {
+	t.Helper()
+	var progress bytes.Buffer
+	c, err := newBlobCache(diskiotest.ShortDir(t), newProgress(&progress, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, &progress
 }
