@@ -42,17 +42,22 @@ func TestArchiveTempsReclaimed(t *testing.T) {
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live run's decompressed archive was removed: %v", err)
 	}
-	ours, _ := filepath.Glob(filepath.Join(tmp, archiveTempPattern))
+	temps := filepath.Join(tmp, "docker2vm-archive-*.tar")
+	ours, _ := filepath.Glob(temps)
 	if len(ours) != 2 { // live + this run's own
 		t.Errorf("temporary files while open: %v", ours)
 	}
 	// Another run now must not take this run's file for a dead one's.
-	reclaimArchiveTemps(tmp)
-	if got, _ := filepath.Glob(filepath.Join(tmp, archiveTempPattern)); len(got) != 2 {
-		t.Errorf("reclaim removed an open run's file: %v", got)
+	img2, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Glob(temps); len(got) != 3 {
+		t.Errorf("a second run removed an open run's file: %v", got)
 	}
 	img.Close()
-	if got, _ := filepath.Glob(filepath.Join(tmp, archiveTempPattern)); len(got) != 1 {
+	img2.Close()
+	if got, _ := filepath.Glob(temps); len(got) != 1 {
 		t.Errorf("after Close: %v, want only the live one", got)
 	}
 }

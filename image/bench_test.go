@@ -6,9 +6,10 @@ import (
 	"math/rand"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // BenchmarkOpenLayer measures reading a 64 MiB (uncompressed) layer from an

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +16,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/registry"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
@@ -34,16 +35,6 @@ type faultFixture struct {
 	files  map[string]string
 }
 
-// randomBytes are incompressible, so that a layer's blob is as big as its
-// content.
-func randomBytes(seed byte, n int) []byte {
-	var s [32]byte
-	s[0] = seed
-	b := make([]byte, n)
-	rand.NewChaCha8(s).Read(b)
-	return b
-}
-
 func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
 	require.Integration(t, "starts a registry")
@@ -53,7 +44,7 @@ func newFaultFixture(t *testing.T) *faultFixture {
 	var layers []v1.Layer
 	for i, size := range []int{384 << 10, 1536 << 10, 640 << 10} {
 		name := []string{"a.bin", "b.bin", "c.bin"}[i]
-		content := string(randomBytes(byte(i+1), size))
+		content := string(testtar.Incompressible(byte(i+1), size))
 		f.files[name] = content
 		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(name, content)), testenv.Gzip, true))
 	}
@@ -101,7 +92,7 @@ func faultOptions(cache string, retries int, progress *bytes.Buffer) Options {
 	o := Options{
 		Platform: amd64, CacheDir: cache,
 		StallTimeout: time.Second, ParallelDownloads: 1,
-		retry: &netPolicy{retries: retries, backoff: 20 * time.Millisecond, maxWait: 100 * time.Millisecond, maxRetryAfter: 10 * time.Second},
+		retry: &registry.Policy{Retries: retries, Backoff: 20 * time.Millisecond, MaxWait: 100 * time.Millisecond, MaxRetryAfter: 10 * time.Second},
 	}
 	if progress != nil {
 		o.Progress = progress
@@ -129,7 +120,7 @@ func assertCacheTrusted(t *testing.T, cache string) {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), tmpPrefix) {
+		if strings.HasPrefix(e.Name(), registry.TempPrefix) {
 			t.Errorf("temporary file left in the cache: %s", e.Name())
 			continue
 		}
@@ -249,7 +240,7 @@ func TestRegistryFaults(t *testing.T) {
 			wantErr: []string{what1, "registry " + f.proxy.Host, "after 3 attempts", "HTTP 500"},
 			errIs:   ErrNetwork,
 			check: func(t *testing.T, err error, _ string, _ time.Duration) {
-				if h := hintsText(err); !strings.Contains(h, "try again later") || strings.Contains(h, "Check the network") {
+				if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "try again later") || strings.Contains(h, "Check the network") {
 					t.Errorf("hints %q", h)
 				}
 			},
@@ -261,7 +252,7 @@ func TestRegistryFaults(t *testing.T) {
 			wantErr: []string{what1, "registry " + f.proxy.Host, "after 3 attempts", "connection was dropped after"},
 			errIs:   ErrNetwork,
 			check: func(t *testing.T, err error, _ string, _ time.Duration) {
-				h := hintsText(err)
+				h := strings.Join(hint.Of(err), "\n")
 				if !strings.Contains(h, "Check the network") || !strings.Contains(h, "run again") || !strings.Contains(h, "downloaded completely are kept") {
 					t.Errorf("hints %q", h)
 				}
@@ -320,7 +311,7 @@ func TestRegistryFaults(t *testing.T) {
 				if elapsed < 3*time.Second || elapsed > 40*time.Second {
 					t.Errorf("gave up after %s", elapsed)
 				}
-				if h := hintsText(err); !strings.Contains(h, "--stall-timeout") || !strings.Contains(h, StallTimeoutEnv) {
+				if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "--stall-timeout") || !strings.Contains(h, StallTimeoutEnv) {
 					t.Errorf("hints %q", h)
 				}
 			},
@@ -371,7 +362,7 @@ func TestRegistryFaults(t *testing.T) {
 			start := time.Now()
 			files, err := f.fetchAll(context.Background(), faultOptions(cache, tc.retries, &progress))
 			elapsed := time.Since(start)
-			t.Logf("after %s: error %v\nhints: %q\nprogress:\n%s", elapsed.Round(time.Millisecond), err, hintsText(err), progress.String())
+			t.Logf("after %s: error %v\nhints: %q\nprogress:\n%s", elapsed.Round(time.Millisecond), err, strings.Join(hint.Of(err), "\n"), progress.String())
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatalf("%v\nprogress:\n%s", err, progress.String())
@@ -440,7 +431,7 @@ func TestRegistryMaxLayers(t *testing.T) {
 	opts.MaxLayers = 2
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: f.ref}, opts)
 	wantErr(t, err, "has 3 layers, more than the limit of 2")
-	if h := hintsText(err); !strings.Contains(h, "--max-layers 3") {
+	if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "--max-layers 3") {
 		t.Errorf("hints %q", h)
 	}
 	if reqs := f.proxy.Requests("/blobs/"); len(reqs) != 0 {
@@ -460,7 +451,7 @@ func TestEarlyStopThroughRegistry(t *testing.T) {
 	emptyDockerConfig(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	const size = 64 << 20
-	content := randomBytes(9, size)
+	content := testtar.Incompressible(9, size)
 	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
 	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
 	reg.Push(t, "bomb:1", img, nil)

@@ -18,6 +18,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
+	"github.com/docker2vm/docker2vm/image/internal/registry"
 )
 
 // Options configure Resolve.
@@ -72,7 +76,7 @@ type Options struct {
 	ParallelDownloads int
 
 	// retry, when set, replaces the retry counts and waits (tests).
-	retry *netPolicy
+	retry *registry.Policy
 	// segmentSize, when set, is the size of the segments layers are
 	// downloaded in, however small (tests).
 	segmentSize int64
@@ -88,24 +92,10 @@ func (o Options) maxLayers() int {
 	return o.MaxLayers
 }
 
-// netPolicy is how registry requests are timed out and retried.
-func (o Options) netPolicy() (netPolicy, error) {
-	stall, err := stallTimeout(o)
-	if err != nil {
-		return netPolicy{}, err
-	}
-	p := defaultNetPolicy(stall)
-	if o.retry != nil {
-		p = *o.retry
-		p.stall = stall
-	}
-	return p, nil
-}
-
 // checkLayerCount refuses more than max layers.
 func checkLayerCount(n, max int, what string) error {
 	if n > max {
-		return newError(nil, []string{
+		return hint.New(nil, []string{
 			fmt.Sprintf("If the image is trusted, raise the limit with --max-layers %d.", n),
 			"Real images have tens of layers, rarely more than 127 (what overlayfs-based runtimes such as Docker stack); this many may be a hostile image.",
 		}, "%s has %d layers, more than the limit of %d", what, n, max)
@@ -136,8 +126,9 @@ type Image struct {
 	RawConfig    []byte
 	Layers       []Layer
 
-	store  store
+	store  blob.Store
 	layers []v1.Descriptor
+	names  []string // layerName's, for the store
 }
 
 // Layer describes one layer of the image, bottom first.
@@ -152,26 +143,6 @@ type Layer struct {
 	// stream's magic bytes, so a mislabelled gzip layer still works.
 	Compression string
 }
-
-// store serves the manifests and blobs of one source.
-type store interface {
-	// manifest returns the bytes of the manifest or index desc names,
-	// verified against desc.Digest (and desc.Size when set).
-	manifest(ctx context.Context, desc v1.Descriptor, what string) ([]byte, error)
-	// blob returns the raw bytes of a blob; the caller verifies them.
-	blob(ctx context.Context, desc v1.Descriptor, what string) (io.ReadCloser, error)
-	// layer returns the raw bytes of layer i of img for OpenLayer, which
-	// verifies them: a local store's blob; the registry's download of it,
-	// which the first call starts with the others'. ctx is the run's,
-	// stream the layer stream's own.
-	layer(ctx, stream context.Context, img *Image, i int) (io.ReadCloser, error)
-	close() error
-}
-
-const (
-	maxManifestSize = 8 << 20
-	maxConfigSize   = 32 << 20
-)
 
 // Resolve finds the image src names for opts.Platform, fetches and verifies
 // its manifest and config, and returns it ready for OpenLayer.
@@ -191,11 +162,11 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 		}
 	}
 	if strings.TrimSpace(src.Ref) == "" {
-		return nil, newError(nil, []string{"Pass an image reference or a path."}, "empty %s source", src.Kind)
+		return nil, hint.New(nil, []string{"Pass an image reference or a path."}, "empty %s source", src.Kind)
 	}
 	info, ok := src.Kind.Info()
 	if !ok {
-		return nil, newError(nil, []string{"Use " + kindFlags("or") + "."}, "unknown source kind %q", src.Kind)
+		return nil, hint.New(nil, []string{"Use " + kindFlags("or") + "."}, "unknown source kind %q", src.Kind)
 	}
 	img, err := info.resolve(ctx, src, opts)
 	if err != nil {
@@ -209,7 +180,7 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 func DefaultCacheDir() (string, error) {
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", newError(err, []string{"Set XDG_CACHE_HOME or HOME, or pass --no-cache."}, "cannot find a cache directory")
+		return "", hint.New(err, []string{"Set XDG_CACHE_HOME or HOME, or pass --no-cache."}, "cannot find a cache directory")
 	}
 	return filepath.Join(d, "docker2vm"), nil
 }
@@ -221,14 +192,19 @@ func (img *Image) Close() error {
 	if img == nil || img.store == nil {
 		return nil
 	}
-	err := img.store.close()
+	err := img.store.Close()
 	img.store = nil
 	return err
 }
 
-// layerName names layer i for messages: "layer 2/5 sha256:abc…".
-func (img *Image) layerName(i int) string {
-	return LayerName(i, len(img.layers), img.layers[i].Digest.String())
+// setStore makes st serve the image's blobs, and names its layers for
+// the store's messages ("layer 2/5 sha256:abc…").
+func (img *Image) setStore(st blob.Store) {
+	img.store = st
+	img.names = make([]string, len(img.layers))
+	for i, d := range img.layers {
+		img.names[i] = LayerName(i, len(img.layers), d.Digest.String())
+	}
 }
 
 // LayerName names layer i (0-based) of n the way every message and
@@ -262,7 +238,7 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("layer %d out of range: the image has %d layers", i, len(img.layers))
 	}
 	desc := img.layers[i]
-	what := img.layerName(i)
+	what := img.names[i]
 	// Local blobs (layouts, archives) are verified while they stream, like
 	// registry blobs: hashing a whole blob before handing out a byte would
 	// read it twice. A consumer that fails on a corrupt layer (a tar error)
@@ -270,7 +246,7 @@ func (img *Image) OpenLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	// convert.Run does, and writes into a staging directory it discards on
 	// any error, so nothing unverified is ever published.
 	lctx, cancel := context.WithCancel(ctx) // the stream's own, for Abort
-	raw, err := img.store.layer(ctx, lctx, img, i)
+	raw, err := img.store.Layer(ctx, lctx, img.layers, img.names, i)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -294,11 +270,11 @@ func compressionOf(mt types.MediaType, what string) (string, error) {
 		return "none", nil
 	case types.DockerForeignLayer, types.OCIRestrictedLayer, types.OCIUncompressedRestrictedLayer,
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd":
-		return "", newError(nil, []string{
+		return "", hint.New(nil, []string{
 			"Foreign/non-distributable layers (e.g. Windows base layers) cannot be converted; use a Linux image whose layers are all in the registry.",
 		}, "%s has media type %s (a foreign, non-distributable layer), which is not supported", what, mt)
 	}
-	return "", newError(nil, []string{
+	return "", hint.New(nil, []string{
 		"Supported layer media types: application/vnd.oci.image.layer.v1.tar[+gzip|+zstd] and application/vnd.docker.image.rootfs.diff.tar[.gzip].",
 		"The reference may name an artifact (Helm chart, signature, SBOM) rather than a container image.",
 	}, "%s has unsupported media type %q", what, mt)

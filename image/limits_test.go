@@ -13,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -70,15 +72,15 @@ func gzipBomb(t *testing.T, size int64) []byte {
 // decompress all of it to deliver the digest verdict: the tampering tests
 // check that).
 func TestAbortLayer(t *testing.T) {
-	blob := gzipBomb(t, 10<<30)
-	desc := v1.Descriptor{Digest: sha256Of(blob), Size: int64(len(blob))}
+	bomb := gzipBomb(t, 10<<30)
+	desc := v1.Descriptor{Digest: blob.Sha256Of(bomb), Size: int64(len(bomb))}
 	// The diff ID of 10 GiB of tar is not worth computing: Abort never
 	// checks it, and Close fails on the stored digest first.
-	diffID := sha256Of([]byte("not computed"))
+	diffID := blob.Sha256Of([]byte("not computed"))
 
 	open := func(t *testing.T, d v1.Descriptor) (*layerReader, *countingReader) {
 		t.Helper()
-		raw := &countingReader{r: bytes.NewReader(blob)}
+		raw := &countingReader{r: bytes.NewReader(bomb)}
 		_, cancel := context.WithCancel(context.Background())
 		lr, err := newLayerReader(context.Background(), cancel, raw, d, diffID, "layer 0 "+d.Digest.String())
 		if err != nil {
@@ -97,10 +99,10 @@ func TestAbortLayer(t *testing.T) {
 		// At most the read-ahead ring of the first stage (5 MiB) and a
 		// buffer: a bound, not a timing.
 		if n := raw.n.Load(); n > 6<<20 {
-			t.Errorf("%d of the blob's %d bytes were read", n, len(blob))
+			t.Errorf("%d of the bomb's %d bytes were read", n, len(bomb))
 		}
 		if !raw.closed.Load() {
-			t.Error("the stored blob was not closed")
+			t.Error("the stored bomb was not closed")
 		}
 		if err := lr.Close(); err != nil {
 			t.Errorf("Close after Abort: %v", err)
@@ -146,7 +148,7 @@ func TestMaxLayers(t *testing.T) {
 					continue
 				}
 				wantErr(t, err, tc.wantErr)
-				if h := hintsText(err); !strings.Contains(h, "--max-layers 3") {
+				if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "--max-layers 3") {
 					t.Errorf("hints %q", h)
 				}
 			}

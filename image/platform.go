@@ -8,6 +8,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/arch"
 )
 
@@ -28,7 +29,7 @@ func ParsePlatform(s string) (Platform, error) {
 		parts = []string{"linux", parts[0]}
 	}
 	bad := func(why string) (Platform, error) {
-		return Platform{}, newError(nil, []string{
+		return Platform{}, hint.New(nil, []string{
 			"Pass --platform linux/amd64 or --platform linux/arm64 (amd64 and arm64 are accepted too).",
 		}, "unsupported platform %q: %s; supported: %s", orig, why, strings.Join(supportedPlatforms, ", "))
 	}
@@ -72,7 +73,7 @@ func ParsePlatforms(s string) ([]Platform, error) {
 		}
 		key := p.OS + "/" + p.Architecture
 		if prev, dup := seen[key]; dup {
-			return nil, newError(nil, []string{"List each platform once, e.g. --platform linux/amd64,linux/arm64."},
+			return nil, hint.New(nil, []string{"List each platform once, e.g. --platform linux/amd64,linux/arm64."},
 				"platform %s is given twice in %q (as %q and %q)", key, s, prev, strings.TrimSpace(part))
 		}
 		seen[key] = strings.TrimSpace(part)
@@ -190,18 +191,18 @@ func platformMissError(want Platform, offered []Platform) error {
 	}
 	hints = append(hints, fmt.Sprintf("Choose an image that is published for %s.", platformString(want)))
 	if !some {
-		return newError(nil, hints, "the image has no %s variant; it offers %s, and none of them can be converted (docker2vm converts %s images)",
+		return hint.New(nil, hints, "the image has no %s variant; it offers %s, and none of them can be converted (docker2vm converts %s images)",
 			platformString(want), platformList(offered), strings.Join(supportedPlatforms, " and "))
 	}
-	return newError(nil, hints, "the image has no %s variant; it offers: %s", platformString(want), platformList(offered))
+	return hint.New(nil, hints, "the image has no %s variant; it offers: %s", platformString(want), platformList(offered))
 }
 
 func platformMismatchError(have, want Platform) error {
 	if !convertible(have) {
-		return newError(nil, []string{fmt.Sprintf("Choose an image that is published for %s.", platformString(want))},
+		return hint.New(nil, []string{fmt.Sprintf("Choose an image that is published for %s.", platformString(want))},
 			"image is %s, which cannot be converted (docker2vm converts %s images)", platformString(have), strings.Join(supportedPlatforms, " and "))
 	}
-	return newError(nil, []string{
+	return hint.New(nil, []string{
 		fmt.Sprintf("pass --platform %s or choose another image", platformString(Platform{OS: have.OS, Architecture: have.Architecture})),
 	}, "image is %s but --platform is %s; pass --platform %s or choose another image",
 		platformString(have), platformString(want), platformString(Platform{OS: have.OS, Architecture: have.Architecture}))

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 // emptyDockerConfig points DOCKER_CONFIG at an empty directory so that the
@@ -74,22 +76,22 @@ func TestRegistryAnonymous(t *testing.T) {
 	t.Run("not found", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: reg.Ref("nope:1")}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "not found")
-		if !strings.Contains(hintsText(err), "Check the repository name") {
-			t.Errorf("hints %q", hintsText(err))
+		if !strings.Contains(strings.Join(hint.Of(err), "\n"), "Check the repository name") {
+			t.Errorf("hints %q", strings.Join(hint.Of(err), "\n"))
 		}
 	})
 	t.Run("tag not found lists the tags", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: single[:strings.LastIndex(single, ":")] + ":no-such-tag"}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, `tag "no-such-tag" is not in`)
-		if h := hintsText(err); !strings.Contains(h, "has the tags: "+single[strings.LastIndex(single, ":")+1:]) || !strings.Contains(h, "Check the repository name") {
+		if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "has the tags: "+single[strings.LastIndex(single, ":")+1:]) || !strings.Contains(h, "Check the repository name") {
 			t.Errorf("hints %q", h)
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: "127.0.0.1:1/app:1"}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "cannot connect to registry 127.0.0.1:1")
-		if !strings.Contains(hintsText(err), "listening at 127.0.0.1:1") {
-			t.Errorf("hints %q", hintsText(err))
+		if !strings.Contains(strings.Join(hint.Of(err), "\n"), "listening at 127.0.0.1:1") {
+			t.Errorf("hints %q", strings.Join(hint.Of(err), "\n"))
 		}
 	})
 }
@@ -102,7 +104,7 @@ func TestRegistryBasicAuth(t *testing.T) {
 	emptyDockerConfig(t)
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: ref}, Options{Platform: amd64, NoCache: true})
 	wantErr(t, err, "access to "+reg.Host+"/private/app denied (HTTP 401)")
-	if h := hintsText(err); !strings.Contains(h, "docker login "+reg.Host) || !strings.Contains(h, "DOCKER_CONFIG") {
+	if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "docker login "+reg.Host) || !strings.Contains(h, "DOCKER_CONFIG") {
 		t.Errorf("hints %q", h)
 	}
 

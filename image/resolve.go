@@ -3,9 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 
@@ -13,12 +11,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 )
 
 // resolver walks indexes and manifests of an OCI-shaped source (registry,
 // layout, OCI archive) held by st.
 type resolver struct {
-	st        store
+	st        blob.Store
 	want      Platform
 	maxLayers int
 }
@@ -34,11 +33,11 @@ type candidate struct {
 // into nested indexes, skipping attestations.
 func (r *resolver) collect(ctx context.Context, entries []v1.Descriptor, inherited *Platform, depth int, out *[]candidate) error {
 	if depth > maxIndexDepth {
-		return newError(nil, nil, "image indexes nested more than %d deep", maxIndexDepth)
+		return hint.New(nil, nil, "image indexes nested more than %d deep", maxIndexDepth)
 	}
 	for _, d := range entries {
 		if len(*out) > maxIndexEntries {
-			return newError(nil, nil, "image index lists more than %d manifests", maxIndexEntries)
+			return hint.New(nil, nil, "image index lists more than %d manifests", maxIndexEntries)
 		}
 		if isAttestation(d) {
 			continue
@@ -75,7 +74,7 @@ func (r *resolver) collect(ctx context.Context, entries []v1.Descriptor, inherit
 
 func (r *resolver) index(ctx context.Context, d v1.Descriptor) (*v1.IndexManifest, error) {
 	what := "image index " + d.Digest.String()
-	b, err := r.st.manifest(ctx, d, what)
+	b, err := r.st.Manifest(ctx, d, what)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +84,7 @@ func (r *resolver) index(ctx context.Context, d v1.Descriptor) (*v1.IndexManifes
 func parseIndex(b []byte, what string) (*v1.IndexManifest, error) {
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
 	if err != nil {
-		return nil, newError(err, []string{"The image source is corrupt or not an OCI image."}, "cannot parse %s", what)
+		return nil, hint.New(err, []string{"The image source is corrupt or not an OCI image."}, "cannot parse %s", what)
 	}
 	return idx, nil
 }
@@ -148,7 +147,7 @@ func (r *resolver) fromEntries(ctx context.Context, entries []v1.Descriptor, ind
 		return nil, firstErr
 	}
 	if len(cands) == 0 {
-		return nil, newError(nil, []string{"Check that the reference names a container image, not an artifact."}, "the image index lists no container images")
+		return nil, hint.New(nil, []string{"Check that the reference names a container image, not an artifact."}, "the image index lists no container images")
 	}
 	return nil, platformMissError(r.want, offered)
 }
@@ -176,14 +175,14 @@ func asPlatformErr(err error, pe **platformErr) bool {
 func (r *resolver) fromDescriptor(ctx context.Context, d v1.Descriptor, raw []byte) (*Image, error) {
 	mt := d.MediaType
 	if mt == "" && raw != nil {
-		mt = sniffManifestType(raw)
+		mt = blob.SniffManifestType(raw)
 	}
 	switch {
 	case isIndexType(mt):
 		what := "image index " + d.Digest.String()
 		if raw == nil {
 			var err error
-			if raw, err = r.st.manifest(ctx, d, what); err != nil {
+			if raw, err = r.st.Manifest(ctx, d, what); err != nil {
 				return nil, err
 			}
 		}
@@ -198,37 +197,13 @@ func (r *resolver) fromDescriptor(ctx context.Context, d v1.Descriptor, raw []by
 	case mt == types.DockerManifestSchema1 || mt == types.DockerManifestSchema1Signed:
 		return nil, schema1Error(d)
 	}
-	return nil, newError(nil, []string{"Check that the reference names a container image, not an artifact (Helm chart, signature, SBOM)."},
+	return nil, hint.New(nil, []string{"Check that the reference names a container image, not an artifact (Helm chart, signature, SBOM)."},
 		"%s has media type %q, which is not an image manifest or index", d.Digest, mt)
 }
 
 func schema1Error(d v1.Descriptor) error {
-	return newError(nil, []string{"Re-push the image with a current Docker, crane or skopeo: that converts it to schema 2."},
+	return hint.New(nil, []string{"Re-push the image with a current Docker, crane or skopeo: that converts it to schema 2."},
 		"manifest %s uses Docker image manifest schema 1, which is deprecated and not supported", d.Digest)
-}
-
-// sniffManifestType reads the mediaType field, or guesses from the shape.
-func sniffManifestType(b []byte) types.MediaType {
-	var probe struct {
-		MediaType types.MediaType `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-		Config    json.RawMessage `json:"config"`
-		FSLayers  json.RawMessage `json:"fsLayers"`
-	}
-	if json.Unmarshal(b, &probe) != nil {
-		return ""
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType
-	case probe.Manifests != nil:
-		return types.OCIImageIndex
-	case probe.Config != nil:
-		return types.OCIManifestSchema1
-	case probe.FSLayers != nil:
-		return types.DockerManifestSchema1
-	}
-	return ""
 }
 
 // fromManifest fetches and checks an image manifest and its config.
@@ -239,13 +214,13 @@ func (r *resolver) fromManifest(ctx context.Context, d v1.Descriptor, raw []byte
 	}
 	if raw == nil {
 		var err error
-		if raw, err = r.st.manifest(ctx, d, what); err != nil {
+		if raw, err = r.st.Manifest(ctx, d, what); err != nil {
 			return nil, err
 		}
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, newError(err, []string{"The image source is corrupt or not an OCI image."}, "cannot parse %s", what)
+		return nil, hint.New(err, []string{"The image source is corrupt or not an OCI image."}, "cannot parse %s", what)
 	}
 	if m.SchemaVersion != 2 {
 		return nil, schema1Error(d)
@@ -254,23 +229,23 @@ func (r *resolver) fromManifest(ctx context.Context, d v1.Descriptor, raw []byte
 		return nil, err
 	}
 	if m.MediaType != "" && !isManifestType(m.MediaType) {
-		return nil, newError(nil, nil, "%s has media type %q, which is not an image manifest", what, m.MediaType)
+		return nil, hint.New(nil, nil, "%s has media type %q, which is not an image manifest", what, m.MediaType)
 	}
 	switch m.Config.MediaType {
 	case types.OCIConfigJSON, types.DockerConfigJSON, "":
 	default:
-		return nil, newError(nil, []string{"Check that the reference names a container image, not an artifact (Helm chart, signature, SBOM)."},
+		return nil, hint.New(nil, []string{"Check that the reference names a container image, not an artifact (Helm chart, signature, SBOM)."},
 			"%s is not a container image: its config has media type %q", what, m.Config.MediaType)
 	}
 	cfgWhat := "config " + m.Config.Digest.String()
-	if err := checkAlgorithm(m.Config.Digest, cfgWhat); err != nil {
+	if err := blob.CheckAlgorithm(m.Config.Digest, cfgWhat); err != nil {
 		return nil, err
 	}
-	rc, err := r.st.blob(ctx, m.Config, cfgWhat)
+	rc, err := r.st.Blob(ctx, m.Config, cfgWhat)
 	if err != nil {
 		return nil, err
 	}
-	cfgRaw, err := readVerified(rc, m.Config, maxConfigSize, cfgWhat)
+	cfgRaw, err := blob.ReadVerified(rc, m.Config, blob.MaxConfigSize, cfgWhat)
 	rc.Close()
 	if err != nil {
 		return nil, err
@@ -279,7 +254,7 @@ func (r *resolver) fromManifest(ctx context.Context, d v1.Descriptor, raw []byte
 	if err != nil {
 		return nil, err
 	}
-	img.store = r.st
+	img.setStore(r.st)
 	return img, nil
 }
 
@@ -289,7 +264,7 @@ func buildImage(digest v1.Hash, m *v1.Manifest, rawManifest []byte, cfgDigest v1
 	cfgWhat := "config " + cfgDigest.String()
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
 	if err != nil {
-		return nil, newError(err, []string{"The image source is corrupt or not a container image."}, "cannot parse %s", cfgWhat)
+		return nil, hint.New(err, []string{"The image source is corrupt or not a container image."}, "cannot parse %s", cfgWhat)
 	}
 	have := Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
 	if have.OS == "" && have.Architecture == "" && indexPlatform != nil {
@@ -305,7 +280,7 @@ func buildImage(digest v1.Hash, m *v1.Manifest, rawManifest []byte, cfgDigest v1
 		return nil, &platformErr{have: have, want: want, err: platformMismatchError(have, want)}
 	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, newError(nil, []string{"The image source is corrupt: rebuild or re-export the image."},
+		return nil, hint.New(nil, []string{"The image source is corrupt: rebuild or re-export the image."},
 			"manifest %s lists %d layers but its config has %d diff IDs", digest, len(m.Layers), len(cfg.RootFS.DiffIDs))
 	}
 	img := &Image{
@@ -324,16 +299,16 @@ func buildImage(digest v1.Hash, m *v1.Manifest, rawManifest []byte, cfgDigest v1
 			return nil, err
 		}
 		if len(l.URLs) > 0 {
-			return nil, newError(nil, []string{"Layers fetched from external URLs are not supported; use an image whose layers are all in the registry."},
+			return nil, hint.New(nil, []string{"Layers fetched from external URLs are not supported; use an image whose layers are all in the registry."},
 				"%s must be fetched from an external URL (%s)", what, strings.Join(l.URLs, ", "))
 		}
-		if err := checkAlgorithm(l.Digest, what); err != nil {
+		if err := blob.CheckAlgorithm(l.Digest, what); err != nil {
 			return nil, err
 		}
 		if l.Size < 0 {
-			return nil, newError(nil, nil, "%s has a negative size", what)
+			return nil, hint.New(nil, nil, "%s has a negative size", what)
 		}
-		if err := checkAlgorithm(cfg.RootFS.DiffIDs[i], what+" diff ID"); err != nil {
+		if err := blob.CheckAlgorithm(cfg.RootFS.DiffIDs[i], what+" diff ID"); err != nil {
 			return nil, err
 		}
 		img.layers = append(img.layers, l)
@@ -361,7 +336,7 @@ func selectByRefName(entries []v1.Descriptor, refName, where string) ([]v1.Descr
 	sort.Strings(names)
 	if refName == "" {
 		if len(names) > 1 {
-			return nil, newError(nil, []string{
+			return nil, hint.New(nil, []string{
 				fmt.Sprintf("Select one: %s:REF (or the reference name option), with REF one of: %s.", where, strings.Join(names, ", ")),
 			}, "%s holds several images; available refs: %s", where, strings.Join(names, ", "))
 		}
@@ -378,20 +353,8 @@ func selectByRefName(entries []v1.Descriptor, refName, where string) ([]v1.Descr
 		if len(names) > 0 {
 			avail = strings.Join(names, ", ")
 		}
-		return nil, newError(nil, []string{"Use one of the available refs: " + avail + "."},
+		return nil, hint.New(nil, []string{"Use one of the available refs: " + avail + "."},
 			"%s has no image named %q; available refs: %s", where, refName, avail)
 	}
 	return out, nil
-}
-
-// readAllLimit reads at most limit bytes, failing beyond.
-func readAllLimit(r io.Reader, limit int64, what string) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", what, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, newError(nil, nil, "%s is larger than %d bytes", what, limit)
-	}
-	return b, nil
 }

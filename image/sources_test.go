@@ -3,19 +3,21 @@ package image
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	tarfs "github.com/docker2vm/docker2vm/image/internal/archive"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 var (
@@ -100,16 +102,6 @@ func wantErr(t *testing.T, err error, parts ...string) {
 	}
 }
 
-func hintsText(err error) string {
-	var out []string
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		if h, ok := e.(interface{ Hints() []string }); ok {
-			out = append(out, h.Hints()...)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 func multiArchIndex(t *testing.T, oci bool) (v1.ImageIndex, map[string]v1.Image) {
 	imgs := map[string]v1.Image{
 		"amd64": testenv.NewImage(t, testenv.ImageSpec{Platform: amd64, OCI: oci}),
@@ -161,8 +153,8 @@ func TestPlatformSelection(t *testing.T) {
 		if strings.Contains(err.Error(), "unknown") {
 			t.Errorf("attestation listed as a platform: %v", err)
 		}
-		if !strings.Contains(hintsText(err), "--platform linux/arm64") {
-			t.Errorf("hints do not suggest linux/arm64: %q", hintsText(err))
+		if !strings.Contains(strings.Join(hint.Of(err), "\n"), "--platform linux/arm64") {
+			t.Errorf("hints do not suggest linux/arm64: %q", strings.Join(hint.Of(err), "\n"))
 		}
 	})
 	t.Run("single-platform mismatch", func(t *testing.T) {
@@ -280,20 +272,17 @@ func flip(t *testing.T, path string, off int64) {
 // flipMember flips a byte in the middle of a member of a plain tar.
 func flipMember(t *testing.T, archive, member string) {
 	t.Helper()
-	f, err := os.Open(archive)
+	tf, err := tarfs.Open(context.Background(), archive, tarfs.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tf, err := indexTar(context.Background(), f, archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, ok := tf.lookup(member)
-	tf.close()
+	sr, ok := tf.Section(member)
+	tf.Close()
 	if !ok {
 		t.Fatalf("no member %s in %s", member, archive)
 	}
-	flip(t, archive, m.off+m.size/2)
+	_, off, size := sr.Outer()
+	flip(t, archive, off+size/2)
 }
 
 func layerDigest(t *testing.T, img v1.Image, i int) v1.Hash {
@@ -460,7 +449,7 @@ func TestArchiveErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: tc.path}, Options{Platform: amd64, NoCache: true})
 			wantErr(t, err, tc.parts...)
-			if hintsText(err) == "" {
+			if strings.Join(hint.Of(err), "\n") == "" {
 				t.Errorf("no hints: %v", err)
 			}
 		})

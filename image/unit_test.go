@@ -1,17 +1,11 @@
 package image
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/docker2vm/docker2vm/hint"
@@ -88,8 +82,7 @@ func TestParsePlatform(t *testing.T) {
 				if !strings.Contains(err.Error(), "linux/amd64, linux/arm64") {
 					t.Errorf("error does not list the supported platforms: %v", err)
 				}
-				var he HintError
-				if !errors.As(err, &he) || len(he.Hints()) == 0 {
+				if len(hint.Of(err)) == 0 {
 					t.Errorf("error has no hints: %v", err)
 				}
 				return
@@ -142,54 +135,6 @@ func TestPlatformScore(t *testing.T) {
 	// Exact variant preferred over a variant when none is asked for.
 	if platformScore(pl("linux/amd64"), pl("linux/amd64")) <= platformScore(pl("linux/amd64/v3"), pl("linux/amd64")) {
 		t.Error("plain amd64 should beat amd64/v3 when no variant is asked for")
-	}
-}
-
-func TestRegistryReferences(t *testing.T) {
-	tests := []struct {
-		ref      string
-		insecure []string
-		scheme   string
-		loopback bool
-	}{
-		{"localhost:5000/app", nil, "http", true},
-		{"localhost/app:1", nil, "http", true},
-		{"127.0.0.1:5000/app", nil, "http", true},
-		{"127.0.0.2:5000/app", nil, "http", true},
-		{"[::1]:5000/app:tag", nil, "http", true},
-		{"registry.localhost:8080/a/b", nil, "http", true},
-		{"docker.io/library/alpine", nil, "https", false},
-		{"alpine:3.20", nil, "https", false},
-		{"ghcr.io/o/r@sha256:" + strings.Repeat("a", 64), nil, "https", false},
-		{"reg.example:5000/app", []string{"reg.example:5000"}, "http", false},
-		{"reg.example:5000/app", []string{"reg.example"}, "http", false},
-		{"reg.example:5000/app", []string{"reg.example:6000"}, "https", false},
-		{"reg.example/app", []string{"http://REG.example/"}, "http", false},
-		{"other.example/app", []string{"reg.example"}, "https", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.ref, func(t *testing.T) {
-			ref, err := ParseReference(tc.ref, tc.insecure)
-			if err != nil {
-				t.Fatal(err)
-			}
-			reg := ref.Context().Registry
-			if got := reg.Scheme(); got != tc.scheme {
-				t.Errorf("scheme = %s, want %s", got, tc.scheme)
-			}
-			if got := IsLoopbackRegistry(reg.RegistryStr()); got != tc.loopback {
-				t.Errorf("IsLoopbackRegistry(%s) = %v, want %v", reg.RegistryStr(), got, tc.loopback)
-			}
-		})
-	}
-	if _, err := ParseReference("UPPER/case::bad", nil); err == nil {
-		t.Error("want error for an invalid reference")
-	} else if he, ok := err.(HintError); !ok || len(he.Hints()) == 0 {
-		t.Errorf("invalid reference error has no hints: %v", err)
-	}
-	ref, _ := ParseReference("[::1]:5000/app:tag", nil)
-	if _, ok := ref.(name.Tag); !ok || ref.Context().RepositoryStr() != "app" {
-		t.Errorf("[::1]:5000/app:tag parsed as %#v", ref)
 	}
 }
 
@@ -251,196 +196,6 @@ func TestCompressionOf(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("compressionOf(%q) = %q, %v; want %q", tc.mt, got, err, tc.want)
-		}
-	}
-}
-
-func TestSniffCompression(t *testing.T) {
-	for in, want := range map[string]string{"\x1f\x8b\x08\x00": "gzip", "\x28\xb5\x2f\xfd": "zstd", "etc/": "none", "": "none"} {
-		if got := sniffCompression([]byte(in)); got != want {
-			t.Errorf("sniffCompression(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-func TestVerifier(t *testing.T) {
-	data := []byte("hello, world")
-	good := sha256Of(data)
-	tests := []struct {
-		name    string
-		data    []byte
-		size    int64
-		wantErr string
-	}{
-		{"ok", data, int64(len(data)), ""},
-		{"ok unknown size", data, -1, ""},
-		{"flipped", []byte("hello, wOrld"), int64(len(data)), "digest mismatch: got sha256:"},
-		{"short", data[:5], int64(len(data)), "5 bytes, expected 12"},
-		{"long", append(append([]byte{}, data...), '!'), int64(len(data)), "more than the 12 bytes"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v, err := newVerifier(bytes.NewReader(tc.data), good, tc.size, "layer 0 "+good.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = readAllSmallBuf(v)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "layer 0 "+good.String()) || !errors.Is(err, ErrDigestMismatch) {
-				t.Fatalf("err = %v, want one naming the layer with %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
-// readAllSmallBuf reads with a tiny buffer to exercise partial reads.
-func readAllSmallBuf(r interface{ Read([]byte) (int, error) }) ([]byte, error) {
-	var out []byte
-	buf := make([]byte, 3)
-	for {
-		n, err := r.Read(buf)
-		out = append(out, buf[:n]...)
-		if err != nil {
-			if err.Error() == "EOF" {
-				return out, nil
-			}
-			return out, err
-		}
-	}
-}
-
-func TestCacheBehaviour(t *testing.T) {
-	ctx := context.Background()
-	c, err := newBlobCache(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Repeat([]byte("layer-bytes "), 10000)
-	desc := v1.Descriptor{Digest: sha256Of(data), Size: int64(len(data))}
-
-	t.Run("miss", func(t *testing.T) {
-		if _, ok, err := c.get(ctx, desc); ok || err != nil {
-			t.Fatalf("get on empty cache = %v, %v", ok, err)
-		}
-	})
-	t.Run("tee commits only a complete verified stream", func(t *testing.T) {
-		rc := c.tee(nopCloser{bytes.NewReader(data[:100])}, desc) // truncated source
-		readAllSmallBuf(rc)
-		rc.Close()
-		if _, ok, _ := c.get(ctx, desc); ok {
-			t.Fatal("a truncated stream was committed")
-		}
-		rc = c.tee(nopCloser{bytes.NewReader(data)}, desc)
-		buf := make([]byte, 10)
-		rc.Read(buf)
-		rc.Close() // closed before EOF
-		if _, ok, _ := c.get(ctx, desc); ok {
-			t.Fatal("a stream closed early was committed")
-		}
-		assertNoTemps(t, c.dir)
-		rc = c.tee(nopCloser{bytes.NewReader(data)}, desc)
-		got, err := readAllSmallBuf(rc)
-		rc.Close()
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("tee changed the data: %v", err)
-		}
-		f, ok, err := c.get(ctx, desc)
-		if !ok || err != nil {
-			t.Fatalf("complete stream not committed: %v %v", ok, err)
-		}
-		f.Close()
-		assertNoTemps(t, c.dir)
-	})
-	t.Run("corrupt entry removed", func(t *testing.T) {
-		p := c.path(desc.Digest)
-		b, _ := os.ReadFile(p)
-		b[5] ^= 0xff
-		os.WriteFile(p, b, 0o644)
-		if _, ok, err := c.get(ctx, desc); ok || err != nil {
-			t.Fatalf("corrupt entry served: %v %v", ok, err)
-		}
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Fatalf("corrupt entry not removed: %v", err)
-		}
-		// Same size check: a truncated entry is a miss too.
-		os.WriteFile(p, data[:10], 0o644)
-		if _, ok, _ := c.get(ctx, desc); ok {
-			t.Fatal("truncated entry served")
-		}
-	})
-	t.Run("put and getBytes", func(t *testing.T) {
-		small := []byte(`{"schemaVersion":2}`)
-		if err := c.put(small); err != nil {
-			t.Fatal(err)
-		}
-		b, ok, err := c.getBytes(ctx, v1.Descriptor{Digest: sha256Of(small)}, 1<<20)
-		if !ok || err != nil || !bytes.Equal(b, small) {
-			t.Fatalf("getBytes = %q %v %v", b, ok, err)
-		}
-	})
-	t.Run("concurrent writers and readers", func(t *testing.T) {
-		os.Remove(c.path(desc.Digest))
-		var wg sync.WaitGroup
-		errs := make(chan error, 16)
-		for g := 0; g < 2; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 20; i++ {
-					if f, ok, err := c.get(ctx, desc); err != nil {
-						errs <- err
-						return
-					} else if ok {
-						got, _ := readAllSmallBuf(bufReader{f})
-						f.Close()
-						if !bytes.Equal(got, data) {
-							errs <- errors.New("reader saw a partial or wrong entry")
-							return
-						}
-						os.Remove(c.path(desc.Digest)) // force more writes
-						continue
-					}
-					rc := c.tee(nopCloser{bytes.NewReader(data)}, desc)
-					got, err := readAllSmallBuf(bufReader{rc})
-					rc.Close()
-					if err != nil || !bytes.Equal(got, data) {
-						errs <- errors.New("tee stream wrong")
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-		assertNoTemps(t, c.dir)
-	})
-}
-
-type nopCloser struct{ *bytes.Reader }
-
-func (nopCloser) Close() error { return nil }
-
-// bufReader reads in 64 KiB chunks (readAllSmallBuf's 3-byte reads would be slow here).
-type bufReader struct {
-	r interface{ Read([]byte) (int, error) }
-}
-
-func (b bufReader) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-func assertNoTemps(t *testing.T, dir string) {
-	t.Helper()
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
-			t.Errorf("temporary file left behind: %s", e.Name())
 		}
 	}
 }

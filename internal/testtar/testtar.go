@@ -24,6 +24,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"time"
 )
@@ -152,4 +153,14 @@ func Write(w io.Writer, entries ...Entry) error {
 		}
 	}
 	return tw.Close()
+}
+
+// Incompressible returns n bytes that do not compress, the same for the
+// same seed: content whose layer blob is as big as itself.
+func Incompressible(seed byte, n int) []byte {
+	var s [32]byte
+	s[0] = seed
+	b := make([]byte, n)
+	rand.NewChaCha8(s).Read(b)
+	return b
 }

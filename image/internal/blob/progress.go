@@ -1,4 +1,4 @@
-package image
+package blob
 
 import (
 	"io"
@@ -6,20 +6,20 @@ import (
 	"github.com/docker2vm/docker2vm/internal/console"
 )
 
-// progress reports blob downloads and what happens to the blobs, through
+// Progress reports blob downloads and what happens to the blobs, through
 // the run's console (see console.Console): bars on a terminal, lines
-// elsewhere. A nil progress reports nothing.
-type progress = console.Console
+// elsewhere. A nil Progress reports nothing.
+type Progress = console.Console
 
-// newProgress reports on w: the console w is, or a new one (with bars
+// NewProgress reports on w: the console w is, or a new one (with bars
 // when w is a terminal, unless plain).
-func newProgress(w io.Writer, plain bool) *progress {
+func NewProgress(w io.Writer, plain bool) *Progress {
 	return console.Of(w, plain)
 }
 
-// wrap reports the download of a blob read through rc; on a terminal its
+// Watch reports the download of a blob read through rc; on a terminal its
 // bar goes among the others by order (a layer's index).
-func wrap(p *progress, rc io.ReadCloser, what string, size int64, order int) io.ReadCloser {
+func Watch(p *Progress, rc io.ReadCloser, what string, size int64, order int) io.ReadCloser {
 	if p == nil {
 		return rc
 	}

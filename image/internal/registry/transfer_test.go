@@ -1,4 +1,4 @@
-package image
+package registry
 
 import (
 	"bytes"
@@ -20,6 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/docker2vm/docker2vm/image/internal/blob"
+	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 func TestParseContentRange(t *testing.T) {
@@ -117,7 +120,7 @@ func TestRetryable(t *testing.T) {
 		{"404", &transport.Error{StatusCode: 404}, false},
 		{"401", &transport.Error{StatusCode: 401}, false},
 		{"501", &transport.Error{StatusCode: 501}, false},
-		{"digest mismatch", &integrityError{what: "x", msg: "y"}, false},
+		{"digest mismatch", &blob.IntegrityError{What: "x", Msg: "y"}, false},
 		{"cancelled", fmt.Errorf("x: %w", context.Canceled), false},
 		{"plain error", errors.New("something else"), false},
 	}
@@ -148,16 +151,16 @@ func TestStallTimeoutSetting(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%q/%s", tc.env, tc.opt), func(t *testing.T) {
 			t.Setenv(StallTimeoutEnv, tc.env)
-			p, err := Options{StallTimeout: tc.opt}.netPolicy()
+			p, err := Config{StallTimeout: tc.opt}.policy()
 			if tc.wantErr != "" {
 				wantErr(t, err, tc.wantErr)
 				return
 			}
-			if err != nil || p.stall != tc.want {
-				t.Fatalf("stall %s, %v; want %s", p.stall, err, tc.want)
+			if err != nil || p.Stall != tc.want {
+				t.Fatalf("stall %s, %v; want %s", p.Stall, err, tc.want)
 			}
-			if p.retries != 5 {
-				t.Errorf("retries %d", p.retries)
+			if p.Retries != 5 {
+				t.Errorf("retries %d", p.Retries)
 			}
 		})
 	}
@@ -322,10 +325,10 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // quickPolicy retries twice, at once.
-var quickPolicy = netPolicy{stall: 10 * time.Second, retries: 2, backoff: time.Millisecond, maxWait: time.Millisecond, maxRetryAfter: time.Second}
+var quickPolicy = Policy{Stall: 10 * time.Second, Retries: 2, Backoff: time.Millisecond, MaxWait: time.Millisecond, MaxRetryAfter: time.Second}
 
 // fakeClient is a registry client of fr, served until the test ends.
-func fakeClient(t *testing.T, fr *fakeRegistry, pol netPolicy) *regClient {
+func fakeClient(t *testing.T, fr *fakeRegistry, pol Policy) *regClient {
 	t.Helper()
 	srv := httptest.NewServer(fr)
 	t.Cleanup(srv.Close)
@@ -333,7 +336,7 @@ func fakeClient(t *testing.T, fr *fakeRegistry, pol netPolicy) *regClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &registryStore{repo: repo, ref: repo.Tag("x")}
+	st := &Store{repo: repo, ref: repo.Tag("x")}
 	c, err := newRegClient(context.Background(), repo, authn.NewMultiKeychain(), pol, nil, st.wrap, "manifest x")
 	if err != nil {
 		t.Fatal(err)
@@ -345,8 +348,8 @@ func fakeClient(t *testing.T, fr *fakeRegistry, pol netPolicy) *regClient {
 // TestBlobResume drives blobBody against a registry that drops, ends
 // early, answers the wrong range or ignores Range.
 func TestBlobResume(t *testing.T) {
-	blob := randomBytes(7, 300_000)
-	dg := sha256Of(blob)
+	data := testtar.Incompressible(7, 300_000)
+	dg := blob.Sha256Of(data)
 	tests := []struct {
 		name   string
 		how    map[int]string
@@ -369,13 +372,13 @@ func TestBlobResume(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
+			fr := &fakeRegistry{blob: data, dg: dg, how: tc.how}
 			c := fakeClient(t, fr, quickPolicy)
 			var said bytes.Buffer
-			c.progress = newProgress(&said, false)
+			c.progress = blob.NewProgress(&said, false)
 			what := "layer 0 " + dg.String()
 			var got []byte
-			rc, err := c.blob(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, what)
+			rc, err := c.blob(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(data))}, what)
 			if err == nil {
 				got, err = io.ReadAll(rc)
 				rc.Close()
@@ -385,12 +388,12 @@ func TestBlobResume(t *testing.T) {
 			}
 			if tc.err != nil {
 				wantErr(t, err, append([]string{what}, tc.err...)...)
-				if strings.Contains(tc.err[0], "digest mismatch") != errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrDigestMismatch) == errors.Is(err, ErrNetwork) {
-					t.Errorf("%v: ErrNetwork %v, ErrDigestMismatch %v", err, errors.Is(err, ErrNetwork), errors.Is(err, ErrDigestMismatch))
+				if strings.Contains(tc.err[0], "digest mismatch") != errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrDigestMismatch) == errors.Is(err, blob.ErrNetwork) {
+					t.Errorf("%v: ErrNetwork %v, ErrDigestMismatch %v", err, errors.Is(err, blob.ErrNetwork), errors.Is(err, blob.ErrDigestMismatch))
 				}
 				return
 			}
-			if err != nil || !bytes.Equal(got, blob) {
+			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("%d bytes, %v", len(got), err)
 			}
 			if fr.sent != tc.sent {
@@ -424,15 +427,15 @@ func TestBlobResume(t *testing.T) {
 	}
 	for _, tc := range ranges {
 		t.Run(tc.name, func(t *testing.T) {
-			fr := &fakeRegistry{blob: blob, dg: dg, how: tc.how}
+			fr := &fakeRegistry{blob: data, dg: dg, how: tc.how}
 			c := fakeClient(t, fr, quickPolicy)
-			rc, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(blob))}, "layer 1/1", tc.start, tc.end)
+			rc, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: int64(len(data))}, "layer 1/1", tc.start, tc.end)
 			if err != nil {
 				t.Fatal(err)
 			}
 			got, err := io.ReadAll(rc)
 			rc.Close()
-			if err != nil || !bytes.Equal(got, blob[tc.start:tc.end]) {
+			if err != nil || !bytes.Equal(got, data[tc.start:tc.end]) {
 				t.Fatalf("%d bytes (want %d), %v", len(got), tc.end-tc.start, err)
 			}
 			if fmt.Sprint(fr.log) != fmt.Sprint(tc.ranges) {
@@ -444,26 +447,39 @@ func TestBlobResume(t *testing.T) {
 		})
 	}
 
-	// A descriptor that states more bytes than the blob has: a segment
+	// A descriptor that states more bytes than the data has: a segment
 	// past its end is corruption, not a transfer failure.
 	t.Run("range past the end", func(t *testing.T) {
-		fr := &fakeRegistry{blob: blob, dg: dg}
+		fr := &fakeRegistry{blob: data, dg: dg}
 		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
 		_, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: 600_000}, "layer 1/1", 400_000, 500_000)
 		wantErr(t, err, "layer 1/1", "no byte 400000 of the 600000 its descriptor states")
-		if !errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNetwork) || len(fr.log) != 1 {
+		if !errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrNetwork) || len(fr.log) != 1 {
 			t.Errorf("%v (requests %q)", err, fr.log)
 		}
 	})
 
 	t.Run("not found is not retried", func(t *testing.T) {
-		fr := &fakeRegistry{blob: blob, dg: dg}
+		fr := &fakeRegistry{blob: data, dg: dg}
 		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
-		other := sha256Of([]byte("other"))
+		other := blob.Sha256Of([]byte("other"))
 		_, err := c.blob(context.Background(), v1.Descriptor{Digest: other, Size: 5}, "layer 3 "+other.String())
 		wantErr(t, err, "layer 3 "+other.String(), "not found")
-		if errors.Is(err, ErrNetwork) || len(fr.log) != 0 {
+		if errors.Is(err, blob.ErrNetwork) || len(fr.log) != 0 {
 			t.Errorf("%v (requests %q)", err, fr.log)
 		}
 	})
+}
+
+// wantErr fails unless err holds every part.
+func wantErr(t *testing.T, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want an error containing %q, got nil", parts)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("error %q does not contain %q", err, p)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package image
+package registry
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/console"
 )
 
@@ -63,7 +65,7 @@ import (
 // a registry costs one blob's bytes per blob, not one per segment.
 
 // DefaultParallelDownloads is how many transfers (layers, or segments of
-// a large layer) run at once when Options.ParallelDownloads is 0 and
+// a large layer) run at once when Config.ParallelDownloads is 0 and
 // $DOCKER2VM_PARALLEL_DOWNLOADS is unset: as many as skopeo's and a
 // browser's connections to one host. On the benchmark's simulated link
 // (15 MB/s per connection, 60 MB/s shared) 4 left a quarter of the link
@@ -71,7 +73,7 @@ import (
 const DefaultParallelDownloads = 6
 
 // ParallelDownloadsEnv names the environment variable that sets the number
-// of parallel downloads when Options.ParallelDownloads is 0.
+// of parallel downloads when Config.ParallelDownloads is 0.
 const ParallelDownloadsEnv = "DOCKER2VM_PARALLEL_DOWNLOADS"
 
 // maxParallelDownloads bounds the setting: registries limit connections.
@@ -94,7 +96,7 @@ const (
 func ParseParallelDownloads(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || n < 1 || n > maxParallelDownloads {
-		return 0, newError(err, []string{fmt.Sprintf("Give a number from 1 (one download at a time) to %d.", maxParallelDownloads)},
+		return 0, hint.New(err, []string{fmt.Sprintf("Give a number from 1 (one download at a time) to %d.", maxParallelDownloads)},
 			"invalid number of parallel downloads %q", s)
 	}
 	return n, nil
@@ -102,29 +104,29 @@ func ParseParallelDownloads(s string) (int, error) {
 
 // parallelDownloads is opts.ParallelDownloads, else
 // $DOCKER2VM_PARALLEL_DOWNLOADS, else the default.
-func parallelDownloads(opts Options) (int, error) {
+func parallelDownloads(opts Config) (int, error) {
 	switch {
 	case opts.ParallelDownloads < 0 || opts.ParallelDownloads > maxParallelDownloads:
-		return 0, newError(nil, nil, "invalid number of parallel downloads %d: it must be from 1 to %d", opts.ParallelDownloads, maxParallelDownloads)
+		return 0, hint.New(nil, nil, "invalid number of parallel downloads %d: it must be from 1 to %d", opts.ParallelDownloads, maxParallelDownloads)
 	case opts.ParallelDownloads > 0:
 		return opts.ParallelDownloads, nil
 	}
 	if v := os.Getenv(ParallelDownloadsEnv); strings.TrimSpace(v) != "" {
 		n, err := ParseParallelDownloads(v)
 		if err != nil {
-			return 0, newError(err, []string{"Set " + ParallelDownloadsEnv + " to a number from 1 to " + strconv.Itoa(maxParallelDownloads) + ", or unset it."}, "%s", ParallelDownloadsEnv)
+			return 0, hint.New(err, []string{"Set " + ParallelDownloadsEnv + " to a number from 1 to " + strconv.Itoa(maxParallelDownloads) + ", or unset it."}, "%s", ParallelDownloadsEnv)
 		}
 		return n, nil
 	}
 	return DefaultParallelDownloads, nil
 }
 
-// segmentBounds splits a blob of size bytes into the segments fetched
+// SegmentBounds splits a blob of size bytes into the segments fetched
 // over n connections: their ends, in order (the last is size). Segments
 // are about size/n bytes, within [minSeg, maxSeg]; with one connection, or
 // a blob smaller than two minimal segments, it is one ({size}); a blob of
 // unknown size is one to its end, whatever it is ({0}).
-func segmentBounds(size int64, n int, minSeg, maxSeg int64) []int64 {
+func SegmentBounds(size int64, n int, minSeg, maxSeg int64) []int64 {
 	if size <= 0 {
 		return []int64{0}
 	}
@@ -143,11 +145,11 @@ func segmentBounds(size int64, n int, minSeg, maxSeg int64) []int64 {
 
 // fetcher downloads the layers of one registry image.
 type fetcher struct {
-	s      *registryStore
+	s      *Store
 	layers []v1.Descriptor
 	names  []string
 	max    int   // transfers at once
-	minSeg int64 // segment sizes (see segmentBounds)
+	minSeg int64 // segment sizes (see SegmentBounds)
 	maxSeg int64
 	ahead  int64                // see download.ahead
 	fetch  func(*segment) error // fetches a segment: download.fetchSegment (tests replace it)
@@ -168,7 +170,7 @@ type fetcher struct {
 
 // newFetcher prepares the downloads of layers; they start with the first
 // open, under ctx.
-func newFetcher(ctx context.Context, s *registryStore, layers []v1.Descriptor, names []string) *fetcher {
+func newFetcher(ctx context.Context, s *Store, layers []v1.Descriptor, names []string) *fetcher {
 	f := &fetcher{s: s, layers: layers, names: names, max: s.parallel,
 		minSeg: minSegment, maxSeg: maxSegment, ahead: aheadPer,
 		jobs: make([]*download, len(layers)), scheduled: make([]bool, len(layers))}
@@ -271,7 +273,7 @@ func (f *fetcher) add(i int) {
 		n = 1
 	}
 	var start int64
-	for _, end := range segmentBounds(d.desc.Size, n, f.minSeg, f.maxSeg) {
+	for _, end := range SegmentBounds(d.desc.Size, n, f.minSeg, f.maxSeg) {
 		sg := &segment{d: d, start: start, end: end}
 		d.segs = append(d.segs, sg)
 		f.queue = append(f.queue, sg)
@@ -437,7 +439,7 @@ func (f *fetcher) open(ctx context.Context, i int) (io.ReadCloser, error) {
 	}
 	f.mu.Unlock()
 	if d == nil {
-		return f.s.blob(ctx, f.layers[i], f.names[i])
+		return f.s.Blob(ctx, f.layers[i], f.names[i])
 	}
 	return r, nil
 }
@@ -571,7 +573,7 @@ func (d *download) createSpool() error {
 	}
 	tf, err := os.CreateTemp("", ".docker2vm-download-*")
 	if err != nil {
-		return newError(err, []string{"Free disk space or set TMPDIR to a directory with room, or drop --no-cache."}, "%s: cannot create a temporary file to download into", d.what)
+		return hint.New(err, []string{"Free disk space or set TMPDIR to a directory with room, or drop --no-cache."}, "%s: cannot create a temporary file to download into", d.what)
 	}
 	os.Remove(tf.Name()) // unnamed: nothing is left behind
 	d.file = tf
@@ -612,7 +614,7 @@ func (d *download) fetchSegment(sg *segment) error {
 		k, rerr := src.Read(buf)
 		if k > 0 {
 			if d.desc.Size > 0 && off+int64(k) > d.desc.Size {
-				return &integrityError{what: d.what, msg: fmt.Sprintf("more than the %d bytes its descriptor states", d.desc.Size)}
+				return &blob.IntegrityError{What: d.what, Msg: fmt.Sprintf("more than the %d bytes its descriptor states", d.desc.Size)}
 			}
 			if _, err := d.file.WriteAt(buf[:k], off); err != nil {
 				return fmt.Errorf("%s: writing the download to %s: %w", d.what, d.file.Name(), err)
@@ -639,7 +641,7 @@ func (d *download) fetchSegment(sg *segment) error {
 		d.hashPrefix(nil, 0)
 	}
 	if d.desc.Size > 0 && sg.end > 0 && off != sg.end {
-		return &integrityError{what: d.what, msg: fmt.Sprintf("%d bytes, expected %d", off, d.desc.Size)}
+		return &blob.IntegrityError{What: d.what, Msg: fmt.Sprintf("%d bytes, expected %d", off, d.desc.Size)}
 	}
 	return nil
 }
@@ -727,10 +729,10 @@ func (d *download) complete() error {
 		return fmt.Errorf("%s: %d bytes hashed of %d (a bug)", d.what, hashed, n)
 	}
 	if d.desc.Size > 0 && n != d.desc.Size {
-		return &integrityError{what: d.what, msg: fmt.Sprintf("%d bytes, expected %d", n, d.desc.Size)}
+		return &blob.IntegrityError{What: d.what, Msg: fmt.Sprintf("%d bytes, expected %d", n, d.desc.Size)}
 	}
-	if got := hashOf(d.h); got != d.desc.Digest {
-		return &integrityError{what: d.what, msg: "got " + got.String()}
+	if got := blob.HashOf(d.h); got != d.desc.Digest {
+		return &blob.IntegrityError{What: d.what, Msg: "got " + got.String()}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

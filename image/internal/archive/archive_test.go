@@ -1,9 +1,10 @@
-package image
+package archive
 
 import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +71,7 @@ func TestArchiveLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tf.close()
+	defer tf.Close()
 	for _, tc := range []struct{ name, want string }{ // want: the member read, "" for none
 		{"index.json", "index.json"},
 		{"./index.json", "index.json"},
@@ -90,15 +91,14 @@ func TestArchiveLookup(t *testing.T) {
 		{"dd", ""},         // was index.json: "nodir/.." was cleaned away, the kernel needs nodir
 		{"missing", ""},
 	} {
-		m, ok := tf.lookup(tc.name)
+		sr, ok := tf.Section(tc.name)
 		got := ""
 		if ok {
-			b := make([]byte, m.size)
-			tf.f.ReadAt(b, m.off)
+			b, _ := io.ReadAll(sr)
 			got = strings.TrimPrefix(string(b), "member ")
 		}
 		if got != tc.want {
-			t.Errorf("lookup(%q) = %q, want %q", tc.name, got, tc.want)
+			t.Errorf("Section(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package image
+package registry
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/units"
 )
 
@@ -26,33 +28,28 @@ import (
 // but are wrong are a digest mismatch and are never retried.
 
 // DefaultStallTimeout is how long a registry may send nothing before the
-// attempt is given up (see Options.StallTimeout).
+// attempt is given up (see Config.StallTimeout).
 const DefaultStallTimeout = 60 * time.Second
 
 // StallTimeoutEnv names the environment variable that sets the stall
-// timeout when Options.StallTimeout is 0.
+// timeout when Config.StallTimeout is 0.
 const StallTimeoutEnv = "DOCKER2VM_STALL_TIMEOUT"
-
-// ErrNetwork is matched (errors.Is) by every registry transfer that failed
-// for good after its retries: dropped or reset connections, stalls, server
-// errors, rate limits.
-var ErrNetwork = errors.New("registry transfer failed")
 
 // ParseStallTimeout reads a stall timeout: a Go duration such as 90s or 5m,
 // more than zero.
 func ParseStallTimeout(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil || d <= 0 {
-		return 0, newError(err, []string{"Give a duration such as 90s, 5m or 1h30m."}, "invalid stall timeout %q", s)
+		return 0, hint.New(err, []string{"Give a duration such as 90s, 5m or 1h30m."}, "invalid stall timeout %q", s)
 	}
 	return d, nil
 }
 
 // stallTimeout is opts.StallTimeout, else $DOCKER2VM_STALL_TIMEOUT, else the
 // default.
-func stallTimeout(opts Options) (time.Duration, error) {
+func stallTimeout(opts Config) (time.Duration, error) {
 	if opts.StallTimeout < 0 {
-		return 0, newError(nil, nil, "invalid stall timeout %s: it must be more than zero", opts.StallTimeout)
+		return 0, hint.New(nil, nil, "invalid stall timeout %s: it must be more than zero", opts.StallTimeout)
 	}
 	if opts.StallTimeout > 0 {
 		return opts.StallTimeout, nil
@@ -60,39 +57,53 @@ func stallTimeout(opts Options) (time.Duration, error) {
 	if v := os.Getenv(StallTimeoutEnv); strings.TrimSpace(v) != "" {
 		d, err := ParseStallTimeout(v)
 		if err != nil {
-			return 0, newError(err, []string{"Set " + StallTimeoutEnv + " to a duration such as 90s or 5m, or unset it."}, "%s", StallTimeoutEnv)
+			return 0, hint.New(err, []string{"Set " + StallTimeoutEnv + " to a duration such as 90s or 5m, or unset it."}, "%s", StallTimeoutEnv)
 		}
 		return d, nil
 	}
 	return DefaultStallTimeout, nil
 }
 
-// netPolicy says how registry requests are retried.
-type netPolicy struct {
-	stall   time.Duration // no bytes for this long fails an attempt
-	retries int           // attempts after the first
-	backoff time.Duration // wait before the first retry; doubles up to maxWait
-	maxWait time.Duration
-	// maxRetryAfter is the longest Retry-After honoured; a registry asking
-	// for more is not retried.
-	maxRetryAfter time.Duration
+// policy is how registry requests are timed out and retried.
+func (c Config) policy() (Policy, error) {
+	stall, err := stallTimeout(c)
+	if err != nil {
+		return Policy{}, err
+	}
+	p := defaultNetPolicy(stall)
+	if c.Policy != nil {
+		p = *c.Policy
+		p.Stall = stall
+	}
+	return p, nil
 }
 
-func defaultNetPolicy(stall time.Duration) netPolicy {
-	return netPolicy{stall: stall, retries: 5, backoff: 250 * time.Millisecond, maxWait: 4 * time.Second, maxRetryAfter: time.Minute}
+// Policy says how registry requests are retried.
+type Policy struct {
+	Stall   time.Duration // no bytes for this long fails an attempt
+	Retries int           // attempts after the first
+	Backoff time.Duration // wait before the first retry; doubles up to MaxWait
+	MaxWait time.Duration
+	// MaxRetryAfter is the longest Retry-After honoured; a registry asking
+	// for more is not retried.
+	MaxRetryAfter time.Duration
+}
+
+func defaultNetPolicy(stall time.Duration) Policy {
+	return Policy{Stall: stall, Retries: 5, Backoff: 250 * time.Millisecond, MaxWait: 4 * time.Second, MaxRetryAfter: time.Minute}
 }
 
 // wait is how long to wait before retry number n (1-based) after err;
 // false when the registry asked to wait longer than the policy allows.
-func (p netPolicy) wait(n int, err error) (time.Duration, bool) {
-	d := p.backoff
-	for i := 1; i < n && d < p.maxWait; i++ {
+func (p Policy) wait(n int, err error) (time.Duration, bool) {
+	d := p.Backoff
+	for i := 1; i < n && d < p.MaxWait; i++ {
 		d *= 2
 	}
-	d = min(d, p.maxWait)
+	d = min(d, p.MaxWait)
 	var ra *retryAfterError
 	if errors.As(err, &ra) && ra.after > 0 {
-		if ra.after > p.maxRetryAfter {
+		if ra.after > p.MaxRetryAfter {
 			return 0, false
 		}
 		d = max(d, ra.after)
@@ -182,7 +193,7 @@ func retryable(err error) bool {
 	if errors.As(err, &te) {
 		return retryStatus(te.StatusCode)
 	}
-	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, errShortBody) {
@@ -305,7 +316,7 @@ func (e *networkError) Error() string {
 	return fmt.Sprintf("%s: transfer from registry %s failed after %d attempts: %s", e.what, e.registry, e.attempts, e.detail)
 }
 func (e *networkError) Unwrap() error        { return e.err }
-func (e *networkError) Is(target error) bool { return target == ErrNetwork }
+func (e *networkError) Is(target error) bool { return target == blob.ErrNetwork }
 func (e *networkError) Hints() []string      { return e.hints }
 
 // describeFailure says in words what err was; pos is e.g. " after 1.2 MiB

@@ -1,4 +1,4 @@
-package image
+package registry
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 
@@ -37,16 +39,16 @@ import (
 // is ever evicted.
 type blobCache struct {
 	dir      string
-	progress *progress
+	progress *blob.Progress
 }
 
-// tmpPrefix starts the names of temporary files.
-const tmpPrefix = ".tmp-"
+// TempPrefix starts the names of the cache's temporary files.
+const TempPrefix = ".tmp-"
 
-func newBlobCache(root string, p *progress) (*blobCache, error) {
+func newBlobCache(root string, p *blob.Progress) (*blobCache, error) {
 	dir := cachedir.BlobsDir(root)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, newError(err, []string{"Pass --cache-dir with a writable directory, or --no-cache."}, "cannot create the blob cache %s", dir)
+		return nil, hint.New(err, []string{"Pass --cache-dir with a writable directory, or --no-cache."}, "cannot create the blob cache %s", dir)
 	}
 	c := &blobCache{dir: dir, progress: p}
 	c.reclaim()
@@ -58,7 +60,7 @@ func newBlobCache(root string, p *progress) (*blobCache, error) {
 // it and checks that it is still there (see newWriter), so a file removed
 // in between is not one it goes on writing.
 func (c *blobCache) reclaim() {
-	n, bytes := lock.ReclaimHeld(c.dir, func(name string) bool { return strings.HasPrefix(name, tmpPrefix) })
+	n, bytes := lock.ReclaimHeld(c.dir, func(name string) bool { return strings.HasPrefix(name, TempPrefix) })
 	if n > 0 {
 		c.progress.Printf("Blob cache: removed %d partial download(s) left by interrupted runs (%s)\n", n, units.Bytes(bytes))
 	}
@@ -83,7 +85,7 @@ func (c *blobCache) get(ctx context.Context, desc v1.Descriptor) (f *os.File, ok
 		// Never opened (a FIFO would block, a device could be anything):
 		// replace it.
 		if rerr := os.RemoveAll(p); rerr != nil {
-			return nil, false, newError(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.Kind)
+			return nil, false, hint.New(rerr, []string{"Remove it by hand, or pass --no-cache."}, "blob cache: %s is a %s, not a regular file, and cannot be removed", p, nr.Kind)
 		}
 		c.progress.Printf("Blob cache: replaced %s: it was a %s, not a regular file\n", desc.Digest, nr.Kind)
 		return nil, false, nil
@@ -138,13 +140,13 @@ func verifyFile(ctx context.Context, f *os.File, desc v1.Descriptor) (bool, erro
 		}
 	}
 	h := sha256.New()
-	if _, err := copyCtx(ctx, h, f); err != nil {
+	if _, err := blob.CopyCtx(ctx, h, f); err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
 		return false, nil
 	}
-	return hashOf(h) == desc.Digest, nil
+	return blob.HashOf(h) == desc.Digest, nil
 }
 
 // getBytes returns a small verified entry.
@@ -154,11 +156,11 @@ func (c *blobCache) getBytes(ctx context.Context, desc v1.Descriptor, limit int6
 		return nil, ok, err
 	}
 	defer f.Close()
-	b, err := readAllLimit(f, limit, "cached blob "+desc.Digest.String())
+	b, err := blob.ReadAll(f, limit, "cached blob "+desc.Digest.String())
 	if err != nil {
 		return nil, false, err
 	}
-	if sha256Of(b) != desc.Digest { // changed between verify and read
+	if blob.Sha256Of(b) != desc.Digest { // changed between verify and read
 		return nil, false, nil
 	}
 	return b, true, nil
@@ -166,7 +168,7 @@ func (c *blobCache) getBytes(ctx context.Context, desc v1.Descriptor, limit int6
 
 // put stores b under its digest atomically.
 func (c *blobCache) put(b []byte) error {
-	d := sha256Of(b)
+	d := blob.Sha256Of(b)
 	w, err := c.newWriter()
 	if err != nil {
 		return err
@@ -187,7 +189,7 @@ type cacheWriter struct {
 // open: a run that reclaims temporary files (reclaim) leaves it alone.
 func (c *blobCache) newWriter() (*cacheWriter, error) {
 	for range 3 {
-		f, err := os.CreateTemp(c.dir, tmpPrefix+"*")
+		f, err := os.CreateTemp(c.dir, TempPrefix+"*")
 		if err != nil {
 			return nil, fmt.Errorf("blob cache: %w", err)
 		}
@@ -286,7 +288,7 @@ func (t *teeReader) Read(p []byte) (int, error) {
 	if t.w != nil {
 		switch {
 		case err == io.EOF:
-			if (t.desc.Size <= 0 || t.n == t.desc.Size) && hashOf(t.h) == t.desc.Digest {
+			if (t.desc.Size <= 0 || t.n == t.desc.Size) && blob.HashOf(t.h) == t.desc.Digest {
 				t.w.commit(t.desc.Digest)
 				t.w = nil
 			} else {

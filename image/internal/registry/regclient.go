@@ -1,4 +1,4 @@
-package image
+package registry
 
 import (
 	"context"
@@ -20,6 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/docker2vm/docker2vm/hint"
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 )
 
 // regClient speaks the registry API (distribution spec) for one
@@ -32,8 +35,8 @@ type regClient struct {
 	registry string // host[:port], for messages
 	client   *http.Client
 	base     *http.Transport // closed with the client
-	pol      netPolicy
-	progress *progress
+	pol      Policy
+	progress *blob.Progress
 	failHint func(err error, what string) error // explains a failure that is not retried
 	cached   bool                               // complete blobs are kept in a cache
 
@@ -77,11 +80,11 @@ var manifestAccept = strings.Join([]string{
 // newRegClient authenticates against the registry of repo (a GET /v2/ and,
 // for bearer auth, a token request), retrying transfer failures; what names
 // the first thing wanted, for messages.
-func newRegClient(ctx context.Context, repo name.Repository, keychain authn.Keychain, pol netPolicy, p *progress, failHint func(error, string) error, what string) (*regClient, error) {
+func newRegClient(ctx context.Context, repo name.Repository, keychain authn.Keychain, pol Policy, p *blob.Progress, failHint func(error, string) error, what string) (*regClient, error) {
 	c := &regClient{repo: repo, registry: repo.RegistryStr(), pol: pol, progress: p, failHint: failHint}
 	auth, err := authn.Resolve(ctx, keychain, repo)
 	if err != nil {
-		return nil, newError(err, []string{"Check the credential helpers configured in your Docker config ($DOCKER_CONFIG/config.json or ~/.docker/config.json)."},
+		return nil, hint.New(err, []string{"Check the credential helpers configured in your Docker config ($DOCKER_CONFIG/config.json or ~/.docker/config.json)."},
 			"reading credentials for %s", c.registry)
 	}
 	base := remote.DefaultTransport.(*http.Transport).Clone()
@@ -89,7 +92,7 @@ func newRegClient(ctx context.Context, repo name.Repository, keychain authn.Keyc
 	// other offsets than a Range request names.
 	base.DisableCompression = true
 	c.base = base
-	var rt http.RoundTripper = &stallTransport{inner: base, timeout: pol.stall}
+	var rt http.RoundTripper = &stallTransport{inner: base, timeout: pol.Stall}
 	rt = transport.NewUserAgent(rt, UserAgent)
 	var tr http.RoundTripper
 	var att attempts
@@ -178,10 +181,10 @@ func (c *regClient) afterFailure(ctx context.Context, att *attempts, err error, 
 	}
 	att.failed++
 	wait, ok := c.pol.wait(att.failed, err)
-	if !ok || att.failed > c.pol.retries {
+	if !ok || att.failed > c.pol.Retries {
 		return c.networkError(err, what, att.failed, pos)
 	}
-	c.progress.Printf("Retrying %s in %s (attempt %d of %d): %s\n", what, wait.Round(10*time.Millisecond), att.failed+1, c.pol.retries+1, describeFailure(err, pos))
+	c.progress.Printf("Retrying %s in %s (attempt %d of %d): %s\n", what, wait.Round(10*time.Millisecond), att.failed+1, c.pol.Retries+1, describeFailure(err, pos))
 	return sleepCtx(ctx, wait)
 }
 
@@ -267,14 +270,14 @@ func (c *regClient) manifest(ctx context.Context, id, what string, limit int64) 
 		}
 		defer resp.Body.Close()
 		if resp.ContentLength > limit {
-			return "", newError(nil, nil, "%s is %d bytes, more than the %d allowed", what, resp.ContentLength, limit)
+			return "", hint.New(nil, nil, "%s is %d bytes, more than the %d allowed", what, resp.ContentLength, limit)
 		}
 		b, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		if err != nil {
 			return position(int64(len(b)), resp.ContentLength), err
 		}
 		if int64(len(b)) > limit {
-			return "", newError(nil, nil, "%s is more than the %d bytes allowed", what, limit)
+			return "", hint.New(nil, nil, "%s is more than the %d bytes allowed", what, limit)
 		}
 		mt = types.MediaType(mediaTypeOf(resp))
 		stated, _ = v1.NewHash(resp.Header.Get("Docker-Content-Digest"))
@@ -390,7 +393,7 @@ func (b *blobBody) request() error {
 	if errors.As(err, &te) && te.StatusCode == http.StatusRequestedRangeNotSatisfiable && rng != "" {
 		// Not a transfer failure: the blob is shorter than its descriptor
 		// says (or the registry contradicts a Content-Range it sent).
-		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry refused Range %s (HTTP 416, not satisfiable): it has no byte %d of the %d its descriptor states", rng, b.off, b.size)}
+		return &blob.IntegrityError{What: b.what, Msg: fmt.Sprintf("the registry refused Range %s (HTTP 416, not satisfiable): it has no byte %d of the %d its descriptor states", rng, b.off, b.size)}
 	}
 	if err != nil {
 		return err
@@ -398,7 +401,7 @@ func (b *blobBody) request() error {
 	if resp.StatusCode == http.StatusOK && resp.ContentLength >= 0 && b.size > 0 && resp.ContentLength != b.size {
 		// Not a transfer failure: the registry serves other content.
 		resp.Body.Close()
-		return &integrityError{what: b.what, msg: fmt.Sprintf("the registry serves %d bytes, expected %d", resp.ContentLength, b.size)}
+		return &blob.IntegrityError{What: b.what, Msg: fmt.Sprintf("the registry serves %d bytes, expected %d", resp.ContentLength, b.size)}
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:

@@ -1,11 +1,12 @@
 //go:build unix
 
-package image
+package registry
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/diskio/diskiotest"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
@@ -27,7 +29,7 @@ import (
 // comes first (the fetcher only asks has), by the download's commit.
 func TestCacheNonRegularEntries(t *testing.T) {
 	data := bytes.Repeat([]byte("blob "), 5000)
-	desc := v1.Descriptor{Digest: sha256Of(data), Size: int64(len(data))}
+	desc := v1.Descriptor{Digest: blob.Sha256Of(data), Size: int64(len(data))}
 	tests := []struct {
 		name string
 		kind string
@@ -86,8 +88,8 @@ func TestCacheNonRegularEntries(t *testing.T) {
 			if c.has(desc) {
 				t.Fatal("has reports the entry")
 			}
-			rc := c.tee(nopCloser{bytes.NewReader(data)}, desc)
-			readAllSmallBuf(bufReader{rc})
+			rc := c.tee(io.NopCloser(bytes.NewReader(data)), desc)
+			io.ReadAll(rc)
 			rc.Close()
 			if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
 				t.Fatalf("after a download the entry is %v, %v; want a regular file", fi, err)
@@ -138,8 +140,8 @@ func TestCacheNonRegularEntries(t *testing.T) {
 				t.Errorf("progress %q, want %q", progress.String(), want)
 			}
 			// The next download fills the entry.
-			rc := c.tee(nopCloser{bytes.NewReader(data)}, desc)
-			readAllSmallBuf(bufReader{rc})
+			rc := c.tee(io.NopCloser(bytes.NewReader(data)), desc)
+			io.ReadAll(rc)
 			rc.Close()
 			f, ok, err := c.get(context.Background(), desc)
 			if !ok || err != nil {
@@ -194,7 +196,7 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 		ents, _ := os.ReadDir(c.dir)
 		var names []string
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if strings.HasPrefix(e.Name(), TempPrefix) {
 				names = append(names, e.Name())
 			}
 		}
@@ -221,11 +223,11 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 	}
 	defer live.abort()
 	live.f.Write([]byte("in progress"))
-	if err := os.WriteFile(filepath.Join(c.dir, tmpPrefix+"orphan"), make([]byte, 1000), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(c.dir, TempPrefix+"orphan"), make([]byte, 1000), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var progress bytes.Buffer
-	if _, err := newBlobCache(root, newProgress(&progress, false)); err != nil {
+	if _, err := newBlobCache(root, blob.NewProgress(&progress, false)); err != nil {
 		t.Fatal(err)
 	}
 	if got := temps(); len(got) != 1 || got[0] != filepath.Base(live.f.Name()) {
@@ -235,7 +237,7 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 		t.Errorf("progress %q", progress.String())
 	}
 	// The live writer still commits.
-	if err := live.commit(sha256Of([]byte("in progress"))); err != nil {
+	if err := live.commit(blob.Sha256Of([]byte("in progress"))); err != nil {
 		t.Fatalf("commit after a reclaim: %v", err)
 	}
 }
@@ -245,7 +247,7 @@ func TestCacheReclaimsPartialDownloads(t *testing.T) {
 func shortCache(t *testing.T) (*blobCache, *bytes.Buffer) {
 	t.Helper()
 	var progress bytes.Buffer
-	c, err := newBlobCache(diskiotest.ShortDir(t), newProgress(&progress, false))
+	c, err := newBlobCache(diskiotest.ShortDir(t), blob.NewProgress(&progress, false))
 	if err != nil {
 		t.Fatal(err)
 	}
