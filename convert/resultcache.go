@@ -76,7 +76,6 @@ import (
 
 const (
 	resultCacheVersion = 1
-	resultFile         = cachedir.ResultFile
 	sparseBlock        = 4096
 	sparseRegion       = 64 << 20
 	sparseBuf          = 1 << 20
@@ -249,7 +248,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		return nil, false, false, nil
 	}
 	// Never blocks: a FIFO or device planted here is dropped, not read.
-	rf, err := diskio.OpenRegular(filepath.Join(dir, resultFile), os.O_RDONLY)
+	rf, err := diskio.OpenRegular(filepath.Join(dir, cachedir.ResultFile), os.O_RDONLY)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			c.drop(dir, "failed its check")
@@ -307,7 +306,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 // touch records the entry's use, for pruning (its result.json's time).
 func (c *resultCache) touch() {
 	now := time.Now()
-	os.Chtimes(filepath.Join(c.entryDir(), resultFile), now, now)
+	os.Chtimes(filepath.Join(c.entryDir(), cachedir.ResultFile), now, now)
 }
 
 // reusePrevious links prev, the rootfs.ext4 of the output being replaced,
@@ -413,7 +412,7 @@ func (c *resultCache) recordOutput(outDir, rootfs string) {
 // entry of this key. Best effort: a failure loses the entry, nothing else.
 func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadata, rootfsSHA256 string) error {
 	if _, err := os.Lstat(c.entryDir()); err == nil {
-		if _, err := os.Stat(filepath.Join(c.entryDir(), resultFile)); err == nil && c.entryIsDir() {
+		if _, err := os.Stat(filepath.Join(c.entryDir(), cachedir.ResultFile)); err == nil && c.entryIsDir() {
 			return nil // another conversion stored it meanwhile
 		}
 		// Debris where the entry goes (a symlink, a file, a directory
@@ -466,11 +465,11 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	meta.RuntimeInjection.BaseRootfsPath = ""
 	meta.RuntimeInjection.BaseOrigin = ""
 	e := resultEntry{Key: c.key, KeyDoc: c.keyDoc, RootfsSize: fi.Size(), SparseDigest: digest, RootfsSHA256: rootfsSHA256, Metadata: meta, Label: label}
-	if err := writeJSON(filepath.Join(tmp, resultFile), e); err != nil {
+	if err := writeJSON(filepath.Join(tmp, cachedir.ResultFile), e); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, c.entryDir()); err != nil {
-		if _, serr := os.Stat(filepath.Join(c.entryDir(), resultFile)); serr == nil {
+		if _, serr := os.Stat(filepath.Join(c.entryDir(), cachedir.ResultFile)); serr == nil {
 			return nil // lost the race to an identical entry
 		}
 		return err

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
@@ -21,7 +23,6 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/rootfs"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // registrySource pushes the sample image to a real registry and returns a
@@ -439,7 +440,7 @@ func TestResultCacheDebris(t *testing.T) {
 		plant func(t *testing.T, entry, outside string)
 	}{
 		{"incomplete entry", func(t *testing.T, entry, outside string) {
-			os.Remove(filepath.Join(entry, resultFile))
+			os.Remove(filepath.Join(entry, cachedir.ResultFile))
 			os.Remove(filepath.Join(entry, RootfsFile))
 		}},
 		{"symlink out of the cache", func(t *testing.T, entry, outside string) {
