@@ -296,6 +296,90 @@ func manyFilesGen(n int) layerGen {
 	}
 }
 
+// deepFilesGen: n files of another shape than manyFilesGen's, as real
+// package trees have them: names of 4-100 bytes, paths 3-12 directories
+// deep in directories of 1-400 entries, sizes 0-16 KiB (most under 2 KiB),
+// and among them symlinks (3%), hardlinks (1%) and files with an xattr
+// (1%).
+func deepFilesGen(n int) layerGen {
+	return func(tw *tar.Writer) error {
+		rng := rand.New(rand.NewPCG(5, 6))
+		name := func(min, max int) string {
+			b := make([]byte, 0, max)
+			for len(b) < min+rng.IntN(max-min+1) {
+				b = append(b, words[rng.IntN(len(words))]...)
+				b = append(b, "-_."[rng.IntN(3)])
+			}
+			return string(b[:len(b)-1])
+		}
+		buf := make([]byte, 0, 16<<10)
+		var dir []string // the current directory, as components
+		var files []string
+		left := 0 // entries the current directory still gets
+		for i := 0; i < n; {
+			if left == 0 {
+				// Up a random number of levels, then down to 3-12.
+				dir = dir[:rng.IntN(len(dir)+1)]
+				if len(dir) == 0 {
+					dir = append(dir, "pkgs")
+				}
+				for want := 3 + rng.IntN(10); len(dir) < want; {
+					dir = append(dir, name(4, 40))
+					if err := tw.WriteHeader(dirHdr(strings.Join(dir, "/"))); err != nil {
+						return err
+					}
+					i++
+				}
+				left = 1 + rng.IntN(400)
+				if rng.IntN(4) > 0 {
+					left = 1 + rng.IntN(20)
+				}
+			}
+			left--
+			p := strings.Join(dir, "/") + "/" + fmt.Sprintf("%s%d", name(4, 100), i)
+			i++
+			switch k := rng.IntN(100); {
+			case k < 3:
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: p, Linkname: "../" + name(4, 60), Mode: 0o777, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+					return err
+				}
+				continue
+			case k < 4 && len(files) > 0:
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: p, Linkname: files[rng.IntN(len(files))], Mode: 0o644, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+					return err
+				}
+				continue
+			}
+			size := rng.IntN(2 << 10)
+			if rng.IntN(10) == 0 {
+				size = rng.IntN(16 << 10)
+			}
+			buf = buf[:0]
+			for len(buf) < size {
+				buf = append(buf, words[rng.IntN(len(words))]...)
+				buf = append(buf, ' ')
+			}
+			buf = buf[:size]
+			h := fileHdr(p, int64(size))
+			if rng.IntN(100) == 0 {
+				h.PAXRecords = map[string]string{"SCHILY.xattr.user.origin": name(4, 30)}
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if _, err := tw.Write(buf); err != nil {
+				return err
+			}
+			if len(files) < 4096 {
+				files = append(files, p)
+			} else {
+				files[rng.IntN(len(files))] = p
+			}
+		}
+		return nil
+	}
+}
+
 // dataWriter writes size bytes of seeded data: random (incompressible), or
 // text-like (4 bits of entropy per byte, compresses about 2:1).
 func writeData(w io.Writer, seed uint64, size int64, lowEntropy bool) error {
@@ -492,9 +576,10 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 		"debian-zstd": "Debian bookworm minbase, 3 layers with whiteouts, zstd",
 		"debian6":     "Debian bookworm minbase in 6 layers (the tree cut in four, then whiteouts, a capability), gzip",
 		"files1m":     "1,000,000 tiny files (1-120 bytes of text) in 1,000 directories, 1 layer, gzip",
+		"deep1m":      "1,000,000 entries of another shape: names of 4-100 bytes, 3-12 levels deep, 0-16 KiB, symlinks, hardlinks, xattrs, 1 layer, gzip",
 	}
 	if descs[name] == "" {
-		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd, debian6, files1m)", name)
+		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd, debian6, files1m, deep1m)", name)
 	}
 	dir := filepath.Join(cache, "layouts", name+"-"+genVersion)
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -512,6 +597,8 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 			err = buildLayout(tmp, "gzip", largeGens())
 		case "files1m":
 			err = buildLayout(tmp, "gzip", []layerGen{manyFilesGen(1_000_000)})
+		case "deep1m":
+			err = buildLayout(tmp, "gzip", []layerGen{deepFilesGen(1_000_000)})
 		case "debian6":
 			var gens []layerGen
 			if gens, err = debianSplitGens(c); err == nil {
