@@ -26,7 +26,7 @@ const buildFormat = "apptest-v1"
 
 // Builder builds the application images with a real BuildKit (buildctl
 // and buildkitd) from the Debian image of testenv, once: the OCI archives
-// are cached in testenv.GondolinCacheDir()/apps by the hash of everything
+// are cached in testenv.CacheDir()/apps by the hash of everything
 // that goes into them. The daemon and the registry serving the Debian base
 // start on the first build and stop when the test that made the Builder
 // ends.
@@ -61,7 +61,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := filepath.Join(testenv.GondolinCacheDir(), "apps")
+	cache := filepath.Join(testenv.CacheDir(), "apps")
 	out := filepath.Join(cache, fmt.Sprintf("%s-%s-%s.oci.tar", app.Name, arch, key[:20]))
 	if _, err := os.Stat(out); err == nil {
 		return out

@@ -21,7 +21,7 @@ import (
 // A real BuildKit daemon for dockerfile2gondolin's integration tests.
 // buildkitd and buildctl are built from the Go module graph by
 // tools/buildkit/build.sh (a separate module, so that buildkit stays out of
-// our go.mod) and cached in GondolinCacheDir()/buildkit-<version>/. The
+// our go.mod) and cached in CacheDir()/buildkit-<version>/. The
 // daemon runs as root with the OCI worker (runc, overlayfs).
 
 // BuildkitPackages are the Debian packages StartBuildkitd needs besides Go.
@@ -81,18 +81,18 @@ func BuildkitBinaries(t TB) string {
 	cmd := exec.Command(tools["bash"], script)
 	cmd.Dir = filepath.Dir(script)
 	cmd.Env = append(os.Environ(),
-		"DOCKER2VM_TEST_CACHE="+GondolinCacheDir(),
+		"DOCKER2VM_TEST_CACHE="+CacheDir(),
 		"PATH="+filepath.Dir(tools["go"])+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("building buildkitd and buildctl (%s): %v\n%s", script, err, gdTail(stderr.String(), 4000))
+		t.Fatalf("building buildkitd and buildctl (%s): %v\n%s", script, err, Tail(stderr.String(), 4000))
 	}
 	dir := strings.TrimSpace(string(out))
 	for _, b := range []string{"buildkitd", "buildctl"} {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
-			t.Fatalf("%s did not produce %s in %q: %v\n%s", script, b, dir, err, gdTail(stderr.String(), 4000))
+			t.Fatalf("%s did not produce %s in %q: %v\n%s", script, b, dir, err, Tail(stderr.String(), 4000))
 		}
 	}
 	t.Logf("BuildkitBinaries: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
@@ -145,7 +145,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	}
 	addrs := []string{b.Addr}
 	if opts.TCP {
-		b.TCPAddr = fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+		b.TCPAddr = fmt.Sprintf("tcp://127.0.0.1:%d", FreePort(t))
 		addrs = append(addrs, b.TCPAddr)
 	}
 	var cfg strings.Builder
@@ -176,7 +176,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	b.cmd.Env = append(os.Environ(), "PATH="+path)
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	// Its own process group, and killed if the test binary dies first.
-	b.cmd.SysProcAttr = childProcAttr()
+	b.cmd.SysProcAttr = ChildProcAttr()
 	start := time.Now()
 	if err := b.cmd.Start(); err != nil {
 		logf.Close()
@@ -187,7 +187,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	t.Cleanup(func() {
 		b.stop(t, exited)
 		if t.Failed() {
-			t.Logf("buildkitd config:\n%s\nbuildkitd log:\n%s", cfg.String(), gdTail(b.Log(), 8000))
+			t.Logf("buildkitd config:\n%s\nbuildkitd log:\n%s", cfg.String(), Tail(b.Log(), 8000))
 		}
 	})
 
@@ -196,7 +196,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 		select {
 		case err := <-exited:
 			exited <- err // for the cleanup
-			t.Fatalf("buildkitd exited early: %v\n%s", err, gdTail(b.Log(), 4000))
+			t.Fatalf("buildkitd exited early: %v\n%s", err, Tail(b.Log(), 4000))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -206,7 +206,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("buildkitd did not answer `buildctl debug workers` within 60s: %v\n%s\nlog:\n%s", err, out, gdTail(b.Log(), 4000))
+			t.Fatalf("buildkitd did not answer `buildctl debug workers` within 60s: %v\n%s\nlog:\n%s", err, out, Tail(b.Log(), 4000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -247,7 +247,7 @@ func (b *Buildkitd) stop(t TB, exited chan error) {
 	// make t.TempDir's removal fail and leak into the host.
 	if left := mountsUnder(b.Root); len(left) > 0 {
 		for _, m := range left {
-			if err := unmountDetach(m); err != nil {
+			if err := UnmountDetach(m); err != nil {
 				t.Errorf("unmounting %s left by buildkitd: %v", m, err)
 			}
 		}

@@ -40,7 +40,7 @@ const MuslBusyboxPackages = "make gcc bzip2 gcc-aarch64-linux-gnu"
 
 // gnuTriplet and muslArch name the architecture for the GNU toolchain and
 // for musl's loader.
-func (a *gdArch) gnuTriplet() string { return a.gondolin + "-linux-gnu" }
+func (a *Arch) gnuTriplet() string { return a.Gondolin + "-linux-gnu" }
 
 // muslBusybox returns a busybox for the target built against musl and the
 // musl dynamic loader it needs (the file /lib/ld-musl-ARCH.so.1 is in the
@@ -55,12 +55,12 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		debs = append(debs, deb)
 	}
 	cc := "gcc"
-	if !b.arch.native() {
+	if !b.arch.Native() {
 		cc = b.arch.gnuTriplet() + "-gcc"
 	}
 	ccVersion, err := b.run("", nil, cc, "-dumpfullversion")
 	if err != nil {
-		return "", "", fmt.Errorf("the C compiler for %s: %w", b.arch.name, err)
+		return "", "", fmt.Errorf("the C compiler for %s: %w", b.arch.Name, err)
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "busybox-musl-v2\n%s\n%s\n%s %s\n", gdBusyboxSourceSHA256, gdMuslBusyboxConfig, cc, bytes.TrimSpace(ccVersion))
@@ -71,8 +71,8 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		}
 		fmt.Fprintf(h, "%s %s\n", filepath.Base(d), sum)
 	}
-	dir := filepath.Join(b.cache, "busybox-musl", b.arch.name+"-"+hex.EncodeToString(h.Sum(nil))[:20])
-	bin, loader = filepath.Join(dir, "busybox"), filepath.Join(dir, "ld-musl-"+b.arch.gondolin+".so.1")
+	dir := filepath.Join(b.cache, "busybox-musl", b.arch.Name+"-"+hex.EncodeToString(h.Sum(nil))[:20])
+	bin, loader = filepath.Join(dir, "busybox"), filepath.Join(dir, "ld-musl-"+b.arch.Gondolin+".so.1")
 	if _, err := os.Stat(loader); err == nil {
 		return bin, loader, nil
 	}
@@ -80,7 +80,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	b.logf("building busybox against musl for %s", b.arch.name)
+	b.logf("building busybox against musl for %s", b.arch.Name)
 	tmp, err := os.MkdirTemp(b.cache, "busybox-musl-tmp-")
 	if err != nil {
 		return "", "", err
@@ -92,7 +92,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 			return "", "", err
 		}
 	}
-	muslTriplet := b.arch.gondolin + "-linux-musl"
+	muslTriplet := b.arch.Gondolin + "-linux-musl"
 	// The kernel's headers, which musl's do not include, after musl's.
 	kinc := filepath.Join(tmp, "kinc")
 	for name, target := range map[string]string{
@@ -109,7 +109,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 	}
 	specs, err := os.ReadFile(filepath.Join(root, "usr", "lib", muslTriplet, "musl-gcc.specs"))
 	if err != nil {
-		return "", "", fmt.Errorf("musl-dev for %s: %w", b.arch.name, err)
+		return "", "", fmt.Errorf("musl-dev for %s: %w", b.arch.Name, err)
 	}
 	// Point the specs at the unpacked packages; the loader's path in the
 	// program stays the guest's.
@@ -161,7 +161,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		}
 	}
 	makeArgs := []string{fmt.Sprintf("-j%d", runtime.NumCPU()), "CC=" + cc + " -specs " + specsPath, "EXTRA_CFLAGS=-idirafter " + kinc}
-	if !b.arch.native() {
+	if !b.arch.Native() {
 		makeArgs = append(makeArgs, "CROSS_COMPILE="+b.arch.gnuTriplet()+"-") // its ar, strip...
 	}
 	if _, err := b.run(build, nil, "make", append(makeArgs, "busybox")...); err != nil {
@@ -179,7 +179,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		}
 	}
 	f.Close()
-	if f.Machine != b.arch.machine || interp != "/lib/ld-musl-"+b.arch.gondolin+".so.1" {
+	if f.Machine != b.arch.Machine || interp != "/lib/ld-musl-"+b.arch.Gondolin+".so.1" {
 		return "", "", fmt.Errorf("the musl busybox is for %v with loader %q", f.Machine, interp)
 	}
 	stage := filepath.Join(tmp, "out")
@@ -214,7 +214,7 @@ func (b *gdBuilder) busyboxSource() (string, error) {
 	if sum, err := gdFileSHA256(p); err == nil && sum == gdBusyboxSourceSHA256 {
 		return p, nil
 	}
-	url := debianMirror() + "/" + gdBusyboxSource
+	url := DebianMirror() + "/" + gdBusyboxSource
 	resp, err := http.Get(url)
 	if err != nil {
 		return "", fmt.Errorf("downloading the busybox source: %w", err)

@@ -5,7 +5,7 @@ package testenv
 // (layer 2), and a file carrying a security.capability xattr (layer 3), for
 // amd64 or arm64 (debootstrap --foreign, its second stage run under
 // qemu-user through binfmt_misc). The debootstrap tree and the layer tars
-// are cached across test runs in GondolinCacheDir()/debian-minbase-bookworm
+// are cached across test runs in CacheDir()/debian-minbase-bookworm
 // (amd64) and debian-minbase-bookworm-arm64.
 
 import (
@@ -36,7 +36,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
-	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/mountinfo"
 	"github.com/docker2vm/docker2vm/internal/require"
 )
@@ -47,8 +46,7 @@ import (
 const DebianPackages = "debootstrap gpgv debian-archive-keyring"
 
 const (
-	debianSuite         = "bookworm"
-	debianDefaultMirror = "http://deb.debian.org/debian"
+	debianSuite = "bookworm"
 	// debianTreeName is the cache directory of the amd64 debootstrap
 	// result; other architectures append "-<arch>".
 	debianTreeName = "debian-minbase-" + debianSuite
@@ -166,53 +164,53 @@ func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 // needs binfmt_misc: it is mounted and qemu-aarch64 registered when they
 // are not); it skips the test when either is missing, except under
 // CI, where it fails. It also skips in -short mode. The tree and the
-// layers (compressed too) are cached in GondolinCacheDir(), so a warm call
+// layers (compressed too) are cached in CacheDir(), so a warm call
 // costs reading ~300 MB.
 func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := ArchOf(t, arch)
 	if c == "" {
 		c = Gzip
 	}
 	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
 	require.Root(t, "for debootstrap")
 	bin := require.Tool(t, "debootstrap")
-	if !a.native() {
-		QemuUser(t, a.name)
+	if !a.Native() {
+		QemuUser(t, a.Name)
 	}
 
 	debianMu.Lock()
 	defer debianMu.Unlock()
-	key := debianImageKey{a.name, c}
+	key := debianImageKey{a.Name, c}
 	if img, ok := debianImages[key]; ok {
-		return img, debianMemo[a.name].facts.clone()
+		return img, debianMemo[a.Name].facts.clone()
 	}
 	start := time.Now()
-	b := &debianBuilder{t: t, debootstrap: bin, cache: GondolinCacheDir(), arch: a}
+	b := &debianBuilder{t: t, debootstrap: bin, cache: CacheDir(), arch: a}
 	img, err := b.image(c)
 	if err != nil {
-		t.Fatalf("DebianImageArch(%s): %v", a.name, err)
+		t.Fatalf("DebianImageArch(%s): %v", a.Name, err)
 	}
 	debianImages[key] = img
-	t.Logf("DebianImageArch(%s, %s): ready in %s", a.name, c, time.Since(start).Round(time.Millisecond))
-	return img, debianMemo[a.name].facts.clone()
+	t.Logf("DebianImageArch(%s, %s): ready in %s", a.Name, c, time.Since(start).Round(time.Millisecond))
+	return img, debianMemo[a.Name].facts.clone()
 }
 
 type debianBuilder struct {
 	t           TB
 	debootstrap string
 	cache       string
-	arch        *gdArch
+	arch        *Arch
 }
 
 func (b *debianBuilder) image(c Compression) (v1.Image, error) {
-	unlock, err := flockFile(filepath.Join(b.cache, ".debian.lock"))
+	unlock, err := Lock(filepath.Join(b.cache, ".debian.lock"))
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 
-	if debianMemo[b.arch.name] == nil {
+	if debianMemo[b.arch.Name] == nil {
 		tree, info, err := b.tree()
 		if err != nil {
 			return nil, err
@@ -221,14 +219,14 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		debianMemo[b.arch.name] = m
+		debianMemo[b.arch.Name] = m
 	}
 	ldir, err := b.layersDir()
 	if err != nil {
 		return nil, err
 	}
 	var layers []v1.Layer
-	for i, tb := range debianMemo[b.arch.name].tars {
+	for i, tb := range debianMemo[b.arch.Name].tars {
 		l, err := b.compressed(ldir, i+1, tb, c)
 		if err != nil {
 			return nil, err
@@ -236,7 +234,7 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 		layers = append(layers, l)
 	}
 	img := NewImage(b.t, ImageSpec{OCI: true, Layers: layers, Env: append([]string(nil), DebianEnv...),
-		Platform: v1.Platform{OS: "linux", Architecture: b.arch.name}})
+		Platform: v1.Platform{OS: "linux", Architecture: b.arch.Name}})
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
@@ -263,15 +261,15 @@ type debianTreeInfo struct {
 }
 
 func (b *debianBuilder) treeName() string {
-	if b.arch.name == AMD64 {
+	if b.arch.Name == AMD64 {
 		return debianTreeName
 	}
-	return debianTreeName + "-" + b.arch.name
+	return debianTreeName + "-" + b.arch.Name
 }
 
 func (b *debianBuilder) treeDir() string { return filepath.Join(b.cache, b.treeName()) }
 
-// tree returns the cached debootstrap root (GondolinCacheDir()/
+// tree returns the cached debootstrap root (CacheDir()/
 // debian-minbase-bookworm[-<arch>]/rootfs), building it when missing. The
 // caller holds the flock.
 func (b *debianBuilder) tree() (string, []byte, error) {
@@ -282,7 +280,7 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		if info.Arch == "" {
 			info.Arch = AMD64
 		}
-		if json.Unmarshal(raw, &info) == nil && info.Format == debianTreeFormat && info.Arch == b.arch.name {
+		if json.Unmarshal(raw, &info) == nil && info.Format == debianTreeFormat && info.Arch == b.arch.Name {
 			return filepath.Join(dir, "rootfs"), raw, nil
 		}
 		b.t.Logf("DebianImage: %s is stale (format %q, arch %q), rebuilding", dir, info.Format, info.Arch)
@@ -298,7 +296,7 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		}
 	}
 
-	mirror := debianMirror()
+	mirror := DebianMirror()
 	tmp, err := os.MkdirTemp(b.cache, b.treeName()+".tmp-")
 	if err != nil {
 		return "", nil, err
@@ -322,16 +320,16 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		return cmd.Run()
 	}
 	var runErr error
-	if b.arch.native() {
+	if b.arch.Native() {
 		b.t.Logf("DebianImage: debootstrap --variant=minbase %s %s %s (cold cache, ~40 s)", debianSuite, rootfs, mirror)
 		runErr = run(b.debootstrap, "--variant=minbase", debianSuite, rootfs, mirror)
 	} else {
 		// The first stage unpacks the packages; the second configures them
 		// by running the target's binaries in a chroot, through qemu-user.
 		b.t.Logf("DebianImage: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
-			b.arch.name, debianSuite, rootfs, mirror)
+			b.arch.Name, debianSuite, rootfs, mirror)
 		if runErr = gdEnsureBinfmt(b.t, b.arch); runErr == nil {
-			runErr = run(b.debootstrap, "--arch="+b.arch.name, "--foreign", "--variant=minbase", debianSuite, rootfs, mirror)
+			runErr = run(b.debootstrap, "--arch="+b.arch.Name, "--foreign", "--variant=minbase", debianSuite, rootfs, mirror)
 		}
 		if runErr == nil {
 			runErr = run("chroot", rootfs, "/debootstrap/debootstrap", "--second-stage")
@@ -344,13 +342,13 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		return "", nil, err
 	}
 	if runErr != nil {
-		return "", nil, fmt.Errorf("debootstrap: %v\n%s", runErr, debianTail(out.String(), 4000))
+		return "", nil, fmt.Errorf("debootstrap: %v\n%s", runErr, Tail(out.String(), 4000))
 	}
 	b.t.Logf("DebianImage: debootstrap took %s", time.Since(start).Round(time.Millisecond))
 
 	ver, _ := exec.Command("dpkg-query", "-W", "-f=${Version}", "debootstrap").Output()
 	info, err := json.MarshalIndent(debianTreeInfo{
-		Format: debianTreeFormat, Arch: b.arch.name, Suite: debianSuite, Variant: "minbase", Mirror: mirror,
+		Format: debianTreeFormat, Arch: b.arch.Name, Suite: debianSuite, Variant: "minbase", Mirror: mirror,
 		Debootstrap: strings.TrimSpace(string(ver)), Built: time.Now().UTC().Format(time.RFC3339Nano),
 	}, "", "  ")
 	if err != nil {
@@ -363,37 +361,6 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		return "", nil, err
 	}
 	return filepath.Join(dir, "rootfs"), append(info, '\n'), nil
-}
-
-// debianMirror is the first non-security Debian URI of
-// /etc/apt/sources.list.d/debian.sources, else deb.debian.org.
-func debianMirror() string {
-	raw, err := os.ReadFile("/etc/apt/sources.list.d/debian.sources")
-	if err != nil {
-		return debianDefaultMirror
-	}
-	for _, stanza := range strings.Split(string(raw), "\n\n") {
-		fields := map[string]string{}
-		for _, line := range strings.Split(stanza, "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, " ") {
-				fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-			}
-		}
-		if !strings.Contains(" "+fields["types"]+" ", " deb ") || strings.EqualFold(fields["enabled"], "no") {
-			continue
-		}
-		main := false
-		for _, s := range strings.Fields(fields["suites"]) {
-			if !strings.Contains(s, "-") && !strings.Contains(s, "/") {
-				main = true
-			}
-		}
-		uris := strings.Fields(fields["uris"])
-		if main && len(uris) > 0 && strings.HasPrefix(uris[0], "http") {
-			return strings.TrimSuffix(uris[0], "/")
-		}
-	}
-	return debianDefaultMirror
 }
 
 // ---------------------------------------------------------------- layers
@@ -913,20 +880,6 @@ func (w *debianLayerWriter) close() ([]byte, error) {
 
 // ---------------------------------------------------------------- helpers
 
-// flockFile takes an exclusive flock on the file p (created if needed), so
-// that test binaries of different packages running in parallel do not
-// build the same fixture twice.
-func flockFile(p string) (unlock func(), err error) {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return nil, err
-	}
-	l, err := lock.Acquire(context.Background(), p, nil)
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = l.Unlock() }, nil
-}
-
 // debianRemoveAll removes dir after detaching anything mounted below it
 // (an interrupted debootstrap leaves proc and sys mounted in the target).
 func debianRemoveAll(dir string) error {
@@ -949,7 +902,7 @@ func debianUnmountUnder(dir string) error {
 	}
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	for _, p := range points {
-		if err := unmountDetach(p); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
+		if err := UnmountDetach(p); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
 			return fmt.Errorf("unmounting %s: %w", p, err)
 		}
 	}
@@ -971,11 +924,4 @@ func debianMountsUnder(abs string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func debianTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }

@@ -59,8 +59,8 @@ func TestDebianCapValue(t *testing.T) {
 }
 
 func TestDebianMirror(t *testing.T) {
-	if m := debianMirror(); !strings.HasPrefix(m, "http") {
-		t.Fatalf("debianMirror = %q", m)
+	if m := DebianMirror(); !strings.HasPrefix(m, "http") {
+		t.Fatalf("DebianMirror = %q", m)
 	}
 }
 

@@ -117,7 +117,7 @@ type BootReport struct {
 // GondolinHostDir returns testdata/gondolin-host (the Node harness) in the
 // module.
 func GondolinHostDir() (string, error) {
-	root, err := gdModuleRoot("go")
+	root, err := ModuleRoot("go")
 	if err != nil {
 		return "", err
 	}
@@ -139,7 +139,7 @@ func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []
 	}
 	rep, err := RunGondolin(t, assetsDir, opts, specs...)
 	if err != nil {
-		t.Fatalf("BootGondolin(%s, %+v): %v\n--- harness log (tail) ---\n%s", assetsDir, opts, err, gdTail(rep.Log, 12000))
+		t.Fatalf("BootGondolin(%s, %+v): %v\n--- harness log (tail) ---\n%s", assetsDir, opts, err, Tail(rep.Log, 12000))
 	}
 	t.Logf("BootGondolin(%s): boot %s, exec %s, total %s", filepath.Base(assetsDir), rep.BootTime.Round(time.Millisecond), rep.ExecTime.Round(time.Millisecond), rep.Total.Round(time.Millisecond))
 	return rep.Results
@@ -155,9 +155,9 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	if arch == "" {
 		arch = gdGuestArch(assetsDir, opts.HostEnv)
 	}
-	a := gdArchOf(t, arch)
+	a := ArchOf(t, arch)
 	require.Integration(t, "boots a VM")
-	tools := require.Tools(t, "nodejs npm "+a.qemuPkg+" qemu-utils", "node", "npm", a.qemuSystem, "qemu-img")
+	tools := require.Tools(t, "nodejs npm "+a.QemuPkg+" qemu-utils", "node", "npm", a.QemuSystem, "qemu-img")
 	hostDir := gdEnsureHarness(t, tools)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
@@ -216,7 +216,7 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 			why = "Gondolin's init died before it started the guest agent"
 		}
 		if why != "" {
-			t.Logf("%s (%v): booting again; its log ended:\n%s", why, err, gdTail(rep.Log, 1500))
+			t.Logf("%s (%v): booting again; its log ended:\n%s", why, err, Tail(rep.Log, 1500))
 			rep, err = gdRunHarness(t, hostDir, a, opts, in, len(specs))
 		}
 	}
@@ -241,13 +241,13 @@ func gdStalledBeforeInit(log string) bool {
 
 // gdRunHarness boots once: the harness given the request in, under the
 // one-VM-at-a-time lock.
-func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, nspecs int) (*BootReport, error) {
+func gdRunHarness(t TB, hostDir string, a *Arch, opts BootOptions, in []byte, nspecs int) (*BootReport, error) {
 	t.Helper()
 
 	// One VM at a time across all test processes: TCG guests are CPU-bound
 	// and the CI machines have two cores.
 	lockStart := time.Now()
-	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
+	unlock, err := (&gdBuilder{t: t, cache: CacheDir()}).lockFile(".boot.lock")
 	if err != nil {
 		return &BootReport{}, err
 	}
@@ -262,7 +262,7 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	cmd.Dir = hostDir
 	cmd.Stdin = bytes.NewReader(in)
 	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
-	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" && !slices.ContainsFunc(opts.HostEnv, func(kv string) bool {
+	if a.Name == ARM64 && !a.Native() && os.Getenv("GONDOLIN_CPU") == "" && !slices.ContainsFunc(opts.HostEnv, func(kv string) bool {
 		return strings.HasPrefix(kv, "GONDOLIN_CPU=")
 	}) {
 		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
@@ -307,7 +307,7 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	}
 	switch {
 	case !found:
-		return rep, fmt.Errorf("harness printed no result (%v); stdout:\n%s", runErr, gdTail(stdout.String(), 4000))
+		return rep, fmt.Errorf("harness printed no result (%v); stdout:\n%s", runErr, Tail(stdout.String(), 4000))
 	case out.Error != "":
 		return rep, fmt.Errorf("harness: %s", out.Error)
 	case runErr != nil:
@@ -348,8 +348,8 @@ func gdGuestArch(image string, hostEnv []string) string {
 	}
 	ents, err := os.ReadDir(filepath.Join(store, "refs", filepath.FromSlash(name), tag))
 	if err == nil && len(ents) == 1 {
-		if a := gdLookupArch(ents[0].Name()); a != nil {
-			return a.name
+		if a := LookupArch(ents[0].Name()); a != nil {
+			return a.Name
 		}
 	}
 	return runtime.GOARCH
@@ -387,7 +387,7 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 		return dir
 	}
 	// Serialize with other test processes.
-	b := &gdBuilder{t: t, cache: GondolinCacheDir()}
+	b := &gdBuilder{t: t, cache: CacheDir()}
 	unlock, err := b.lock()
 	if err != nil {
 		t.Fatal(err)
@@ -405,7 +405,7 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 	cmd.Dir = dir
 	outb, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("npm %s in %s: %v\n%s", strings.Join(args, " "), dir, err, gdTail(string(outb), 4000))
+		t.Fatalf("npm %s in %s: %v\n%s", strings.Join(args, " "), dir, err, Tail(string(outb), 4000))
 	}
 	t.Logf("npm %s in %s: %s", args[0], dir, time.Since(start).Round(time.Millisecond))
 	return dir

@@ -14,7 +14,6 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +21,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -49,7 +47,7 @@ const gdBundleFormat = "docker2vm-testenv-bundle-v5"
 
 // gdKernelMetaPackage is the Debian package whose dependency names the
 // kernel image package to use (linux-image-cloud-amd64, -arm64).
-func (a *gdArch) kernelMetaPackage() string { return "linux-image-cloud-" + a.name }
+func (a *Arch) kernelMetaPackage() string { return "linux-image-cloud-" + a.Name }
 
 // gdModules are loaded by both inits; their dependencies are added from
 // modules.dep. Both cloud kernels build ext4 and the PCI host bridge in
@@ -79,22 +77,6 @@ const (
 	BundleManifest  = gondolin.ManifestName
 )
 
-// GondolinCacheDir is where fixtures are cached across test runs:
-// $DOCKER2VM_TEST_CACHE, else $XDG_CACHE_HOME/docker2vm-test, else
-// ~/.cache/docker2vm-test, else $TMPDIR/docker2vm-testenv.
-func GondolinCacheDir() string {
-	if d := os.Getenv("DOCKER2VM_TEST_CACHE"); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "docker2vm-test")
-	}
-	if h, err := os.UserHomeDir(); err == nil && h != "" && h != "/" {
-		return filepath.Join(h, ".cache", "docker2vm-test")
-	}
-	return filepath.Join(os.TempDir(), "docker2vm-testenv")
-}
-
 var (
 	gdBundleMu   sync.Mutex
 	gdBundleDirs = map[string]string{} // by arch
@@ -112,39 +94,39 @@ func BuildBaseBundle(t TB) string {
 // bundle for arch ("amd64" or "arm64"): vmlinuz-virt, initramfs.cpio.lz4,
 // rootfs.ext4 and manifest.json (config.arch x86_64 or aarch64). Callers
 // must treat it as read-only. It is built once per architecture and set of
-// inputs and cached in GondolinCacheDir (and in memory for the rest of the
+// inputs and cached in CacheDir (and in memory for the rest of the
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
 // applets with qemu-user (QemuUser). It skips the test when a tool is
 // missing, except under CI, where it fails.
 func BuildBaseBundleArch(t TB, arch string) string {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := ArchOf(t, arch)
 	require.Integration(t, "builds the Gondolin base bundle")
 	cc := "gcc"
-	if !a.native() {
+	if !a.Native() {
 		cc = a.gnuTriplet() + "-gcc"
 	}
 	tools := require.Tools(t, GondolinBundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm",
 		"make", "tar", "bzip2", cc)
 	var qemuUser string
-	if !a.native() {
-		qemuUser = QemuUser(t, a.name)
+	if !a.Native() {
+		qemuUser = QemuUser(t, a.Name)
 	}
 	gdRequireDebArch(t, a)
 	gdBundleMu.Lock()
 	defer gdBundleMu.Unlock()
-	if dir := gdBundleDirs[a.name]; dir != "" {
+	if dir := gdBundleDirs[a.Name]; dir != "" {
 		return dir
 	}
 	start := time.Now()
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a, qemuUser: qemuUser, harness: gdEnsureHarness(t, tools)}
+	b := &gdBuilder{t: t, tools: tools, cache: CacheDir(), arch: a, qemuUser: qemuUser, harness: gdEnsureHarness(t, tools)}
 	dir, err := b.build()
 	if err != nil {
-		t.Fatalf("BuildBaseBundleArch(%s): %v", a.name, err)
+		t.Fatalf("BuildBaseBundleArch(%s): %v", a.Name, err)
 	}
-	t.Logf("BuildBaseBundleArch(%s): %s (%s)", a.name, dir, time.Since(start).Round(time.Millisecond))
-	gdBundleDirs[a.name] = dir
+	t.Logf("BuildBaseBundleArch(%s): %s (%s)", a.Name, dir, time.Since(start).Round(time.Millisecond))
+	gdBundleDirs[a.Name] = dir
 	return dir
 }
 
@@ -153,19 +135,19 @@ func BuildBaseBundleArch(t TB, arch string) string {
 // returns its path (read-only, cached for the test process).
 func BuildSandboxdArch(t TB, arch string) string {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := ArchOf(t, arch)
 	tools := require.Tools(t, "golang", "go")
 	gdSandboxdMu.Lock()
 	defer gdSandboxdMu.Unlock()
-	if p := gdSandboxds[a.name]; p != "" {
+	if p := gdSandboxds[a.Name]; p != "" {
 		return p
 	}
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
+	b := &gdBuilder{t: t, tools: tools, cache: CacheDir(), arch: a}
 	p, err := b.sandboxd()
 	if err != nil {
-		t.Fatalf("BuildSandboxdArch(%s): %v", a.name, err)
+		t.Fatalf("BuildSandboxdArch(%s): %v", a.Name, err)
 	}
-	gdSandboxds[a.name] = p
+	gdSandboxds[a.Name] = p
 	return p
 }
 
@@ -173,7 +155,7 @@ type gdBuilder struct {
 	t     TB
 	tools map[string]string
 	cache string
-	arch  *gdArch // target of what is built
+	arch  *Arch // target of what is built
 	// qemuUser runs the target's programs when it is not this host's.
 	qemuUser string
 	// harness is the Gondolin host's directory (GondolinHostDir), whose
@@ -200,16 +182,9 @@ func (b *gdBuilder) run(dir string, env []string, name string, args ...string) (
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, gdTail(stderr.String(), 4000))
+		return out, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, Tail(stderr.String(), 4000))
 	}
 	return out, nil
-}
-
-func gdTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }
 
 // lock takes an exclusive flock on the cache so that test binaries of
@@ -217,7 +192,7 @@ func gdTail(s string, n int) string {
 func (b *gdBuilder) lock() (unlock func(), err error) { return b.lockFile(".lock") }
 
 func (b *gdBuilder) lockFile(name string) (unlock func(), err error) {
-	return flockFile(filepath.Join(b.cache, name))
+	return Lock(filepath.Join(b.cache, name))
 }
 
 func (b *gdBuilder) build() (string, error) {
@@ -253,7 +228,7 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\narch=%s\n", gdBundleFormat, b.arch.gondolin)
+	fmt.Fprintf(h, "%s\narch=%s\n", gdBundleFormat, b.arch.Gondolin)
 	for _, in := range []struct {
 		name string
 		data []byte
@@ -269,11 +244,11 @@ func (b *gdBuilder) build() (string, error) {
 	}
 	fmt.Fprintf(h, "modules=%s\n", strings.Join(gdModules, ","))
 	key := hex.EncodeToString(h.Sum(nil))[:20]
-	out := filepath.Join(b.cache, "bundles", b.arch.name+"-"+key)
+	out := filepath.Join(b.cache, "bundles", b.arch.Name+"-"+key)
 	if _, err := os.Stat(filepath.Join(out, BundleManifest)); err == nil {
 		return out, nil
 	}
-	b.logf("building the %s Gondolin base bundle %s (kernel %s)", b.arch.gondolin, out, kernel.release)
+	b.logf("building the %s Gondolin base bundle %s (kernel %s)", b.arch.Gondolin, out, kernel.release)
 
 	tmp, err := os.MkdirTemp(filepath.Join(b.cache), "bundle-tmp-")
 	if err != nil {
@@ -333,9 +308,9 @@ func (b *gdBuilder) build() (string, error) {
 	// alpine-base's: /lib/ld-musl-ARCH.so.1 and Alpine's libc name for it.
 	rfs := gdNewTree()
 	rfs.base(muslBusybox, muslApplets)
-	loaderName := "ld-musl-" + b.arch.gondolin + ".so.1"
+	loaderName := "ld-musl-" + b.arch.Gondolin + ".so.1"
 	rfs.file("lib/"+loaderName, 0o755, nil, muslLoader)
-	rfs.symlink("lib/libc.musl-"+b.arch.gondolin+".so.1", loaderName)
+	rfs.symlink("lib/libc.musl-"+b.arch.Gondolin+".so.1", loaderName)
 	rfs.file("init", 0o755, inits.Rootfs, "")
 	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
 	rfs.file("usr/bin/sandboxfs", 0o755, nil, fsAgent)
@@ -367,7 +342,7 @@ func (b *gdBuilder) build() (string, error) {
 		return "", err
 	}
 
-	if err := gdWriteManifest(bundle, b.arch.gondolin, "busybox"); err != nil {
+	if err := gdWriteManifest(bundle, b.arch.Gondolin, "busybox"); err != nil {
 		return "", err
 	}
 
@@ -422,7 +397,7 @@ func (b *gdBuilder) sandboxd() (string, error) { return b.agent("sandboxd") }
 // agent builds the guest agent stand-in internal/guestagent/cmd/NAME
 // (sandboxd or sandboxfs) as sandboxd does.
 func (b *gdBuilder) agent(name string) (string, error) {
-	root, err := gdModuleRoot(b.tools["go"])
+	root, err := ModuleRoot(b.tools["go"])
 	if err != nil {
 		return "", err
 	}
@@ -431,7 +406,7 @@ func (b *gdBuilder) agent(name string) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\nlinux/%s static\n", strings.TrimSpace(string(goVersion)), b.arch.name)
+	fmt.Fprintf(h, "%s\nlinux/%s static\n", strings.TrimSpace(string(goVersion)), b.arch.Name)
 	var files []string
 	src := filepath.Join(root, "internal", "guestagent")
 	err = filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
@@ -457,39 +432,21 @@ func (b *gdBuilder) agent(name string) (string, error) {
 		fmt.Fprintf(h, "%s %s\n", rel, sum)
 	}
 	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], name)
-	if gdIsStatic(final, b.arch.machine) {
+	if gdIsStatic(final, b.arch.Machine) {
 		return final, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return "", err
 	}
 	tmp := final + ".tmp"
-	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.name}, "go", "build",
+	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.Name}, "go", "build",
 		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/"+name); err != nil {
 		return "", err
 	}
-	if !gdIsStatic(tmp, b.arch.machine) {
-		return "", fmt.Errorf("%s is not a static linux/%s binary", tmp, b.arch.name)
+	if !gdIsStatic(tmp, b.arch.Machine) {
+		return "", fmt.Errorf("%s is not a static linux/%s binary", tmp, b.arch.Name)
 	}
 	return final, os.Rename(tmp, final)
-}
-
-func gdModuleRoot(goTool string) (string, error) {
-	if _, file, _, ok := runtime.Caller(0); ok {
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		if _, err := os.Stat(filepath.Join(root, "internal", "guestagent", "cmd", "sandboxd")); err == nil {
-			return filepath.Clean(root), nil
-		}
-	}
-	out, err := exec.Command(goTool, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("cannot locate the docker2vm module root")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 type gdKernel struct {
@@ -503,8 +460,8 @@ type gdKernel struct {
 // checksum. DOCKER2VM_TEST_KERNEL_DEB_<ARCH> (…_AMD64, …_ARM64; for amd64
 // also DOCKER2VM_TEST_KERNEL_DEB) names a kernel .deb to use instead.
 func (b *gdBuilder) kernel() (*gdKernel, error) {
-	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB_" + strings.ToUpper(b.arch.name))
-	if deb == "" && b.arch.name == AMD64 {
+	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB_" + strings.ToUpper(b.arch.Name))
+	if deb == "" && b.arch.Name == AMD64 {
 		deb = os.Getenv("DOCKER2VM_TEST_KERNEL_DEB")
 	}
 	if deb == "" {
@@ -608,12 +565,12 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 // kernelPackage resolves the versioned kernel image package that
 // linux-image-cloud-<arch> depends on (without the :<arch> qualifier).
 func (b *gdBuilder) kernelPackage() (string, error) {
-	meta := b.arch.debPackage(b.arch.kernelMetaPackage())
+	meta := b.arch.DebPackage(b.arch.kernelMetaPackage())
 	out, err := b.run("", nil, "apt-cache", "depends", meta)
 	if err != nil {
 		return "", fmt.Errorf("%v (is the apt package index present? run apt-get update)", err)
 	}
-	re := regexp.MustCompile(`^(linux-image-[0-9].*-cloud-` + b.arch.name + `)(:` + b.arch.name + `)?$`)
+	re := regexp.MustCompile(`^(linux-image-[0-9].*-cloud-` + b.arch.Name + `)(:` + b.arch.Name + `)?$`)
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "Depends:" {
@@ -622,7 +579,7 @@ func (b *gdBuilder) kernelPackage() (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-%s:\n%s", meta, b.arch.name, out)
+	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-%s:\n%s", meta, b.arch.Name, out)
 }
 
 // aptDownload fetches the candidate version of a package of the target
@@ -634,7 +591,7 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 		return "", err
 	}
 	dir := filepath.Join(b.cache, "debs")
-	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_"+b.arch.name+".deb")
+	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_"+b.arch.Name+".deb")
 	if got, err := gdFileSHA256(final); err == nil && (sum == "" || got == sum) {
 		return final, nil
 	}
@@ -648,11 +605,11 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 	defer os.RemoveAll(tmp)
 	// The file is written directly by root when running as root; silence
 	// apt's "unsandboxed download" warning by not dropping privileges.
-	args := []string{"download", "-q", b.arch.debPackage(pkg) + "=" + version}
+	args := []string{"download", "-q", b.arch.DebPackage(pkg) + "=" + version}
 	if os.Geteuid() == 0 {
 		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
 	}
-	b.logf("apt-get download %s=%s", b.arch.debPackage(pkg), version)
+	b.logf("apt-get download %s=%s", b.arch.DebPackage(pkg), version)
 	if _, err := b.run(tmp, nil, "apt-get", args...); err != nil {
 		return "", err
 	}
@@ -679,7 +636,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 			fmt.Fprintf(h, "%s %d %d\n", l, st.Size(), st.ModTime().UnixNano())
 		}
 	}
-	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+b.arch.name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+b.arch.Name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
 	if data, err := os.ReadFile(memo); err == nil {
 		if f := strings.Fields(string(data)); len(f) == 3 {
 			return f[0], f[1], f[2], nil
@@ -688,7 +645,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 	if pkg, err = resolve(); err != nil {
 		return
 	}
-	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", b.arch.debPackage(pkg))
+	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", b.arch.DebPackage(pkg))
 	if err != nil {
 		return
 	}
@@ -715,7 +672,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 // download busybox-static:<arch>.
 func (b *gdBuilder) busybox() (string, error) {
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if gdIsStatic(p, b.arch.machine) {
+		if gdIsStatic(p, b.arch.Machine) {
 			return p, nil
 		}
 	}
@@ -729,7 +686,7 @@ func (b *gdBuilder) busybox() (string, error) {
 	}
 	dir := filepath.Join(b.cache, "busybox", sum[:20])
 	p := filepath.Join(dir, "bin", "busybox")
-	if gdIsStatic(p, b.arch.machine) {
+	if gdIsStatic(p, b.arch.Machine) {
 		return p, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -743,8 +700,8 @@ func (b *gdBuilder) busybox() (string, error) {
 	if _, err := b.run("", nil, "dpkg-deb", "-x", deb, tmp); err != nil {
 		return "", err
 	}
-	if !gdIsStatic(filepath.Join(tmp, "bin", "busybox"), b.arch.machine) {
-		return "", fmt.Errorf("%s: no static %s bin/busybox", deb, b.arch.name)
+	if !gdIsStatic(filepath.Join(tmp, "bin", "busybox"), b.arch.Machine) {
+		return "", fmt.Errorf("%s: no static %s bin/busybox", deb, b.arch.Name)
 	}
 	_ = os.RemoveAll(dir) // an incomplete earlier attempt
 	if err := os.Rename(tmp, dir); err != nil {
@@ -764,7 +721,7 @@ func (b *gdBuilder) appletsVia(loader, busybox string) ([]string, error) {
 	if loader != "" {
 		name, args = loader, append([]string{busybox}, args...)
 	}
-	if !b.arch.native() {
+	if !b.arch.Native() {
 		args = append([]string{name}, args...)
 		name = b.qemuUser
 	}
@@ -1134,7 +1091,7 @@ func GondolinAssets(t TB, baseDir, rootfs string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := gdWriteManifest(dir, gdArchOf(t, arch).gondolin, "docker2vm"); err != nil {
+	if err := gdWriteManifest(dir, ArchOf(t, arch).Gondolin, "docker2vm"); err != nil {
 		t.Fatalf("GondolinAssets: %v", err)
 	}
 	return dir
@@ -1160,9 +1117,9 @@ func gdManifestArch(dir string) (string, error) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", fmt.Errorf("%s: %v", filepath.Join(dir, BundleManifest), err)
 	}
-	a := gdLookupArch(m.Config.Arch)
+	a := LookupArch(m.Config.Arch)
 	if a == nil {
 		return "", fmt.Errorf("%s: config.arch %q is neither x86_64 nor aarch64", filepath.Join(dir, BundleManifest), m.Config.Arch)
 	}
-	return a.name, nil
+	return a.Name, nil
 }

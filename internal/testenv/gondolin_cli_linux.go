@@ -56,10 +56,10 @@ func GondolinHarness(t TB) string {
 func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.Cmd, func()) {
 	t.Helper()
 	require.Root(t, "to hide /dev/kvm from the Gondolin host in a mount namespace")
-	a := gdArchOf(t, arch)
-	tools := require.Tools(t, "nodejs npm util-linux "+a.qemuPkg+" qemu-utils", "node", "npm", "unshare", a.qemuSystem, "qemu-img")
+	a := ArchOf(t, arch)
+	tools := require.Tools(t, "nodejs npm util-linux "+a.QemuPkg+" qemu-utils", "node", "npm", "unshare", a.QemuSystem, "qemu-img")
 	dir := gdEnsureHarness(t, tools)
-	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
+	unlock, err := (&gdBuilder{t: t, cache: CacheDir()}).lockFile(".boot.lock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.
 	cmd := exec.CommandContext(ctx, tools["unshare"], append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", ro}, argv...)...)
 	cmd.Dir = dir
 	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
-	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" {
+	if a.Name == ARM64 && !a.Native() && os.Getenv("GONDOLIN_CPU") == "" {
 		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
 	}
 	cmd.Env = env

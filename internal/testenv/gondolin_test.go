@@ -92,7 +92,7 @@ func TestGondolinBaseBundle(t *testing.T) {
 }
 
 func testGondolinBaseBundle(t *testing.T, arch string) {
-	a := gdArchOf(t, arch)
+	a := ArchOf(t, arch)
 	start := time.Now()
 	dir := BuildBaseBundleArch(t, arch)
 	t.Logf("first call %s", time.Since(start))
@@ -112,7 +112,7 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets != gondolin.DefaultAssets() {
+	if m.Version != 1 || m.Config.Arch != a.Gondolin || m.Assets != gondolin.DefaultAssets() {
 		t.Fatalf("manifest %+v", m)
 	}
 	for _, asset := range []struct{ name, sum string }{
@@ -126,7 +126,7 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 			t.Errorf("checksum of %s: manifest %s, file %s", asset.name, asset.sum, sum)
 		}
 	}
-	if want := gondolin.BuildID(m.Checksums, a.gondolin); m.BuildID != want {
+	if want := gondolin.BuildID(m.Checksums, a.Gondolin); m.BuildID != want {
 		t.Errorf("buildId %s, want %s", m.BuildID, want)
 	}
 	// The kernel is one the target boots: a bzImage or an arm64 Image.
@@ -140,8 +140,8 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	case arch == ARM64 && (len(kernel) < 0x40 || string(kernel[0x38:0x3c]) != "ARM\x64"):
 		t.Error("vmlinuz-virt is not an arm64 Image")
 	}
-	if !gdIsStatic(BuildSandboxdArch(t, arch), a.machine) {
-		t.Errorf("BuildSandboxdArch(%s) is not a static %s binary", arch, a.machine)
+	if !gdIsStatic(BuildSandboxdArch(t, arch), a.Machine) {
+		t.Errorf("BuildSandboxdArch(%s) is not a static %s binary", arch, a.Machine)
 	}
 	if got := ArchOfELF(BaseBusybox(t, dir)); got != arch {
 		t.Errorf("the rootfs's /bin/busybox is for %q", got)
@@ -196,7 +196,7 @@ func TestGondolinBoot(t *testing.T) {
 			if r := res[4]; r.Stdout != want {
 				t.Errorf("rootfs write probe: %+v, want %q", r, want)
 			}
-			if r := res[5]; r.Stdout != gdArchOf(t, tc.arch).gondolin+"\n" {
+			if r := res[5]; r.Stdout != ArchOf(t, tc.arch).Gondolin+"\n" {
 				t.Errorf("uname -m: %+v", r)
 			}
 			// Gondolin gives the x86_64 guest console=ttyS0, which exists,
@@ -229,7 +229,7 @@ func TestGondolinExecFeatures(t *testing.T) {
 		ExecSpec{Argv: []string{"/bin/sh", "-c", "sleep 1; cat /proc/1/comm; cat /proc/[0-9]*/stat | awk '$3 == \"Z\"' | wc -l"}},
 	)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, gdTail(rep.Log, 8000))
+		t.Fatalf("%v\n%s", err, Tail(rep.Log, 8000))
 	}
 	if got := rep.Results[0].Stdout; got != "bar\n/etc\n/root\n" {
 		t.Errorf("env/cwd: %q", got)
@@ -282,7 +282,7 @@ func TestGondolinBootFailure(t *testing.T) {
 	// The kernel's panic message may land in the middle of switch_root's
 	// line (both write to the console at once).
 	if !strings.Contains(console, "switch_root: can") || !strings.Contains(console, "t execute '/init'") || !strings.Contains(console, "Kernel panic") {
-		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", gdTail(rep.Log, 3000))
+		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", Tail(rep.Log, 3000))
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
@@ -310,11 +310,11 @@ func TestGondolinArch(t *testing.T) {
 	for in, want := range map[string]string{"amd64": AMD64, "x86_64": AMD64, "linux/amd64": AMD64, "arm64": ARM64,
 		"aarch64": ARM64, "linux/arm64/v8": ARM64, "AArch64": ARM64, "riscv64": "", "linux/": "", "": ""} {
 		got := ""
-		if a := gdLookupArch(in); a != nil {
-			got = a.name
+		if a := LookupArch(in); a != nil {
+			got = a.Name
 		}
 		if got != want {
-			t.Errorf("gdLookupArch(%q) = %q, want %q", in, got, want)
+			t.Errorf("LookupArch(%q) = %q, want %q", in, got, want)
 		}
 	}
 	for want, hdr := range map[string][]byte{

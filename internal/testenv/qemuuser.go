@@ -50,8 +50,8 @@ func parseQemuVersion(out string) (qemuVersion, bool) {
 // order they are tried: Debian from trixie on, Fedora's qemu-user and
 // Arch name it qemu-<arch> (statically linked on Debian); Debian's and
 // Ubuntu's older qemu-user-static, qemu-<arch>-static.
-func (a *gdArch) qemuUserNames() []string {
-	return []string{a.binfmt, a.binfmt + "-static"}
+func (a *Arch) qemuUserNames() []string {
+	return []string{a.Binfmt, a.Binfmt + "-static"}
 }
 
 // qemuCandidate is one emulator found on the PATH: its path and what its
@@ -63,7 +63,7 @@ type qemuCandidate struct {
 
 // chooseQemuUser returns the first candidate at least qemuUserMin, or an
 // error naming what was found and how to get a good one.
-func chooseQemuUser(a *gdArch, found []qemuCandidate) (string, error) {
+func chooseQemuUser(a *Arch, found []qemuCandidate) (string, error) {
 	var seen []string
 	for _, c := range found {
 		if c.err != nil {
@@ -82,10 +82,10 @@ func chooseQemuUser(a *gdArch, found []qemuCandidate) (string, error) {
 	}
 	what := strings.Join(a.qemuUserNames(), " or ")
 	if len(seen) == 0 {
-		return "", fmt.Errorf("no qemu-user to run %s programs (%s) on this host: run scripts/install-deps.sh as root, which installs one", a.name, what)
+		return "", fmt.Errorf("no qemu-user to run %s programs (%s) on this host: run scripts/install-deps.sh as root, which installs one", a.Name, what)
 	}
 	return "", fmt.Errorf("no qemu-user %s or newer to run %s programs (%s): %s; run scripts/install-deps.sh as root, which installs Debian sid's as /usr/local/bin/%s",
-		qemuUserMin, a.name, what, strings.Join(seen, "; "), a.binfmt)
+		qemuUserMin, a.Name, what, strings.Join(seen, "; "), a.Binfmt)
 }
 
 func firstLine(s string) string {
@@ -94,7 +94,7 @@ func firstLine(s string) string {
 }
 
 // qemuUserPath finds the emulator that runs a's programs on this host.
-func qemuUserPath(a *gdArch) (string, error) {
+func qemuUserPath(a *Arch) (string, error) {
 	var found []qemuCandidate
 	for _, name := range a.qemuUserNames() {
 		p, ok := require.Look(name)
@@ -114,7 +114,7 @@ func qemuUserPath(a *gdArch) (string, error) {
 // qemuUserMin. It skips the test without one (fails it under CI).
 func QemuUser(t TB, arch string) string {
 	t.Helper()
-	p, err := qemuUserPath(gdArchOf(t, arch))
+	p, err := qemuUserPath(ArchOf(t, arch))
 	if err != nil {
 		require.Missing(t, "%v", err)
 	}

@@ -28,7 +28,7 @@ func TestParseQemuVersion(t *testing.T) {
 }
 
 func TestChooseQemuUser(t *testing.T) {
-	arm64 := gdArches[ARM64]
+	arm64 := arches[ARM64]
 	old := qemuCandidate{path: "/usr/bin/qemu-aarch64-static", version: "qemu-aarch64 version 7.2.22 (Debian)\n"}
 	recent := qemuCandidate{path: "/usr/local/bin/qemu-aarch64", version: "qemu-aarch64 version 11.1.3 (Debian)\n"}
 	broken := qemuCandidate{path: "/usr/bin/qemu-aarch64", err: errors.New("exec format error")}

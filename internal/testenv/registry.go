@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -48,7 +47,7 @@ func StartRegistry(t TB, opts RegistryOptions) *Registry {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := FreePort(t)
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := fmt.Sprintf(`version: 0.1
 log:
@@ -111,16 +110,6 @@ http:
 		time.Sleep(50 * time.Millisecond)
 	}
 	return r
-}
-
-func freePort(t TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeHtpasswd makes a bcrypt htpasswd file with the htpasswd tool

@@ -63,9 +63,9 @@ func OpenExt4(t TB, path string) *ext4.FS {
 // must run on their own.
 func BaseBusybox(t TB, baseDir string) []byte {
 	t.Helper()
-	a := gdArchOf(t, BundleArch(t, baseDir))
+	a := ArchOf(t, BundleArch(t, baseDir))
 	tools := require.Tools(t, "dpkg apt", "apt-get", "apt-cache", "dpkg-deb")
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
+	b := &gdBuilder{t: t, tools: tools, cache: CacheDir(), arch: a}
 	p, err := b.busybox()
 	if err != nil {
 		t.Fatalf("BaseBusybox: %v", err)
