@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 )
 
 // `make bench-build` (bench -builds): what BuildKit's cache saves when an
@@ -81,13 +82,13 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
 	base := testenv.BuildBaseBundleArch(c, testenv.AMD64)
 	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
-	bk := testenv.StartBuildkitd(c, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	bk := buildkittest.Start(c, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	os.Setenv("PATH", bk.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	builders := []struct{ name, label string }{{"buildctl", "buildctl"}}
 	builderArgs := map[string][]string{"buildctl": {"--builder", "buildctl", "--buildkit-addr", bk.Addr}}
 	if buildxUsable() {
-		cfgDir := testenv.DockerBuildx(c)
+		cfgDir := buildkittest.DockerBuildx(c)
 		os.Setenv("DOCKER_CONFIG", cfgDir)
 		bk.BuildxBuilder(c, cfgDir, "bench")
 		builders = append(builders, struct{ name, label string }{"buildx", "docker buildx (remote driver)"})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 )
 
 // The flags against real builders: buildkitd (testenv, root, the OCI
@@ -25,7 +26,7 @@ import (
 // archive is opened to check what the flags did to the image.
 
 type realEnv struct {
-	bk     *testenv.Buildkitd
+	bk     *buildkittest.Daemon
 	from   string // REGISTRY/busybox:base
 	config string // DOCKER_CONFIG with the buildx builder "real"
 }
@@ -36,10 +37,10 @@ func realPrereqs(t *testing.T) *realEnv {
 	require.Tool(t, testenv.RegistryBinary)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	base := testenv.BuildBaseBundleArch(t, testenv.AMD64)
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
 	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
-	cfg := testenv.DockerBuildx(t)
+	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	bk.BuildxBuilder(t, cfg, "real")
 	return &realEnv{bk: bk, from: from, config: cfg}

@@ -22,6 +22,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 )
 
 // TestImageConvertsUnprivileged builds the container image with BuildKit
@@ -37,7 +38,7 @@ func TestImageConvertsUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{})
+	bk := buildkittest.Start(t, buildkittest.Options{})
 	bk.PutOnPath(t)
 	archive := filepath.Join(t.TempDir(), "docker2vm.oci.tar")
 	cmd := exec.Command("sh", "scripts/image.sh")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 )
 
 // TestPackagesAsInstalled packs the npm packages for this host (make npm),
@@ -103,7 +104,7 @@ func TestPackagesAsInstalled(t *testing.T) {
 	}
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	base := testenv.BuildBaseBundleArch(t, testenv.AMD64)
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
 	image := reg.Push(t, "busybox:api", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	scratch := t.TempDir()

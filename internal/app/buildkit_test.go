@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -27,16 +28,16 @@ import (
 type buildkitEnv struct {
 	reg  *testenv.Registry
 	base string // the fixture Gondolin base bundle
-	bk   *testenv.Buildkitd
+	bk   *buildkittest.Daemon
 	from string // REGISTRY/busybox:base
 }
 
-func buildkitPrereqs(t *testing.T, opts testenv.BuildkitOptions) *buildkitEnv {
+func buildkitPrereqs(t *testing.T, opts buildkittest.Options) *buildkitEnv {
 	t.Helper()
 	require.Integration(t, "runs buildkitd and boots a VM")
 	reg, base := bootPrereqs(t, testenv.AMD64)
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
-	bk := testenv.StartBuildkitd(t, opts)
+	bk := buildkittest.Start(t, opts)
 	bk.PutOnPath(t)
 	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
 	// Each test's temporary files in a directory of its own, to check that
@@ -175,7 +176,7 @@ const helloTxt = "hello from the build context\n"
 // and ENTRYPOINT through the daemon's unix socket, then through its TCP
 // address with a --build-arg, and boots both guests.
 func TestBuildkitBootE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{TCP: true})
+	e := buildkitPrereqs(t, buildkittest.Options{TCP: true})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from), map[string]string{"hello.txt": helloTxt})
 
 	out, _, stderr := e.build(t, e.bk.Addr, df, ctxDir, "--label", "org.example.build=e2e")
@@ -226,7 +227,7 @@ func TestBuildkitBootE2E(t *testing.T) {
 // TestBuildkitTargetE2E: --target picks a stage of a multi-stage
 // Dockerfile, and without it the last stage is built.
 func TestBuildkitTargetE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	e := buildkitPrereqs(t, buildkittest.Options{})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(`FROM %s AS first
 RUN echo first > /stage
 CMD ["cat", "/stage"]
@@ -263,7 +264,7 @@ func rootfsOpen(t *testing.T, out, name string) error {
 // --force, which would replace it only after a successful conversion) and
 // no archive left in the temporary directory.
 func TestBuildkitFailingStepE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	e := buildkitPrereqs(t, buildkittest.Options{})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf("FROM %s\nRUN echo about-to-fail && exit 7\n", e.from), nil)
 	out := filepath.Join(t.TempDir(), "guest")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -312,7 +313,7 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 func TestBuildkitUnreachableE2E(t *testing.T) {
 	require.Integration(t, "builds buildctl")
 	offerBase(t) // the base is checked before the builder runs
-	bin := testenv.BuildkitBinaries(t)
+	bin := buildkittest.Binaries(t)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("TMPDIR", t.TempDir())
 	df, ctxDir := writeBuildContext(t, "FROM scratch\n", nil)
@@ -341,7 +342,7 @@ func TestBuildkitUnreachableE2E(t *testing.T) {
 // converts each platform into its own directory. Its RUN step runs the
 // arm64 busybox under qemu-user (binfmt_misc).
 func TestBuildkitMultiPlatformE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	e := buildkitPrereqs(t, buildkittest.Options{})
 	testenv.EnsureBinfmt(t, testenv.ARM64)
 	imgs, bases := busyboxImages(t)
 	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
@@ -382,8 +383,8 @@ func TestBuildkitMultiPlatformE2E(t *testing.T) {
 // takes its steps from BuildKit's cache (CACHED in the log), and the
 // builder is kept.
 func TestBuildxBootE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
-	cfg := testenv.DockerBuildx(t)
+	e := buildkitPrereqs(t, buildkittest.Options{})
+	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	e.bk.BuildxBuilder(t, cfg, "d2v-remote")
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from)+"RUN echo buildx-step > /buildx-step\n", map[string]string{"hello.txt": helloTxt})

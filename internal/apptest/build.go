@@ -18,6 +18,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 )
 
 // buildFormat is part of every image's cache key: bump it when the way
@@ -34,7 +35,7 @@ type Builder struct {
 	t    *testing.T
 	mu   sync.Mutex
 	reg  *testenv.Registry
-	bk   *testenv.Buildkitd
+	bk   *buildkittest.Daemon
 	base map[string]string // arch -> the Debian image's ref in reg
 }
 
@@ -82,7 +83,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	defer b.mu.Unlock()
 	if b.bk == nil {
 		b.reg = testenv.StartRegistry(b.t, testenv.RegistryOptions{})
-		b.bk = testenv.StartBuildkitd(b.t, testenv.BuildkitOptions{InsecureRegistries: []string{b.reg.Host}})
+		b.bk = buildkittest.Start(b.t, buildkittest.Options{InsecureRegistries: []string{b.reg.Host}})
 	}
 	if b.base[arch] == "" {
 		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, debian, nil)
