@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // `make bench-build` (bench -builds): what BuildKit's cache saves when an
@@ -80,8 +81,8 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 	fmt.Print(machine)
 
 	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
-	base := testenv.BuildBaseBundleArch(c, testenv.AMD64)
-	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
+	base := gondolintest.BaseBundleArch(c, testenv.AMD64)
+	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, gondolintest.BaseBusybox(c, base)), nil)
 	bk := buildkittest.Start(c, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	os.Setenv("PATH", bk.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 

@@ -18,6 +18,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // The flags against real builders: buildkitd (testenv, root, the OCI
@@ -36,10 +37,10 @@ func realPrereqs(t *testing.T) *realEnv {
 	require.Integration(t, "runs buildkitd")
 	require.Tool(t, testenv.RegistryBinary)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	base := testenv.BuildBaseBundleArch(t, testenv.AMD64)
+	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
 	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
 	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	bk.BuildxBuilder(t, cfg, "real")

@@ -14,6 +14,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // TestBootPublishedRegistry: guests published with --publish into a
@@ -61,7 +62,7 @@ func TestBootPublishedRegistry(t *testing.T) {
 	for _, tc := range []struct{ ref, arch string }{{"pub:both", testenv.AMD64}, {"pub:arm", testenv.ARM64}} {
 		t.Run(tc.arch, func(t *testing.T) {
 			store := t.TempDir()
-			res := testenv.BootGondolin(t, tc.ref, testenv.BootOptions{Arch: tc.arch,
+			res := gondolintest.Boot(t, tc.ref, gondolintest.BootOptions{Arch: tc.arch,
 				HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store, "GONDOLIN_IMAGE_REGISTRY_URL=" + docURL}},
 				[]string{"uname", "-m"},
 				[]string{"/usr/bin/docker2vm-entrypoint", "from", "the", "registry"},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -58,7 +59,7 @@ func TestBootUser(t *testing.T) {
 			script := guest.EntrypointScript(guest.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
 			files = append(files, testtar.File("runners/"+f.name, script).Mode(0o755))
 		}
-		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)),
+		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)),
 			testenv.NewLayer(t, testtar.Build(t, files...), testenv.Gzip, true))
 		if err != nil {
 			t.Fatal(err)
@@ -77,7 +78,7 @@ func TestBootUser(t *testing.T) {
 		for _, f := range userForms {
 			cmds = append(cmds, []string{"/runners/" + f.name, f.name})
 		}
-		res := testenv.BootGondolin(t, out, testenv.BootOptions{}, cmds...)
+		res := gondolintest.Boot(t, out, gondolintest.BootOptions{}, cmds...)
 		expectOutput(t, res, 0, "uid=1000 gid=1000 groups=50 60 1000 home=/home/app cwd=/srv args=given")
 		for i, f := range userForms {
 			r := res[i+1]
@@ -99,7 +100,7 @@ func TestBootUserShellLess(t *testing.T) {
 		reg, base := bootPrereqs(t, arch)
 		img := testenv.WithConfig(t, helloImage(t, arch), func(c *v1.Config) { c.User = "1000:1000" })
 		out := convertAssets(t, arch, reg.Push(t, "hello-user:"+arch, img, nil), base)
-		res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 			[]string{"/usr/bin/docker2vm-entrypoint", "as-user"},
 			[]string{"/hello", "as-root"},
 		)

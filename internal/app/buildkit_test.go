@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -39,7 +40,7 @@ func buildkitPrereqs(t *testing.T, opts buildkittest.Options) *buildkitEnv {
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
 	bk := buildkittest.Start(t, opts)
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
 	// Each test's temporary files in a directory of its own, to check that
 	// the build archive does not outlive the command.
 	t.Setenv("TMPDIR", t.TempDir())
@@ -193,8 +194,8 @@ func TestBuildkitBootE2E(t *testing.T) {
 		!reflect.DeepEqual(rt.Entrypoint, []string{"/bin/sh", "-c", "echo mode=$APP_MODE in $(pwd); cat hello.txt"}) {
 		t.Errorf("meta.json runtime = %+v", rt)
 	}
-	testenv.GondolinVerify(t, out)
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	gondolintest.Verify(t, out)
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"cat", "/built"},
 		[]string{"/bin/sh", "-c", "echo $APP_MODE"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
@@ -216,7 +217,7 @@ func TestBuildkitBootE2E(t *testing.T) {
 	if got := rootfsFile(t, out2, "/built"); got != "built-by-run\n" {
 		t.Errorf("tcp build: /built = %q", got)
 	}
-	res = testenv.BootGondolin(t, out2, testenv.BootOptions{},
+	res = gondolintest.Boot(t, out2, gondolintest.BootOptions{},
 		[]string{"cat", "/build-arg"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
 	)
@@ -403,8 +404,8 @@ func TestBuildxBootE2E(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}
 	}
-	testenv.GondolinVerify(t, out)
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	gondolintest.Verify(t, out)
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"cat", "/build-arg"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
 	)

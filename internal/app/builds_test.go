@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // TestOutputSameOnEveryBuild converts one image with three builds of
@@ -25,7 +26,7 @@ func TestOutputSameOnEveryBuild(t *testing.T) {
 	require.Integration(t, "builds the command three times")
 	qemu := testenv.QemuUser(t, testenv.ARM64)
 	goTool := require.Tool(t, "go")
-	base := testenv.BuildBaseBundle(t)
+	base := gondolintest.BaseBundle(t)
 	bins := t.TempDir()
 	build := func(name string, env []string, args ...string) string {
 		out := filepath.Join(bins, name)
@@ -45,7 +46,7 @@ func TestOutputSameOnEveryBuild(t *testing.T) {
 		{"linux-arm64", []string{qemu, build("arm64", []string{"GOOS=linux", "GOARCH=arm64"})}},
 	}
 
-	img := testenv.WithConfig(t, testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
+	img := testenv.WithConfig(t, testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
 	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
 	var want map[string]string
 	for _, b := range builds {

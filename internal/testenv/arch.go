@@ -76,25 +76,6 @@ func (a *Arch) Native() bool { return a.Name == runtime.GOARCH }
 // architecture too, so one spelling serves both.
 func (a *Arch) DebPackage(pkg string) string { return pkg + ":" + a.Name }
 
-// gdIsStatic reports whether p is a statically linked ELF executable for
-// machine m.
-func gdIsStatic(p string, m elf.Machine) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if f.Machine != m {
-		return false
-	}
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
-}
-
 // ArchOfELF returns "amd64" or "arm64" for an ELF binary's contents, ""
 // for anything else.
 func ArchOfELF(b []byte) string {
@@ -109,24 +90,6 @@ func ArchOfELF(b []byte) string {
 		}
 	}
 	return ""
-}
-
-// gdRequireDebArch skips (fails under CI) unless apt can fetch
-// packages of the architecture: the native one, or a foreign one added
-// with dpkg --add-architecture (scripts/install-deps.sh does that).
-func gdRequireDebArch(t TB, a *Arch) {
-	t.Helper()
-	native, err := exec.Command("dpkg", "--print-architecture").Output()
-	if err == nil && strings.TrimSpace(string(native)) == a.Name {
-		return
-	}
-	foreign, _ := exec.Command("dpkg", "--print-foreign-architectures").Output()
-	for _, f := range strings.Fields(string(foreign)) {
-		if f == a.Name {
-			return
-		}
-	}
-	require.Missing(t, "apt has no %s packages (as root: dpkg --add-architecture %s && apt-get update, or run scripts/install-deps.sh)", a.Name, a.Name)
 }
 
 var gdBinfmtMu sync.Mutex

@@ -7,7 +7,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/docker2vm/docker2vm/ext4"
-	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -55,26 +54,6 @@ func OpenExt4(t TB, path string) *ext4.FS {
 		t.Fatalf("reading %s: %v", path, err)
 	}
 	return fs
-}
-
-// BaseBusybox returns a static busybox for the architecture of the base
-// bundle in baseDir: the one its initramfs runs (the base's rootfs has a
-// musl-linked one, which needs the base's loader), for test images that
-// must run on their own.
-func BaseBusybox(t TB, baseDir string) []byte {
-	t.Helper()
-	a := ArchOf(t, BundleArch(t, baseDir))
-	tools := require.Tools(t, "dpkg apt", "apt-get", "apt-cache", "dpkg-deb")
-	b := &gdBuilder{t: t, tools: tools, cache: CacheDir(), arch: a}
-	p, err := b.busybox()
-	if err != nil {
-		t.Fatalf("BaseBusybox: %v", err)
-	}
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }
 
 // BusyboxImage is a two-layer image: busybox with its applets and an

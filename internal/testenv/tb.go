@@ -1,15 +1,17 @@
 // Package testenv builds what the integration tests and the demo run
-// against: test images, a real registry server, a fixture Gondolin base
-// bundle and boots under the real Gondolin host. A real BuildKit daemon is
-// in package buildkittest below it.
+// against: test images, a real registry server and a Debian image. The
+// fixture Gondolin base bundle and boots under the real Gondolin host are
+// in package gondolintest below it, a real BuildKit daemon in
+// buildkittest.
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The
 // fixtures that start servers, build fixtures or boot VMs (StartRegistry,
-// BuildBaseBundleArch, RunGondolin, GondolinCLI, DebianImageArch,
-// buildkittest.Binaries, buildkittest.Start) call require.Integration
-// themselves, so a test that uses one is an integration test, which -short
-// skips, even if it does not say so first.
+// DebianImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
+// gondolintest.CLI, gondolintest.RunCLI, buildkittest.Binaries,
+// buildkittest.Start) call require.Integration themselves, so a test that
+// uses one is an integration test, which -short skips, even if it does not
+// say so first.
 package testenv
 
 // TB is the part of testing.TB the helpers use. *testing.T satisfies it,
