@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -376,7 +377,7 @@ func largeGens() []layerGen {
 // before its children, a hardlink's target before the link): six layers in
 // all, the shape of a real image built in steps.
 func debianSplitGens(c *testenv.Console) ([]layerGen, error) {
-	img, _ := testenv.DebianImage(c, testenv.Gzip)
+	img, _ := debian.Image(c, testenv.Gzip)
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -522,7 +523,7 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 			if name == "debian-zstd" {
 				comp = testenv.Zstd
 			}
-			img, _ := testenv.DebianImage(c, comp)
+			img, _ := debian.Image(c, comp)
 			testenv.WriteLayout(c, tmp, testenv.LayoutEntry{Image: img, RefName: refName})
 			err = nil
 		}

@@ -81,7 +81,7 @@ func main() {
 	builds := flag.Bool("builds", false, "time Dockerfile builds instead (make bench-build): a first build, then one after editing its last step")
 	buildBin := flag.String("build-bin", "bin/dockerfile2gondolin", "with -builds: the dockerfile2gondolin binary")
 	loops := flag.Int("loops", 4000000, "with -builds: iterations of the shell loop that stands for a slow step")
-	testing.Init() // testenv.DebianImage asks testing.Short()
+	testing.Init() // debian.Image asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
 	if *builds {

@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -293,7 +294,7 @@ var getxattrSyscall = map[string]string{testenv.AMD64: "191", testenv.ARM64: "8"
 
 func testBootDebianImage(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	img, facts := testenv.DebianImageArch(t, arch, testenv.Gzip)
+	img, facts := debian.ImageArch(t, arch, testenv.Gzip)
 	ref := reg.Push(t, "debian:minbase", img, nil)
 	out := convertAssets(t, arch, ref, base)
 

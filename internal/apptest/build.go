@@ -19,6 +19,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 )
 
 // buildFormat is part of every image's cache key: bump it when the way
@@ -26,7 +27,7 @@ import (
 const buildFormat = "apptest-v1"
 
 // Builder builds the application images with a real BuildKit (buildctl
-// and buildkitd) from the Debian image of testenv, once: the OCI archives
+// and buildkitd) from the Debian image of package debian, once: the OCI archives
 // are cached in testenv.CacheDir()/apps by the hash of everything
 // that goes into them. The daemon and the registry serving the Debian base
 // start on the first build and stop when the test that made the Builder
@@ -53,8 +54,8 @@ func moduleDir() string {
 // for a foreign arch).
 func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	t.Helper()
-	debian, _ := testenv.DebianImageArch(t, arch, testenv.Gzip)
-	digest, err := debian.Digest()
+	base, _ := debian.ImageArch(t, arch, testenv.Gzip)
+	digest, err := base.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 		b.bk = buildkittest.Start(b.t, buildkittest.Options{InsecureRegistries: []string{b.reg.Host}})
 	}
 	if b.base[arch] == "" {
-		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, debian, nil)
+		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, base, nil)
 	}
 	if arch != runtime.GOARCH {
 		testenv.EnsureBinfmt(t, arch) // RUN steps of a foreign arch

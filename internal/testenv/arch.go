@@ -95,24 +95,24 @@ func ArchOfELF(b []byte) string {
 var gdBinfmtMu sync.Mutex
 
 // EnsureBinfmt makes this host run linux/<arch> programs through qemu-user
-// (see gdEnsureBinfmt): for tests that run foreign binaries directly
+// (see RegisterBinfmt): for tests that run foreign binaries directly
 // (test binaries that start themselves again, BuildKit RUN steps of a
 // foreign platform). It fails the test when that cannot be done (skips on
 // a laptop without root or qemu-user).
 func EnsureBinfmt(t TB, arch string) {
 	t.Helper()
-	if err := gdEnsureBinfmt(t, ArchOf(t, arch)); err != nil {
+	if err := RegisterBinfmt(t, ArchOf(t, arch)); err != nil {
 		require.Missing(t, "running %s programs on this host: %v (as root: scripts/install-deps.sh)", arch, err)
 	}
 }
 
-// gdEnsureBinfmt makes the kernel run the architecture's binaries through
+// RegisterBinfmt makes the kernel run the architecture's binaries through
 // qemu-user (binfmt_misc), as a chroot into a foreign tree needs (e.g.
 // debootstrap's second stage): it mounts binfmt_misc when it is not, and
 // registers QemuUser's emulator when no entry exists (an entry that exists
 // is the host's and is left alone). Needs root. The registration lasts
 // until reboot and is what qemu-user's own binfmt setup would do.
-func gdEnsureBinfmt(t TB, a *Arch) error {
+func RegisterBinfmt(t TB, a *Arch) error {
 	t.Helper()
 	if a.Native() {
 		return nil

@@ -1,13 +1,13 @@
 // Package testenv builds what the integration tests and the demo run
-// against: test images, a real registry server and a Debian image. The
-// fixture Gondolin base bundle and boots under the real Gondolin host are
-// in package gondolintest below it, a real BuildKit daemon in
-// buildkittest.
+// against: test images and a real registry server; its packages below
+// hold the rest: a Debian image (debian), the fixture Gondolin base bundle
+// and boots under the real Gondolin host (gondolintest), and a real
+// BuildKit daemon (buildkittest).
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The
 // fixtures that start servers, build fixtures or boot VMs (StartRegistry,
-// DebianImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
+// debian.ImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
 // gondolintest.CLI, gondolintest.RunCLI, buildkittest.Binaries,
 // buildkittest.Start) call require.Integration themselves, so a test that
 // uses one is an integration test, which -short skips, even if it does not
