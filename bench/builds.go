@@ -13,6 +13,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // `make bench-build` (bench -builds): what BuildKit's cache saves when an
@@ -70,7 +71,7 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 		fmt.Printf("bench: %s: %v (make build makes it)\n", bin, err)
 		return 1
 	}
-	for _, tool := range []string{"/usr/bin/time", testenv.RegistryBinary} {
+	for _, tool := range []string{"/usr/bin/time", registry.Binary} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)
 			return 1
@@ -80,7 +81,7 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 	loadBefore := loadAvg()
 	fmt.Print(machine)
 
-	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
+	reg := registry.Start(c, registry.Options{})
 	base := gondolintest.BaseBundleArch(c, testenv.AMD64)
 	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, gondolintest.BaseBusybox(c, base)), nil)
 	bk := buildkittest.Start(c, buildkittest.Options{InsecureRegistries: []string{reg.Host}})

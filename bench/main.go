@@ -27,6 +27,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
 )
@@ -158,11 +159,11 @@ func run(c *testenv.Console, cfg config) int {
 	if cfg.prepare {
 		return 0
 	}
-	var reg *testenv.Registry
+	var reg *registry.Server
 	refs := map[string]string{}
 	linkHost := ""
 	if useRegistry {
-		reg = testenv.StartRegistry(c, testenv.RegistryOptions{})
+		reg = registry.Start(c, registry.Options{})
 		for _, bi := range images {
 			start := time.Now()
 			p, err := layout.FromPath(bi.Dir)

@@ -19,6 +19,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // The flags against real builders: buildkitd (testenv, root, the OCI
@@ -35,8 +36,8 @@ type realEnv struct {
 func realPrereqs(t *testing.T) *realEnv {
 	t.Helper()
 	require.Integration(t, "runs buildkitd")
-	require.Tool(t, testenv.RegistryBinary)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	require.Tool(t, registry.Binary)
+	reg := registry.Start(t, registry.Options{})
 	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
 	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)

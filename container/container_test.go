@@ -23,6 +23,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // TestImageConvertsUnprivileged builds the container image with BuildKit
@@ -81,7 +82,7 @@ func TestImageConvertsUnprivileged(t *testing.T) {
 
 	// Run it: the user's uid, no capabilities, the host's network (to
 	// reach the loopback registry), a directory of the host at /work.
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	ref := reg.Push(t, "app:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true}), nil)
 	work := t.TempDir()
 	if err := os.Chown(work, 65532, 65532); err != nil {

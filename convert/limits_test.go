@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -23,7 +24,7 @@ import (
 // downloading the layer there, instead of reading the rest of it.
 func TestLimitStopsDownload(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	const size = 48 << 20
 	content := make([]byte, size)
 	rand.New(rand.NewSource(1)).Read(content)

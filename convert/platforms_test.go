@@ -14,6 +14,7 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -164,7 +165,7 @@ func TestPlatformDir(t *testing.T) {
 // the image's own (downloads, cached blobs) included, names it.
 func TestRunPlatformsProgressLines(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	shared := testenv.NewLayer(t, testtar.Build(t, testtar.File("shared", "both\n")), testenv.Gzip, true)
 	var imgs []v1.Image
 	for _, p := range []v1.Platform{amd64, arm64} {

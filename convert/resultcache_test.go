@@ -19,7 +19,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/rootfs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -35,7 +35,7 @@ func registrySource(t *testing.T) (tag, digest image.Source) {
 func registrySourceOf(t *testing.T, img v1.Image) (tag, digest image.Source) {
 	t.Helper()
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	if img == nil {
 		img = sampleImage(t)
 	}

@@ -20,13 +20,14 @@ import (
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // faultFixture is a real registry holding an image of three layers, with a
 // fault-injecting proxy in front of it.
 type faultFixture struct {
-	reg    *testenv.Registry
+	reg    *registry.Server
 	proxy  *faultproxy.Proxy
 	ref    string // the image, through the proxy
 	layers []v1.Descriptor
@@ -48,7 +49,7 @@ func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	f := &faultFixture{reg: reg, files: map[string]string{}}
 	var layers []v1.Layer
 	for i, size := range []int{384 << 10, 1536 << 10, 640 << 10} {
@@ -458,7 +459,7 @@ func TestRegistryMaxLayers(t *testing.T) {
 func TestEarlyStopThroughRegistry(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	const size = 64 << 20
 	content := randomBytes(9, size)
 	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -23,7 +24,7 @@ func emptyDockerConfig(t *testing.T) {
 func TestRegistryAnonymous(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	idx, imgs := multiArchIndex(t, true)
 	ref := reg.Push(t, "multi:1", nil, idx)
 	single := reg.Push(t, "single:1", testenv.NewImage(t, testenv.ImageSpec{Platform: arm64}), nil)
@@ -96,7 +97,7 @@ func TestRegistryAnonymous(t *testing.T) {
 
 func TestRegistryBasicAuth(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "alice", Password: "s3cret"})
+	reg := registry.Start(t, registry.Options{Username: "alice", Password: "s3cret"})
 	ref := reg.Push(t, "private/app:1", testenv.NewImage(t, testenv.ImageSpec{}), nil)
 
 	emptyDockerConfig(t)
@@ -119,7 +120,7 @@ func TestRegistryBasicAuth(t *testing.T) {
 func TestRegistryTampered(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	src := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
 	l1 := layerDigest(t, src, 1)
 	mdig, _ := src.Digest()

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // TestPackagesAsInstalled packs the npm packages for this host (make npm),
@@ -103,7 +104,7 @@ func TestPackagesAsInstalled(t *testing.T) {
 	if err := os.WriteFile(testFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registry.Start(t, registry.Options{})
 	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
 	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)

@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -112,11 +113,11 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 
 // bootPrereqs starts a registry and returns it with the fixture base
 // bundle for arch.
-func bootPrereqs(t *testing.T, arch string) (*testenv.Registry, string) {
+func bootPrereqs(t *testing.T, arch string) (*registry.Server, string) {
 	t.Helper()
 	require.Integration(t, "boots a VM")
-	require.Tool(t, testenv.RegistryBinary)
-	return testenv.StartRegistry(t, testenv.RegistryOptions{}), gondolintest.BaseBundleArch(t, arch)
+	require.Tool(t, registry.Binary)
+	return registry.Start(t, registry.Options{}), gondolintest.BaseBundleArch(t, arch)
 }
 
 func expectOutput(t *testing.T, results []gondolintest.ExecResult, i int, want string) {

@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -27,7 +28,7 @@ import (
 // Dockerfile here has a `# syntax=` line: that would need Docker Hub.
 
 type buildkitEnv struct {
-	reg  *testenv.Registry
+	reg  *registry.Server
 	base string // the fixture Gondolin base bundle
 	bk   *buildkittest.Daemon
 	from string // REGISTRY/busybox:base

@@ -21,6 +21,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/term"
 	"github.com/docker2vm/docker2vm/internal/term/termtest"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -32,8 +33,8 @@ import (
 // one is left behind.
 func TestProgressOnATerminal(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	require.Tool(t, testenv.RegistryBinary)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	require.Tool(t, registry.Binary)
+	reg := registry.Start(t, registry.Options{})
 	const nLayers = 4
 	rng := rand.New(rand.NewPCG(1, 2))
 	var layers []v1.Layer

@@ -12,6 +12,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // TestRegistryEndToEnd runs oci2gondolin as a user would against the real
@@ -19,7 +20,7 @@ import (
 // from a Docker config file, dry run first, then the conversion for arm64.
 func TestRegistryEndToEnd(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "ci", Password: "s3cret"})
+	reg := registry.Start(t, registry.Options{Username: "ci", Password: "s3cret"})
 	amd := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
 	arm := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
 	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{amd, arm}, Attestation: true})

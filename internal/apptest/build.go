@@ -20,6 +20,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 // buildFormat is part of every image's cache key: bump it when the way
@@ -35,7 +36,7 @@ const buildFormat = "apptest-v1"
 type Builder struct {
 	t    *testing.T
 	mu   sync.Mutex
-	reg  *testenv.Registry
+	reg  *registry.Server
 	bk   *buildkittest.Daemon
 	base map[string]string // arch -> the Debian image's ref in reg
 }
@@ -83,7 +84,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.bk == nil {
-		b.reg = testenv.StartRegistry(b.t, testenv.RegistryOptions{})
+		b.reg = registry.Start(b.t, registry.Options{})
 		b.bk = buildkittest.Start(b.t, buildkittest.Options{InsecureRegistries: []string{b.reg.Host}})
 	}
 	if b.base[arch] == "" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
 func main() {
@@ -45,7 +46,7 @@ func demo(c *testenv.Console, bin, out, platform string) int {
 	fmt.Printf("      %s\n", base)
 
 	step(2, "Sample "+platform+" image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
-	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
+	reg := registry.Start(c, registry.Options{})
 	ref := reg.Push(c, "demo/busybox-app:latest", testenv.BusyboxImage(c, gondolintest.BaseBusybox(c, base)), nil)
 	fmt.Printf("      %s\n", ref)
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -16,21 +15,17 @@ import (
 	"sort"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
-
-func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // Compression of a test layer.
 type Compression string
@@ -355,27 +350,4 @@ func WriteLegacyDockerSave(t TB, out string, img v1.Image, tag string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// Push writes an image or index to the registry as repo:tag, with basic
-// auth when the registry has credentials. It returns the reference.
-func (r *Registry) Push(t TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
-	t.Helper()
-	ref, err := name.ParseReference(r.Ref(repoTag), name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []remote.Option{}
-	if r.Username != "" {
-		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}))
-	}
-	if img != nil {
-		err = remote.Write(ref, img, opts...)
-	} else {
-		err = remote.WriteIndex(ref, idx, opts...)
-	}
-	if err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
-	}
-	return ref.String()
 }

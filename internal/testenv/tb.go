@@ -1,12 +1,12 @@
 // Package testenv builds what the integration tests and the demo run
-// against: test images and a real registry server; its packages below
-// hold the rest: a Debian image (debian), the fixture Gondolin base bundle
-// and boots under the real Gondolin host (gondolintest), and a real
-// BuildKit daemon (buildkittest).
+// against: test images, and what its packages below share. They hold the
+// rest: a real registry server (registry), a Debian image (debian), the
+// fixture Gondolin base bundle and boots under the real Gondolin host
+// (gondolintest), and a real BuildKit daemon (buildkittest).
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The
-// fixtures that start servers, build fixtures or boot VMs (StartRegistry,
+// fixtures that start servers, build fixtures or boot VMs (registry.Start,
 // debian.ImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
 // gondolintest.CLI, gondolintest.RunCLI, buildkittest.Binaries,
 // buildkittest.Start) call require.Integration themselves, so a test that
