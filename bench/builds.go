@@ -13,6 +13,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -83,7 +84,7 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 
 	reg := registry.Start(c, registry.Options{})
 	base := gondolintest.BaseBundleArch(c, testenv.AMD64)
-	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, gondolintest.BaseBusybox(c, base)), nil)
+	from := reg.Push(c, "busybox:base", imagetest.Busybox(c, gondolintest.BaseBusybox(c, base)), nil)
 	bk := buildkittest.Start(c, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	os.Setenv("PATH", bk.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 

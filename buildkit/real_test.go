@@ -19,6 +19,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -41,7 +42,7 @@ func realPrereqs(t *testing.T) *realEnv {
 	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
 	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	from := reg.Push(t, "busybox:base", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	bk.BuildxBuilder(t, cfg, "real")

@@ -21,8 +21,8 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -83,7 +83,7 @@ func TestImageConvertsUnprivileged(t *testing.T) {
 	// Run it: the user's uid, no capabilities, the host's network (to
 	// reach the loopback registry), a directory of the host at /work.
 	reg := registry.Start(t, registry.Options{})
-	ref := reg.Push(t, "app:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true}), nil)
+	ref := reg.Push(t, "app:1", imagetest.New(t, imagetest.Spec{OCI: true}), nil)
 	work := t.TempDir()
 	if err := os.Chown(work, 65532, 65532); err != nil {
 		t.Fatal(err)

@@ -19,7 +19,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -56,9 +56,9 @@ func newFaultFixture(t *testing.T) *faultFixture {
 		name := []string{"a.bin", "b.bin", "c.bin"}[i]
 		content := string(randomBytes(byte(i+1), size))
 		f.files[name] = content
-		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(name, content)), testenv.Gzip, true))
+		layers = append(layers, imagetest.NewLayer(t, testtar.Build(t, testtar.File(name, content)), imagetest.Gzip, true))
 	}
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: layers})
 	reg.Push(t, "faults/app:1", img, nil)
 	m, err := img.Manifest()
 	if err != nil {
@@ -462,8 +462,8 @@ func TestEarlyStopThroughRegistry(t *testing.T) {
 	reg := registry.Start(t, registry.Options{})
 	const size = 64 << 20
 	content := randomBytes(9, size)
-	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
+	layer := imagetest.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), imagetest.Gzip, true)
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: []v1.Layer{layer}})
 	reg.Push(t, "bomb:1", img, nil)
 	d, _ := layer.Digest()
 	proxy := faultproxy.Start(t, "http://"+reg.Host)

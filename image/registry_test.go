@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,7 +27,7 @@ func TestRegistryAnonymous(t *testing.T) {
 	reg := registry.Start(t, registry.Options{})
 	idx, imgs := multiArchIndex(t, true)
 	ref := reg.Push(t, "multi:1", nil, idx)
-	single := reg.Push(t, "single:1", testenv.NewImage(t, testenv.ImageSpec{Platform: arm64}), nil)
+	single := reg.Push(t, "single:1", imagetest.New(t, imagetest.Spec{Platform: arm64}), nil)
 	cache := t.TempDir()
 	var progress bytes.Buffer
 
@@ -98,7 +98,7 @@ func TestRegistryAnonymous(t *testing.T) {
 func TestRegistryBasicAuth(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	reg := registry.Start(t, registry.Options{Username: "alice", Password: "s3cret"})
-	ref := reg.Push(t, "private/app:1", testenv.NewImage(t, testenv.ImageSpec{}), nil)
+	ref := reg.Push(t, "private/app:1", imagetest.New(t, imagetest.Spec{}), nil)
 
 	emptyDockerConfig(t)
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: ref}, Options{Platform: amd64, NoCache: true})
@@ -121,7 +121,7 @@ func TestRegistryTampered(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
 	reg := registry.Start(t, registry.Options{})
-	src := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
+	src := imagetest.New(t, imagetest.Spec{OCI: true})
 	l1 := layerDigest(t, src, 1)
 	mdig, _ := src.Digest()
 

@@ -16,6 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -108,7 +109,7 @@ func TestPackagesAsInstalled(t *testing.T) {
 	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
 	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
-	image := reg.Push(t, "busybox:api", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	image := reg.Push(t, "busybox:api", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	scratch := t.TempDir()
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)

@@ -13,6 +13,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // Multi-platform sources and base discovery by the target architecture,
@@ -25,7 +26,7 @@ func busyboxImages(t *testing.T) (map[string]v1.Image, map[string]string) {
 	imgs, bases := map[string]v1.Image{}, map[string]string{}
 	for _, arch := range testenv.Arches {
 		bases[arch] = gondolintest.BaseBundleArch(t, arch)
-		imgs[arch] = testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, bases[arch]))
+		imgs[arch] = imagetest.Busybox(t, gondolintest.BaseBusybox(t, bases[arch]))
 	}
 	return imgs, bases
 }
@@ -39,11 +40,11 @@ func busyboxImages(t *testing.T) (map[string]v1.Image, map[string]string) {
 func TestBootMultiPlatformIndex(t *testing.T) {
 	reg, _ := bootPrereqs(t, testenv.AMD64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Attestation: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Attestation: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "multi:e2e", nil, idx)
 	dir := t.TempDir()
-	layout := testenv.WriteLayout(t, filepath.Join(dir, "layout"), testenv.LayoutEntry{Index: idx, RefName: "multi:e2e"})
-	archive := testenv.WriteOCIArchive(t, layout, filepath.Join(dir, "multi.tar"), false)
+	layout := imagetest.WriteLayout(t, filepath.Join(dir, "layout"), imagetest.LayoutEntry{Index: idx, RefName: "multi:e2e"})
+	archive := imagetest.WriteOCIArchive(t, layout, filepath.Join(dir, "multi.tar"), false)
 	idxDigest, err := idx.Digest()
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +146,7 @@ func TestBootBaseFromImageStore(t *testing.T) {
 func TestBootMultiPlatformRun(t *testing.T) {
 	reg, _ := bootPrereqs(t, testenv.AMD64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "multi:run", nil, idx)
 	store := t.TempDir()
 	t.Setenv("GONDOLIN_IMAGE_STORE", store)

@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootPublishedRegistry: guests published with --publish into a
@@ -29,7 +30,7 @@ func TestBootPublishedRegistry(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(pub)))
 	defer srv.Close()
 	docURL := srv.URL + "/" + gondolin.RegistryDocument
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "pub:multi", nil, idx)
 	t.Setenv("GONDOLIN_IMAGE_STORE", t.TempDir()) // --tag imports go here, not into the store Gondolin pulls into
 

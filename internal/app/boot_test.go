@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
@@ -54,10 +55,10 @@ func helloImage(t *testing.T, arch string) v1.Image {
 		t.Fatal(err)
 	}
 	layer := testtar.Build(t, testtar.FileBytes("hello", b).Mode(0o755))
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Env: []string{"GREETING=from scratch"},
 		Platform: v1.Platform{OS: "linux", Architecture: arch},
-		Layers:   []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
-	return testenv.WithConfig(t, img, func(c *v1.Config) {
+		Layers:   []v1.Layer{imagetest.NewLayer(t, layer, imagetest.Gzip, true)}})
+	return imagetest.WithConfig(t, img, func(c *v1.Config) {
 		c.Entrypoint = []string{"/hello"}
 		c.Cmd = []string{"x", "y"}
 	})
@@ -140,7 +141,7 @@ func TestBootBusyboxImage(t *testing.T) {
 
 func testBootBusyboxImage(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	ref := reg.Push(t, "busybox:e2e", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:e2e", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	out := convertAssets(t, arch, ref, base)
 	gondolintest.Verify(t, out)
 
@@ -199,7 +200,7 @@ func TestBootRootfsModes(t *testing.T) {
 
 func testBootRootfsModes(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	ref := reg.Push(t, "busybox:modes", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:modes", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 
 	// readonly: the image must already hold every directory Gondolin's init
 	// creates and the bind targets; the guest cannot write to its root.
@@ -250,7 +251,7 @@ func contains(list []string, s string) bool {
 // boots it by reference the way Gondolin users name images.
 func TestBootFromImageStore(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	ref := reg.Push(t, "busybox:store", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:store", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	store := t.TempDir()
 	t.Setenv("GONDOLIN_IMAGE_STORE", store)
 	out := convertAssets(t, testenv.AMD64, ref, base, "--tag", "d2v-busybox:e2e")
@@ -295,7 +296,7 @@ var getxattrSyscall = map[string]string{testenv.AMD64: "191", testenv.ARM64: "8"
 
 func testBootDebianImage(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	img, facts := debian.ImageArch(t, arch, testenv.Gzip)
+	img, facts := debian.ImageArch(t, arch, imagetest.Gzip)
 	ref := reg.Push(t, "debian:minbase", img, nil)
 	out := convertAssets(t, arch, ref, base)
 
@@ -341,7 +342,7 @@ func testBootDebianImage(t *testing.T, arch string) {
 func TestAssetsFromResultCache(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
 	require.Tool(t, "node")
-	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:cached", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	cache := t.TempDir()
 	convert := func(out string) string {
 		t.Helper()

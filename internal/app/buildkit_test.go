@@ -17,6 +17,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -41,7 +42,7 @@ func buildkitPrereqs(t *testing.T, opts buildkittest.Options) *buildkitEnv {
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
 	bk := buildkittest.Start(t, opts)
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	from := reg.Push(t, "busybox:base", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	// Each test's temporary files in a directory of its own, to check that
 	// the build archive does not outlive the command.
 	t.Setenv("TMPDIR", t.TempDir())
@@ -347,7 +348,7 @@ func TestBuildkitMultiPlatformE2E(t *testing.T) {
 	e := buildkitPrereqs(t, buildkittest.Options{})
 	testenv.EnsureBinfmt(t, testenv.ARM64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	from := e.reg.Push(t, "busybox:multi", nil, idx)
 	armBase := bases[testenv.ARM64]
 	df, ctxDir := writeBuildContext(t, "FROM "+from+"\nCOPY hello.txt /hello.txt\nRUN uname -m > /built-on\nENV WHO=multi\n", map[string]string{"hello.txt": helloTxt})

@@ -14,6 +14,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestOutputSameOnEveryBuild converts one image with three builds of
@@ -46,8 +47,8 @@ func TestOutputSameOnEveryBuild(t *testing.T) {
 		{"linux-arm64", []string{qemu, build("arm64", []string{"GOOS=linux", "GOARCH=arm64"})}},
 	}
 
-	img := testenv.WithConfig(t, testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
-	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
+	img := imagetest.WithConfig(t, imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
+	layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: img})
 	var want map[string]string
 	for _, b := range builds {
 		out := filepath.Join(t.TempDir(), b.name)

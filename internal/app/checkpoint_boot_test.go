@@ -6,6 +6,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootCheckpoint checkpoints a converted guest with Gondolin's SDK
@@ -14,7 +15,7 @@ import (
 // what the other writes.
 func TestBootCheckpoint(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	out := convertAssets(t, testenv.AMD64, reg.Push(t, "busybox:checkpoint", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil), base)
+	out := convertAssets(t, testenv.AMD64, reg.Push(t, "busybox:checkpoint", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil), base)
 	sh := func(script string) gondolintest.ExecSpec {
 		return gondolintest.ExecSpec{Argv: []string{"sh", "-c", script}}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestGondolinCLI runs converted guests with the gondolin CLI as its users
@@ -21,7 +22,7 @@ import (
 // typed into a terminal exactly as the line oci2gondolin prints says.
 func TestGondolinCLI(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	ref := reg.Push(t, "busybox:cli", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:cli", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 
 	t.Run("GONDOLIN_GUEST_DIR", func(t *testing.T) {
 		out := convertAssets(t, testenv.AMD64, ref, base)
@@ -78,7 +79,7 @@ func TestGondolinCLI(t *testing.T) {
 
 	t.Run("arm64", func(t *testing.T) {
 		reg, base := bootPrereqs(t, testenv.ARM64)
-		ref := reg.Push(t, "busybox:cli-arm64", testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base)), nil)
+		ref := reg.Push(t, "busybox:cli-arm64", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 		out := convertAssets(t, testenv.ARM64, ref, base)
 		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Arch: testenv.ARM64, Env: []string{"GONDOLIN_GUEST_DIR=" + out}},
 			"exec", "--", "/bin/busybox", "uname", "-m")

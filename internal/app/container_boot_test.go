@@ -7,8 +7,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -17,12 +17,12 @@ import (
 // tests boot a busybox image with files where Gondolin's init mounts tmpfs
 // and check each item, under Gondolin's own init scripts.
 
-// containerEnvImage is BusyboxImage with an extra layer: files under every
+// containerEnvImage is imagetest.Busybox with an extra layer: files under every
 // directory Gondolin's init covers with a tmpfs, owned by a user, and the
 // empty /etc/hosts BuildKit leaves.
 func containerEnvImage(t *testing.T, base string) v1.Image {
 	t.Helper()
-	img := testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base))
+	img := imagetest.Busybox(t, gondolintest.BaseBusybox(t, base))
 	layer := testtar.Build(t,
 		testtar.Dir("var/"), testtar.Dir("var/log/"), testtar.Dir("var/log/app/").Owner(1000, 1000),
 		testtar.File("var/log/app/app.log", "from the image\n").Owner(1000, 1000),
@@ -33,7 +33,7 @@ func containerEnvImage(t *testing.T, base string) v1.Image {
 		testtar.Dir("run/"), testtar.Dir("run/app/").Owner(1000, 1000).Mode(0o750),
 		testtar.File("etc/hosts", ""),
 	)
-	return testenv.WithLayer(t, img, testenv.NewLayer(t, layer, testenv.Gzip, true))
+	return imagetest.WithLayer(t, img, imagetest.NewLayer(t, layer, imagetest.Gzip, true))
 }
 
 // containerChecks are the commands every rootfs mode must pass, with what

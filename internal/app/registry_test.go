@@ -11,7 +11,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -21,9 +21,9 @@ import (
 func TestRegistryEndToEnd(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	reg := registry.Start(t, registry.Options{Username: "ci", Password: "s3cret"})
-	amd := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
-	arm := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{amd, arm}, Attestation: true})
+	amd := imagetest.New(t, imagetest.Spec{OCI: true})
+	arm := imagetest.New(t, imagetest.Spec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{amd, arm}, Attestation: true})
 	ref := reg.Push(t, "multi:1", nil, idx)
 
 	cache := t.TempDir()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootDefaultVFS boots converted guests the way Gondolin's users
@@ -31,7 +32,7 @@ func TestBootDefaultVFS(t *testing.T) {
 			reg, base := bootPrereqs(t, tc.arch)
 			img := helloImage(t, tc.arch)
 			if tc.image == "busybox" {
-				img = testenv.BusyboxImage(t, gondolintest.BaseBusybox(t, base))
+				img = imagetest.Busybox(t, gondolintest.BaseBusybox(t, base))
 			}
 			out := convertAssets(t, tc.arch, reg.Push(t, "vfs:"+tc.image, img, nil), base)
 			for _, mode := range tc.modes {

@@ -20,6 +20,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -55,7 +56,7 @@ func moduleDir() string {
 // for a foreign arch).
 func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	t.Helper()
-	base, _ := debian.ImageArch(t, arch, testenv.Gzip)
+	base, _ := debian.ImageArch(t, arch, imagetest.Gzip)
 	digest, err := base.Digest()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -47,7 +48,7 @@ func demo(c *testenv.Console, bin, out, platform string) int {
 
 	step(2, "Sample "+platform+" image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
 	reg := registry.Start(c, registry.Options{})
-	ref := reg.Push(c, "demo/busybox-app:latest", testenv.BusyboxImage(c, gondolintest.BaseBusybox(c, base)), nil)
+	ref := reg.Push(c, "demo/busybox-app:latest", imagetest.Busybox(c, gondolintest.BaseBusybox(c, base)), nil)
 	fmt.Printf("      %s\n", ref)
 
 	step(3, "Convert with oci2gondolin")

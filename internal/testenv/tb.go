@@ -1,7 +1,9 @@
-// Package testenv builds what the integration tests and the demo run
-// against: test images, and what its packages below share. They hold the
-// rest: a real registry server (registry), a Debian image (debian), the
-// fixture Gondolin base bundle and boots under the real Gondolin host
+// Package testenv holds what the test fixtures in its packages below
+// share (the TB they report to, the architectures they build for, their
+// cache directory and its lock), and Console, which lets programs use
+// them outside `go test`. The fixtures are: test images (imagetest), a
+// real registry server (registry), a Debian image (debian), the fixture
+// Gondolin base bundle and boots under the real Gondolin host
 // (gondolintest), and a real BuildKit daemon (buildkittest).
 //
 // Whether a test can run here is decided by internal/require: a missing

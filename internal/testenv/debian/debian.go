@@ -39,6 +39,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/mountinfo"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // Packages lists the Debian packages Image needs (debootstrap
@@ -130,7 +131,7 @@ type layerTars struct {
 
 type imageKey struct {
 	arch string
-	c    testenv.Compression
+	c    imagetest.Compression
 }
 
 var (
@@ -140,7 +141,7 @@ var (
 )
 
 // Image is ImageArch(t, testenv.AMD64, c).
-func Image(t testenv.TB, c testenv.Compression) (v1.Image, Facts) {
+func Image(t testenv.TB, c imagetest.Compression) (v1.Image, Facts) {
 	t.Helper()
 	return ImageArch(t, testenv.AMD64, c)
 }
@@ -167,11 +168,11 @@ func Image(t testenv.TB, c testenv.Compression) (v1.Image, Facts) {
 // CI, where it fails. It also skips in -short mode. The tree and the
 // layers (compressed too) are cached in testenv.CacheDir(), so a warm call
 // costs reading ~300 MB.
-func ImageArch(t testenv.TB, arch string, c testenv.Compression) (v1.Image, Facts) {
+func ImageArch(t testenv.TB, arch string, c imagetest.Compression) (v1.Image, Facts) {
 	t.Helper()
 	a := testenv.ArchOf(t, arch)
 	if c == "" {
-		c = testenv.Gzip
+		c = imagetest.Gzip
 	}
 	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
 	require.Root(t, "for debootstrap")
@@ -204,7 +205,7 @@ type builder struct {
 	arch        *testenv.Arch
 }
 
-func (b *builder) image(c testenv.Compression) (v1.Image, error) {
+func (b *builder) image(c imagetest.Compression) (v1.Image, error) {
 	unlock, err := testenv.Lock(filepath.Join(b.cache, ".debian.lock"))
 	if err != nil {
 		return nil, err
@@ -234,7 +235,7 @@ func (b *builder) image(c testenv.Compression) (v1.Image, error) {
 		}
 		layers = append(layers, l)
 	}
-	img := testenv.NewImage(b.t, testenv.ImageSpec{OCI: true, Layers: layers, Env: append([]string(nil), Env...),
+	img := imagetest.New(b.t, imagetest.Spec{OCI: true, Layers: layers, Env: append([]string(nil), Env...),
 		Platform: v1.Platform{OS: "linux", Architecture: b.arch.Name}})
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -459,21 +460,21 @@ func loadLayers(dir string) (*layerTars, error) {
 }
 
 // compressed returns layer n (1-based) compressed with c, reading the
-// compressed bytes from the cache or compressing with testenv.NewLayer and caching
+// compressed bytes from the cache or compressing with imagetest.NewLayer and caching
 // the result.
-func (b *builder) compressed(dir string, n int, tarBytes []byte, c testenv.Compression) (*testenv.Layer, error) {
-	if c != testenv.Gzip && c != testenv.Zstd {
-		return testenv.NewLayer(b.t, tarBytes, c, true), nil
+func (b *builder) compressed(dir string, n int, tarBytes []byte, c imagetest.Compression) (*imagetest.Layer, error) {
+	if c != imagetest.Gzip && c != imagetest.Zstd {
+		return imagetest.NewLayer(b.t, tarBytes, c, true), nil
 	}
-	ext := map[testenv.Compression]string{testenv.Gzip: "gz", testenv.Zstd: "zst"}[c]
+	ext := map[imagetest.Compression]string{imagetest.Gzip: "gz", imagetest.Zstd: "zst"}[c]
 	p := filepath.Join(dir, fmt.Sprintf("layer%d.tar.%s", n, ext))
 	if raw, err := os.ReadFile(p); err == nil {
-		// The media type comes from testenv.NewLayer, so it stays in step with it.
-		mt := testenv.NewLayer(b.t, nil, c, true).MT
-		return &testenv.Layer{Raw: raw, Tar: tarBytes, MT: mt}, nil
+		// The media type comes from imagetest.NewLayer, so it stays in step with it.
+		mt := imagetest.NewLayer(b.t, nil, c, true).MT
+		return &imagetest.Layer{Raw: raw, Tar: tarBytes, MT: mt}, nil
 	}
 	start := time.Now()
-	l := testenv.NewLayer(b.t, tarBytes, c, true)
+	l := imagetest.NewLayer(b.t, tarBytes, c, true)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}

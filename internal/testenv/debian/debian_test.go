@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 type tarEntry struct {
@@ -68,7 +69,7 @@ func TestImage(t *testing.T) {
 
 func testImage(t *testing.T, arch string) {
 	start := time.Now()
-	img, facts := ImageArch(t, arch, testenv.Gzip)
+	img, facts := ImageArch(t, arch, imagetest.Gzip)
 	first := time.Since(start)
 
 	// Again from the on-disk cache only, then from memory.
@@ -81,10 +82,10 @@ func testImage(t *testing.T, arch string) {
 	}
 	mu.Unlock()
 	start = time.Now()
-	img2, facts2 := ImageArch(t, arch, testenv.Gzip)
+	img2, facts2 := ImageArch(t, arch, imagetest.Gzip)
 	disk := time.Since(start)
 	start = time.Now()
-	ImageArch(t, arch, testenv.Gzip)
+	ImageArch(t, arch, imagetest.Gzip)
 	mem := time.Since(start)
 	t.Logf("debian.Image timings: first call %s, warm from disk %s, warm in memory %s", first.Round(time.Millisecond), disk.Round(time.Millisecond), mem.Round(time.Microsecond))
 
@@ -289,7 +290,7 @@ func testImage(t *testing.T, arch string) {
 	}
 
 	// Other compressions: same diff IDs, their own media types.
-	for c, want := range map[testenv.Compression]types.MediaType{testenv.None: types.OCIUncompressedLayer, testenv.Zstd: types.OCILayerZStd} {
+	for c, want := range map[imagetest.Compression]types.MediaType{imagetest.None: types.OCIUncompressedLayer, imagetest.Zstd: types.OCILayerZStd} {
 		other, _ := ImageArch(t, arch, c)
 		ls, err := other.Layers()
 		if err != nil {
@@ -303,7 +304,7 @@ func testImage(t *testing.T, arch string) {
 				t.Errorf("%s layer %d: diff ID %s vs %s, media type %s", c, i+1, a, b, mt)
 			}
 		}
-		if c == testenv.Zstd {
+		if c == imagetest.Zstd {
 			rc, err := ls[0].Uncompressed()
 			if err != nil {
 				t.Fatal(err)
