@@ -18,6 +18,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -346,7 +347,7 @@ func TestBuildkitUnreachableE2E(t *testing.T) {
 // arm64 busybox under qemu-user (binfmt_misc).
 func TestBuildkitMultiPlatformE2E(t *testing.T) {
 	e := buildkitPrereqs(t, buildkittest.Options{})
-	testenv.EnsureBinfmt(t, testenv.ARM64)
+	qemuuser.EnsureBinfmt(t, testenv.ARM64)
 	imgs, bases := busyboxImages(t)
 	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	from := e.reg.Push(t, "busybox:multi", nil, idx)

@@ -15,6 +15,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 // TestOutputSameOnEveryBuild converts one image with three builds of
@@ -25,7 +26,7 @@ import (
 // the same: what a guest gets does not depend on where it was converted.
 func TestOutputSameOnEveryBuild(t *testing.T) {
 	require.Integration(t, "builds the command three times")
-	qemu := testenv.QemuUser(t, testenv.ARM64)
+	qemu := qemuuser.Path(t, testenv.ARM64)
 	goTool := require.Tool(t, "go")
 	base := gondolintest.BaseBundle(t)
 	bins := t.TempDir()

@@ -21,6 +21,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 	"github.com/docker2vm/docker2vm/internal/testenv/registry"
 )
 
@@ -92,7 +93,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, base, nil)
 	}
 	if arch != runtime.GOARCH {
-		testenv.EnsureBinfmt(t, arch) // RUN steps of a foreign arch
+		qemuuser.EnsureBinfmt(t, arch) // RUN steps of a foreign arch
 	}
 
 	ctxDir := t.TempDir()

@@ -2,16 +2,10 @@ package testenv
 
 import (
 	"debug/elf"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/docker2vm/docker2vm/internal/arch"
-	"github.com/docker2vm/docker2vm/internal/require"
 )
 
 // The fixtures (base bundle, guest agent, Debian image) are built for a
@@ -90,79 +84,4 @@ func ArchOfELF(b []byte) string {
 		}
 	}
 	return ""
-}
-
-var gdBinfmtMu sync.Mutex
-
-// EnsureBinfmt makes this host run linux/<arch> programs through qemu-user
-// (see RegisterBinfmt): for tests that run foreign binaries directly
-// (test binaries that start themselves again, BuildKit RUN steps of a
-// foreign platform). It fails the test when that cannot be done (skips on
-// a laptop without root or qemu-user).
-func EnsureBinfmt(t TB, arch string) {
-	t.Helper()
-	if err := RegisterBinfmt(t, ArchOf(t, arch)); err != nil {
-		require.Missing(t, "running %s programs on this host: %v (as root: scripts/install-deps.sh)", arch, err)
-	}
-}
-
-// RegisterBinfmt makes the kernel run the architecture's binaries through
-// qemu-user (binfmt_misc), as a chroot into a foreign tree needs (e.g.
-// debootstrap's second stage): it mounts binfmt_misc when it is not, and
-// registers QemuUser's emulator when no entry exists (an entry that exists
-// is the host's and is left alone). Needs root. The registration lasts
-// until reboot and is what qemu-user's own binfmt setup would do.
-func RegisterBinfmt(t TB, a *Arch) error {
-	t.Helper()
-	if a.Native() {
-		return nil
-	}
-	gdBinfmtMu.Lock()
-	defer gdBinfmtMu.Unlock()
-	const dir = "/proc/sys/fs/binfmt_misc"
-	entry := filepath.Join(dir, a.Binfmt)
-	if st, err := os.ReadFile(entry); err == nil {
-		if strings.HasPrefix(string(st), "enabled") {
-			return nil
-		}
-		return fmt.Errorf("%s is registered but disabled (echo 1 > %s)", a.Binfmt, entry)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "register")); err != nil {
-		if out, err := exec.Command("mount", "-t", "binfmt_misc", "binfmt_misc", dir).CombinedOutput(); err != nil {
-			return fmt.Errorf("mount -t binfmt_misc: %v: %s", err, out)
-		}
-	}
-	line, err := gdBinfmtLine(a)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "register"), []byte(line), 0o200); err != nil {
-		if _, e := os.Stat(entry); e == nil {
-			return nil // registered meanwhile by someone else
-		}
-		return fmt.Errorf("registering %s with binfmt_misc: %v", a.Binfmt, err)
-	}
-	t.Logf("registered %s with binfmt_misc", a.Binfmt)
-	return nil
-}
-
-// gdBinfmtLine is the binfmt_misc registration of qemu-user for a, naming
-// the emulator QemuUser picks (not the one a distribution's binfmt.d line
-// names, which may be too old). The F flag opens the interpreter now, so
-// it also works inside a chroot that lacks it.
-func gdBinfmtLine(a *Arch) (string, error) {
-	interp, err := qemuUserPath(a)
-	if err != nil {
-		return "", err
-	}
-	// ELF header: class, data, version, type EXEC or DYN, machine.
-	var magic, mask string
-	switch a.Name {
-	case ARM64:
-		magic = `\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00`
-	case AMD64:
-		magic = `\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00`
-	}
-	mask = `\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff`
-	return fmt.Sprintf(":%s:M::%s:%s:%s:F", a.Binfmt, magic, mask, interp), nil
 }

@@ -4,7 +4,8 @@
 // them outside `go test`. The fixtures are: test images (imagetest), a
 // real registry server (registry), a Debian image (debian), the fixture
 // Gondolin base bundle and boots under the real Gondolin host
-// (gondolintest), and a real BuildKit daemon (buildkittest).
+// (gondolintest), and a real BuildKit daemon (buildkittest); qemuuser runs
+// the other architecture's programs for them.
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The

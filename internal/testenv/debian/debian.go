@@ -40,11 +40,12 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 // Packages lists the Debian packages Image needs (debootstrap
 // pulls in wget; gpgv and debian-archive-keyring let it verify the mirror).
-// A foreign architecture also needs qemu-user (see testenv.QemuUser).
+// A foreign architecture also needs qemu-user (see qemuuser.Path).
 const Packages = "debootstrap gpgv debian-archive-keyring"
 
 const (
@@ -178,7 +179,7 @@ func ImageArch(t testenv.TB, arch string, c imagetest.Compression) (v1.Image, Fa
 	require.Root(t, "for debootstrap")
 	bin := require.Tool(t, "debootstrap")
 	if !a.Native() {
-		testenv.QemuUser(t, a.Name)
+		qemuuser.Path(t, a.Name)
 	}
 
 	mu.Lock()
@@ -330,7 +331,7 @@ func (b *builder) tree() (string, []byte, error) {
 		// by running the target's binaries in a chroot, through qemu-user.
 		b.t.Logf("debian.Image: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
 			b.arch.Name, suite, rootfs, mirror)
-		if runErr = testenv.RegisterBinfmt(b.t, b.arch); runErr == nil {
+		if runErr = qemuuser.RegisterBinfmt(b.t, b.arch); runErr == nil {
 			runErr = run(b.debootstrap, "--arch="+b.arch.Name, "--foreign", "--variant=minbase", suite, rootfs, mirror)
 		}
 		if runErr == nil {

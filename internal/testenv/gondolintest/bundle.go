@@ -39,6 +39,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 // initramfsPrelude is the initramfs /init: it makes up for what the
@@ -68,7 +69,7 @@ var kernelModules = []string{
 // BundlePackages lists the Debian packages BaseBundle needs
 // installed (the kernel and, for arm64, busybox are fetched with apt-get
 // download at test time; a foreign architecture also needs qemu-user,
-// see testenv.QemuUser, to list busybox's applets).
+// see qemuuser.Path, to list busybox's applets).
 const BundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt " + MuslBusyboxPackages
 
 // BootPackages lists the Debian packages Boot needs besides
@@ -104,7 +105,7 @@ func BaseBundle(t testenv.TB) string {
 // inputs and cached in testenv.CacheDir (and in memory for the rest of the
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
-// applets with qemu-user (testenv.QemuUser). It skips the test when a tool is
+// applets with qemu-user (qemuuser.Path). It skips the test when a tool is
 // missing, except under CI, where it fails.
 func BaseBundleArch(t testenv.TB, arch string) string {
 	t.Helper()
@@ -118,7 +119,7 @@ func BaseBundleArch(t testenv.TB, arch string) string {
 		"make", "tar", "bzip2", cc)
 	var qemuUser string
 	if !a.Native() {
-		qemuUser = testenv.QemuUser(t, a.Name)
+		qemuUser = qemuuser.Path(t, a.Name)
 	}
 	requireDebArch(t, a)
 	bundleMu.Lock()
