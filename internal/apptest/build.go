@@ -30,11 +30,11 @@ import (
 const buildFormat = "apptest-v1"
 
 // Builder builds the application images with a real BuildKit (buildctl
-// and buildkitd) from the Debian image of package debian, once: the OCI archives
-// are cached in testenv.CacheDir()/apps by the hash of everything
-// that goes into them. The daemon and the registry serving the Debian base
-// start on the first build and stop when the test that made the Builder
-// ends.
+// and buildkitd) from the Debian image of internal/testenv/debian, once:
+// the OCI archives are cached in testenv.CacheDir()/apps by the hash of
+// everything that goes into them. The daemon and the registry serving the
+// Debian base start on the first build and stop when the test that made
+// the Builder ends.
 type Builder struct {
 	t    *testing.T
 	mu   sync.Mutex

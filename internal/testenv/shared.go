@@ -38,8 +38,9 @@ func ModuleRoot(goTool string) (string, error) {
 // debianDefaultMirror is the Debian mirror when apt names none.
 const debianDefaultMirror = "http://deb.debian.org/debian"
 
-// DebianMirror is the Debian mirror apt uses: the first non-security Debian URI of
-// /etc/apt/sources.list.d/debian.sources, else deb.debian.org.
+// DebianMirror is the Debian mirror apt uses: the first non-security
+// Debian URI of /etc/apt/sources.list.d/debian.sources, else
+// deb.debian.org.
 func DebianMirror() string {
 	raw, err := os.ReadFile("/etc/apt/sources.list.d/debian.sources")
 	if err != nil {

@@ -461,8 +461,8 @@ func loadLayers(dir string) (*layerTars, error) {
 }
 
 // compressed returns layer n (1-based) compressed with c, reading the
-// compressed bytes from the cache or compressing with imagetest.NewLayer and caching
-// the result.
+// compressed bytes from the cache or compressing with imagetest.NewLayer
+// and caching the result.
 func (b *builder) compressed(dir string, n int, tarBytes []byte, c imagetest.Compression) (*imagetest.Layer, error) {
 	if c != imagetest.Gzip && c != imagetest.Zstd {
 		return imagetest.NewLayer(b.t, tarBytes, c, true), nil
