@@ -61,9 +61,9 @@ test: deps lint cross test-portable test-arm64
 	$(SUITE)
 
 # The unit tests: -short skips exactly the integration tests (those that
-# call require.Integration, directly or through a testenv fixture). A few
-# unit tests use host tools (e2fsck, loop mounts as root, shells) and skip
-# without them.
+# call require.Integration, directly or through a fixture under
+# internal/testenv). A few unit tests use host tools (e2fsck, loop mounts
+# as root, shells) and skip without them.
 test-unit:
 	$(GO) test -short -count=1 $(PKGS)
 

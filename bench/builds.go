@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // `make bench-build` (bench -builds): what BuildKit's cache saves when an
@@ -68,7 +72,7 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 		fmt.Printf("bench: %s: %v (make build makes it)\n", bin, err)
 		return 1
 	}
-	for _, tool := range []string{"/usr/bin/time", testenv.RegistryBinary} {
+	for _, tool := range []string{"/usr/bin/time", registrytest.Binary} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Printf("bench: %s not found (make deps installs it)\n", tool)
 			return 1
@@ -78,16 +82,16 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 	loadBefore := loadAvg()
 	fmt.Print(machine)
 
-	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
-	base := testenv.BuildBaseBundleArch(c, testenv.AMD64)
-	from := reg.Push(c, "busybox:base", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
-	bk := testenv.StartBuildkitd(c, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	reg := registrytest.Start(c, registrytest.Options{})
+	base := gondolintest.BaseBundleArch(c, testenv.AMD64)
+	from := reg.Push(c, "busybox:base", imagetest.Busybox(c, gondolintest.BaseBusybox(c, base)), nil)
+	bk := buildkittest.Start(c, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	os.Setenv("PATH", bk.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	builders := []struct{ name, label string }{{"buildctl", "buildctl"}}
 	builderArgs := map[string][]string{"buildctl": {"--builder", "buildctl", "--buildkit-addr", bk.Addr}}
 	if buildxUsable() {
-		cfgDir := testenv.DockerBuildx(c)
+		cfgDir := buildkittest.DockerBuildx(c)
 		os.Setenv("DOCKER_CONFIG", cfgDir)
 		bk.BuildxBuilder(c, cfgDir, "bench")
 		builders = append(builders, struct{ name, label string }{"buildx", "docker buildx (remote driver)"})

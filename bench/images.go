@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -460,7 +462,7 @@ func largeGens() []layerGen {
 // before its children, a hardlink's target before the link): six layers in
 // all, the shape of a real image built in steps.
 func debianSplitGens(c *testenv.Console) ([]layerGen, error) {
-	img, _ := testenv.DebianImage(c, testenv.Gzip)
+	img, _ := debian.Image(c, imagetest.Gzip)
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -605,12 +607,12 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 				err = buildLayout(tmp, "gzip", gens)
 			}
 		default:
-			comp := testenv.Gzip
+			comp := imagetest.Gzip
 			if name == "debian-zstd" {
-				comp = testenv.Zstd
+				comp = imagetest.Zstd
 			}
-			img, _ := testenv.DebianImage(c, comp)
-			testenv.WriteLayout(c, tmp, testenv.LayoutEntry{Image: img, RefName: refName})
+			img, _ := debian.Image(c, comp)
+			imagetest.WriteLayout(c, tmp, imagetest.LayoutEntry{Image: img, RefName: refName})
 			err = nil
 		}
 		if err != nil {

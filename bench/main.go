@@ -27,6 +27,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
 )
@@ -81,7 +82,7 @@ func main() {
 	builds := flag.Bool("builds", false, "time Dockerfile builds instead (make bench-build): a first build, then one after editing its last step")
 	buildBin := flag.String("build-bin", "bin/dockerfile2gondolin", "with -builds: the dockerfile2gondolin binary")
 	loops := flag.Int("loops", 4000000, "with -builds: iterations of the shell loop that stands for a slow step")
-	testing.Init() // testenv.DebianImage asks testing.Short()
+	testing.Init() // debian.Image asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
 	if *builds {
@@ -158,11 +159,11 @@ func run(c *testenv.Console, cfg config) int {
 	if cfg.prepare {
 		return 0
 	}
-	var reg *testenv.Registry
+	var reg *registrytest.Server
 	refs := map[string]string{}
 	linkHost := ""
 	if useRegistry {
-		reg = testenv.StartRegistry(c, testenv.RegistryOptions{})
+		reg = registrytest.Start(c, registrytest.Options{})
 		for _, bi := range images {
 			start := time.Now()
 			p, err := layout.FromPath(bi.Dir)

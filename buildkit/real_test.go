@@ -17,6 +17,10 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // The flags against real builders: buildkitd (testenv, root, the OCI
@@ -25,7 +29,7 @@ import (
 // archive is opened to check what the flags did to the image.
 
 type realEnv struct {
-	bk     *testenv.Buildkitd
+	bk     *buildkittest.Daemon
 	from   string // REGISTRY/busybox:base
 	config string // DOCKER_CONFIG with the buildx builder "real"
 }
@@ -33,13 +37,13 @@ type realEnv struct {
 func realPrereqs(t *testing.T) *realEnv {
 	t.Helper()
 	require.Integration(t, "runs buildkitd")
-	require.Tool(t, testenv.RegistryBinary)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	base := testenv.BuildBaseBundleArch(t, testenv.AMD64)
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	require.Tool(t, registrytest.Binary)
+	reg := registrytest.Start(t, registrytest.Options{})
+	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
+	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
-	cfg := testenv.DockerBuildx(t)
+	from := reg.Push(t, "busybox:base", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
+	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	bk.BuildxBuilder(t, cfg, "real")
 	return &realEnv{bk: bk, from: from, config: cfg}

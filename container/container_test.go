@@ -21,7 +21,9 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // TestImageConvertsUnprivileged builds the container image with BuildKit
@@ -37,7 +39,7 @@ func TestImageConvertsUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{})
+	bk := buildkittest.Start(t, buildkittest.Options{})
 	bk.PutOnPath(t)
 	archive := filepath.Join(t.TempDir(), "docker2vm.oci.tar")
 	cmd := exec.Command("sh", "scripts/image.sh")
@@ -80,8 +82,8 @@ func TestImageConvertsUnprivileged(t *testing.T) {
 
 	// Run it: the user's uid, no capabilities, the host's network (to
 	// reach the loopback registry), a directory of the host at /work.
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	ref := reg.Push(t, "app:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true}), nil)
+	reg := registrytest.Start(t, registrytest.Options{})
+	ref := reg.Push(t, "app:1", imagetest.New(t, imagetest.Spec{OCI: true}), nil)
 	work := t.TempDir()
 	if err := os.Chown(work, 65532, 65532); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -62,16 +63,16 @@ func sampleImage(t *testing.T) v1.Image {
 		testtar.Symlink("bin/sh", "busybox"),
 	)
 	l3 := layerTar(t, testtar.File("etc/motd", "hello from layer 3\n"))
-	return testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"},
+	return imagetest.New(t, imagetest.Spec{OCI: true, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"},
 		Layers: []v1.Layer{
-			testenv.NewLayer(t, l1, testenv.Gzip, true),
-			testenv.NewLayer(t, l2, testenv.Zstd, true),
-			testenv.NewLayer(t, l3, testenv.None, true),
+			imagetest.NewLayer(t, l1, imagetest.Gzip, true),
+			imagetest.NewLayer(t, l2, imagetest.Zstd, true),
+			imagetest.NewLayer(t, l3, imagetest.None, true),
 		}})
 }
 
 func layoutSource(t *testing.T, img v1.Image) image.Source {
-	dir := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
+	dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: img})
 	return image.Source{Kind: image.KindOCILayout, Ref: dir}
 }
 
@@ -298,8 +299,8 @@ func TestRunFullDisk(t *testing.T) {
 	for i := range big {
 		big[i] = byte(i*7919 + i>>8) // not zero, so it is not a hole
 	}
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true,
-		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), testenv.Gzip, true)}})
+	img := imagetest.New(t, imagetest.Spec{OCI: true,
+		Layers: []v1.Layer{imagetest.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), imagetest.Gzip, true)}})
 	out := filepath.Join(dir, "out")
 	_, err := Run(context.Background(), options(layoutSource(t, img), out))
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "rootfs.ext4") || len(hint.Of(err)) == 0 {
@@ -422,8 +423,8 @@ func TestRunFullDiskNamesIt(t *testing.T) {
 	}
 	big := make([]byte, 4<<20) // incompressible: the layer too is larger than the tmpfs
 	rand.New(rand.NewSource(1)).Read(big)
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true,
-		Layers: []v1.Layer{testenv.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), testenv.Gzip, true)}})
+	img := imagetest.New(t, imagetest.Spec{OCI: true,
+		Layers: []v1.Layer{imagetest.NewLayer(t, layerTar(t, testtar.FileBytes("big", big)), imagetest.Gzip, true)}})
 
 	t.Run("cache", func(t *testing.T) {
 		src, _ := registrySourceOf(t, img)
@@ -435,8 +436,8 @@ func TestRunFullDiskNamesIt(t *testing.T) {
 		}
 	})
 	t.Run("temporary directory", func(t *testing.T) {
-		layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
-		archive := testenv.WriteOCIArchive(t, layout, filepath.Join(t.TempDir(), "img.tar.gz"), true)
+		layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: img})
+		archive := imagetest.WriteOCIArchive(t, layout, filepath.Join(t.TempDir(), "img.tar.gz"), true)
 		tmp := small(t)
 		t.Setenv("TMPDIR", tmp)
 		_, err := Run(context.Background(), options(image.Source{Kind: image.KindOCIArchive, Ref: archive}, filepath.Join(t.TempDir(), "out")))

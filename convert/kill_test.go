@@ -20,7 +20,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/diskio"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -125,7 +125,7 @@ func bigImage(t *testing.T) v1.Image {
 	for i := range 20000 {
 		ents = append(ents, testtar.File(fmt.Sprintf("many/f%05d", i), strings.Repeat("x", i%300)))
 	}
-	l := testenv.NewLayer(t, testtar.Build(t, ents...), testenv.Gzip, true)
+	l := imagetest.NewLayer(t, testtar.Build(t, ents...), imagetest.Gzip, true)
 	img, err := mutate.AppendLayers(sampleImage(t), l)
 	if err != nil {
 		t.Fatal(err)

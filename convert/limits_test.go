@@ -14,7 +14,8 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -23,12 +24,12 @@ import (
 // downloading the layer there, instead of reading the rest of it.
 func TestLimitStopsDownload(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registrytest.Start(t, registrytest.Options{})
 	const size = 48 << 20
 	content := make([]byte, size)
 	rand.New(rand.NewSource(1)).Read(content)
-	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
-	reg.Push(t, "big:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}}), nil)
+	layer := imagetest.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), imagetest.Gzip, true)
+	reg.Push(t, "big:1", imagetest.New(t, imagetest.Spec{OCI: true, Layers: []v1.Layer{layer}}), nil)
 	d, _ := layer.Digest()
 	proxy := faultproxy.Start(t, "http://"+reg.Host)
 

@@ -14,6 +14,8 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -27,10 +29,10 @@ var (
 func indexSource(t *testing.T, plats ...v1.Platform) image.Source {
 	var imgs []v1.Image
 	for _, p := range plats {
-		imgs = append(imgs, testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: p}))
+		imgs = append(imgs, imagetest.New(t, imagetest.Spec{OCI: true, Platform: p}))
 	}
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: imgs, Attestation: true})
-	dir := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Index: idx})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: imgs, Attestation: true})
+	dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Index: idx})
 	return image.Source{Kind: image.KindOCILayout, Ref: dir}
 }
 
@@ -164,14 +166,14 @@ func TestPlatformDir(t *testing.T) {
 // the image's own (downloads, cached blobs) included, names it.
 func TestRunPlatformsProgressLines(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	shared := testenv.NewLayer(t, testtar.Build(t, testtar.File("shared", "both\n")), testenv.Gzip, true)
+	reg := registrytest.Start(t, registrytest.Options{})
+	shared := imagetest.NewLayer(t, testtar.Build(t, testtar.File("shared", "both\n")), imagetest.Gzip, true)
 	var imgs []v1.Image
 	for _, p := range []v1.Platform{amd64, arm64} {
-		own := testenv.NewLayer(t, testtar.Build(t, testtar.File("arch", p.Architecture+"\n")), testenv.Gzip, true)
-		imgs = append(imgs, testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: p, Layers: []v1.Layer{shared, own}}))
+		own := imagetest.NewLayer(t, testtar.Build(t, testtar.File("arch", p.Architecture+"\n")), imagetest.Gzip, true)
+		imgs = append(imgs, imagetest.New(t, imagetest.Spec{OCI: true, Platform: p, Layers: []v1.Layer{shared, own}}))
 	}
-	ref := reg.Push(t, "multi:1", nil, testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: imgs}))
+	ref := reg.Push(t, "multi:1", nil, imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: imgs}))
 	var progress bytes.Buffer
 	o := options(image.Source{Kind: image.KindRegistry, Ref: ref}, filepath.Join(t.TempDir(), "out"))
 	o.Image.NoCache, o.Image.CacheDir = false, t.TempDir()

@@ -21,7 +21,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
@@ -36,7 +36,7 @@ func registrySource(t *testing.T) (tag, digest image.Source) {
 func registrySourceOf(t *testing.T, img v1.Image) (tag, digest image.Source) {
 	t.Helper()
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registrytest.Start(t, registrytest.Options{})
 	if img == nil {
 		img = sampleImage(t)
 	}

@@ -7,15 +7,15 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/lock"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestArchiveTempsReclaimed: a compressed archive is decompressed into a
 // temporary file under <cache>/tmp that its run holds locked; the next run
 // removes those of killed runs (unlocked) and leaves a live one's alone.
 func TestArchiveTempsReclaimed(t *testing.T) {
-	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: testenv.NewImage(t, testenv.ImageSpec{OCI: true})})
-	archive := testenv.WriteOCIArchive(t, layout, filepath.Join(t.TempDir(), "a.tar.gz"), true)
+	layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: imagetest.New(t, imagetest.Spec{OCI: true})})
+	archive := imagetest.WriteOCIArchive(t, layout, filepath.Join(t.TempDir(), "a.tar.gz"), true)
 	cache := t.TempDir()
 	tmp := filepath.Join(cache, "tmp")
 	os.MkdirAll(tmp, 0o755)

@@ -8,7 +8,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -16,7 +16,7 @@ import (
 // OCI layout: the pre-verification pass, the digest and diff ID checks and
 // decompression.
 func BenchmarkOpenLayer(b *testing.B) {
-	for _, c := range []testenv.Compression{testenv.Gzip, testenv.Zstd, testenv.None} {
+	for _, c := range []imagetest.Compression{imagetest.Gzip, imagetest.Zstd, imagetest.None} {
 		b.Run(string(c), func(b *testing.B) {
 			rng := rand.New(rand.NewSource(1))
 			words := []string{"alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta\n"}
@@ -25,8 +25,8 @@ func BenchmarkOpenLayer(b *testing.B) {
 				buf = append(buf, words[rng.Intn(len(words))]...)
 			}
 			tarBytes := testtar.Build(b, testtar.FileBytes("big", buf))
-			img0 := testenv.NewImage(b, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{testenv.NewLayer(b, tarBytes, c, true)}})
-			dir := testenv.WriteLayout(b, b.TempDir(), testenv.LayoutEntry{Image: img0})
+			img0 := imagetest.New(b, imagetest.Spec{OCI: true, Layers: []v1.Layer{imagetest.NewLayer(b, tarBytes, c, true)}})
+			dir := imagetest.WriteLayout(b, b.TempDir(), imagetest.LayoutEntry{Image: img0})
 			img, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, NoCache: true})
 			if err != nil {
 				b.Fatal(err)

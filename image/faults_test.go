@@ -20,14 +20,15 @@ import (
 	"github.com/docker2vm/docker2vm/image/internal/registry"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
 // faultFixture is a real registry holding an image of three layers, with a
 // fault-injecting proxy in front of it.
 type faultFixture struct {
-	reg    *testenv.Registry
+	reg    *registrytest.Server
 	proxy  *faultproxy.Proxy
 	ref    string // the image, through the proxy
 	layers []v1.Descriptor
@@ -39,16 +40,16 @@ func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registrytest.Start(t, registrytest.Options{})
 	f := &faultFixture{reg: reg, files: map[string]string{}}
 	var layers []v1.Layer
 	for i, size := range []int{384 << 10, 1536 << 10, 640 << 10} {
 		name := []string{"a.bin", "b.bin", "c.bin"}[i]
 		content := string(testtar.Incompressible(byte(i+1), size))
 		f.files[name] = content
-		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(name, content)), testenv.Gzip, true))
+		layers = append(layers, imagetest.NewLayer(t, testtar.Build(t, testtar.File(name, content)), imagetest.Gzip, true))
 	}
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: layers})
 	reg.Push(t, "faults/app:1", img, nil)
 	m, err := img.Manifest()
 	if err != nil {
@@ -449,11 +450,11 @@ func TestRegistryMaxLayers(t *testing.T) {
 func TestEarlyStopThroughRegistry(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registrytest.Start(t, registrytest.Options{})
 	const size = 64 << 20
 	content := testtar.Incompressible(9, size)
-	layer := testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), testenv.Gzip, true)
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{layer}})
+	layer := imagetest.NewLayer(t, testtar.Build(t, testtar.FileBytes("big", content)), imagetest.Gzip, true)
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: []v1.Layer{layer}})
 	reg.Push(t, "bomb:1", img, nil)
 	d, _ := layer.Digest()
 	proxy := faultproxy.Start(t, "http://"+reg.Host)

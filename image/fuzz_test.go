@@ -9,7 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -18,17 +18,17 @@ import (
 // hang or allocate without bound.
 func FuzzOpenArchive(f *testing.F) {
 	seedDir := f.TempDir()
-	img := testenv.NewImage(f, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{
-		testenv.NewLayer(f, testtar.Build(f, testtar.File("a", "x")), testenv.Gzip, true),
-		testenv.NewLayer(f, testtar.Build(f, testtar.File("b", "y")), testenv.Zstd, true),
-		testenv.NewLayer(f, testtar.Build(f, testtar.File("c", "z")), testenv.None, true),
+	img := imagetest.New(f, imagetest.Spec{OCI: true, Layers: []v1.Layer{
+		imagetest.NewLayer(f, testtar.Build(f, testtar.File("a", "x")), imagetest.Gzip, true),
+		imagetest.NewLayer(f, testtar.Build(f, testtar.File("b", "y")), imagetest.Zstd, true),
+		imagetest.NewLayer(f, testtar.Build(f, testtar.File("c", "z")), imagetest.None, true),
 	}})
-	layout := testenv.WriteLayout(f, filepath.Join(seedDir, "layout"), testenv.LayoutEntry{Image: img, RefName: "r"})
+	layout := imagetest.WriteLayout(f, filepath.Join(seedDir, "layout"), imagetest.LayoutEntry{Image: img, RefName: "r"})
 	for _, p := range []string{
-		testenv.WriteOCIArchive(f, layout, filepath.Join(seedDir, "a.tar"), false),
-		testenv.WriteOCIArchive(f, layout, filepath.Join(seedDir, "a.tar.gz"), true),
-		testenv.WriteDockerSave(f, filepath.Join(seedDir, "s.tar"), map[string]v1.Image{"x:1": img}),
-		testenv.WriteLegacyDockerSave(f, filepath.Join(seedDir, "l.tar"), img, "x:1"),
+		imagetest.WriteOCIArchive(f, layout, filepath.Join(seedDir, "a.tar"), false),
+		imagetest.WriteOCIArchive(f, layout, filepath.Join(seedDir, "a.tar.gz"), true),
+		imagetest.WriteDockerSave(f, filepath.Join(seedDir, "s.tar"), map[string]v1.Image{"x:1": img}),
+		imagetest.WriteLegacyDockerSave(f, filepath.Join(seedDir, "l.tar"), img, "x:1"),
 	} {
 		b, err := os.ReadFile(p)
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image/internal/blob"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -123,16 +123,16 @@ func TestAbortLayer(t *testing.T) {
 func TestMaxLayers(t *testing.T) {
 	var layers []v1.Layer
 	for _, n := range []string{"a", "b", "c"} {
-		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.File(n, n)), testenv.Gzip, true))
+		layers = append(layers, imagetest.NewLayer(t, testtar.Build(t, testtar.File(n, n)), imagetest.Gzip, true))
 	}
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers})
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: layers})
 	dir := t.TempDir()
 	sources := []struct {
 		kind SourceKind
 		ref  string
 	}{
-		{KindOCILayout, testenv.WriteLayout(t, filepath.Join(dir, "layout"), testenv.LayoutEntry{Image: img})},
-		{KindOCIArchive, testenv.WriteDockerSave(t, filepath.Join(dir, "save.tar"), map[string]v1.Image{"example.com/app:1": img})},
+		{KindOCILayout, imagetest.WriteLayout(t, filepath.Join(dir, "layout"), imagetest.LayoutEntry{Image: img})},
+		{KindOCIArchive, imagetest.WriteDockerSave(t, filepath.Join(dir, "save.tar"), map[string]v1.Image{"example.com/app:1": img})},
 	}
 	for _, src := range sources {
 		t.Run(string(src.kind), func(t *testing.T) {

@@ -13,7 +13,8 @@ import (
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // emptyDockerConfig points DOCKER_CONFIG at an empty directory so that the
@@ -25,10 +26,10 @@ func emptyDockerConfig(t *testing.T) {
 func TestRegistryAnonymous(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg := registrytest.Start(t, registrytest.Options{})
 	idx, imgs := multiArchIndex(t, true)
 	ref := reg.Push(t, "multi:1", nil, idx)
-	single := reg.Push(t, "single:1", testenv.NewImage(t, testenv.ImageSpec{Platform: arm64}), nil)
+	single := reg.Push(t, "single:1", imagetest.New(t, imagetest.Spec{Platform: arm64}), nil)
 	cache := t.TempDir()
 	var progress bytes.Buffer
 
@@ -98,8 +99,8 @@ func TestRegistryAnonymous(t *testing.T) {
 
 func TestRegistryBasicAuth(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "alice", Password: "s3cret"})
-	ref := reg.Push(t, "private/app:1", testenv.NewImage(t, testenv.ImageSpec{}), nil)
+	reg := registrytest.Start(t, registrytest.Options{Username: "alice", Password: "s3cret"})
+	ref := reg.Push(t, "private/app:1", imagetest.New(t, imagetest.Spec{}), nil)
 
 	emptyDockerConfig(t)
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: ref}, Options{Platform: amd64, NoCache: true})
@@ -121,8 +122,8 @@ func TestRegistryBasicAuth(t *testing.T) {
 func TestRegistryTampered(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	emptyDockerConfig(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	src := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
+	reg := registrytest.Start(t, registrytest.Options{})
+	src := imagetest.New(t, imagetest.Spec{OCI: true})
 	l1 := layerDigest(t, src, 1)
 	mdig, _ := src.Digest()
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -104,17 +104,17 @@ func wantErr(t *testing.T, err error, parts ...string) {
 
 func multiArchIndex(t *testing.T, oci bool) (v1.ImageIndex, map[string]v1.Image) {
 	imgs := map[string]v1.Image{
-		"amd64": testenv.NewImage(t, testenv.ImageSpec{Platform: amd64, OCI: oci}),
-		"arm64": testenv.NewImage(t, testenv.ImageSpec{Platform: arm64v8, OCI: oci}),
-		"armv7": testenv.NewImage(t, testenv.ImageSpec{Platform: armv7, OCI: oci}),
+		"amd64": imagetest.New(t, imagetest.Spec{Platform: amd64, OCI: oci}),
+		"arm64": imagetest.New(t, imagetest.Spec{Platform: arm64v8, OCI: oci}),
+		"armv7": imagetest.New(t, imagetest.Spec{Platform: armv7, OCI: oci}),
 	}
-	idx := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["amd64"], imgs["arm64"]}, Attestation: true, OCI: oci})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["amd64"], imgs["arm64"]}, Attestation: true, OCI: oci})
 	return idx, imgs
 }
 
 func TestPlatformSelection(t *testing.T) {
 	idx, imgs := multiArchIndex(t, true)
-	dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+	dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: idx})
 	idxDigest, _ := idx.Digest()
 	tests := []struct {
 		want     v1.Platform
@@ -146,8 +146,8 @@ func TestPlatformSelection(t *testing.T) {
 	}
 
 	t.Run("miss lists platforms, attestation ignored", func(t *testing.T) {
-		idx := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["arm64"]}, Attestation: true, OCI: true})
-		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+		idx := imagetest.NewIndex(t, imagetest.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["arm64"]}, Attestation: true, OCI: true})
+		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: idx})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "no linux/amd64 variant", "linux/arm/v7, linux/arm64/v8")
 		if strings.Contains(err.Error(), "unknown") {
@@ -158,13 +158,13 @@ func TestPlatformSelection(t *testing.T) {
 		}
 	})
 	t.Run("single-platform mismatch", func(t *testing.T) {
-		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: imgs["arm64"]})
+		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: imgs["arm64"]})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "image is linux/arm64/v8 but --platform is linux/amd64; pass --platform linux/arm64 or choose another image")
 	})
 	t.Run("nested index", func(t *testing.T) {
-		inner := testenv.NewIndex(t, testenv.IndexSpec{Images: []v1.Image{imgs["amd64"], imgs["arm64"]}, OCI: true})
-		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: inner, RefName: "v1"})
+		inner := imagetest.NewIndex(t, imagetest.IndexSpec{Images: []v1.Image{imgs["amd64"], imgs["arm64"]}, OCI: true})
+		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: inner, RefName: "v1"})
 		img := resolveT(t, KindOCILayout, dir, Options{Platform: arm64})
 		if d, _ := imgs["arm64"].Digest(); img.Digest != d {
 			t.Errorf("nested index: got %s", img.Digest)
@@ -176,7 +176,7 @@ func TestPlatformSelection(t *testing.T) {
 	})
 	t.Run("docker manifest list", func(t *testing.T) {
 		idx, imgs := multiArchIndex(t, false)
-		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx})
+		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: idx})
 		img := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
 		if d, _ := imgs["amd64"].Digest(); img.Digest != d {
 			t.Errorf("got %s", img.Digest)
@@ -188,13 +188,13 @@ func TestLayerMediaTypes(t *testing.T) {
 	content := testtar.Build(t, testtar.File("f", "data"))
 	for _, tc := range []struct {
 		name string
-		c    testenv.Compression
+		c    imagetest.Compression
 		oci  bool
-	}{{"oci gzip", testenv.Gzip, true}, {"docker gzip", testenv.Gzip, false}, {"zstd", testenv.Zstd, true}, {"uncompressed", testenv.None, true}} {
+	}{{"oci gzip", imagetest.Gzip, true}, {"docker gzip", imagetest.Gzip, false}, {"zstd", imagetest.Zstd, true}, {"uncompressed", imagetest.None, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := testenv.NewLayer(t, content, tc.c, tc.oci)
-			img := testenv.NewImage(t, testenv.ImageSpec{OCI: tc.oci, Layers: []v1.Layer{l}})
-			dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+			l := imagetest.NewLayer(t, content, tc.c, tc.oci)
+			img := imagetest.New(t, imagetest.Spec{OCI: tc.oci, Layers: []v1.Layer{l}})
+			dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: img})
 			got := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
 			if got.Layers[0].MediaType != l.MT || got.Layers[0].Compression != string(tc.c) {
 				t.Errorf("layer %+v", got.Layers[0])
@@ -205,20 +205,20 @@ func TestLayerMediaTypes(t *testing.T) {
 		})
 	}
 	t.Run("gzip labelled uncompressed is sniffed", func(t *testing.T) {
-		l := testenv.NewLayer(t, content, testenv.Gzip, true)
+		l := imagetest.NewLayer(t, content, imagetest.Gzip, true)
 		l.MT = "application/vnd.oci.image.layer.v1.tar"
-		img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{l}})
-		dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+		img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: []v1.Layer{l}})
+		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: img})
 		if files := readFiles(t, resolveT(t, KindOCILayout, dir, Options{Platform: amd64})); files["f"] != "data" {
 			t.Errorf("files = %v", files)
 		}
 	})
 	for _, mt := range []string{"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "application/vnd.cncf.helm.chart.content.v1.tar+gzip"} {
 		t.Run(mt, func(t *testing.T) {
-			l := testenv.NewLayer(t, content, testenv.Gzip, true)
+			l := imagetest.NewLayer(t, content, imagetest.Gzip, true)
 			l.MT = typesMT(mt)
-			img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: []v1.Layer{l}})
-			dir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img})
+			img := imagetest.New(t, imagetest.Spec{OCI: true, Layers: []v1.Layer{l}})
+			dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: img})
 			_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
 			d, _ := l.Digest()
 			wantErr(t, err, "layer 1/1 "+d.String(), mt)
@@ -227,10 +227,10 @@ func TestLayerMediaTypes(t *testing.T) {
 }
 
 func TestLayoutRefNames(t *testing.T) {
-	a := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=a"}})
-	b := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=b"}})
+	a := imagetest.New(t, imagetest.Spec{Env: []string{"WHO=a"}})
+	b := imagetest.New(t, imagetest.Spec{Env: []string{"WHO=b"}})
 	parent := filepath.Join(t.TempDir(), "with:colon")
-	dir := testenv.WriteLayout(t, parent, testenv.LayoutEntry{Image: a, RefName: "a"}, testenv.LayoutEntry{Image: b, RefName: "b"})
+	dir := imagetest.WriteLayout(t, parent, imagetest.LayoutEntry{Image: a, RefName: "a"}, imagetest.LayoutEntry{Image: b, RefName: "b"})
 	for _, tc := range []struct {
 		ref, opt, env string
 	}{{dir + ":a", "", "WHO=a"}, {dir + ":b", "", "WHO=b"}, {dir, "b", "WHO=b"}, {dir + ":a", "b", "WHO=b"}} {
@@ -294,13 +294,13 @@ func layerDigest(t *testing.T, img v1.Image, i int) v1.Hash {
 func TestOCIArchives(t *testing.T) {
 	require.Integration(t, "writes OCI archives")
 	idx, imgs := multiArchIndex(t, true)
-	other := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=other"}})
-	layoutDir := testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Index: idx, RefName: "multi"}, testenv.LayoutEntry{Image: other, RefName: "other"})
+	other := imagetest.New(t, imagetest.Spec{Env: []string{"WHO=other"}})
+	layoutDir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: idx, RefName: "multi"}, imagetest.LayoutEntry{Image: other, RefName: "other"})
 	for _, gz := range []bool{false, true} {
 		name := map[bool]string{false: "plain", true: "gzip"}[gz]
 		t.Run(name, func(t *testing.T) {
 			cache := t.TempDir()
-			archive := testenv.WriteOCIArchive(t, layoutDir, filepath.Join(t.TempDir(), "img.tar"), gz)
+			archive := imagetest.WriteOCIArchive(t, layoutDir, filepath.Join(t.TempDir(), "img.tar"), gz)
 			img := resolveT(t, KindOCIArchive, archive+":multi", Options{Platform: arm64, CacheDir: cache})
 			if d, _ := imgs["arm64"].Digest(); img.Digest != d {
 				t.Errorf("digest %s", img.Digest)
@@ -331,10 +331,10 @@ func TestOCIArchives(t *testing.T) {
 
 func TestDockerSaveArchives(t *testing.T) {
 	require.Integration(t, "writes docker save archives")
-	a := testenv.NewImage(t, testenv.ImageSpec{Env: []string{"WHO=a"}})
-	b := testenv.NewImage(t, testenv.ImageSpec{Platform: arm64, Env: []string{"WHO=b"}})
+	a := imagetest.New(t, imagetest.Spec{Env: []string{"WHO=a"}})
+	b := imagetest.New(t, imagetest.Spec{Platform: arm64, Env: []string{"WHO=b"}})
 	t.Run("ggcr tarball", func(t *testing.T) {
-		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), map[string]v1.Image{"example.com/a:1": a, "example.com/b:2": b})
+		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), map[string]v1.Image{"example.com/a:1": a, "example.com/b:2": b})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "holds 2 images", "example.com/a:1", "example.com/b:2")
 		img := resolveT(t, KindOCIArchive, p+":example.com/a:1", Options{Platform: amd64})
@@ -348,9 +348,9 @@ func TestDockerSaveArchives(t *testing.T) {
 		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
 	})
 	t.Run("legacy docker save", func(t *testing.T) {
-		l := testenv.NewLayer(t, testtar.Build(t, testtar.File("x", "same")), testenv.Gzip, false)
-		img0 := testenv.NewImage(t, testenv.ImageSpec{Layers: []v1.Layer{l, l}})
-		p := testenv.WriteLegacyDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), img0, "app:latest")
+		l := imagetest.NewLayer(t, testtar.Build(t, testtar.File("x", "same")), imagetest.Gzip, false)
+		img0 := imagetest.New(t, imagetest.Spec{Layers: []v1.Layer{l, l}})
+		p := imagetest.WriteLegacyDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), img0, "app:latest")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		if len(img.Layers) != 2 || img.Layers[1].Compression != "none" || img.Layers[0].Digest != img.Layers[0].DiffID {
 			t.Errorf("layers %+v", img.Layers)
@@ -367,11 +367,11 @@ func TestDockerSaveArchives(t *testing.T) {
 
 func TestTamperedLayoutAndArchives(t *testing.T) {
 	require.Integration(t, "writes and tampers with layouts and archives")
-	img0 := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
+	img0 := imagetest.New(t, imagetest.Spec{OCI: true})
 	l1 := layerDigest(t, img0, 1)
 	mdig, _ := img0.Digest()
 	fresh := func(t *testing.T) string {
-		return testenv.WriteLayout(t, t.TempDir(), testenv.LayoutEntry{Image: img0})
+		return imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: img0})
 	}
 	t.Run("layout layer", func(t *testing.T) {
 		dir := fresh(t)
@@ -394,14 +394,14 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		wantErr(t, err, "config "+cd.String(), "digest mismatch")
 	})
 	t.Run("oci archive member", func(t *testing.T) {
-		archive := testenv.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
+		archive := imagetest.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
 		flipMember(t, archive, "blobs/sha256/"+l1.Hex)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
 		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("oci archive manifest", func(t *testing.T) {
-		archive := testenv.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
+		archive := imagetest.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
 		flipMember(t, archive, "blobs/sha256/"+mdig.Hex)
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, NoCache: true})
 		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
@@ -409,20 +409,20 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 	t.Run("gzip oci archive", func(t *testing.T) {
 		dir := fresh(t)
 		flip(t, filepath.Join(dir, "blobs", "sha256", l1.Hex), -3) // in the gzip trailer
-		archive := testenv.WriteOCIArchive(t, dir, filepath.Join(t.TempDir(), "a.tar.gz"), true)
+		archive := imagetest.WriteOCIArchive(t, dir, filepath.Join(t.TempDir(), "a.tar.gz"), true)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
 		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("docker save layer", func(t *testing.T) {
-		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
+		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
 		flipMember(t, p, l1.Hex+".tar.gz")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
 		wantErr(t, err, "layer 2/2", "digest mismatch")
 	})
 	t.Run("docker save config", func(t *testing.T) {
-		p := testenv.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
+		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
 		cd, _ := img0.ConfigName()
 		flipMember(t, p, cd.String())
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})

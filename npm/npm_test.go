@@ -14,6 +14,10 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // TestPackagesAsInstalled packs the npm packages for this host (make npm),
@@ -25,7 +29,7 @@ import (
 func TestPackagesAsInstalled(t *testing.T) {
 	require.Integration(t, "packs the npm packages, runs buildkitd and boots a VM")
 	tools := require.Tools(t, "nodejs npm", "node", "npm", "npx")
-	harness := testenv.GondolinHarness(t)
+	harness := gondolintest.Harness(t)
 	bunx := filepath.Join(harness, "node_modules", ".bin", "bunx")
 	if _, err := os.Stat(bunx); err != nil {
 		require.Missing(t, "bunx (the npm package bun, installed in testdata/gondolin-host by make deps)")
@@ -101,16 +105,16 @@ func TestPackagesAsInstalled(t *testing.T) {
 	if err := os.WriteFile(testFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	base := testenv.BuildBaseBundleArch(t, testenv.AMD64)
-	bk := testenv.StartBuildkitd(t, testenv.BuildkitOptions{InsecureRegistries: []string{reg.Host}})
+	reg := registrytest.Start(t, registrytest.Options{})
+	base := gondolintest.BaseBundleArch(t, testenv.AMD64)
+	bk := buildkittest.Start(t, buildkittest.Options{InsecureRegistries: []string{reg.Host}})
 	bk.PutOnPath(t)
-	image := reg.Push(t, "busybox:api", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	image := reg.Push(t, "busybox:api", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	scratch := t.TempDir()
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd, release := testenv.HostCommand(ctx, t, testenv.AMD64, testenv.HarnessNode(harness), "--test", "--test-reporter=spec", testFile)
+	cmd, release := gondolintest.HostCommand(ctx, t, testenv.AMD64, gondolintest.HarnessNode(harness), "--test", "--test-reporter=spec", testFile)
 	defer release()
 	cmd.Dir = proj
 	cmd.Env = append(cmd.Env, "D2V_IMAGE="+image, "D2V_FROM="+image, "D2V_BASE="+base, "D2V_BUILDKIT="+bk.Addr,

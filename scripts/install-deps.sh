@@ -182,7 +182,7 @@ fi
 go mod download
 
 # qemu-user for the other architecture's programs (the arm64 unit tests,
-# busybox's applet list, debootstrap's second stage): testenv.QemuUser
+# busybox's applet list, debootstrap's second stage): qemuuser.Path
 # takes one no older than 8.0, as bookworm's 7.2 now and then hangs a
 # forking multi-threaded program. Without one, install the emulator of
 # sid's qemu-user (statically linked: it runs on older releases) as

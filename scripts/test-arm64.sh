@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs the unit tests (-short) of every package as linux/arm64 test
-# binaries under qemu-user (the emulator testenv.QemuUser picks, or
+# binaries under qemu-user (the emulator qemuuser.Path picks, or
 # $QEMU_AARCH64; no binfmt_misc registration needed): the code paths of a
 # 64-bit ARM host (Linux on Graviton, Ampere, Raspberry Pi; the same Go
 # port as Apple Silicon) on this machine. Each binary runs in its

@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin/setuser"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 // goArch maps Gondolin's architecture names to GOARCH.
@@ -214,13 +214,13 @@ func buildProbe(t *testing.T, dir string) string {
 }
 
 // runner returns how to run a program for arch on this host: directly,
-// or through qemu-user (testenv.QemuUser).
+// or through qemu-user (qemuuser.Path).
 func runner(t *testing.T, arch string) []string {
 	t.Helper()
 	if goArch[arch] == machineArch(t) {
 		return nil
 	}
-	return []string{testenv.QemuUser(t, arch)}
+	return []string{qemuuser.Path(t, arch)}
 }
 
 // TestRun runs the program of each architecture (the foreign one under

@@ -16,7 +16,7 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/cli"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 func run(t *testing.T, cmd *cli.Command, args ...string) (int, string, string) {
@@ -508,7 +508,7 @@ func offerBase(t *testing.T) {
 // which, and refuses (exit 1, with the way out) when there is none to
 // download, as the run would.
 func TestDryRunWithoutABase(t *testing.T) {
-	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: testenv.NewImage(t, testenv.ImageSpec{OCI: true})})
+	layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: imagetest.New(t, imagetest.Spec{OCI: true})})
 	args := []string{"--oci-layout", layout, "--platform", "linux/amd64", "--mode", "assets", "--out", filepath.Join(t.TempDir(), "out"), "--dry-run"}
 
 	offerBase(t)

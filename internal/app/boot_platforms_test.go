@@ -12,6 +12,8 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // Multi-platform sources and base discovery by the target architecture,
@@ -23,8 +25,8 @@ func busyboxImages(t *testing.T) (map[string]v1.Image, map[string]string) {
 	t.Helper()
 	imgs, bases := map[string]v1.Image{}, map[string]string{}
 	for _, arch := range testenv.Arches {
-		bases[arch] = testenv.BuildBaseBundleArch(t, arch)
-		imgs[arch] = testenv.BusyboxImage(t, testenv.BaseBusybox(t, bases[arch]))
+		bases[arch] = gondolintest.BaseBundleArch(t, arch)
+		imgs[arch] = imagetest.Busybox(t, gondolintest.BaseBusybox(t, bases[arch]))
 	}
 	return imgs, bases
 }
@@ -38,11 +40,11 @@ func busyboxImages(t *testing.T) (map[string]v1.Image, map[string]string) {
 func TestBootMultiPlatformIndex(t *testing.T) {
 	reg, _ := bootPrereqs(t, testenv.AMD64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Attestation: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Attestation: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "multi:e2e", nil, idx)
 	dir := t.TempDir()
-	layout := testenv.WriteLayout(t, filepath.Join(dir, "layout"), testenv.LayoutEntry{Index: idx, RefName: "multi:e2e"})
-	archive := testenv.WriteOCIArchive(t, layout, filepath.Join(dir, "multi.tar"), false)
+	layout := imagetest.WriteLayout(t, filepath.Join(dir, "layout"), imagetest.LayoutEntry{Index: idx, RefName: "multi:e2e"})
+	archive := imagetest.WriteOCIArchive(t, layout, filepath.Join(dir, "multi.tar"), false)
 	idxDigest, err := idx.Digest()
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +66,7 @@ func TestBootMultiPlatformIndex(t *testing.T) {
 		if a, b := fileSHA256(t, filepath.Join(flat, "rootfs.ext4")), fileSHA256(t, filepath.Join(nested, "rootfs.ext4")); a != b {
 			t.Errorf("the registry index and the nested OCI archive gave different rootfs.ext4 (%x, %x)", a, b)
 		}
-		res := testenv.BootGondolin(t, nested, testenv.BootOptions{},
+		res := gondolintest.Boot(t, nested, gondolintest.BootOptions{},
 			[]string{"uname", "-m"},
 			[]string{"/usr/bin/docker2vm-entrypoint", "from", "an", "index"},
 		)
@@ -93,7 +95,7 @@ func TestBootBaseFromImageStore(t *testing.T) {
 	imgs, bases := busyboxImages(t)
 	store := t.TempDir()
 	for _, arch := range testenv.Arches {
-		if out, err := testenv.GondolinCLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", bases[arch], "--tag", "alpine-base:latest"); err != nil {
+		if out, err := gondolintest.CLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", bases[arch], "--tag", "alpine-base:latest"); err != nil {
 			t.Fatalf("gondolin image import %s: %v\n%s", arch, err, out)
 		}
 	}
@@ -128,7 +130,7 @@ func TestBootBaseFromImageStore(t *testing.T) {
 		if link, err := os.Readlink(filepath.Join(store, "refs", name, tg, unameM[arch])); err != nil || filepath.Base(link) != m.BuildID {
 			t.Fatalf("ref symlink = %q, %v; want it to name object %s", link, err, m.BuildID)
 		}
-		res := testenv.BootGondolin(t, tag, testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+		res := gondolintest.Boot(t, tag, gondolintest.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
 			[]string{"uname", "-m"},
 			[]string{"/usr/bin/docker2vm-entrypoint", "from-store"},
 		)
@@ -144,7 +146,7 @@ func TestBootBaseFromImageStore(t *testing.T) {
 func TestBootMultiPlatformRun(t *testing.T) {
 	reg, _ := bootPrereqs(t, testenv.AMD64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "multi:run", nil, idx)
 	store := t.TempDir()
 	t.Setenv("GONDOLIN_IMAGE_STORE", store)
@@ -172,13 +174,13 @@ func TestBootMultiPlatformRun(t *testing.T) {
 		if m := readMeta(t, dir); m.SourceDigest != want.String() || m.Platform != "linux/"+arch {
 			t.Errorf("%s/meta.json: %s %s", dir, m.SourceDigest, m.Platform)
 		}
-		testenv.GondolinVerify(t, dir)
+		gondolintest.Verify(t, dir)
 		if _, err := os.Readlink(filepath.Join(store, "refs", "multi", "run", unameM[arch])); err != nil {
 			t.Errorf("--tag: no %s ref: %v", unameM[arch], err)
 		}
 	}
 	forEachArch(t, func(t *testing.T, arch string) {
-		res := testenv.BootGondolin(t, filepath.Join(out, "linux_"+arch), testenv.BootOptions{}, []string{"uname", "-m"})
+		res := gondolintest.Boot(t, filepath.Join(out, "linux_"+arch), gondolintest.BootOptions{}, []string{"uname", "-m"})
 		expectOutput(t, res, 0, unameM[arch]+"\n")
 	})
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootPublishedRegistry: guests published with --publish into a
@@ -28,7 +30,7 @@ func TestBootPublishedRegistry(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(pub)))
 	defer srv.Close()
 	docURL := srv.URL + "/" + gondolin.RegistryDocument
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	ref := reg.Push(t, "pub:multi", nil, idx)
 	t.Setenv("GONDOLIN_IMAGE_STORE", t.TempDir()) // --tag imports go here, not into the store Gondolin pulls into
 
@@ -61,7 +63,7 @@ func TestBootPublishedRegistry(t *testing.T) {
 	for _, tc := range []struct{ ref, arch string }{{"pub:both", testenv.AMD64}, {"pub:arm", testenv.ARM64}} {
 		t.Run(tc.arch, func(t *testing.T) {
 			store := t.TempDir()
-			res := testenv.BootGondolin(t, tc.ref, testenv.BootOptions{Arch: tc.arch,
+			res := gondolintest.Boot(t, tc.ref, gondolintest.BootOptions{Arch: tc.arch,
 				HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store, "GONDOLIN_IMAGE_REGISTRY_URL=" + docURL}},
 				[]string{"uname", "-m"},
 				[]string{"/usr/bin/docker2vm-entrypoint", "from", "the", "registry"},

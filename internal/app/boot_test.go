@@ -15,6 +15,10 @@ import (
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -51,10 +55,10 @@ func helloImage(t *testing.T, arch string) v1.Image {
 		t.Fatal(err)
 	}
 	layer := testtar.Build(t, testtar.FileBytes("hello", b).Mode(0o755))
-	img := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Env: []string{"GREETING=from scratch"},
+	img := imagetest.New(t, imagetest.Spec{OCI: true, Env: []string{"GREETING=from scratch"},
 		Platform: v1.Platform{OS: "linux", Architecture: arch},
-		Layers:   []v1.Layer{testenv.NewLayer(t, layer, testenv.Gzip, true)}})
-	return testenv.WithConfig(t, img, func(c *v1.Config) {
+		Layers:   []v1.Layer{imagetest.NewLayer(t, layer, imagetest.Gzip, true)}})
+	return imagetest.WithConfig(t, img, func(c *v1.Config) {
 		c.Entrypoint = []string{"/hello"}
 		c.Cmd = []string{"x", "y"}
 	})
@@ -93,7 +97,7 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 	if res.Platform != "linux/"+arch {
 		t.Errorf("platform = %q, want linux/%s", res.Platform, arch)
 	}
-	if got := testenv.BundleArch(t, out); got != arch {
+	if got := gondolintest.BundleArch(t, out); got != arch {
 		t.Errorf("manifest.json config.arch is for %s, want %s", got, arch)
 	}
 	for _, f := range []string{"vmlinuz-virt", "initramfs.cpio.lz4", "rootfs.ext4", "manifest.json", "meta.json"} {
@@ -110,14 +114,14 @@ func convertSource(t *testing.T, arch, base string, args ...string) string {
 
 // bootPrereqs starts a registry and returns it with the fixture base
 // bundle for arch.
-func bootPrereqs(t *testing.T, arch string) (*testenv.Registry, string) {
+func bootPrereqs(t *testing.T, arch string) (*registrytest.Server, string) {
 	t.Helper()
 	require.Integration(t, "boots a VM")
-	require.Tool(t, testenv.RegistryBinary)
-	return testenv.StartRegistry(t, testenv.RegistryOptions{}), testenv.BuildBaseBundleArch(t, arch)
+	require.Tool(t, registrytest.Binary)
+	return registrytest.Start(t, registrytest.Options{}), gondolintest.BaseBundleArch(t, arch)
 }
 
-func expectOutput(t *testing.T, results []testenv.ExecResult, i int, want string) {
+func expectOutput(t *testing.T, results []gondolintest.ExecResult, i int, want string) {
 	t.Helper()
 	if i >= len(results) {
 		t.Fatalf("only %d results", len(results))
@@ -137,11 +141,11 @@ func TestBootBusyboxImage(t *testing.T) {
 
 func testBootBusyboxImage(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	ref := reg.Push(t, "busybox:e2e", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:e2e", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	out := convertAssets(t, arch, ref, base)
-	testenv.GondolinVerify(t, out)
+	gondolintest.Verify(t, out)
 
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"/bin/busybox", "echo", "hello"},
 		[]string{"/bin/sh", "-c", "echo \"$GREETING\""},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
@@ -180,7 +184,7 @@ func testBootShellLessImage(t *testing.T, arch string) {
 	if loader := "/lib/ld-musl-" + unameM[arch] + ".so.1"; !contains(meta.RuntimeInjection.InjectedFiles, loader) {
 		t.Errorf("meta.json does not list the base's musl loader %s among the injected files: %v", loader, meta.RuntimeInjection.InjectedFiles)
 	}
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"/hello", "direct"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
 		[]string{"/usr/lib/docker2vm/bin/busybox", "uname", "-m"},
@@ -196,7 +200,7 @@ func TestBootRootfsModes(t *testing.T) {
 
 func testBootRootfsModes(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	ref := reg.Push(t, "busybox:modes", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:modes", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 
 	// readonly: the image must already hold every directory Gondolin's init
 	// creates and the bind targets; the guest cannot write to its root.
@@ -208,7 +212,7 @@ func testBootRootfsModes(t *testing.T, arch string) {
 	if err := json.Unmarshal(b, &m); err != nil || m.RuntimeDefaults.RootfsMode != "readonly" {
 		t.Fatalf("manifest runtimeDefaults = %+v (%v)", m, err)
 	}
-	res := testenv.BootGondolin(t, ro, testenv.BootOptions{},
+	res := gondolintest.Boot(t, ro, gondolintest.BootOptions{},
 		[]string{"/bin/sh", "-c", "touch /srv/x 2>&1; echo rc=$?"},
 		// /data is there: sandboxfs serves it (with ENOSYS for every request
 		// under the harness's vfs: null, as Gondolin's does).
@@ -223,7 +227,7 @@ func testBootRootfsModes(t *testing.T, arch string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res = testenv.BootGondolin(t, cow, testenv.BootOptions{},
+	res = gondolintest.Boot(t, cow, gondolintest.BootOptions{},
 		[]string{"/bin/sh", "-c", "echo written > /srv/new && cat /srv/new && rm /srv/app.sh && ls /srv"},
 	)
 	expectOutput(t, res, 0, "written\nnew")
@@ -247,7 +251,7 @@ func contains(list []string, s string) bool {
 // boots it by reference the way Gondolin users name images.
 func TestBootFromImageStore(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	ref := reg.Push(t, "busybox:store", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:store", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	store := t.TempDir()
 	t.Setenv("GONDOLIN_IMAGE_STORE", store)
 	out := convertAssets(t, testenv.AMD64, ref, base, "--tag", "d2v-busybox:e2e")
@@ -265,14 +269,14 @@ func TestBootFromImageStore(t *testing.T) {
 	}
 
 	// Gondolin's own importer must accept the same directory.
-	if outp, err := testenv.GondolinCLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", out, "--tag", "d2v-busybox:imported"); err != nil {
+	if outp, err := gondolintest.CLI(t, []string{"GONDOLIN_IMAGE_STORE=" + store}, "image", "import", out, "--tag", "d2v-busybox:imported"); err != nil {
 		t.Fatalf("gondolin image import: %v\n%s", err, outp)
 	}
-	res := testenv.BootGondolin(t, "d2v-busybox:imported", testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+	res := gondolintest.Boot(t, "d2v-busybox:imported", gondolintest.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
 		[]string{"/bin/sh", "-c", "cat /etc/os-release; echo $GREETING"},
 	)
 	expectOutput(t, res, 0, "hello busybox")
-	res = testenv.BootGondolin(t, "d2v-busybox:e2e", testenv.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
+	res = gondolintest.Boot(t, "d2v-busybox:e2e", gondolintest.BootOptions{HostEnv: []string{"GONDOLIN_IMAGE_STORE=" + store}},
 		[]string{"/usr/bin/docker2vm-entrypoint", "from-store"},
 	)
 	expectOutput(t, res, 0, "with from-store")
@@ -292,7 +296,7 @@ var getxattrSyscall = map[string]string{testenv.AMD64: "191", testenv.ARM64: "8"
 
 func testBootDebianImage(t *testing.T, arch string) {
 	reg, base := bootPrereqs(t, arch)
-	img, facts := testenv.DebianImageArch(t, arch, testenv.Gzip)
+	img, facts := debian.ImageArch(t, arch, imagetest.Gzip)
 	ref := reg.Push(t, "debian:minbase", img, nil)
 	out := convertAssets(t, arch, ref, base)
 
@@ -300,7 +304,7 @@ func testBootDebianImage(t *testing.T, arch string) {
 	// syscall(2) calls getxattr in the guest.
 	getcap := `my ($p, $a, $b) = ("` + facts.CapPath + `", "security.capability", "\0" x 64); ` +
 		`my $n = syscall(` + getxattrSyscall[arch] + `, $p, $a, $b, 64); die "getxattr: $!\n" if $n < 0; print unpack("H*", substr($b, 0, $n)), "\n";`
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"cat", "/etc/debian_version"},
 		[]string{"/bin/sh", "-c", "for p in " + strings.Join(facts.WhitedOut, " ") + "; do test -e $p && echo present $p || echo absent $p; done"},
 		[]string{"ls", "-A", facts.OpaqueDir},
@@ -338,7 +342,7 @@ func testBootDebianImage(t *testing.T, arch string) {
 func TestAssetsFromResultCache(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
 	require.Tool(t, "node")
-	ref := reg.Push(t, "busybox:cached", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:cached", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	cache := t.TempDir()
 	convert := func(out string) string {
 		t.Helper()
@@ -347,7 +351,7 @@ func TestAssetsFromResultCache(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("oci2gondolin %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
 		}
-		testenv.GondolinVerify(t, out)
+		gondolintest.Verify(t, out)
 		return stderr
 	}
 	dir := t.TempDir()

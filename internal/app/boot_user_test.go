@@ -8,7 +8,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/docker2vm/docker2vm/gondolin/guest"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -58,12 +59,12 @@ func TestBootUser(t *testing.T) {
 			script := guest.EntrypointScript(guest.ImageConfig{Env: env, WorkingDir: "/srv", User: f.user, Entrypoint: []string{"whoami.sh"}}, "")
 			files = append(files, testtar.File("runners/"+f.name, script).Mode(0o755))
 		}
-		img, err := mutate.AppendLayers(testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)),
-			testenv.NewLayer(t, testtar.Build(t, files...), testenv.Gzip, true))
+		img, err := mutate.AppendLayers(imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)),
+			imagetest.NewLayer(t, testtar.Build(t, files...), imagetest.Gzip, true))
 		if err != nil {
 			t.Fatal(err)
 		}
-		img = testenv.WithConfig(t, img, func(c *v1.Config) {
+		img = imagetest.WithConfig(t, img, func(c *v1.Config) {
 			c.User = "app"
 			c.Env = env
 			c.Entrypoint = []string{"whoami.sh"} // found on PATH, as docker run finds it
@@ -77,7 +78,7 @@ func TestBootUser(t *testing.T) {
 		for _, f := range userForms {
 			cmds = append(cmds, []string{"/runners/" + f.name, f.name})
 		}
-		res := testenv.BootGondolin(t, out, testenv.BootOptions{}, cmds...)
+		res := gondolintest.Boot(t, out, gondolintest.BootOptions{}, cmds...)
 		expectOutput(t, res, 0, "uid=1000 gid=1000 groups=50 60 1000 home=/home/app cwd=/srv args=given")
 		for i, f := range userForms {
 			r := res[i+1]
@@ -97,9 +98,9 @@ func TestBootUser(t *testing.T) {
 func TestBootUserShellLess(t *testing.T) {
 	forEachArch(t, func(t *testing.T, arch string) {
 		reg, base := bootPrereqs(t, arch)
-		img := testenv.WithConfig(t, helloImage(t, arch), func(c *v1.Config) { c.User = "1000:1000" })
+		img := imagetest.WithConfig(t, helloImage(t, arch), func(c *v1.Config) { c.User = "1000:1000" })
 		out := convertAssets(t, arch, reg.Push(t, "hello-user:"+arch, img, nil), base)
-		res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+		res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 			[]string{"/usr/bin/docker2vm-entrypoint", "as-user"},
 			[]string{"/hello", "as-root"},
 		)

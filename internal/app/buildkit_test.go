@@ -15,6 +15,11 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -25,20 +30,20 @@ import (
 // Dockerfile here has a `# syntax=` line: that would need Docker Hub.
 
 type buildkitEnv struct {
-	reg  *testenv.Registry
+	reg  *registrytest.Server
 	base string // the fixture Gondolin base bundle
-	bk   *testenv.Buildkitd
+	bk   *buildkittest.Daemon
 	from string // REGISTRY/busybox:base
 }
 
-func buildkitPrereqs(t *testing.T, opts testenv.BuildkitOptions) *buildkitEnv {
+func buildkitPrereqs(t *testing.T, opts buildkittest.Options) *buildkitEnv {
 	t.Helper()
 	require.Integration(t, "runs buildkitd and boots a VM")
 	reg, base := bootPrereqs(t, testenv.AMD64)
 	opts.InsecureRegistries = append(opts.InsecureRegistries, reg.Host)
-	bk := testenv.StartBuildkitd(t, opts)
+	bk := buildkittest.Start(t, opts)
 	bk.PutOnPath(t)
-	from := reg.Push(t, "busybox:base", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	from := reg.Push(t, "busybox:base", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	// Each test's temporary files in a directory of its own, to check that
 	// the build archive does not outlive the command.
 	t.Setenv("TMPDIR", t.TempDir())
@@ -175,7 +180,7 @@ const helloTxt = "hello from the build context\n"
 // and ENTRYPOINT through the daemon's unix socket, then through its TCP
 // address with a --build-arg, and boots both guests.
 func TestBuildkitBootE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{TCP: true})
+	e := buildkitPrereqs(t, buildkittest.Options{TCP: true})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from), map[string]string{"hello.txt": helloTxt})
 
 	out, _, stderr := e.build(t, e.bk.Addr, df, ctxDir, "--label", "org.example.build=e2e")
@@ -192,8 +197,8 @@ func TestBuildkitBootE2E(t *testing.T) {
 		!reflect.DeepEqual(rt.Entrypoint, []string{"/bin/sh", "-c", "echo mode=$APP_MODE in $(pwd); cat hello.txt"}) {
 		t.Errorf("meta.json runtime = %+v", rt)
 	}
-	testenv.GondolinVerify(t, out)
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	gondolintest.Verify(t, out)
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"cat", "/built"},
 		[]string{"/bin/sh", "-c", "echo $APP_MODE"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
@@ -215,7 +220,7 @@ func TestBuildkitBootE2E(t *testing.T) {
 	if got := rootfsFile(t, out2, "/built"); got != "built-by-run\n" {
 		t.Errorf("tcp build: /built = %q", got)
 	}
-	res = testenv.BootGondolin(t, out2, testenv.BootOptions{},
+	res = gondolintest.Boot(t, out2, gondolintest.BootOptions{},
 		[]string{"cat", "/build-arg"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
 	)
@@ -226,7 +231,7 @@ func TestBuildkitBootE2E(t *testing.T) {
 // TestBuildkitTargetE2E: --target picks a stage of a multi-stage
 // Dockerfile, and without it the last stage is built.
 func TestBuildkitTargetE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	e := buildkitPrereqs(t, buildkittest.Options{})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(`FROM %s AS first
 RUN echo first > /stage
 CMD ["cat", "/stage"]
@@ -263,7 +268,7 @@ func rootfsOpen(t *testing.T, out, name string) error {
 // --force, which would replace it only after a successful conversion) and
 // no archive left in the temporary directory.
 func TestBuildkitFailingStepE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
+	e := buildkitPrereqs(t, buildkittest.Options{})
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf("FROM %s\nRUN echo about-to-fail && exit 7\n", e.from), nil)
 	out := filepath.Join(t.TempDir(), "guest")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -312,7 +317,7 @@ func TestBuildkitFailingStepE2E(t *testing.T) {
 func TestBuildkitUnreachableE2E(t *testing.T) {
 	require.Integration(t, "builds buildctl")
 	offerBase(t) // the base is checked before the builder runs
-	bin := testenv.BuildkitBinaries(t)
+	bin := buildkittest.Binaries(t)
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("TMPDIR", t.TempDir())
 	df, ctxDir := writeBuildContext(t, "FROM scratch\n", nil)
@@ -341,10 +346,10 @@ func TestBuildkitUnreachableE2E(t *testing.T) {
 // converts each platform into its own directory. Its RUN step runs the
 // arm64 busybox under qemu-user (binfmt_misc).
 func TestBuildkitMultiPlatformE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
-	testenv.EnsureBinfmt(t, testenv.ARM64)
+	e := buildkitPrereqs(t, buildkittest.Options{})
+	qemuuser.EnsureBinfmt(t, testenv.ARM64)
 	imgs, bases := busyboxImages(t)
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}})
 	from := e.reg.Push(t, "busybox:multi", nil, idx)
 	armBase := bases[testenv.ARM64]
 	df, ctxDir := writeBuildContext(t, "FROM "+from+"\nCOPY hello.txt /hello.txt\nRUN uname -m > /built-on\nENV WHO=multi\n", map[string]string{"hello.txt": helloTxt})
@@ -382,8 +387,8 @@ func TestBuildkitMultiPlatformE2E(t *testing.T) {
 // takes its steps from BuildKit's cache (CACHED in the log), and the
 // builder is kept.
 func TestBuildxBootE2E(t *testing.T) {
-	e := buildkitPrereqs(t, testenv.BuildkitOptions{})
-	cfg := testenv.DockerBuildx(t)
+	e := buildkitPrereqs(t, buildkittest.Options{})
+	cfg := buildkittest.DockerBuildx(t)
 	t.Setenv("DOCKER_CONFIG", cfg)
 	e.bk.BuildxBuilder(t, cfg, "d2v-remote")
 	df, ctxDir := writeBuildContext(t, fmt.Sprintf(appDockerfile, e.from)+"RUN echo buildx-step > /buildx-step\n", map[string]string{"hello.txt": helloTxt})
@@ -402,8 +407,8 @@ func TestBuildxBootE2E(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}
 	}
-	testenv.GondolinVerify(t, out)
-	res := testenv.BootGondolin(t, out, testenv.BootOptions{},
+	gondolintest.Verify(t, out)
+	res := gondolintest.Boot(t, out, gondolintest.BootOptions{},
 		[]string{"cat", "/build-arg"},
 		[]string{"/usr/bin/docker2vm-entrypoint"},
 	)

@@ -13,6 +13,9 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 // TestOutputSameOnEveryBuild converts one image with three builds of
@@ -23,9 +26,9 @@ import (
 // the same: what a guest gets does not depend on where it was converted.
 func TestOutputSameOnEveryBuild(t *testing.T) {
 	require.Integration(t, "builds the command three times")
-	qemu := testenv.QemuUser(t, testenv.ARM64)
+	qemu := qemuuser.Path(t, testenv.ARM64)
 	goTool := require.Tool(t, "go")
-	base := testenv.BuildBaseBundle(t)
+	base := gondolintest.BaseBundle(t)
 	bins := t.TempDir()
 	build := func(name string, env []string, args ...string) string {
 		out := filepath.Join(bins, name)
@@ -45,8 +48,8 @@ func TestOutputSameOnEveryBuild(t *testing.T) {
 		{"linux-arm64", []string{qemu, build("arm64", []string{"GOOS=linux", "GOARCH=arm64"})}},
 	}
 
-	img := testenv.WithConfig(t, testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
-	layout := testenv.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), testenv.LayoutEntry{Image: img})
+	img := imagetest.WithConfig(t, imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), func(c *v1.Config) { c.User = "1000:1000" })
+	layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "layout"), imagetest.LayoutEntry{Image: img})
 	var want map[string]string
 	for _, b := range builds {
 		out := filepath.Join(t.TempDir(), b.name)

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootCheckpoint checkpoints a converted guest with Gondolin's SDK
@@ -13,11 +15,13 @@ import (
 // what the other writes.
 func TestBootCheckpoint(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	out := convertAssets(t, testenv.AMD64, reg.Push(t, "busybox:checkpoint", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil), base)
-	sh := func(script string) testenv.ExecSpec { return testenv.ExecSpec{Argv: []string{"sh", "-c", script}} }
-	rep, err := testenv.RunGondolin(t, out, testenv.BootOptions{RootfsMode: "cow", Checkpoint: &testenv.Checkpoint{
+	out := convertAssets(t, testenv.AMD64, reg.Push(t, "busybox:checkpoint", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil), base)
+	sh := func(script string) gondolintest.ExecSpec {
+		return gondolintest.ExecSpec{Argv: []string{"sh", "-c", script}}
+	}
+	rep, err := gondolintest.Run(t, out, gondolintest.BootOptions{RootfsMode: "cow", Checkpoint: &gondolintest.Checkpoint{
 		Path: filepath.Join(t.TempDir(), "checkpoint.qcow2"),
-		Resumes: [][]testenv.ExecSpec{
+		Resumes: [][]gondolintest.ExecSpec{
 			{sh("cat /srv/before && echo one >/srv/mine"), sh("cat /srv/mine")},
 			{sh("cat /srv/before && echo two >/srv/mine"), sh("cat /srv/mine")},
 		},

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestGondolinCLI runs converted guests with the gondolin CLI as its users
@@ -20,11 +22,11 @@ import (
 // typed into a terminal exactly as the line oci2gondolin prints says.
 func TestGondolinCLI(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	ref := reg.Push(t, "busybox:cli", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "busybox:cli", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 
 	t.Run("GONDOLIN_GUEST_DIR", func(t *testing.T) {
 		out := convertAssets(t, testenv.AMD64, ref, base)
-		got, err := testenv.RunGondolinCLI(t, testenv.CLIOptions{Env: []string{"GONDOLIN_GUEST_DIR=" + out}},
+		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Env: []string{"GONDOLIN_GUEST_DIR=" + out}},
 			"exec", "--", "/bin/busybox", "echo", "hello")
 		if err != nil || !strings.Contains(got, "hello\n") {
 			t.Fatalf("GONDOLIN_GUEST_DIR=%s gondolin exec -- /bin/busybox echo hello: %v\n%s", out, err, got)
@@ -43,7 +45,7 @@ func TestGondolinCLI(t *testing.T) {
 	storeEnv := []string{"GONDOLIN_IMAGE_STORE=" + store}
 
 	t.Run("exec --image", func(t *testing.T) {
-		got, err := testenv.RunGondolinCLI(t, testenv.CLIOptions{Env: storeEnv}, "exec", "--image", "d2v-cli:1", "--", "/usr/bin/docker2vm-entrypoint", "from", "the", "cli")
+		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Env: storeEnv}, "exec", "--image", "d2v-cli:1", "--", "/usr/bin/docker2vm-entrypoint", "from", "the", "cli")
 		if err != nil || !strings.Contains(got, "app says hello busybox from /srv as 0 with from the cli") {
 			t.Fatalf("gondolin exec --image d2v-cli:1: %v\n%s", err, got)
 		}
@@ -53,11 +55,11 @@ func TestGondolinCLI(t *testing.T) {
 		srv := httptest.NewServer(http.FileServer(http.Dir(publish)))
 		t.Cleanup(srv.Close)
 		env := []string{"GONDOLIN_IMAGE_STORE=" + t.TempDir(), "GONDOLIN_IMAGE_REGISTRY_URL=" + srv.URL + "/builtin-image-registry.json"}
-		got, err := testenv.RunGondolinCLI(t, testenv.CLIOptions{Env: env}, "image", "pull", "d2v-cli:1")
+		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Env: env}, "image", "pull", "d2v-cli:1")
 		if err != nil {
 			t.Fatalf("gondolin image pull d2v-cli:1: %v\n%s", err, got)
 		}
-		got, err = testenv.RunGondolinCLI(t, testenv.CLIOptions{Env: env}, "exec", "--image", "d2v-cli:1", "--", "/bin/busybox", "echo", "pulled")
+		got, err = gondolintest.RunCLI(t, gondolintest.CLIOptions{Env: env}, "exec", "--image", "d2v-cli:1", "--", "/bin/busybox", "echo", "pulled")
 		if err != nil || !strings.Contains(got, "pulled\n") {
 			t.Fatalf("gondolin exec --image d2v-cli:1 after the pull: %v\n%s", err, got)
 		}
@@ -69,7 +71,7 @@ func TestGondolinCLI(t *testing.T) {
 			t.Fatalf("oci2gondolin printed no `gondolin bash` line:\n%s", stderr)
 		}
 		words := strings.Fields(m[1])
-		got, err := testenv.RunGondolinCLI(t, testenv.CLIOptions{Env: storeEnv, Terminal: true, Input: "echo d2v-$((6 * 7)) in $PWD\nexit\n"}, words[1:]...)
+		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Env: storeEnv, Terminal: true, Input: "echo d2v-$((6 * 7)) in $PWD\nexit\n"}, words[1:]...)
 		if err != nil || !strings.Contains(got, "d2v-42 in ") {
 			t.Fatalf("%s in a terminal: %v\n%s", m[1], err, got)
 		}
@@ -77,9 +79,9 @@ func TestGondolinCLI(t *testing.T) {
 
 	t.Run("arm64", func(t *testing.T) {
 		reg, base := bootPrereqs(t, testenv.ARM64)
-		ref := reg.Push(t, "busybox:cli-arm64", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+		ref := reg.Push(t, "busybox:cli-arm64", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 		out := convertAssets(t, testenv.ARM64, ref, base)
-		got, err := testenv.RunGondolinCLI(t, testenv.CLIOptions{Arch: testenv.ARM64, Env: []string{"GONDOLIN_GUEST_DIR=" + out}},
+		got, err := gondolintest.RunCLI(t, gondolintest.CLIOptions{Arch: testenv.ARM64, Env: []string{"GONDOLIN_GUEST_DIR=" + out}},
 			"exec", "--", "/bin/busybox", "uname", "-m")
 		if err != nil || !strings.Contains(got, "aarch64\n") {
 			t.Fatalf("gondolin exec of an arm64 guest: %v\n%s", err, got)

@@ -7,7 +7,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -16,12 +17,12 @@ import (
 // tests boot a busybox image with files where Gondolin's init mounts tmpfs
 // and check each item, under Gondolin's own init scripts.
 
-// containerEnvImage is BusyboxImage with an extra layer: files under every
+// containerEnvImage is imagetest.Busybox with an extra layer: files under every
 // directory Gondolin's init covers with a tmpfs, owned by a user, and the
 // empty /etc/hosts BuildKit leaves.
 func containerEnvImage(t *testing.T, base string) v1.Image {
 	t.Helper()
-	img := testenv.BusyboxImage(t, testenv.BaseBusybox(t, base))
+	img := imagetest.Busybox(t, gondolintest.BaseBusybox(t, base))
 	layer := testtar.Build(t,
 		testtar.Dir("var/"), testtar.Dir("var/log/"), testtar.Dir("var/log/app/").Owner(1000, 1000),
 		testtar.File("var/log/app/app.log", "from the image\n").Owner(1000, 1000),
@@ -32,7 +33,7 @@ func containerEnvImage(t *testing.T, base string) v1.Image {
 		testtar.Dir("run/"), testtar.Dir("run/app/").Owner(1000, 1000).Mode(0o750),
 		testtar.File("etc/hosts", ""),
 	)
-	return testenv.WithLayer(t, img, testenv.NewLayer(t, layer, testenv.Gzip, true))
+	return imagetest.WithLayer(t, img, imagetest.NewLayer(t, layer, imagetest.Gzip, true))
 }
 
 // containerChecks are the commands every rootfs mode must pass, with what
@@ -68,7 +69,7 @@ func testBootContainerEnvironment(t *testing.T, arch string) {
 	ref := reg.Push(t, "busybox:container-env", img, nil)
 	out := convertAssets(t, arch, ref, base)
 
-	specs := []testenv.ExecSpec{
+	specs := []gondolintest.ExecSpec{
 		{Argv: []string{"sh", "-c", "cat /proc/sys/kernel/hostname /etc/hostname && grep -E '^(127.0.0.1|::1|127.0.1.1)\t' /etc/hosts"}},
 		{Argv: []string{"sh", "-c", "for l in fd stdin stdout stderr core; do readlink /dev/$l; done && echo to-stdout >/dev/stdout && echo to-stderr >/dev/stderr"}},
 		{Argv: []string{"sh", "-c", "grep -E ' /dev/(shm|mqueue) ' /proc/mounts | cut -d' ' -f2,3,4 | cut -d, -f1-3 && stat -c %a /dev/shm"}},
@@ -77,9 +78,9 @@ func testBootContainerEnvironment(t *testing.T, arch string) {
 		{Argv: []string{"/usr/bin/docker2vm-entrypoint"}, Env: []string{"GREETING=from the caller"}},
 	}
 	for _, c := range containerChecks {
-		specs = append(specs, testenv.ExecSpec{Argv: c.argv})
+		specs = append(specs, gondolintest.ExecSpec{Argv: c.argv})
 	}
-	rep, err := testenv.RunGondolin(t, out, testenv.BootOptions{}, specs...)
+	rep, err := gondolintest.Run(t, out, gondolintest.BootOptions{}, specs...)
 	if err != nil {
 		t.Fatalf("boot: %v\n%s", err, rep.Log)
 	}
@@ -111,11 +112,11 @@ func testBootContainerEnvironment(t *testing.T, arch string) {
 
 	// The loopback and the image's covered files in the other modes.
 	for _, mode := range []string{"readonly", "memory"} {
-		specs := make([]testenv.ExecSpec, len(containerChecks))
+		specs := make([]gondolintest.ExecSpec, len(containerChecks))
 		for i, c := range containerChecks {
-			specs[i] = testenv.ExecSpec{Argv: c.argv}
+			specs[i] = gondolintest.ExecSpec{Argv: c.argv}
 		}
-		rep, err := testenv.RunGondolin(t, out, testenv.BootOptions{RootfsMode: mode}, specs...)
+		rep, err := gondolintest.Run(t, out, gondolintest.BootOptions{RootfsMode: mode}, specs...)
 		if err != nil {
 			t.Fatalf("%s boot: %v\n%s", mode, err, rep.Log)
 		}

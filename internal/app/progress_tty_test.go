@@ -20,7 +20,8 @@ import (
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/term"
 	"github.com/docker2vm/docker2vm/internal/term/termtest"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
@@ -32,8 +33,8 @@ import (
 // one is left behind.
 func TestProgressOnATerminal(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	require.Tool(t, testenv.RegistryBinary)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	require.Tool(t, registrytest.Binary)
+	reg := registrytest.Start(t, registrytest.Options{})
 	const nLayers = 4
 	rng := rand.New(rand.NewPCG(1, 2))
 	var layers []v1.Layer
@@ -42,9 +43,9 @@ func TestProgressOnATerminal(t *testing.T) {
 		for j := range content {
 			content[j] = byte(rng.Uint32())
 		}
-		layers = append(layers, testenv.NewLayer(t, testtar.Build(t, testtar.FileBytes(fmt.Sprintf("big%d", i), content)), testenv.Gzip, true))
+		layers = append(layers, imagetest.NewLayer(t, testtar.Build(t, testtar.FileBytes(fmt.Sprintf("big%d", i), content)), imagetest.Gzip, true))
 	}
-	reg.Push(t, "layers:1", testenv.NewImage(t, testenv.ImageSpec{OCI: true, Layers: layers}), nil)
+	reg.Push(t, "layers:1", imagetest.New(t, imagetest.Spec{OCI: true, Layers: layers}), nil)
 	proxy := faultproxy.Start(t, "http://"+reg.Host,
 		faultproxy.Rule{Method: "GET", Path: "/blobs/", Action: faultproxy.Stall, After: 256 << 10, For: 350 * time.Millisecond},
 		faultproxy.Rule{Method: "GET", Path: "/blobs/", Action: faultproxy.Stall, After: 1 << 20, For: 350 * time.Millisecond})

@@ -11,7 +11,8 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // TestRegistryEndToEnd runs oci2gondolin as a user would against the real
@@ -19,10 +20,10 @@ import (
 // from a Docker config file, dry run first, then the conversion for arm64.
 func TestRegistryEndToEnd(t *testing.T) {
 	require.Integration(t, "starts a registry")
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "ci", Password: "s3cret"})
-	amd := testenv.NewImage(t, testenv.ImageSpec{OCI: true})
-	arm := testenv.NewImage(t, testenv.ImageSpec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
-	idx := testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{amd, arm}, Attestation: true})
+	reg := registrytest.Start(t, registrytest.Options{Username: "ci", Password: "s3cret"})
+	amd := imagetest.New(t, imagetest.Spec{OCI: true})
+	arm := imagetest.New(t, imagetest.Spec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
+	idx := imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{amd, arm}, Attestation: true})
 	ref := reg.Push(t, "multi:1", nil, idx)
 
 	cache := t.TempDir()

@@ -9,6 +9,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestSideEffectsAllOrNothing: --tag and --publish change Gondolin's image
@@ -29,7 +31,7 @@ func TestSideEffectsAllOrNothing(t *testing.T) {
 		return target
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	first := reg.Push(t, "app:first", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	first := reg.Push(t, "app:first", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	convert := func(ref string, extra ...string) (int, string) {
 		args := append([]string{"--image", ref, "--platform", "linux/amd64", "--mode", "assets", "--base", base, "--out", out,
 			"--no-cache", "--quiet", "--tag", "app:1"}, extra...)
@@ -44,7 +46,7 @@ func TestSideEffectsAllOrNothing(t *testing.T) {
 
 	// Another image, published into a directory whose document is not
 	// Gondolin's: the publish fails, and nothing moved.
-	second := reg.Push(t, "app:second", testenv.WithConfig(t, testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), func(c *v1.Config) { c.Cmd = []string{"other"} }), nil)
+	second := reg.Push(t, "app:second", imagetest.WithConfig(t, imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), func(c *v1.Config) { c.Cmd = []string{"other"} }), nil)
 	pub := t.TempDir()
 	os.WriteFile(filepath.Join(pub, "builtin-image-registry.json"), []byte(`{"not": "a registry"}`), 0o644)
 	code, stderr := convert(second, "--publish", pub)
@@ -59,7 +61,7 @@ func TestSideEffectsAllOrNothing(t *testing.T) {
 	}
 
 	// Both platforms: both refs move, and the registry names the same builds.
-	idx := reg.Push(t, "app:multi", nil, testenv.NewIndex(t, testenv.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}}))
+	idx := reg.Push(t, "app:multi", nil, imagetest.NewIndex(t, imagetest.IndexSpec{OCI: true, Images: []v1.Image{imgs[testenv.AMD64], imgs[testenv.ARM64]}}))
 	pub = t.TempDir()
 	multi := filepath.Join(t.TempDir(), "multi")
 	code, _, stderr = run(t, OCI2Gondolin(), "--image", idx, "--platform", "linux/amd64,linux/arm64", "--mode", "assets",
@@ -80,7 +82,7 @@ func TestSideEffectsAllOrNothing(t *testing.T) {
 // files is the flag's fault, not the base bundle's.
 func TestSizeTooSmallNamesSize(t *testing.T) {
 	reg, base := bootPrereqs(t, testenv.AMD64)
-	ref := reg.Push(t, "app:small", testenv.BusyboxImage(t, testenv.BaseBusybox(t, base)), nil)
+	ref := reg.Push(t, "app:small", imagetest.Busybox(t, gondolintest.BaseBusybox(t, base)), nil)
 	for _, size := range []string{"64K", "1M", "12M"} { // too small for the glue, then for the image
 		out := filepath.Join(t.TempDir(), "out")
 		code, _, stderr := run(t, OCI2Gondolin(), "--image", ref, "--platform", "linux/amd64", "--base", base, "--out", out,

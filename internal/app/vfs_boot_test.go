@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
 // TestBootDefaultVFS boots converted guests the way Gondolin's users
@@ -30,7 +32,7 @@ func TestBootDefaultVFS(t *testing.T) {
 			reg, base := bootPrereqs(t, tc.arch)
 			img := helloImage(t, tc.arch)
 			if tc.image == "busybox" {
-				img = testenv.BusyboxImage(t, testenv.BaseBusybox(t, base))
+				img = imagetest.Busybox(t, gondolintest.BaseBusybox(t, base))
 			}
 			out := convertAssets(t, tc.arch, reg.Push(t, "vfs:"+tc.image, img, nil), base)
 			for _, mode := range tc.modes {
@@ -44,7 +46,7 @@ func TestBootDefaultVFS(t *testing.T) {
 				if mode == "readonly" {
 					at = "/home"
 				}
-				res := testenv.BootGondolin(t, out, testenv.BootOptions{RootfsMode: mode, VFS: true, Mounts: map[string]string{at: host}},
+				res := gondolintest.Boot(t, out, gondolintest.BootOptions{RootfsMode: mode, VFS: true, Mounts: map[string]string{at: host}},
 					// Only the tools Gondolin's init needs: all an image without
 					// a shell gets from the base.
 					[]string{"sh", "-c", `grep -c " /data fuse.sandboxfs " /proc/mounts && grep -c " $1 fuse.sandboxfs " /proc/mounts && cat /run/sandboxfs.ready`, "sh", at},

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/docker2vm/docker2vm/internal/require"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // TestApplications builds each application image, runs it under runc as
@@ -28,10 +28,10 @@ func TestApplications(t *testing.T) {
 		for _, arch := range app.Arches {
 			t.Run(app.Name+"/"+arch, func(t *testing.T) {
 				oci := b.Image(t, app, arch)
-				base := testenv.BuildBaseBundleArch(t, arch)
+				base := gondolintest.BaseBundleArch(t, arch)
 				// The app's own checks first: they wait for the service to be up.
 				checks := append(append([]Check{}, app.Checks...), CommonChecks(app)...)
-				guest := RunGuest(t, Convert(t, oci, arch, base), app, checks, testenv.BootOptions{})
+				guest := RunGuest(t, Convert(t, oci, arch, base), app, checks, gondolintest.BootOptions{})
 				hostname := strings.TrimSpace(guest.Checks["hostname"].Output)
 				container := RunRunc(t, oci, app, hostname, checks)
 				for _, c := range checks {

@@ -18,6 +18,11 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/buildkittest"
+	"github.com/docker2vm/docker2vm/internal/testenv/debian"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 // buildFormat is part of every image's cache key: bump it when the way
@@ -25,16 +30,16 @@ import (
 const buildFormat = "apptest-v1"
 
 // Builder builds the application images with a real BuildKit (buildctl
-// and buildkitd) from the Debian image of testenv, once: the OCI archives
-// are cached in testenv.GondolinCacheDir()/apps by the hash of everything
-// that goes into them. The daemon and the registry serving the Debian base
-// start on the first build and stop when the test that made the Builder
-// ends.
+// and buildkitd) from the Debian image of internal/testenv/debian, once:
+// the OCI archives are cached in testenv.CacheDir()/apps by the hash of
+// everything that goes into them. The daemon and the registry serving the
+// Debian base start on the first build and stop when the test that made
+// the Builder ends.
 type Builder struct {
 	t    *testing.T
 	mu   sync.Mutex
-	reg  *testenv.Registry
-	bk   *testenv.Buildkitd
+	reg  *registrytest.Server
+	bk   *buildkittest.Daemon
 	base map[string]string // arch -> the Debian image's ref in reg
 }
 
@@ -52,8 +57,8 @@ func moduleDir() string {
 // for a foreign arch).
 func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	t.Helper()
-	debian, _ := testenv.DebianImageArch(t, arch, testenv.Gzip)
-	digest, err := debian.Digest()
+	base, _ := debian.ImageArch(t, arch, imagetest.Gzip)
+	digest, err := base.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +66,7 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := filepath.Join(testenv.GondolinCacheDir(), "apps")
+	cache := filepath.Join(testenv.CacheDir(), "apps")
 	out := filepath.Join(cache, fmt.Sprintf("%s-%s-%s.oci.tar", app.Name, arch, key[:20]))
 	if _, err := os.Stat(out); err == nil {
 		return out
@@ -81,14 +86,14 @@ func (b *Builder) Image(t *testing.T, app App, arch string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.bk == nil {
-		b.reg = testenv.StartRegistry(b.t, testenv.RegistryOptions{})
-		b.bk = testenv.StartBuildkitd(b.t, testenv.BuildkitOptions{InsecureRegistries: []string{b.reg.Host}})
+		b.reg = registrytest.Start(b.t, registrytest.Options{})
+		b.bk = buildkittest.Start(b.t, buildkittest.Options{InsecureRegistries: []string{b.reg.Host}})
 	}
 	if b.base[arch] == "" {
-		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, debian, nil)
+		b.base[arch] = b.reg.Push(t, "debian:bookworm-"+arch, base, nil)
 	}
 	if arch != runtime.GOARCH {
-		testenv.EnsureBinfmt(t, arch) // RUN steps of a foreign arch
+		qemuuser.EnsureBinfmt(t, arch) // RUN steps of a foreign arch
 	}
 
 	ctxDir := t.TempDir()

@@ -10,7 +10,7 @@ import (
 
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/internal/app"
-	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 )
 
 // Convert runs oci2gondolin --mode assets on the OCI archive for arch
@@ -34,13 +34,13 @@ func Convert(t *testing.T, ociTar, arch, base string) string {
 // the service as a user does (vm.exec of /usr/bin/docker2vm-entrypoint
 // with app.Env, left running), runs the checks next to it and returns what
 // they and the service printed.
-func RunGuest(t *testing.T, guest string, app App, checks []Check, opts testenv.BootOptions) *Observation {
+func RunGuest(t *testing.T, guest string, app App, checks []Check, opts gondolintest.BootOptions) *Observation {
 	t.Helper()
-	specs := []testenv.ExecSpec{{Argv: []string{"/usr/bin/docker2vm-entrypoint"}, Env: app.Env, Background: true}}
+	specs := []gondolintest.ExecSpec{{Argv: []string{"/usr/bin/docker2vm-entrypoint"}, Env: app.Env, Background: true}}
 	for _, c := range checks {
-		specs = append(specs, testenv.ExecSpec{Argv: c.Argv})
+		specs = append(specs, gondolintest.ExecSpec{Argv: c.Argv})
 	}
-	rep, err := testenv.RunGondolin(t, guest, opts, specs...)
+	rep, err := gondolintest.Run(t, guest, opts, specs...)
 	if err != nil {
 		t.Fatalf("booting the %s guest: %v\n%s", app.Name, err, tail(rep.Log, 12000))
 	}

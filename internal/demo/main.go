@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )
 
 func main() {
@@ -40,12 +43,12 @@ func demo(c *testenv.Console, bin, out, platform string) int {
 	}
 
 	step(1, "Gondolin base bundle for "+arch+" (Debian cloud kernel, busybox initramfs, docker2vm's test guest agent)")
-	base := testenv.BuildBaseBundleArch(c, arch)
+	base := gondolintest.BaseBundleArch(c, arch)
 	fmt.Printf("      %s\n", base)
 
 	step(2, "Sample "+platform+" image: busybox + an app script, two layers (gzip, zstd), pushed to a local registry")
-	reg := testenv.StartRegistry(c, testenv.RegistryOptions{})
-	ref := reg.Push(c, "demo/busybox-app:latest", testenv.BusyboxImage(c, testenv.BaseBusybox(c, base)), nil)
+	reg := registrytest.Start(c, registrytest.Options{})
+	ref := reg.Push(c, "demo/busybox-app:latest", imagetest.Busybox(c, gondolintest.BaseBusybox(c, base)), nil)
 	fmt.Printf("      %s\n", ref)
 
 	step(3, "Convert with oci2gondolin")
@@ -80,11 +83,11 @@ func demo(c *testenv.Console, bin, out, platform string) int {
 		{"/usr/bin/docker2vm-entrypoint"},
 		{"/bin/sh", "-c", "echo written > /srv/new && cat /srv/new"},
 	}
-	specs := make([]testenv.ExecSpec, len(cmds))
+	specs := make([]gondolintest.ExecSpec, len(cmds))
 	for i, a := range cmds {
-		specs[i] = testenv.ExecSpec{Argv: a}
+		specs[i] = gondolintest.ExecSpec{Argv: a}
 	}
-	rep, err := testenv.RunGondolin(c, res.OutDir, testenv.BootOptions{}, specs...)
+	rep, err := gondolintest.Run(c, res.OutDir, gondolintest.BootOptions{}, specs...)
 	if err != nil {
 		fmt.Printf("demo: boot failed: %v\n", err)
 		return 1

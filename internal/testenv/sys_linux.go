@@ -9,11 +9,11 @@ import "syscall"
 // kernels); on other systems the package still builds, so that the tests
 // that use it vet and skip there.
 
-// childProcAttr puts a child in its own process group and has the kernel
+// ChildProcAttr puts a child in its own process group and has the kernel
 // kill it if the test binary dies first.
-func childProcAttr() *syscall.SysProcAttr {
+func ChildProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
-// unmountDetach lazily unmounts p.
-func unmountDetach(p string) error { return syscall.Unmount(p, syscall.MNT_DETACH) }
+// UnmountDetach lazily unmounts p.
+func UnmountDetach(p string) error { return syscall.Unmount(p, syscall.MNT_DETACH) }

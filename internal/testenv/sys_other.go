@@ -7,6 +7,8 @@ import (
 	"syscall"
 )
 
-func childProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+// ChildProcAttr puts a child in its own process group.
+func ChildProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
 
-func unmountDetach(string) error { return errors.ErrUnsupported }
+// UnmountDetach is not supported here.
+func UnmountDetach(string) error { return errors.ErrUnsupported }

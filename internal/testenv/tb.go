@@ -1,14 +1,20 @@
-// Package testenv builds what the integration tests and the demo run
-// against: test images, a real registry server, a fixture Gondolin base
-// bundle and boots under the real Gondolin host.
+// Package testenv holds what the test fixtures in its packages below
+// share (the TB they report to, the architectures they build for, their
+// cache directory and its lock), and Console, which lets programs use
+// them outside `go test`. The fixtures are: test images (imagetest), a
+// real registry server (registry), a Debian image (debian), the fixture
+// Gondolin base bundle and boots under the real Gondolin host
+// (gondolintest), and a real BuildKit daemon (buildkittest); qemuuser runs
+// the other architecture's programs for them.
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The
-// fixtures that start servers, build fixtures or boot VMs (StartRegistry,
-// BuildBaseBundleArch, RunGondolin, GondolinCLI, DebianImageArch,
-// BuildkitBinaries, StartBuildkitd) call require.Integration themselves, so
-// a test that uses one is an integration test, which -short skips, even if
-// it does not say so first.
+// fixtures that start servers, build fixtures or boot VMs (registry.Start,
+// debian.ImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
+// gondolintest.CLI, gondolintest.RunCLI, buildkittest.Binaries,
+// buildkittest.Start) call require.Integration themselves, so a test that
+// uses one is an integration test, which -short skips, even if it does not
+// say so first.
 package testenv
 
 // TB is the part of testing.TB the helpers use. *testing.T satisfies it,

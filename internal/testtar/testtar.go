@@ -1,7 +1,7 @@
 // Package testtar builds layer tars in memory for tests: the one builder
 // every package's tests use (it imports only the standard library, so
-// rootfs's and ext4's tests can use it as well as testenv's image
-// builders).
+// rootfs's and ext4's tests can use it as well as the image builders of
+// internal/testenv/imagetest).
 //
 // Entries are values: a constructor makes the common kinds with the usual
 // modes, and methods return a copy with one field changed:

@@ -1,8 +1,8 @@
 // Command qemuuser prints the path of the qemu-user emulator that runs
 // linux/ARCH programs on this host, chosen as the tests choose it
-// (testenv.QemuUser: one recent enough not to hang forking programs), and
+// (qemuuser.Path: one recent enough not to hang forking programs), and
 // with -binfmt also makes the kernel run them through it (binfmt_misc, as
-// testenv.EnsureBinfmt does; needs root):
+// qemuuser.EnsureBinfmt does; needs root):
 //
 //	go run ./internal/testenv/cmd/qemuuser [-binfmt] arm64
 //
@@ -17,6 +17,7 @@ import (
 	"os"
 
 	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
 func main() {
@@ -33,9 +34,9 @@ func main() {
 	arch := flag.Arg(0)
 	c := &testenv.Console{Name: "qemuuser"}
 	defer c.Close()
-	path := testenv.QemuUser(c, arch)
+	path := qemuuser.Path(c, arch)
 	if *binfmt {
-		testenv.EnsureBinfmt(c, arch)
+		qemuuser.EnsureBinfmt(c, arch)
 		if c.Failed() {
 			c.Close()
 			os.Exit(1)

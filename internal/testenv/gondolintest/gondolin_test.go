@@ -1,4 +1,4 @@
-package testenv
+package gondolintest
 
 import (
 	"bytes"
@@ -17,13 +17,14 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
-// TestGondolinFixtureUUID: the fixture filesystem's UUIDs are stable,
+// TestFixtureUUID: the fixture filesystem's UUIDs are stable,
 // UUID-shaped and differ by name.
-func TestGondolinFixtureUUID(t *testing.T) {
-	a, b := gdFixtureUUID("rootfs\nk"), gdFixtureUUID("hash\nk")
-	if a != gdFixtureUUID("rootfs\nk") || a == b {
+func TestFixtureUUID(t *testing.T) {
+	a, b := fixtureUUID("rootfs\nk"), fixtureUUID("hash\nk")
+	if a != fixtureUUID("rootfs\nk") || a == b {
 		t.Fatalf("%s %s", a, b)
 	}
 	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(a) {
@@ -31,16 +32,16 @@ func TestGondolinFixtureUUID(t *testing.T) {
 	}
 }
 
-// TestGondolinWriteManifest: a fixture's manifest is a valid Gondolin
+// TestWriteManifest: a fixture's manifest is a valid Gondolin
 // manifest whose build id is package gondolin's over the files' sha256.
-func TestGondolinWriteManifest(t *testing.T) {
+func TestWriteManifest(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{BundleKernel, BundleInitramfs, BundleRootfs} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := gdWriteManifest(dir, "aarch64", "busybox"); err != nil {
+	if err := writeManifest(dir, "aarch64", "busybox"); err != nil {
 		t.Fatal(err)
 	}
 	m, err := gondolin.ReadManifest(filepath.Join(dir, BundleManifest))
@@ -53,14 +54,14 @@ func TestGondolinWriteManifest(t *testing.T) {
 	if m.BuildID != gondolin.BuildID(m.Checksums, "aarch64") || m.Config.Arch != "aarch64" || m.RuntimeDefaults == nil || m.RuntimeDefaults.RootfsMode != gondolin.RootfsCOW {
 		t.Errorf("manifest %+v", m)
 	}
-	if got := BundleArch(t, dir); got != ARM64 {
+	if got := BundleArch(t, dir); got != testenv.ARM64 {
 		t.Errorf("BundleArch = %s", got)
 	}
 }
 
-func TestGondolinCpio(t *testing.T) {
+func TestCpio(t *testing.T) {
 	cpio := require.Tool(t, "cpio")
-	tr := gdNewTree()
+	tr := newTree()
 	tr.file("bin/hello", 0o755, []byte("#!/bin/sh\necho hi\n"), "")
 	tr.symlink("bin/sh", "/bin/busybox")
 	tr.dir("a/b/c", 0o700)
@@ -82,27 +83,27 @@ func TestGondolinCpio(t *testing.T) {
 	}
 }
 
-// TestGondolinBaseBundle builds the fixture bundle for each architecture
+// TestBaseBundle builds the fixture bundle for each architecture
 // and checks its files without booting it.
-func TestGondolinBaseBundle(t *testing.T) {
+func TestBaseBundle(t *testing.T) {
 	require.Integration(t, "builds a kernel bundle")
-	for _, arch := range Arches {
-		t.Run(arch, func(t *testing.T) { testGondolinBaseBundle(t, arch) })
+	for _, arch := range testenv.Arches {
+		t.Run(arch, func(t *testing.T) { testBaseBundle(t, arch) })
 	}
 }
 
-func testGondolinBaseBundle(t *testing.T, arch string) {
-	a := gdArchOf(t, arch)
+func testBaseBundle(t *testing.T, arch string) {
+	a := testenv.ArchOf(t, arch)
 	start := time.Now()
-	dir := BuildBaseBundleArch(t, arch)
+	dir := BaseBundleArch(t, arch)
 	t.Logf("first call %s", time.Since(start))
 	start = time.Now()
-	if again := BuildBaseBundleArch(t, arch); again != dir {
+	if again := BaseBundleArch(t, arch); again != dir {
 		t.Fatalf("second call returned %s, want %s", again, dir)
 	}
 	t.Logf("second call %s", time.Since(start))
-	if arch == AMD64 && BuildBaseBundle(t) != dir {
-		t.Fatal("BuildBaseBundle is not the amd64 bundle")
+	if arch == testenv.AMD64 && BaseBundle(t) != dir {
+		t.Fatal("BaseBundle is not the amd64 bundle")
 	}
 	if got := BundleArch(t, dir); got != arch {
 		t.Fatalf("BundleArch = %s", got)
@@ -112,13 +113,13 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Version != 1 || m.Config.Arch != a.gondolin || m.Assets != gondolin.DefaultAssets() {
+	if m.Version != 1 || m.Config.Arch != a.Gondolin || m.Assets != gondolin.DefaultAssets() {
 		t.Fatalf("manifest %+v", m)
 	}
 	for _, asset := range []struct{ name, sum string }{
 		{m.Assets.Kernel, m.Checksums.Kernel}, {m.Assets.Initramfs, m.Checksums.Initramfs}, {m.Assets.Rootfs, m.Checksums.Rootfs},
 	} {
-		sum, err := gdFileSHA256(filepath.Join(dir, asset.name))
+		sum, err := fileSHA256(filepath.Join(dir, asset.name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +127,7 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 			t.Errorf("checksum of %s: manifest %s, file %s", asset.name, asset.sum, sum)
 		}
 	}
-	if want := gondolin.BuildID(m.Checksums, a.gondolin); m.BuildID != want {
+	if want := gondolin.BuildID(m.Checksums, a.Gondolin); m.BuildID != want {
 		t.Errorf("buildId %s, want %s", m.BuildID, want)
 	}
 	// The kernel is one the target boots: a bzImage or an arm64 Image.
@@ -135,15 +136,15 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 		t.Fatal(err)
 	}
 	switch {
-	case arch == AMD64 && (len(kernel) < 0x206 || string(kernel[0x202:0x206]) != "HdrS"):
+	case arch == testenv.AMD64 && (len(kernel) < 0x206 || string(kernel[0x202:0x206]) != "HdrS"):
 		t.Error("vmlinuz-virt is not an x86 bzImage")
-	case arch == ARM64 && (len(kernel) < 0x40 || string(kernel[0x38:0x3c]) != "ARM\x64"):
+	case arch == testenv.ARM64 && (len(kernel) < 0x40 || string(kernel[0x38:0x3c]) != "ARM\x64"):
 		t.Error("vmlinuz-virt is not an arm64 Image")
 	}
-	if !gdIsStatic(BuildSandboxdArch(t, arch), a.machine) {
-		t.Errorf("BuildSandboxdArch(%s) is not a static %s binary", arch, a.machine)
+	if !isStatic(Sandboxd(t, arch), a.Machine) {
+		t.Errorf("Sandboxd(%s) is not a static %s binary", arch, a.Machine)
 	}
-	if got := ArchOfELF(BaseBusybox(t, dir)); got != arch {
+	if got := testenv.ArchOfELF(BaseBusybox(t, dir)); got != arch {
 		t.Errorf("the rootfs's /bin/busybox is for %q", got)
 	}
 	tools := require.Tools(t, "e2fsprogs", "e2fsck", "debugfs")
@@ -156,18 +157,18 @@ func testGondolinBaseBundle(t *testing.T, arch string) {
 	}
 }
 
-// TestGondolinBoot boots the base bundle as is (its own rootfs.ext4) with
+// TestBoot boots the base bundle as is (its own rootfs.ext4) with
 // the real Gondolin host: the x86_64 one in every rootfs mode, the aarch64
 // one (emulated, so slower) in the default mode.
-func TestGondolinBoot(t *testing.T) {
+func TestBoot(t *testing.T) {
 	require.Integration(t, "boots QEMU")
 	for _, tc := range []struct{ arch, mode string }{
-		{AMD64, "cow"}, {AMD64, "readonly"}, {AMD64, "memory"}, {ARM64, "cow"},
+		{testenv.AMD64, "cow"}, {testenv.AMD64, "readonly"}, {testenv.AMD64, "memory"}, {testenv.ARM64, "cow"},
 	} {
 		t.Run(tc.arch+"/"+tc.mode, func(t *testing.T) {
 			mode := tc.mode
-			dir := BuildBaseBundleArch(t, tc.arch)
-			res := BootGondolin(t, dir, BootOptions{RootfsMode: mode},
+			dir := BaseBundleArch(t, tc.arch)
+			res := Boot(t, dir, BootOptions{RootfsMode: mode},
 				[]string{"/bin/echo", "hello"},
 				[]string{"id", "-u"},
 				[]string{"/bin/cat", "/proc/cmdline"},
@@ -196,7 +197,7 @@ func TestGondolinBoot(t *testing.T) {
 			if r := res[4]; r.Stdout != want {
 				t.Errorf("rootfs write probe: %+v, want %q", r, want)
 			}
-			if r := res[5]; r.Stdout != gdArchOf(t, tc.arch).gondolin+"\n" {
+			if r := res[5]; r.Stdout != testenv.ArchOf(t, tc.arch).Gondolin+"\n" {
 				t.Errorf("uname -m: %+v", r)
 			}
 			// Gondolin gives the x86_64 guest console=ttyS0, which exists,
@@ -204,7 +205,7 @@ func TestGondolinBoot(t *testing.T) {
 			// its init found fds 0-2 closed and reopened them. (The nodes
 			// were the initramfs's, deleted by switch_root.)
 			wantFds := "/dev/console\n/dev/console\n/dev/console\n"
-			if tc.arch == ARM64 {
+			if tc.arch == testenv.ARM64 {
 				wantFds = "/dev/null\n/dev/kmsg\n/dev/kmsg\n"
 			}
 			if r := res[6]; strings.ReplaceAll(r.Stdout, " (deleted)", "") != wantFds {
@@ -214,12 +215,12 @@ func TestGondolinBoot(t *testing.T) {
 	}
 }
 
-// TestGondolinExecFeatures checks env, cwd and stdin through the real host.
-func TestGondolinExecFeatures(t *testing.T) {
+// TestExecFeatures checks env, cwd and stdin through the real host.
+func TestExecFeatures(t *testing.T) {
 	require.Integration(t, "boots QEMU")
-	dir := BuildBaseBundle(t)
+	dir := BaseBundle(t)
 	in := "line1\nline2\n"
-	rep, err := RunGondolin(t, dir, BootOptions{RootfsMode: "memory"},
+	rep, err := Run(t, dir, BootOptions{RootfsMode: "memory"},
 		ExecSpec{Argv: []string{"/bin/sh", "-c", "echo $FOO; pwd; echo $HOME"}, Env: []string{"FOO=bar"}, Cwd: "/etc"},
 		ExecSpec{Argv: []string{"wc", "-l"}, Stdin: &in}, // PATH lookup: /usr/bin/wc
 		ExecSpec{Argv: []string{"/no/such/binary"}},
@@ -229,7 +230,7 @@ func TestGondolinExecFeatures(t *testing.T) {
 		ExecSpec{Argv: []string{"/bin/sh", "-c", "sleep 1; cat /proc/1/comm; cat /proc/[0-9]*/stat | awk '$3 == \"Z\"' | wc -l"}},
 	)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, gdTail(rep.Log, 8000))
+		t.Fatalf("%v\n%s", err, testenv.Tail(rep.Log, 8000))
 	}
 	if got := rep.Results[0].Stdout; got != "bar\n/etc\n/root\n" {
 		t.Errorf("env/cwd: %q", got)
@@ -249,31 +250,31 @@ func TestGondolinExecFeatures(t *testing.T) {
 	t.Logf("boot %s exec %s total %s", rep.BootTime, rep.ExecTime, rep.Total)
 }
 
-// TestGondolinAssets boots the base rootfs through GondolinAssets (the
+// TestAssets boots the base rootfs through Assets (the
 // path end-to-end tests of converted images take).
-func TestGondolinAssets(t *testing.T) {
+func TestAssets(t *testing.T) {
 	require.Integration(t, "boots QEMU")
-	base := BuildBaseBundle(t)
-	dir := GondolinAssets(t, base, filepath.Join(base, BundleRootfs))
-	res := BootGondolin(t, dir, BootOptions{}, []string{"/bin/cat", "/etc/os-release"})
+	base := BaseBundle(t)
+	dir := Assets(t, base, filepath.Join(base, BundleRootfs))
+	res := Boot(t, dir, BootOptions{}, []string{"/bin/cat", "/etc/os-release"})
 	if !strings.Contains(res[0].Stdout, "docker2vm-testenv") {
 		t.Fatalf("got %+v", res[0])
 	}
 }
 
-// TestGondolinBootFailure checks that a rootfs that cannot boot (no /init)
+// TestBootFailure checks that a rootfs that cannot boot (no /init)
 // fails with the guest console in the log: Gondolin's initramfs cannot
 // switch to it and the kernel panics.
-func TestGondolinBootFailure(t *testing.T) {
+func TestBootFailure(t *testing.T) {
 	require.Integration(t, "boots QEMU")
-	base := BuildBaseBundle(t)
+	base := BaseBundle(t)
 	mke2fs := require.Tool(t, "mke2fs")
 	empty := filepath.Join(t.TempDir(), "empty.ext4")
 	if out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext4", empty, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v\n%s", err, out)
 	}
 	start := time.Now()
-	rep, err := RunGondolin(t, GondolinAssets(t, base, empty), BootOptions{Timeout: 30 * time.Second, StartTimeout: 25 * time.Second}, ExecSpec{Argv: []string{"/bin/true"}})
+	rep, err := Run(t, Assets(t, base, empty), BootOptions{Timeout: 30 * time.Second, StartTimeout: 25 * time.Second}, ExecSpec{Argv: []string{"/bin/true"}})
 	if err == nil {
 		t.Fatalf("boot without /init succeeded: %+v", rep.Results)
 	}
@@ -282,61 +283,38 @@ func TestGondolinBootFailure(t *testing.T) {
 	// The kernel's panic message may land in the middle of switch_root's
 	// line (both write to the console at once).
 	if !strings.Contains(console, "switch_root: can") || !strings.Contains(console, "t execute '/init'") || !strings.Contains(console, "Kernel panic") {
-		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", gdTail(rep.Log, 3000))
+		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", testenv.Tail(rep.Log, 3000))
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
 
-// TestGondolinImageStore verifies the base with Gondolin's own CLI, imports
+// TestImageStore verifies the base with Gondolin's own CLI, imports
 // it into a private image store and boots it by ref.
-func TestGondolinImageStore(t *testing.T) {
+func TestImageStore(t *testing.T) {
 	require.Integration(t, "boots QEMU")
-	base := BuildBaseBundle(t)
-	GondolinVerify(t, base)
+	base := BaseBundle(t)
+	Verify(t, base)
 	store := "GONDOLIN_IMAGE_STORE=" + t.TempDir()
-	out, err := GondolinCLI(t, []string{store}, "image", "import", base, "--tag", "docker2vm-test:latest")
+	out, err := CLI(t, []string{store}, "image", "import", base, "--tag", "docker2vm-test:latest")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	res := BootGondolin(t, "docker2vm-test:latest", BootOptions{HostEnv: []string{store}}, []string{"/bin/echo", "from-store"})
+	res := Boot(t, "docker2vm-test:latest", BootOptions{HostEnv: []string{store}}, []string{"/bin/echo", "from-store"})
 	if res[0].Stdout != "from-store\n" {
 		t.Fatalf("got %+v", res[0])
 	}
 }
 
-// TestGondolinArch checks the architecture names the fixtures accept and
-// how a boot finds its guest's architecture without booting anything.
-func TestGondolinArch(t *testing.T) {
-	for in, want := range map[string]string{"amd64": AMD64, "x86_64": AMD64, "linux/amd64": AMD64, "arm64": ARM64,
-		"aarch64": ARM64, "linux/arm64/v8": ARM64, "AArch64": ARM64, "riscv64": "", "linux/": "", "": ""} {
-		got := ""
-		if a := gdLookupArch(in); a != nil {
-			got = a.name
-		}
-		if got != want {
-			t.Errorf("gdLookupArch(%q) = %q, want %q", in, got, want)
-		}
-	}
-	for want, hdr := range map[string][]byte{
-		AMD64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3e, 0},
-		ARM64: {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0xb7, 0},
-		"":    {0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xf3, 0},
-	} {
-		if got := ArchOfELF(hdr); got != want {
-			t.Errorf("ArchOfELF(machine %#x) = %q, want %q", hdr[18], got, want)
-		}
-	}
-	if ArchOfELF([]byte("#!/bin/sh\n")) != "" {
-		t.Error("ArchOfELF of a script")
-	}
-
+// TestGuestArch checks how a boot finds its guest's architecture without
+// booting anything.
+func TestGuestArch(t *testing.T) {
 	// An asset directory: its manifest. An image ref: the only
 	// architecture the store has for it, else the host's.
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, BundleManifest), []byte(`{"version":1,"config":{"arch":"aarch64"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := gdGuestArch(dir, nil); got != ARM64 {
+	if got := guestArch(dir, nil); got != testenv.ARM64 {
 		t.Errorf("asset directory: %q", got)
 	}
 	store := t.TempDir()
@@ -350,9 +328,9 @@ func TestGondolinArch(t *testing.T) {
 		}
 	}
 	env := []string{"GONDOLIN_IMAGE_STORE=" + store}
-	for ref, want := range map[string]string{"one": ARM64, "one:latest": ARM64, "two:v1": runtime.GOARCH, "three:x": runtime.GOARCH} {
-		if got := gdGuestArch(ref, env); got != want {
-			t.Errorf("gdGuestArch(%q) = %q, want %q", ref, got, want)
+	for ref, want := range map[string]string{"one": testenv.ARM64, "one:latest": testenv.ARM64, "two:v1": runtime.GOARCH, "three:x": runtime.GOARCH} {
+		if got := guestArch(ref, env); got != want {
+			t.Errorf("guestArch(%q) = %q, want %q", ref, got, want)
 		}
 	}
 }
@@ -362,7 +340,7 @@ func TestGondolinArch(t *testing.T) {
 func TestHarnessNode(t *testing.T) {
 	require.Integration(t, "installs the Gondolin host from npm")
 	tools := require.Tools(t, "nodejs npm", "node", "npm")
-	dir := gdEnsureHarness(t, tools)
+	dir := ensureHarness(t, tools)
 	raw, err := os.ReadFile(filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "package.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +396,7 @@ func TestStalledBeforeInit(t *testing.T) {
 		{"harness: Error: vm startup timed out\n", false}, // no console: nothing tells
 		{"", false},
 	} {
-		if got := gdStalledBeforeInit(tc.log); got != tc.want {
+		if got := stalledBeforeInit(tc.log); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.log, got, tc.want)
 		}
 	}
@@ -437,7 +415,7 @@ func TestInitDiedBeforeAgent(t *testing.T) {
 		{"[qemu] stdout: switch_root: can't execute '/init': No such file or directory\n" + died, false},
 		{"[qemu] stdout: [init] starting rngd\nharness: timeout\n", false},
 	} {
-		if got := gdInitDiedBeforeAgent(tc.log); got != tc.want {
+		if got := initDiedBeforeAgent(tc.log); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.log, got, tc.want)
 		}
 	}

@@ -1,4 +1,11 @@
-package testenv
+// Package buildkittest runs a real BuildKit daemon for the integration
+// tests of dockerfile2gondolin and of the build paths. buildkitd and
+// buildctl are built from the Go module graph by tools/buildkit/build.sh
+// (a separate module, so that buildkit stays out of our go.mod) and cached
+// in testenv.CacheDir()/buildkit-<version>/. The daemon runs as root with
+// the OCI worker (runc, overlayfs). It also sets up docker buildx with a
+// builder that uses the daemon.
+package buildkittest
 
 import (
 	"context"
@@ -7,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,32 +22,27 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/mountinfo"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
-// A real BuildKit daemon for dockerfile2gondolin's integration tests.
-// buildkitd and buildctl are built from the Go module graph by
-// tools/buildkit/build.sh (a separate module, so that buildkit stays out of
-// our go.mod) and cached in GondolinCacheDir()/buildkit-<version>/. The
-// daemon runs as root with the OCI worker (runc, overlayfs).
+// Packages are the Debian packages Start needs besides Go.
+const Packages = "runc util-linux"
 
-// BuildkitPackages are the Debian packages StartBuildkitd needs besides Go.
-const BuildkitPackages = "runc util-linux"
-
-// BuildkitOptions configure StartBuildkitd.
-type BuildkitOptions struct {
+// Options configure Start.
+type Options struct {
 	// TCP also listens on tcp://127.0.0.1:PORT (no TLS), as a remote
 	// BuildKit would.
 	TCP bool
 	// InsecureRegistries are HOST:PORT registries buildkitd pulls from (and
-	// pushes to) over plain HTTP, e.g. a Registry's Host.
+	// pushes to) over plain HTTP, e.g. a test registry's Host.
 	InsecureRegistries []string
 }
 
-// Buildkitd is a running buildkitd.
-type Buildkitd struct {
+// Daemon is a running buildkitd.
+type Daemon struct {
 	// Addr is unix:///.../buildkitd.sock.
 	Addr string
-	// TCPAddr is tcp://127.0.0.1:PORT when BuildkitOptions.TCP is set.
+	// TCPAddr is tcp://127.0.0.1:PORT when Options.TCP is set.
 	TCPAddr string
 	// Buildctl is the buildctl binary of the same version; BinDir holds it
 	// and buildkitd (put BinDir on PATH for code that runs "buildctl").
@@ -56,72 +57,75 @@ type Buildkitd struct {
 }
 
 var (
-	bkBinMu  sync.Mutex
-	bkBinDir string
+	binMu  sync.Mutex
+	binDir string
 )
 
-// BuildkitBinaries returns the directory holding buildkitd and buildctl,
+// Binaries returns the directory holding buildkitd and buildctl,
 // building them the first time (about 2 minutes on 2 cores; later runs find
 // them in the cache). It skips the test when Go or bash is missing, except
 // under CI, where it fails.
-func BuildkitBinaries(t TB) string {
+func Binaries(t testenv.TB) string {
 	t.Helper()
 	require.Integration(t, "builds buildkitd and buildctl")
 	tools := require.Tools(t, "golang bash util-linux", "go", "bash", "flock")
-	bkBinMu.Lock()
-	defer bkBinMu.Unlock()
-	if bkBinDir != "" {
-		return bkBinDir
+	binMu.Lock()
+	defer binMu.Unlock()
+	if binDir != "" {
+		return binDir
 	}
-	script, err := buildkitScript()
+	script, err := buildScript()
 	if err != nil {
-		t.Fatalf("BuildkitBinaries: %v", err)
+		t.Fatalf("buildkittest.Binaries: %v", err)
 	}
 	start := time.Now()
 	cmd := exec.Command(tools["bash"], script)
 	cmd.Dir = filepath.Dir(script)
 	cmd.Env = append(os.Environ(),
-		"DOCKER2VM_TEST_CACHE="+GondolinCacheDir(),
+		"DOCKER2VM_TEST_CACHE="+testenv.CacheDir(),
 		"PATH="+filepath.Dir(tools["go"])+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("building buildkitd and buildctl (%s): %v\n%s", script, err, gdTail(stderr.String(), 4000))
+		t.Fatalf("building buildkitd and buildctl (%s): %v\n%s", script, err, testenv.Tail(stderr.String(), 4000))
 	}
 	dir := strings.TrimSpace(string(out))
 	for _, b := range []string{"buildkitd", "buildctl"} {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
-			t.Fatalf("%s did not produce %s in %q: %v\n%s", script, b, dir, err, gdTail(stderr.String(), 4000))
+			t.Fatalf("%s did not produce %s in %q: %v\n%s", script, b, dir, err, testenv.Tail(stderr.String(), 4000))
 		}
 	}
-	t.Logf("BuildkitBinaries: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
-	bkBinDir = dir
+	t.Logf("buildkittest.Binaries: %s (%s)", dir, time.Since(start).Round(time.Millisecond))
+	binDir = dir
 	return dir
 }
 
-func buildkitScript() (string, error) {
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "tools", "buildkit", "build.sh")
-		if _, err := os.Stat(p); err == nil {
-			return filepath.Clean(p), nil
-		}
+// buildScript is tools/buildkit/build.sh in the module's sources.
+func buildScript() (string, error) {
+	root, err := testenv.ModuleRoot("go")
+	if err != nil {
+		return "", err
 	}
-	return "", errors.New("cannot find tools/buildkit/build.sh next to the docker2vm sources")
+	p := filepath.Join(root, "tools", "buildkit", "build.sh")
+	if _, err := os.Stat(p); err != nil {
+		return "", errors.New("cannot find tools/buildkit/build.sh next to the docker2vm sources")
+	}
+	return p, nil
 }
 
-// StartBuildkitd builds (cached) and starts buildkitd as root with the OCI
+// Start builds (cached) and starts buildkitd as root with the OCI
 // worker, host networking and its state in a temporary directory, waits
 // until `buildctl debug workers` answers, and stops it when the test ends
 // (SIGTERM, then SIGKILL; leftover mounts under its root are detached). It
 // skips the test when not root or runc is missing, except under CI,
 // where it fails.
-func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
+func Start(t testenv.TB, opts Options) *Daemon {
 	t.Helper()
 	require.Integration(t, "runs buildkitd")
 	require.Root(t, "for buildkitd with the OCI worker")
-	tools := require.Tools(t, BuildkitPackages, "runc")
-	bin := BuildkitBinaries(t)
+	tools := require.Tools(t, Packages, "runc")
+	bin := Binaries(t)
 
 	state := t.TempDir()
 	// A unix socket path must stay under 108 bytes; t.TempDir() holds the
@@ -135,7 +139,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	b := &Buildkitd{
+	b := &Daemon{
 		Addr:     "unix://" + filepath.Join(sockDir, "buildkitd.sock"),
 		Buildctl: filepath.Join(bin, "buildctl"),
 		BinDir:   bin,
@@ -145,7 +149,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	}
 	addrs := []string{b.Addr}
 	if opts.TCP {
-		b.TCPAddr = fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+		b.TCPAddr = fmt.Sprintf("tcp://127.0.0.1:%d", testenv.FreePort(t))
 		addrs = append(addrs, b.TCPAddr)
 	}
 	var cfg strings.Builder
@@ -176,7 +180,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	b.cmd.Env = append(os.Environ(), "PATH="+path)
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf
 	// Its own process group, and killed if the test binary dies first.
-	b.cmd.SysProcAttr = childProcAttr()
+	b.cmd.SysProcAttr = testenv.ChildProcAttr()
 	start := time.Now()
 	if err := b.cmd.Start(); err != nil {
 		logf.Close()
@@ -187,7 +191,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 	t.Cleanup(func() {
 		b.stop(t, exited)
 		if t.Failed() {
-			t.Logf("buildkitd config:\n%s\nbuildkitd log:\n%s", cfg.String(), gdTail(b.Log(), 8000))
+			t.Logf("buildkitd config:\n%s\nbuildkitd log:\n%s", cfg.String(), testenv.Tail(b.Log(), 8000))
 		}
 	})
 
@@ -196,7 +200,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 		select {
 		case err := <-exited:
 			exited <- err // for the cleanup
-			t.Fatalf("buildkitd exited early: %v\n%s", err, gdTail(b.Log(), 4000))
+			t.Fatalf("buildkitd exited early: %v\n%s", err, testenv.Tail(b.Log(), 4000))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -206,7 +210,7 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("buildkitd did not answer `buildctl debug workers` within 60s: %v\n%s\nlog:\n%s", err, out, gdTail(b.Log(), 4000))
+			t.Fatalf("buildkitd did not answer `buildctl debug workers` within 60s: %v\n%s\nlog:\n%s", err, out, testenv.Tail(b.Log(), 4000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -215,19 +219,19 @@ func StartBuildkitd(t TB, opts BuildkitOptions) *Buildkitd {
 }
 
 // Log returns what buildkitd has logged so far.
-func (b *Buildkitd) Log() string {
+func (b *Daemon) Log() string {
 	data, _ := os.ReadFile(b.logPath)
 	return string(data)
 }
 
 // PutOnPath prepends BinDir to PATH for the rest of the test (t.Setenv: not
 // for parallel tests), so that code running "buildctl" finds this one.
-func (b *Buildkitd) PutOnPath(t *testing.T) {
+func (b *Daemon) PutOnPath(t *testing.T) {
 	t.Helper()
 	t.Setenv("PATH", b.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
-func (b *Buildkitd) stop(t TB, exited chan error) {
+func (b *Daemon) stop(t testenv.TB, exited chan error) {
 	t.Helper()
 	pid := b.cmd.Process.Pid
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
@@ -247,7 +251,7 @@ func (b *Buildkitd) stop(t TB, exited chan error) {
 	// make t.TempDir's removal fail and leak into the host.
 	if left := mountsUnder(b.Root); len(left) > 0 {
 		for _, m := range left {
-			if err := unmountDetach(m); err != nil {
+			if err := testenv.UnmountDetach(m); err != nil {
 				t.Errorf("unmounting %s left by buildkitd: %v", m, err)
 			}
 		}
@@ -270,9 +274,9 @@ func mountsUnder(dir string) []string {
 // builders a test creates there go away with it, and the user's own are
 // never touched. Run docker with DOCKER_CONFIG set to it. No Docker engine
 // is needed for builders with the remote driver (see
-// Buildkitd.BuildxBuilder). It skips the test when the CLI or the plugin
+// Daemon.BuildxBuilder). It skips the test when the CLI or the plugin
 // is missing, except under CI=true, where it fails.
-func DockerBuildx(t TB) string {
+func DockerBuildx(t testenv.TB) string {
 	t.Helper()
 	docker := require.Tools(t, "docker.io (the docker CLI)", "docker")["docker"]
 	cfg := t.TempDir()
@@ -301,7 +305,7 @@ func DockerBuildx(t TB) string {
 	if err != nil {
 		require.Missing(t, "the docker buildx plugin does not run (scripts/install-deps.sh installs docker-buildx): %v\n%s", err, out)
 	}
-	t.Logf("DockerBuildx: %s", strings.TrimSpace(string(out)))
+	t.Logf("buildkittest.DockerBuildx: %s", strings.TrimSpace(string(out)))
 	return cfg
 }
 
@@ -313,7 +317,7 @@ func fileExists(p string) bool {
 // BuildxBuilder creates the docker buildx builder name, with the remote
 // driver, that builds with this buildkitd (no Docker engine involved), in
 // the docker config directory dockerConfig (from DockerBuildx).
-func (b *Buildkitd) BuildxBuilder(t TB, dockerConfig, name string) {
+func (b *Daemon) BuildxBuilder(t testenv.TB, dockerConfig, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,6 +1,6 @@
 //go:build linux
 
-package testenv
+package gondolintest
 
 import (
 	"bytes"
@@ -19,9 +19,10 @@ import (
 
 	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/term"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
-// CLIOptions configure RunGondolinCLI.
+// CLIOptions configure RunCLI.
 type CLIOptions struct {
 	// Env adds "K=V" entries to the CLI's environment
 	// (GONDOLIN_GUEST_DIR, GONDOLIN_IMAGE_STORE, ...).
@@ -38,28 +39,28 @@ type CLIOptions struct {
 	Timeout time.Duration
 }
 
-// GondolinHarness is the directory of the Gondolin host harness
+// Harness is the directory of the Gondolin host harness
 // (testdata/gondolin-host), its node_modules installed: Gondolin's package
 // and the Node.js it runs under (HarnessNode).
-func GondolinHarness(t TB) string {
+func Harness(t testenv.TB) string {
 	t.Helper()
 	tools := require.Tools(t, "nodejs npm", "node", "npm")
-	return gdEnsureHarness(t, tools)
+	return ensureHarness(t, tools)
 }
 
 // HostCommand prepares argv (a program of the Gondolin host: the CLI, or
 // node with a script that calls VM.create) for a guest of arch the way
-// RunGondolinCLI runs the CLI: in the harness directory, in a mount
+// RunCLI runs the CLI: in the harness directory, in a mount
 // namespace of its own where /dev/kvm is read-only (so that Gondolin falls
 // back to TCG), with the emulated arm64 CPU where needed. The caller runs
 // it, then calls release: one VM boots at a time.
-func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.Cmd, func()) {
+func HostCommand(ctx context.Context, t testenv.TB, arch string, argv ...string) (*exec.Cmd, func()) {
 	t.Helper()
 	require.Root(t, "to hide /dev/kvm from the Gondolin host in a mount namespace")
-	a := gdArchOf(t, arch)
-	tools := require.Tools(t, "nodejs npm util-linux "+a.qemuPkg+" qemu-utils", "node", "npm", "unshare", a.qemuSystem, "qemu-img")
-	dir := gdEnsureHarness(t, tools)
-	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
+	a := testenv.ArchOf(t, arch)
+	tools := require.Tools(t, "nodejs npm util-linux "+a.QemuPkg+" qemu-utils", "node", "npm", "unshare", a.QemuSystem, "qemu-img")
+	dir := ensureHarness(t, tools)
+	unlock, err := (&builder{t: t, cache: testenv.CacheDir()}).lockFile(".boot.lock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +73,8 @@ func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.
 	cmd := exec.CommandContext(ctx, tools["unshare"], append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", ro}, argv...)...)
 	cmd.Dir = dir
 	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
-	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" {
-		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
+	if a.Name == testenv.ARM64 && !a.Native() && os.Getenv("GONDOLIN_CPU") == "" {
+		env = append(env, "GONDOLIN_CPU="+emulatedArm64CPU)
 	}
 	cmd.Env = env
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -81,7 +82,7 @@ func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.
 	return cmd, func() { unlock() }
 }
 
-// RunGondolinCLI runs the gondolin CLI with args as a user types it, for
+// RunCLI runs the gondolin CLI with args as a user types it, for
 // the commands that boot a VM (exec, bash, image pull): under the
 // harness's Node.js, one VM at a time. The CLI has no accelerator option
 // and takes KVM whenever /dev/kvm is writable; this machine's /dev/kvm
@@ -89,14 +90,14 @@ func HostCommand(ctx context.Context, t TB, arch string, argv ...string) (*exec.
 // in a mount namespace of its own where /dev/kvm is read-only, and falls
 // back to TCG as it does on a host without KVM. It returns the combined
 // output and the error of a non-zero exit.
-func RunGondolinCLI(t TB, opts CLIOptions, args ...string) (string, error) {
+func RunCLI(t testenv.TB, opts CLIOptions, args ...string) (string, error) {
 	t.Helper()
 	require.Integration(t, "runs the Gondolin CLI")
 	arch := opts.Arch
 	if arch == "" {
 		arch = runtime.GOARCH
 	}
-	dir := GondolinHarness(t)
+	dir := Harness(t)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
 	}

@@ -1,11 +1,15 @@
-package testenv
+// Package imagetest builds container images for tests: layers from tar
+// bytes (gzip, zstd or none), images and multi-platform indexes with
+// Docker or OCI media types, and the forms they are read from (an OCI
+// layout, an OCI archive, docker save archives old and new), plus a small
+// busybox image that runs in a guest.
+package imagetest
 
 import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -16,21 +20,18 @@ import (
 	"sort"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
-
-func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // Compression of a test layer.
 type Compression string
@@ -63,7 +64,7 @@ func (l *Layer) MediaType() (types.MediaType, error) { return l.MT, nil }
 
 // NewLayer compresses tarBytes; oci selects OCI media types (else Docker;
 // zstd and none are always OCI media types).
-func NewLayer(t TB, tarBytes []byte, c Compression, oci bool) *Layer {
+func NewLayer(t testenv.TB, tarBytes []byte, c Compression, oci bool) *Layer {
 	t.Helper()
 	l := &Layer{Tar: tarBytes}
 	switch c {
@@ -92,16 +93,16 @@ func NewLayer(t TB, tarBytes []byte, c Compression, oci bool) *Layer {
 	return l
 }
 
-// ImageSpec describes a test image.
-type ImageSpec struct {
+// Spec describes a test image.
+type Spec struct {
 	Platform v1.Platform // default linux/amd64
 	OCI      bool        // OCI media types (else Docker schema 2)
 	Layers   []v1.Layer  // default: two small gzip layers
 	Env      []string
 }
 
-// NewImage builds an image from spec.
-func NewImage(t TB, spec ImageSpec) v1.Image {
+// New builds an image from spec.
+func New(t testenv.TB, spec Spec) v1.Image {
 	t.Helper()
 	p := spec.Platform
 	if p.OS == "" {
@@ -151,7 +152,7 @@ type IndexSpec struct {
 }
 
 // NewIndex builds an index of images, each entry carrying its platform.
-func NewIndex(t TB, spec IndexSpec) v1.ImageIndex {
+func NewIndex(t testenv.TB, spec IndexSpec) v1.ImageIndex {
 	t.Helper()
 	var idx v1.ImageIndex = empty.Index
 	if spec.OCI {
@@ -173,7 +174,7 @@ func NewIndex(t TB, spec IndexSpec) v1.ImageIndex {
 		if err != nil {
 			t.Fatal(err)
 		}
-		att := NewImage(t, ImageSpec{OCI: true, Platform: v1.Platform{OS: "unknown", Architecture: "unknown"},
+		att := New(t, Spec{OCI: true, Platform: v1.Platform{OS: "unknown", Architecture: "unknown"},
 			Layers: []v1.Layer{NewLayer(t, []byte(`{"predicateType":"https://slsa.dev/provenance/v0.2"}`), None, true)}})
 		adds = append(adds, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
 			Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
@@ -193,7 +194,7 @@ type LayoutEntry struct {
 }
 
 // WriteLayout writes an OCI image layout into dir (created if needed).
-func WriteLayout(t TB, dir string, entries ...LayoutEntry) string {
+func WriteLayout(t testenv.TB, dir string, entries ...LayoutEntry) string {
 	t.Helper()
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
@@ -221,7 +222,7 @@ func WriteLayout(t TB, dir string, entries ...LayoutEntry) string {
 
 // WriteOCIArchive tars the layout in dir into out (gzip-compressed when
 // compress is set), the way `docker buildx --output type=oci` does.
-func WriteOCIArchive(t TB, dir, out string, compress bool) string {
+func WriteOCIArchive(t testenv.TB, dir, out string, compress bool) string {
 	t.Helper()
 	f, err := os.Create(out)
 	if err != nil {
@@ -284,7 +285,7 @@ func WriteOCIArchive(t TB, dir, out string, compress bool) string {
 
 // WriteDockerSave writes a docker-save style archive with go-containerregistry
 // (layers stored compressed as <digest>.tar.gz, config as sha256:<hex>).
-func WriteDockerSave(t TB, out string, images map[string]v1.Image) string {
+func WriteDockerSave(t testenv.TB, out string, images map[string]v1.Image) string {
 	t.Helper()
 	m := map[name.Reference]v1.Image{}
 	for tag, img := range images {
@@ -304,7 +305,7 @@ func WriteDockerSave(t TB, out string, images map[string]v1.Image) string {
 // before Docker 25: <n>/layer.tar holding the uncompressed layer,
 // <confighex>.json, manifest.json and repositories; a repeated layer is a
 // symlink to the first copy, as Docker writes it.
-func WriteLegacyDockerSave(t TB, out string, img v1.Image, tag string) string {
+func WriteLegacyDockerSave(t testenv.TB, out string, img v1.Image, tag string) string {
 	t.Helper()
 	f, err := os.Create(out)
 	if err != nil {
@@ -357,25 +358,65 @@ func WriteLegacyDockerSave(t TB, out string, img v1.Image, tag string) string {
 	return out
 }
 
-// Push writes an image or index to the registry as repo:tag, with basic
-// auth when the registry has credentials. It returns the reference.
-func (r *Registry) Push(t TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
+// WithConfig returns img with its runtime config edited.
+func WithConfig(t testenv.TB, img v1.Image, edit func(*v1.Config)) v1.Image {
 	t.Helper()
-	ref, err := name.ParseReference(r.Ref(repoTag), name.Insecure)
+	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []remote.Option{}
-	if r.Username != "" {
-		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}))
-	}
-	if img != nil {
-		err = remote.Write(ref, img, opts...)
-	} else {
-		err = remote.WriteIndex(ref, idx, opts...)
-	}
+	cf = cf.DeepCopy()
+	edit(&cf.Config)
+	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
-		t.Fatalf("pushing %s: %v", ref, err)
+		t.Fatal(err)
 	}
-	return ref.String()
+	return img
+}
+
+// WithLayer returns img with layer added on top.
+func WithLayer(t testenv.TB, img v1.Image, layer v1.Layer) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(img, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// Busybox is a two-layer image: busybox with its applets and an
+// /etc/passwd, then an app directory; with ENV, WORKDIR, ENTRYPOINT and CMD
+// so the guest's docker2vm-entrypoint has something to honour. Its
+// platform is linux/<the busybox binary's architecture>
+// (gondolintest.BaseBusybox of an arm64 base makes a linux/arm64 image).
+func Busybox(t testenv.TB, busybox []byte) v1.Image {
+	t.Helper()
+	arch := testenv.ArchOfELF(busybox)
+	if arch == "" {
+		t.Fatal("imagetest.Busybox: busybox is not an amd64 or arm64 ELF binary")
+	}
+	entries := []testtar.Entry{
+		testtar.Dir("bin/"),
+		testtar.FileBytes("bin/busybox", busybox).Mode(0o755),
+	}
+	for _, a := range []string{"sh", "ls", "cat", "echo", "id", "mkdir", "mount", "pwd", "touch", "rm", "env", "grep", "stat", "uname", "df", "head"} {
+		entries = append(entries, testtar.Symlink("bin/"+a, "busybox"))
+	}
+	entries = append(entries,
+		testtar.Dir("etc/"),
+		testtar.File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+		testtar.File("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+		testtar.File("etc/os-release", "NAME=\"docker2vm sample\"\nID=busybox\n"))
+	app := []testtar.Entry{
+		testtar.Dir("srv/"),
+		testtar.File("srv/app.sh", "#!/bin/sh\necho \"app says $GREETING from $(pwd) as $(id -u) with $*\"\n").Mode(0o755),
+	}
+	img := New(t, Spec{OCI: true, Platform: v1.Platform{OS: "linux", Architecture: arch},
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello busybox"},
+		Layers: []v1.Layer{NewLayer(t, testtar.Build(t, entries...), Gzip, true), NewLayer(t, testtar.Build(t, app...), Zstd, true)}})
+	return WithConfig(t, img, func(c *v1.Config) {
+		c.WorkingDir = "/srv"
+		c.Entrypoint = []string{"/srv/app.sh"}
+		c.Cmd = []string{"default-arg"}
+	})
 }

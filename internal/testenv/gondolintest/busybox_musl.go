@@ -1,4 +1,4 @@
-package testenv
+package gondolintest
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 // The fixture base's rootfs busybox is built against musl and linked
@@ -23,29 +25,28 @@ import (
 // architecture, through a specs file as musl-gcc uses) and the GNU C
 // compiler for the target; the initramfs keeps a static busybox.
 
-// gdMuslBusyboxConfig lists the busybox options turned on.
+// muslBusyboxConfig lists the busybox options turned on.
 //
 //go:embed testdata/busybox-musl.config
-var gdMuslBusyboxConfig string
+var muslBusyboxConfig string
 
 // The busybox source: Debian bookworm's, from the Debian mirror.
 const (
-	gdBusyboxSource       = "pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2"
-	gdBusyboxSourceSHA256 = "faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694"
+	busyboxSourceFile   = "pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2"
+	busyboxSourceSHA256 = "faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694"
 )
 
 // MuslBusyboxPackages are the Debian packages the musl busybox build needs
 // on an x86_64 host (the arm64 compiler included).
 const MuslBusyboxPackages = "make gcc bzip2 gcc-aarch64-linux-gnu"
 
-// gnuTriplet and muslArch name the architecture for the GNU toolchain and
-// for musl's loader.
-func (a *gdArch) gnuTriplet() string { return a.gondolin + "-linux-gnu" }
+// gnuTriplet names the architecture for the GNU toolchain.
+func gnuTriplet(a *testenv.Arch) string { return a.Gondolin + "-linux-gnu" }
 
 // muslBusybox returns a busybox for the target built against musl and the
 // musl dynamic loader it needs (the file /lib/ld-musl-ARCH.so.1 is in the
 // guest), building them once per set of inputs into the cache.
-func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
+func (b *builder) muslBusybox() (bin, loader string, err error) {
 	var debs []string
 	for _, pkg := range []string{"musl", "musl-dev", "linux-libc-dev"} {
 		deb, err := b.aptDownload(pkg, func() (string, error) { return pkg, nil })
@@ -55,24 +56,24 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		debs = append(debs, deb)
 	}
 	cc := "gcc"
-	if !b.arch.native() {
-		cc = b.arch.gnuTriplet() + "-gcc"
+	if !b.arch.Native() {
+		cc = gnuTriplet(b.arch) + "-gcc"
 	}
 	ccVersion, err := b.run("", nil, cc, "-dumpfullversion")
 	if err != nil {
-		return "", "", fmt.Errorf("the C compiler for %s: %w", b.arch.name, err)
+		return "", "", fmt.Errorf("the C compiler for %s: %w", b.arch.Name, err)
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "busybox-musl-v2\n%s\n%s\n%s %s\n", gdBusyboxSourceSHA256, gdMuslBusyboxConfig, cc, bytes.TrimSpace(ccVersion))
+	fmt.Fprintf(h, "busybox-musl-v2\n%s\n%s\n%s %s\n", busyboxSourceSHA256, muslBusyboxConfig, cc, bytes.TrimSpace(ccVersion))
 	for _, d := range debs {
-		sum, err := gdFileSHA256(d)
+		sum, err := fileSHA256(d)
 		if err != nil {
 			return "", "", err
 		}
 		fmt.Fprintf(h, "%s %s\n", filepath.Base(d), sum)
 	}
-	dir := filepath.Join(b.cache, "busybox-musl", b.arch.name+"-"+hex.EncodeToString(h.Sum(nil))[:20])
-	bin, loader = filepath.Join(dir, "busybox"), filepath.Join(dir, "ld-musl-"+b.arch.gondolin+".so.1")
+	dir := filepath.Join(b.cache, "busybox-musl", b.arch.Name+"-"+hex.EncodeToString(h.Sum(nil))[:20])
+	bin, loader = filepath.Join(dir, "busybox"), filepath.Join(dir, "ld-musl-"+b.arch.Gondolin+".so.1")
 	if _, err := os.Stat(loader); err == nil {
 		return bin, loader, nil
 	}
@@ -80,7 +81,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	b.logf("building busybox against musl for %s", b.arch.name)
+	b.logf("building busybox against musl for %s", b.arch.Name)
 	tmp, err := os.MkdirTemp(b.cache, "busybox-musl-tmp-")
 	if err != nil {
 		return "", "", err
@@ -92,13 +93,13 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 			return "", "", err
 		}
 	}
-	muslTriplet := b.arch.gondolin + "-linux-musl"
+	muslTriplet := b.arch.Gondolin + "-linux-musl"
 	// The kernel's headers, which musl's do not include, after musl's.
 	kinc := filepath.Join(tmp, "kinc")
 	for name, target := range map[string]string{
 		"linux":       filepath.Join(root, "usr", "include", "linux"),
 		"asm-generic": filepath.Join(root, "usr", "include", "asm-generic"),
-		"asm":         filepath.Join(root, "usr", "include", b.arch.gnuTriplet(), "asm"),
+		"asm":         filepath.Join(root, "usr", "include", gnuTriplet(b.arch), "asm"),
 	} {
 		if err := os.MkdirAll(kinc, 0o755); err != nil {
 			return "", "", err
@@ -109,7 +110,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 	}
 	specs, err := os.ReadFile(filepath.Join(root, "usr", "lib", muslTriplet, "musl-gcc.specs"))
 	if err != nil {
-		return "", "", fmt.Errorf("musl-dev for %s: %w", b.arch.name, err)
+		return "", "", fmt.Errorf("musl-dev for %s: %w", b.arch.Name, err)
 	}
 	// Point the specs at the unpacked packages; the loader's path in the
 	// program stays the guest's.
@@ -139,7 +140,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 			return "", "", err
 		}
 		text := string(cfg)
-		for _, line := range strings.Split(gdMuslBusyboxConfig, "\n") {
+		for _, line := range strings.Split(muslBusyboxConfig, "\n") {
 			if opt := strings.TrimSpace(line); opt != "" && !strings.HasPrefix(opt, "#") {
 				text = strings.Replace(text, "# "+opt+" is not set\n", opt+"=y\n", 1)
 			}
@@ -161,8 +162,8 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		}
 	}
 	makeArgs := []string{fmt.Sprintf("-j%d", runtime.NumCPU()), "CC=" + cc + " -specs " + specsPath, "EXTRA_CFLAGS=-idirafter " + kinc}
-	if !b.arch.native() {
-		makeArgs = append(makeArgs, "CROSS_COMPILE="+b.arch.gnuTriplet()+"-") // its ar, strip...
+	if !b.arch.Native() {
+		makeArgs = append(makeArgs, "CROSS_COMPILE="+gnuTriplet(b.arch)+"-") // its ar, strip...
 	}
 	if _, err := b.run(build, nil, "make", append(makeArgs, "busybox")...); err != nil {
 		return "", "", err
@@ -179,14 +180,14 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 		}
 	}
 	f.Close()
-	if f.Machine != b.arch.machine || interp != "/lib/ld-musl-"+b.arch.gondolin+".so.1" {
+	if f.Machine != b.arch.Machine || interp != "/lib/ld-musl-"+b.arch.Gondolin+".so.1" {
 		return "", "", fmt.Errorf("the musl busybox is for %v with loader %q", f.Machine, interp)
 	}
 	stage := filepath.Join(tmp, "out")
 	if err := os.Mkdir(stage, 0o755); err != nil {
 		return "", "", err
 	}
-	if err := gdCopyFile(filepath.Join(build, "busybox"), filepath.Join(stage, "busybox"), 0o755); err != nil {
+	if err := copyFile(filepath.Join(build, "busybox"), filepath.Join(stage, "busybox"), 0o755); err != nil {
 		return "", "", err
 	}
 	// Debian's musl installs the loader as a symlink to its libc.so.
@@ -194,7 +195,7 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 	if _, err := os.Stat(libc); err != nil {
 		libc = filepath.Join(root, "usr", "lib", muslTriplet, "libc.so")
 	}
-	if err := gdCopyFile(libc, filepath.Join(stage, filepath.Base(loader)), 0o755); err != nil {
+	if err := copyFile(libc, filepath.Join(stage, filepath.Base(loader)), 0o755); err != nil {
 		return "", "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -209,12 +210,12 @@ func (b *gdBuilder) muslBusybox() (bin, loader string, err error) {
 
 // busyboxSource downloads the busybox source from the Debian mirror into
 // the cache, checked against its known sha256.
-func (b *gdBuilder) busyboxSource() (string, error) {
-	p := filepath.Join(b.cache, "debs", filepath.Base(gdBusyboxSource))
-	if sum, err := gdFileSHA256(p); err == nil && sum == gdBusyboxSourceSHA256 {
+func (b *builder) busyboxSource() (string, error) {
+	p := filepath.Join(b.cache, "debs", filepath.Base(busyboxSourceFile))
+	if sum, err := fileSHA256(p); err == nil && sum == busyboxSourceSHA256 {
 		return p, nil
 	}
-	url := debianMirror() + "/" + gdBusyboxSource
+	url := testenv.DebianMirror() + "/" + busyboxSourceFile
 	resp, err := http.Get(url)
 	if err != nil {
 		return "", fmt.Errorf("downloading the busybox source: %w", err)
@@ -239,9 +240,9 @@ func (b *gdBuilder) busyboxSource() (string, error) {
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != gdBusyboxSourceSHA256 {
+	if got := hex.EncodeToString(h.Sum(nil)); got != busyboxSourceSHA256 {
 		os.Remove(tmp)
-		return "", fmt.Errorf("%s: sha256 %s, want %s", url, got, gdBusyboxSourceSHA256)
+		return "", fmt.Errorf("%s: sha256 %s, want %s", url, got, busyboxSourceSHA256)
 	}
 	return p, os.Rename(tmp, p)
 }

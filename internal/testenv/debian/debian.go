@@ -1,12 +1,12 @@
-package testenv
-
-// A realistic multi-layer test image: a Debian bookworm minbase made with
-// debootstrap (layer 1), whiteouts, an opaque directory and a changed file
-// (layer 2), and a file carrying a security.capability xattr (layer 3), for
-// amd64 or arm64 (debootstrap --foreign, its second stage run under
-// qemu-user through binfmt_misc). The debootstrap tree and the layer tars
-// are cached across test runs in GondolinCacheDir()/debian-minbase-bookworm
-// (amd64) and debian-minbase-bookworm-arm64.
+// Package debian builds a realistic multi-layer test image: a Debian
+// bookworm minbase made with debootstrap (layer 1), whiteouts, an opaque
+// directory and a changed file (layer 2), and a file carrying a
+// security.capability xattr (layer 3), for amd64 or arm64 (debootstrap
+// --foreign, its second stage run under qemu-user through binfmt_misc).
+// The debootstrap tree and the layer tars are cached across test runs in
+// testenv.CacheDir()/debian-minbase-bookworm (amd64) and
+// debian-minbase-bookworm-arm64.
+package debian
 
 import (
 	"archive/tar"
@@ -36,44 +36,45 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
-	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/mountinfo"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
-// DebianPackages lists the Debian packages DebianImage needs (debootstrap
+// Packages lists the Debian packages Image needs (debootstrap
 // pulls in wget; gpgv and debian-archive-keyring let it verify the mirror).
-// A foreign architecture also needs qemu-user (see QemuUser).
-const DebianPackages = "debootstrap gpgv debian-archive-keyring"
+// A foreign architecture also needs qemu-user (see qemuuser.Path).
+const Packages = "debootstrap gpgv debian-archive-keyring"
 
 const (
-	debianSuite         = "bookworm"
-	debianDefaultMirror = "http://deb.debian.org/debian"
-	// debianTreeName is the cache directory of the amd64 debootstrap
+	suite = "bookworm"
+	// treeBaseName is the cache directory of the amd64 debootstrap
 	// result; other architectures append "-<arch>".
-	debianTreeName = "debian-minbase-" + debianSuite
-	// debianTreeFormat is recorded in the tree's info.json: bump it when
+	treeBaseName = "debian-minbase-" + suite
+	// treeFormat is recorded in the tree's info.json: bump it when
 	// the debootstrap invocation changes (the tree is then rebuilt).
-	debianTreeFormat = "docker2vm-testenv-debian-tree-v1"
-	// debianLayersVersion keys the cached layer tars: bump it on any change
+	treeFormat = "docker2vm-testenv-debian-tree-v1"
+	// layersVersion keys the cached layer tars: bump it on any change
 	// to how the layers are made.
-	debianLayersVersion = "docker2vm-testenv-debian-layers-v3"
-	// debianLayerEpoch is the mtime of everything layers 2 and 3 add.
-	debianLayerEpoch = 1700000000
+	layersVersion = "docker2vm-testenv-debian-layers-v3"
+	// layerEpoch is the mtime of everything layers 2 and 3 add.
+	layerEpoch = 1700000000
 )
 
-// DebianEnv is the image config's Env of DebianImage.
-var DebianEnv = []string{
+// Env is the image config's Env of Image.
+var Env = []string{
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"DOCKER2VM_TEST=debian",
 }
 
-// DebianCmd is the image config's Cmd of DebianImage.
-var DebianCmd = []string{"/bin/bash"}
+// Cmd is the image config's Cmd of Image.
+var Cmd = []string{"/bin/bash"}
 
-// DebianFacts are what tests can assert about DebianImage's merged tree.
+// Facts are what tests can assert about Image's merged tree.
 // Paths are absolute ("/usr/bin/su").
-type DebianFacts struct {
+type Facts struct {
 	// DebianVersion is the content of /etc/debian_version without the
 	// trailing newline ("12.12").
 	DebianVersion string
@@ -91,24 +92,24 @@ type DebianFacts struct {
 	// vfs_cap_data revision 2).
 	CapPath  string
 	CapValue []byte
-	// Env is the image config's Env (DebianEnv).
+	// Env is the image config's Env (Env).
 	Env []string
 	// Entries counts the entries of the merged tree, not counting "/".
 	Entries int
 }
 
-func (f DebianFacts) clone() DebianFacts {
+func (f Facts) clone() Facts {
 	f.WhitedOut = append([]string(nil), f.WhitedOut...)
 	f.CapValue = append([]byte(nil), f.CapValue...)
 	f.Env = append([]string(nil), f.Env...)
 	return f
 }
 
-// DebianCapValue is security.capability for cap_net_raw+ep: struct
+// CapValue is security.capability for cap_net_raw+ep: struct
 // vfs_cap_data (linux/capability.h) with magic_etc = VFS_CAP_REVISION_2 |
 // VFS_CAP_FLAGS_EFFECTIVE, then {permitted, inheritable} for the low and
 // the high 32 capabilities, all little-endian. CAP_NET_RAW is 13.
-func DebianCapValue() []byte {
+func CapValue() []byte {
 	const (
 		vfsCapRevision2      = 0x02000000
 		vfsCapFlagsEffective = 0x000001
@@ -123,30 +124,30 @@ func DebianCapValue() []byte {
 	return b
 }
 
-// debianTars is the compression-independent part, memoized per process.
-type debianTars struct {
+// layerTars is the compression-independent part, memoized per process.
+type layerTars struct {
 	tars  [3][]byte
-	facts DebianFacts
+	facts Facts
 }
 
-type debianImageKey struct {
+type imageKey struct {
 	arch string
-	c    Compression
+	c    imagetest.Compression
 }
 
 var (
-	debianMu     sync.Mutex
-	debianMemo   = map[string]*debianTars{} // by arch
-	debianImages = map[debianImageKey]v1.Image{}
+	mu     sync.Mutex
+	memo   = map[string]*layerTars{} // by arch
+	images = map[imageKey]v1.Image{}
 )
 
-// DebianImage is DebianImageArch(t, AMD64, c).
-func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
+// Image is ImageArch(t, testenv.AMD64, c).
+func Image(t testenv.TB, c imagetest.Compression) (v1.Image, Facts) {
 	t.Helper()
-	return DebianImageArch(t, AMD64, c)
+	return ImageArch(t, testenv.AMD64, c)
 }
 
-// DebianImageArch returns a 3-layer linux/<arch> image (OCI media types; c
+// ImageArch returns a 3-layer linux/<arch> image (OCI media types; c
 // selects the layer compression, gzip when empty) of a Debian bookworm
 // minbase made with debootstrap, plus facts tests can assert:
 //
@@ -159,60 +160,60 @@ func DebianImage(t TB, c Compression) (v1.Image, DebianFacts) {
 //     /etc/motd;
 //   - layer 3: CapPath with security.capability = CapValue.
 //
-// The config has Env DebianEnv and Cmd DebianCmd. The image is
+// The config has Env Env and Cmd Cmd. The image is
 // deterministic for a given cached tree. Needs root and debootstrap (see
-// DebianPackages) and the Debian mirror the first time (~40 s for amd64;
+// Packages) and the Debian mirror the first time (~40 s for amd64;
 // ~90 s for arm64, whose package scripts run under qemu-user, which also
 // needs binfmt_misc: it is mounted and qemu-aarch64 registered when they
 // are not); it skips the test when either is missing, except under
 // CI, where it fails. It also skips in -short mode. The tree and the
-// layers (compressed too) are cached in GondolinCacheDir(), so a warm call
+// layers (compressed too) are cached in testenv.CacheDir(), so a warm call
 // costs reading ~300 MB.
-func DebianImageArch(t TB, arch string, c Compression) (v1.Image, DebianFacts) {
+func ImageArch(t testenv.TB, arch string, c imagetest.Compression) (v1.Image, Facts) {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := testenv.ArchOf(t, arch)
 	if c == "" {
-		c = Gzip
+		c = imagetest.Gzip
 	}
 	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
 	require.Root(t, "for debootstrap")
 	bin := require.Tool(t, "debootstrap")
-	if !a.native() {
-		QemuUser(t, a.name)
+	if !a.Native() {
+		qemuuser.Path(t, a.Name)
 	}
 
-	debianMu.Lock()
-	defer debianMu.Unlock()
-	key := debianImageKey{a.name, c}
-	if img, ok := debianImages[key]; ok {
-		return img, debianMemo[a.name].facts.clone()
+	mu.Lock()
+	defer mu.Unlock()
+	key := imageKey{a.Name, c}
+	if img, ok := images[key]; ok {
+		return img, memo[a.Name].facts.clone()
 	}
 	start := time.Now()
-	b := &debianBuilder{t: t, debootstrap: bin, cache: GondolinCacheDir(), arch: a}
+	b := &builder{t: t, debootstrap: bin, cache: testenv.CacheDir(), arch: a}
 	img, err := b.image(c)
 	if err != nil {
-		t.Fatalf("DebianImageArch(%s): %v", a.name, err)
+		t.Fatalf("debian.ImageArch(%s): %v", a.Name, err)
 	}
-	debianImages[key] = img
-	t.Logf("DebianImageArch(%s, %s): ready in %s", a.name, c, time.Since(start).Round(time.Millisecond))
-	return img, debianMemo[a.name].facts.clone()
+	images[key] = img
+	t.Logf("debian.ImageArch(%s, %s): ready in %s", a.Name, c, time.Since(start).Round(time.Millisecond))
+	return img, memo[a.Name].facts.clone()
 }
 
-type debianBuilder struct {
-	t           TB
+type builder struct {
+	t           testenv.TB
 	debootstrap string
 	cache       string
-	arch        *gdArch
+	arch        *testenv.Arch
 }
 
-func (b *debianBuilder) image(c Compression) (v1.Image, error) {
-	unlock, err := flockFile(filepath.Join(b.cache, ".debian.lock"))
+func (b *builder) image(c imagetest.Compression) (v1.Image, error) {
+	unlock, err := testenv.Lock(filepath.Join(b.cache, ".debian.lock"))
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 
-	if debianMemo[b.arch.name] == nil {
+	if memo[b.arch.Name] == nil {
 		tree, info, err := b.tree()
 		if err != nil {
 			return nil, err
@@ -221,36 +222,36 @@ func (b *debianBuilder) image(c Compression) (v1.Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		debianMemo[b.arch.name] = m
+		memo[b.arch.Name] = m
 	}
 	ldir, err := b.layersDir()
 	if err != nil {
 		return nil, err
 	}
 	var layers []v1.Layer
-	for i, tb := range debianMemo[b.arch.name].tars {
+	for i, tb := range memo[b.arch.Name].tars {
 		l, err := b.compressed(ldir, i+1, tb, c)
 		if err != nil {
 			return nil, err
 		}
 		layers = append(layers, l)
 	}
-	img := NewImage(b.t, ImageSpec{OCI: true, Layers: layers, Env: append([]string(nil), DebianEnv...),
-		Platform: v1.Platform{OS: "linux", Architecture: b.arch.name}})
+	img := imagetest.New(b.t, imagetest.Spec{OCI: true, Layers: layers, Env: append([]string(nil), Env...),
+		Platform: v1.Platform{OS: "linux", Architecture: b.arch.Name}})
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
 	}
 	cfg := *cf.Config.DeepCopy()
-	cfg.Cmd = append([]string(nil), DebianCmd...)
+	cfg.Cmd = append([]string(nil), Cmd...)
 	return mutate.Config(img, cfg)
 }
 
 // ---------------------------------------------------------------- tree
 
-// debianTreeInfo is info.json beside the tree: it identifies one
+// treeInfo is info.json beside the tree: it identifies one
 // debootstrap run (the layer cache key hashes it).
-type debianTreeInfo struct {
+type treeInfo struct {
 	Format string `json:"format"`
 	// Arch is the Debian architecture; trees from before it was recorded
 	// are amd64.
@@ -262,30 +263,30 @@ type debianTreeInfo struct {
 	Built       string `json:"built"`
 }
 
-func (b *debianBuilder) treeName() string {
-	if b.arch.name == AMD64 {
-		return debianTreeName
+func (b *builder) treeName() string {
+	if b.arch.Name == testenv.AMD64 {
+		return treeBaseName
 	}
-	return debianTreeName + "-" + b.arch.name
+	return treeBaseName + "-" + b.arch.Name
 }
 
-func (b *debianBuilder) treeDir() string { return filepath.Join(b.cache, b.treeName()) }
+func (b *builder) treeDir() string { return filepath.Join(b.cache, b.treeName()) }
 
-// tree returns the cached debootstrap root (GondolinCacheDir()/
+// tree returns the cached debootstrap root (testenv.CacheDir()/
 // debian-minbase-bookworm[-<arch>]/rootfs), building it when missing. The
 // caller holds the flock.
-func (b *debianBuilder) tree() (string, []byte, error) {
+func (b *builder) tree() (string, []byte, error) {
 	dir := b.treeDir()
 	infoPath := filepath.Join(dir, "info.json")
 	if raw, err := os.ReadFile(infoPath); err == nil {
-		var info debianTreeInfo
+		var info treeInfo
 		if info.Arch == "" {
-			info.Arch = AMD64
+			info.Arch = testenv.AMD64
 		}
-		if json.Unmarshal(raw, &info) == nil && info.Format == debianTreeFormat && info.Arch == b.arch.name {
+		if json.Unmarshal(raw, &info) == nil && info.Format == treeFormat && info.Arch == b.arch.Name {
 			return filepath.Join(dir, "rootfs"), raw, nil
 		}
-		b.t.Logf("DebianImage: %s is stale (format %q, arch %q), rebuilding", dir, info.Format, info.Arch)
+		b.t.Logf("debian.Image: %s is stale (format %q, arch %q), rebuilding", dir, info.Format, info.Arch)
 	}
 	// Leftovers of an interrupted build, or a stale tree.
 	stale, _ := filepath.Glob(dir + ".tmp-*")
@@ -293,17 +294,17 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		stale = append(stale, dir)
 	}
 	for _, s := range stale {
-		if err := debianRemoveAll(s); err != nil {
+		if err := removeAll(s); err != nil {
 			return "", nil, err
 		}
 	}
 
-	mirror := debianMirror()
+	mirror := testenv.DebianMirror()
 	tmp, err := os.MkdirTemp(b.cache, b.treeName()+".tmp-")
 	if err != nil {
 		return "", nil, err
 	}
-	defer debianRemoveAll(tmp)
+	defer removeAll(tmp)
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", nil, err
 	}
@@ -322,16 +323,16 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 		return cmd.Run()
 	}
 	var runErr error
-	if b.arch.native() {
-		b.t.Logf("DebianImage: debootstrap --variant=minbase %s %s %s (cold cache, ~40 s)", debianSuite, rootfs, mirror)
-		runErr = run(b.debootstrap, "--variant=minbase", debianSuite, rootfs, mirror)
+	if b.arch.Native() {
+		b.t.Logf("debian.Image: debootstrap --variant=minbase %s %s %s (cold cache, ~40 s)", suite, rootfs, mirror)
+		runErr = run(b.debootstrap, "--variant=minbase", suite, rootfs, mirror)
 	} else {
 		// The first stage unpacks the packages; the second configures them
 		// by running the target's binaries in a chroot, through qemu-user.
-		b.t.Logf("DebianImage: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
-			b.arch.name, debianSuite, rootfs, mirror)
-		if runErr = gdEnsureBinfmt(b.t, b.arch); runErr == nil {
-			runErr = run(b.debootstrap, "--arch="+b.arch.name, "--foreign", "--variant=minbase", debianSuite, rootfs, mirror)
+		b.t.Logf("debian.Image: debootstrap --arch=%s --foreign --variant=minbase %s %s %s, then its second stage under qemu-user (cold cache, ~90 s)",
+			b.arch.Name, suite, rootfs, mirror)
+		if runErr = qemuuser.RegisterBinfmt(b.t, b.arch); runErr == nil {
+			runErr = run(b.debootstrap, "--arch="+b.arch.Name, "--foreign", "--variant=minbase", suite, rootfs, mirror)
 		}
 		if runErr == nil {
 			runErr = run("chroot", rootfs, "/debootstrap/debootstrap", "--second-stage")
@@ -340,17 +341,17 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 	_ = os.WriteFile(filepath.Join(tmp, "debootstrap.log"), out.Bytes(), 0o644)
 	// debootstrap unmounts what it mounted in the target, but not when it
 	// fails half-way: never walk or keep a tree with mounts inside.
-	if err := debianUnmountUnder(tmp); err != nil {
+	if err := unmountUnder(tmp); err != nil {
 		return "", nil, err
 	}
 	if runErr != nil {
-		return "", nil, fmt.Errorf("debootstrap: %v\n%s", runErr, debianTail(out.String(), 4000))
+		return "", nil, fmt.Errorf("debootstrap: %v\n%s", runErr, testenv.Tail(out.String(), 4000))
 	}
-	b.t.Logf("DebianImage: debootstrap took %s", time.Since(start).Round(time.Millisecond))
+	b.t.Logf("debian.Image: debootstrap took %s", time.Since(start).Round(time.Millisecond))
 
 	ver, _ := exec.Command("dpkg-query", "-W", "-f=${Version}", "debootstrap").Output()
-	info, err := json.MarshalIndent(debianTreeInfo{
-		Format: debianTreeFormat, Arch: b.arch.name, Suite: debianSuite, Variant: "minbase", Mirror: mirror,
+	info, err := json.MarshalIndent(treeInfo{
+		Format: treeFormat, Arch: b.arch.Name, Suite: suite, Variant: "minbase", Mirror: mirror,
 		Debootstrap: strings.TrimSpace(string(ver)), Built: time.Now().UTC().Format(time.RFC3339Nano),
 	}, "", "  ")
 	if err != nil {
@@ -365,46 +366,15 @@ func (b *debianBuilder) tree() (string, []byte, error) {
 	return filepath.Join(dir, "rootfs"), append(info, '\n'), nil
 }
 
-// debianMirror is the first non-security Debian URI of
-// /etc/apt/sources.list.d/debian.sources, else deb.debian.org.
-func debianMirror() string {
-	raw, err := os.ReadFile("/etc/apt/sources.list.d/debian.sources")
-	if err != nil {
-		return debianDefaultMirror
-	}
-	for _, stanza := range strings.Split(string(raw), "\n\n") {
-		fields := map[string]string{}
-		for _, line := range strings.Split(stanza, "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, " ") {
-				fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-			}
-		}
-		if !strings.Contains(" "+fields["types"]+" ", " deb ") || strings.EqualFold(fields["enabled"], "no") {
-			continue
-		}
-		main := false
-		for _, s := range strings.Fields(fields["suites"]) {
-			if !strings.Contains(s, "-") && !strings.Contains(s, "/") {
-				main = true
-			}
-		}
-		uris := strings.Fields(fields["uris"])
-		if main && len(uris) > 0 && strings.HasPrefix(uris[0], "http") {
-			return strings.TrimSuffix(uris[0], "/")
-		}
-	}
-	return debianDefaultMirror
-}
-
 // ---------------------------------------------------------------- layers
 
-func (b *debianBuilder) layersKey(info []byte) string {
+func (b *builder) layersKey(info []byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s", debianLayersVersion, info)
+	fmt.Fprintf(h, "%s\n%s", layersVersion, info)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-func (b *debianBuilder) layersDir() (string, error) {
+func (b *builder) layersDir() (string, error) {
 	info, err := os.ReadFile(filepath.Join(b.treeDir(), "info.json"))
 	if err != nil {
 		return "", err
@@ -414,14 +384,14 @@ func (b *debianBuilder) layersDir() (string, error) {
 
 // layers returns the three uncompressed layer tars and the facts, from
 // the cache or built from the tree. The caller holds the flock.
-func (b *debianBuilder) layers(rootfs string, info []byte) (*debianTars, error) {
+func (b *builder) layers(rootfs string, info []byte) (*layerTars, error) {
 	parent := filepath.Join(b.treeDir(), "layers")
 	key := b.layersKey(info)
 	dir := filepath.Join(parent, key)
-	if m, err := debianLoadLayers(dir); err == nil {
+	if m, err := loadLayers(dir); err == nil {
 		return m, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		b.t.Logf("DebianImage: cached layers in %s unusable (%v), rebuilding", dir, err)
+		b.t.Logf("debian.Image: cached layers in %s unusable (%v), rebuilding", dir, err)
 	}
 	// Drop layer sets of other builder versions and leftovers.
 	if old, err := os.ReadDir(parent); err == nil {
@@ -438,7 +408,7 @@ func (b *debianBuilder) layers(rootfs string, info []byte) (*debianTars, error) 
 	}
 
 	start := time.Now()
-	m, err := debianBuildLayers(rootfs)
+	m, err := buildLayers(rootfs)
 	if err != nil {
 		return nil, err
 	}
@@ -468,17 +438,17 @@ func (b *debianBuilder) layers(rootfs string, info []byte) (*debianTars, error) 
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, err
 	}
-	b.t.Logf("DebianImage: built layer tars (%d + %d + %d bytes, %d merged entries) in %s",
+	b.t.Logf("debian.Image: built layer tars (%d + %d + %d bytes, %d merged entries) in %s",
 		len(m.tars[0]), len(m.tars[1]), len(m.tars[2]), m.facts.Entries, time.Since(start).Round(time.Millisecond))
 	return m, nil
 }
 
-func debianLoadLayers(dir string) (*debianTars, error) {
+func loadLayers(dir string) (*layerTars, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, "facts.json"))
 	if err != nil {
 		return nil, err
 	}
-	m := &debianTars{}
+	m := &layerTars{}
 	if err := json.Unmarshal(raw, &m.facts); err != nil {
 		return nil, err
 	}
@@ -491,21 +461,21 @@ func debianLoadLayers(dir string) (*debianTars, error) {
 }
 
 // compressed returns layer n (1-based) compressed with c, reading the
-// compressed bytes from the cache or compressing with NewLayer and caching
-// the result.
-func (b *debianBuilder) compressed(dir string, n int, tarBytes []byte, c Compression) (*Layer, error) {
-	if c != Gzip && c != Zstd {
-		return NewLayer(b.t, tarBytes, c, true), nil
+// compressed bytes from the cache or compressing with imagetest.NewLayer
+// and caching the result.
+func (b *builder) compressed(dir string, n int, tarBytes []byte, c imagetest.Compression) (*imagetest.Layer, error) {
+	if c != imagetest.Gzip && c != imagetest.Zstd {
+		return imagetest.NewLayer(b.t, tarBytes, c, true), nil
 	}
-	ext := map[Compression]string{Gzip: "gz", Zstd: "zst"}[c]
+	ext := map[imagetest.Compression]string{imagetest.Gzip: "gz", imagetest.Zstd: "zst"}[c]
 	p := filepath.Join(dir, fmt.Sprintf("layer%d.tar.%s", n, ext))
 	if raw, err := os.ReadFile(p); err == nil {
-		// The media type comes from NewLayer, so it stays in step with it.
-		mt := NewLayer(b.t, nil, c, true).MT
-		return &Layer{Raw: raw, Tar: tarBytes, MT: mt}, nil
+		// The media type comes from imagetest.NewLayer, so it stays in step with it.
+		mt := imagetest.NewLayer(b.t, nil, c, true).MT
+		return &imagetest.Layer{Raw: raw, Tar: tarBytes, MT: mt}, nil
 	}
 	start := time.Now()
-	l := NewLayer(b.t, tarBytes, c, true)
+	l := imagetest.NewLayer(b.t, tarBytes, c, true)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -528,15 +498,15 @@ func (b *debianBuilder) compressed(dir string, n int, tarBytes []byte, c Compres
 	if err := os.Rename(f.Name(), p); err != nil {
 		return nil, err
 	}
-	b.t.Logf("DebianImage: compressed layer %d with %s (%d -> %d bytes) in %s", n, c, len(tarBytes), len(l.Raw), time.Since(start).Round(time.Millisecond))
+	b.t.Logf("debian.Image: compressed layer %d with %s (%d -> %d bytes) in %s", n, c, len(tarBytes), len(l.Raw), time.Since(start).Round(time.Millisecond))
 	return l, nil
 }
 
-// debianBuildLayers walks rootfs into layer 1 and makes layers 2 and 3.
-func debianBuildLayers(rootfs string) (*debianTars, error) {
-	m := &debianTars{}
+// buildLayers walks rootfs into layer 1 and makes layers 2 and 3.
+func buildLayers(rootfs string) (*layerTars, error) {
+	m := &layerTars{}
 	facts := &m.facts
-	facts.Env = append([]string(nil), DebianEnv...)
+	facts.Env = append([]string(nil), Env...)
 
 	// Layer 1: the whole tree.
 	var l1 bytes.Buffer
@@ -565,7 +535,7 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 		if err := unix.Lstat(p, &st); err != nil {
 			return &os.PathError{Op: "lstat", Path: p, Err: err}
 		}
-		h, err := debianHeader(p, name, &st)
+		h, err := header(p, name, &st)
 		if err != nil || h == nil {
 			return err
 		}
@@ -585,7 +555,7 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 		}
 		names = append(names, name)
 		if h.Typeflag == tar.TypeReg {
-			if err := debianCopyFile(tw, p, h.Size); err != nil {
+			if err := copyFile(tw, p, h.Size); err != nil {
 				return err
 			}
 		}
@@ -623,10 +593,10 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 	}
 
 	// Layer 2: whiteouts, an opaque directory, a changed file.
-	fileWh := debianFirstExisting(rootfs, false, "etc/issue.net", "etc/issue", "etc/host.conf")
-	dirWh := debianFirstExisting(rootfs, true, "usr/share/man", "var/cache/debconf", "usr/share/info", "usr/share/lintian")
+	fileWh := firstExisting(rootfs, false, "etc/issue.net", "etc/issue", "etc/host.conf")
+	dirWh := firstExisting(rootfs, true, "usr/share/man", "var/cache/debconf", "usr/share/info", "usr/share/lintian")
 	opaque := "usr/share/doc"
-	if fileWh == "" || dirWh == "" || !debianIsNonEmptyDir(filepath.Join(rootfs, opaque)) {
+	if fileWh == "" || dirWh == "" || !isNonEmptyDir(filepath.Join(rootfs, opaque)) {
 		return nil, fmt.Errorf("debootstrap tree lacks the paths layer 2 changes (%q, %q, %q)", fileWh, dirWh, opaque)
 	}
 	motd := "etc/motd"
@@ -638,8 +608,8 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 	facts.WhitedOut = []string{"/" + fileWh, "/" + dirWh}
 	facts.OpaqueDir, facts.NewInOpaque = "/"+opaque, "/"+newInOpaque
 
-	epoch := time.Unix(debianLayerEpoch, 0)
-	l2 := &debianLayerWriter{rootfs: rootfs, mtime: epoch, dirs: map[string]bool{}}
+	epoch := time.Unix(layerEpoch, 0)
+	l2 := &layerWriter{rootfs: rootfs, mtime: epoch, dirs: map[string]bool{}}
 	l2.whiteout(fileWh)
 	l2.whiteout(dirWh)
 	l2.parents(opaque + "/")
@@ -659,8 +629,8 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 		return nil, err
 	}
 	capPath := "usr/local/bin/capls"
-	facts.CapPath, facts.CapValue = "/"+capPath, DebianCapValue()
-	l3 := &debianLayerWriter{rootfs: rootfs, mtime: epoch, dirs: map[string]bool{}}
+	facts.CapPath, facts.CapValue = "/"+capPath, CapValue()
+	l3 := &layerWriter{rootfs: rootfs, mtime: epoch, dirs: map[string]bool{}}
 	l3.parents(capPath)
 	l3.add(&tar.Header{Name: capPath, Typeflag: tar.TypeReg, Mode: 0o755,
 		PAXRecords: map[string]string{"SCHILY.xattr.security.capability": string(facts.CapValue)}}, ls)
@@ -687,9 +657,9 @@ func debianBuildLayers(rootfs string) (*debianTars, error) {
 	return m, nil
 }
 
-// debianHeader makes the PAX header of one tree entry (nil for sockets,
+// header makes the PAX header of one tree entry (nil for sockets,
 // which tar cannot hold).
-func debianHeader(p, name string, st *unix.Stat_t) (*tar.Header, error) {
+func header(p, name string, st *unix.Stat_t) (*tar.Header, error) {
 	h := &tar.Header{
 		Name:    name,
 		Mode:    int64(st.Mode & 0o7777),
@@ -724,7 +694,7 @@ func debianHeader(p, name string, st *unix.Stat_t) (*tar.Header, error) {
 	default:
 		return nil, nil
 	}
-	xattrs, err := debianXattrs(p)
+	xattrs, err := readXattrs(p)
 	if err != nil {
 		return nil, err
 	}
@@ -737,8 +707,8 @@ func debianHeader(p, name string, st *unix.Stat_t) (*tar.Header, error) {
 	return h, nil
 }
 
-// debianXattrs reads p's extended attributes without following symlinks.
-func debianXattrs(p string) (map[string]string, error) {
+// readXattrs reads p's extended attributes without following symlinks.
+func readXattrs(p string) (map[string]string, error) {
 	var buf []byte
 	for {
 		sz, err := unix.Llistxattr(p, nil)
@@ -784,7 +754,7 @@ func debianXattrs(p string) (map[string]string, error) {
 	return out, nil
 }
 
-func debianCopyFile(w io.Writer, p string, size int64) error {
+func copyFile(w io.Writer, p string, size int64) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -800,13 +770,13 @@ func debianCopyFile(w io.Writer, p string, size int64) error {
 	return nil
 }
 
-func debianFirstExisting(rootfs string, dir bool, rels ...string) string {
+func firstExisting(rootfs string, dir bool, rels ...string) string {
 	for _, r := range rels {
 		st, err := os.Lstat(filepath.Join(rootfs, r))
 		if err != nil {
 			continue
 		}
-		if dir && debianIsNonEmptyDir(filepath.Join(rootfs, r)) {
+		if dir && isNonEmptyDir(filepath.Join(rootfs, r)) {
 			return r
 		}
 		if !dir && st.Mode().IsRegular() {
@@ -816,37 +786,37 @@ func debianFirstExisting(rootfs string, dir bool, rels ...string) string {
 	return ""
 }
 
-func debianIsNonEmptyDir(p string) bool {
+func isNonEmptyDir(p string) bool {
 	es, err := os.ReadDir(p)
 	return err == nil && len(es) > 0
 }
 
-// debianLayerWriter writes a small upper layer: each entry is preceded by
+// layerWriter writes a small upper layer: each entry is preceded by
 // its parent directories (owner and mode from the tree, with the layer's
 // mtime, as a real diff of a changed directory has), and close writes the
 // entries sorted as filepath.WalkDir visits a tree.
-type debianLayerWriter struct {
+type layerWriter struct {
 	rootfs  string
 	mtime   time.Time
 	dirs    map[string]bool
-	entries []debianEntry
+	entries []entry
 	err     error
 }
 
-type debianEntry struct {
+type entry struct {
 	h    *tar.Header
 	data []byte
 }
 
-// debianWalkLess orders paths as a lexical depth-first walk does: by
+// walkLess orders paths as a lexical depth-first walk does: by
 // component, so "a/b" comes before "a-c".
-func debianWalkLess(a, b string) int {
+func walkLess(a, b string) int {
 	return slices.Compare(strings.Split(strings.TrimSuffix(a, "/"), "/"), strings.Split(strings.TrimSuffix(b, "/"), "/"))
 }
 
 // parents writes the directories above name (name itself too when it ends
 // in "/").
-func (w *debianLayerWriter) parents(name string) {
+func (w *layerWriter) parents(name string) {
 	target := strings.TrimSuffix(name, "/")
 	var chain []string
 	if strings.HasSuffix(name, "/") {
@@ -872,29 +842,29 @@ func (w *debianLayerWriter) parents(name string) {
 
 // whiteout writes rel's parents and rel's ".wh." entry (an empty regular
 // file with mode 0, as Docker writes it).
-func (w *debianLayerWriter) whiteout(rel string) {
+func (w *layerWriter) whiteout(rel string) {
 	w.parents(rel)
 	w.add(&tar.Header{Name: path.Join(path.Dir(rel), ".wh."+path.Base(rel)), Typeflag: tar.TypeReg}, nil)
 }
 
-func (w *debianLayerWriter) add(h *tar.Header, data []byte) {
+func (w *layerWriter) add(h *tar.Header, data []byte) {
 	h.Format = tar.FormatPAX
 	h.ModTime = w.mtime
 	h.Size = int64(len(data))
-	w.entries = append(w.entries, debianEntry{h, data})
+	w.entries = append(w.entries, entry{h, data})
 }
 
-func (w *debianLayerWriter) fail(err error) {
+func (w *layerWriter) fail(err error) {
 	if w.err == nil {
 		w.err = err
 	}
 }
 
-func (w *debianLayerWriter) close() ([]byte, error) {
+func (w *layerWriter) close() ([]byte, error) {
 	if w.err != nil {
 		return nil, w.err
 	}
-	slices.SortStableFunc(w.entries, func(a, b debianEntry) int { return debianWalkLess(a.h.Name, b.h.Name) })
+	slices.SortStableFunc(w.entries, func(a, b entry) int { return walkLess(a.h.Name, b.h.Name) })
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range w.entries {
@@ -913,53 +883,39 @@ func (w *debianLayerWriter) close() ([]byte, error) {
 
 // ---------------------------------------------------------------- helpers
 
-// flockFile takes an exclusive flock on the file p (created if needed), so
-// that test binaries of different packages running in parallel do not
-// build the same fixture twice.
-func flockFile(p string) (unlock func(), err error) {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return nil, err
-	}
-	l, err := lock.Acquire(context.Background(), p, nil)
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = l.Unlock() }, nil
-}
-
-// debianRemoveAll removes dir after detaching anything mounted below it
+// removeAll removes dir after detaching anything mounted below it
 // (an interrupted debootstrap leaves proc and sys mounted in the target).
-func debianRemoveAll(dir string) error {
-	if err := debianUnmountUnder(dir); err != nil {
+func removeAll(dir string) error {
+	if err := unmountUnder(dir); err != nil {
 		return err
 	}
 	return os.RemoveAll(dir)
 }
 
-// debianUnmountUnder lazily unmounts every mount point below dir, deepest
+// unmountUnder lazily unmounts every mount point below dir, deepest
 // first, and fails when one stays.
-func debianUnmountUnder(dir string) error {
+func unmountUnder(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	points, err := debianMountsUnder(abs)
+	points, err := mountsUnder(abs)
 	if err != nil || len(points) == 0 {
 		return err
 	}
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	for _, p := range points {
-		if err := unmountDetach(p); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
+		if err := testenv.UnmountDetach(p); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
 			return fmt.Errorf("unmounting %s: %w", p, err)
 		}
 	}
-	if left, err := debianMountsUnder(abs); err != nil || len(left) > 0 {
+	if left, err := mountsUnder(abs); err != nil || len(left) > 0 {
 		return fmt.Errorf("mounts remain under %s: %v %v", abs, left, err)
 	}
 	return nil
 }
 
-func debianMountsUnder(abs string) ([]string, error) {
+func mountsUnder(abs string) ([]string, error) {
 	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
@@ -971,11 +927,4 @@ func debianMountsUnder(abs string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func debianTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }

@@ -1,10 +1,13 @@
-package testenv
+// Package registrytest runs the real registry server (Debian's
+// docker-registry, distribution 2.8) for the tests that pull from and push
+// to a registry, optionally behind basic auth.
+package registrytest
 
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,20 +16,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
-// RegistryBinary is the Debian docker-registry server (distribution 2.8).
-const RegistryBinary = "/usr/bin/docker-registry"
+// Binary is the Debian docker-registry server (distribution 2.8).
+const Binary = "/usr/bin/docker-registry"
 
-// RegistryOptions configure StartRegistry.
-type RegistryOptions struct {
+// Options configure Start.
+type Options struct {
 	// Username and Password, when set, turn on htpasswd basic auth.
 	Username, Password string
 }
 
-// Registry is a running registry server.
-type Registry struct {
+// Server is a running registry server.
+type Server struct {
 	// Host is "127.0.0.1:PORT".
 	Host string
 	// Root is the storage root directory (storage.filesystem.rootdirectory).
@@ -37,18 +46,18 @@ type Registry struct {
 	log      *bytes.Buffer
 }
 
-// StartRegistry starts the real registry server on a free loopback port,
+// Start starts the real registry server on a free loopback port,
 // storing into a temporary directory, and stops it when the test ends.
-func StartRegistry(t TB, opts RegistryOptions) *Registry {
+func Start(t testenv.TB, opts Options) *Server {
 	t.Helper()
 	require.Integration(t, "starts a registry")
-	bin := require.Tool(t, RegistryBinary)
+	bin := require.Tool(t, Binary)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "storage")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := fmt.Sprintf(`version: 0.1
 log:
@@ -75,7 +84,7 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := &Registry{Host: host, Root: root, Username: opts.Username, Password: opts.Password, log: &bytes.Buffer{}}
+	r := &Server{Host: host, Root: root, Username: opts.Username, Password: opts.Password, log: &bytes.Buffer{}}
 	r.cmd = exec.Command(bin, "serve", cfgPath)
 	r.cmd.Stdout = r.log
 	r.cmd.Stderr = r.log
@@ -113,19 +122,9 @@ http:
 	return r
 }
 
-func freePort(t TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // writeHtpasswd makes a bcrypt htpasswd file with the htpasswd tool
 // (apache2-utils).
-func writeHtpasswd(t TB, path, user, pass string) {
+func writeHtpasswd(t testenv.TB, path, user, pass string) {
 	t.Helper()
 	bin := require.Tool(t, "htpasswd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -142,10 +141,10 @@ func writeHtpasswd(t TB, path, user, pass string) {
 // DockerConfig writes a Docker config.json with an "auths" entry for the
 // registry's credentials into a new directory and points DOCKER_CONFIG at
 // it for the rest of the test (t.Setenv: not for parallel tests).
-func (r *Registry) DockerConfig(t *testing.T) string {
+func (r *Server) DockerConfig(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	auth := base64Std(r.Username + ":" + r.Password)
+	auth := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
 	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, r.Host, auth)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -156,9 +155,32 @@ func (r *Registry) DockerConfig(t *testing.T) string {
 
 // BlobPath is where the registry stores a blob (layers, configs and
 // manifests alike), for tampering tests.
-func (r *Registry) BlobPath(hex string) string {
+func (r *Server) BlobPath(hex string) string {
 	return filepath.Join(r.Root, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
 }
 
 // Ref returns HOST/repo.
-func (r *Registry) Ref(repo string) string { return r.Host + "/" + strings.TrimPrefix(repo, "/") }
+func (r *Server) Ref(repo string) string { return r.Host + "/" + strings.TrimPrefix(repo, "/") }
+
+// Push writes an image or index to the registry as repo:tag, with basic
+// auth when the registry has credentials. It returns the reference.
+func (r *Server) Push(t testenv.TB, repoTag string, img v1.Image, idx v1.ImageIndex) string {
+	t.Helper()
+	ref, err := name.ParseReference(r.Ref(repoTag), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{}
+	if r.Username != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}))
+	}
+	if img != nil {
+		err = remote.Write(ref, img, opts...)
+	} else {
+		err = remote.WriteIndex(ref, idx, opts...)
+	}
+	if err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	return ref.String()
+}

@@ -1,4 +1,4 @@
-package testenv
+package gondolintest
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 // BootOptions configures one Gondolin boot.
@@ -48,7 +49,7 @@ type BootOptions struct {
 	// Checkpoint, when set, checkpoints the VM after the commands (which
 	// stops it) and resumes it once per Resumes list, the VMs side by
 	// side, running their commands in rounds; their results follow the
-	// commands' in RunGondolin's, in the order they ran.
+	// commands' in Run's, in the order they ran.
 	Checkpoint *Checkpoint
 	// Arch is the guest's architecture ("amd64", "arm64"), which selects
 	// the QEMU the test needs. "" reads it from the asset directory's
@@ -58,12 +59,12 @@ type BootOptions struct {
 	Arch string
 }
 
-// gdEmulatedArm64CPU is the QEMU CPU for an arm64 guest on another host
+// emulatedArm64CPU is the QEMU CPU for an arm64 guest on another host
 // unless GONDOLIN_CPU says otherwise: Gondolin's "max" with an
 // implementation-defined pointer-authentication algorithm instead of
 // QARMA5, which TCG computes several times faster (a boot and first exec
 // take about half the time). The guest sees the same CPU features.
-const gdEmulatedArm64CPU = "max,pauth-impdef=on"
+const emulatedArm64CPU = "max,pauth-impdef=on"
 
 // Checkpoint is a disk checkpoint of a VM and the VMs resumed from it.
 type Checkpoint struct {
@@ -99,7 +100,7 @@ type ExecResult struct {
 	Stderr   string   `json:"stderr"`
 }
 
-// BootReport describes a RunGondolin run.
+// BootReport describes a Run run.
 type BootReport struct {
 	Results []ExecResult
 	// BootTime is VM.create + start (QEMU boot until the guest agent is up).
@@ -114,51 +115,51 @@ type BootReport struct {
 	Log string
 }
 
-// GondolinHostDir returns testdata/gondolin-host (the Node harness) in the
+// HostDir returns testdata/gondolin-host (the Node harness) in the
 // module.
-func GondolinHostDir() (string, error) {
-	root, err := gdModuleRoot("go")
+func HostDir() (string, error) {
+	root, err := testenv.ModuleRoot("go")
 	if err != nil {
 		return "", err
 	}
 	return filepath.Join(root, "testdata", "gondolin-host"), nil
 }
 
-// BootGondolin boots assetsDir (a Gondolin asset directory, or an image
+// Boot boots assetsDir (a Gondolin asset directory, or an image
 // ref in Gondolin's image store) with the real Gondolin host under
 // QEMU/TCG, runs each command with vm.exec and returns the results in
 // order. Gondolin runs qemu-system-x86_64 or qemu-system-aarch64 as the
 // guest's manifest says. Any boot or protocol failure fails the test (with
 // the guest console in the message). It skips when node, npm or the QEMU
 // the guest needs are missing, except under CI, where it fails.
-func BootGondolin(t TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
+func Boot(t testenv.TB, assetsDir string, opts BootOptions, cmds ...[]string) []ExecResult {
 	t.Helper()
 	specs := make([]ExecSpec, len(cmds))
 	for i, c := range cmds {
 		specs[i] = ExecSpec{Argv: c}
 	}
-	rep, err := RunGondolin(t, assetsDir, opts, specs...)
+	rep, err := Run(t, assetsDir, opts, specs...)
 	if err != nil {
-		t.Fatalf("BootGondolin(%s, %+v): %v\n--- harness log (tail) ---\n%s", assetsDir, opts, err, gdTail(rep.Log, 12000))
+		t.Fatalf("gondolintest.Boot(%s, %+v): %v\n--- harness log (tail) ---\n%s", assetsDir, opts, err, testenv.Tail(rep.Log, 12000))
 	}
-	t.Logf("BootGondolin(%s): boot %s, exec %s, total %s", filepath.Base(assetsDir), rep.BootTime.Round(time.Millisecond), rep.ExecTime.Round(time.Millisecond), rep.Total.Round(time.Millisecond))
+	t.Logf("gondolintest.Boot(%s): boot %s, exec %s, total %s", filepath.Base(assetsDir), rep.BootTime.Round(time.Millisecond), rep.ExecTime.Round(time.Millisecond), rep.Total.Round(time.Millisecond))
 	return rep.Results
 }
 
-// RunGondolin is BootGondolin for callers that expect failures: it returns
+// Run is Boot for callers that expect failures: it returns
 // the error (boot failure, timeout, harness error) instead of failing the
 // test, with whatever results and log were collected. Missing tools still
 // skip (or fail under CI).
-func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
+func Run(t testenv.TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*BootReport, error) {
 	t.Helper()
 	arch := opts.Arch
 	if arch == "" {
-		arch = gdGuestArch(assetsDir, opts.HostEnv)
+		arch = guestArch(assetsDir, opts.HostEnv)
 	}
-	a := gdArchOf(t, arch)
+	a := testenv.ArchOf(t, arch)
 	require.Integration(t, "boots a VM")
-	tools := require.Tools(t, "nodejs npm "+a.qemuPkg+" qemu-utils", "node", "npm", a.qemuSystem, "qemu-img")
-	hostDir := gdEnsureHarness(t, tools)
+	tools := require.Tools(t, "nodejs npm "+a.QemuPkg+" qemu-utils", "node", "npm", a.QemuSystem, "qemu-img")
+	hostDir := ensureHarness(t, tools)
 	if opts.Timeout == 0 {
 		opts.Timeout = 4 * time.Minute
 	}
@@ -202,7 +203,7 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 	if err != nil {
 		return &BootReport{}, err
 	}
-	rep, err := gdRunHarness(t, hostDir, a, opts, in, len(specs))
+	rep, err := runHarness(t, hostDir, a, opts, in, len(specs))
 	if err != nil {
 		// TCG on a loaded two-core machine now and then leaves the guest
 		// kernel stuck early, or Gondolin's own init dies in its device
@@ -210,44 +211,44 @@ func RunGondolin(t TB, assetsDir string, opts BootOptions, specs ...ExecSpec) (*
 		// boot says nothing of the guest; boot it again, once.
 		why := ""
 		switch {
-		case gdStalledBeforeInit(rep.Log):
+		case stalledBeforeInit(rep.Log):
 			why = "the emulated kernel stalled before it ran /init"
-		case gdInitDiedBeforeAgent(rep.Log):
+		case initDiedBeforeAgent(rep.Log):
 			why = "Gondolin's init died before it started the guest agent"
 		}
 		if why != "" {
-			t.Logf("%s (%v): booting again; its log ended:\n%s", why, err, gdTail(rep.Log, 1500))
-			rep, err = gdRunHarness(t, hostDir, a, opts, in, len(specs))
+			t.Logf("%s (%v): booting again; its log ended:\n%s", why, err, testenv.Tail(rep.Log, 1500))
+			rep, err = runHarness(t, hostDir, a, opts, in, len(specs))
 		}
 	}
 	return rep, err
 }
 
-// gdInitDiedBeforeAgent reports whether a failed boot's log shows
+// initDiedBeforeAgent reports whether a failed boot's log shows
 // Gondolin's rootfs init (its "[init]" lines) dying, the kernel panicking
 // for it, before it logged that it starts sandboxd: before the image
 // environment docker2vm adds is sourced and its agent wrapper runs.
-func gdInitDiedBeforeAgent(log string) bool {
+func initDiedBeforeAgent(log string) bool {
 	return strings.Contains(log, "Attempted to kill init!") && strings.Contains(log, "[init] ") &&
 		!strings.Contains(log, "[init] starting sandboxd")
 }
 
-// gdStalledBeforeInit reports whether a failed boot's log shows the guest
+// stalledBeforeInit reports whether a failed boot's log shows the guest
 // kernel booting but never reaching its init. (A console-less guest logs
 // no kernel lines: never "stalled".)
-func gdStalledBeforeInit(log string) bool {
+func stalledBeforeInit(log string) bool {
 	return strings.Contains(log, "] Linux version ") && !strings.Contains(log, "] Run /init as init process")
 }
 
-// gdRunHarness boots once: the harness given the request in, under the
+// runHarness boots once: the harness given the request in, under the
 // one-VM-at-a-time lock.
-func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, nspecs int) (*BootReport, error) {
+func runHarness(t testenv.TB, hostDir string, a *testenv.Arch, opts BootOptions, in []byte, nspecs int) (*BootReport, error) {
 	t.Helper()
 
 	// One VM at a time across all test processes: TCG guests are CPU-bound
 	// and the CI machines have two cores.
 	lockStart := time.Now()
-	unlock, err := (&gdBuilder{t: t, cache: GondolinCacheDir()}).lockFile(".boot.lock")
+	unlock, err := (&builder{t: t, cache: testenv.CacheDir()}).lockFile(".boot.lock")
 	if err != nil {
 		return &BootReport{}, err
 	}
@@ -262,10 +263,10 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	cmd.Dir = hostDir
 	cmd.Stdin = bytes.NewReader(in)
 	env := append(os.Environ(), "NODE_NO_WARNINGS=1")
-	if a.name == ARM64 && !a.native() && os.Getenv("GONDOLIN_CPU") == "" && !slices.ContainsFunc(opts.HostEnv, func(kv string) bool {
+	if a.Name == testenv.ARM64 && !a.Native() && os.Getenv("GONDOLIN_CPU") == "" && !slices.ContainsFunc(opts.HostEnv, func(kv string) bool {
 		return strings.HasPrefix(kv, "GONDOLIN_CPU=")
 	}) {
-		env = append(env, "GONDOLIN_CPU="+gdEmulatedArm64CPU)
+		env = append(env, "GONDOLIN_CPU="+emulatedArm64CPU)
 	}
 	cmd.Env = append(env, opts.HostEnv...)
 	// Own process group so a timeout also kills QEMU.
@@ -289,7 +290,7 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	}
 	found := false
 	for _, line := range strings.Split(stdout.String(), "\n") {
-		if rest, ok := strings.CutPrefix(line, gdResultMarker); ok {
+		if rest, ok := strings.CutPrefix(line, resultMarker); ok {
 			if err := json.Unmarshal([]byte(rest), &out); err != nil {
 				return rep, fmt.Errorf("harness result: %v", err)
 			}
@@ -307,7 +308,7 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	}
 	switch {
 	case !found:
-		return rep, fmt.Errorf("harness printed no result (%v); stdout:\n%s", runErr, gdTail(stdout.String(), 4000))
+		return rep, fmt.Errorf("harness printed no result (%v); stdout:\n%s", runErr, testenv.Tail(stdout.String(), 4000))
 	case out.Error != "":
 		return rep, fmt.Errorf("harness: %s", out.Error)
 	case runErr != nil:
@@ -318,15 +319,15 @@ func gdRunHarness(t TB, hostDir string, a *gdArch, opts BootOptions, in []byte, 
 	return rep, nil
 }
 
-const gdResultMarker = "@@DOCKER2VM-GONDOLIN-RESULT@@ "
+const resultMarker = "@@DOCKER2VM-GONDOLIN-RESULT@@ "
 
-// gdGuestArch guesses the architecture Gondolin will boot image (an asset
+// guestArch guesses the architecture Gondolin will boot image (an asset
 // directory or an image ref) as: the directory's manifest, or the ref's
 // only architecture in the image store, else the host's. The guess only
 // picks the QEMU the test requires; Gondolin decides for itself.
-func gdGuestArch(image string, hostEnv []string) string {
+func guestArch(image string, hostEnv []string) string {
 	if st, err := os.Stat(image); err == nil && st.IsDir() {
-		if arch, err := gdManifestArch(image); err == nil {
+		if arch, err := manifestArch(image); err == nil {
 			return arch
 		}
 		return runtime.GOARCH
@@ -348,16 +349,16 @@ func gdGuestArch(image string, hostEnv []string) string {
 	}
 	ents, err := os.ReadDir(filepath.Join(store, "refs", filepath.FromSlash(name), tag))
 	if err == nil && len(ents) == 1 {
-		if a := gdLookupArch(ents[0].Name()); a != nil {
-			return a.name
+		if a := testenv.LookupArch(ents[0].Name()); a != nil {
+			return a.Name
 		}
 	}
 	return runtime.GOARCH
 }
 
-var gdHarnessMu sync.Mutex
+var harnessMu sync.Mutex
 
-// HarnessNode is the Node.js the harness in hostDir (GondolinHostDir)
+// HarnessNode is the Node.js the harness in hostDir (HostDir)
 // runs the Gondolin host with: npm's node package, pinned in its
 // package.json to a version Gondolin's engines field allows (the system's
 // Node runs npm only).
@@ -365,16 +366,16 @@ func HarnessNode(hostDir string) string {
 	return filepath.Join(hostDir, "node_modules", "node", "bin", "node")
 }
 
-// gdEnsureHarness installs the harness's node_modules (npm ci) when they
+// ensureHarness installs the harness's node_modules (npm ci) when they
 // are missing: Gondolin and the Node.js that runs it.
-func gdEnsureHarness(t TB, tools map[string]string) string {
+func ensureHarness(t testenv.TB, tools map[string]string) string {
 	t.Helper()
-	dir, err := GondolinHostDir()
+	dir, err := HostDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	gdHarnessMu.Lock()
-	defer gdHarnessMu.Unlock()
+	harnessMu.Lock()
+	defer harnessMu.Unlock()
 	installed := func() bool {
 		for _, p := range []string{filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "package.json"), HarnessNode(dir)} {
 			if _, err := os.Stat(p); err != nil {
@@ -387,7 +388,7 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 		return dir
 	}
 	// Serialize with other test processes.
-	b := &gdBuilder{t: t, cache: GondolinCacheDir()}
+	b := &builder{t: t, cache: testenv.CacheDir()}
 	unlock, err := b.lock()
 	if err != nil {
 		t.Fatal(err)
@@ -405,20 +406,20 @@ func gdEnsureHarness(t TB, tools map[string]string) string {
 	cmd.Dir = dir
 	outb, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("npm %s in %s: %v\n%s", strings.Join(args, " "), dir, err, gdTail(string(outb), 4000))
+		t.Fatalf("npm %s in %s: %v\n%s", strings.Join(args, " "), dir, err, testenv.Tail(string(outb), 4000))
 	}
 	t.Logf("npm %s in %s: %s", args[0], dir, time.Since(start).Round(time.Millisecond))
 	return dir
 }
 
-// GondolinCLI runs the real gondolin CLI (from the harness's node_modules)
+// CLI runs the real gondolin CLI (from the harness's node_modules)
 // with args and extra environment env, returning its combined output. Tools
-// are required as for BootGondolin; a non-zero exit is returned as error.
-func GondolinCLI(t TB, env []string, args ...string) (string, error) {
+// are required as for Boot; a non-zero exit is returned as error.
+func CLI(t testenv.TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	require.Integration(t, "runs the Gondolin CLI")
 	tools := require.Tools(t, "nodejs npm", "node", "npm")
-	dir := gdEnsureHarness(t, tools)
+	dir := ensureHarness(t, tools)
 	cli := filepath.Join(dir, "node_modules", "@earendil-works", "gondolin", "dist", "bin", "gondolin.js")
 	cmd := exec.Command(HarnessNode(dir), append([]string{cli}, args...)...)
 	cmd.Dir = dir
@@ -430,11 +431,11 @@ func GondolinCLI(t TB, env []string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// GondolinVerify fails the test unless "gondolin build --verify DIR"
+// Verify fails the test unless "gondolin build --verify DIR"
 // accepts the asset directory (manifest, assets, checksums).
-func GondolinVerify(t TB, dir string) {
+func Verify(t testenv.TB, dir string) {
 	t.Helper()
-	out, err := GondolinCLI(t, nil, "build", "--verify", dir)
+	out, err := CLI(t, nil, "build", "--verify", dir)
 	if err != nil || !strings.Contains(out, "verified successfully") {
 		t.Fatalf("gondolin build --verify %s: %v\n%s", dir, err, out)
 	}

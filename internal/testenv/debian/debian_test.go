@@ -1,4 +1,4 @@
-package testenv
+package debian
 
 import (
 	"archive/tar"
@@ -15,19 +15,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 )
 
-type debianTarEntry struct {
+type tarEntry struct {
 	h    *tar.Header
 	data []byte
 }
 
-// debianReadTar reads every entry of an uncompressed layer, in order.
-func debianReadTar(t *testing.T, b []byte) ([]string, map[string]debianTarEntry) {
+// readTar reads every entry of an uncompressed layer, in order.
+func readTar(t *testing.T, b []byte) ([]string, map[string]tarEntry) {
 	t.Helper()
 	tr := tar.NewReader(bytes.NewReader(b))
 	var order []string
-	m := map[string]debianTarEntry{}
+	m := map[string]tarEntry{}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -45,53 +47,47 @@ func debianReadTar(t *testing.T, b []byte) ([]string, map[string]debianTarEntry)
 			t.Errorf("duplicate tar entry %s", name)
 		}
 		order = append(order, name)
-		m[name] = debianTarEntry{h, data}
+		m[name] = tarEntry{h, data}
 	}
 	return order, m
 }
 
-func TestDebianCapValue(t *testing.T) {
+func TestCapValue(t *testing.T) {
 	// What `setcap cap_net_raw+ep` writes (libcap2-bin 2.66).
 	want := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	if got := DebianCapValue(); !bytes.Equal(got, want) {
-		t.Fatalf("DebianCapValue = %x, want %x", got, want)
+	if got := CapValue(); !bytes.Equal(got, want) {
+		t.Fatalf("CapValue = %x, want %x", got, want)
 	}
 }
 
-func TestDebianMirror(t *testing.T) {
-	if m := debianMirror(); !strings.HasPrefix(m, "http") {
-		t.Fatalf("debianMirror = %q", m)
-	}
-}
-
-func TestDebianImage(t *testing.T) {
+func TestImage(t *testing.T) {
 	require.Integration(t, "debootstraps Debian, ~200 MB of layers")
-	for _, arch := range Arches {
-		t.Run(arch, func(t *testing.T) { testDebianImage(t, arch) })
+	for _, arch := range testenv.Arches {
+		t.Run(arch, func(t *testing.T) { testImage(t, arch) })
 	}
 }
 
-func testDebianImage(t *testing.T, arch string) {
+func testImage(t *testing.T, arch string) {
 	start := time.Now()
-	img, facts := DebianImageArch(t, arch, Gzip)
+	img, facts := ImageArch(t, arch, imagetest.Gzip)
 	first := time.Since(start)
 
 	// Again from the on-disk cache only, then from memory.
-	debianMu.Lock()
-	delete(debianMemo, arch)
-	for k := range debianImages {
+	mu.Lock()
+	delete(memo, arch)
+	for k := range images {
 		if k.arch == arch {
-			delete(debianImages, k)
+			delete(images, k)
 		}
 	}
-	debianMu.Unlock()
+	mu.Unlock()
 	start = time.Now()
-	img2, facts2 := DebianImageArch(t, arch, Gzip)
+	img2, facts2 := ImageArch(t, arch, imagetest.Gzip)
 	disk := time.Since(start)
 	start = time.Now()
-	DebianImageArch(t, arch, Gzip)
+	ImageArch(t, arch, imagetest.Gzip)
 	mem := time.Since(start)
-	t.Logf("DebianImage timings: first call %s, warm from disk %s, warm in memory %s", first.Round(time.Millisecond), disk.Round(time.Millisecond), mem.Round(time.Microsecond))
+	t.Logf("debian.Image timings: first call %s, warm from disk %s, warm in memory %s", first.Round(time.Millisecond), disk.Round(time.Millisecond), mem.Round(time.Microsecond))
 
 	d1, err := img.Digest()
 	if err != nil {
@@ -115,7 +111,7 @@ func testDebianImage(t *testing.T, arch string) {
 	if !slices.Equal(cf.Config.Env, facts.Env) || !slices.Contains(cf.Config.Env, "DOCKER2VM_TEST=debian") || !strings.HasPrefix(cf.Config.Env[0], "PATH=") {
 		t.Errorf("Env = %q, facts.Env = %q", cf.Config.Env, facts.Env)
 	}
-	if !slices.Equal(cf.Config.Cmd, DebianCmd) {
+	if !slices.Equal(cf.Config.Cmd, Cmd) {
 		t.Errorf("Cmd = %q", cf.Config.Cmd)
 	}
 	if cf.OS != "linux" || cf.Architecture != arch {
@@ -147,8 +143,8 @@ func testDebianImage(t *testing.T, arch string) {
 	}
 
 	// Layer 1: the debootstrap tree.
-	order1, l1 := debianReadTar(t, tars[0])
-	if !slices.IsSortedFunc(order1, debianWalkLess) {
+	order1, l1 := readTar(t, tars[0])
+	if !slices.IsSortedFunc(order1, walkLess) {
 		t.Error("layer 1 is not in lexical walk order")
 	}
 	if e, ok := l1["etc/debian_version"]; !ok || strings.TrimSpace(string(e.data)) != facts.DebianVersion || !strings.HasPrefix(facts.DebianVersion, "12.") {
@@ -215,9 +211,9 @@ func testDebianImage(t *testing.T, arch string) {
 	}
 
 	// Layer 2: whiteouts, opaque marker, a changed file.
-	order2, l2 := debianReadTar(t, tars[1])
+	order2, l2 := readTar(t, tars[1])
 	t.Logf("layer 2: %q", order2)
-	if !slices.IsSortedFunc(order2, debianWalkLess) {
+	if !slices.IsSortedFunc(order2, walkLess) {
 		t.Error("layer 2 is not in lexical walk order")
 	}
 	for _, w := range facts.WhitedOut {
@@ -243,7 +239,7 @@ func testDebianImage(t *testing.T, arch string) {
 	}
 
 	// Layer 3: the file capability.
-	order3, l3 := debianReadTar(t, tars[2])
+	order3, l3 := readTar(t, tars[2])
 	t.Logf("layer 3: %q", order3)
 	capE := l3[strings.TrimPrefix(facts.CapPath, "/")]
 	if capE.h == nil {
@@ -294,8 +290,8 @@ func testDebianImage(t *testing.T, arch string) {
 	}
 
 	// Other compressions: same diff IDs, their own media types.
-	for c, want := range map[Compression]types.MediaType{None: types.OCIUncompressedLayer, Zstd: types.OCILayerZStd} {
-		other, _ := DebianImageArch(t, arch, c)
+	for c, want := range map[imagetest.Compression]types.MediaType{imagetest.None: types.OCIUncompressedLayer, imagetest.Zstd: types.OCILayerZStd} {
+		other, _ := ImageArch(t, arch, c)
 		ls, err := other.Layers()
 		if err != nil {
 			t.Fatal(err)
@@ -308,7 +304,7 @@ func testDebianImage(t *testing.T, arch string) {
 				t.Errorf("%s layer %d: diff ID %s vs %s, media type %s", c, i+1, a, b, mt)
 			}
 		}
-		if c == Zstd {
+		if c == imagetest.Zstd {
 			rc, err := ls[0].Uncompressed()
 			if err != nil {
 				t.Fatal(err)

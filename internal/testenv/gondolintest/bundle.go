@@ -1,20 +1,25 @@
-package testenv
-
-// A fixture Gondolin base bundle built from Debian packages: the cloud
-// kernel, a busybox initramfs, a busybox rootfs.ext4 with our stand-ins
-// for Gondolin's agents (internal/guestagent) at /usr/bin/sandboxd and
+// Package gondolintest boots guests under the real Gondolin host for the
+// integration tests and the demo: a fixture Gondolin base bundle, boots of
+// an asset directory or an image ref with the Node.js harness in
+// testdata/gondolin-host (Boot, Run), and Gondolin's own CLI (CLI, RunCLI,
+// Verify).
+//
+// The base bundle is built from Debian packages: the cloud kernel, a
+// busybox initramfs, a busybox rootfs.ext4 with our stand-ins for
+// Gondolin's agents (internal/guestagent) at /usr/bin/sandboxd and
 // /usr/bin/sandboxfs, Gondolin's own init scripts, and manifest.json, for
 // x86_64 or aarch64 (Debian's arm64 packages through dpkg multiarch). See
 // docs/gondolin-contract.md for what each piece must satisfy.
+package gondolintest
 
 import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +27,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -34,42 +38,44 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/gondolin/guest"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
+	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 )
 
-// gdInitramfsPrelude is the initramfs /init: it makes up for what the
+// initramfsPrelude is the initramfs /init: it makes up for what the
 // fixture's Debian kernel and an arm64 guest on an x86_64 host lack, then
 // runs Gondolin's own initramfs init.
 //
 //go:embed testdata/initramfs-prelude.sh
-var gdInitramfsPrelude []byte
+var initramfsPrelude []byte
 
-// gdBundleFormat is part of every cache key: bump it when the bundle layout
+// bundleFormat is part of every cache key: bump it when the bundle layout
 // or build steps change in a way the inputs' hashes do not capture.
-const gdBundleFormat = "docker2vm-testenv-bundle-v5"
+const bundleFormat = "docker2vm-testenv-bundle-v5"
 
-// gdKernelMetaPackage is the Debian package whose dependency names the
+// kernelMetaPackage is the Debian package whose dependency names the
 // kernel image package to use (linux-image-cloud-amd64, -arm64).
-func (a *gdArch) kernelMetaPackage() string { return "linux-image-cloud-" + a.name }
+func kernelMetaPackage(a *testenv.Arch) string { return "linux-image-cloud-" + a.Name }
 
-// gdModules are loaded by both inits; their dependencies are added from
+// kernelModules are loaded by both inits; their dependencies are added from
 // modules.dep. Both cloud kernels build ext4 and the PCI host bridge in
 // and the virtio drivers as modules; Gondolin attaches virtio devices
 // over PCI on both q35 (x86_64) and virt (aarch64).
-var gdModules = []string{
+var kernelModules = []string{
 	"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
 	"virtio_blk", "virtio_console", "virtio-rng", "virtio_net", "fuse", "overlay",
 }
 
-// GondolinBundlePackages lists the Debian packages BuildBaseBundle needs
+// BundlePackages lists the Debian packages BaseBundle needs
 // installed (the kernel and, for arm64, busybox are fetched with apt-get
 // download at test time; a foreign architecture also needs qemu-user,
-// see QemuUser, to list busybox's applets).
-const GondolinBundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt " + MuslBusyboxPackages
+// see qemuuser.Path, to list busybox's applets).
+const BundlePackages = "busybox-static kmod e2fsprogs lz4 dpkg apt " + MuslBusyboxPackages
 
-// GondolinBootPackages lists the Debian packages BootGondolin needs besides
+// BootPackages lists the Debian packages Boot needs besides
 // Node.js and npm to boot x86_64 guests; aarch64 guests need
 // qemu-system-arm instead of qemu-system-x86.
-const GondolinBootPackages = "qemu-system-x86 qemu-utils"
+const BootPackages = "qemu-system-x86 qemu-utils"
 
 // Bundle asset names (Gondolin's defaults, as package gondolin names them).
 const (
@@ -79,114 +85,118 @@ const (
 	BundleManifest  = gondolin.ManifestName
 )
 
-// GondolinCacheDir is where fixtures are cached across test runs:
-// $DOCKER2VM_TEST_CACHE, else $XDG_CACHE_HOME/docker2vm-test, else
-// ~/.cache/docker2vm-test, else $TMPDIR/docker2vm-testenv.
-func GondolinCacheDir() string {
-	if d := os.Getenv("DOCKER2VM_TEST_CACHE"); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "docker2vm-test")
-	}
-	if h, err := os.UserHomeDir(); err == nil && h != "" && h != "/" {
-		return filepath.Join(h, ".cache", "docker2vm-test")
-	}
-	return filepath.Join(os.TempDir(), "docker2vm-testenv")
-}
-
 var (
-	gdBundleMu   sync.Mutex
-	gdBundleDirs = map[string]string{} // by arch
-	gdSandboxdMu sync.Mutex
-	gdSandboxds  = map[string]string{} // by arch
+	bundleMu   sync.Mutex
+	bundleDirs = map[string]string{} // by arch
+	sandboxdMu sync.Mutex
+	sandboxds  = map[string]string{} // by arch
 )
 
-// BuildBaseBundle is BuildBaseBundleArch(t, AMD64).
-func BuildBaseBundle(t TB) string {
+// BaseBundle is BaseBundleArch(t, testenv.AMD64).
+func BaseBundle(t testenv.TB) string {
 	t.Helper()
-	return BuildBaseBundleArch(t, AMD64)
+	return BaseBundleArch(t, testenv.AMD64)
 }
 
-// BuildBaseBundleArch returns a directory holding a bootable Gondolin base
+// BaseBundleArch returns a directory holding a bootable Gondolin base
 // bundle for arch ("amd64" or "arm64"): vmlinuz-virt, initramfs.cpio.lz4,
 // rootfs.ext4 and manifest.json (config.arch x86_64 or aarch64). Callers
 // must treat it as read-only. It is built once per architecture and set of
-// inputs and cached in GondolinCacheDir (and in memory for the rest of the
+// inputs and cached in testenv.CacheDir (and in memory for the rest of the
 // test process). arm64 takes its packages from Debian's arm64 archive,
 // which apt must know (dpkg --add-architecture arm64), and lists busybox's
-// applets with qemu-user (QemuUser). It skips the test when a tool is
+// applets with qemu-user (qemuuser.Path). It skips the test when a tool is
 // missing, except under CI, where it fails.
-func BuildBaseBundleArch(t TB, arch string) string {
+func BaseBundleArch(t testenv.TB, arch string) string {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := testenv.ArchOf(t, arch)
 	require.Integration(t, "builds the Gondolin base bundle")
 	cc := "gcc"
-	if !a.native() {
-		cc = a.gnuTriplet() + "-gcc"
+	if !a.Native() {
+		cc = gnuTriplet(a) + "-gcc"
 	}
-	tools := require.Tools(t, GondolinBundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm",
+	tools := require.Tools(t, BundlePackages+" nodejs npm", "go", "apt-get", "apt-cache", "dpkg", "dpkg-deb", "depmod", "mke2fs", "lz4", "node", "npm",
 		"make", "tar", "bzip2", cc)
 	var qemuUser string
-	if !a.native() {
-		qemuUser = QemuUser(t, a.name)
+	if !a.Native() {
+		qemuUser = qemuuser.Path(t, a.Name)
 	}
-	gdRequireDebArch(t, a)
-	gdBundleMu.Lock()
-	defer gdBundleMu.Unlock()
-	if dir := gdBundleDirs[a.name]; dir != "" {
+	requireDebArch(t, a)
+	bundleMu.Lock()
+	defer bundleMu.Unlock()
+	if dir := bundleDirs[a.Name]; dir != "" {
 		return dir
 	}
 	start := time.Now()
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a, qemuUser: qemuUser, harness: gdEnsureHarness(t, tools)}
+	b := &builder{t: t, tools: tools, cache: testenv.CacheDir(), arch: a, qemuUser: qemuUser, harness: ensureHarness(t, tools)}
 	dir, err := b.build()
 	if err != nil {
-		t.Fatalf("BuildBaseBundleArch(%s): %v", a.name, err)
+		t.Fatalf("gondolintest.BaseBundleArch(%s): %v", a.Name, err)
 	}
-	t.Logf("BuildBaseBundleArch(%s): %s (%s)", a.name, dir, time.Since(start).Round(time.Millisecond))
-	gdBundleDirs[a.name] = dir
+	t.Logf("gondolintest.BaseBundleArch(%s): %s (%s)", a.Name, dir, time.Since(start).Round(time.Millisecond))
+	bundleDirs[a.Name] = dir
 	return dir
 }
 
-// BuildSandboxdArch builds the test guest agent
+// Sandboxd builds the test guest agent
 // (internal/guestagent/cmd/sandboxd) as a static linux binary for arch and
 // returns its path (read-only, cached for the test process).
-func BuildSandboxdArch(t TB, arch string) string {
+func Sandboxd(t testenv.TB, arch string) string {
 	t.Helper()
-	a := gdArchOf(t, arch)
+	a := testenv.ArchOf(t, arch)
 	tools := require.Tools(t, "golang", "go")
-	gdSandboxdMu.Lock()
-	defer gdSandboxdMu.Unlock()
-	if p := gdSandboxds[a.name]; p != "" {
+	sandboxdMu.Lock()
+	defer sandboxdMu.Unlock()
+	if p := sandboxds[a.Name]; p != "" {
 		return p
 	}
-	b := &gdBuilder{t: t, tools: tools, cache: GondolinCacheDir(), arch: a}
+	b := &builder{t: t, tools: tools, cache: testenv.CacheDir(), arch: a}
 	p, err := b.sandboxd()
 	if err != nil {
-		t.Fatalf("BuildSandboxdArch(%s): %v", a.name, err)
+		t.Fatalf("gondolintest.Sandboxd(%s): %v", a.Name, err)
 	}
-	gdSandboxds[a.name] = p
+	sandboxds[a.Name] = p
 	return p
 }
 
-type gdBuilder struct {
-	t     TB
+// BaseBusybox returns a static busybox for the architecture of the base
+// bundle in baseDir: the one its initramfs runs (the base's rootfs has a
+// musl-linked one, which needs the base's loader), for test images that
+// must run on their own.
+func BaseBusybox(t testenv.TB, baseDir string) []byte {
+	t.Helper()
+	a := testenv.ArchOf(t, BundleArch(t, baseDir))
+	tools := require.Tools(t, "dpkg apt", "apt-get", "apt-cache", "dpkg-deb")
+	b := &builder{t: t, tools: tools, cache: testenv.CacheDir(), arch: a}
+	p, err := b.busybox()
+	if err != nil {
+		t.Fatalf("gondolintest.BaseBusybox: %v", err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+type builder struct {
+	t     testenv.TB
 	tools map[string]string
 	cache string
-	arch  *gdArch // target of what is built
+	arch  *testenv.Arch // target of what is built
 	// qemuUser runs the target's programs when it is not this host's.
 	qemuUser string
-	// harness is the Gondolin host's directory (GondolinHostDir), whose
+	// harness is the Gondolin host's directory (HostDir), whose
 	// node_modules hold Gondolin's init scripts.
 	harness string
 }
 
-func (b *gdBuilder) logf(format string, args ...any) {
+func (b *builder) logf(format string, args ...any) {
 	b.t.Helper()
 	b.t.Logf(format, args...)
 }
 
-func (b *gdBuilder) run(dir string, env []string, name string, args ...string) ([]byte, error) {
+func (b *builder) run(dir string, env []string, name string, args ...string) ([]byte, error) {
 	path := b.tools[name]
 	if path == "" {
 		path = name
@@ -200,27 +210,20 @@ func (b *gdBuilder) run(dir string, env []string, name string, args ...string) (
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, gdTail(stderr.String(), 4000))
+		return out, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, testenv.Tail(stderr.String(), 4000))
 	}
 	return out, nil
 }
 
-func gdTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
 // lock takes an exclusive flock on the cache so that test binaries of
 // different packages running in parallel do not build the same thing twice.
-func (b *gdBuilder) lock() (unlock func(), err error) { return b.lockFile(".lock") }
+func (b *builder) lock() (unlock func(), err error) { return b.lockFile(".lock") }
 
-func (b *gdBuilder) lockFile(name string) (unlock func(), err error) {
-	return flockFile(filepath.Join(b.cache, name))
+func (b *builder) lockFile(name string) (unlock func(), err error) {
+	return testenv.Lock(filepath.Join(b.cache, name))
 }
 
-func (b *gdBuilder) build() (string, error) {
+func (b *builder) build() (string, error) {
 	unlock, err := b.lock()
 	if err != nil {
 		return "", err
@@ -253,27 +256,27 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\narch=%s\n", gdBundleFormat, b.arch.gondolin)
+	fmt.Fprintf(h, "%s\narch=%s\n", bundleFormat, b.arch.Gondolin)
 	for _, in := range []struct {
 		name string
 		data []byte
-	}{{"initramfs-prelude", gdInitramfsPrelude}, {"initramfs-init", inits.Initramfs}, {"rootfs-init", inits.Rootfs}} {
+	}{{"initramfs-prelude", initramfsPrelude}, {"initramfs-init", inits.Initramfs}, {"rootfs-init", inits.Rootfs}} {
 		fmt.Fprintf(h, "%s=%x\n", in.name, sha256.Sum256(in.data))
 	}
 	for _, f := range []string{agent, fsAgent, busybox, muslBusybox, muslLoader, filepath.Join(kernel.dir, "id")} {
-		sum, err := gdFileSHA256(f)
+		sum, err := fileSHA256(f)
 		if err != nil {
 			return "", err
 		}
 		fmt.Fprintf(h, "%s=%s\n", filepath.Base(f), sum)
 	}
-	fmt.Fprintf(h, "modules=%s\n", strings.Join(gdModules, ","))
+	fmt.Fprintf(h, "modules=%s\n", strings.Join(kernelModules, ","))
 	key := hex.EncodeToString(h.Sum(nil))[:20]
-	out := filepath.Join(b.cache, "bundles", b.arch.name+"-"+key)
+	out := filepath.Join(b.cache, "bundles", b.arch.Name+"-"+key)
 	if _, err := os.Stat(filepath.Join(out, BundleManifest)); err == nil {
 		return out, nil
 	}
-	b.logf("building the %s Gondolin base bundle %s (kernel %s)", b.arch.gondolin, out, kernel.release)
+	b.logf("building the %s Gondolin base bundle %s (kernel %s)", b.arch.Gondolin, out, kernel.release)
 
 	tmp, err := os.MkdirTemp(filepath.Join(b.cache), "bundle-tmp-")
 	if err != nil {
@@ -286,7 +289,7 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	// vmlinuz-virt
-	if err := gdCopyFile(filepath.Join(kernel.dir, "vmlinuz"), filepath.Join(bundle, BundleKernel), 0o644); err != nil {
+	if err := copyFile(filepath.Join(kernel.dir, "vmlinuz"), filepath.Join(bundle, BundleKernel), 0o644); err != nil {
 		return "", err
 	}
 
@@ -305,9 +308,9 @@ func (b *gdBuilder) build() (string, error) {
 	}
 
 	// initramfs.cpio.lz4
-	irfs := gdNewTree()
+	irfs := newTree()
 	irfs.base(busybox, applets)
-	irfs.file("init", 0o755, gdInitramfsPrelude, "")
+	irfs.file("init", 0o755, initramfsPrelude, "")
 	irfs.file("gondolin-init", 0o755, inits.Initramfs, "")
 	irfs.dir("newroot", 0o755)
 	irfs.dev("dev/console", 0o600, 5, 1)
@@ -331,11 +334,11 @@ func (b *gdBuilder) build() (string, error) {
 	// rootfs.ext4
 	// The rootfs's busybox is dynamically linked against musl, as
 	// alpine-base's: /lib/ld-musl-ARCH.so.1 and Alpine's libc name for it.
-	rfs := gdNewTree()
+	rfs := newTree()
 	rfs.base(muslBusybox, muslApplets)
-	loaderName := "ld-musl-" + b.arch.gondolin + ".so.1"
+	loaderName := "ld-musl-" + b.arch.Gondolin + ".so.1"
 	rfs.file("lib/"+loaderName, 0o755, nil, muslLoader)
-	rfs.symlink("lib/libc.musl-"+b.arch.gondolin+".so.1", loaderName)
+	rfs.symlink("lib/libc.musl-"+b.arch.Gondolin+".so.1", loaderName)
 	rfs.file("init", 0o755, inits.Rootfs, "")
 	rfs.file("usr/bin/sandboxd", 0o755, nil, agent)
 	rfs.file("usr/bin/sandboxfs", 0o755, nil, fsAgent)
@@ -359,15 +362,15 @@ func (b *gdBuilder) build() (string, error) {
 	if err := rfs.materialize(stage); err != nil {
 		return "", err
 	}
-	uuid := gdFixtureUUID("rootfs\n" + key)
-	if _, err := b.run(tmp, []string{"E2FSPROGS_FAKE_TIME=" + fmt.Sprint(gdEpoch)}, "mke2fs", "-q", "-F", "-t", "ext4",
+	uuid := fixtureUUID("rootfs\n" + key)
+	if _, err := b.run(tmp, []string{"E2FSPROGS_FAKE_TIME=" + fmt.Sprint(epoch)}, "mke2fs", "-q", "-F", "-t", "ext4",
 		"-O", "^has_journal", "-m", "0", "-L", "gondolin-root", "-U", uuid,
-		"-E", "root_owner=0:0,hash_seed="+gdFixtureUUID("hash\n"+key),
+		"-E", "root_owner=0:0,hash_seed="+fixtureUUID("hash\n"+key),
 		"-d", stage, filepath.Join(bundle, BundleRootfs), "64M"); err != nil {
 		return "", err
 	}
 
-	if err := gdWriteManifest(bundle, b.arch.gondolin, "busybox"); err != nil {
+	if err := writeManifest(bundle, b.arch.Gondolin, "busybox"); err != nil {
 		return "", err
 	}
 
@@ -382,8 +385,8 @@ func (b *gdBuilder) build() (string, error) {
 
 // ---------------------------------------------------------------- inputs
 
-// GondolinInits are Gondolin's own init scripts.
-type GondolinInits struct {
+// initScripts are Gondolin's own init scripts.
+type initScripts struct {
 	Rootfs, Initramfs []byte
 }
 
@@ -391,7 +394,7 @@ type GondolinInits struct {
 // installed package exports them (dist/src/alpine/init-scripts.js), so
 // that the fixture runs exactly what Gondolin's image builder puts into
 // alpine-base, and a Gondolin upgrade tests the contract again.
-func (b *gdBuilder) gondolinInits() (*GondolinInits, error) {
+func (b *builder) gondolinInits() (*initScripts, error) {
 	mod := filepath.Join(b.harness, "node_modules", "@earendil-works", "gondolin", "dist", "src", "alpine", "init-scripts.js")
 	script := `import(require("url").pathToFileURL(process.argv[1]).href).then((m) => {
   if (typeof m.ROOTFS_INIT_SCRIPT !== "string" || typeof m.INITRAMFS_INIT_SCRIPT !== "string") {
@@ -410,19 +413,19 @@ func (b *gdBuilder) gondolinInits() (*GondolinInits, error) {
 	if !strings.Contains(v.Rootfs, "exec /usr/bin/sandboxd") || !strings.Contains(v.Initramfs, "switch_root") {
 		return nil, fmt.Errorf("%s: the init scripts are not Gondolin's rootfs and initramfs inits", mod)
 	}
-	return &GondolinInits{Rootfs: []byte(v.Rootfs), Initramfs: []byte(v.Initramfs)}, nil
+	return &initScripts{Rootfs: []byte(v.Rootfs), Initramfs: []byte(v.Initramfs)}, nil
 }
 
 // sandboxd builds the guest agent into the cache and returns its path. The
 // cache key hashes the agent's sources (internal/guestagent, which imports
 // only the standard library), go.mod and the Go version, so a warm call
 // costs one "go env" instead of a link.
-func (b *gdBuilder) sandboxd() (string, error) { return b.agent("sandboxd") }
+func (b *builder) sandboxd() (string, error) { return b.agent("sandboxd") }
 
 // agent builds the guest agent stand-in internal/guestagent/cmd/NAME
 // (sandboxd or sandboxfs) as sandboxd does.
-func (b *gdBuilder) agent(name string) (string, error) {
-	root, err := gdModuleRoot(b.tools["go"])
+func (b *builder) agent(name string) (string, error) {
+	root, err := testenv.ModuleRoot(b.tools["go"])
 	if err != nil {
 		return "", err
 	}
@@ -431,7 +434,7 @@ func (b *gdBuilder) agent(name string) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\nlinux/%s static\n", strings.TrimSpace(string(goVersion)), b.arch.name)
+	fmt.Fprintf(h, "%s\nlinux/%s static\n", strings.TrimSpace(string(goVersion)), b.arch.Name)
 	var files []string
 	src := filepath.Join(root, "internal", "guestagent")
 	err = filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
@@ -449,7 +452,7 @@ func (b *gdBuilder) agent(name string) (string, error) {
 	files = append(files, filepath.Join(root, "go.mod"))
 	sort.Strings(files)
 	for _, f := range files {
-		sum, err := gdFileSHA256(f)
+		sum, err := fileSHA256(f)
 		if err != nil {
 			return "", err
 		}
@@ -457,42 +460,24 @@ func (b *gdBuilder) agent(name string) (string, error) {
 		fmt.Fprintf(h, "%s %s\n", rel, sum)
 	}
 	final := filepath.Join(b.cache, "sandboxd", hex.EncodeToString(h.Sum(nil))[:20], name)
-	if gdIsStatic(final, b.arch.machine) {
+	if isStatic(final, b.arch.Machine) {
 		return final, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return "", err
 	}
 	tmp := final + ".tmp"
-	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.name}, "go", "build",
+	if _, err := b.run(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + b.arch.Name}, "go", "build",
 		"-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, "./internal/guestagent/cmd/"+name); err != nil {
 		return "", err
 	}
-	if !gdIsStatic(tmp, b.arch.machine) {
-		return "", fmt.Errorf("%s is not a static linux/%s binary", tmp, b.arch.name)
+	if !isStatic(tmp, b.arch.Machine) {
+		return "", fmt.Errorf("%s is not a static linux/%s binary", tmp, b.arch.Name)
 	}
 	return final, os.Rename(tmp, final)
 }
 
-func gdModuleRoot(goTool string) (string, error) {
-	if _, file, _, ok := runtime.Caller(0); ok {
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		if _, err := os.Stat(filepath.Join(root, "internal", "guestagent", "cmd", "sandboxd")); err == nil {
-			return filepath.Clean(root), nil
-		}
-	}
-	out, err := exec.Command(goTool, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("cannot locate the docker2vm module root")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-type gdKernel struct {
+type kernelDir struct {
 	dir     string // holds vmlinuz, modules/<release>/..., id
 	release string
 }
@@ -502,9 +487,9 @@ type gdKernel struct {
 // load (with their dependencies and a fresh modules.dep). Cached per .deb
 // checksum. DOCKER2VM_TEST_KERNEL_DEB_<ARCH> (…_AMD64, …_ARM64; for amd64
 // also DOCKER2VM_TEST_KERNEL_DEB) names a kernel .deb to use instead.
-func (b *gdBuilder) kernel() (*gdKernel, error) {
-	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB_" + strings.ToUpper(b.arch.name))
-	if deb == "" && b.arch.name == AMD64 {
+func (b *builder) kernel() (*kernelDir, error) {
+	deb := os.Getenv("DOCKER2VM_TEST_KERNEL_DEB_" + strings.ToUpper(b.arch.Name))
+	if deb == "" && b.arch.Name == testenv.AMD64 {
 		deb = os.Getenv("DOCKER2VM_TEST_KERNEL_DEB")
 	}
 	if deb == "" {
@@ -513,14 +498,14 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 			return nil, err
 		}
 	}
-	debSum, err := gdFileSHA256(deb)
+	debSum, err := fileSHA256(deb)
 	if err != nil {
 		return nil, err
 	}
-	modKey := sha256.Sum256([]byte(debSum + "\n" + strings.Join(gdModules, ",")))
+	modKey := sha256.Sum256([]byte(debSum + "\n" + strings.Join(kernelModules, ",")))
 	dir := filepath.Join(b.cache, "kernel", hex.EncodeToString(modKey[:])[:20])
 	if rel, err := os.ReadFile(filepath.Join(dir, "id")); err == nil {
-		return &gdKernel{dir: dir, release: strings.Fields(string(rel))[0]}, nil
+		return &kernelDir{dir: dir, release: strings.Fields(string(rel))[0]}, nil
 	}
 	b.logf("unpacking %s", filepath.Base(deb))
 	tmp, err := os.MkdirTemp(b.cache, "kernel-tmp-")
@@ -540,13 +525,13 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 	if _, err := b.run(tmp, nil, "depmod", "-b", x, release); err != nil {
 		return nil, err
 	}
-	deps, err := gdReadModulesDep(filepath.Join(rels[0], "modules.dep"))
+	deps, err := readModulesDep(filepath.Join(rels[0], "modules.dep"))
 	if err != nil {
 		return nil, err
 	}
 	byName := map[string]string{}
 	for rel := range deps {
-		byName[gdModName(rel)] = rel
+		byName[modName(rel)] = rel
 	}
 	want := map[string]bool{}
 	var add func(rel string)
@@ -559,7 +544,7 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 			add(d)
 		}
 	}
-	for _, m := range gdModules {
+	for _, m := range kernelModules {
 		rel, ok := byName[strings.ReplaceAll(m, "-", "_")]
 		if !ok {
 			continue // built into this kernel
@@ -569,13 +554,13 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 	stage := filepath.Join(tmp, "k")
 	modDir := filepath.Join(stage, "modules", release)
 	for rel := range want {
-		if err := gdCopyFile(filepath.Join(rels[0], rel), filepath.Join(modDir, rel), 0o644); err != nil {
+		if err := copyFile(filepath.Join(rels[0], rel), filepath.Join(modDir, rel), 0o644); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
 		if _, err := os.Stat(filepath.Join(rels[0], f)); err == nil {
-			if err := gdCopyFile(filepath.Join(rels[0], f), filepath.Join(modDir, f), 0o644); err != nil {
+			if err := copyFile(filepath.Join(rels[0], f), filepath.Join(modDir, f), 0o644); err != nil {
 				return nil, err
 			}
 		}
@@ -590,7 +575,7 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 	if _, err := b.run(tmp, nil, "depmod", "-b", filepath.Join(tmp, "dm"), release); err != nil {
 		return nil, err
 	}
-	if err := gdCopyFile(filepath.Join(x, "boot", "vmlinuz-"+release), filepath.Join(stage, "vmlinuz"), 0o644); err != nil {
+	if err := copyFile(filepath.Join(x, "boot", "vmlinuz-"+release), filepath.Join(stage, "vmlinuz"), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(stage, "id"), []byte(release+" "+debSum+"\n"), 0o644); err != nil {
@@ -602,18 +587,18 @@ func (b *gdBuilder) kernel() (*gdKernel, error) {
 	if err := os.Rename(stage, dir); err != nil {
 		return nil, err
 	}
-	return &gdKernel{dir: dir, release: release}, nil
+	return &kernelDir{dir: dir, release: release}, nil
 }
 
 // kernelPackage resolves the versioned kernel image package that
 // linux-image-cloud-<arch> depends on (without the :<arch> qualifier).
-func (b *gdBuilder) kernelPackage() (string, error) {
-	meta := b.arch.debPackage(b.arch.kernelMetaPackage())
+func (b *builder) kernelPackage() (string, error) {
+	meta := b.arch.DebPackage(kernelMetaPackage(b.arch))
 	out, err := b.run("", nil, "apt-cache", "depends", meta)
 	if err != nil {
 		return "", fmt.Errorf("%v (is the apt package index present? run apt-get update)", err)
 	}
-	re := regexp.MustCompile(`^(linux-image-[0-9].*-cloud-` + b.arch.name + `)(:` + b.arch.name + `)?$`)
+	re := regexp.MustCompile(`^(linux-image-[0-9].*-cloud-` + b.arch.Name + `)(:` + b.arch.Name + `)?$`)
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "Depends:" {
@@ -622,20 +607,20 @@ func (b *gdBuilder) kernelPackage() (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-%s:\n%s", meta, b.arch.name, out)
+	return "", fmt.Errorf("apt-cache depends %s names no linux-image-*-cloud-%s:\n%s", meta, b.arch.Name, out)
 }
 
 // aptDownload fetches the candidate version of a package of the target
 // architecture into the cache, reusing a cached .deb whose SHA256 matches
 // the package index. resolve returns the package name, unqualified.
-func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (string, error) {
+func (b *builder) aptDownload(name string, resolve func() (string, error)) (string, error) {
 	pkg, version, sum, err := b.aptResolve(name, resolve)
 	if err != nil {
 		return "", err
 	}
 	dir := filepath.Join(b.cache, "debs")
-	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_"+b.arch.name+".deb")
-	if got, err := gdFileSHA256(final); err == nil && (sum == "" || got == sum) {
+	final := filepath.Join(dir, pkg+"_"+strings.ReplaceAll(version, ":", "%3a")+"_"+b.arch.Name+".deb")
+	if got, err := fileSHA256(final); err == nil && (sum == "" || got == sum) {
 		return final, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -648,11 +633,11 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 	defer os.RemoveAll(tmp)
 	// The file is written directly by root when running as root; silence
 	// apt's "unsandboxed download" warning by not dropping privileges.
-	args := []string{"download", "-q", b.arch.debPackage(pkg) + "=" + version}
+	args := []string{"download", "-q", b.arch.DebPackage(pkg) + "=" + version}
 	if os.Geteuid() == 0 {
 		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
 	}
-	b.logf("apt-get download %s=%s", b.arch.debPackage(pkg), version)
+	b.logf("apt-get download %s=%s", b.arch.DebPackage(pkg), version)
 	if _, err := b.run(tmp, nil, "apt-get", args...); err != nil {
 		return "", err
 	}
@@ -661,7 +646,7 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 		return "", fmt.Errorf("apt-get download %s: got %v", pkg, debs)
 	}
 	if sum != "" {
-		if got, err := gdFileSHA256(debs[0]); err != nil || got != sum {
+		if got, err := fileSHA256(debs[0]); err != nil || got != sum {
 			return "", fmt.Errorf("apt-get download %s: sha256 %s, index says %s (%v)", pkg, got, sum, err)
 		}
 	}
@@ -671,7 +656,7 @@ func (b *gdBuilder) aptDownload(name string, resolve func() (string, error)) (st
 // aptResolve returns the package, candidate version and .deb SHA256 for
 // name. apt-cache needs about a second per call, so answers are cached
 // until the package lists in /var/lib/apt/lists change.
-func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg, version, sum string, err error) {
+func (b *builder) aptResolve(name string, resolve func() (string, error)) (pkg, version, sum string, err error) {
 	lists, _ := filepath.Glob("/var/lib/apt/lists/*Packages*")
 	h := sha256.New()
 	for _, l := range lists {
@@ -679,7 +664,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 			fmt.Fprintf(h, "%s %d %d\n", l, st.Size(), st.ModTime().UnixNano())
 		}
 	}
-	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+b.arch.name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	memo := filepath.Join(b.cache, "debs", "resolved-"+name+"-"+b.arch.Name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
 	if data, err := os.ReadFile(memo); err == nil {
 		if f := strings.Fields(string(data)); len(f) == 3 {
 			return f[0], f[1], f[2], nil
@@ -688,7 +673,7 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 	if pkg, err = resolve(); err != nil {
 		return
 	}
-	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", b.arch.debPackage(pkg))
+	out, err := b.run("", nil, "apt-cache", "show", "--no-all-versions", b.arch.DebPackage(pkg))
 	if err != nil {
 		return
 	}
@@ -713,9 +698,9 @@ func (b *gdBuilder) aptResolve(name string, resolve func() (string, error)) (pkg
 // busybox returns a statically linked busybox for the target: the host's
 // (package busybox-static) when it is one, else one unpacked from apt-get
 // download busybox-static:<arch>.
-func (b *gdBuilder) busybox() (string, error) {
+func (b *builder) busybox() (string, error) {
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if gdIsStatic(p, b.arch.machine) {
+		if isStatic(p, b.arch.Machine) {
 			return p, nil
 		}
 	}
@@ -723,13 +708,13 @@ func (b *gdBuilder) busybox() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("no static busybox on the host and apt-get download failed: %w", err)
 	}
-	sum, err := gdFileSHA256(deb)
+	sum, err := fileSHA256(deb)
 	if err != nil {
 		return "", err
 	}
 	dir := filepath.Join(b.cache, "busybox", sum[:20])
 	p := filepath.Join(dir, "bin", "busybox")
-	if gdIsStatic(p, b.arch.machine) {
+	if isStatic(p, b.arch.Machine) {
 		return p, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -743,8 +728,8 @@ func (b *gdBuilder) busybox() (string, error) {
 	if _, err := b.run("", nil, "dpkg-deb", "-x", deb, tmp); err != nil {
 		return "", err
 	}
-	if !gdIsStatic(filepath.Join(tmp, "bin", "busybox"), b.arch.machine) {
-		return "", fmt.Errorf("%s: no static %s bin/busybox", deb, b.arch.name)
+	if !isStatic(filepath.Join(tmp, "bin", "busybox"), b.arch.Machine) {
+		return "", fmt.Errorf("%s: no static %s bin/busybox", deb, b.arch.Name)
 	}
 	_ = os.RemoveAll(dir) // an incomplete earlier attempt
 	if err := os.Rename(tmp, dir); err != nil {
@@ -755,16 +740,16 @@ func (b *gdBuilder) busybox() (string, error) {
 
 // applets lists busybox's applets with their install paths (bin/sh, ...),
 // running a foreign busybox with qemu-user.
-func (b *gdBuilder) applets(busybox string) ([]string, error) { return b.appletsVia("", busybox) }
+func (b *builder) applets(busybox string) ([]string, error) { return b.appletsVia("", busybox) }
 
 // appletsVia is applets for a dynamically linked busybox, run through its
 // loader (musl's runs programs given as its first argument).
-func (b *gdBuilder) appletsVia(loader, busybox string) ([]string, error) {
+func (b *builder) appletsVia(loader, busybox string) ([]string, error) {
 	name, args := busybox, []string{"--list-full"}
 	if loader != "" {
 		name, args = loader, append([]string{busybox}, args...)
 	}
-	if !b.arch.native() {
+	if !b.arch.Native() {
 		args = append([]string{name}, args...)
 		name = b.qemuUser
 	}
@@ -785,7 +770,7 @@ func (b *gdBuilder) appletsVia(loader, busybox string) ([]string, error) {
 	return list, nil
 }
 
-func gdReadModulesDep(path string) (map[string][]string, error) {
+func readModulesDep(path string) (map[string][]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -804,8 +789,8 @@ func gdReadModulesDep(path string) (map[string][]string, error) {
 	return deps, sc.Err()
 }
 
-// gdModName maps kernel/drivers/char/hw_random/virtio-rng.ko to virtio_rng.
-func gdModName(rel string) string {
+// modName maps kernel/drivers/char/hw_random/virtio-rng.ko to virtio_rng.
+func modName(rel string) string {
 	base := filepath.Base(rel)
 	for _, ext := range []string{".xz", ".zst", ".gz"} {
 		base = strings.TrimSuffix(base, ext)
@@ -815,17 +800,17 @@ func gdModName(rel string) string {
 
 // ---------------------------------------------------------------- manifest
 
-// gdWriteManifest writes the manifest.json of the asset directory dir (its
+// writeManifest writes the manifest.json of the asset directory dir (its
 // assets under Gondolin's default names) with package gondolin's types and
 // build id: the fixtures' manifests are what docker2vm writes, and
-// Gondolin's own CLI checks them (GondolinVerify).
-func gdWriteManifest(dir, arch, distro string) error {
+// Gondolin's own CLI checks them (Verify).
+func writeManifest(dir, arch, distro string) error {
 	var sums gondolin.Checksums
 	for _, a := range []struct {
 		name string
 		sum  *string
 	}{{BundleKernel, &sums.Kernel}, {BundleInitramfs, &sums.Initramfs}, {BundleRootfs, &sums.Rootfs}} {
-		s, err := gdFileSHA256(filepath.Join(dir, a.name))
+		s, err := fileSHA256(filepath.Join(dir, a.name))
 		if err != nil {
 			return err
 		}
@@ -851,10 +836,10 @@ func gdWriteManifest(dir, arch, distro string) error {
 	return os.WriteFile(filepath.Join(dir, BundleManifest), append(data, '\n'), 0o644)
 }
 
-// gdFixtureUUID is a UUID derived from name (sha256, shaped as a version 4
+// fixtureUUID is a UUID derived from name (sha256, shaped as a version 4
 // UUID), so that a fixture's filesystem UUID and hash seed are the same on
 // every build.
-func gdFixtureUUID(name string) string {
+func fixtureUUID(name string) string {
 	u := sha256.Sum256([]byte("docker2vm-testenv\n" + name))
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
@@ -865,13 +850,13 @@ func gdFixtureUUID(name string) string {
 // ---------------------------------------------------------------- trees
 
 const (
-	gdIFDIR = 0o040000
-	gdIFREG = 0o100000
-	gdIFLNK = 0o120000
-	gdIFCHR = 0o020000
+	kindDir = 0o040000
+	kindReg = 0o100000
+	kindLnk = 0o120000
+	kindChr = 0o020000
 )
 
-type gdEntry struct {
+type entry struct {
 	path   string // relative, no leading slash
 	mode   uint32 // permission bits (incl. sticky); type is in kind
 	kind   uint32
@@ -882,39 +867,39 @@ type gdEntry struct {
 	minor  uint32
 }
 
-type gdTree struct{ entries map[string]*gdEntry }
+type tree struct{ entries map[string]*entry }
 
-func gdNewTree() *gdTree { return &gdTree{entries: map[string]*gdEntry{}} }
+func newTree() *tree { return &tree{entries: map[string]*entry{}} }
 
-func (t *gdTree) dir(p string, mode uint32) {
+func (t *tree) dir(p string, mode uint32) {
 	p = strings.Trim(p, "/")
 	if p == "" || p == "." {
 		return
 	}
 	t.dir(filepath.Dir(p), 0o755)
 	if _, ok := t.entries[p]; !ok {
-		t.entries[p] = &gdEntry{path: p, kind: gdIFDIR, mode: mode}
+		t.entries[p] = &entry{path: p, kind: kindDir, mode: mode}
 	}
 }
 
-func (t *gdTree) file(p string, mode uint32, data []byte, src string) {
+func (t *tree) file(p string, mode uint32, data []byte, src string) {
 	t.dir(filepath.Dir(p), 0o755)
-	t.entries[p] = &gdEntry{path: p, kind: gdIFREG, mode: mode, data: data, src: src}
+	t.entries[p] = &entry{path: p, kind: kindReg, mode: mode, data: data, src: src}
 }
 
-func (t *gdTree) symlink(p, target string) {
+func (t *tree) symlink(p, target string) {
 	t.dir(filepath.Dir(p), 0o755)
-	t.entries[p] = &gdEntry{path: p, kind: gdIFLNK, mode: 0o777, target: target}
+	t.entries[p] = &entry{path: p, kind: kindLnk, mode: 0o777, target: target}
 }
 
-func (t *gdTree) dev(p string, mode uint32, major, minor uint32) {
+func (t *tree) dev(p string, mode uint32, major, minor uint32) {
 	t.dir(filepath.Dir(p), 0o755)
-	t.entries[p] = &gdEntry{path: p, kind: gdIFCHR, mode: mode, major: major, minor: minor}
+	t.entries[p] = &entry{path: p, kind: kindChr, mode: mode, major: major, minor: minor}
 }
 
 // base adds busybox at /bin/busybox with all its applets as symlinks and the
 // usual top-level directories.
-func (t *gdTree) base(busybox string, applets []string) {
+func (t *tree) base(busybox string, applets []string) {
 	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "lib", "proc", "sys", "dev", "run", "tmp"} {
 		t.dir(d, 0o755)
 	}
@@ -928,7 +913,7 @@ func (t *gdTree) base(busybox string, applets []string) {
 }
 
 // addDir copies a host directory tree (regular files, dirs, symlinks).
-func (t *gdTree) addDir(src, dst string) error {
+func (t *tree) addDir(src, dst string) error {
 	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -951,8 +936,8 @@ func (t *gdTree) addDir(src, dst string) error {
 	})
 }
 
-func (t *gdTree) sorted() []*gdEntry {
-	list := make([]*gdEntry, 0, len(t.entries))
+func (t *tree) sorted() []*entry {
+	list := make([]*entry, 0, len(t.entries))
 	for _, e := range t.entries {
 		list = append(list, e)
 	}
@@ -962,11 +947,11 @@ func (t *gdTree) sorted() []*gdEntry {
 	return list
 }
 
-func (e *gdEntry) contents() ([]byte, error) {
-	if e.kind == gdIFLNK {
+func (e *entry) contents() ([]byte, error) {
+	if e.kind == kindLnk {
 		return []byte(e.target), nil
 	}
-	if e.kind != gdIFREG {
+	if e.kind != kindReg {
 		return nil, nil
 	}
 	if e.data != nil || e.src == "" {
@@ -977,7 +962,7 @@ func (e *gdEntry) contents() ([]byte, error) {
 
 // writeCpio writes the tree as a "newc" cpio archive owned by root with
 // zero mtimes (reproducible).
-func (t *gdTree) writeCpio(w io.Writer) error {
+func (t *tree) writeCpio(w io.Writer) error {
 	ino := uint32(1)
 	write := func(name string, mode, nlink uint32, data []byte, rmaj, rmin uint32) error {
 		hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
@@ -1001,7 +986,7 @@ func (t *gdTree) writeCpio(w io.Writer) error {
 			return err
 		}
 		nlink := uint32(1)
-		if e.kind == gdIFDIR {
+		if e.kind == kindDir {
 			nlink = 2
 		}
 		if err := write(e.path, e.kind|e.mode, nlink, data, e.major, e.minor); err != nil {
@@ -1013,21 +998,21 @@ func (t *gdTree) writeCpio(w io.Writer) error {
 
 // materialize writes the tree to a host directory for mke2fs -d. Device
 // nodes are skipped (the guest mounts devtmpfs on /dev).
-func (t *gdTree) materialize(dir string) error {
+func (t *tree) materialize(dir string) error {
 	for _, e := range t.sorted() {
 		p := filepath.Join(dir, filepath.FromSlash(e.path))
 		switch e.kind {
-		case gdIFDIR:
+		case kindDir:
 			if err := os.MkdirAll(p, 0o755); err != nil {
 				return err
 			}
-		case gdIFLNK:
+		case kindLnk:
 			if err := os.Symlink(e.target, p); err != nil {
 				return err
 			}
-		case gdIFREG:
+		case kindReg:
 			if e.data == nil && e.src != "" {
-				if err := gdCopyFile(e.src, p, 0o644); err != nil {
+				if err := copyFile(e.src, p, 0o644); err != nil {
 					return err
 				}
 			} else if err := os.WriteFile(p, e.data, 0o644); err != nil {
@@ -1038,7 +1023,7 @@ func (t *gdTree) materialize(dir string) error {
 	// Apply modes after the contents (and children) exist; Chmod avoids the
 	// umask and keeps sticky bits.
 	for _, e := range t.sorted() {
-		if e.kind == gdIFLNK || e.kind == gdIFCHR {
+		if e.kind == kindLnk || e.kind == kindChr {
 			continue
 		}
 		fm := os.FileMode(e.mode & 0o777)
@@ -1053,17 +1038,17 @@ func (t *gdTree) materialize(dir string) error {
 	// reproducible together with mke2fs -U, hash_seed and E2FSPROGS_FAKE_TIME.
 	list := t.sorted()
 	for i := len(list) - 1; i >= 0; i-- {
-		if err := gdLutimes(filepath.Join(dir, filepath.FromSlash(list[i].path)), gdEpoch); err != nil {
+		if err := lutimes(filepath.Join(dir, filepath.FromSlash(list[i].path)), epoch); err != nil {
 			return err
 		}
 	}
-	return gdLutimes(dir, gdEpoch)
+	return lutimes(dir, epoch)
 }
 
-// gdEpoch is the timestamp of every file in the fixture images (2000-01-01).
-const gdEpoch = 946684800
+// epoch is the timestamp of every file in the fixture images (2000-01-01).
+const epoch = 946684800
 
-func gdLutimes(p string, sec int64) error {
+func lutimes(p string, sec int64) error {
 	ts := []unix.Timespec{{Sec: sec}, {Sec: sec}}
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return &os.PathError{Op: "utimensat", Path: p, Err: err}
@@ -1073,7 +1058,7 @@ func gdLutimes(p string, sec int64) error {
 
 // ---------------------------------------------------------------- files
 
-func gdFileSHA256(p string) (string, error) {
+func fileSHA256(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
@@ -1086,7 +1071,7 @@ func gdFileSHA256(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func gdCopyFile(src, dst string, mode os.FileMode) error {
+func copyFile(src, dst string, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -1106,15 +1091,52 @@ func gdCopyFile(src, dst string, mode os.FileMode) error {
 	return out.Close()
 }
 
-// GondolinAssets returns a new asset directory (under t.TempDir) that boots
+// isStatic reports whether p is a statically linked ELF executable for
+// machine m.
+func isStatic(p string, m elf.Machine) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if f.Machine != m {
+		return false
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// requireDebArch skips (fails under CI) unless apt can fetch
+// packages of the architecture: the native one, or a foreign one added
+// with dpkg --add-architecture (scripts/install-deps.sh does that).
+func requireDebArch(t testenv.TB, a *testenv.Arch) {
+	t.Helper()
+	native, err := exec.Command("dpkg", "--print-architecture").Output()
+	if err == nil && strings.TrimSpace(string(native)) == a.Name {
+		return
+	}
+	foreign, _ := exec.Command("dpkg", "--print-foreign-architectures").Output()
+	for _, f := range strings.Fields(string(foreign)) {
+		if f == a.Name {
+			return
+		}
+	}
+	require.Missing(t, "apt has no %s packages (as root: dpkg --add-architecture %s && apt-get update, or run scripts/install-deps.sh)", a.Name, a.Name)
+}
+
+// Assets returns a new asset directory (under t.TempDir) that boots
 // rootfs (an ext4 image, e.g. a converted container image) with the kernel
-// and initramfs of the base bundle baseDir (usually BuildBaseBundle(t)).
+// and initramfs of the base bundle baseDir (usually BaseBundle(t)).
 // Kernel and initramfs are symlinked, rootfs is symlinked too (Gondolin
 // never writes to it in cow/memory/readonly modes), and a manifest.json
 // with fresh checksums and buildId is written, for the base's architecture.
 // The rootfs must carry its own /init and /usr/bin/sandboxd (see
-// BuildSandboxdArch).
-func GondolinAssets(t TB, baseDir, rootfs string) string {
+// Sandboxd).
+func Assets(t testenv.TB, baseDir, rootfs string) string {
 	t.Helper()
 	arch := BundleArch(t, baseDir)
 	dir := t.TempDir()
@@ -1128,30 +1150,30 @@ func GondolinAssets(t TB, baseDir, rootfs string) string {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(src); err != nil {
-			t.Fatalf("GondolinAssets: %v", err)
+			t.Fatalf("gondolintest.Assets: %v", err)
 		}
 		if err := os.Symlink(src, filepath.Join(dir, l.name)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := gdWriteManifest(dir, gdArchOf(t, arch).gondolin, "docker2vm"); err != nil {
-		t.Fatalf("GondolinAssets: %v", err)
+	if err := writeManifest(dir, testenv.ArchOf(t, arch).Gondolin, "docker2vm"); err != nil {
+		t.Fatalf("gondolintest.Assets: %v", err)
 	}
 	return dir
 }
 
 // BundleArch returns the architecture ("amd64", "arm64") of a Gondolin
 // asset directory, from its manifest.json's config.arch.
-func BundleArch(t TB, dir string) string {
+func BundleArch(t testenv.TB, dir string) string {
 	t.Helper()
-	arch, err := gdManifestArch(dir)
+	arch, err := manifestArch(dir)
 	if err != nil {
-		t.Fatalf("BundleArch: %v", err)
+		t.Fatalf("gondolintest.BundleArch: %v", err)
 	}
 	return arch
 }
 
-func gdManifestArch(dir string) (string, error) {
+func manifestArch(dir string) (string, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, BundleManifest))
 	if err != nil {
 		return "", err
@@ -1160,9 +1182,9 @@ func gdManifestArch(dir string) (string, error) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", fmt.Errorf("%s: %v", filepath.Join(dir, BundleManifest), err)
 	}
-	a := gdLookupArch(m.Config.Arch)
+	a := testenv.LookupArch(m.Config.Arch)
 	if a == nil {
 		return "", fmt.Errorf("%s: config.arch %q is neither x86_64 nor aarch64", filepath.Join(dir, BundleManifest), m.Config.Arch)
 	}
-	return a.name, nil
+	return a.Name, nil
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package testenv
+package debian
 
 import (
 	"os"
@@ -13,7 +13,7 @@ import (
 
 // An interrupted debootstrap leaves proc mounted in the target: cleaning
 // up must detach it, not recurse into it.
-func TestDebianRemoveAllUnmounts(t *testing.T) {
+func TestRemoveAllUnmounts(t *testing.T) {
 	require.Root(t, "to mount")
 	dir := filepath.Join(t.TempDir(), "debian-minbase-bookworm.tmp-1")
 	mp := filepath.Join(dir, "rootfs", "proc")
@@ -23,14 +23,14 @@ func TestDebianRemoveAllUnmounts(t *testing.T) {
 	if err := syscall.Mount("proc", mp, "proc", 0, ""); err != nil {
 		t.Fatalf("mounting proc on %s: %v", mp, err)
 	}
-	if err := debianRemoveAll(dir); err != nil {
+	if err := removeAll(dir); err != nil {
 		syscall.Unmount(mp, syscall.MNT_DETACH)
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 		t.Fatalf("%s still there: %v", dir, err)
 	}
-	if left, _ := debianMountsUnder(filepath.Dir(dir)); len(left) > 0 {
+	if left, _ := mountsUnder(filepath.Dir(dir)); len(left) > 0 {
 		t.Fatalf("mounts left: %v", left)
 	}
 }
