@@ -161,7 +161,7 @@ func bindImage(opts *convert.Options, f *cli.Flags) error {
 		NoCache:            f.Bool("no-cache"),
 		InsecureRegistries: f.List("insecure-registry"),
 	}
-	if opts.CacheMax, err = cacheMax(f); err != nil {
+	if opts.CacheMax, err = cacheMax(f.Str("cache-max", "")); err != nil {
 		return err
 	}
 	if f.Has("stall-timeout") {
@@ -258,10 +258,11 @@ func cacheDir(f *cli.Flags) string {
 	return d
 }
 
-// cacheMax reads --cache-max, else DOCKER2VM_CACHE_MAX: a size, or
-// "none" (-1: no limit); 0 when neither is set (the default).
-func cacheMax(f *cli.Flags) (int64, error) {
-	v, from := f.Str("cache-max", ""), "--cache-max"
+// cacheMax reads flag (--cache-max's value, "" when not given), else
+// DOCKER2VM_CACHE_MAX: a size, or "none" (-1: no limit); 0 when neither is
+// set (the default).
+func cacheMax(flag string) (int64, error) {
+	v, from := flag, "--cache-max"
 	if v == "" {
 		v, from = os.Getenv(cachedir.MaxEnv), cachedir.MaxEnv
 	}

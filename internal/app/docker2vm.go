@@ -164,7 +164,8 @@ func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 				return err
 			}
 		} else {
-			if keep, err = cacheMax(f); err != nil {
+			// cache prune has no --cache-max: DOCKER2VM_CACHE_MAX, else the default.
+			if keep, err = cacheMax(""); err != nil {
 				return err
 			}
 			if keep == 0 {
