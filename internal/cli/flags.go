@@ -40,6 +40,86 @@ type Flag struct {
 	// same. Both are read as the flag itself.
 	Short   string
 	Aliases []string
+	// dst is the variable the flag sets, of the type its constructor
+	// takes: *string or *Optional (String), *bool (Bool), *[]string
+	// (Repeat).
+	dst any
+}
+
+// Optional is the value of a flag that may be left out: Set tells a flag
+// given an empty value (--size=) from one not given at all.
+type Optional struct {
+	Value string
+	Set   bool
+}
+
+// Or returns the value given, or def when the flag was not given.
+func (o Optional) Or(def string) string {
+	if o.Set {
+		return o.Value
+	}
+	return def
+}
+
+// StringVar is a flag of one value, stored in *p ("" when not given).
+func StringVar(p *string, name, arg, usage string) Flag {
+	return Flag{Name: name, Kind: String, Arg: arg, Usage: usage, dst: p}
+}
+
+// OptionalVar is a flag of one value, stored in *p with whether it was
+// given: for flags whose absence means something an empty value does not.
+func OptionalVar(p *Optional, name, arg, usage string) Flag {
+	return Flag{Name: name, Kind: String, Arg: arg, Usage: usage, dst: p}
+}
+
+// BoolVar is a flag without a value, stored in *p.
+func BoolVar(p *bool, name, usage string) Flag {
+	return Flag{Name: name, Kind: Bool, Usage: usage, dst: p}
+}
+
+// ListVar is a flag that may be given many times, its values stored in *p
+// in order (nil when not given).
+func ListVar(p *[]string, name, arg, usage string) Flag {
+	return Flag{Name: name, Kind: Repeat, Arg: arg, Usage: usage, dst: p}
+}
+
+// WithValues returns f taking one of values (shell completion offers them).
+func (f Flag) WithValues(values ...string) Flag {
+	f.Values = values
+	return f
+}
+
+// WithShort returns f also spelled -letter.
+func (f Flag) WithShort(letter string) Flag {
+	f.Short = letter
+	return f
+}
+
+// reset gives f's variable the value of a flag not given, so that every
+// parse starts from the same state.
+func (f Flag) reset() {
+	switch p := f.dst.(type) {
+	case *string:
+		*p = ""
+	case *Optional:
+		*p = Optional{}
+	case *bool:
+		*p = false
+	case *[]string:
+		*p = nil
+	}
+}
+
+// set stores a value given on the command line in f's variable.
+func (f Flag) set(value string) {
+	switch p := f.dst.(type) {
+	case *string:
+		*p = value
+	case *Optional:
+		*p = Optional{Value: value, Set: true}
+	case *[]string:
+		*p = append(*p, value)
+	}
 }
 
 // Completes says what a shell should complete the flag's value with:
@@ -150,6 +230,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}, kinds: map[string]Kind{}}
 	for _, s := range specs {
 		out.kinds[s.Name] = s.Kind
+		s.reset()
 	}
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
@@ -213,6 +294,9 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
 			}
 			out.bools[name] = b
+			if p, ok := spec.dst.(*bool); ok {
+				*p = b
+			}
 			continue
 		}
 		if !hasValue {
@@ -230,6 +314,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			}
 		}
 		out.values[name] = append(out.values[name], value)
+		spec.set(value)
 	}
 	return out, nil
 }
