@@ -75,7 +75,7 @@ func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 
 // cacheRoot is --cache-dir or the default, checked to be a directory.
 func cacheRoot(f *cli.Flags) (string, error) {
-	root := cacheDir(f)
+	root := absCacheDir(f.Str("cache-dir", ""))
 	if root == "" {
 		var err error
 		if root, err = image.DefaultCacheDir(); err != nil {

@@ -245,7 +245,9 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestProgressMode(t *testing.T) {
-	specs := []Flag{{Name: "progress", Arg: "MODE"}, {Name: "quiet", Kind: Bool}}
+	var progress string
+	var quiet bool
+	specs := []Flag{StringVar(&progress, "progress", "MODE", ""), BoolVar(&quiet, "quiet", "")}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -261,12 +263,11 @@ func TestProgressMode(t *testing.T) {
 		{[]string{"--progress", "tty"}, "", "needs a terminal"},
 		{[]string{"--progress", "fancy"}, "", `Unknown --progress "fancy"`},
 	} {
-		f, err := Parse(tc.args, specs)
-		if err != nil {
+		if _, err := Parse(tc.args, specs); err != nil {
 			t.Fatal(err)
 		}
 		var stderr bytes.Buffer
-		got, err := ProgressMode(f, &stderr)
+		got, err := ProgressMode(progress, quiet, &stderr)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v: err = %v, want %q", tc.args, err, tc.err)

@@ -219,12 +219,13 @@ func vcsVersion(rev string, dirty bool) string {
 // ProgressModes are the values of --progress, the same in every command.
 var ProgressModes = []string{"auto", "plain", "tty", "quiet", "json"}
 
-// ProgressMode reads --progress: auto (the default: tty when stderr is a
-// terminal, else plain), plain, tty or quiet; --quiet means quiet. tty
-// when stderr is not a terminal is an error.
-func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
-	mode := strings.ToLower(strings.TrimSpace(f.Str("progress", "")))
-	if f.Bool("quiet") {
+// ProgressMode reads --progress (progress, "" when not given): auto (the
+// default: tty when stderr is a terminal, else plain), plain, tty, quiet
+// or json; --quiet means quiet. tty when stderr is not a terminal is an
+// error.
+func ProgressMode(progress string, quiet bool, stderr io.Writer) (string, error) {
+	mode := strings.ToLower(strings.TrimSpace(progress))
+	if quiet {
 		if mode != "" && mode != "quiet" {
 			return "", &hint.Error{Msg: fmt.Sprintf("--quiet and --progress %s contradict each other.", mode), Fixes: []string{"Pass one of them."}}
 		}
@@ -244,7 +245,7 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 		}
 		return mode, nil
 	}
-	return "", &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", f.Str("progress", "")),
+	return "", &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", progress),
 		Fixes: []string{"Use --progress " + strings.Join(ProgressModes, ", ") + "."}}
 }
 
