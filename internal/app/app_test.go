@@ -75,7 +75,7 @@ func TestOCI2GondolinFlagRules(t *testing.T) {
 func TestModeCaseInsensitive(t *testing.T) {
 	for _, m := range []string{"ROOTFS", "Assets", "rootfs"} {
 		var c commonFlags
-		if _, err := cli.Parse([]string{"--mode", m}, c.flags()); err != nil {
+		if err := cli.Parse([]string{"--mode", m}, c.flags()); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := parseMode(c.mode); err != nil {

@@ -30,13 +30,13 @@ func Docker2VM() *cli.Command {
 				{Name: "du", Short: "list the cache's entries, their sizes and last use, and the total",
 					Usage: "docker2vm cache du lists the cache's entries, least recently used first.\n\nUsage:\n  docker2vm cache du [--cache-dir DIR] [--json]",
 					Flags: du.flags(),
-					Run:   func(ctx context.Context, _ *cli.Flags, stdout, stderr io.Writer) error { return du.run(stdout) }},
+					Run:   du.run},
 				{Name: "prune", Short: "remove cache entries: down to --keep-storage, or --all",
 					Usage: "docker2vm cache prune removes the least recently used entries until the cache fits --keep-storage\n" +
 						"(default: the --cache-max limit, 10G unless DOCKER2VM_CACHE_MAX says otherwise), or every entry with --all.\n" +
 						"Entries a running conversion uses are left.\n\nUsage:\n  docker2vm cache prune [--all | --keep-storage SIZE] [--cache-dir DIR] [--dry-run]",
 					Flags: prune.flags(),
-					Run:   func(ctx context.Context, _ *cli.Flags, stdout, stderr io.Writer) error { return prune.run(stdout) }},
+					Run:   prune.run},
 			}},
 		{Name: "completion", Short: "print the shell completion script of docker2vm's commands",
 			Usage: "docker2vm completion SHELL prints a completion script for oci2gondolin, dockerfile2gondolin and docker2vm.\n\n" +
@@ -46,7 +46,7 @@ func Docker2VM() *cli.Command {
 				"  fish:  docker2vm completion fish > ~/.config/fish/completions/docker2vm.fish",
 			Args: []string{"SHELL"}, ArgValues: cli.Shells, Run: runCompletion},
 		{Name: "version", Short: "print the version", Usage: "docker2vm version prints the version the binary was built from.\n\nUsage:\n  docker2vm version",
-			Run: func(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+			Run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
 				_, err := fmt.Fprintf(stdout, "docker2vm %s\n", cli.Version())
 				return err
 			}},
@@ -59,11 +59,11 @@ func Commands() []*cli.Command {
 	return []*cli.Command{OCI2Gondolin(), Dockerfile2Gondolin(), Docker2VM()}
 }
 
-func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	if len(f.Args()) != 1 {
+func runCompletion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
 		return &hint.Error{Msg: "docker2vm completion needs a shell.", Fixes: []string{"Write docker2vm completion bash, zsh or fish."}}
 	}
-	script, err := cli.Completion(f.Args()[0], Commands())
+	script, err := cli.Completion(args[0], Commands())
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (c *cacheDuFlags) flags() []cli.Flag {
 	return []cli.Flag{cacheDirVar(&c.cacheDir), cli.BoolVar(&c.json, "json", "print the entries and the total as JSON")}
 }
 
-func (c *cacheDuFlags) run(stdout io.Writer) error {
+func (c *cacheDuFlags) run(_ context.Context, _ []string, stdout, _ io.Writer) error {
 	root, err := cacheRoot(c.cacheDir)
 	if err != nil {
 		return err
@@ -170,7 +170,7 @@ func (c *cachePruneFlags) flags() []cli.Flag {
 		cli.OptionalVar(&c.keepStorage, "keep-storage", "SIZE", "remove least recently used entries until the cache takes at most SIZE (e.g. 2G)")}
 }
 
-func (c *cachePruneFlags) run(stdout io.Writer) error {
+func (c *cachePruneFlags) run(_ context.Context, _ []string, stdout, _ io.Writer) error {
 	root, err := cacheRoot(c.cacheDir)
 	if err != nil {
 		return err
@@ -178,11 +178,10 @@ func (c *cachePruneFlags) run(stdout io.Writer) error {
 	if c.all && c.keepStorage.Set {
 		return &hint.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
 	}
-	dry := c.dryRun
 	var r cachedir.Removed
 	switch {
 	case c.all:
-		r, err = cachedir.Trim(root, -1, dry)
+		r, err = cachedir.Trim(root, -1, c.dryRun)
 	default:
 		keep := int64(0)
 		if c.keepStorage.Set {
@@ -201,12 +200,12 @@ func (c *cachePruneFlags) run(stdout io.Writer) error {
 				keep = 1 << 62
 			}
 		}
-		r, err = cachedir.Trim(root, keep, dry)
+		r, err = cachedir.Trim(root, keep, c.dryRun)
 	}
 	if err != nil {
 		return fmt.Errorf("pruning the cache %s: %w", root, err)
 	}
-	if dry {
+	if c.dryRun {
 		printEntries(stdout, r.Entries)
 		fmt.Fprintf(stdout, "would remove %d entries, %s", len(r.Entries), units.Bytes(r.Bytes))
 	} else {

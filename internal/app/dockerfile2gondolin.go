@@ -52,10 +52,7 @@ func Dockerfile2Gondolin() *cli.Command {
 	d := &dockerfileFlags{}
 	env := append(append([]cli.EnvVar{}, converterEnv...), cli.EnvVar{Name: "BUILDKIT_HOST", Meaning: "buildctl: the BuildKit daemon's address when --buildkit-addr is not given"})
 	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: d.flags(), Args: []string{"CONTEXT"},
-		Examples: dockerfileExamples, Env: env,
-		Run: func(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-			return d.run(ctx, f.Args(), stdout, stderr)
-		}}
+		Examples: dockerfileExamples, Env: env, Run: d.run}
 }
 
 // flags binds d to dockerfile2gondolin's flags, in the order --help lists

@@ -13,7 +13,7 @@ import (
 func parseOCIFlags(t *testing.T, args ...string) *ociFlags {
 	t.Helper()
 	var o ociFlags
-	if _, err := cli.Parse(args, o.flags()); err != nil {
+	if err := cli.Parse(args, o.flags()); err != nil {
 		t.Fatal(err)
 	}
 	return &o

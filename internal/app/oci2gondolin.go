@@ -41,10 +41,7 @@ type ociFlags struct {
 // OCI2Gondolin is the oci2gondolin command.
 func OCI2Gondolin() *cli.Command {
 	o := &ociFlags{}
-	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: o.flags(), Examples: ociExamples, Env: converterEnv,
-		Run: func(ctx context.Context, _ *cli.Flags, stdout, stderr io.Writer) error {
-			return o.run(ctx, stdout, stderr)
-		}}
+	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: o.flags(), Examples: ociExamples, Env: converterEnv, Run: o.run}
 }
 
 // flags binds o to oci2gondolin's flags, in the order --help lists them.
@@ -60,7 +57,7 @@ func (o *ociFlags) flags() []cli.Flag {
 	return append(flags, cli.OptionalVar(&o.deprecatedLabel, "label", "NAME", "deprecated: use --fs-label"))
 }
 
-func (o *ociFlags) run(ctx context.Context, stdout, stderr io.Writer) error {
+func (o *ociFlags) run(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
 	src, err := o.source()
 	if err != nil {
 		return err

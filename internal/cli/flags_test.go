@@ -91,7 +91,7 @@ func TestParse(t *testing.T) {
 			// The variables start from values a parse must clear: every
 			// parse starts from "not given".
 			b := bound{image: "stale", out: set("stale"), dryRun: true, buildArgs: []string{"stale"}, file: set("stale")}
-			_, err := Parse(tt.args, testFlags(&b))
+			err := Parse(tt.args, testFlags(&b))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -146,8 +146,8 @@ func TestFlagConstructors(t *testing.T) {
 	}{{String, "S", nil, ""}, {String, "O", []string{"x", "y"}, ""}, {Bool, "", nil, "B"}, {Repeat, "L", nil, ""}}
 	for i, f := range fs {
 		w := want[i]
-		if f.Kind != w.kind || f.Arg != w.arg || !reflect.DeepEqual(f.Values, w.values) || f.Short != w.short {
-			t.Errorf("--%s: kind %v arg %q values %q short %q; want %v %q %q %q", f.Name, f.Kind, f.Arg, f.Values, f.Short, w.kind, w.arg, w.values, w.short)
+		if f.Kind() != w.kind || f.Arg != w.arg || !reflect.DeepEqual(f.Values, w.values) || f.Short != w.short {
+			t.Errorf("--%s: kind %v arg %q values %q short %q; want %v %q %q %q", f.Name, f.Kind(), f.Arg, f.Values, f.Short, w.kind, w.arg, w.values, w.short)
 		}
 	}
 	if got, want := Usage(fs), "  --s S    a string\n  --o O    an optional string\n  -B, --b  a bool\n  --l L    a list\n"; got != want {
@@ -156,7 +156,7 @@ func TestFlagConstructors(t *testing.T) {
 }
 
 func TestUnknownFlagSuggests(t *testing.T) {
-	_, err := Parse([]string{"--imag", "x"}, testSpecs)
+	err := Parse([]string{"--imag", "x"}, testSpecs)
 	hints := hint.Of(err)
 	if len(hints) == 0 || hints[0] != "Did you mean --image?" {
 		t.Fatalf("hints = %q", hints)
@@ -190,9 +190,11 @@ func TestRender(t *testing.T) {
 }
 
 func TestExecExitCodes(t *testing.T) {
-	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testSpecs[:len(testSpecs):len(testSpecs)], Flag{Name: "progress", Arg: "MODE"}),
-		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
-			if f.Str("image", "") == "fail" {
+	var b bound
+	var progress string
+	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testFlags(&b), StringVar(&progress, "progress", "MODE", "")),
+		Run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+			if b.image == "fail" {
 				return &hint.Error{Msg: "it failed", Fixes: []string{"do better"}}
 			}
 			return PrintJSON(stdout, map[string]string{"ok": "yes"})
@@ -263,7 +265,7 @@ func TestProgressMode(t *testing.T) {
 		{[]string{"--progress", "tty"}, "", "needs a terminal"},
 		{[]string{"--progress", "fancy"}, "", `Unknown --progress "fancy"`},
 	} {
-		if _, err := Parse(tc.args, specs); err != nil {
+		if err := Parse(tc.args, specs); err != nil {
 			t.Fatal(err)
 		}
 		var stderr bytes.Buffer
@@ -302,30 +304,48 @@ func TestVersionScriptAgrees(t *testing.T) {
 	}
 }
 
-// TestFlagsUndeclared: reading a flag the command does not declare (a
-// misspelt name), or as another kind, is a bug that panics at once rather
-// than a flag that silently keeps its default.
-func TestFlagsUndeclared(t *testing.T) {
-	f, err := Parse([]string{"--image", "x", "--dry-run"}, testSpecs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.Str("image", "") != "x" || !f.Bool("dry-run") || !f.Declares("image") || f.Declares("imagee") {
-		t.Fatal("declared flags misread")
-	}
-	for name, read := range map[string]func(){
-		"misspelt":        func() { f.Str("imagee", "") },
-		"bool as valued":  func() { f.Has("dry-run") },
-		"valued as bool":  func() { f.Bool("image") },
-		"undeclared list": func() { f.List("build-args") },
+// TestExecArgs: Run gets the positional arguments, up to as many as the
+// command names, and the flags' variables as this run's arguments set
+// them, not as an earlier run left them.
+func TestExecArgs(t *testing.T) {
+	var b bound
+	var gotArgs []string
+	var gotFlags bound
+	cmd := &Command{Name: "x", Args: []string{"CONTEXT"}, Flags: testFlags(&b),
+		Run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			gotArgs, gotFlags = args, b
+			return nil
+		}}
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		wantArgs  []string
+		wantFlags bound
+	}{
+		{[]string{"--image", "a", "ctx", "--dry-run"}, 0, []string{"ctx"}, bound{image: "a", dryRun: true}},
+		{[]string{"--build-arg", "A"}, 0, nil, bound{buildArgs: []string{"A"}}},
+		{[]string{"-f", "D", "ctx"}, 0, []string{"ctx"}, bound{file: Optional{Value: "D", Set: true}}},
+		{[]string{"ctx", "more"}, 1, nil, bound{}},
 	} {
-		func() {
-			defer func() {
-				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "the command has no") {
-					t.Errorf("%s: recovered %v, want a panic naming the flag", name, r)
-				}
-			}()
-			read()
-		}()
+		gotArgs, gotFlags = nil, bound{}
+		var stderr bytes.Buffer
+		if code := cmd.Exec(context.Background(), tc.args, io.Discard, &stderr); code != tc.code {
+			t.Errorf("%q: exit %d, want %d (%s)", tc.args, code, tc.code, stderr.String())
+		}
+		if !reflect.DeepEqual(gotArgs, tc.wantArgs) || !reflect.DeepEqual(gotFlags, tc.wantFlags) {
+			t.Errorf("%q: Run got %q %+v, want %q %+v", tc.args, gotArgs, gotFlags, tc.wantArgs, tc.wantFlags)
+		}
 	}
+}
+
+// TestFlagWithoutVariable: a Flag written as a literal sets nothing, so
+// parsing refuses it at once rather than accept a flag that silently
+// keeps its default.
+func TestFlagWithoutVariable(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "--image sets no variable") {
+			t.Errorf("recovered %v, want a panic naming the flag", r)
+		}
+	}()
+	Parse(nil, []Flag{{Name: "image", Arg: "REF"}})
 }
