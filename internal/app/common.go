@@ -201,16 +201,16 @@ func (c *commonFlags) bindImage(opts *convert.Options) error {
 				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 8."}}
 		}
 	}
-	return parseCount("max-layers", c.maxLayers, &opts.Image.MaxLayers)
+	return parseGiven("max-layers", c.maxLayers, &opts.Image.MaxLayers, cli.ParseCount)
 }
 
 // bindFS reads the file system's flags: --size, --headroom, --no-journal,
 // --fs-label (and oci2gondolin's deprecated --label), SOURCE_DATE_EPOCH.
 func (c *commonFlags) bindFS(opts *convert.Options) error {
-	if err := parseSize("size", c.size, &opts.FS.Size); err != nil {
+	if err := parseGiven("size", c.size, &opts.FS.Size, cli.ParseSize); err != nil {
 		return err
 	}
-	if err := parseSize("headroom", c.headroom, &opts.FS.Headroom); err != nil {
+	if err := parseGiven("headroom", c.headroom, &opts.FS.Headroom, cli.ParseSize); err != nil {
 		return err
 	}
 	opts.FS.NoJournal = c.noJournal
@@ -234,38 +234,26 @@ func (c *commonFlags) bindFS(opts *convert.Options) error {
 // bindLimits reads the limits on what an image may hold: --max-bytes,
 // --max-entries, --max-path.
 func (c *commonFlags) bindLimits(opts *convert.Options) error {
-	if err := parseSize("max-bytes", c.maxBytes, &opts.Limits.MaxBytes); err != nil {
+	if err := parseGiven("max-bytes", c.maxBytes, &opts.Limits.MaxBytes, cli.ParseSize); err != nil {
 		return err
 	}
-	if err := parseCount("max-entries", c.maxEntries, &opts.Limits.MaxEntries); err != nil {
+	if err := parseGiven("max-entries", c.maxEntries, &opts.Limits.MaxEntries, cli.ParseCount); err != nil {
 		return err
 	}
-	return parseCount("max-path", c.maxPath, &opts.Limits.MaxPathLen)
+	return parseGiven("max-path", c.maxPath, &opts.Limits.MaxPathLen, cli.ParseCount)
 }
 
-// parseSize sets *dst to the size v holds, when the flag was given.
-func parseSize(flag string, v cli.Optional, dst *int64) error {
+// parseGiven sets *dst to what parse (cli.ParseSize or cli.ParseCount)
+// reads from flag's value v, when the flag was given.
+func parseGiven[T int | int64](flag string, v cli.Optional, dst *T, parse func(flag, s string) (int64, error)) error {
 	if !v.Set {
 		return nil
 	}
-	n, err := cli.ParseSize(flag, v.Value)
+	n, err := parse(flag, v.Value)
 	if err != nil {
 		return err
 	}
-	*dst = n
-	return nil
-}
-
-// parseCount sets *dst to the count v holds, when the flag was given.
-func parseCount(flag string, v cli.Optional, dst *int) error {
-	if !v.Set {
-		return nil
-	}
-	n, err := cli.ParseCount(flag, v.Value)
-	if err != nil {
-		return err
-	}
-	*dst = int(n)
+	*dst = T(n)
 	return nil
 }
 
