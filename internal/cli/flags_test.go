@@ -22,19 +22,24 @@ type bound struct {
 	dryRun    bool
 	buildArgs []string
 	file      Optional
+	label     string
 }
 
 // testFlags binds b's variables: --image (plain value), --out (optional
-// value), --dry-run, --build-arg (repeatable) and --file (-f, --dockerfile).
+// value), --dry-run, --build-arg (repeatable), --file (-f, --dockerfile)
+// and the hidden --label.
 func testFlags(b *bound) []Flag {
 	file := OptionalVar(&b.file, "file", "PATH", "Dockerfile").WithShort("f")
 	file.Aliases = []string{"dockerfile"}
+	label := StringVar(&b.label, "label", "NAME", "deprecated")
+	label.Hidden = true
 	return []Flag{
 		StringVar(&b.image, "image", "REF", "image reference"),
 		OptionalVar(&b.out, "out", "PATH", "output directory"),
 		BoolVar(&b.dryRun, "dry-run", "print the plan"),
 		ListVar(&b.buildArgs, "build-arg", "KEY=VALUE", "build argument"),
 		file,
+		label,
 	}
 }
 
@@ -81,6 +86,8 @@ func TestParse(t *testing.T) {
 		{name: "docker -q", args: []string{"-q"}, wantErr: "Unknown flag -q."},
 		{name: "missing value at end", args: []string{"--out"}, wantErr: "Flag --out requires a value."},
 		{name: "missing value before flag", args: []string{"--out", "--dry-run"}, wantErr: "Flag --out requires a value."},
+		{name: "hidden flag", args: []string{"--label", "L"}, want: bound{label: "L"}},
+		{name: "hidden flag twice", args: []string{"--label", "L", "--label=M"}, wantErr: "Flag --label was given more than once."},
 		{name: "a lone dash is a value", args: []string{"--file", "-"}, want: bound{file: set("-")}},
 		{name: "help", args: []string{"--out", "x", "--help"}, wantErr: "help requested"},
 		{name: "short help", args: []string{"-h"}, wantErr: "help requested"},
@@ -156,10 +163,23 @@ func TestFlagConstructors(t *testing.T) {
 }
 
 func TestUnknownFlagSuggests(t *testing.T) {
-	err := Parse([]string{"--imag", "x"}, testSpecs)
-	hints := hint.Of(err)
-	if len(hints) == 0 || hints[0] != "Did you mean --image?" {
-		t.Fatalf("hints = %q", hints)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--imag", "x"}, "Did you mean --image?"},
+		{[]string{"--dry"}, "Did you mean --dry-run?"},
+		{[]string{"--buildarg", "A"}, "Did you mean --build-arg?"},
+		// Hidden flags are accepted, but neither suggested nor listed.
+		{[]string{"--labl", "x"}, "Run with --help to see the accepted flags."},
+	} {
+		hints := hint.Of(Parse(tc.args, testSpecs))
+		if len(hints) == 0 || hints[0] != tc.want {
+			t.Errorf("%q: hints = %q, want %q first", tc.args, hints, tc.want)
+		}
+	}
+	if u := Usage(testSpecs); strings.Contains(u, "--label") || !strings.Contains(u, "-f, --file PATH") {
+		t.Errorf("Usage:\n%s", u)
 	}
 }
 
