@@ -74,11 +74,11 @@ func TestOCI2GondolinFlagRules(t *testing.T) {
 
 func TestModeCaseInsensitive(t *testing.T) {
 	for _, m := range []string{"ROOTFS", "Assets", "rootfs"} {
-		f, err := cli.Parse([]string{"--mode", m}, outputFlags)
-		if err != nil {
+		var c commonFlags
+		if err := cli.Parse([]string{"--mode", m}, c.flags()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := parseMode(f); err != nil {
+		if _, err := parseMode(c.mode); err != nil {
 			t.Errorf("mode %q: %v", m, err)
 		}
 	}
@@ -408,7 +408,6 @@ func TestLabelFlags(t *testing.T) {
 		t.Errorf("stderr %q", stderr)
 	}
 
-	ociFlags := OCI2Gondolin().Flags
 	tests := []struct {
 		args    []string
 		label   string
@@ -422,12 +421,9 @@ func TestLabelFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			f, err := cli.Parse(append([]string{"--out", "o"}, tc.args...), ociFlags)
-			if err != nil {
-				t.Fatal(err)
-			}
+			o := parseOCIFlags(t, append([]string{"--out", "o"}, tc.args...)...)
 			var errb strings.Builder
-			opts, err := baseOptions("oci2gondolin", f, &errb)
+			opts, err := o.baseOptions("oci2gondolin", &errb)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error()+strings.Join(hint.Of(err), " "), tc.err) {
 					t.Fatalf("err %v, want %q", err, tc.err)

@@ -20,65 +20,84 @@ import (
 	"github.com/docker2vm/docker2vm/internal/console"
 )
 
-// outputFlags are shared by both commands: target, output and filesystem.
-var outputFlags = []cli.Flag{
-	{Name: "out", Arg: "PATH", Usage: "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output holding only files docker2vm wrote"},
-	{Name: "force", Kind: cli.Bool, Usage: "replace --out even when it holds other files (never a directory that holds the working directory, a source, base, cache or temporary directory, nor a mount point or shared directory)"},
-	{Name: "platform", Arg: "OS/ARCH[,...]", Values: []string{"linux/amd64", "linux/arm64", "linux/amd64,linux/arm64"}, Usage: "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's"},
-	{Name: "mode", Arg: "MODE", Values: []string{"rootfs", "assets"}, Usage: "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs"},
-	{Name: "dry-run", Kind: cli.Bool, Usage: "resolve the image and print the plan as JSON; write nothing"},
-	{Name: "base", Kind: cli.Repeat, Arg: "DIR", Usage: "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue) for the target arch; repeat it, one per arch, for several platforms; default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"},
-	{Name: "no-download", Kind: cli.Bool, Usage: "never download a Gondolin base bundle"},
-	{Name: "plain", Kind: cli.Bool, Usage: "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"},
-	{Name: "rootfs-mode", Arg: "MODE", Values: []string{"cow", "memory", "readonly"}, Usage: "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly"},
-	{Name: "tag", Arg: "NAME:TAG", Usage: "assets mode: also import the guest into Gondolin's image store under this tag"},
-	{Name: "publish", Arg: "DIR", Usage: "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"},
-	{Name: "publish-url", Arg: "URL", Usage: "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"},
-	{Name: "progress", Arg: "MODE", Values: cli.ProgressModes, Usage: "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty, quiet, or json (one JSON object per line, for programs)"},
-	{Name: "quiet", Kind: cli.Bool, Usage: "no progress on stderr (--progress quiet)"},
-	{Name: "cache-dir", Arg: "DIR", Usage: "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"},
-	{Name: "no-cache", Kind: cli.Bool, Usage: "neither read nor write the blob and result caches"},
-	{Name: "cache-max", Arg: "SIZE", Usage: "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"},
-	{Name: "insecure-registry", Kind: cli.Repeat, Arg: "HOST[:PORT]", Usage: "reach this registry over plain HTTP (repeatable; loopback registries always are)"},
-	{Name: "stall-timeout", Arg: "DURATION", Usage: "give up a registry request that receives nothing for this long, e.g. 90s or 5m, and retry it (default $DOCKER2VM_STALL_TIMEOUT, else 60s)"},
-	{Name: "parallel-downloads", Arg: "N", Usage: "run up to N downloads from a registry at once (layers, and Range segments of large layers), in layer order, while the layers before them are applied (default $DOCKER2VM_PARALLEL_DOWNLOADS, else 6; 1: one layer at a time, each in one request)"},
-	{Name: "size", Arg: "BYTES", Usage: "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"},
-	{Name: "headroom", Arg: "BYTES", Usage: "free space added for the guest when --size is not given, e.g. 512M"},
-	{Name: "no-journal", Kind: cli.Bool, Usage: "write ext4 without a journal"},
-	{Name: "fs-label", Arg: "NAME", Usage: "ext4 filesystem label of rootfs.ext4 (default gondolin-root)"},
-	{Name: "max-bytes", Arg: "BYTES", Usage: "refuse images whose layers hold more file data than this (default 64G)"},
-	{Name: "max-layers", Arg: "N", Usage: "refuse images with more layers than this, before downloading any (default 1000)"},
-	{Name: "max-entries", Arg: "N", Usage: "refuse images whose layers hold more entries than this (default 10000000)"},
-	{Name: "max-path", Arg: "N", Usage: "refuse entry names longer than this many bytes (default 4096)"},
+// commonFlags are the flags both converters take: target, output, image,
+// file system and limits. They are bound here once, and each command adds
+// its own.
+type commonFlags struct {
+	out, tag, publish, publishURL, progress, cacheDir, cacheMax string
+	force, dryRun, noDownload, plain, quiet, noCache, noJournal bool
+	base, insecureRegistries                                    []string
+
+	platform, mode, rootfsMode, stallTimeout, parallelDownloads       cli.Optional
+	size, headroom, fsLabel, maxBytes, maxLayers, maxEntries, maxPath cli.Optional
+	// deprecatedLabel is oci2gondolin's --label, the filesystem label
+	// before --fs-label. Only that command binds it: dockerfile2gondolin's
+	// --label is an image label, as in docker build.
+	deprecatedLabel cli.Optional
+}
+
+// flags binds c to the shared flags, in the order --help lists them.
+func (c *commonFlags) flags() []cli.Flag {
+	return []cli.Flag{
+		cli.StringVar(&c.out, "out", "PATH", "output directory (required); replaced atomically, only if new, empty or an earlier docker2vm output holding only files docker2vm wrote"),
+		cli.BoolVar(&c.force, "force", "replace --out even when it holds other files (never a directory that holds the working directory, a source, base, cache or temporary directory, nor a mount point or shared directory)"),
+		cli.OptionalVar(&c.platform, "platform", "OS/ARCH[,...]", "target platform: linux/amd64, linux/arm64, or both comma-separated (then OUT/linux_amd64/ and OUT/linux_arm64/); default: the host's").
+			WithValues("linux/amd64", "linux/arm64", "linux/amd64,linux/arm64"),
+		cli.OptionalVar(&c.mode, "mode", "MODE", "rootfs (rootfs.ext4 + meta.json) or assets (a full Gondolin guest directory); default rootfs").WithValues("rootfs", "assets"),
+		cli.BoolVar(&c.dryRun, "dry-run", "resolve the image and print the plan as JSON; write nothing"),
+		cli.ListVar(&c.base, "base", "DIR", "Gondolin base bundle (kernel, initramfs, rootfs.ext4 with the runtime glue) for the target arch; repeat it, one per arch, for several platforms; default: GONDOLIN_GUEST_DIR, Gondolin's image store, then a download"),
+		cli.BoolVar(&c.noDownload, "no-download", "never download a Gondolin base bundle"),
+		cli.BoolVar(&c.plain, "plain", "rootfs mode only: write the image tree alone, without Gondolin's runtime glue"),
+		cli.OptionalVar(&c.rootfsMode, "rootfs-mode", "MODE", "assets mode: Gondolin's default rootfs mode in manifest.json: cow (default), memory or readonly").WithValues("cow", "memory", "readonly"),
+		cli.StringVar(&c.tag, "tag", "NAME:TAG", "assets mode: also import the guest into Gondolin's image store under this tag"),
+		cli.StringVar(&c.publish, "publish", "DIR", "assets mode, with --tag: also add the guest to the Gondolin image registry in DIR (builtin-image-registry.json and builds/), to serve over HTTP"),
+		cli.StringVar(&c.publishURL, "publish-url", "URL", "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"),
+		cli.StringVar(&c.progress, "progress", "MODE", "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty, quiet, or json (one JSON object per line, for programs)").WithValues(cli.ProgressModes...),
+		cli.BoolVar(&c.quiet, "quiet", "no progress on stderr (--progress quiet)"),
+		cli.StringVar(&c.cacheDir, "cache-dir", "DIR", "blob and result cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"),
+		cli.BoolVar(&c.noCache, "no-cache", "neither read nor write the blob and result caches"),
+		cli.StringVar(&c.cacheMax, "cache-max", "SIZE", "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"),
+		cli.ListVar(&c.insecureRegistries, "insecure-registry", "HOST[:PORT]", "reach this registry over plain HTTP (repeatable; loopback registries always are)"),
+		cli.OptionalVar(&c.stallTimeout, "stall-timeout", "DURATION", "give up a registry request that receives nothing for this long, e.g. 90s or 5m, and retry it (default $DOCKER2VM_STALL_TIMEOUT, else 60s)"),
+		cli.OptionalVar(&c.parallelDownloads, "parallel-downloads", "N", "run up to N downloads from a registry at once (layers, and Range segments of large layers), in layer order, while the layers before them are applied (default $DOCKER2VM_PARALLEL_DOWNLOADS, else 6; 1: one layer at a time, each in one request)"),
+		cli.OptionalVar(&c.size, "size", "BYTES", "exact rootfs.ext4 size, e.g. 2G (default: space used plus headroom)"),
+		cli.OptionalVar(&c.headroom, "headroom", "BYTES", "free space added for the guest when --size is not given, e.g. 512M"),
+		cli.BoolVar(&c.noJournal, "no-journal", "write ext4 without a journal"),
+		cli.OptionalVar(&c.fsLabel, "fs-label", "NAME", "ext4 filesystem label of rootfs.ext4 (default gondolin-root)"),
+		cli.OptionalVar(&c.maxBytes, "max-bytes", "BYTES", "refuse images whose layers hold more file data than this (default 64G)"),
+		cli.OptionalVar(&c.maxLayers, "max-layers", "N", "refuse images with more layers than this, before downloading any (default 1000)"),
+		cli.OptionalVar(&c.maxEntries, "max-entries", "N", "refuse images whose layers hold more entries than this (default 10000000)"),
+		cli.OptionalVar(&c.maxPath, "max-path", "N", "refuse entry names longer than this many bytes (default 4096)"),
+	}
 }
 
 // parseMode reads --mode (case-insensitive).
-func parseMode(f *cli.Flags) (convert.Mode, error) {
-	switch m := strings.ToLower(f.Str("mode", "rootfs")); m {
+func parseMode(mode cli.Optional) (convert.Mode, error) {
+	switch m := strings.ToLower(mode.Or("rootfs")); m {
 	case "rootfs":
 		return convert.ModeRootfs, nil
 	case "assets":
 		return convert.ModeAssets, nil
 	default:
-		return "", &hint.Error{Msg: fmt.Sprintf("Invalid --mode %q.", f.Str("mode", "")),
+		return "", &hint.Error{Msg: fmt.Sprintf("Invalid --mode %q.", mode.Value),
 			Fixes: []string{"Use --mode rootfs or --mode assets."}}
 	}
 }
 
 // platforms reads --platform: one platform or a comma-separated list; the
 // host's when not given.
-func platforms(f *cli.Flags) ([]image.Platform, error) {
-	if !f.Has("platform") {
+func (c *commonFlags) platforms() ([]image.Platform, error) {
+	if !c.platform.Set {
 		return []image.Platform{image.HostPlatform()}, nil
 	}
-	return image.ParsePlatforms(f.Str("platform", ""))
+	return image.ParsePlatforms(c.platform.Value)
 }
 
 // baseOptions turns the shared flags into convert options; the platform
 // is the first of --platform's (see platforms).
-func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Options, error) {
+func (c *commonFlags) baseOptions(command string, stderr io.Writer) (convert.Options, error) {
 	opts := convert.Options{Command: command, Progress: io.Discard}
-	con, err := progressConsole(f, stderr)
+	con, err := c.progressConsole(stderr)
 	if err != nil {
 		return opts, err
 	}
@@ -87,8 +106,8 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	}
 	// Each group of flags in its own function, in the order --help lists
 	// them; the first error wins.
-	for _, bind := range []func(*convert.Options, *cli.Flags) error{bindOutput, bindImage, bindFS, bindLimits} {
-		if err := bind(&opts, f); err != nil {
+	for _, bind := range []func(*convert.Options) error{c.bindOutput, c.bindImage, c.bindFS, c.bindLimits} {
+		if err := bind(&opts); err != nil {
 			return opts, err
 		}
 	}
@@ -98,10 +117,15 @@ func baseOptions(command string, f *cli.Flags, stderr io.Writer) (convert.Option
 	return opts, nil
 }
 
+// progressMode reads --progress and --quiet (see cli.ProgressMode).
+func (c *commonFlags) progressMode(stderr io.Writer) (string, error) {
+	return cli.ProgressMode(c.progress, c.quiet, stderr)
+}
+
 // progressConsole is the console that owns stderr for the run (every line
 // goes above the download bars it draws), or nil for --progress quiet.
-func progressConsole(f *cli.Flags, stderr io.Writer) (*console.Console, error) {
-	mode, err := cli.ProgressMode(f, stderr)
+func (c *commonFlags) progressConsole(stderr io.Writer) (*console.Console, error) {
+	mode, err := c.progressMode(stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -116,32 +140,31 @@ func progressConsole(f *cli.Flags, stderr io.Writer) (*console.Console, error) {
 
 // bindOutput reads what to write and where: --out, --force, --mode,
 // --base, --plain, --tag, --publish, --rootfs-mode.
-func bindOutput(opts *convert.Options, f *cli.Flags) error {
-	out := f.Str("out", "")
-	if out == "" {
+func (c *commonFlags) bindOutput(opts *convert.Options) error {
+	if c.out == "" {
 		return &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the result into."}}
 	}
-	opts.OutDir = out
-	opts.Force = f.Bool("force")
-	mode, err := parseMode(f)
+	opts.OutDir = c.out
+	opts.Force = c.force
+	mode, err := parseMode(c.mode)
 	if err != nil {
 		return err
 	}
 	opts.Mode = mode
-	opts.Base = gondolin.BaseOptions{Dirs: f.List("base"), NoDownload: f.Bool("no-download")}
-	opts.Plain = f.Bool("plain")
-	opts.Tag = f.Str("tag", "")
-	if opts.Publish = f.Str("publish", ""); opts.Publish != "" {
+	opts.Base = gondolin.BaseOptions{Dirs: c.base, NoDownload: c.noDownload}
+	opts.Plain = c.plain
+	opts.Tag = c.tag
+	if opts.Publish = c.publish; opts.Publish != "" {
 		if opts.Publish, err = filepath.Abs(opts.Publish); err != nil {
 			return err
 		}
 	}
-	opts.PublishURL = f.Str("publish-url", "")
-	if f.Has("rootfs-mode") {
+	opts.PublishURL = c.publishURL
+	if c.rootfsMode.Set {
 		if mode != convert.ModeAssets {
 			return &hint.Error{Msg: "--rootfs-mode needs --mode assets", Fixes: []string{"Add --mode assets, or drop --rootfs-mode."}}
 		}
-		if opts.RootfsMode, err = gondolin.ParseRootfsMode(f.Str("rootfs-mode", "")); err != nil {
+		if opts.RootfsMode, err = gondolin.ParseRootfsMode(c.rootfsMode.Value); err != nil {
 			return err
 		}
 	}
@@ -150,105 +173,92 @@ func bindOutput(opts *convert.Options, f *cli.Flags) error {
 
 // bindImage reads how the image is fetched: the first --platform, the
 // cache, the network's limits, --max-layers.
-func bindImage(opts *convert.Options, f *cli.Flags) error {
-	plats, err := platforms(f)
+func (c *commonFlags) bindImage(opts *convert.Options) error {
+	plats, err := c.platforms()
 	if err != nil {
 		return err
 	}
 	opts.Image = image.Options{
 		Platform:           plats[0],
-		CacheDir:           cacheDir(f),
-		NoCache:            f.Bool("no-cache"),
-		InsecureRegistries: f.List("insecure-registry"),
+		CacheDir:           absCacheDir(c.cacheDir),
+		NoCache:            c.noCache,
+		InsecureRegistries: c.insecureRegistries,
 	}
-	if opts.CacheMax, err = cacheMax(f); err != nil {
+	if opts.CacheMax, err = cacheMax(c.cacheMax); err != nil {
 		return err
 	}
-	if f.Has("stall-timeout") {
-		v := f.Str("stall-timeout", "")
+	if c.stallTimeout.Set {
+		v := c.stallTimeout.Value
 		if opts.Image.StallTimeout, err = image.ParseStallTimeout(v); err != nil {
 			return &hint.Error{Msg: fmt.Sprintf("Invalid duration for --stall-timeout: %q.", v),
 				Fixes: []string{"Give a duration such as --stall-timeout 90s or --stall-timeout 5m."}}
 		}
 	}
-	if f.Has("parallel-downloads") {
-		v := f.Str("parallel-downloads", "")
+	if c.parallelDownloads.Set {
+		v := c.parallelDownloads.Value
 		if opts.Image.ParallelDownloads, err = image.ParseParallelDownloads(v); err != nil {
 			return &hint.Error{Msg: fmt.Sprintf("Invalid --parallel-downloads %q.", v),
 				Fixes: []string{"Give a number from 1 (one download at a time) to 32, e.g. --parallel-downloads 8."}}
 		}
 	}
-	if f.Has("max-layers") {
-		n, err := cli.ParseCount("max-layers", f.Str("max-layers", ""))
-		if err != nil {
-			return err
-		}
-		opts.Image.MaxLayers = int(n)
-	}
-	return nil
+	return parseGiven("max-layers", c.maxLayers, &opts.Image.MaxLayers, cli.ParseCount)
 }
 
 // bindFS reads the file system's flags: --size, --headroom, --no-journal,
 // --fs-label (and oci2gondolin's deprecated --label), SOURCE_DATE_EPOCH.
-func bindFS(opts *convert.Options, f *cli.Flags) error {
-	var err error
-	if f.Has("size") {
-		if opts.FS.Size, err = cli.ParseSize("size", f.Str("size", "")); err != nil {
-			return err
-		}
+func (c *commonFlags) bindFS(opts *convert.Options) error {
+	if err := parseGiven("size", c.size, &opts.FS.Size, cli.ParseSize); err != nil {
+		return err
 	}
-	if f.Has("headroom") {
-		if opts.FS.Headroom, err = cli.ParseSize("headroom", f.Str("headroom", "")); err != nil {
-			return err
-		}
+	if err := parseGiven("headroom", c.headroom, &opts.FS.Headroom, cli.ParseSize); err != nil {
+		return err
 	}
-	opts.FS.NoJournal = f.Bool("no-journal")
-	opts.FS.Label = f.Str("fs-label", "")
-	// oci2gondolin's --label was the filesystem label; it still is, for
-	// one release. (dockerfile2gondolin's --label is an image label, as
-	// in docker build.)
-	if opts.Command == "oci2gondolin" && f.Has("label") {
-		if f.Has("fs-label") {
+	opts.FS.NoJournal = c.noJournal
+	opts.FS.Label = c.fsLabel.Value
+	if c.deprecatedLabel.Set {
+		if c.fsLabel.Set {
 			return &hint.Error{Msg: "--label and --fs-label are both given.", Fixes: []string{"Pass only --fs-label NAME (--label is its deprecated name)."}}
 		}
 		fmt.Fprintln(opts.Progress, "warning: --label is deprecated: use --fs-label")
-		opts.FS.Label = f.Str("label", "")
+		opts.FS.Label = c.deprecatedLabel.Value
 	}
 	if len(opts.FS.Label) > 16 {
 		return &hint.Error{Msg: fmt.Sprintf("Filesystem label %q is longer than 16 bytes.", opts.FS.Label),
 			Fixes: []string{"ext4 labels hold at most 16 bytes: pass a shorter --fs-label."}}
 	}
+	var err error
 	opts.FS.SourceDateEpoch, err = sourceDateEpoch()
 	return err
 }
 
 // bindLimits reads the limits on what an image may hold: --max-bytes,
 // --max-entries, --max-path.
-func bindLimits(opts *convert.Options, f *cli.Flags) error {
-	var err error
-	if f.Has("max-bytes") {
-		if opts.Limits.MaxBytes, err = cli.ParseSize("max-bytes", f.Str("max-bytes", "")); err != nil {
-			return err
-		}
+func (c *commonFlags) bindLimits(opts *convert.Options) error {
+	if err := parseGiven("max-bytes", c.maxBytes, &opts.Limits.MaxBytes, cli.ParseSize); err != nil {
+		return err
 	}
-	for _, c := range []struct {
-		flag string
-		dst  *int
-	}{{"max-entries", &opts.Limits.MaxEntries}, {"max-path", &opts.Limits.MaxPathLen}} {
-		if f.Has(c.flag) {
-			n, err := cli.ParseCount(c.flag, f.Str(c.flag, ""))
-			if err != nil {
-				return err
-			}
-			*c.dst = int(n)
-		}
+	if err := parseGiven("max-entries", c.maxEntries, &opts.Limits.MaxEntries, cli.ParseCount); err != nil {
+		return err
 	}
+	return parseGiven("max-path", c.maxPath, &opts.Limits.MaxPathLen, cli.ParseCount)
+}
+
+// parseGiven sets *dst to what parse (cli.ParseSize or cli.ParseCount)
+// reads from flag's value v, when the flag was given.
+func parseGiven[T int | int64](flag string, v cli.Optional, dst *T, parse func(flag, s string) (int64, error)) error {
+	if !v.Set {
+		return nil
+	}
+	n, err := parse(flag, v.Value)
+	if err != nil {
+		return err
+	}
+	*dst = T(n)
 	return nil
 }
 
-// cacheDir is --cache-dir, made absolute (it is reported and locked).
-func cacheDir(f *cli.Flags) string {
-	d := f.Str("cache-dir", "")
+// absCacheDir is --cache-dir, made absolute (it is reported and locked).
+func absCacheDir(d string) string {
 	if d == "" {
 		return ""
 	}
@@ -258,10 +268,11 @@ func cacheDir(f *cli.Flags) string {
 	return d
 }
 
-// cacheMax reads --cache-max, else DOCKER2VM_CACHE_MAX: a size, or
-// "none" (-1: no limit); 0 when neither is set (the default).
-func cacheMax(f *cli.Flags) (int64, error) {
-	v, from := f.Str("cache-max", ""), "--cache-max"
+// cacheMax reads flag (--cache-max's value, "" when not given), else
+// DOCKER2VM_CACHE_MAX: a size, or "none" (-1: no limit); 0 when neither is
+// set (the default).
+func cacheMax(flag string) (int64, error) {
+	v, from := flag, "--cache-max"
 	if v == "" {
 		v, from = os.Getenv(cachedir.MaxEnv), cachedir.MaxEnv
 	}

@@ -23,22 +23,20 @@ Usage:
 
 // Docker2VM is the docker2vm command.
 func Docker2VM() *cli.Command {
-	cacheDirFlag := cli.Flag{Name: "cache-dir", Arg: "DIR", Usage: "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"}
+	du, prune := &cacheDuFlags{}, &cachePruneFlags{}
 	return &cli.Command{Name: "docker2vm", Usage: docker2vmUsage, Examples: docker2vmExamples, Env: docker2vmEnv, Subs: []*cli.Command{
 		{Name: "cache", Short: "see and reclaim the blob and result caches", Usage: "docker2vm cache: the blob and result caches.\n\nUsage:\n  docker2vm cache COMMAND [flags]",
 			Subs: []*cli.Command{
 				{Name: "du", Short: "list the cache's entries, their sizes and last use, and the total",
 					Usage: "docker2vm cache du lists the cache's entries, least recently used first.\n\nUsage:\n  docker2vm cache du [--cache-dir DIR] [--json]",
-					Flags: []cli.Flag{cacheDirFlag, {Name: "json", Kind: cli.Bool, Usage: "print the entries and the total as JSON"}},
-					Run:   runCacheDu},
+					Flags: du.flags(),
+					Run:   du.run},
 				{Name: "prune", Short: "remove cache entries: down to --keep-storage, or --all",
 					Usage: "docker2vm cache prune removes the least recently used entries until the cache fits --keep-storage\n" +
 						"(default: the --cache-max limit, 10G unless DOCKER2VM_CACHE_MAX says otherwise), or every entry with --all.\n" +
 						"Entries a running conversion uses are left.\n\nUsage:\n  docker2vm cache prune [--all | --keep-storage SIZE] [--cache-dir DIR] [--dry-run]",
-					Flags: []cli.Flag{cacheDirFlag, {Name: "all", Kind: cli.Bool, Usage: "remove every entry not in use"},
-						{Name: "dry-run", Kind: cli.Bool, Usage: "list what would be removed, and remove nothing"},
-						{Name: "keep-storage", Arg: "SIZE", Usage: "remove least recently used entries until the cache takes at most SIZE (e.g. 2G)"}},
-					Run: runCachePrune},
+					Flags: prune.flags(),
+					Run:   prune.run},
 			}},
 		{Name: "completion", Short: "print the shell completion script of docker2vm's commands",
 			Usage: "docker2vm completion SHELL prints a completion script for oci2gondolin, dockerfile2gondolin and docker2vm.\n\n" +
@@ -48,7 +46,7 @@ func Docker2VM() *cli.Command {
 				"  fish:  docker2vm completion fish > ~/.config/fish/completions/docker2vm.fish",
 			Args: []string{"SHELL"}, ArgValues: cli.Shells, Run: runCompletion},
 		{Name: "version", Short: "print the version", Usage: "docker2vm version prints the version the binary was built from.\n\nUsage:\n  docker2vm version",
-			Run: func(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
+			Run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
 				_, err := fmt.Fprintf(stdout, "docker2vm %s\n", cli.Version())
 				return err
 			}},
@@ -61,11 +59,11 @@ func Commands() []*cli.Command {
 	return []*cli.Command{OCI2Gondolin(), Dockerfile2Gondolin(), Docker2VM()}
 }
 
-func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	if len(f.Args()) != 1 {
+func runCompletion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
 		return &hint.Error{Msg: "docker2vm completion needs a shell.", Fixes: []string{"Write docker2vm completion bash, zsh or fish."}}
 	}
-	script, err := cli.Completion(f.Args()[0], Commands())
+	script, err := cli.Completion(args[0], Commands())
 	if err != nil {
 		return err
 	}
@@ -73,9 +71,14 @@ func runCompletion(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 	return err
 }
 
-// cacheRoot is --cache-dir or the default, checked to be a directory.
-func cacheRoot(f *cli.Flags) (string, error) {
-	root := cacheDir(f)
+// cacheDirVar is the cache subcommands' --cache-dir.
+func cacheDirVar(p *string) cli.Flag {
+	return cli.StringVar(p, "cache-dir", "DIR", "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)")
+}
+
+// cacheRoot is dir (--cache-dir) or the default, checked to be a directory.
+func cacheRoot(dir string) (string, error) {
+	root := absCacheDir(dir)
 	if root == "" {
 		var err error
 		if root, err = image.DefaultCacheDir(); err != nil {
@@ -89,8 +92,18 @@ func cacheRoot(f *cli.Flags) (string, error) {
 	return root, nil
 }
 
-func runCacheDu(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	root, err := cacheRoot(f)
+// cacheDuFlags are docker2vm cache du's flags.
+type cacheDuFlags struct {
+	cacheDir string
+	json     bool
+}
+
+func (c *cacheDuFlags) flags() []cli.Flag {
+	return []cli.Flag{cacheDirVar(&c.cacheDir), cli.BoolVar(&c.json, "json", "print the entries and the total as JSON")}
+}
+
+func (c *cacheDuFlags) run(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	root, err := cacheRoot(c.cacheDir)
 	if err != nil {
 		return err
 	}
@@ -98,7 +111,7 @@ func runCacheDu(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("reading the cache %s: %w", root, err)
 	}
-	if f.Bool("json") {
+	if c.json {
 		if entries == nil {
 			entries = []cachedir.Entry{}
 		}
@@ -144,27 +157,40 @@ func ago(d time.Duration) string {
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
 }
 
-func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	root, err := cacheRoot(f)
+// cachePruneFlags are docker2vm cache prune's flags.
+type cachePruneFlags struct {
+	cacheDir    string
+	all, dryRun bool
+	keepStorage cli.Optional
+}
+
+func (c *cachePruneFlags) flags() []cli.Flag {
+	return []cli.Flag{cacheDirVar(&c.cacheDir), cli.BoolVar(&c.all, "all", "remove every entry not in use"),
+		cli.BoolVar(&c.dryRun, "dry-run", "list what would be removed, and remove nothing"),
+		cli.OptionalVar(&c.keepStorage, "keep-storage", "SIZE", "remove least recently used entries until the cache takes at most SIZE (e.g. 2G)")}
+}
+
+func (c *cachePruneFlags) run(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	root, err := cacheRoot(c.cacheDir)
 	if err != nil {
 		return err
 	}
-	if f.Bool("all") && f.Has("keep-storage") {
+	if c.all && c.keepStorage.Set {
 		return &hint.Error{Msg: "--all and --keep-storage cannot be used together.", Fixes: []string{"Pass one of them."}}
 	}
-	dry := f.Bool("dry-run")
 	var r cachedir.Removed
 	switch {
-	case f.Bool("all"):
-		r, err = cachedir.Trim(root, -1, dry)
+	case c.all:
+		r, err = cachedir.Trim(root, -1, c.dryRun)
 	default:
 		keep := int64(0)
-		if f.Has("keep-storage") {
-			if keep, err = cli.ParseSize("keep-storage", f.Str("keep-storage", "")); err != nil {
+		if c.keepStorage.Set {
+			if keep, err = cli.ParseSize("keep-storage", c.keepStorage.Value); err != nil {
 				return err
 			}
 		} else {
-			if keep, err = cacheMax(f); err != nil {
+			// cache prune has no --cache-max: DOCKER2VM_CACHE_MAX, else the default.
+			if keep, err = cacheMax(""); err != nil {
 				return err
 			}
 			if keep == 0 {
@@ -174,12 +200,12 @@ func runCachePrune(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) 
 				keep = 1 << 62
 			}
 		}
-		r, err = cachedir.Trim(root, keep, dry)
+		r, err = cachedir.Trim(root, keep, c.dryRun)
 	}
 	if err != nil {
 		return fmt.Errorf("pruning the cache %s: %w", root, err)
 	}
-	if dry {
+	if c.dryRun {
 		printEntries(stdout, r.Entries)
 		fmt.Fprintf(stdout, "would remove %d entries, %s", len(r.Entries), units.Bytes(r.Bytes))
 	} else {

@@ -38,6 +38,17 @@ func TestDocker2VMCache(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "removed 0 entries") {
 		t.Errorf("prune under the limit: %d %s", code, out)
 	}
+	// Without --keep-storage, prune keeps DOCKER2VM_CACHE_MAX.
+	t.Setenv(cachedir.MaxEnv, "1")
+	code, out, _ = run(t, Docker2VM(), "cache", "prune", "--cache-dir", root, "--dry-run")
+	if code != 0 || !strings.Contains(out, "would remove 2 entries") {
+		t.Errorf("prune --dry-run to DOCKER2VM_CACHE_MAX: %d %s", code, out)
+	}
+	t.Setenv(cachedir.MaxEnv, "zz")
+	if code, _, errs := run(t, Docker2VM(), "cache", "prune", "--cache-dir", root); code != 1 || !strings.Contains(errs, `Invalid DOCKER2VM_CACHE_MAX "zz"`) {
+		t.Errorf("prune with a bad DOCKER2VM_CACHE_MAX: %d %s", code, errs)
+	}
+	t.Setenv(cachedir.MaxEnv, "")
 	code, out, _ = run(t, Docker2VM(), "cache", "prune", "--cache-dir", root, "--all", "--dry-run")
 	if code != 0 || !strings.Contains(out, "would remove 2 entries") || !strings.Contains(out, "layer of alpine:3.20") {
 		t.Errorf("prune --all --dry-run: %d %s", code, out)

@@ -36,30 +36,50 @@ Builders:
 Build progress goes to stderr (BuildKit's live view on a terminal); on success one JSON document is
 printed on stdout. The temporary OCI archive is removed on success, failure and interruption.`
 
+// dockerfileFlags are dockerfile2gondolin's flags: docker build's, then
+// the shared flags.
+type dockerfileFlags struct {
+	commonFlags
+	context, file, builder                                             cli.Optional
+	target, network, buildxBuilder, buildkitAddr                       string
+	tlsCACert, tlsCert, tlsKey, tlsServerName                          string
+	buildArgs, secrets, ssh, buildContexts, cacheFrom, cacheTo, labels []string
+	pull                                                               bool
+}
+
 // Dockerfile2Gondolin is the dockerfile2gondolin command.
 func Dockerfile2Gondolin() *cli.Command {
+	d := &dockerfileFlags{}
+	env := append(append([]cli.EnvVar{}, converterEnv...), cli.EnvVar{Name: "BUILDKIT_HOST", Meaning: "buildctl: the BuildKit daemon's address when --buildkit-addr is not given"})
+	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: d.flags(), Args: []string{"CONTEXT"},
+		Examples: dockerfileExamples, Env: env, Run: d.run}
+}
+
+// flags binds d to dockerfile2gondolin's flags, in the order --help lists
+// them: docker build's, then the shared ones with docker's spellings.
+func (d *dockerfileFlags) flags() []cli.Flag {
 	flags := []cli.Flag{
-		{Name: "context", Arg: "DIR", Usage: "the build context directory (default: the current directory); also the one argument, as with docker build"},
-		{Name: "file", Arg: "PATH", Short: "f", Usage: "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context"},
-		{Name: "builder", Arg: "NAME", Values: []string{"docker-buildx", "buildctl"}, Usage: "docker-buildx (default) or buildctl"},
-		{Name: "target", Arg: "NAME", Usage: "build this stage of a multi-stage Dockerfile"},
-		{Name: "build-arg", Kind: cli.Repeat, Arg: "KEY[=VALUE]", Usage: "build argument; KEY alone takes the value from the environment (not passed when unset there)"},
-		{Name: "secret", Kind: cli.Repeat, Arg: "SPEC", Usage: "secret for RUN --mount=type=secret: id=NAME,src=PATH or id=NAME,env=VAR"},
-		{Name: "ssh", Kind: cli.Repeat, Arg: "SPEC", Usage: "ssh agent or keys for RUN --mount=type=ssh: default (SSH_AUTH_SOCK), or ID=SOCKET|KEY[,KEY]"},
-		{Name: "build-context", Kind: cli.Repeat, Arg: "NAME=PATH|docker-image://REF", Usage: "an extra named build context (FROM NAME, COPY --from=NAME): a local directory or an image"},
-		{Name: "cache-from", Kind: cli.Repeat, Arg: "SPEC", Usage: "import BuildKit's cache: REF (a registry image) or type=registry|local|...,..."},
-		{Name: "cache-to", Kind: cli.Repeat, Arg: "SPEC", Usage: "export BuildKit's cache: REF or type=registry|local|inline|...,..."},
-		{Name: "pull", Kind: cli.Bool, Usage: "always pull the base images, even when the builder has them"},
-		{Name: "network", Arg: "MODE", Values: []string{"default", "none", "host"}, Usage: "network of RUN steps: default, none or host"},
-		{Name: "label", Kind: cli.Repeat, Arg: "KEY=VALUE", Usage: "image label (the ext4 filesystem label is --fs-label)"},
-		{Name: "buildx-builder", Arg: "NAME", Usage: "docker-buildx: the builder to use (default docker2vm), created (docker-container driver) if missing, never removed"},
-		{Name: "buildkit-addr", Arg: "ADDR", Usage: "buildctl: BuildKit address (unix:///path.sock, tcp://host:port); default BUILDKIT_HOST"},
-		{Name: "tlscacert", Arg: "PATH", Usage: "buildctl: CA certificate for a tcp BuildKit"},
-		{Name: "tlscert", Arg: "PATH", Usage: "buildctl: client certificate for a tcp BuildKit"},
-		{Name: "tlskey", Arg: "PATH", Usage: "buildctl: client key for a tcp BuildKit"},
-		{Name: "tlsservername", Arg: "NAME", Usage: "buildctl: server name to verify"},
+		cli.OptionalVar(&d.context, "context", "DIR", "the build context directory (default: the current directory); also the one argument, as with docker build"),
+		cli.OptionalVar(&d.file, "file", "PATH", "the Dockerfile (default: CONTEXT/Dockerfile); it may live outside the context").WithShort("f"),
+		cli.OptionalVar(&d.builder, "builder", "NAME", "docker-buildx (default) or buildctl").WithValues("docker-buildx", "buildctl"),
+		cli.StringVar(&d.target, "target", "NAME", "build this stage of a multi-stage Dockerfile"),
+		cli.ListVar(&d.buildArgs, "build-arg", "KEY[=VALUE]", "build argument; KEY alone takes the value from the environment (not passed when unset there)"),
+		cli.ListVar(&d.secrets, "secret", "SPEC", "secret for RUN --mount=type=secret: id=NAME,src=PATH or id=NAME,env=VAR"),
+		cli.ListVar(&d.ssh, "ssh", "SPEC", "ssh agent or keys for RUN --mount=type=ssh: default (SSH_AUTH_SOCK), or ID=SOCKET|KEY[,KEY]"),
+		cli.ListVar(&d.buildContexts, "build-context", "NAME=PATH|docker-image://REF", "an extra named build context (FROM NAME, COPY --from=NAME): a local directory or an image"),
+		cli.ListVar(&d.cacheFrom, "cache-from", "SPEC", "import BuildKit's cache: REF (a registry image) or type=registry|local|...,..."),
+		cli.ListVar(&d.cacheTo, "cache-to", "SPEC", "export BuildKit's cache: REF or type=registry|local|inline|...,..."),
+		cli.BoolVar(&d.pull, "pull", "always pull the base images, even when the builder has them"),
+		cli.StringVar(&d.network, "network", "MODE", "network of RUN steps: default, none or host").WithValues("default", "none", "host"),
+		cli.ListVar(&d.labels, "label", "KEY=VALUE", "image label (the ext4 filesystem label is --fs-label)"),
+		cli.StringVar(&d.buildxBuilder, "buildx-builder", "NAME", "docker-buildx: the builder to use (default docker2vm), created (docker-container driver) if missing, never removed"),
+		cli.StringVar(&d.buildkitAddr, "buildkit-addr", "ADDR", "buildctl: BuildKit address (unix:///path.sock, tcp://host:port); default BUILDKIT_HOST"),
+		cli.StringVar(&d.tlsCACert, "tlscacert", "PATH", "buildctl: CA certificate for a tcp BuildKit"),
+		cli.StringVar(&d.tlsCert, "tlscert", "PATH", "buildctl: client certificate for a tcp BuildKit"),
+		cli.StringVar(&d.tlsKey, "tlskey", "PATH", "buildctl: client key for a tcp BuildKit"),
+		cli.StringVar(&d.tlsServerName, "tlsservername", "NAME", "buildctl: server name to verify"),
 	}
-	for _, f := range outputFlags {
+	for _, f := range d.commonFlags.flags() {
 		switch f.Name {
 		case "no-cache":
 			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob and result caches"
@@ -73,9 +93,7 @@ func Dockerfile2Gondolin() *cli.Command {
 		}
 		flags = append(flags, f)
 	}
-	env := append(append([]cli.EnvVar{}, converterEnv...), cli.EnvVar{Name: "BUILDKIT_HOST", Meaning: "buildctl: the BuildKit daemon's address when --buildkit-addr is not given"})
-	return &cli.Command{Name: "dockerfile2gondolin", Usage: dockerfileUsage, Flags: flags, Args: []string{"CONTEXT"},
-		Examples: dockerfileExamples, Env: env, Run: runDockerfile2Gondolin}
+	return flags
 }
 
 // DryRunPlan is dockerfile2gondolin's --dry-run output.
@@ -95,20 +113,19 @@ type DryRunPlan struct {
 }
 
 // Long: it reads docker build's flags (and their docker spellings) into the
-// builder's options in --help's order, then checks, builds and converts;
-// the flags are read once, here.
-func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	if out := f.Str("out", ""); strings.Contains(out, "type=") || strings.HasPrefix(out, "dest=") {
+// builder's options in --help's order, then checks, builds and converts.
+func (d *dockerfileFlags) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if out := d.out; strings.Contains(out, "type=") || strings.HasPrefix(out, "dest=") {
 		return &hint.Error{Msg: fmt.Sprintf("--out %q is docker build's --output syntax.", out),
 			Fixes: []string{"dockerfile2gondolin writes a Gondolin guest into a directory: pass --out DIR (or -o DIR)."}}
 	}
-	if f.Str("out", "") == "" {
+	if d.out == "" {
 		return &hint.Error{Msg: "Missing required flag --out.", Fixes: []string{"Pass --out PATH: the directory to write the guest into."}}
 	}
-	ctxArg := f.Str("context", ".")
-	if args := f.Args(); len(args) == 1 {
-		if f.Has("context") {
-			return &hint.Error{Msg: fmt.Sprintf("The build context is given twice: %q and --context %q.", args[0], f.Str("context", "")),
+	ctxArg := d.context.Or(".")
+	if len(args) == 1 {
+		if d.context.Set {
+			return &hint.Error{Msg: fmt.Sprintf("The build context is given twice: %q and --context %q.", args[0], d.context.Value),
 				Fixes: []string{"Pass the context once: as the argument (as docker build takes it) or with --context."}}
 		}
 		if args[0] == "-" || strings.Contains(args[0], "://") {
@@ -117,16 +134,19 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		}
 		ctxArg = args[0]
 	}
-	for _, n := range []string{"context", "file"} {
-		if f.Has(n) && f.Str(n, "") == "" {
-			return &hint.Error{Msg: fmt.Sprintf("--%s needs a path.", n), Fixes: []string{fmt.Sprintf("Write --%s PATH, or leave --%s out for its default.", n, n)}}
+	for _, p := range []struct {
+		name string
+		v    cli.Optional
+	}{{"context", d.context}, {"file", d.file}} {
+		if p.v.Set && p.v.Value == "" {
+			return &hint.Error{Msg: fmt.Sprintf("--%s needs a path.", p.name), Fixes: []string{fmt.Sprintf("Write --%s PATH, or leave --%s out for its default.", p.name, p.name)}}
 		}
 	}
-	opts, err := baseOptions("dockerfile2gondolin", f, stderr)
+	opts, err := d.baseOptions("dockerfile2gondolin", stderr)
 	if err != nil {
 		return err
 	}
-	plats, err := platforms(f)
+	plats, err := d.platforms()
 	if err != nil {
 		return err
 	}
@@ -139,19 +159,19 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		return fmt.Errorf("resolving --context: %w", err)
 	}
 	dockerfile := filepath.Join(contextDir, "Dockerfile")
-	if f.Has("file") {
-		if dockerfile = f.Str("file", ""); dockerfile != "-" {
+	if d.file.Set {
+		if dockerfile = d.file.Value; dockerfile != "-" {
 			if dockerfile, err = filepath.Abs(dockerfile); err != nil {
 				return fmt.Errorf("resolving --file: %w", err)
 			}
 		}
 	}
-	builder := buildkit.Builder(strings.ToLower(f.Str("builder", string(buildkit.DockerBuildx))))
-	addr := f.Str("buildkit-addr", "")
+	builder := buildkit.Builder(strings.ToLower(d.builder.Or(string(buildkit.DockerBuildx))))
+	addr := d.buildkitAddr
 	if addr == "" && builder == buildkit.Buildctl {
 		addr = os.Getenv("BUILDKIT_HOST")
 	}
-	mode, err := cli.ProgressMode(f, stderr)
+	mode, err := d.progressMode(stderr)
 	if err != nil {
 		return err
 	}
@@ -165,24 +185,24 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 		Dockerfile:    dockerfile,
 		Context:       contextDir,
 		Platform:      strings.Join(platList, ","),
-		Target:        f.Str("target", ""),
-		BuildArgs:     f.List("build-arg"),
-		Secrets:       f.List("secret"),
-		SSH:           f.List("ssh"),
-		BuildContexts: f.List("build-context"),
-		CacheFrom:     f.List("cache-from"),
-		CacheTo:       f.List("cache-to"),
-		Pull:          f.Bool("pull"),
-		Network:       strings.ToLower(f.Str("network", "")),
-		Labels:        f.List("label"),
-		NoCache:       f.Bool("no-cache"),
+		Target:        d.target,
+		BuildArgs:     d.buildArgs,
+		Secrets:       d.secrets,
+		SSH:           d.ssh,
+		BuildContexts: d.buildContexts,
+		CacheFrom:     d.cacheFrom,
+		CacheTo:       d.cacheTo,
+		Pull:          d.pull,
+		Network:       strings.ToLower(d.network),
+		Labels:        d.labels,
+		NoCache:       d.noCache,
 		Progress:      progress,
 		Addr:          addr,
-		TLSCACert:     f.Str("tlscacert", ""),
-		TLSCert:       f.Str("tlscert", ""),
-		TLSKey:        f.Str("tlskey", ""),
-		TLSServerName: f.Str("tlsservername", ""),
-		BuildxBuilder: f.Str("buildx-builder", ""),
+		TLSCACert:     d.tlsCACert,
+		TLSCert:       d.tlsCert,
+		TLSKey:        d.tlsKey,
+		TLSServerName: d.tlsServerName,
+		BuildxBuilder: d.buildxBuilder,
 		Log:           buildLog,
 	}
 	if mode != "quiet" {
@@ -205,7 +225,7 @@ func runDockerfile2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io
 	if err := convert.Check(ctx, opts, plats); err != nil {
 		return err
 	}
-	if f.Bool("dry-run") {
+	if d.dryRun {
 		bo.Output = filepath.Join(os.TempDir(), "docker2vm-build-XXXXXX", "image.tar")
 		plan := DryRunPlan{
 			Command: "dockerfile2gondolin", DryRun: true, Source: *origin,

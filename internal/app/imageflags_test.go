@@ -9,6 +9,16 @@ import (
 	"github.com/docker2vm/docker2vm/internal/cli"
 )
 
+// parseOCIFlags parses args as oci2gondolin's flags.
+func parseOCIFlags(t *testing.T, args ...string) *ociFlags {
+	t.Helper()
+	var o ociFlags
+	if err := cli.Parse(args, o.flags()); err != nil {
+		t.Fatal(err)
+	}
+	return &o
+}
+
 // TestImageFlags: --stall-timeout and --max-layers reach the image options.
 func TestImageFlags(t *testing.T) {
 	tests := []struct {
@@ -26,11 +36,8 @@ func TestImageFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			f, err := cli.Parse(append([]string{"--out", t.TempDir()}, tc.args...), OCI2Gondolin().Flags)
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts, err := baseOptions("oci2gondolin", f, io.Discard)
+			o := parseOCIFlags(t, append([]string{"--out", t.TempDir()}, tc.args...)...)
+			opts, err := o.baseOptions("oci2gondolin", io.Discard)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)

@@ -30,34 +30,49 @@ Sources (exactly one):
 On success one JSON document describing the result is printed on stdout;
 progress and errors go to stderr. Exit status 0 on success, 1 on any failure.`
 
-// OCI2Gondolin is the oci2gondolin command.
-func OCI2Gondolin() *cli.Command {
-	var flags []cli.Flag
-	for _, k := range image.Kinds() {
-		flags = append(flags, cli.Flag{Name: k.Flag, Arg: k.Arg, Usage: k.Usage})
-	}
-	flags = append(flags, cli.Flag{Name: "ref-name", Arg: "REF", Usage: "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"})
-	flags = append(flags, outputFlags...)
-	flags = append(flags, cli.Flag{Name: "label", Arg: "NAME", Usage: "deprecated: use --fs-label"})
-	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: flags, Examples: ociExamples, Env: converterEnv, Run: runOCI2Gondolin}
+// ociFlags are oci2gondolin's flags: a source of each kind, --ref-name,
+// the shared flags, and the deprecated --label.
+type ociFlags struct {
+	commonFlags
+	sources []cli.Optional // one per image.Kinds(), in its order
+	refName string
 }
 
-func runOCI2Gondolin(ctx context.Context, f *cli.Flags, stdout, stderr io.Writer) error {
-	src, err := sourceFromFlags(f)
+// OCI2Gondolin is the oci2gondolin command.
+func OCI2Gondolin() *cli.Command {
+	o := &ociFlags{}
+	return &cli.Command{Name: "oci2gondolin", Usage: ociUsage, Flags: o.flags(), Examples: ociExamples, Env: converterEnv, Run: o.run}
+}
+
+// flags binds o to oci2gondolin's flags, in the order --help lists them.
+func (o *ociFlags) flags() []cli.Flag {
+	var flags []cli.Flag
+	kinds := image.Kinds()
+	o.sources = make([]cli.Optional, len(kinds))
+	for i, k := range kinds {
+		flags = append(flags, cli.OptionalVar(&o.sources[i], k.Flag, k.Arg, k.Usage))
+	}
+	flags = append(flags, cli.StringVar(&o.refName, "ref-name", "REF", "with --oci-layout/--oci-tar: the image's org.opencontainers.image.ref.name"))
+	flags = append(flags, o.commonFlags.flags()...)
+	return append(flags, cli.OptionalVar(&o.deprecatedLabel, "label", "NAME", "deprecated: use --fs-label"))
+}
+
+func (o *ociFlags) run(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+	src, err := o.source()
 	if err != nil {
 		return err
 	}
-	opts, err := baseOptions("oci2gondolin", f, stderr)
+	opts, err := o.baseOptions("oci2gondolin", stderr)
 	if err != nil {
 		return err
 	}
 	opts.Source = src
-	opts.Image.RefName = f.Str("ref-name", "")
-	plats, err := platforms(f)
+	opts.Image.RefName = o.refName
+	plats, err := o.platforms()
 	if err != nil {
 		return err
 	}
-	return convertAndPrint(ctx, opts, plats, f.Bool("dry-run"), stdout)
+	return convertAndPrint(ctx, opts, plats, o.dryRun, stdout)
 }
 
 // convertAndPrint converts for one platform (the output is OUT itself) or
@@ -139,14 +154,15 @@ func howToBoot(res *convert.Result) string {
 		shell.Word(image), image, "/usr/bin/docker2vm-entrypoint")
 }
 
-// sourceFromFlags applies the "exactly one source" rule.
-func sourceFromFlags(f *cli.Flags) (image.Source, error) {
-	var given []image.KindInfo
+// source applies the "exactly one source" rule.
+func (o *ociFlags) source() (image.Source, error) {
+	var given []int
 	var choices []string
-	for _, k := range image.Kinds() {
+	kinds := image.Kinds()
+	for i, k := range kinds {
 		choices = append(choices, "--"+k.Flag+" "+k.Arg)
-		if f.Has(k.Flag) {
-			given = append(given, k)
+		if o.sources[i].Set {
+			given = append(given, i)
 		}
 	}
 	switch len(given) {
@@ -156,14 +172,13 @@ func sourceFromFlags(f *cli.Flags) (image.Source, error) {
 	case 1:
 	default:
 		var names []string
-		for _, k := range given {
-			names = append(names, "--"+k.Flag)
+		for _, i := range given {
+			names = append(names, "--"+kinds[i].Flag)
 		}
 		return image.Source{}, &hint.Error{Msg: "Input source flags are mutually exclusive.",
 			Fixes: []string{"Pass only one of " + strings.Join(names, ", ") + "."}}
 	}
-	k := given[0]
-	ref := f.Str(k.Flag, "")
+	k, ref := kinds[given[0]], o.sources[given[0]].Value
 	if !k.Path {
 		ref = strings.TrimSpace(ref)
 	}

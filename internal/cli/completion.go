@@ -64,7 +64,7 @@ func visibleFlags(c *Command) []Flag {
 			out = append(out, f)
 		}
 	}
-	return append(out, Flag{Name: "help", Kind: Bool, Usage: "show this help"})
+	return append(out, helpFlag)
 }
 
 func funcName(parts ...string) string {
@@ -84,7 +84,7 @@ func bashCompletion(cmds []*Command) string {
 				known = append(known, n.path)
 			}
 			for _, f := range n.cmd.Flags {
-				if f.Kind != Bool {
+				if f.kind != Bool {
 					valued["--"+f.Name] = true
 				}
 			}
@@ -117,7 +117,7 @@ func bashCompletion(cmds []*Command) string {
 					// One name per line, quoted by bash: names with spaces stay whole.
 					fmt.Fprintf(&b, "        --%s) local IFS=$'\\n'; compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -%c -- \"$cur\")); return ;;\n", f.Name, f.Completes()[0])
 				default:
-					if f.Kind != Bool {
+					if f.kind != Bool {
 						fmt.Fprintf(&b, "        --%s) return ;;\n", f.Name)
 					}
 				}
@@ -169,7 +169,7 @@ func zshCompletion(cmds []*Command) string {
 			b.WriteString("  _arguments -s")
 			for _, f := range visibleFlags(n.cmd) {
 				spec := "--" + f.Name + "[" + zshDesc(f.Usage) + "]"
-				if f.Kind == Repeat {
+				if f.kind == Repeat {
 					spec = "*" + spec
 				}
 				switch f.Completes() {
@@ -180,7 +180,7 @@ func zshCompletion(cmds []*Command) string {
 				case "file":
 					spec += ":" + f.Arg + ":_files"
 				default:
-					if f.Kind != Bool {
+					if f.kind != Bool {
 						spec += ":" + placeholder(f) + ": "
 					}
 				}
@@ -229,7 +229,7 @@ func fishCompletion(cmds []*Command) string {
 				case "file":
 					line += " -r -F"
 				default:
-					if f.Kind != Bool {
+					if f.kind != Bool {
 						line += " -x"
 					}
 				}

@@ -5,7 +5,6 @@ package cli
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -24,10 +23,12 @@ const (
 	Repeat
 )
 
-// Flag describes one long option.
+// Flag describes one long option and the variable it sets. Commands
+// declare their flags with StringVar, OptionalVar, BoolVar and ListVar,
+// each bound to a field of the command's own: parsing sets the fields, and
+// the command reads them, never a flag by its name.
 type Flag struct {
 	Name  string // without the leading dashes
-	Kind  Kind
 	Arg   string // placeholder shown in usage, e.g. "PATH"
 	Usage string
 	// Values are the values the flag takes, when it takes one of a few
@@ -40,6 +41,95 @@ type Flag struct {
 	// same. Both are read as the flag itself.
 	Short   string
 	Aliases []string
+	// kind follows from dst, the variable the flag sets, of the type its
+	// constructor takes: *string or *Optional (String), *bool (Bool),
+	// *[]string (Repeat).
+	kind Kind
+	dst  any
+}
+
+// Kind says how the flag takes values.
+func (f Flag) Kind() Kind { return f.kind }
+
+// Optional is the value of a flag that may be left out: Set tells a flag
+// given an empty value (--size=) from one not given at all.
+type Optional struct {
+	Value string
+	Set   bool
+}
+
+// Or returns the value given, or def when the flag was not given.
+func (o Optional) Or(def string) string {
+	if o.Set {
+		return o.Value
+	}
+	return def
+}
+
+// StringVar is a flag of one value, stored in *p ("" when not given).
+func StringVar(p *string, name, arg, usage string) Flag {
+	return Flag{Name: name, kind: String, Arg: arg, Usage: usage, dst: p}
+}
+
+// OptionalVar is a flag of one value, stored in *p with whether it was
+// given: for flags whose absence means something an empty value does not.
+func OptionalVar(p *Optional, name, arg, usage string) Flag {
+	return Flag{Name: name, kind: String, Arg: arg, Usage: usage, dst: p}
+}
+
+// BoolVar is a flag without a value, stored in *p.
+func BoolVar(p *bool, name, usage string) Flag {
+	return Flag{Name: name, kind: Bool, Usage: usage, dst: p}
+}
+
+// ListVar is a flag that may be given many times, its values stored in *p
+// in order (nil when not given).
+func ListVar(p *[]string, name, arg, usage string) Flag {
+	return Flag{Name: name, kind: Repeat, Arg: arg, Usage: usage, dst: p}
+}
+
+// WithValues returns f taking one of values (shell completion offers them).
+func (f Flag) WithValues(values ...string) Flag {
+	f.Values = values
+	return f
+}
+
+// WithShort returns f also spelled -letter.
+func (f Flag) WithShort(letter string) Flag {
+	f.Short = letter
+	return f
+}
+
+// reset gives f's variable the value of a flag not given, so that every
+// parse starts from the same state. A Flag written as a literal sets no
+// variable: it would be accepted and ignored, so it is refused here, on
+// the first parse of the command's flags, like a flag redefined in the
+// standard flag package.
+func (f Flag) reset() {
+	switch p := f.dst.(type) {
+	case *string:
+		*p = ""
+	case *Optional:
+		*p = Optional{}
+	case *bool:
+		*p = false
+	case *[]string:
+		*p = nil
+	default:
+		panic(fmt.Sprintf("cli: flag --%s sets no variable: declare it with StringVar, OptionalVar, BoolVar or ListVar", f.Name))
+	}
+}
+
+// set stores a value given on the command line in f's variable.
+func (f Flag) set(value string) {
+	switch p := f.dst.(type) {
+	case *string:
+		*p = value
+	case *Optional:
+		*p = Optional{Value: value, Set: true}
+	case *[]string:
+		*p = append(*p, value)
+	}
 }
 
 // Completes says what a shell should complete the flag's value with:
@@ -48,7 +138,7 @@ func (f Flag) Completes() string {
 	switch {
 	case len(f.Values) > 0:
 		return "values"
-	case f.Kind == Bool:
+	case f.kind == Bool:
 		return ""
 	case f.Arg == "DIR":
 		return "dir"
@@ -58,84 +148,27 @@ func (f Flag) Completes() string {
 	return ""
 }
 
-// Flags is the parsed command line. Its accessors take a flag's name and
-// panic when the command declares no flag of that name and kind: a
-// misspelt name is a bug the first test that runs the code finds, not a
-// flag that silently keeps its default.
-type Flags struct {
-	values map[string][]string
-	bools  map[string]bool
-	args   []string
-	kinds  map[string]Kind // the command's flags
-}
-
-// Args returns the positional arguments.
-func (f *Flags) Args() []string { return f.args }
-
-// Declares reports whether the command has a flag of that name.
-func (f *Flags) Declares(name string) bool { _, ok := f.kinds[name]; return ok }
-
-// must panics unless name is a declared flag of one of the kinds.
-func (f *Flags) must(name string, kinds ...Kind) {
-	if k, ok := f.kinds[name]; !ok || !slices.Contains(kinds, k) {
-		panic(fmt.Sprintf("cli: the command has no %s flag --%s", kindName(kinds[0]), name))
-	}
-}
-
-func kindName(k Kind) string {
-	switch k {
-	case Bool:
-		return "boolean"
-	case Repeat:
-		return "repeatable"
-	}
-	return "valued"
-}
-
-// Str returns a valued flag's value, or def when it was not given.
-func (f *Flags) Str(name, def string) string {
-	f.must(name, String, Repeat)
-	if v, ok := f.values[name]; ok && len(v) > 0 {
-		return v[0]
-	}
-	return def
-}
-
-// Has reports whether a valued flag was given.
-func (f *Flags) Has(name string) bool {
-	f.must(name, String, Repeat)
-	_, ok := f.values[name]
-	return ok
-}
-
-// List returns every value of a repeatable flag, in order.
-func (f *Flags) List(name string) []string {
-	f.must(name, Repeat, String)
-	return f.values[name]
-}
-
-// Bool returns a boolean flag.
-func (f *Flags) Bool(name string) bool {
-	f.must(name, Bool)
-	return f.bools[name]
-}
-
 // ErrHelp is returned by Parse when --help or -h was given.
 var ErrHelp = fmt.Errorf("help requested")
 
 // ErrVersion is returned by Parse when --version was given.
 var ErrVersion = fmt.Errorf("version requested")
 
-// Parse reads args ("--flag value", "--flag=value", "--bool") against specs.
-// It rejects unknown flags, stray positional arguments, missing values and
-// single-valued flags given twice, each with a message naming the flag.
-func Parse(args []string, specs []Flag) (*Flags, error) { return parse(args, specs, 0) }
+// Parse reads args ("--flag value", "--flag=value", "--bool") against
+// specs, setting the variables they are bound to. It rejects unknown
+// flags, stray positional arguments, missing values and single-valued
+// flags given twice, each with a message naming the flag.
+func Parse(args []string, specs []Flag) error {
+	_, err := parse(args, specs, 0)
+	return err
+}
 
-// parse is Parse allowing up to maxArgs positional arguments.
+// parse is Parse allowing up to maxArgs positional arguments, which it
+// returns.
 //
 // Long: one loop over the arguments, with the spellings of a flag (--name,
 // --name=value, -x, -xvalue, aliases) and their errors in one place.
-func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
+func parse(args []string, specs []Flag, maxArgs int) ([]string, error) {
 	byName := make(map[string]Flag, len(specs))
 	byShort := map[string]Flag{}
 	for _, s := range specs {
@@ -147,10 +180,11 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			byShort[s.Short] = s
 		}
 	}
-	out := &Flags{values: map[string][]string{}, bools: map[string]bool{}, kinds: map[string]Kind{}}
 	for _, s := range specs {
-		out.kinds[s.Name] = s.Kind
+		s.reset()
 	}
+	var positional []string
+	given := map[string]bool{} // single-valued flags seen, by name
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--help" || arg == "-h" {
@@ -185,8 +219,8 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 				}
 			}
 			spec, name = sp, sp.Name
-		case arg != "--" && len(out.args) < maxArgs:
-			out.args = append(out.args, arg)
+		case arg != "--" && len(positional) < maxArgs:
+			positional = append(positional, arg)
 			continue
 		default:
 			fixes := []string{"Flags take the form --name value or --name=value.", "Run with --help to see the accepted flags."}
@@ -195,8 +229,7 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			}
 			return nil, &hint.Error{Msg: fmt.Sprintf("Unexpected argument %q.", arg), Fixes: fixes}
 		}
-		switch spec.Kind {
-		case Bool:
+		if spec.kind == Bool {
 			b := true
 			if hasValue {
 				switch strings.ToLower(value) {
@@ -208,11 +241,10 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 						Fixes: []string{fmt.Sprintf("Write --%s on its own.", name)}}
 				}
 			}
-			if _, dup := out.bools[name]; dup {
-				return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
-					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
+			if err := once(given, name); err != nil {
+				return nil, err
 			}
-			out.bools[name] = b
+			*spec.dst.(*bool) = b
 			continue
 		}
 		if !hasValue {
@@ -223,15 +255,25 @@ func parse(args []string, specs []Flag, maxArgs int) (*Flags, error) {
 			i++
 			value = args[i]
 		}
-		if spec.Kind == String {
-			if _, dup := out.values[name]; dup {
-				return nil, &hint.Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
-					Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
+		if spec.kind == String {
+			if err := once(given, name); err != nil {
+				return nil, err
 			}
 		}
-		out.values[name] = append(out.values[name], value)
+		spec.set(value)
 	}
-	return out, nil
+	return positional, nil
+}
+
+// once records that the single-valued flag name was given, and refuses it
+// a second time.
+func once(given map[string]bool, name string) error {
+	if given[name] {
+		return &hint.Error{Msg: fmt.Sprintf("Flag --%s was given more than once.", name),
+			Fixes: []string{fmt.Sprintf("Pass --%s once.", name)}}
+	}
+	given[name] = true
+	return nil
 }
 
 func placeholder(f Flag) string {
@@ -307,7 +349,7 @@ func Usage(all []Flag) string {
 		if s.Short != "" {
 			c = "-" + s.Short + ", " + c
 		}
-		if s.Kind != Bool {
+		if s.kind != Bool {
 			c += " " + placeholder(s)
 		}
 		cols[i] = c

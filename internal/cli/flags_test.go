@@ -15,88 +15,90 @@ import (
 	"github.com/docker2vm/docker2vm/hint"
 )
 
-var testSpecs = []Flag{
-	{Name: "image", Arg: "REF", Usage: "image reference"},
-	{Name: "out", Arg: "PATH", Usage: "output directory"},
-	{Name: "dry-run", Kind: Bool, Usage: "print the plan"},
-	{Name: "build-arg", Kind: Repeat, Arg: "KEY=VALUE", Usage: "build argument"},
-	{Name: "file", Arg: "PATH", Usage: "Dockerfile", Short: "f", Aliases: []string{"dockerfile"}},
+// bound holds a variable of every kind, set by the flags testFlags binds.
+type bound struct {
+	image     string
+	out       Optional
+	dryRun    bool
+	buildArgs []string
+	file      Optional
+	label     string
 }
 
+// testFlags binds b's variables: --image (plain value), --out (optional
+// value), --dry-run, --build-arg (repeatable), --file (-f, --dockerfile)
+// and the hidden --label.
+func testFlags(b *bound) []Flag {
+	file := OptionalVar(&b.file, "file", "PATH", "Dockerfile").WithShort("f")
+	file.Aliases = []string{"dockerfile"}
+	label := StringVar(&b.label, "label", "NAME", "deprecated")
+	label.Hidden = true
+	return []Flag{
+		StringVar(&b.image, "image", "REF", "image reference"),
+		OptionalVar(&b.out, "out", "PATH", "output directory"),
+		BoolVar(&b.dryRun, "dry-run", "print the plan"),
+		ListVar(&b.buildArgs, "build-arg", "KEY=VALUE", "build argument"),
+		file,
+		label,
+	}
+}
+
+var testSpecs = testFlags(new(bound))
+
 func TestParse(t *testing.T) {
+	set := func(v string) Optional { return Optional{Value: v, Set: true} }
 	tests := []struct {
 		name    string
 		args    []string
 		wantErr string
-		check   func(t *testing.T, f *Flags)
+		want    bound
 	}{
-		{name: "space form", args: []string{"--image", "busybox", "--out", "o"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("image", "") != "busybox" || f.Str("out", "") != "o" {
-				t.Errorf("got image=%q out=%q", f.Str("image", ""), f.Str("out", ""))
-			}
-		}},
-		{name: "equals form", args: []string{"--image=a=b", "--out=o"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("image", "") != "a=b" {
-				t.Errorf("image = %q, want a=b", f.Str("image", ""))
-			}
-		}},
-		{name: "empty value with equals", args: []string{"--image="}, check: func(t *testing.T, f *Flags) {
-			if !f.Has("image") || f.Str("image", "x") != "" {
-				t.Errorf("want empty image value")
-			}
-		}},
-		{name: "bool", args: []string{"--dry-run"}, check: func(t *testing.T, f *Flags) {
-			if !f.Bool("dry-run") {
-				t.Error("dry-run not set")
-			}
-		}},
-		{name: "bool false", args: []string{"--dry-run=false"}, check: func(t *testing.T, f *Flags) {
-			if f.Bool("dry-run") {
-				t.Error("dry-run set")
-			}
-		}},
+		{name: "nothing given", args: nil, want: bound{}},
+		{name: "space form", args: []string{"--image", "busybox", "--out", "o"}, want: bound{image: "busybox", out: set("o")}},
+		{name: "equals form", args: []string{"--image=a=b", "--out=o"}, want: bound{image: "a=b", out: set("o")}},
+		{name: "empty value with equals", args: []string{"--image=", "--out="}, want: bound{out: set("")}},
+		{name: "empty value with space", args: []string{"--out", ""}, want: bound{out: set("")}},
+		{name: "bool", args: []string{"--dry-run"}, want: bound{dryRun: true}},
+		{name: "bool true", args: []string{"--dry-run=yes"}, want: bound{dryRun: true}},
+		{name: "bool false", args: []string{"--dry-run=false"}, want: bound{}},
 		{name: "bool bad value", args: []string{"--dry-run=maybe"}, wantErr: "Flag --dry-run takes no value"},
-		{name: "repeatable keeps order", args: []string{"--build-arg", "A=1", "--build-arg=B=2"}, check: func(t *testing.T, f *Flags) {
-			if got := f.List("build-arg"); !reflect.DeepEqual(got, []string{"A=1", "B=2"}) {
-				t.Errorf("build-arg = %q", got)
-			}
-		}},
+		{name: "repeatable once", args: []string{"--build-arg", "A=1"}, want: bound{buildArgs: []string{"A=1"}}},
+		{name: "repeatable keeps order", args: []string{"--build-arg", "A=1", "--build-arg=B=2"}, want: bound{buildArgs: []string{"A=1", "B=2"}}},
+		{name: "repeatable same value twice", args: []string{"--build-arg", "A", "--build-arg", "A"}, want: bound{buildArgs: []string{"A", "A"}}},
 		{name: "duplicate single", args: []string{"--out", "a", "--out", "b"}, wantErr: "Flag --out was given more than once."},
+		{name: "duplicate single, one empty", args: []string{"--image=", "--image", "b"}, wantErr: "Flag --image was given more than once."},
 		{name: "duplicate bool", args: []string{"--dry-run", "--dry-run"}, wantErr: "Flag --dry-run was given more than once."},
+		{name: "duplicate bool, one false", args: []string{"--dry-run=false", "--dry-run"}, wantErr: "Flag --dry-run was given more than once."},
 		{name: "unknown", args: []string{"--imag", "x"}, wantErr: "Unknown flag --imag."},
 		{name: "positional", args: []string{"busybox"}, wantErr: `Unexpected argument "busybox".`},
+		{name: "double dash", args: []string{"--"}, wantErr: `Unexpected argument "--".`},
 		{name: "single dash", args: []string{"-o"}, wantErr: `Unknown flag -o.`},
-		{name: "short flag", args: []string{"-f", "D"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("file", "") != "D" {
-				t.Errorf("file = %q", f.Str("file", ""))
-			}
-		}},
-		{name: "short flag joined", args: []string{"-fD"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("file", "") != "D" {
-				t.Errorf("file = %q", f.Str("file", ""))
-			}
-		}},
-		{name: "short flag with =", args: []string{"-f=D"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("file", "") != "D" {
-				t.Errorf("file = %q", f.Str("file", ""))
-			}
-		}},
-		{name: "alias", args: []string{"--dockerfile", "D"}, check: func(t *testing.T, f *Flags) {
-			if f.Str("file", "") != "D" {
-				t.Errorf("file = %q", f.Str("file", ""))
-			}
-		}},
+		{name: "short flag", args: []string{"-f", "D"}, want: bound{file: set("D")}},
+		{name: "short flag joined", args: []string{"-fD"}, want: bound{file: set("D")}},
+		{name: "short flag with =", args: []string{"-f=D"}, want: bound{file: set("D")}},
+		{name: "short flag empty with =", args: []string{"-f="}, want: bound{file: set("")}},
+		{name: "alias", args: []string{"--dockerfile", "D"}, want: bound{file: set("D")}},
+		{name: "alias with =", args: []string{"--dockerfile=D"}, want: bound{file: set("D")}},
 		{name: "short and long both", args: []string{"-f", "A", "--file", "B"}, wantErr: "Flag --file was given more than once."},
+		{name: "alias and long both", args: []string{"--dockerfile", "A", "--file", "B"}, wantErr: "Flag --file was given more than once."},
 		{name: "short flag missing value", args: []string{"-f"}, wantErr: "Flag --file requires a value."},
+		{name: "alias missing value", args: []string{"--dockerfile"}, wantErr: "Flag --file requires a value."},
 		{name: "docker -q", args: []string{"-q"}, wantErr: "Unknown flag -q."},
 		{name: "missing value at end", args: []string{"--out"}, wantErr: "Flag --out requires a value."},
 		{name: "missing value before flag", args: []string{"--out", "--dry-run"}, wantErr: "Flag --out requires a value."},
+		{name: "hidden flag", args: []string{"--label", "L"}, want: bound{label: "L"}},
+		{name: "hidden flag twice", args: []string{"--label", "L", "--label=M"}, wantErr: "Flag --label was given more than once."},
+		{name: "a lone dash is a value", args: []string{"--file", "-"}, want: bound{file: set("-")}},
 		{name: "help", args: []string{"--out", "x", "--help"}, wantErr: "help requested"},
 		{name: "short help", args: []string{"-h"}, wantErr: "help requested"},
+		{name: "version", args: []string{"--version"}, wantErr: "version requested"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := Parse(tt.args, testSpecs)
+			// The variables start from values a parse must clear: every
+			// parse starts from "not given".
+			b := bound{image: "stale", out: set("stale"), dryRun: true, buildArgs: []string{"stale"}, file: set("stale")}
+			err := Parse(tt.args, testFlags(&b))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -106,16 +108,78 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tt.check(t, f)
+			if !reflect.DeepEqual(b, tt.want) {
+				t.Errorf("got %+v, want %+v", b, tt.want)
+			}
 		})
 	}
 }
 
+func TestOptionalOr(t *testing.T) {
+	for _, tc := range []struct {
+		o    Optional
+		want string
+	}{
+		{Optional{}, "def"},
+		{Optional{Value: "", Set: true}, ""},
+		{Optional{Value: "v", Set: true}, "v"},
+	} {
+		if got := tc.o.Or("def"); got != tc.want {
+			t.Errorf("%+v.Or(def) = %q, want %q", tc.o, got, tc.want)
+		}
+	}
+}
+
+// TestFlagConstructors: each constructor gives its flag the kind its
+// variable calls for, and the descriptive fields --help renders.
+func TestFlagConstructors(t *testing.T) {
+	var (
+		s  string
+		o  Optional
+		b  bool
+		l  []string
+		fs = []Flag{
+			StringVar(&s, "s", "S", "a string"),
+			OptionalVar(&o, "o", "O", "an optional string").WithValues("x", "y"),
+			BoolVar(&b, "b", "a bool").WithShort("B"),
+			ListVar(&l, "l", "L", "a list"),
+		}
+	)
+	want := []struct {
+		kind   Kind
+		arg    string
+		values []string
+		short  string
+	}{{String, "S", nil, ""}, {String, "O", []string{"x", "y"}, ""}, {Bool, "", nil, "B"}, {Repeat, "L", nil, ""}}
+	for i, f := range fs {
+		w := want[i]
+		if f.Kind() != w.kind || f.Arg != w.arg || !reflect.DeepEqual(f.Values, w.values) || f.Short != w.short {
+			t.Errorf("--%s: kind %v arg %q values %q short %q; want %v %q %q %q", f.Name, f.Kind(), f.Arg, f.Values, f.Short, w.kind, w.arg, w.values, w.short)
+		}
+	}
+	if got, want := Usage(fs), "  --s S    a string\n  --o O    an optional string\n  -B, --b  a bool\n  --l L    a list\n"; got != want {
+		t.Errorf("Usage:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 func TestUnknownFlagSuggests(t *testing.T) {
-	_, err := Parse([]string{"--imag", "x"}, testSpecs)
-	hints := hint.Of(err)
-	if len(hints) == 0 || hints[0] != "Did you mean --image?" {
-		t.Fatalf("hints = %q", hints)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--imag", "x"}, "Did you mean --image?"},
+		{[]string{"--dry"}, "Did you mean --dry-run?"},
+		{[]string{"--buildarg", "A"}, "Did you mean --build-arg?"},
+		// Hidden flags are accepted, but neither suggested nor listed.
+		{[]string{"--labl", "x"}, "Run with --help to see the accepted flags."},
+	} {
+		hints := hint.Of(Parse(tc.args, testSpecs))
+		if len(hints) == 0 || hints[0] != tc.want {
+			t.Errorf("%q: hints = %q, want %q first", tc.args, hints, tc.want)
+		}
+	}
+	if u := Usage(testSpecs); strings.Contains(u, "--label") || !strings.Contains(u, "-f, --file PATH") {
+		t.Errorf("Usage:\n%s", u)
 	}
 }
 
@@ -146,9 +210,11 @@ func TestRender(t *testing.T) {
 }
 
 func TestExecExitCodes(t *testing.T) {
-	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testSpecs[:len(testSpecs):len(testSpecs)], Flag{Name: "progress", Arg: "MODE"}),
-		Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
-			if f.Str("image", "") == "fail" {
+	var b bound
+	var progress string
+	cmd := &Command{Name: "x", Usage: "x [flags]", Flags: append(testFlags(&b), StringVar(&progress, "progress", "MODE", "")),
+		Run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
+			if b.image == "fail" {
 				return &hint.Error{Msg: "it failed", Fixes: []string{"do better"}}
 			}
 			return PrintJSON(stdout, map[string]string{"ok": "yes"})
@@ -201,7 +267,9 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestProgressMode(t *testing.T) {
-	specs := []Flag{{Name: "progress", Arg: "MODE"}, {Name: "quiet", Kind: Bool}}
+	var progress string
+	var quiet bool
+	specs := []Flag{StringVar(&progress, "progress", "MODE", ""), BoolVar(&quiet, "quiet", "")}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -217,12 +285,11 @@ func TestProgressMode(t *testing.T) {
 		{[]string{"--progress", "tty"}, "", "needs a terminal"},
 		{[]string{"--progress", "fancy"}, "", `Unknown --progress "fancy"`},
 	} {
-		f, err := Parse(tc.args, specs)
-		if err != nil {
+		if err := Parse(tc.args, specs); err != nil {
 			t.Fatal(err)
 		}
 		var stderr bytes.Buffer
-		got, err := ProgressMode(f, &stderr)
+		got, err := ProgressMode(progress, quiet, &stderr)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v: err = %v, want %q", tc.args, err, tc.err)
@@ -257,30 +324,48 @@ func TestVersionScriptAgrees(t *testing.T) {
 	}
 }
 
-// TestFlagsUndeclared: reading a flag the command does not declare (a
-// misspelt name), or as another kind, is a bug that panics at once rather
-// than a flag that silently keeps its default.
-func TestFlagsUndeclared(t *testing.T) {
-	f, err := Parse([]string{"--image", "x", "--dry-run"}, testSpecs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.Str("image", "") != "x" || !f.Bool("dry-run") || !f.Declares("image") || f.Declares("imagee") {
-		t.Fatal("declared flags misread")
-	}
-	for name, read := range map[string]func(){
-		"misspelt":        func() { f.Str("imagee", "") },
-		"bool as valued":  func() { f.Has("dry-run") },
-		"valued as bool":  func() { f.Bool("image") },
-		"undeclared list": func() { f.List("build-args") },
+// TestExecArgs: Run gets the positional arguments, up to as many as the
+// command names, and the flags' variables as this run's arguments set
+// them, not as an earlier run left them.
+func TestExecArgs(t *testing.T) {
+	var b bound
+	var gotArgs []string
+	var gotFlags bound
+	cmd := &Command{Name: "x", Args: []string{"CONTEXT"}, Flags: testFlags(&b),
+		Run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			gotArgs, gotFlags = args, b
+			return nil
+		}}
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		wantArgs  []string
+		wantFlags bound
+	}{
+		{[]string{"--image", "a", "ctx", "--dry-run"}, 0, []string{"ctx"}, bound{image: "a", dryRun: true}},
+		{[]string{"--build-arg", "A"}, 0, nil, bound{buildArgs: []string{"A"}}},
+		{[]string{"-f", "D", "ctx"}, 0, []string{"ctx"}, bound{file: Optional{Value: "D", Set: true}}},
+		{[]string{"ctx", "more"}, 1, nil, bound{}},
 	} {
-		func() {
-			defer func() {
-				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "the command has no") {
-					t.Errorf("%s: recovered %v, want a panic naming the flag", name, r)
-				}
-			}()
-			read()
-		}()
+		gotArgs, gotFlags = nil, bound{}
+		var stderr bytes.Buffer
+		if code := cmd.Exec(context.Background(), tc.args, io.Discard, &stderr); code != tc.code {
+			t.Errorf("%q: exit %d, want %d (%s)", tc.args, code, tc.code, stderr.String())
+		}
+		if !reflect.DeepEqual(gotArgs, tc.wantArgs) || !reflect.DeepEqual(gotFlags, tc.wantFlags) {
+			t.Errorf("%q: Run got %q %+v, want %q %+v", tc.args, gotArgs, gotFlags, tc.wantArgs, tc.wantFlags)
+		}
 	}
+}
+
+// TestFlagWithoutVariable: a Flag written as a literal sets nothing, so
+// parsing refuses it at once rather than accept a flag that silently
+// keeps its default.
+func TestFlagWithoutVariable(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "--image sets no variable") {
+			t.Errorf("recovered %v, want a panic naming the flag", r)
+		}
+	}()
+	Parse(nil, []Flag{{Name: "image", Arg: "REF"}})
 }

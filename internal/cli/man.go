@@ -71,7 +71,7 @@ func manFlags(b *strings.Builder, c *Command) {
 			b.WriteString("\\fB\\-" + roffEscape(f.Short) + "\\fR, ")
 		}
 		b.WriteString("\\fB\\-\\-" + roffEscape(f.Name) + "\\fR")
-		if f.Kind != Bool {
+		if f.kind != Bool {
 			b.WriteString(" \\fI" + roffEscape(placeholder(f)) + "\\fR")
 		}
 		b.WriteString("\n" + roffEscape(f.Usage) + "\n")

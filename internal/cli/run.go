@@ -44,10 +44,18 @@ type Command struct {
 	// Subs are subcommands (`docker2vm cache prune`): a command with Subs
 	// runs the one its first argument names, and has no Run of its own.
 	Subs []*Command
-	// Run does the work. A converter writes its one JSON result to
-	// stdout and human-facing progress to stderr.
-	Run func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error
+	// Run does the work, once Exec has set the variables Flags are bound
+	// to; args are the positional arguments. A converter writes its one
+	// JSON result to stdout and human-facing progress to stderr.
+	Run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
+
+// helpFlag and versionFlag are what --help lists besides a command's
+// flags; Exec answers them before its flags are parsed.
+var (
+	helpFlag    = BoolVar(new(bool), "help", "show this help")
+	versionFlag = BoolVar(new(bool), "version", "print the version")
+)
 
 // Example is a command line and what it does.
 type Example struct{ What, Command string }
@@ -69,12 +77,14 @@ func (c *Command) Main(args []string, stdout, stderr io.Writer) int {
 	return c.Exec(ctx, args, stdout, stderr)
 }
 
-// Exec is Main without signal handling, for tests.
+// Exec is Main without signal handling, for tests. The variables the
+// command's flags are bound to are those of one run: a Command runs once
+// at a time.
 func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(c.Subs) > 0 {
 		return c.execSub(ctx, args, stdout, stderr)
 	}
-	f, err := parse(args, c.Flags, len(c.Args))
+	positional, err := parse(args, c.Flags, len(c.Args))
 	if errors.Is(err, ErrHelp) {
 		fmt.Fprint(stdout, c.Help())
 		return ExitOK
@@ -84,10 +94,10 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 		return ExitOK
 	}
 	if err == nil {
-		err = c.Run(ctx, f, stdout, stderr)
+		err = c.Run(ctx, positional, stdout, stderr)
 	}
 	if err != nil {
-		if jsonProgress(f, args) {
+		if jsonProgress(args) {
 			RenderJSON(stderr, err, ctx.Err() != nil)
 		} else {
 			Render(stderr, err)
@@ -101,11 +111,10 @@ func (c *Command) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 }
 
 // jsonProgress reports whether the run reports as JSON (--progress json),
-// from the flags, or from the arguments when they did not parse.
-func jsonProgress(f *Flags, args []string) bool {
-	if f != nil {
-		return f.Declares("progress") && strings.EqualFold(f.Str("progress", ""), "json")
-	}
+// from the arguments, whether they parsed or not: an argument that is
+// --progress or --progress=json is the flag itself, since a value in an
+// argument of its own never starts with "--".
+func jsonProgress(args []string) bool {
 	for i, a := range args {
 		if strings.EqualFold(a, "--progress=json") || a == "--progress" && i+1 < len(args) && strings.EqualFold(args[i+1], "json") {
 			return true
@@ -162,9 +171,7 @@ func (c *Command) Help() string {
 		fmt.Fprintf(&b, "\nRun %s COMMAND --help for a command's flags.\n", c.Name)
 		return b.String()
 	}
-	all := append(append([]Flag{}, c.Flags...),
-		Flag{Name: "help", Kind: Bool, Usage: "show this help"},
-		Flag{Name: "version", Kind: Bool, Usage: "print the version"})
+	all := append(append([]Flag{}, c.Flags...), helpFlag, versionFlag)
 	return strings.TrimRight(c.Usage, "\n") + "\n\nFlags:\n" + Usage(all)
 }
 
@@ -219,12 +226,13 @@ func vcsVersion(rev string, dirty bool) string {
 // ProgressModes are the values of --progress, the same in every command.
 var ProgressModes = []string{"auto", "plain", "tty", "quiet", "json"}
 
-// ProgressMode reads --progress: auto (the default: tty when stderr is a
-// terminal, else plain), plain, tty or quiet; --quiet means quiet. tty
-// when stderr is not a terminal is an error.
-func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
-	mode := strings.ToLower(strings.TrimSpace(f.Str("progress", "")))
-	if f.Bool("quiet") {
+// ProgressMode reads --progress (progress, "" when not given): auto (the
+// default: tty when stderr is a terminal, else plain), plain, tty, quiet
+// or json; --quiet means quiet. tty when stderr is not a terminal is an
+// error.
+func ProgressMode(progress string, quiet bool, stderr io.Writer) (string, error) {
+	mode := strings.ToLower(strings.TrimSpace(progress))
+	if quiet {
 		if mode != "" && mode != "quiet" {
 			return "", &hint.Error{Msg: fmt.Sprintf("--quiet and --progress %s contradict each other.", mode), Fixes: []string{"Pass one of them."}}
 		}
@@ -244,7 +252,7 @@ func ProgressMode(f *Flags, stderr io.Writer) (string, error) {
 		}
 		return mode, nil
 	}
-	return "", &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", f.Str("progress", "")),
+	return "", &hint.Error{Msg: fmt.Sprintf("Unknown --progress %q.", progress),
 		Fixes: []string{"Use --progress " + strings.Join(ProgressModes, ", ") + "."}}
 }
 

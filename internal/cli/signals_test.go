@@ -17,7 +17,7 @@ import (
 // makes a temporary file (which its cleanup removes), then either waits to
 // be interrupted or writes its result to a closed stdout.
 func signalChild() *Command {
-	return &Command{Name: "child", Run: func(ctx context.Context, f *Flags, stdout, stderr io.Writer) error {
+	return &Command{Name: "child", Run: func(ctx context.Context, _ []string, stdout, stderr io.Writer) error {
 		tmp := os.Getenv("SIGNAL_CHILD_TMP")
 		if err := os.WriteFile(tmp, []byte("x"), 0o644); err != nil {
 			return err

@@ -144,7 +144,7 @@ func apiFlags() (map[string]map[string]apiFlag, string) {
 				continue
 			}
 			kind, tsType := "string", "string"
-			switch f.Kind {
+			switch f.Kind() {
 			case cli.Bool:
 				kind, tsType = "boolean", "boolean"
 			case cli.Repeat:
