@@ -227,6 +227,18 @@ func (c *content) add(e extent) {
 // NewWriter starts an image in f, which it truncates: blocks never written
 // stay holes, which both keeps the file sparse and gives zeroed metadata.
 func NewWriter(f *os.File, opts Options) (*Writer, error) {
+	w, err := newWriter(f, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(0); err != nil {
+		return nil, fmt.Errorf("ext4: truncating image file: %w", err)
+	}
+	return w, nil
+}
+
+// newWriter checks opts and returns a Writer whose next block is the first.
+func newWriter(f *os.File, opts Options) (*Writer, error) {
 	if opts.Label == "" {
 		opts.Label = defaultLabel
 	}
@@ -241,9 +253,6 @@ func NewWriter(f *os.File, opts Options) (*Writer, error) {
 	}
 	if opts.InodeRatio == 0 {
 		opts.InodeRatio = defaultInodeRatio
-	}
-	if err := f.Truncate(0); err != nil {
-		return nil, fmt.Errorf("ext4: truncating image file: %w", err)
 	}
 	maxBytes := uint64(maxAutoBytes)
 	w := &Writer{f: f, opts: opts, buf: make([]byte, putChunk)}
