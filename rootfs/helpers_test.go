@@ -46,6 +46,38 @@ func merge(t testing.TB, lim Limits, layers ...[]byte) (*Merger, *fstree.MemStor
 	return m, st, nil
 }
 
+// resumeAt merges the first k layers, encodes the tree, and applies the
+// others with a Merger resumed from the decoded tree, its contents in a
+// store of its own.
+func resumeAt(t testing.TB, lim Limits, k int, layers ...[]byte) *Merger {
+	t.Helper()
+	m, st, err := merge(t, lim, layers[:k]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enc bytes.Buffer
+	if err := fstree.Encode(&enc, m.Tree(), func(c fstree.Content) ([]byte, error) { return fstree.Bytes(c), nil }); err != nil {
+		t.Fatal(err)
+	}
+	st2 := &fstree.MemStore{}
+	tree, err := fstree.Decode(&enc, func(b []byte) (fstree.Content, error) {
+		return st2.Put(context.Background(), bytes.NewReader(b), int64(len(b)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Live() != st2.Live() {
+		t.Fatalf("the decoded tree holds %d bytes, the merged one %d", st2.Live(), st.Live())
+	}
+	r := Resume(st2, lim, tree, m.Stats())
+	for i := k; i < len(layers); i++ {
+		if err := r.Apply(context.Background(), fmt.Sprintf("layer %d", i+1), bytes.NewReader(layers[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
 // dump lists a tree canonically, one line per entry (the root left out):
 //
 //	path type mode uid:gid [details]

@@ -73,6 +73,14 @@ func New(store fstree.Store, lim Limits) *Merger {
 	return &Merger{store: store, lim: lim.withDefaults(), tree: fstree.New()}
 }
 
+// Resume returns a Merger that goes on where another stopped after a
+// number of layers: tree is that Merger's tree (decoded from its
+// encoding, fstree.Decode, with contents of store), stats its Stats then.
+// Applying the remaining layers gives what the other Merger would have.
+func Resume(store fstree.Store, lim Limits, tree *fstree.Tree, stats Stats) *Merger {
+	return &Merger{store: store, lim: lim.withDefaults(), tree: tree, stats: stats, gen: uint32(stats.Layers)}
+}
+
 // Tree returns the merged tree. It stays owned by the Merger until the last
 // Apply has returned.
 func (m *Merger) Tree() *fstree.Tree { return m.tree }

@@ -49,6 +49,12 @@ func runCases(t *testing.T, cases []mergeCase) {
 				t.Errorf("tree mismatch\ngot:\n%s\nwant:\n%s", got, want)
 			}
 			checkInvariants(t, m.Tree(), st)
+			for k := 1; k < len(layers); k++ {
+				resumed := resumeAt(t, tc.lim, k, layers...)
+				if got, want := dump(resumed.Tree()), dump(m.Tree()); got != want || resumed.Stats() != m.Stats() {
+					t.Errorf("resumed after layer %d: %+v\n%s\nuninterrupted: %+v\n%s", k, resumed.Stats(), got, m.Stats(), want)
+				}
+			}
 			if r := m.Tree().Root; r.Mode != 0o755 || r.UID != 0 || r.GID != 0 || len(r.Xattrs) != 0 {
 				t.Errorf("root metadata changed: %04o %d:%d %v", r.Mode, r.UID, r.GID, r.Xattrs)
 			}
