@@ -60,7 +60,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -153,10 +152,9 @@ func executableHash() (string, error) {
 
 // resultCache is the cache of one Run; nil when the run is not eligible.
 type resultCache struct {
-	dir      string // <CacheDir>/results
-	key      string
-	keyDoc   resultKey
-	progress func(string, ...any)
+	entries entryDirs // <CacheDir>/results
+	key     string
+	keyDoc  resultKey
 }
 
 // resultCacheEligible says whether opts may use the result cache at all
@@ -214,17 +212,11 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 		return nil
 	}
 	sum := sha256.Sum256(b)
-	return &resultCache{dir: cachedir.ResultsDir(root), key: hex.EncodeToString(sum[:]), keyDoc: k, progress: progress}
+	return &resultCache{entries: entryDirs{dir: cachedir.ResultsDir(root), record: cachedir.ResultFile, what: "result cache", progress: progress},
+		key: hex.EncodeToString(sum[:]), keyDoc: k}
 }
 
-func (c *resultCache) entryDir() string { return filepath.Join(c.dir, c.key) }
-
-// entryIsDir reports whether the entry is a real directory: never a
-// symlink, which could lead reads and writes out of the cache.
-func (c *resultCache) entryIsDir() bool {
-	fi, err := os.Lstat(c.entryDir())
-	return err == nil && fi.IsDir()
-}
+func (c *resultCache) entryDir() string { return c.entries.path(c.key) }
 
 // shortKey is the key as progress lines show it.
 func (c *resultCache) shortKey() string { return c.key[:16] }
@@ -241,9 +233,9 @@ func (c *resultCache) shortKey() string { return c.key[:16] }
 // reused is true.
 func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resultEntry, ok, reused bool, err error) {
 	dir := c.entryDir()
-	if !c.entryIsDir() {
+	if !c.entries.isDir(c.key) {
 		if _, err := os.Lstat(dir); err == nil {
-			c.drop(dir, "is not a directory") // a symlink or a file
+			c.entries.drop(c.key, "is not a directory") // a symlink or a file
 		}
 		return nil, false, false, nil
 	}
@@ -251,7 +243,7 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 	rf, err := diskio.OpenRegular(filepath.Join(dir, cachedir.ResultFile), os.O_RDONLY)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			c.drop(dir, "failed its check")
+			c.entries.drop(c.key, "failed its check")
 		}
 		return nil, false, false, nil
 	}
@@ -260,28 +252,28 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 	lock.TryShared(rf)
 	b, err := io.ReadAll(io.LimitReader(rf, 64<<20))
 	if err != nil {
-		c.drop(dir, "failed its check")
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
 	var e resultEntry
 	if err := json.Unmarshal(b, &e); err != nil || e.Key != c.key || e.SparseDigest == "" ||
 		e.Metadata.SourceDigest != c.keyDoc.ManifestDigest {
-		c.drop(dir, "failed its check")
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
 	if prev != "" && c.reusePrevious(prev, dst) {
-		c.touch()
+		c.entries.touch(c.key)
 		return &e, true, true, nil
 	}
 	src, err := diskio.OpenRegular(filepath.Join(dir, RootfsFile), os.O_RDONLY)
 	if err != nil {
-		c.drop(dir, "failed its check")
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
 	defer src.Close()
 	fi, err := src.Stat()
 	if err != nil || fi.Size() != e.RootfsSize {
-		c.drop(dir, "failed its check")
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
 	// Synced like a converted rootfs.ext4 before it is published.
@@ -296,17 +288,11 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 			// entry's fault.
 			return nil, false, false, cerr
 		}
-		c.drop(dir, "failed its check")
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
-	c.touch()
+	c.entries.touch(c.key)
 	return &e, true, false, nil
-}
-
-// touch records the entry's use, for pruning (its result.json's time).
-func (c *resultCache) touch() {
-	now := time.Now()
-	os.Chtimes(filepath.Join(c.entryDir(), cachedir.ResultFile), now, now)
 }
 
 // reusePrevious links prev, the rootfs.ext4 of the output being replaced,
@@ -385,7 +371,7 @@ func (c *resultCache) outputRecord(outDir string) string {
 func (c *resultCache) recordOutput(outDir, rootfs string) {
 	id, ok := identify(rootfs)
 	rec := c.outputRecord(outDir)
-	if !c.entryIsDir() {
+	if !c.entries.isDir(c.key) {
 		return // no entry (a failed store): nothing to record against
 	}
 	if !ok {
@@ -411,35 +397,14 @@ func (c *resultCache) recordOutput(outDir, rootfs string) {
 // store adds rootfsPath and meta (per-run fields are cleared here) as the
 // entry of this key. Best effort: a failure loses the entry, nothing else.
 func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadata, rootfsSHA256 string) error {
-	if _, err := os.Lstat(c.entryDir()); err == nil {
-		if _, err := os.Stat(filepath.Join(c.entryDir(), cachedir.ResultFile)); err == nil && c.entryIsDir() {
-			return nil // another conversion stored it meanwhile
-		}
-		// Debris where the entry goes (a symlink, a file, a directory
-		// without result.json): it must not block this key for good.
-		c.drop(c.entryDir(), "was incomplete (a failed or interrupted store)")
+	if c.entries.clearDebris(c.key) {
+		return nil // another conversion stored it meanwhile
 	}
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return err
-	}
-	c.reclaim()
-	// The lock first, then the directory it owns (see reclaim).
-	lf, err := os.CreateTemp(c.dir, ".tmp-*.lock")
+	tmp, done, err := c.entries.begin()
 	if err != nil {
 		return err
 	}
-	lf.Close()
-	l, err := lock.Try(lf.Name())
-	if err != nil {
-		os.Remove(lf.Name())
-		return err
-	}
-	defer l.Remove()
-	tmp := strings.TrimSuffix(lf.Name(), ".lock")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp) // a no-op once renamed
+	defer done()
 	src, err := os.Open(rootfsPath)
 	if err != nil {
 		return err
@@ -468,43 +433,7 @@ func (c *resultCache) store(ctx context.Context, rootfsPath string, meta Metadat
 	if err := writeJSON(filepath.Join(tmp, cachedir.ResultFile), e); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, c.entryDir()); err != nil {
-		if _, serr := os.Stat(filepath.Join(c.entryDir(), cachedir.ResultFile)); serr == nil {
-			return nil // lost the race to an identical entry
-		}
-		return err
-	}
-	return nil
-}
-
-// reclaim removes what killed runs left in the results directory: store's
-// .tmp-X directories whose .tmp-X.lock no live process holds (a store
-// takes the lock before it creates the directory, so a directory without
-// a held lock has no owner), and drop's .trash-* directories.
-func (c *resultCache) reclaim() {
-	lock.Reclaim(c.dir, ".tmp-")
-	if trash, err := filepath.Glob(filepath.Join(c.dir, ".trash-*")); err == nil {
-		for _, p := range trash {
-			os.RemoveAll(p)
-		}
-	}
-}
-
-// drop deletes an entry: renamed away first, so that no reader sees it
-// half deleted.
-func (c *resultCache) drop(dir, why string) {
-	if c.progress != nil {
-		c.progress("result cache: the entry %s %s and was removed", c.shortKey(), why)
-	}
-	trash, err := os.MkdirTemp(c.dir, ".trash-")
-	if err != nil {
-		os.RemoveAll(dir)
-		return
-	}
-	if err := os.Rename(dir, filepath.Join(trash, "entry")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		os.RemoveAll(dir)
-	}
-	os.RemoveAll(trash)
+	return c.entries.publish(tmp, c.key)
 }
 
 // isOutputErr reports errors that are about the output's filesystem, not
