@@ -3,10 +3,12 @@
 //
 //	<root>/blobs/sha256/<hex>        verified blobs (package image)
 //	<root>/results/<key>/            converted rootfs.ext4 + result.json (package convert)
+//	<root>/prefixes/<key>/           the merged state after a prefix of layers + prefix.json (package convert)
 //	<root>/tmp/                      decompressed archives while a run reads them
 //
 // An entry's last use is its modification time (blobs) or that of its
-// result.json (results): the caches set it when they serve an entry.
+// record (result.json, prefix.json): the caches set it when they serve an
+// entry.
 // A run holds a shared lock (internal/lock.TryShared) on the files of
 // the entries it reads, for as long as it reads them; pruning takes an
 // exclusive lock first and skips an entry it cannot lock, so it never
@@ -44,6 +46,9 @@ func BlobsDir(root string) string { return filepath.Join(root, "blobs", "sha256"
 // ResultsDir is where the result cache keeps its entries.
 func ResultsDir(root string) string { return filepath.Join(root, "results") }
 
+// PrefixesDir is where the prefix cache keeps its entries.
+func PrefixesDir(root string) string { return filepath.Join(root, "prefixes") }
+
 // TmpDir is where runs decompress archives.
 func TmpDir(root string) string { return filepath.Join(root, "tmp") }
 
@@ -51,9 +56,32 @@ func TmpDir(root string) string { return filepath.Join(root, "tmp") }
 // time is the entry's last use).
 const ResultFile = "result.json"
 
+// PrefixFile is a prefix entry's record.
+const PrefixFile = "prefix.json"
+
+// dirKinds are the kinds of entry that are directories: where they are
+// and the file that records each.
+var dirKinds = []struct {
+	kind, record string
+	dir          func(string) string
+}{
+	{"result", ResultFile, ResultsDir},
+	{"prefix", PrefixFile, PrefixesDir},
+}
+
+// record is the file whose lock and time are those of e.
+func record(e Entry) string {
+	for _, k := range dirKinds {
+		if k.kind == e.Kind {
+			return filepath.Join(e.Path, k.record)
+		}
+	}
+	return e.Path
+}
+
 // Entry is one cache entry.
 type Entry struct {
-	Kind    string    `json:"kind"` // "blob" or "result"
+	Kind    string    `json:"kind"` // "blob", "result" or "prefix"
 	ID      string    `json:"id"`   // sha256:<hex>, or the result key
 	Path    string    `json:"path"`
 	Bytes   int64     `json:"bytes"` // on disk
@@ -64,12 +92,14 @@ type Entry struct {
 	Of string `json:"of,omitempty"`
 }
 
-// Label is what a result entry's result.json says of it for Of, written
-// by the result cache and read back by List.
+// Label is what a result or prefix entry's record says of it for Of,
+// written by its cache and read back by List.
 type Label struct {
 	Image    string   `json:"image,omitempty"` // the reference the entry was converted from (its first run's)
 	Platform string   `json:"platform,omitempty"`
 	Layers   []string `json:"layers,omitempty"` // the image's layer digests
+	// Prefix is, for a prefix entry, the number of layers it holds.
+	Prefix int `json:"prefix,omitempty"`
 }
 
 // maxResultFile bounds what List reads of a result.json.
@@ -94,20 +124,22 @@ func List(root string) ([]Entry, error) {
 		out = append(out, Entry{Kind: "blob", ID: "sha256:" + e.Name(), Path: filepath.Join(BlobsDir(root), e.Name()),
 			Bytes: diskio.Allocated(fi), LastUse: fi.ModTime()})
 	}
-	results, err := readDir(ResultsDir(root))
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range results {
-		if strings.HasPrefix(e.Name(), ".") || !e.IsDir() {
-			continue
-		}
-		dir := filepath.Join(ResultsDir(root), e.Name())
-		fi, err := os.Lstat(filepath.Join(dir, ResultFile))
+	for _, k := range dirKinds {
+		ents, err := readDir(k.dir(root))
 		if err != nil {
-			continue // being written, or debris the result cache replaces
+			return nil, err
 		}
-		out = append(out, Entry{Kind: "result", ID: e.Name(), Path: dir, Bytes: dirBytes(dir), LastUse: fi.ModTime()})
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") || !e.IsDir() {
+				continue
+			}
+			dir := filepath.Join(k.dir(root), e.Name())
+			fi, err := os.Lstat(filepath.Join(dir, k.record))
+			if err != nil {
+				continue // being written, or debris its cache replaces
+			}
+			out = append(out, Entry{Kind: k.kind, ID: e.Name(), Path: dir, Bytes: dirBytes(dir), LastUse: fi.ModTime()})
+		}
 	}
 	label(out)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUse.Before(out[j].LastUse) })
@@ -119,15 +151,18 @@ func List(root string) ([]Entry, error) {
 func label(entries []Entry) {
 	layerOf := map[string][]string{}
 	for i, e := range entries {
-		if e.Kind != "result" {
+		if e.Kind == "blob" {
 			continue
 		}
-		b, err := diskio.ReadRegular(filepath.Join(e.Path, ResultFile), maxResultFile)
+		b, err := diskio.ReadRegular(record(e), maxResultFile)
 		var l Label
 		if err != nil || json.Unmarshal(b, &l) != nil || l.Image == "" {
 			continue
 		}
 		entries[i].Of = strings.TrimSpace(l.Image + " " + l.Platform)
+		if e.Kind == "prefix" {
+			entries[i].Of = fmt.Sprintf("layers 1-%d of %s", l.Prefix, entries[i].Of)
+		}
 		for _, d := range l.Layers {
 			if !slices.Contains(layerOf[d], l.Image) {
 				layerOf[d] = append(layerOf[d], l.Image)
@@ -193,7 +228,7 @@ func Trim(root string, max int64, dry bool) (Removed, error) {
 		if total <= max {
 			break
 		}
-		ok, err := remove(root, e, dry)
+		ok, err := remove(e, dry)
 		if err != nil {
 			return r, err
 		}
@@ -210,11 +245,8 @@ func Trim(root string, max int64, dry bool) (Removed, error) {
 
 // remove deletes e unless a run uses it (false then); with dry, it only
 // checks that.
-func remove(root string, e Entry, dry bool) (bool, error) {
-	lockPath := e.Path
-	if e.Kind == "result" {
-		lockPath = filepath.Join(e.Path, ResultFile)
-	}
+func remove(e Entry, dry bool) (bool, error) {
+	lockPath := record(e)
 	// Opened without blocking: a FIFO planted there is no entry any run
 	// can use, and is removed without its lock.
 	f, err := diskio.OpenRegular(lockPath, os.O_RDONLY)
@@ -240,9 +272,9 @@ func remove(root string, e Entry, dry bool) (bool, error) {
 		}
 		return true, nil
 	}
-	// A result directory: renamed away first, so that no run sees it half
-	// removed (the result cache's .trash- names, which it reclaims).
-	trash, err := os.MkdirTemp(ResultsDir(root), ".trash-")
+	// A directory: renamed away first, so that no run sees it half
+	// removed (its cache's .trash- names, which it reclaims).
+	trash, err := os.MkdirTemp(filepath.Dir(e.Path), ".trash-")
 	if err != nil {
 		return false, err
 	}

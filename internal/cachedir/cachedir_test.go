@@ -29,6 +29,12 @@ func fill(t *testing.T, root string, kind, id string, size int, ageHours int) st
 		os.MkdirAll(filepath.Join(p, "outputs"), 0o755)
 		os.WriteFile(filepath.Join(p, "rootfs.ext4"), []byte(strings.Repeat("r", size)), 0o644)
 		os.WriteFile(stamp, []byte("{}"), 0o644)
+	case "prefix":
+		p = filepath.Join(PrefixesDir(root), id)
+		stamp = filepath.Join(p, PrefixFile)
+		os.MkdirAll(p, 0o755)
+		os.WriteFile(filepath.Join(p, "rootfs.part"), []byte(strings.Repeat("p", size)), 0o644)
+		os.WriteFile(stamp, []byte("{}"), 0o644)
 	}
 	when := time.Now().Add(-time.Duration(ageHours) * time.Hour)
 	os.Chtimes(stamp, when, when)
@@ -50,16 +56,19 @@ func TestListAndTrim(t *testing.T) {
 	fill(t, root, "blob", "bbb", 40000, 1)
 	busy := fill(t, root, "blob", "ccc", 40000, 10) // oldest, but in use
 	fill(t, root, "result", "k2", 40000, 0)
+	fill(t, root, "prefix", "p1", 40000, 3)
 	// Litter that the caches reclaim themselves: not entries.
 	os.WriteFile(filepath.Join(BlobsDir(root), ".tmp-123"), []byte("x"), 0o644)
 	os.MkdirAll(filepath.Join(ResultsDir(root), ".tmp-9"), 0o755)
 	os.MkdirAll(filepath.Join(ResultsDir(root), "no-result-json"), 0o755)
+	os.MkdirAll(filepath.Join(PrefixesDir(root), ".tmp-7"), 0o755)
+	os.MkdirAll(filepath.Join(PrefixesDir(root), "no-prefix-json"), 0o755)
 
 	es, err := List(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(es); got != "sha256:ccc sha256:aaa k1 sha256:bbb k2" {
+	if got := ids(es); got != "sha256:ccc sha256:aaa k1 p1 sha256:bbb k2" {
 		t.Fatalf("List order %q", got)
 	}
 	for _, e := range es {
@@ -78,21 +87,21 @@ func TestListAndTrim(t *testing.T) {
 	}
 	total := Total(es)
 	// A dry run names the same entries and removes nothing.
-	dry, err := Trim(root, total-100000, true)
+	dry, err := Trim(root, total-140000, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids(dry.Entries) != "sha256:aaa k1" || dry.Busy != 1 {
+	if ids(dry.Entries) != "sha256:aaa k1 p1" || dry.Busy != 1 {
 		t.Errorf("dry Trim would remove %q, busy %d", ids(dry.Entries), dry.Busy)
 	}
 	if again, _ := List(root); ids(again) != ids(es) {
 		t.Errorf("a dry Trim removed entries: %q", ids(again))
 	}
-	r, err := Trim(root, total-100000, false) // needs aaa and k1 gone (ccc is busy)
+	r, err := Trim(root, total-140000, false) // needs aaa, k1 and p1 gone (ccc is busy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids(r.Entries) != "sha256:aaa k1" || r.Busy != 1 {
+	if ids(r.Entries) != "sha256:aaa k1 p1" || r.Busy != 1 {
 		t.Errorf("Trim removed %q, busy %d", ids(r.Entries), r.Busy)
 	}
 	if _, err := os.Stat(busy); err != nil {
@@ -100,6 +109,12 @@ func TestListAndTrim(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(ResultsDir(root), "k1")); !os.IsNotExist(err) {
 		t.Error("result k1 still there")
+	}
+	if _, err := os.Stat(filepath.Join(PrefixesDir(root), "p1")); !os.IsNotExist(err) {
+		t.Error("prefix p1 still there")
+	}
+	if trash, _ := filepath.Glob(filepath.Join(PrefixesDir(root), ".trash-*")); len(trash) != 0 {
+		t.Errorf("trash left: %v", trash)
 	}
 	left, _ := List(root)
 	if ids(left) != "sha256:ccc sha256:bbb k2" {
@@ -132,6 +147,8 @@ func TestListLabels(t *testing.T) {
 	os.WriteFile(filepath.Join(k1, ResultFile), []byte(`{"key":"k1","image":"alpine:3.20","platform":"linux/amd64","layers":["sha256:aaa","sha256:bbb"]}`), 0o644)
 	os.WriteFile(filepath.Join(k2, ResultFile), []byte(`{"image":"app:1","platform":"linux/arm64","layers":["sha256:aaa"]}`), 0o644)
 	os.WriteFile(filepath.Join(k3, ResultFile), []byte(`not json`), 0o644)
+	p1 := fill(t, root, "prefix", "p1", 10, 1)
+	os.WriteFile(filepath.Join(p1, PrefixFile), []byte(`{"image":"app:2","platform":"linux/amd64","layers":["sha256:ccc"],"prefix":1}`), 0o644)
 	es, err := List(root)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +156,8 @@ func TestListLabels(t *testing.T) {
 	want := map[string]string{
 		"sha256:aaa": "layer of alpine:3.20, app:1",
 		"sha256:bbb": "layer of alpine:3.20",
-		"sha256:ccc": "",
+		"sha256:ccc": "layer of app:2",
+		"p1":         "layers 1-1 of app:2 linux/amd64",
 		"k1":         "alpine:3.20 linux/amd64",
 		"k2":         "app:1 linux/arm64",
 		"k3":         "",
