@@ -29,7 +29,8 @@ import (
 // checks after each kill that --out holds a complete output (the previous
 // one or the new one, byte for byte what an uninterrupted run writes), and
 // at the end that one normal run leaves nothing behind: no staging, no
-// lock, no cache temp directories, and a result cache that still hits.
+// lock, no cache temp directories (result or prefix cache), and a result
+// cache that still hits.
 func TestKilledRuns(t *testing.T) {
 	if os.Getenv("DOCKER2VM_KILL_CHILD") != "" {
 		killChild(t)
@@ -96,6 +97,14 @@ func TestKilledRuns(t *testing.T) {
 		if strings.HasPrefix(n, ".") {
 			t.Errorf("left in the result cache: %s", n)
 		}
+	}
+	for _, n := range prefixEntries(t, cache) {
+		if strings.HasPrefix(n, ".") {
+			t.Errorf("left in the prefix cache: %s", n)
+		}
+	}
+	if len(prefixEntries(t, cache)) != 1 {
+		t.Errorf("prefix entries after the kills: %v, want the one after the first three layers", prefixEntries(t, cache))
 	}
 	// Once more into a new --out: the result cache hits.
 	p.Reset()

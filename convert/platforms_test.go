@@ -163,7 +163,9 @@ func TestPlatformDir(t *testing.T) {
 }
 
 // TestRunPlatformsProgressLines: every progress line about one platform,
-// the image's own (downloads, cached blobs) included, names it.
+// the image's own (downloads, cached blobs) included, names it. (The
+// platforms share their first layer: with --plain the second starts from
+// the state the first stored after it, the prefix cache.)
 func TestRunPlatformsProgressLines(t *testing.T) {
 	require.Integration(t, "starts a registry")
 	reg := registrytest.Start(t, registrytest.Options{})
@@ -182,7 +184,7 @@ func TestRunPlatformsProgressLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"\n[linux/amd64] Downloading layer 1/2 ", "\n[linux/amd64] applied layer 2/2 ",
-		"\n[linux/arm64] Using cached layer 1/2 ", "\n[linux/arm64] Downloading layer 2/2 "} {
+		"\n[linux/arm64] reused the merged state after layer 1/2 ", "\n[linux/arm64] Downloading layer 2/2 "} {
 		if !strings.Contains("\n"+progress.String(), want) {
 			t.Errorf("progress lacks %q:\n%s", want[1:], progress.String())
 		}

@@ -64,6 +64,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker2vm/docker2vm/ext4"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
@@ -104,6 +105,17 @@ type resultKeyFS struct {
 	UUID            string `json:"uuid"`
 	SourceDateEpoch int64  `json:"sourceDateEpoch"`
 	InodeRatio      int64  `json:"inodeRatio"`
+}
+
+// keyFS is what a cache key holds of the ext4 options: every one of them
+// (a Source opener makes a run uncacheable instead).
+func keyFS(fs ext4.Options) resultKeyFS {
+	k := resultKeyFS{Label: fs.Label, NoJournal: fs.NoJournal, JournalSize: fs.JournalSize, Size: fs.Size,
+		Headroom: fs.Headroom, SourceDateEpoch: fs.SourceDateEpoch, InodeRatio: fs.InodeRatio}
+	if fs.UUID != nil {
+		k.UUID = hex.EncodeToString(fs.UUID[:])
+	}
+	return k
 }
 
 // resultEntry is result.json.
@@ -191,13 +203,9 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 		Platform:       img.Platform.String(),
 		Mode:           opts.Mode,
 		Plain:          opts.Plain,
-		FS: resultKeyFS{Label: fs.Label, NoJournal: fs.NoJournal, JournalSize: fs.JournalSize, Size: fs.Size,
-			Headroom: fs.Headroom, SourceDateEpoch: fs.SourceDateEpoch, InodeRatio: fs.InodeRatio},
-		Limits:     opts.Limits,
-		RootfsMode: opts.RootfsMode,
-	}
-	if fs.UUID != nil {
-		k.FS.UUID = hex.EncodeToString(fs.UUID[:])
+		FS:             keyFS(fs),
+		Limits:         opts.Limits,
+		RootfsMode:     opts.RootfsMode,
 	}
 	if base != nil {
 		id, err := base.Identity(ctx)

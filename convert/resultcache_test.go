@@ -124,10 +124,11 @@ func TestResultCacheHitMissAndCorruption(t *testing.T) {
 	}
 	layers := 0
 	for _, e := range listed {
-		want := map[string]string{"result": tagSrc.Ref + " linux/amd64", "blob": "layer of " + tagSrc.Ref}[e.Kind]
+		want := map[string]string{"result": tagSrc.Ref + " linux/amd64", "blob": "layer of " + tagSrc.Ref,
+			"prefix": "layers 1-2 of " + tagSrc.Ref + " linux/amd64"}[e.Kind]
 		if e.Kind == "blob" && e.Of == want {
 			layers++
-		} else if e.Of != want && (e.Kind == "result" || e.Of != "") { // the config blob is of nothing
+		} else if e.Of != want && (e.Kind != "blob" || e.Of != "") { // the config blob is of nothing
 			t.Errorf("%s %s: Of %q, want %q", e.Kind, e.ID, e.Of, want)
 		}
 	}

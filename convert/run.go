@@ -391,6 +391,80 @@ func build(ctx context.Context, j *job, st *staging) (*Result, func(), error) {
 	return res, record(res), nil
 }
 
+// rootfsRun is a conversion's image file, its writer, the base's glue
+// (nil for --plain) and the merge, either new or resumed after from
+// layers (the prefix cache, prefixcache.go).
+type rootfsRun struct {
+	f      *os.File
+	w      *ext4.Writer
+	glue   *guest.Glue
+	m      *rootfs.Merger
+	from   int
+	pc     *prefixCache // nil when the run may not use one
+	glueCP []byte       // the writer's checkpoint after the glue, for pc
+}
+
+// startRootfs makes rootfsPath and the writer and merge that fill it:
+// from the longest prefix of the image's layers the prefix cache holds,
+// else from nothing.
+func startRootfs(ctx context.Context, opts Options, img *image.Image, base *gondolin.Base, rootfsPath string,
+	progress func(string, ...any)) (*rootfsRun, error) {
+	var glueOf func(*ext4.Writer) (*guest.Glue, error)
+	if base != nil {
+		glueOf = func(w *ext4.Writer) (*guest.Glue, error) { return readGlue(ctx, base, w) }
+	}
+	rr := &rootfsRun{pc: openPrefixCache(ctx, opts, img, base, progress)}
+	if rr.pc != nil {
+		r, err := rr.pc.lookup(ctx, rootfsPath, opts, glueOf)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			progress("reused the merged state after %s (prefix cache, key %s)",
+				image.LayerName(r.layers-1, len(img.Layers), img.Layers[r.layers-1].Digest.String()), r.key[:16])
+			return &rootfsRun{f: r.f, w: r.w, glue: r.glue, m: r.m, from: r.layers, pc: rr.pc, glueCP: r.glueCP}, nil
+		}
+	}
+	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", rootfsPath, err)
+	}
+	fail := func(err error) (*rootfsRun, error) { f.Close(); return nil, err }
+	rr.f = f
+	if rr.w, err = ext4.NewWriter(f, opts.FS); err != nil {
+		return fail(err)
+	}
+	if glueOf != nil {
+		if rr.glue, err = glueOf(rr.w); err != nil {
+			return fail(err)
+		}
+	}
+	if rr.pc != nil {
+		if rr.glueCP, err = rr.w.Checkpoint(); err != nil {
+			return fail(err)
+		}
+	}
+	rr.m = rootfs.New(rr.w, opts.Limits)
+	return rr, nil
+}
+
+// afterLayer is what runs after layer i is applied: storing the state
+// when it is the prefix the cache keeps (best effort).
+func (rr *rootfsRun) afterLayer(ctx context.Context, progress func(string, ...any)) func(i int) error {
+	return func(i int) error {
+		if rr.pc == nil || i+1 != rr.pc.storeAt() || i+1 <= rr.from {
+			return nil
+		}
+		if err := rr.pc.store(ctx, i+1, rr.f, rr.w, rr.m, rr.glueCP); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			progress("prefix cache: not stored: %v", err)
+		}
+		return nil
+	}
+}
+
 // writeRootfs merges the image's layers (and the runtime glue of base, if
 // any) into a new ext4 image at rootfsPath, synced, and returns the
 // conversion's Metadata.
@@ -399,27 +473,17 @@ func build(ctx context.Context, j *job, st *staging) (*Result, func(), error) {
 // the open rootfs file, its cleanup on failure and the progress lines.
 func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gondolin.Base, rootfsPath string,
 	progress func(string, ...any)) (Metadata, error) {
-	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	rr, err := startRootfs(ctx, opts, img, base, rootfsPath, progress)
 	if err != nil {
-		return Metadata{}, fmt.Errorf("creating %s: %w", rootfsPath, err)
+		return Metadata{}, err
 	}
+	f, w, glue, m := rr.f, rr.w, rr.glue, rr.m
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
-	w, err := ext4.NewWriter(f, opts.FS)
-	if err != nil {
-		return Metadata{}, err
-	}
-	var glue *guest.Glue
-	if base != nil {
-		if glue, err = readGlue(ctx, base, w); err != nil {
-			return Metadata{}, err
-		}
-	}
-	m := rootfs.New(w, opts.Limits)
-	if err := applyLayers(ctx, img, m, progress); err != nil {
+	if err := applyLayers(ctx, img, m, rr.from, rr.afterLayer(ctx, progress), progress); err != nil {
 		return Metadata{}, err
 	}
 	info := describe(img)
@@ -486,8 +550,9 @@ func writeRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 }
 
 // applyLayers merges every layer of img, in order.
-func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progress func(string, ...any)) error {
-	for i, l := range img.Layers {
+func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, from int, after func(i int) error, progress func(string, ...any)) error {
+	for i := from; i < len(img.Layers); i++ {
+		l := img.Layers[i]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -517,6 +582,9 @@ func applyLayers(ctx context.Context, img *image.Image, m *rootfs.Merger, progre
 			return cerr
 		}
 		progress("applied %s in %s", image.LayerName(i, len(img.Layers), l.Digest.String()), time.Since(start).Round(time.Millisecond))
+		if err := after(i); err != nil {
+			return err
+		}
 	}
 	return nil
 }

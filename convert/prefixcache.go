@@ -1,0 +1,326 @@
+package convert
+
+// The prefix cache: converting an image whose first k layers are those of
+// an image converted before starts from the merged state after those k
+// layers (the partial rootfs.ext4, the tree and the ext4 writer's state)
+// instead of from nothing: the layers after them cost what they cost, the
+// k before them a copy (a clone where the filesystem has reflinks). The
+// edit-rebuild-convert loop changes the last layers of an image; the
+// conversion after such a change reads only those.
+//
+// What is kept. After its next-to-last layer, a conversion of an image of
+// two layers or more stores the state: rootfs.part (the image file as the
+// writer left it: the runtime glue's data and that of every file so far;
+// sparse), state (the tree, fstree.Encode, with each file's extents), and
+// prefix.json (the writer's checkpoints after the glue and after the
+// layers, the merge's counters, rootfs.part's size and sparse digest,
+// state's sha256). The output of a resumed conversion is the output of a
+// cold one, byte for byte: the writer hands out blocks in the order of its
+// calls only, and everything it and the merge decide on is in the state.
+//
+// Key. sha256 of a canonical document: the running executable's sha256,
+// the diff IDs of the k layers (the uncompressed tars: the same layers
+// compressed another way share the entry), every ext4 option, the rootfs
+// limits and the Gondolin base's identity (the glue is read into the image
+// before the layers; none with --plain). Mode and rootfs mode act after
+// the layers and are not in it.
+//
+// Sources. Every kind, unlike the result cache: a layout or archive layer
+// that is reused is not read again, but the entry was made from bytes
+// verified against the same diff IDs, so the output is the one those
+// digests name either way (a layer read again is verified as always).
+// Not with --no-cache, nor with an ext4 Source opener (Go API only).
+//
+// Use. Before the first layer, the longest stored prefix (of at most all
+// layers but the last) is looked up: rootfs.part is copied to the output
+// (sparse.Copy, its digest checked), state's sha256 checked, the glue read
+// again into the copy (the same blocks: it must end at the checkpoint the
+// entry recorded), the writer restored and the tree decoded. Any mismatch
+// drops the entry and the conversion runs cold. Entries are written like
+// the result cache's (entryDirs): a killed run leaves a temporary
+// directory that the next store reclaims, never a half entry; they are
+// listed, pruned and trimmed to --cache-max with the rest of the cache
+// (internal/cachedir), least recently used first.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/docker2vm/docker2vm/ext4"
+	"github.com/docker2vm/docker2vm/fstree"
+	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/gondolin/guest"
+	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/diskio"
+	"github.com/docker2vm/docker2vm/internal/lock"
+	"github.com/docker2vm/docker2vm/internal/sparse"
+	"github.com/docker2vm/docker2vm/rootfs"
+)
+
+const (
+	prefixCacheVersion = 1
+	prefixImageFile    = "rootfs.part"
+	prefixStateFile    = "state"
+	// maxPrefixRecord bounds what is read of prefix.json (its
+	// checkpoints hold the writer's free runs).
+	maxPrefixRecord = 64 << 20
+)
+
+// prefixKey is the key document of the state after Layers layers.
+type prefixKey struct {
+	Version    int                    `json:"version"`
+	Executable string                 `json:"executable"`
+	DiffIDs    []string               `json:"diffIDs"`
+	FS         resultKeyFS            `json:"fs"`
+	Limits     rootfs.Limits          `json:"limits"`
+	Base       *gondolin.BaseIdentity `json:"base"`
+}
+
+// prefixEntry is prefix.json.
+type prefixEntry struct {
+	Key    string    `json:"key"`
+	KeyDoc prefixKey `json:"keyDocument"`
+	// GlueCheckpoint is the writer's state after the glue, before the
+	// layers; Checkpoint after them (ext4.Writer.Checkpoint).
+	GlueCheckpoint []byte       `json:"glueCheckpoint"`
+	Checkpoint     []byte       `json:"checkpoint"`
+	Stats          rootfs.Stats `json:"stats"`
+	ImageSize      int64        `json:"imageSize"`
+	SparseDigest   string       `json:"sparseDigest"`
+	StateSHA256    string       `json:"stateSha256"`
+	cachedir.Label
+}
+
+// prefixCache finds and stores the states after prefixes of one image's
+// layers.
+type prefixCache struct {
+	entries entryDirs
+	doc     prefixKey // DiffIDs: all of the image's
+	image   string    // for labels: the source, its platform and layer digests
+	plat    string
+	digests []string
+}
+
+// openPrefixCache returns the image's prefix cache, or nil when the run
+// may not use one (the reason goes to progress when it is not the
+// options').
+func openPrefixCache(ctx context.Context, opts Options, img *image.Image, base *gondolin.Base, progress func(string, ...any)) *prefixCache {
+	if opts.Image.NoCache || opts.FS.Source != nil || len(img.Layers) < 2 {
+		return nil
+	}
+	root := opts.Image.CacheDir
+	if root == "" {
+		var err error
+		if root, err = image.DefaultCacheDir(); err != nil {
+			return nil
+		}
+	}
+	exe, err := executableHash()
+	if err != nil {
+		return nil
+	}
+	doc := prefixKey{Version: prefixCacheVersion, Executable: exe, FS: keyFS(opts.FS), Limits: opts.Limits}
+	var digests []string
+	for _, l := range img.Layers {
+		if l.DiffID.Hex == "" {
+			return nil
+		}
+		doc.DiffIDs = append(doc.DiffIDs, l.DiffID.String())
+		digests = append(digests, l.Digest.String())
+	}
+	if base != nil {
+		id, err := base.Identity(ctx)
+		if err != nil {
+			progress("prefix cache off: %v", err)
+			return nil
+		}
+		doc.Base = &id
+	}
+	return &prefixCache{entries: entryDirs{dir: cachedir.PrefixesDir(root), record: cachedir.PrefixFile, what: "prefix cache", progress: progress},
+		doc: doc, image: opts.sourceName(), plat: img.Platform.String(), digests: digests}
+}
+
+// key returns the key of the state after the first k layers.
+func (c *prefixCache) key(k int) (string, prefixKey) {
+	doc := c.doc
+	doc.DiffIDs = doc.DiffIDs[:k]
+	b, _ := json.Marshal(doc)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), doc
+}
+
+// storeAt is the prefix a conversion stores: all layers but the last.
+func (c *prefixCache) storeAt() int { return len(c.doc.DiffIDs) - 1 }
+
+// resumed is a conversion started from a stored prefix.
+type resumed struct {
+	layers int // applied already
+	f      *os.File
+	w      *ext4.Writer
+	m      *rootfs.Merger
+	glue   *guest.Glue
+	glueCP []byte
+	key    string
+}
+
+// lookup finds the longest stored prefix and, when one checks out, makes
+// dst (which must not exist) its rootfs.part and returns the conversion
+// resumed from it; nil on a miss. readGlue reads the base's glue into a
+// writer (nil for --plain). Only a cancelled ctx and a failure writing
+// dst are errors; dst does not exist after a miss.
+func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
+	for k := c.storeAt(); k >= 1; k-- {
+		key, _ := c.key(k)
+		if !c.entries.complete(key) {
+			if _, err := os.Lstat(c.entries.path(key)); err == nil {
+				c.entries.drop(key, "is incomplete or not a directory")
+			}
+			continue
+		}
+		r, err := c.resume(ctx, key, k, dst, opts, readGlue)
+		if err != nil || r != nil {
+			return r, err
+		}
+	}
+	return nil, nil
+}
+
+// resume rebuilds the conversion after k layers from key's entry; nil
+// (and dst removed) when the entry does not check out, which is dropped.
+func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (r *resumed, err error) {
+	dir := c.entries.path(key)
+	fail := func(why string) (*resumed, error) {
+		if r != nil && r.f != nil {
+			r.f.Close()
+		}
+		os.Remove(dst)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.entries.drop(key, why)
+		return nil, nil
+	}
+	rec, err := diskio.OpenRegular(filepath.Join(dir, cachedir.PrefixFile), os.O_RDONLY)
+	if err != nil {
+		return fail("failed its check")
+	}
+	defer rec.Close()
+	lock.TryShared(rec) // in use: pruning leaves it
+	b, err := io.ReadAll(io.LimitReader(rec, maxPrefixRecord))
+	var e prefixEntry
+	if err != nil || json.Unmarshal(b, &e) != nil || e.Key != key || e.Stats.Layers != k || e.SparseDigest == "" {
+		return fail("failed its check")
+	}
+	state, err := diskio.OpenRegular(filepath.Join(dir, prefixStateFile), os.O_RDONLY)
+	if err != nil {
+		return fail("failed its check (state)")
+	}
+	defer state.Close()
+	src, err := diskio.OpenRegular(filepath.Join(dir, prefixImageFile), os.O_RDONLY)
+	if err != nil {
+		return fail("failed its check (image)")
+	}
+	defer src.Close()
+	if fi, err := src.Stat(); err != nil || fi.Size() != e.ImageSize {
+		return fail("failed its check (image)")
+	}
+	digest, err := sparse.Copy(ctx, dst, src, e.ImageSize, false)
+	if err != nil && (ctx.Err() != nil || isOutputErr(err)) {
+		os.Remove(dst)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if err != nil || digest != e.SparseDigest {
+		return fail("failed its check (image)")
+	}
+	r = &resumed{layers: k, key: key}
+	if r.f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
+		return fail("could not be opened")
+	}
+	if r.w, err = ext4.Resume(r.f, opts.FS); err != nil {
+		return fail("does not fit the options")
+	}
+	if readGlue != nil {
+		if r.glue, err = readGlue(r.w); err != nil {
+			r.f.Close()
+			os.Remove(dst)
+			return nil, err // the base's fault, not the entry's: a cold run fails the same way
+		}
+	}
+	if cp, err := r.w.Checkpoint(); err != nil || !bytes.Equal(cp, e.GlueCheckpoint) {
+		return fail("does not fit the base's glue")
+	}
+	if err := r.w.Restore(e.Checkpoint); err != nil {
+		return fail("failed its check (writer)")
+	}
+	// Hashed while it is decoded: the tree is used only when the
+	// whole file is the one stored.
+	h := sha256.New()
+	tree, err := fstree.Decode(io.TeeReader(state, h), r.w.DecodeContent)
+	if err != nil || hex.EncodeToString(h.Sum(nil)) != e.StateSHA256 {
+		return fail("failed its check (state)")
+	}
+	r.m = rootfs.Resume(r.w, opts.Limits, tree, e.Stats)
+	r.glueCP = e.GlueCheckpoint
+	c.entries.touch(key)
+	return r, nil
+}
+
+// store keeps the state after the first k layers: f is the image file w
+// writes, m the merge, glueCP the writer's checkpoint after the glue.
+// Best effort: a failure loses the entry, nothing else (ctx's end is
+// returned).
+func (c *prefixCache) store(ctx context.Context, k int, f *os.File, w *ext4.Writer, m *rootfs.Merger, glueCP []byte) error {
+	key, doc := c.key(k)
+	if c.entries.clearDebris(key) {
+		return nil // another conversion stored it meanwhile
+	}
+	cp, err := w.Checkpoint()
+	if err != nil {
+		return err
+	}
+	tmp, done, err := c.entries.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
+	sf, err := os.Create(filepath.Join(tmp, prefixStateFile))
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	err = fstree.Encode(io.MultiWriter(sf, h), m.Tree(), w.EncodeContent)
+	if cerr := sf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the tree: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// Not synced: a torn entry after a crash fails its checks and is
+	// dropped.
+	digest, err := sparse.Copy(ctx, filepath.Join(tmp, prefixImageFile), f, fi.Size(), false)
+	if err != nil {
+		return err
+	}
+	e := prefixEntry{Key: key, KeyDoc: doc, GlueCheckpoint: glueCP, Checkpoint: cp, Stats: m.Stats(),
+		ImageSize: fi.Size(), SparseDigest: digest, StateSHA256: hex.EncodeToString(h.Sum(nil)),
+		Label: cachedir.Label{Image: c.image, Platform: c.plat, Layers: c.digests[:k], Prefix: k}}
+	if err := writeJSON(filepath.Join(tmp, cachedir.PrefixFile), e); err != nil {
+		return err
+	}
+	return c.entries.publish(tmp, key)
+}
