@@ -150,6 +150,11 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 			}
 		}
 	}
+	reconvert, err := runReconvert(c, cfg.runs, bk, from, base, filepath.Join(filepath.Dir(bin), "oci2gondolin"))
+	if err != nil {
+		fmt.Println("bench: reconversion:", err)
+		return 1
+	}
 	loadAfter := loadAvg()
 
 	var t strings.Builder
@@ -166,8 +171,14 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 		fmt.Sprint(cfg.loops) + " iterations):\n\n```dockerfile\n" + fmt.Sprintf(buildDockerfile, "REGISTRY/busybox:base", "NONCE", cfg.loops, "v1") + "```\n"
 	fmt.Println()
 	fmt.Print(body)
+	fmt.Println()
+	fmt.Print(reconvert)
 	if cfg.md != "" {
 		if err := writeSection(cfg.md, buildsBegin, buildsEnd, body); err != nil {
+			fmt.Println("bench:", err)
+			return 1
+		}
+		if err := writeSection(cfg.md, reconvertBegin, reconvertEnd, reconvert); err != nil {
 			fmt.Println("bench:", err)
 			return 1
 		}
