@@ -1,14 +1,45 @@
 package convert
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
+
+// cacheInputs is what the result and prefix caches' keys share: the cache
+// root, the running executable's sha256 and the base's identity (nil for
+// --plain). ok is false when one cannot be had: the cache is then off for
+// the run (why goes to progress, headed by what).
+func cacheInputs(ctx context.Context, opts Options, base *gondolin.Base, what string, progress func(string, ...any)) (root, exe string, id *gondolin.BaseIdentity, ok bool) {
+	root = opts.Image.CacheDir
+	if root == "" {
+		var err error
+		if root, err = image.DefaultCacheDir(); err != nil {
+			return "", "", nil, false
+		}
+	}
+	exe, err := executableHash()
+	if err != nil {
+		progress("%s off: cannot hash the running executable: %v", what, err)
+		return "", "", nil, false
+	}
+	if base != nil {
+		v, err := base.Identity(ctx)
+		if err != nil {
+			progress("%s off: %v", what, err)
+			return "", "", nil, false
+		}
+		id = &v
+	}
+	return root, exe, id, true
+}
 
 // entryDirs is what the result and prefix caches share: a directory of
 // entries, each a directory named by its key whose record file (its last

@@ -116,18 +116,11 @@ func openPrefixCache(ctx context.Context, opts Options, img *image.Image, base *
 	if opts.Image.NoCache || opts.FS.Source != nil || len(img.Layers) < 2 {
 		return nil
 	}
-	root := opts.Image.CacheDir
-	if root == "" {
-		var err error
-		if root, err = image.DefaultCacheDir(); err != nil {
-			return nil
-		}
-	}
-	exe, err := executableHash()
-	if err != nil {
+	root, exe, id, ok := cacheInputs(ctx, opts, base, "prefix cache", progress)
+	if !ok {
 		return nil
 	}
-	doc := prefixKey{Version: prefixCacheVersion, Executable: exe, FS: keyFS(opts.FS), Limits: opts.Limits}
+	doc := prefixKey{Version: prefixCacheVersion, Executable: exe, FS: keyFS(opts.FS), Limits: opts.Limits, Base: id}
 	var digests []string
 	for _, l := range img.Layers {
 		if l.DiffID.Hex == "" {
@@ -135,14 +128,6 @@ func openPrefixCache(ctx context.Context, opts Options, img *image.Image, base *
 		}
 		doc.DiffIDs = append(doc.DiffIDs, l.DiffID.String())
 		digests = append(digests, l.Digest.String())
-	}
-	if base != nil {
-		id, err := base.Identity(ctx)
-		if err != nil {
-			progress("prefix cache off: %v", err)
-			return nil
-		}
-		doc.Base = &id
 	}
 	return &prefixCache{entries: entryDirs{dir: cachedir.PrefixesDir(root), record: cachedir.PrefixFile, what: "prefix cache", progress: progress},
 		doc: doc, image: opts.sourceName(), plat: img.Platform.String(), digests: digests}

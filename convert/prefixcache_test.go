@@ -59,15 +59,7 @@ func rootfsSum(t *testing.T, dir string) string {
 
 func prefixEntries(t *testing.T, cache string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(cachedir.PrefixesDir(cache))
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
+	return dirNames(t, cachedir.PrefixesDir(cache))
 }
 
 // TestPrefixCacheEveryPrefix: images of 2 to 5 layers, each the one before

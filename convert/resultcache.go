@@ -183,19 +183,10 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 	if !resultCacheEligible(opts) {
 		return nil
 	}
-	root := opts.Image.CacheDir
-	if root == "" {
-		var err error
-		if root, err = image.DefaultCacheDir(); err != nil {
-			return nil
-		}
-	}
-	exe, err := executableHash()
-	if err != nil {
-		progress("result cache off: cannot hash the running executable: %v", err)
+	root, exe, id, ok := cacheInputs(ctx, opts, base, "result cache", progress)
+	if !ok {
 		return nil
 	}
-	fs := opts.FS
 	k := resultKey{
 		Version:        resultCacheVersion,
 		Executable:     exe,
@@ -203,17 +194,10 @@ func openResultCache(ctx context.Context, opts Options, img *image.Image, base *
 		Platform:       img.Platform.String(),
 		Mode:           opts.Mode,
 		Plain:          opts.Plain,
-		FS:             keyFS(fs),
+		FS:             keyFS(opts.FS),
 		Limits:         opts.Limits,
 		RootfsMode:     opts.RootfsMode,
-	}
-	if base != nil {
-		id, err := base.Identity(ctx)
-		if err != nil {
-			progress("result cache off: %v", err)
-			return nil
-		}
-		k.Base = &id
+		Base:           id,
 	}
 	b, err := json.Marshal(k)
 	if err != nil {

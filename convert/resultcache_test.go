@@ -83,7 +83,13 @@ func readRootfs(t *testing.T, dir string) []byte {
 
 func entries(t *testing.T, cache string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(cachedir.ResultsDir(cache))
+	return dirNames(t, cachedir.ResultsDir(cache))
+}
+
+// dirNames lists dir's names; none when it is missing.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
