@@ -138,7 +138,8 @@ bench-compare: build
 # Dockerfile builds with dockerfile2gondolin through buildctl and docker
 # buildx (remote driver) on a local buildkitd: a first build, the same after
 # editing its last step, and that with --no-cache. Root; rewrites the
-# bench-build section of BENCHMARKS.md. BENCHFLAGS e.g. "-runs 5 -loops 2000000".
+# bench-build section of BENCHMARKS.md. BENCHFLAGS e.g. "-runs 5 -loops 2000000", or
+# "-reconvert-only" for the reconversion after an edit alone.
 .PHONY: bench-build
 bench-build: build
 	$(GO) run ./bench -builds -build-bin $(BIN)/dockerfile2gondolin -md BENCHMARKS.md $(BENCHFLAGS)

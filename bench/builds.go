@@ -56,10 +56,11 @@ RUN echo %s > /version
 var reCachedLine = regexp.MustCompile(`(?m)^#\d+ CACHED$`)
 
 type buildsConfig struct {
-	runs  int
-	bin   string // dockerfile2gondolin
-	md    string
-	loops int
+	runs          int
+	bin           string // dockerfile2gondolin
+	md            string
+	loops         int
+	reconvertOnly bool
 }
 
 func runBuilds(c *testenv.Console, cfg buildsConfig) int {
@@ -115,6 +116,21 @@ func runBuilds(c *testenv.Console, cfg buildsConfig) int {
 	cached := map[string]string{} // builder -> the edited build's CACHED steps, from the last run
 	for _, b := range builders {
 		results[b.name] = map[string][]metric{}
+	}
+	if cfg.reconvertOnly {
+		reconvert, err := runReconvert(c, cfg.runs, bk, from, base, filepath.Join(filepath.Dir(bin), "oci2gondolin"))
+		if err != nil {
+			fmt.Println("bench: reconversion:", err)
+			return 1
+		}
+		fmt.Print(reconvert)
+		if cfg.md != "" {
+			if err := writeSection(cfg.md, reconvertBegin, reconvertEnd, reconvert); err != nil {
+				fmt.Println("bench:", err)
+				return 1
+			}
+		}
+		return 0
 	}
 	for r := range cfg.runs {
 		for _, b := range builders {

@@ -82,11 +82,12 @@ func main() {
 	builds := flag.Bool("builds", false, "time Dockerfile builds instead (make bench-build): a first build, then one after editing its last step")
 	buildBin := flag.String("build-bin", "bin/dockerfile2gondolin", "with -builds: the dockerfile2gondolin binary")
 	loops := flag.Int("loops", 4000000, "with -builds: iterations of the shell loop that stands for a slow step")
+	reconvertOnly := flag.Bool("reconvert-only", false, "with -builds: only the reconversion after an edit (the prefix cache), not the build timings")
 	testing.Init() // debian.Image asks testing.Short()
 	flag.Parse()
 	c := &testenv.Console{Name: "bench"}
 	if *builds {
-		code := runBuilds(c, buildsConfig{runs: *runs, bin: *buildBin, md: *md, loops: *loops})
+		code := runBuilds(c, buildsConfig{runs: *runs, bin: *buildBin, md: *md, loops: *loops, reconvertOnly: *reconvertOnly})
 		c.Close()
 		os.Exit(code)
 	}

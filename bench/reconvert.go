@@ -21,10 +21,12 @@ import (
 // holding the state after the four layers the images share: the prefix
 // cache). Both outputs must be the same bytes.
 
+// Layers as packages make them: text that compresses well, text that
+// compresses less, and binary data that does not compress.
 const reconvertDockerfile = `FROM %s
-RUN busybox dd if=/dev/urandom of=/a bs=1M count=340 2>/dev/null
-RUN busybox dd if=/dev/urandom of=/b bs=1M count=340 2>/dev/null
-RUN busybox dd if=/dev/urandom of=/c bs=1M count=340 2>/dev/null
+RUN busybox seq 1 48000000 > /text
+RUN busybox dd if=/dev/urandom bs=1M count=250 2>/dev/null | busybox base64 > /encoded
+RUN busybox dd if=/dev/urandom of=/binary bs=1M count=320 2>/dev/null
 RUN echo %s > /version
 `
 
