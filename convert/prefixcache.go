@@ -217,7 +217,9 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 	if fi, err := src.Stat(); err != nil || fi.Size() != e.ImageSize {
 		return fail("failed its check (image)")
 	}
-	digest, err := sparse.Copy(ctx, dst, src, e.ImageSize, false)
+	// Durable: written straight to the disk (overlapping the reads) rather
+	// than left for the output's final fsync to flush all at once.
+	digest, err := sparse.Copy(ctx, dst, src, e.ImageSize, true)
 	if err != nil && (ctx.Err() != nil || isOutputErr(err)) {
 		os.Remove(dst)
 		if ctx.Err() != nil {
