@@ -12,15 +12,17 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/debian"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 )
 
 // genVersion is part of every cached layout's directory name: bump it when a
@@ -382,6 +384,90 @@ func deepFilesGen(n int) layerGen {
 	}
 }
 
+// nodeModulesPackages are what nodemodulesGen installs: frameworks, build
+// tools and SDKs whose trees are what large Node.js images carry.
+var nodeModulesPackages = []string{
+	"typescript@5.6.3", "@babel/core@7.26.0", "@babel/preset-env@7.26.0", "webpack@5.96.1", "eslint@9.14.0",
+	"jest@29.7.0", "react@18.3.1", "react-dom@18.3.1", "next@15.0.3", "@angular/core@19.0.0", "@angular/cli@19.0.0",
+	"vue@3.5.13", "express@4.21.1", "lodash@4.17.21", "rxjs@7.8.1", "aws-sdk@2.1692.0", "@aws-sdk/client-s3@3.693.0",
+	"googleapis@144.0.0", "prettier@3.3.3", "esbuild@0.24.0", "vite@5.4.11", "rollup@4.27.3", "sass@1.81.0",
+	"puppeteer-core@23.8.0", "mongoose@8.8.2", "sequelize@6.37.5", "graphql@16.9.0", "@apollo/server@4.11.2",
+	"moment@2.30.1", "date-fns@4.1.0", "axios@1.7.7", "@mui/material@6.1.8", "@storybook/react@8.4.5",
+	"storybook@8.4.5", "@nestjs/core@10.4.8", "@nestjs/common@10.4.8", "three@0.170.0", "pdfjs-dist@4.8.69",
+}
+
+// nodemodulesGen: a real node_modules tree, installed with npm (scripts
+// off) into dir once, under app/.
+func nodemodulesGen(dir string) layerGen {
+	return func(tw *tar.Writer) error {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name":"bench-app","version":"1.0.0","private":true}`), 0o644)
+			args := append([]string{"install", "--ignore-scripts", "--no-audit", "--no-fund", "--legacy-peer-deps", "--prefix", dir}, nodeModulesPackages...)
+			cmd := exec.Command("npm", args...)
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("npm install: %w", err)
+			}
+		}
+		if err := tw.WriteHeader(dirHdr("app")); err != nil {
+			return err
+		}
+		return writeTree(tw, dir, "app")
+	}
+}
+
+// writeTree writes the tree at dir into tw under prefix, in name order,
+// with the generator's fixed times and owners.
+func writeTree(tw *tar.Writer, dir, prefix string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents { // ReadDir sorts by name
+		p, name := filepath.Join(dir, e.Name()), prefix+"/"+e.Name()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.IsDir():
+			if err := tw.WriteHeader(dirHdr(name)); err != nil {
+				return err
+			}
+			if err := writeTree(tw, p, name); err != nil {
+				return err
+			}
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			h := fileHdr(name, fi.Size())
+			h.Mode = int64(fi.Mode().Perm())
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // dataWriter writes size bytes of seeded data: random (incompressible), or
 // text-like (4 bits of entropy per byte, compresses about 2:1).
 func writeData(w io.Writer, seed uint64, size int64, lowEntropy bool) error {
@@ -579,9 +665,10 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 		"debian6":     "Debian bookworm minbase in 6 layers (the tree cut in four, then whiteouts, a capability), gzip",
 		"files1m":     "1,000,000 tiny files (1-120 bytes of text) in 1,000 directories, 1 layer, gzip",
 		"deep1m":      "1,000,000 entries of another shape: names of 4-100 bytes, 3-12 levels deep, 0-16 KiB, symlinks, hardlinks, xattrs, 1 layer, gzip",
+		"nodemodules": "a real node_modules tree (npm install of 38 frameworks, build tools and SDKs), 1 layer, gzip",
 	}
 	if descs[name] == "" {
-		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd, debian6, files1m, deep1m)", name)
+		return nil, fmt.Errorf("unknown image %q (small, large, debian-gzip, debian-zstd, debian6, files1m, deep1m, nodemodules)", name)
 	}
 	dir := filepath.Join(cache, "layouts", name+"-"+genVersion)
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -601,6 +688,8 @@ func ensureImage(c *testenv.Console, cache, name string) (*benchImage, error) {
 			err = buildLayout(tmp, "gzip", []layerGen{manyFilesGen(1_000_000)})
 		case "deep1m":
 			err = buildLayout(tmp, "gzip", []layerGen{deepFilesGen(1_000_000)})
+		case "nodemodules":
+			err = buildLayout(tmp, "gzip", []layerGen{nodemodulesGen(filepath.Join(cache, "npm-"+genVersion))})
 		case "debian6":
 			var gens []layerGen
 			if gens, err = debianSplitGens(c); err == nil {
