@@ -220,7 +220,9 @@ func run(c *testenv.Console, cfg config) int {
 		for r := range runs {
 			// docker2vm from the layout.
 			os.RemoveAll(out)
-			m, err := runCmd(nil, bin, "--oci-layout", bi.Dir, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+			// --no-cache: every run cold (the prefix cache would resume runs
+			// after the first).
+			m, err := runCmd(nil, bin, "--oci-layout", bi.Dir, "--mode", "rootfs", "--plain", "--quiet", "--no-cache", "--out", out)
 			if err != nil {
 				fmt.Println("bench:", err)
 				return 1
@@ -303,7 +305,7 @@ func run(c *testenv.Console, cfg config) int {
 					}
 					res[pSkopeo] = append(res[pSkopeo], m1)
 					report(r, pSkopeo, m1)
-					m2, err := runCmd(nil, bin, "--oci-layout", sk+":"+refName, "--mode", "rootfs", "--plain", "--quiet", "--out", out)
+					m2, err := runCmd(nil, bin, "--oci-layout", sk+":"+refName, "--mode", "rootfs", "--plain", "--quiet", "--no-cache", "--out", out)
 					if err != nil {
 						fmt.Println("bench:", err)
 						return 1

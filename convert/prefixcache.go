@@ -62,6 +62,7 @@ import (
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/sparse"
+	"github.com/docker2vm/docker2vm/internal/units"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
@@ -107,6 +108,9 @@ type prefixCache struct {
 	image   string    // for labels: the source, its platform and layer digests
 	plat    string
 	digests []string
+	// max is the largest state kept: half the cache's limit (a larger
+	// one would push most of the cache out), 0 for no limit.
+	max int64
 }
 
 // openPrefixCache returns the image's prefix cache, or nil when the run
@@ -130,7 +134,19 @@ func openPrefixCache(ctx context.Context, opts Options, img *image.Image, base *
 		digests = append(digests, l.Digest.String())
 	}
 	return &prefixCache{entries: entryDirs{dir: cachedir.PrefixesDir(root), record: cachedir.PrefixFile, what: "prefix cache", progress: progress},
-		doc: doc, image: opts.sourceName(), plat: img.Platform.String(), digests: digests}
+		doc: doc, image: opts.sourceName(), plat: img.Platform.String(), digests: digests, max: prefixMax(opts.CacheMax)}
+}
+
+// prefixMax is the largest state kept under a cache limit of cacheMax
+// (Options.CacheMax: 0 the default, negative none).
+func prefixMax(cacheMax int64) int64 {
+	switch {
+	case cacheMax < 0:
+		return 0
+	case cacheMax == 0:
+		cacheMax = cachedir.DefaultMax
+	}
+	return cacheMax / 2
 }
 
 // key returns the key of the state after the first k layers.
@@ -272,9 +288,16 @@ func (c *prefixCache) store(ctx context.Context, k int, f *os.File, w *ext4.Writ
 	if c.entries.clearDebris(key) {
 		return nil // another conversion stored it meanwhile
 	}
-	cp, err := w.Checkpoint()
+	cp, err := w.Checkpoint() // writes out what w holds back: f is whole
 	if err != nil {
 		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if size := diskio.Allocated(fi); c.max > 0 && size > c.max {
+		return fmt.Errorf("the image after %d layers takes %s, more than half the cache's limit (--cache-max)", k, units.Bytes(size))
 	}
 	tmp, done, err := c.entries.begin()
 	if err != nil {
@@ -292,10 +315,6 @@ func (c *prefixCache) store(ctx context.Context, k int, f *os.File, w *ext4.Writ
 	}
 	if err != nil {
 		return fmt.Errorf("writing the tree: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return err
 	}
 	// Not synced: a torn entry after a crash fails its checks and is
 	// dropped.

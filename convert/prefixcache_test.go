@@ -241,3 +241,25 @@ func TestPrefixCacheDamaged(t *testing.T) {
 		})
 	}
 }
+
+// TestPrefixCacheBoundedByCacheMax: a state larger than half of
+// --cache-max is not kept (it would push most of the cache out); the run
+// says so and succeeds.
+func TestPrefixCacheBoundedByCacheMax(t *testing.T) {
+	src := layoutSource(t, imageOf(t, prefixLayers(t)[:3]...))
+	cache := t.TempDir()
+	var progress bytes.Buffer
+	o := cachedOptions(src, filepath.Join(t.TempDir(), "out"), cache, &progress)
+	o.CacheMax = 64 << 10 // smaller than twice the 300 KiB the first layer writes
+	if _, err := Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if got := prefixEntries(t, cache); len(got) != 0 || !strings.Contains(progress.String(), "more than half the cache's limit") {
+		t.Errorf("prefix entries %v; progress:\n%s", got, progress.String())
+	}
+	for _, m := range []struct{ max, want int64 }{{-1, 0}, {0, cachedir.DefaultMax / 2}, {1 << 30, 1 << 29}} {
+		if got := prefixMax(m.max); got != m.want {
+			t.Errorf("prefixMax(%d) = %d, want %d", m.max, got, m.want)
+		}
+	}
+}
