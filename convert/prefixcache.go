@@ -194,6 +194,24 @@ func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, read
 	return nil, nil
 }
 
+// openRecord opens and reads the prefix.json of the entry in dir, which
+// must be key's, of k layers; it holds a shared lock on it (pruning leaves
+// an entry in use) until the file is closed.
+func openRecord(dir, key string, k int) (*os.File, prefixEntry, bool) {
+	var e prefixEntry
+	rec, err := diskio.OpenRegular(filepath.Join(dir, cachedir.PrefixFile), os.O_RDONLY)
+	if err != nil {
+		return nil, e, false
+	}
+	lock.TryShared(rec)
+	b, err := io.ReadAll(io.LimitReader(rec, maxPrefixRecord))
+	if err != nil || json.Unmarshal(b, &e) != nil || e.Key != key || e.Stats.Layers != k || e.SparseDigest == "" {
+		rec.Close()
+		return nil, e, false
+	}
+	return rec, e, true
+}
+
 // resume rebuilds the conversion after k layers from key's entry; nil
 // (and dst removed) when the entry does not check out, which is dropped.
 func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (r *resumed, err error) {
@@ -209,17 +227,11 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 		c.entries.drop(key, why)
 		return nil, nil
 	}
-	rec, err := diskio.OpenRegular(filepath.Join(dir, cachedir.PrefixFile), os.O_RDONLY)
-	if err != nil {
+	rec, e, ok := openRecord(dir, key, k)
+	if !ok {
 		return fail("failed its check")
 	}
 	defer rec.Close()
-	lock.TryShared(rec) // in use: pruning leaves it
-	b, err := io.ReadAll(io.LimitReader(rec, maxPrefixRecord))
-	var e prefixEntry
-	if err != nil || json.Unmarshal(b, &e) != nil || e.Key != key || e.Stats.Layers != k || e.SparseDigest == "" {
-		return fail("failed its check")
-	}
 	state, err := diskio.OpenRegular(filepath.Join(dir, prefixStateFile), os.O_RDONLY)
 	if err != nil {
 		return fail("failed its check (state)")
