@@ -192,7 +192,9 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	sde := fstree.Timestamp{Sec: w.opts.SourceDateEpoch}
 	root := t.Root
 	f.root = root
-	f.nodes = make([]node, firstIno)
+	// Allocated once: grown by appending, a million nodes would hold the
+	// old array and the new one at once, at the peak of the run's memory.
+	f.nodes = make([]node, firstIno, firstIno+1+countEntries(root))
 	f.nodes[rootIno] = node{in: root, parent: rootIno, links: 2}
 	// The numbers of the inodes more than one entry may name: directories
 	// (checked to appear once) and files with hardlinks. Every other
@@ -298,6 +300,18 @@ func (f *finisher) number(ctx context.Context, t *fstree.Tree) error {
 	}
 	f.csumSeed = crc32cRaw(^uint32(0), f.uuid[:])
 	return nil
+}
+
+// countEntries is the number of entries below dir: at least the number of
+// inodes there (a file with several names counts once per name).
+func countEntries(dir *fstree.Inode) int {
+	n := dir.NumChildren()
+	for _, c := range dir.Children() {
+		if c.IsDir() {
+			n += countEntries(c)
+		}
+	}
+	return n
 }
 
 // takeContent checks a regular file's content and copies it in when it
