@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 )
 
 // The tree's encoding, for keeping a merged tree between runs (a cache of
@@ -104,14 +103,10 @@ func (e *encoder) inode(n *Inode) {
 	if n.Type != TypeDir {
 		return
 	}
-	names := make([]string, 0, len(n.children))
-	for name := range n.children {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := SortedNames(n)
 	e.uint(uint64(len(names)))
 	for _, name := range names {
-		c := n.children[name]
+		c := n.children.get(name)
 		e.string(name)
 		if id, ok := e.ids[c]; ok {
 			e.uint(2 + id)
@@ -248,7 +243,7 @@ func (d *decoder) inode(link func(*Inode)) *Inode {
 		return n
 	}
 	if n.Type == TypeDir {
-		n.children = map[string]*Inode{}
+		n.children = &dirents{}
 	}
 	if link != nil {
 		link(n)

@@ -112,7 +112,7 @@ type Inode struct {
 	// excluded), and the number of entries naming this inode. Only Link,
 	// Unlink, Detach and Move change them, so that the counts stay right
 	// (read them with Child, Children and Links).
-	children map[string]*Inode
+	children *dirents
 	links    uint32
 
 	// Gen is the builder's to mark inodes with (the layer merge records
@@ -127,22 +127,16 @@ type Inode struct {
 func (n *Inode) Links() uint32 { return n.links }
 
 // Child returns a directory's entry name, or nil.
-func (n *Inode) Child(name string) *Inode { return n.children[name] }
+func (n *Inode) Child(name string) *Inode { return n.children.get(name) }
 
 // NumChildren is the number of a directory's entries.
-func (n *Inode) NumChildren() int { return len(n.children) }
+func (n *Inode) NumChildren() int { return n.children.len() }
 
 // Children iterates over a directory's entries in no particular order
 // (SortedNames gives them in order). The loop may Unlink or Detach the
 // entries of n it has been given.
 func (n *Inode) Children() iter.Seq2[string, *Inode] {
-	return func(yield func(string, *Inode) bool) {
-		for name, c := range n.children {
-			if !yield(name, c) {
-				return
-			}
-		}
-	}
+	return n.children.all
 }
 
 // CopyMeta returns a new detached inode of n's type with n's metadata:
@@ -195,7 +189,7 @@ func (n *Inode) Xattr(name string) ([]byte, bool) {
 
 // NewDir returns an empty detached directory inode.
 func NewDir(mode, uid, gid uint32) *Inode {
-	return &Inode{Type: TypeDir, Mode: mode & 07777, UID: uid, GID: gid, children: map[string]*Inode{}}
+	return &Inode{Type: TypeDir, Mode: mode & 07777, UID: uid, GID: gid, children: &dirents{}}
 }
 
 // Tree is a filesystem tree rooted at a directory.
@@ -219,7 +213,7 @@ func (t *Tree) Lookup(p string) (*Inode, bool) {
 		if n.Type != TypeDir {
 			return nil, false
 		}
-		c := n.children[name]
+		c := n.children.get(name)
 		if c == nil {
 			return nil, false
 		}
@@ -250,7 +244,7 @@ func Link(dir *Inode, name string, child *Inode, release func(Content)) {
 	if dir.Type != TypeDir {
 		panic(fmt.Sprintf("fstree: Link %q into a %s", name, dir.Type))
 	}
-	old := dir.children[name]
+	old := dir.children.get(name)
 	if old == child {
 		return
 	}
@@ -263,10 +257,10 @@ func Link(dir *Inode, name string, child *Inode, release func(Content)) {
 		}
 	}
 	if dir.children == nil {
-		dir.children = map[string]*Inode{}
+		dir.children = &dirents{}
 	}
 	child.links++
-	dir.children[name] = child
+	dir.children.set(name, child)
 	if old != nil {
 		drop(old, release)
 	}
@@ -276,11 +270,10 @@ func Link(dir *Inode, name string, child *Inode, release func(Content)) {
 // of everything below a removed directory) is passed to release (may be
 // nil). A missing name is not an error.
 func Unlink(dir *Inode, name string, release func(Content)) {
-	old, ok := dir.children[name]
+	old, ok := dir.children.del(name)
 	if !ok {
 		return
 	}
-	delete(dir.children, name)
 	drop(old, release)
 }
 
@@ -288,11 +281,10 @@ func Unlink(dir *Inode, name string, release func(Content)) {
 // intact: a directory keeps its subtree, a file its content even when that
 // was its last name. The caller links it elsewhere (or releases it).
 func Detach(dir *Inode, name string) *Inode {
-	n, ok := dir.children[name]
+	n, ok := dir.children.del(name)
 	if !ok {
 		return nil
 	}
-	delete(dir.children, name)
 	n.links--
 	return n
 }
@@ -303,7 +295,7 @@ func Detach(dir *Inode, name string) *Inode {
 // passed to release. It fails when fromName does not exist or is a
 // directory that toDir is inside of.
 func Move(fromDir *Inode, fromName string, toDir *Inode, toName string, release func(Content)) error {
-	n := fromDir.children[fromName]
+	n := fromDir.children.get(fromName)
 	if n == nil {
 		return fmt.Errorf("fstree: moving %q: no such entry", fromName)
 	}
@@ -326,7 +318,7 @@ func within(sub, dir *Inode) bool {
 	if sub == dir {
 		return true
 	}
-	for _, c := range sub.children {
+	for _, c := range sub.Children() {
 		if c.Type == TypeDir && within(c, dir) {
 			return true
 		}
@@ -339,7 +331,7 @@ func drop(n *Inode, release func(Content)) {
 		n.links--
 	}
 	if n.Type == TypeDir {
-		for _, c := range n.children {
+		for _, c := range n.Children() {
 			drop(c, release)
 		}
 		n.children = nil
@@ -382,7 +374,7 @@ func walk(p string, n *Inode, fn WalkFunc) error {
 		if p != "" {
 			cp = p + "/" + name
 		}
-		if err := walk(cp, n.children[name], fn); err != nil && err != SkipDir {
+		if err := walk(cp, n.children.get(name), fn); err != nil && err != SkipDir {
 			return err
 		}
 	}
@@ -390,11 +382,4 @@ func walk(p string, n *Inode, fn WalkFunc) error {
 }
 
 // SortedNames returns a directory's entry names in byte order.
-func SortedNames(n *Inode) []string {
-	names := make([]string, 0, len(n.children))
-	for name := range n.children {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
+func SortedNames(n *Inode) []string { return n.children.names() }

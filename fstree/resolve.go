@@ -14,7 +14,7 @@ type Entries struct{}
 
 // Child implements confine.FS.
 func (Entries) Child(dir *Inode, name string) (*Inode, confine.Kind, error) {
-	c := dir.children[name]
+	c := dir.children.get(name)
 	if c == nil {
 		return nil, confine.Missing, nil
 	}
