@@ -141,12 +141,17 @@ func (d entryDirs) reclaim() {
 	}
 }
 
-// drop deletes key's entry: renamed away first, so that no reader sees it
-// half deleted.
-func (d entryDirs) drop(key, why string) {
+// report says that key's entry is removed, and why.
+func (d entryDirs) report(key, why string) {
 	if d.progress != nil {
 		d.progress("%s: the entry %s %s and was removed", d.what, key[:min(16, len(key))], why)
 	}
+}
+
+// drop deletes key's entry: renamed away first, so that no reader sees it
+// half deleted.
+func (d entryDirs) drop(key, why string) {
+	d.report(key, why)
 	dir := d.path(key)
 	trash, err := os.MkdirTemp(d.dir, ".trash-")
 	if err != nil {

@@ -44,6 +44,7 @@ package convert
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -186,7 +187,11 @@ func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, read
 			}
 			continue
 		}
-		r, err := c.resume(ctx, key, k, dst, opts, readGlue)
+		resume := c.resume
+		if k == c.storeAt() {
+			resume = c.take // the state this run would store: moved, not copied
+		}
+		r, err := resume(ctx, key, k, dst, opts, readGlue)
 		if err != nil || r != nil {
 			return r, err
 		}
@@ -212,83 +217,166 @@ func openRecord(dir, key string, k int) (*os.File, prefixEntry, bool) {
 	return rec, e, true
 }
 
-// resume rebuilds the conversion after k layers from key's entry; nil
-// (and dst removed) when the entry does not check out, which is dropped.
-func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (r *resumed, err error) {
+// resume rebuilds the conversion after k layers from key's entry, which
+// stays: its image is copied. nil (and dst removed) when the entry does
+// not check out, which is dropped.
+func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
 	dir := c.entries.path(key)
-	fail := func(why string) (*resumed, error) {
-		if r != nil && r.f != nil {
-			r.f.Close()
-		}
+	miss := func(why string, err error) (*resumed, error) {
 		os.Remove(dst)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if err != nil || ctx.Err() != nil {
+			return nil, cmp.Or(ctx.Err(), err)
 		}
 		c.entries.drop(key, why)
 		return nil, nil
 	}
 	rec, e, ok := openRecord(dir, key, k)
 	if !ok {
-		return fail("failed its check")
+		return miss("failed its check", nil)
 	}
 	defer rec.Close()
-	state, err := diskio.OpenRegular(filepath.Join(dir, prefixStateFile), os.O_RDONLY)
-	if err != nil {
-		return fail("failed its check (state)")
-	}
-	defer state.Close()
 	src, err := diskio.OpenRegular(filepath.Join(dir, prefixImageFile), os.O_RDONLY)
 	if err != nil {
-		return fail("failed its check (image)")
+		return miss("failed its check (image)", nil)
 	}
 	defer src.Close()
 	if fi, err := src.Stat(); err != nil || fi.Size() != e.ImageSize {
-		return fail("failed its check (image)")
+		return miss("failed its check (image)", nil)
 	}
 	// Durable: written straight to the disk (overlapping the reads) rather
 	// than left for the output's final fsync to flush all at once.
 	digest, err := sparse.Copy(ctx, dst, src, e.ImageSize, true)
 	if err != nil && (ctx.Err() != nil || isOutputErr(err)) {
-		os.Remove(dst)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
+		return miss("", err)
 	}
 	if err != nil || digest != e.SparseDigest {
-		return fail("failed its check (image)")
+		return miss("failed its check (image)", nil)
 	}
-	r = &resumed{layers: k, key: key}
+	r, why, err := rebuild(ctx, dir, e, dst, opts, readGlue)
+	if err != nil || r == nil {
+		return miss(why, err)
+	}
+	c.entries.touch(key)
+	return r, nil
+}
+
+// take rebuilds the conversion after k layers from key's entry when k is
+// the prefix this run would store: the entry's image becomes the output
+// by a rename (its data is on the disk already: the output's final fsync
+// has little to do), and a copy of it, which checks its digest on the
+// way, goes back into the entry, which is published again. Where the
+// rename cannot be made (another filesystem), it is resume's copy. Until
+// it is published again the entry is out of the cache: a run killed
+// meanwhile loses it (its lock-owned directory is reclaimed), another run
+// at the same time misses it.
+func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
+	tmp, done, err := c.entries.begin()
+	if err != nil {
+		return c.resume(ctx, key, k, dst, opts, readGlue)
+	}
+	defer done()
+	own := filepath.Join(tmp, "entry")
+	if err := os.Rename(c.entries.path(key), own); err != nil {
+		return nil, nil // taken by another run meanwhile
+	}
+	miss := func(why string, err error) (*resumed, error) {
+		os.Remove(dst)
+		if err != nil || ctx.Err() != nil {
+			return nil, cmp.Or(ctx.Err(), err)
+		}
+		c.entries.report(key, why)
+		return nil, nil
+	}
+	rec, e, ok := openRecord(own, key, k)
+	if !ok {
+		return miss("failed its check", nil)
+	}
+	defer rec.Close()
+	img := filepath.Join(own, prefixImageFile)
+	if fi, err := os.Lstat(img); err != nil || !fi.Mode().IsRegular() || fi.Size() != e.ImageSize {
+		return miss("failed its check (image)", nil)
+	}
+	var digest string
+	if err := os.Rename(img, dst); err == nil {
+		out, err := os.Open(dst)
+		if err != nil {
+			return miss("", err)
+		}
+		// Not synced: a torn entry after a crash fails its checks.
+		digest, err = sparse.Copy(ctx, img, out, e.ImageSize, false)
+		out.Close()
+		if err != nil && ctx.Err() != nil {
+			return miss("", err)
+		}
+	} else {
+		src, err := os.Open(img)
+		if err != nil {
+			return miss("failed its check (image)", nil)
+		}
+		digest, err = sparse.Copy(ctx, dst, src, e.ImageSize, true)
+		src.Close()
+		if err != nil && (ctx.Err() != nil || isOutputErr(err)) {
+			return miss("", err)
+		}
+	}
+	if digest != e.SparseDigest {
+		return miss("failed its check (image)", nil)
+	}
+	r, why, err := rebuild(ctx, own, e, dst, opts, readGlue)
+	if err != nil || r == nil {
+		return miss(why, err)
+	}
+	if err := c.entries.publish(own, key); err == nil {
+		c.entries.touch(key)
+	}
+	return r, nil
+}
+
+// rebuild makes the writer and merge of the conversion after e's layers
+// over dst, the entry's image: the base's glue read again into it (it must
+// end at the checkpoint e recorded), the writer restored, the tree decoded
+// from the entry in dir. On a mismatch it returns nil and why; an error
+// is not the entry's fault (the base's, ctx's).
+func rebuild(ctx context.Context, dir string, e prefixEntry, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, string, error) {
+	state, err := diskio.OpenRegular(filepath.Join(dir, prefixStateFile), os.O_RDONLY)
+	if err != nil {
+		return nil, "failed its check (state)", nil
+	}
+	defer state.Close()
+	r := &resumed{layers: e.Stats.Layers, key: e.Key, glueCP: e.GlueCheckpoint}
 	if r.f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
-		return fail("could not be opened")
+		return nil, "could not be opened", nil
+	}
+	fail := func(why string, err error) (*resumed, string, error) {
+		r.f.Close()
+		return nil, why, err
 	}
 	if r.w, err = ext4.Resume(r.f, opts.FS); err != nil {
-		return fail("does not fit the options")
+		return fail("does not fit the options", nil)
 	}
 	if readGlue != nil {
 		if r.glue, err = readGlue(r.w); err != nil {
-			r.f.Close()
-			os.Remove(dst)
-			return nil, err // the base's fault, not the entry's: a cold run fails the same way
+			return fail("", err) // the base's fault: a cold run fails the same way
 		}
 	}
 	if cp, err := r.w.Checkpoint(); err != nil || !bytes.Equal(cp, e.GlueCheckpoint) {
-		return fail("does not fit the base's glue")
+		return fail("does not fit the base's glue", nil)
 	}
 	if err := r.w.Restore(e.Checkpoint); err != nil {
-		return fail("failed its check (writer)")
+		return fail("failed its check (writer)", nil)
 	}
-	// Hashed while it is decoded: the tree is used only when the
-	// whole file is the one stored.
+	// Hashed while it is decoded: the tree is used only when the whole
+	// file is the one stored.
 	h := sha256.New()
 	tree, err := fstree.Decode(io.TeeReader(state, h), r.w.DecodeContent)
 	if err != nil || hex.EncodeToString(h.Sum(nil)) != e.StateSHA256 {
-		return fail("failed its check (state)")
+		return fail("failed its check (state)", nil)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail("", err)
 	}
 	r.m = rootfs.Resume(r.w, opts.Limits, tree, e.Stats)
-	r.glueCP = e.GlueCheckpoint
-	c.entries.touch(key)
-	return r, nil
+	return r, "", nil
 }
 
 // store keeps the state after the first k layers: f is the image file w

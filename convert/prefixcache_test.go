@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/gondolin"
+	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
@@ -165,7 +166,21 @@ func TestPrefixCacheDamaged(t *testing.T) {
 	ctx := context.Background()
 	layers := prefixLayers(t)
 	first := layoutSource(t, imageOf(t, layers[:3]...))
-	second := layoutSource(t, imageOf(t, layers[:4]...))
+	// One more layer: it copies the state after the first's two (resume);
+	// another third layer: it takes that state, which it stores again
+	// (take).
+	for _, second := range []struct {
+		name string
+		src  image.Source
+	}{
+		{"copied", layoutSource(t, imageOf(t, layers[:4]...))},
+		{"taken", layoutSource(t, imageOf(t, layers[0], layers[1], layerTar(t, testtar.File("other", "x"))))},
+	} {
+		t.Run(second.name, func(t *testing.T) { damagedCases(t, ctx, first, second.src) })
+	}
+}
+
+func damagedCases(t *testing.T, ctx context.Context, first, second image.Source) {
 	cold := filepath.Join(t.TempDir(), "cold")
 	if _, err := Run(ctx, options(second, cold)); err != nil {
 		t.Fatal(err)
@@ -232,11 +247,18 @@ func TestPrefixCacheDamaged(t *testing.T) {
 			if rootfsSum(t, out) != rootfsSum(t, cold) {
 				t.Fatal("the output differs from the cold conversion's")
 			}
-			if _, err := os.Lstat(filepath.Join(cachedir.PrefixesDir(cache), keys[0])); !os.IsNotExist(err) {
-				t.Errorf("the damaged entry is still there: %v", err)
+			// The entry stored again (the taken case has the same key) is
+			// a good one: a third run uses it.
+			progress.Reset()
+			again := filepath.Join(t.TempDir(), "c")
+			if _, err := Run(ctx, cachedOptions(second, again, cache, &progress)); err != nil {
+				t.Fatal(err)
 			}
-			if got := prefixEntries(t, cache); len(got) != 1 || got[0] == keys[0] {
-				t.Errorf("prefix entries after the run: %v, want the 3-layer one", got)
+			if !strings.Contains(progress.String(), "reused the merged state") || rootfsSum(t, again) != rootfsSum(t, cold) {
+				t.Errorf("the entry stored after the damaged one was not used, or gave another output:\n%s", progress.String())
+			}
+			if got := prefixEntries(t, cache); len(got) != 1 {
+				t.Errorf("prefix entries after the run: %v, want the one it stored", got)
 			}
 		})
 	}
