@@ -33,10 +33,15 @@ package convert
 //
 // Use. Before the first layer, the longest stored prefix (of at most all
 // layers but the last) is looked up: rootfs.part is copied to the output
-// (sparse.Copy, its digest checked), state's sha256 checked, the glue read
-// again into the copy (the same blocks: it must end at the checkpoint the
-// entry recorded), the writer restored and the tree decoded. Any mismatch
-// drops the entry and the conversion runs cold. Entries are written like
+// (sparse.Copy, its digest checked; a clone where the filesystem has
+// them), state's sha256 checked, the glue read again into the copy (the
+// same blocks: it must end at the checkpoint the entry recorded), the
+// writer restored and the tree decoded. Any mismatch drops the entry and
+// the conversion runs cold. When the prefix found is the one the run would
+// store (an image whose last layer changed), the entry is taken instead:
+// its rootfs.part becomes the output by a rename, whose data is on the
+// disk already, and the copy goes the other way, back into the entry,
+// where it need not be synced (take). Entries are written like
 // the result cache's (entryDirs): a killed run leaves a temporary
 // directory that the next store reclaims, never a half entry; they are
 // listed, pruned and trimmed to --cache-max with the rest of the cache
