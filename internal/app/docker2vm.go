@@ -25,7 +25,7 @@ Usage:
 func Docker2VM() *cli.Command {
 	du, prune := &cacheDuFlags{}, &cachePruneFlags{}
 	return &cli.Command{Name: "docker2vm", Usage: docker2vmUsage, Examples: docker2vmExamples, Env: docker2vmEnv, Subs: []*cli.Command{
-		{Name: "cache", Short: "see and reclaim the blob and result caches", Usage: "docker2vm cache: the blob and result caches.\n\nUsage:\n  docker2vm cache COMMAND [flags]",
+		{Name: "cache", Short: "see and reclaim the blob, result and prefix caches", Usage: "docker2vm cache: the blob, result and prefix caches.\n\nUsage:\n  docker2vm cache COMMAND [flags]",
 			Subs: []*cli.Command{
 				{Name: "du", Short: "list the cache's entries, their sizes and last use, and the total",
 					Usage: "docker2vm cache du lists the cache's entries, least recently used first.\n\nUsage:\n  docker2vm cache du [--cache-dir DIR] [--json]",

@@ -82,7 +82,7 @@ func (d *dockerfileFlags) flags() []cli.Flag {
 	for _, f := range d.commonFlags.flags() {
 		switch f.Name {
 		case "no-cache":
-			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob and result caches"
+			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob, result and prefix caches"
 		case "progress":
 			f.Usage = "progress on stderr, the build's too: auto (default: BuildKit's live view on a terminal, else plain text), plain, tty or quiet"
 		case "out":
