@@ -167,23 +167,12 @@ func (c *prefixCache) key(k int) (string, prefixKey) {
 // storeAt is the prefix a conversion stores: all layers but the last.
 func (c *prefixCache) storeAt() int { return len(c.doc.DiffIDs) - 1 }
 
-// resumed is a conversion started from a stored prefix.
-type resumed struct {
-	layers int // applied already
-	f      *os.File
-	w      *ext4.Writer
-	m      *rootfs.Merger
-	glue   *guest.Glue
-	glueCP []byte
-	key    string
-}
-
 // lookup finds the longest stored prefix and, when one checks out, makes
 // dst (which must not exist) its rootfs.part and returns the conversion
 // resumed from it; nil on a miss. readGlue reads the base's glue into a
 // writer (nil for --plain). Only a cancelled ctx and a failure writing
 // dst are errors; dst does not exist after a miss.
-func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
+func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*rootfsRun, error) {
 	for k := c.storeAt(); k >= 1; k-- {
 		key, _ := c.key(k)
 		if !c.entries.complete(key) {
@@ -225,15 +214,10 @@ func openRecord(dir, key string, k int) (*os.File, prefixEntry, bool) {
 // resume rebuilds the conversion after k layers from key's entry, which
 // stays: its image is copied. nil (and dst removed) when the entry does
 // not check out, which is dropped.
-func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
+func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*rootfsRun, error) {
 	dir := c.entries.path(key)
-	miss := func(why string, err error) (*resumed, error) {
-		os.Remove(dst)
-		if err != nil || ctx.Err() != nil {
-			return nil, cmp.Or(ctx.Err(), err)
-		}
-		c.entries.drop(key, why)
-		return nil, nil
+	miss := func(why string, err error) (*rootfsRun, error) {
+		return c.miss(ctx, dst, key, why, err, c.entries.drop)
 	}
 	rec, e, ok := openRecord(dir, key, k)
 	if !ok {
@@ -274,7 +258,7 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 // it is published again the entry is out of the cache: a run killed
 // meanwhile loses it (its lock-owned directory is reclaimed), another run
 // at the same time misses it.
-func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, error) {
+func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*rootfsRun, error) {
 	tmp, done, err := c.entries.begin()
 	if err != nil {
 		return c.resume(ctx, key, k, dst, opts, readGlue)
@@ -284,13 +268,8 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 	if err := os.Rename(c.entries.path(key), own); err != nil {
 		return nil, nil // taken by another run meanwhile
 	}
-	miss := func(why string, err error) (*resumed, error) {
-		os.Remove(dst)
-		if err != nil || ctx.Err() != nil {
-			return nil, cmp.Or(ctx.Err(), err)
-		}
-		c.entries.report(key, why)
-		return nil, nil
+	miss := func(why string, err error) (*rootfsRun, error) {
+		return c.miss(ctx, dst, key, why, err, c.entries.report)
 	}
 	rec, e, ok := openRecord(own, key, k)
 	if !ok {
@@ -337,22 +316,35 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 	return r, nil
 }
 
+// miss ends a lookup of key's entry that did not give a conversion: dst
+// goes; an error (ctx's, or one that is not the entry's fault) is
+// returned, else the entry's failure is dealt with by gone (dropping it, or
+// saying that it, already out of the cache, is gone).
+func (c *prefixCache) miss(ctx context.Context, dst, key, why string, err error, gone func(key, why string)) (*rootfsRun, error) {
+	os.Remove(dst)
+	if err != nil || ctx.Err() != nil {
+		return nil, cmp.Or(ctx.Err(), err)
+	}
+	gone(key, why)
+	return nil, nil
+}
+
 // rebuild makes the writer and merge of the conversion after e's layers
 // over dst, the entry's image: the base's glue read again into it (it must
 // end at the checkpoint e recorded), the writer restored, the tree decoded
 // from the entry in dir. On a mismatch it returns nil and why; an error
 // is not the entry's fault (the base's, ctx's).
-func rebuild(ctx context.Context, dir string, e prefixEntry, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*resumed, string, error) {
+func rebuild(ctx context.Context, dir string, e prefixEntry, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*rootfsRun, string, error) {
 	state, err := diskio.OpenRegular(filepath.Join(dir, prefixStateFile), os.O_RDONLY)
 	if err != nil {
 		return nil, "failed its check (state)", nil
 	}
 	defer state.Close()
-	r := &resumed{layers: e.Stats.Layers, key: e.Key, glueCP: e.GlueCheckpoint}
+	r := &rootfsRun{from: e.Stats.Layers, key: e.Key, glueCP: e.GlueCheckpoint}
 	if r.f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
 		return nil, "could not be opened", nil
 	}
-	fail := func(why string, err error) (*resumed, string, error) {
+	fail := func(why string, err error) (*rootfsRun, string, error) {
 		r.f.Close()
 		return nil, why, err
 	}

@@ -402,6 +402,7 @@ type rootfsRun struct {
 	from   int
 	pc     *prefixCache // nil when the run may not use one
 	glueCP []byte       // the writer's checkpoint after the glue, for pc
+	key    string       // the prefix cache entry it resumed from
 }
 
 // startRootfs makes rootfsPath and the writer and merge that fill it:
@@ -421,8 +422,9 @@ func startRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 		}
 		if r != nil {
 			progress("reused the merged state after %s (prefix cache, key %s)",
-				image.LayerName(r.layers-1, len(img.Layers), img.Layers[r.layers-1].Digest.String()), r.key[:16])
-			return &rootfsRun{f: r.f, w: r.w, glue: r.glue, m: r.m, from: r.layers, pc: rr.pc, glueCP: r.glueCP}, nil
+				image.LayerName(r.from-1, len(img.Layers), img.Layers[r.from-1].Digest.String()), r.key[:16])
+			r.pc = rr.pc
+			return r, nil
 		}
 	}
 	f, err := os.OpenFile(rootfsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
