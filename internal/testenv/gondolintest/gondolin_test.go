@@ -280,9 +280,10 @@ func TestBootFailure(t *testing.T) {
 	}
 	// The harness logs the console in chunks, each on a line of its own.
 	console := strings.ReplaceAll(rep.Log, "\n[qemu] stdout: ", "")
-	// The kernel's panic message may land in the middle of switch_root's
-	// line (both write to the console at once).
-	if !strings.Contains(console, "switch_root: can") || !strings.Contains(console, "t execute '/init'") || !strings.Contains(console, "Kernel panic") {
+	// The kernel prints its panic whole, but it may land anywhere inside
+	// switch_root's line (both write to the console at once, seen splitting
+	// "switch_r|oot: can"), so that line is looked for with gaps.
+	if !interleaved(console, "switch_root: can't execute '/init'", 120) || !strings.Contains(console, "Kernel panic") {
 		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", testenv.Tail(rep.Log, 3000))
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
@@ -417,6 +418,47 @@ func TestInitDiedBeforeAgent(t *testing.T) {
 	} {
 		if got := initDiedBeforeAgent(tc.log); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.log, got, tc.want)
+		}
+	}
+}
+
+// interleaved reports whether the bytes of want appear in s in order
+// within a span of at most len(want)+extra bytes: a line another writer
+// cut into, but not letters picked from all over the log.
+func interleaved(s, want string, extra int) bool {
+	for start := 0; start < len(s); start++ {
+		if s[start] != want[0] {
+			continue
+		}
+		rest, end := want, min(len(s), start+len(want)+extra)
+		for i := start; i < end && rest != ""; i++ {
+			if s[i] == rest[0] {
+				rest = rest[1:]
+			}
+		}
+		if rest == "" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestInterleaved(t *testing.T) {
+	const want = "switch_root: can't execute '/init'"
+	panicLine := "[    2.478127] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0"
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{want, true},
+		{"x " + want + " y", true},
+		{"switch_r" + panicLine + "oot: can0000100\n't execute '/init': No such file", true},
+		{"switch_root: cannot execute /init", false},
+		{"switch_r" + strings.Repeat(".", 200) + "oot: can't execute '/init'", false},
+		{"", false},
+	} {
+		if got := interleaved(tc.s, want, 120); got != tc.want {
+			t.Errorf("interleaved(%q) = %v, want %v", tc.s, got, tc.want)
 		}
 	}
 }
