@@ -278,7 +278,8 @@ func TestBootFailure(t *testing.T) {
 	if err == nil {
 		t.Fatalf("boot without /init succeeded: %+v", rep.Results)
 	}
-	// The harness logs the console in chunks, each on a line of its own.
+	// Gondolin logs the console a line at a time, each line prefixed;
+	// joined again, a line the kernel cut in two reads as one.
 	console := strings.ReplaceAll(rep.Log, "\n[qemu] stdout: ", "")
 	// The kernel prints its panic whole, but it may land anywhere inside
 	// switch_root's line (both write to the console at once, seen splitting
