@@ -61,13 +61,15 @@ async function main() {
   let vm = null;
   let closing = false;
   const out = { results: [], bootMs: 0, execMs: 0 };
-  const timer = setTimeout(() => {
-    out.error = `timeout after ${timeoutMs} ms`;
+  const fail = (why) => {
+    out.error = why;
     emit(out);
     log(out.error);
     // Let Gondolin's exit handlers kill QEMU.
     process.exit(3);
-  }, timeoutMs);
+  };
+  let panicked = false;
+  const timer = setTimeout(() => fail(`timeout after ${timeoutMs} ms`), timeoutMs);
 
   try {
     let vfs = null;
@@ -91,6 +93,13 @@ async function main() {
       },
       debugLog: (component, message) => {
         process.stderr.write(`[${component}] ${message}\n`);
+        // Gondolin sets no panic= on the kernel command line, so a guest
+        // whose kernel panicked hangs until the timeout: end the run a
+        // second after the panic line (time for the trace that follows).
+        if (component === "qemu" && !panicked && message.includes("Kernel panic - not syncing")) {
+          panicked = true;
+          setTimeout(() => fail(`the guest kernel panicked: ${message.replace(/^stdout: /, "").trim()}`), 1000);
+        }
       },
     };
     if (req.rootfsMode) options.rootfs = { mode: req.rootfsMode };

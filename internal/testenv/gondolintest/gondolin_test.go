@@ -264,7 +264,7 @@ func TestAssets(t *testing.T) {
 
 // TestBootFailure checks that a rootfs that cannot boot (no /init)
 // fails with the guest console in the log: Gondolin's initramfs cannot
-// switch to it and the kernel panics.
+// switch to it and the kernel panics, which ends the run.
 func TestBootFailure(t *testing.T) {
 	require.Integration(t, "boots QEMU")
 	base := BaseBundle(t)
@@ -286,6 +286,10 @@ func TestBootFailure(t *testing.T) {
 	// "switch_r|oot: can"), so that line is looked for with gaps.
 	if !interleaved(console, "switch_root: can't execute '/init'", 120) || !strings.Contains(console, "Kernel panic") {
 		t.Errorf("console lacks the initramfs diagnostic; log tail:\n%s", testenv.Tail(rep.Log, 3000))
+	}
+	// The harness ends the run at the panic rather than at the timeout.
+	if !strings.Contains(err.Error(), "the guest kernel panicked: ") || !strings.Contains(err.Error(), "Attempted to kill init!") {
+		t.Errorf("error %q does not name the kernel's panic", err)
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
