@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/image/internal/registry"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
@@ -110,7 +112,7 @@ func TestParallelDownloadFaults(t *testing.T) {
 					_, err = img.OpenLayer(ctx, 1)
 				}
 				t.Logf("error: %v", err)
-				wantErr(t, err, tc.wantErr...)
+				testenv.WantErr(t, err, tc.wantErr...)
 				if !errors.Is(err, tc.errIs) {
 					t.Errorf("error %q is not %v", err, tc.errIs)
 				}
@@ -345,7 +347,7 @@ func TestSegmentedDownloads(t *testing.T) {
 			files, err := tryReadFiles(ctx, img)
 			img.Close()
 			if tc.wantErr != nil {
-				wantErr(t, err, tc.wantErr...)
+				testenv.WantErr(t, err, tc.wantErr...)
 				if !errors.Is(err, tc.errIs) {
 					t.Errorf("error %q is not %v", err, tc.errIs)
 				}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/hint"
@@ -374,7 +376,7 @@ func TestRegistryFaults(t *testing.T) {
 					}
 				}
 			} else {
-				wantErr(t, err, tc.wantErr...)
+				testenv.WantErr(t, err, tc.wantErr...)
 				if !errors.Is(err, tc.errIs) {
 					t.Errorf("error %q is not %v", err, tc.errIs)
 				}
@@ -431,7 +433,7 @@ func TestRegistryMaxLayers(t *testing.T) {
 	opts := faultOptions(t.TempDir(), 0, nil)
 	opts.MaxLayers = 2
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: f.ref}, opts)
-	wantErr(t, err, "has 3 layers, more than the limit of 2")
+	testenv.WantErr(t, err, "has 3 layers, more than the limit of 2")
 	if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "--max-layers 3") {
 		t.Errorf("hints %q", h)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 
@@ -147,7 +149,7 @@ func TestMaxLayers(t *testing.T) {
 					}
 					continue
 				}
-				wantErr(t, err, tc.wantErr)
+				testenv.WantErr(t, err, tc.wantErr)
 				if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "--max-layers 3") {
 					t.Errorf("hints %q", h)
 				}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -72,25 +74,25 @@ func TestRegistryAnonymous(t *testing.T) {
 
 	t.Run("single-platform mismatch", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: single}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
+		testenv.WantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
 	})
 	t.Run("not found", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: reg.Ref("nope:1")}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "not found")
+		testenv.WantErr(t, err, "not found")
 		if !strings.Contains(strings.Join(hint.Of(err), "\n"), "Check the repository name") {
 			t.Errorf("hints %q", strings.Join(hint.Of(err), "\n"))
 		}
 	})
 	t.Run("tag not found lists the tags", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: single[:strings.LastIndex(single, ":")] + ":no-such-tag"}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, `tag "no-such-tag" is not in`)
+		testenv.WantErr(t, err, `tag "no-such-tag" is not in`)
 		if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "has the tags: "+single[strings.LastIndex(single, ":")+1:]) || !strings.Contains(h, "Check the repository name") {
 			t.Errorf("hints %q", h)
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: "127.0.0.1:1/app:1"}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "cannot connect to registry 127.0.0.1:1")
+		testenv.WantErr(t, err, "cannot connect to registry 127.0.0.1:1")
 		if !strings.Contains(strings.Join(hint.Of(err), "\n"), "listening at 127.0.0.1:1") {
 			t.Errorf("hints %q", strings.Join(hint.Of(err), "\n"))
 		}
@@ -104,7 +106,7 @@ func TestRegistryBasicAuth(t *testing.T) {
 
 	emptyDockerConfig(t)
 	_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: ref}, Options{Platform: amd64, NoCache: true})
-	wantErr(t, err, "access to "+reg.Host+"/private/app denied (HTTP 401)")
+	testenv.WantErr(t, err, "access to "+reg.Host+"/private/app denied (HTTP 401)")
 	if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "docker login "+reg.Host) || !strings.Contains(h, "DOCKER_CONFIG") {
 		t.Errorf("hints %q", h)
 	}
@@ -134,7 +136,7 @@ func TestRegistryTampered(t *testing.T) {
 			cache := t.TempDir()
 			img := resolveT(t, KindRegistry, ref, Options{Platform: amd64, NoCache: noCache, CacheDir: cache})
 			_, err := tryReadFiles(context.Background(), img)
-			wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
+			testenv.WantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 			if _, err := os.Stat(filepath.Join(cache, "blobs", "sha256", l1.Hex)); !os.IsNotExist(err) {
 				t.Errorf("tampered layer entered the cache: %v", err)
 			}
@@ -157,7 +159,7 @@ func TestRegistryTampered(t *testing.T) {
 		os.WriteFile(mp, tampered, 0o644)
 		defer os.WriteFile(mp, orig, 0o644)
 		_, err := Resolve(context.Background(), Source{Kind: KindRegistry, Ref: ref}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
+		testenv.WantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
 	})
 	t.Run("corrupt cache entry refetched", func(t *testing.T) {
 		ref := reg.Push(t, "cache:1", src, nil)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	tarfs "github.com/docker2vm/docker2vm/image/internal/archive"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -90,18 +92,6 @@ func resolveT(t *testing.T, kind SourceKind, ref string, opts Options) *Image {
 	return img
 }
 
-func wantErr(t *testing.T, err error, parts ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("want an error containing %q, got nil", parts)
-	}
-	for _, p := range parts {
-		if !strings.Contains(err.Error(), p) {
-			t.Fatalf("error %q does not contain %q", err, p)
-		}
-	}
-}
-
 func multiArchIndex(t *testing.T, oci bool) (v1.ImageIndex, map[string]v1.Image) {
 	imgs := map[string]v1.Image{
 		"amd64": imagetest.New(t, imagetest.Spec{Platform: amd64, OCI: oci}),
@@ -149,7 +139,7 @@ func TestPlatformSelection(t *testing.T) {
 		idx := imagetest.NewIndex(t, imagetest.IndexSpec{Images: []v1.Image{imgs["armv7"], imgs["arm64"]}, Attestation: true, OCI: true})
 		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Index: idx})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "no linux/amd64 variant", "linux/arm/v7, linux/arm64/v8")
+		testenv.WantErr(t, err, "no linux/amd64 variant", "linux/arm/v7, linux/arm64/v8")
 		if strings.Contains(err.Error(), "unknown") {
 			t.Errorf("attestation listed as a platform: %v", err)
 		}
@@ -160,7 +150,7 @@ func TestPlatformSelection(t *testing.T) {
 	t.Run("single-platform mismatch", func(t *testing.T) {
 		dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: imgs["arm64"]})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "image is linux/arm64/v8 but --platform is linux/amd64; pass --platform linux/arm64 or choose another image")
+		testenv.WantErr(t, err, "image is linux/arm64/v8 but --platform is linux/amd64; pass --platform linux/arm64 or choose another image")
 	})
 	t.Run("nested index", func(t *testing.T) {
 		inner := imagetest.NewIndex(t, imagetest.IndexSpec{Images: []v1.Image{imgs["amd64"], imgs["arm64"]}, OCI: true})
@@ -221,7 +211,7 @@ func TestLayerMediaTypes(t *testing.T) {
 			dir := imagetest.WriteLayout(t, t.TempDir(), imagetest.LayoutEntry{Image: img})
 			_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
 			d, _ := l.Digest()
-			wantErr(t, err, "layer 1/1 "+d.String(), mt)
+			testenv.WantErr(t, err, "layer 1/1 "+d.String(), mt)
 		})
 	}
 }
@@ -240,9 +230,9 @@ func TestLayoutRefNames(t *testing.T) {
 		}
 	}
 	_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
-	wantErr(t, err, "holds several images", "available refs: a, b")
+	testenv.WantErr(t, err, "holds several images", "available refs: a, b")
 	_, err = Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir + ":c"}, Options{Platform: amd64, NoCache: true})
-	wantErr(t, err, `no image named "c"`, "available refs: a, b")
+	testenv.WantErr(t, err, `no image named "c"`, "available refs: a, b")
 }
 
 func typesMT(s string) types.MediaType { return types.MediaType(s) }
@@ -324,7 +314,7 @@ func TestOCIArchives(t *testing.T) {
 				t.Errorf("env %v", img2.Config.Config.Env)
 			}
 			_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, NoCache: true})
-			wantErr(t, err, "available refs: multi, other")
+			testenv.WantErr(t, err, "available refs: multi, other")
 		})
 	}
 }
@@ -336,7 +326,7 @@ func TestDockerSaveArchives(t *testing.T) {
 	t.Run("ggcr tarball", func(t *testing.T) {
 		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "save.tar"), map[string]v1.Image{"example.com/a:1": a, "example.com/b:2": b})
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "holds 2 images", "example.com/a:1", "example.com/b:2")
+		testenv.WantErr(t, err, "holds 2 images", "example.com/a:1", "example.com/b:2")
 		img := resolveT(t, KindOCIArchive, p+":example.com/a:1", Options{Platform: amd64})
 		if img.Config.Config.Env[0] != "WHO=a" || img.Layers[0].Compression != "gzip" {
 			t.Errorf("got %v %+v", img.Config.Config.Env, img.Layers[0])
@@ -345,7 +335,7 @@ func TestDockerSaveArchives(t *testing.T) {
 			t.Errorf("files %v", files)
 		}
 		_, err = Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, RefName: "example.com/b:2", NoCache: true})
-		wantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
+		testenv.WantErr(t, err, "image is linux/arm64 but --platform is linux/amd64")
 	})
 	t.Run("legacy docker save", func(t *testing.T) {
 		l := imagetest.NewLayer(t, testtar.Build(t, testtar.File("x", "same")), imagetest.Gzip, false)
@@ -361,7 +351,7 @@ func TestDockerSaveArchives(t *testing.T) {
 		flipMember(t, p, "0000000000000000000000000000000000000000000000000000000000000001/layer.tar")
 		img = resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 1/2 "+img.Layers[0].Digest.String(), "digest mismatch")
+		testenv.WantErr(t, err, "layer 1/2 "+img.Layers[0].Digest.String(), "digest mismatch")
 	})
 }
 
@@ -378,33 +368,33 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		flip(t, filepath.Join(dir, "blobs", "sha256", l1.Hex), 20)
 		img := resolveT(t, KindOCILayout, dir, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch", "tampered")
+		testenv.WantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch", "tampered")
 	})
 	t.Run("layout manifest", func(t *testing.T) {
 		dir := fresh(t)
 		flip(t, filepath.Join(dir, "blobs", "sha256", mdig.Hex), 30)
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
+		testenv.WantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
 	})
 	t.Run("layout config", func(t *testing.T) {
 		dir := fresh(t)
 		cd, _ := img0.ConfigName()
 		flip(t, filepath.Join(dir, "blobs", "sha256", cd.Hex), 10)
 		_, err := Resolve(context.Background(), Source{Kind: KindOCILayout, Ref: dir}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "config "+cd.String(), "digest mismatch")
+		testenv.WantErr(t, err, "config "+cd.String(), "digest mismatch")
 	})
 	t.Run("oci archive member", func(t *testing.T) {
 		archive := imagetest.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
 		flipMember(t, archive, "blobs/sha256/"+l1.Hex)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
+		testenv.WantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("oci archive manifest", func(t *testing.T) {
 		archive := imagetest.WriteOCIArchive(t, fresh(t), filepath.Join(t.TempDir(), "a.tar"), false)
 		flipMember(t, archive, "blobs/sha256/"+mdig.Hex)
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: archive}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
+		testenv.WantErr(t, err, "manifest "+mdig.String(), "digest mismatch")
 	})
 	t.Run("gzip oci archive", func(t *testing.T) {
 		dir := fresh(t)
@@ -412,21 +402,21 @@ func TestTamperedLayoutAndArchives(t *testing.T) {
 		archive := imagetest.WriteOCIArchive(t, dir, filepath.Join(t.TempDir(), "a.tar.gz"), true)
 		img := resolveT(t, KindOCIArchive, archive, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
+		testenv.WantErr(t, err, "layer 2/2 "+l1.String(), "digest mismatch")
 	})
 	t.Run("docker save layer", func(t *testing.T) {
 		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
 		flipMember(t, p, l1.Hex+".tar.gz")
 		img := resolveT(t, KindOCIArchive, p, Options{Platform: amd64})
 		_, err := tryReadFiles(context.Background(), img)
-		wantErr(t, err, "layer 2/2", "digest mismatch")
+		testenv.WantErr(t, err, "layer 2/2", "digest mismatch")
 	})
 	t.Run("docker save config", func(t *testing.T) {
 		p := imagetest.WriteDockerSave(t, filepath.Join(t.TempDir(), "s.tar"), map[string]v1.Image{"a:1": img0})
 		cd, _ := img0.ConfigName()
 		flipMember(t, p, cd.String())
 		_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: p}, Options{Platform: amd64, NoCache: true})
-		wantErr(t, err, "config "+cd.String(), "digest mismatch")
+		testenv.WantErr(t, err, "config "+cd.String(), "digest mismatch")
 	})
 }
 
@@ -448,7 +438,7 @@ func TestArchiveErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Resolve(context.Background(), Source{Kind: KindOCIArchive, Ref: tc.path}, Options{Platform: amd64, NoCache: true})
-			wantErr(t, err, tc.parts...)
+			testenv.WantErr(t, err, tc.parts...)
 			if strings.Join(hint.Of(err), "\n") == "" {
 				t.Errorf("no hints: %v", err)
 			}

@@ -2,14 +2,14 @@
 // share (the TB they report to, the architectures they build for, their
 // cache directory and its lock), and Console, which lets programs use
 // them outside `go test`. The fixtures are: test images (imagetest), a
-// real registry server (registry), a Debian image (debian), the fixture
+// real registry server (registrytest), a Debian image (debian), the fixture
 // Gondolin base bundle and boots under the real Gondolin host
 // (gondolintest), and a real BuildKit daemon (buildkittest); qemuuser runs
 // the other architecture's programs for them.
 //
 // Whether a test can run here is decided by internal/require: a missing
 // tool or root skips the test, except under CI, where it fails. The
-// fixtures that start servers, build fixtures or boot VMs (registry.Start,
+// fixtures that start servers, build fixtures or boot VMs (registrytest.Start,
 // debian.ImageArch, gondolintest.BaseBundleArch, gondolintest.Run,
 // gondolintest.CLI, gondolintest.RunCLI, buildkittest.Binaries,
 // buildkittest.Start) call require.Integration themselves, so a test that

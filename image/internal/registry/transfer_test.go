@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker2vm/docker2vm/internal/testenv"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -153,7 +155,7 @@ func TestStallTimeoutSetting(t *testing.T) {
 			t.Setenv(StallTimeoutEnv, tc.env)
 			p, err := Config{StallTimeout: tc.opt}.policy()
 			if tc.wantErr != "" {
-				wantErr(t, err, tc.wantErr)
+				testenv.WantErr(t, err, tc.wantErr)
 				return
 			}
 			if err != nil || p.Stall != tc.want {
@@ -387,7 +389,7 @@ func TestBlobResume(t *testing.T) {
 				t.Errorf("Range headers %q, want %q", fr.log, tc.ranges)
 			}
 			if tc.err != nil {
-				wantErr(t, err, append([]string{what}, tc.err...)...)
+				testenv.WantErr(t, err, append([]string{what}, tc.err...)...)
 				if strings.Contains(tc.err[0], "digest mismatch") != errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrDigestMismatch) == errors.Is(err, blob.ErrNetwork) {
 					t.Errorf("%v: ErrNetwork %v, ErrDigestMismatch %v", err, errors.Is(err, blob.ErrNetwork), errors.Is(err, blob.ErrDigestMismatch))
 				}
@@ -453,7 +455,7 @@ func TestBlobResume(t *testing.T) {
 		fr := &fakeRegistry{blob: data, dg: dg}
 		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
 		_, err := c.blobRange(context.Background(), v1.Descriptor{Digest: dg, Size: 600_000}, "layer 1/1", 400_000, 500_000)
-		wantErr(t, err, "layer 1/1", "no byte 400000 of the 600000 its descriptor states")
+		testenv.WantErr(t, err, "layer 1/1", "no byte 400000 of the 600000 its descriptor states")
 		if !errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, blob.ErrNetwork) || len(fr.log) != 1 {
 			t.Errorf("%v (requests %q)", err, fr.log)
 		}
@@ -464,22 +466,9 @@ func TestBlobResume(t *testing.T) {
 		c := fakeClient(t, fr, defaultNetPolicy(time.Minute))
 		other := blob.Sha256Of([]byte("other"))
 		_, err := c.blob(context.Background(), v1.Descriptor{Digest: other, Size: 5}, "layer 3 "+other.String())
-		wantErr(t, err, "layer 3 "+other.String(), "not found")
+		testenv.WantErr(t, err, "layer 3 "+other.String(), "not found")
 		if errors.Is(err, blob.ErrNetwork) || len(fr.log) != 0 {
 			t.Errorf("%v (requests %q)", err, fr.log)
 		}
 	})
-}
-
-// wantErr fails unless err holds every part.
-func wantErr(t *testing.T, err error, parts ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("want an error containing %q, got nil", parts)
-	}
-	for _, p := range parts {
-		if !strings.Contains(err.Error(), p) {
-			t.Fatalf("error %q does not contain %q", err, p)
-		}
-	}
 }
