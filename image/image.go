@@ -30,7 +30,7 @@ type Options struct {
 	// The zero value means HostPlatform().
 	Platform Platform
 	// CacheDir is the cache root; blobs live in CacheDir/blobs/sha256/<hex>.
-	// "" means $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm.
+	// "" means DefaultCacheDir.
 	CacheDir string
 	// NoCache streams registry blobs without reading or writing the cache.
 	NoCache bool
@@ -176,7 +176,9 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 	return img, nil
 }
 
-// DefaultCacheDir returns $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm.
+// DefaultCacheDir returns the user cache directory's docker2vm
+// (os.UserCacheDir): $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm;
+// on macOS ~/Library/Caches/docker2vm.
 func DefaultCacheDir() (string, error) {
 	d, err := os.UserCacheDir()
 	if err != nil {

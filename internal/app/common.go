@@ -54,7 +54,7 @@ func (c *commonFlags) flags() []cli.Flag {
 		cli.StringVar(&c.publishURL, "publish-url", "URL", "with --publish: the URL DIR is served at, for absolute archive URLs (default: relative to the document)"),
 		cli.StringVar(&c.progress, "progress", "MODE", "progress on stderr: auto (default: tty on a terminal, else plain), plain, tty, quiet, or json (one JSON object per line, for programs)").WithValues(cli.ProgressModes...),
 		cli.BoolVar(&c.quiet, "quiet", "no progress on stderr (--progress quiet)"),
-		cli.StringVar(&c.cacheDir, "cache-dir", "DIR", "blob, result and prefix cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)"),
+		cli.StringVar(&c.cacheDir, "cache-dir", "DIR", "blob, result and prefix cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm; on macOS ~/Library/Caches/docker2vm)"),
 		cli.BoolVar(&c.noCache, "no-cache", "neither read nor write the blob, result and prefix caches"),
 		cli.StringVar(&c.cacheMax, "cache-max", "SIZE", "after a run, trim the cache directory to this size, least recently used first (default 10G, or $DOCKER2VM_CACHE_MAX; none: no limit)"),
 		cli.ListVar(&c.insecureRegistries, "insecure-registry", "HOST[:PORT]", "reach this registry over plain HTTP (repeatable; loopback registries always are)"),

@@ -73,7 +73,7 @@ func runCompletion(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // cacheDirVar is the cache subcommands' --cache-dir.
 func cacheDirVar(p *string) cli.Flag {
-	return cli.StringVar(p, "cache-dir", "DIR", "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm)")
+	return cli.StringVar(p, "cache-dir", "DIR", "the cache directory (default $XDG_CACHE_HOME/docker2vm, else ~/.cache/docker2vm; on macOS ~/Library/Caches/docker2vm)")
 }
 
 // cacheRoot is dir (--cache-dir) or the default, checked to be a directory.

@@ -84,7 +84,7 @@ func (d *dockerfileFlags) flags() []cli.Flag {
 		case "no-cache":
 			f.Usage = "build every step again without BuildKit's cache, and neither read nor write docker2vm's blob, result and prefix caches"
 		case "progress":
-			f.Usage = "progress on stderr, the build's too: auto (default: BuildKit's live view on a terminal, else plain text), plain, tty or quiet"
+			f.Usage = "progress on stderr, the build's too: auto (default: BuildKit's live view on a terminal, else plain text), plain, tty, quiet, or json (one JSON object per line, for programs)"
 		case "out":
 			// docker build -o DIR writes the image's files to DIR: here, the guest.
 			f.Short, f.Aliases = "o", []string{"output"}

@@ -14,7 +14,7 @@ var converterEnv = []cli.EnvVar{
 	{Name: "DOCKER2VM_STALL_TIMEOUT", Meaning: "the default of --stall-timeout"},
 	{Name: "DOCKER2VM_PARALLEL_DOWNLOADS", Meaning: "the default of --parallel-downloads"},
 	{Name: "DOCKER2VM_CACHE_MAX", Meaning: "the default of --cache-max"},
-	{Name: "XDG_CACHE_HOME", Meaning: "where the cache directory is by default ($XDG_CACHE_HOME/docker2vm)"},
+	{Name: "XDG_CACHE_HOME", Meaning: "where the cache directory is by default on Linux ($XDG_CACHE_HOME/docker2vm)"},
 	{Name: "SOURCE_DATE_EPOCH", Meaning: "the time given to anything the image does not date itself: the same input converts to the same bytes"},
 	{Name: "TMPDIR", Meaning: "where temporary files go (a download under --no-cache, a Dockerfile build's archive)"},
 }
