@@ -68,7 +68,7 @@ func main() {
 	}
 	cache := flag.String("cache", cacheDefault, "where benchmark images (OCI layouts) are cached, and scratch space")
 	runs := flag.Int("runs", 3, "runs per pipeline; medians are reported")
-	imgs := flag.String("images", "small,large,debian-gzip,debian-zstd,debian6,files1m,deep1m", "images to run (small, large, debian-gzip, debian-zstd, debian6, files1m, deep1m)")
+	imgs := flag.String("images", "small,large,debian-gzip,debian-zstd,debian6,files1m,deep1m", "images to run (small, large, debian-gzip, debian-zstd, debian6, files1m, deep1m, nodemodules)")
 	netImgs := flag.String("net-images", "debian6", "images whose registry conversions go across the simulated link, with the network rows (curl, skopeo)")
 	rtt := flag.Duration("rtt", 40*time.Millisecond, "simulated link: round-trip time")
 	connRate := flag.Float64("conn-rate", 15, "simulated link: MB/s per connection")
