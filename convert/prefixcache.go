@@ -170,15 +170,13 @@ func (c *prefixCache) storeAt() int { return len(c.doc.DiffIDs) - 1 }
 // lookup finds the longest stored prefix and, when one checks out, makes
 // dst (which must not exist) its rootfs.part and returns the conversion
 // resumed from it; nil on a miss. readGlue reads the base's glue into a
-// writer (nil for --plain). Only a cancelled ctx and a failure writing
-// dst are errors; dst does not exist after a miss.
+// writer (nil for --plain). Only a cancelled ctx, a failure writing dst
+// and the base's glue failing to read are errors; dst does not exist after
+// a miss.
 func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, readGlue func(*ext4.Writer) (*guest.Glue, error)) (*rootfsRun, error) {
 	for k := c.storeAt(); k >= 1; k-- {
 		key, _ := c.key(k)
-		if !c.entries.complete(key) {
-			if _, err := os.Lstat(c.entries.path(key)); err == nil {
-				c.entries.drop(key, "is incomplete or not a directory")
-			}
+		if !c.entries.clearDebris(key) {
 			continue
 		}
 		resume := c.resume
@@ -221,6 +219,9 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 	}
 	rec, e, ok := openRecord(dir, key, k)
 	if !ok {
+		if !c.entries.isDir(key) {
+			return nil, nil // taken by another run meanwhile: not damaged
+		}
 		return miss("failed its check", nil)
 	}
 	defer rec.Close()
@@ -254,7 +255,9 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 // by a rename (its data is on the disk already: the output's final fsync
 // has little to do), and a copy of it, which checks its digest on the
 // way, goes back into the entry, which is published again. Where the
-// rename cannot be made (another filesystem), it is resume's copy. Until
+// rename cannot be made (another filesystem), it is resume's copy. When
+// the copy back fails (the cache's disk is full), the run goes on with the
+// image, its digest checked, and the entry is not kept. Until
 // it is published again the entry is out of the cache: a run killed
 // meanwhile loses it (its lock-owned directory is reclaimed), another run
 // at the same time misses it.
@@ -281,6 +284,7 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 		return miss("failed its check (image)", nil)
 	}
 	var digest string
+	keep := true // the entry goes back into the cache
 	if err := os.Rename(img, dst); err == nil {
 		out, err := os.Open(dst)
 		if err != nil {
@@ -288,12 +292,21 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 		}
 		// Not synced: a torn entry after a crash fails its checks.
 		digest, err = sparse.Copy(ctx, img, out, e.ImageSize, false)
+		if err != nil && ctx.Err() == nil {
+			// The copy back failed (the cache's disk is full, say), not
+			// the image taken: the run goes on with it, checked, and the
+			// entry is not kept (its space is what the run may lack).
+			os.Remove(img)
+			c.entries.report(key, "could not be copied back ("+err.Error()+")")
+			keep = false
+			digest, err = sparse.Digest(ctx, out, e.ImageSize)
+		}
 		out.Close()
-		if err != nil && ctx.Err() != nil {
+		if err != nil {
 			return miss("", err)
 		}
 	} else {
-		src, err := os.Open(img)
+		src, err := diskio.OpenRegular(img, os.O_RDONLY)
 		if err != nil {
 			return miss("failed its check (image)", nil)
 		}
@@ -309,6 +322,9 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 	r, why, err := rebuild(ctx, own, e, dst, opts, readGlue)
 	if err != nil || r == nil {
 		return miss(why, err)
+	}
+	if !keep {
+		return r, nil
 	}
 	if err := c.entries.publish(own, key); err == nil {
 		c.entries.touch(key)
@@ -342,7 +358,7 @@ func rebuild(ctx context.Context, dir string, e prefixEntry, dst string, opts Op
 	defer state.Close()
 	r := &rootfsRun{from: e.Stats.Layers, key: e.Key, glueCP: e.GlueCheckpoint}
 	if r.f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
-		return nil, "could not be opened", nil
+		return nil, "", err // the output's, not the entry's
 	}
 	fail := func(why string, err error) (*rootfsRun, string, error) {
 		r.f.Close()

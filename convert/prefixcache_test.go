@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -16,6 +18,7 @@ import (
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/require"
 	"github.com/docker2vm/docker2vm/internal/testenv/gondolintest"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
@@ -283,5 +286,62 @@ func TestPrefixCacheBoundedByCacheMax(t *testing.T) {
 		if got := prefixMax(m.max); got != m.want {
 			t.Errorf("prefixMax(%d) = %d, want %d", m.max, got, m.want)
 		}
+	}
+}
+
+// TestPrefixCacheTakeFullDisk: when the image taken from an entry for the
+// output cannot be copied back into the cache (its disk is full), the run
+// goes on with the image it took, as a resumed run, and says why the
+// entry is gone.
+func TestPrefixCacheTakeFullDisk(t *testing.T) {
+	require.Integration(t, "mounts a tmpfs")
+	require.Root(t, "to mount a small tmpfs")
+	ctx := context.Background()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	layers := prefixLayers(t)
+	first := layoutSource(t, imageOf(t, layers...))
+	edited := layoutSource(t, imageOf(t, append(layers[:4:4], layerTar(t, testtar.File("etc/motd", "edited\n")))...))
+	cache := filepath.Join(dir, "cache")
+	if _, err := Run(ctx, cachedOptions(first, filepath.Join(dir, "first"), cache, nil)); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "first"))
+	entries := prefixEntries(t, cache)
+	if len(entries) != 1 {
+		t.Fatalf("prefix entries %v, want the one after 4 layers", entries)
+	}
+	var st syscall.Stat_t
+	var fs syscall.Statfs_t
+	if err := syscall.Stat(filepath.Join(cachedir.PrefixesDir(cache), entries[0], prefixImageFile), &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	// Room for half the stored image: the take's rename fits, its copy back does not.
+	fill := int64(fs.Bavail)*fs.Bsize - st.Blocks*512/2
+	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, fill), 0o644); err != nil {
+		t.Fatalf("filling the tmpfs: %v", err)
+	}
+	var progress bytes.Buffer
+	warm := filepath.Join(dir, "edited")
+	if _, err := Run(ctx, cachedOptions(edited, warm, cache, &progress)); err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	for _, want := range []string{"reused the merged state after layer 4/5", "could not be copied back (", "no space left on device"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, progress.String())
+		}
+	}
+	cold := filepath.Join(t.TempDir(), "cold")
+	if _, err := Run(ctx, options(edited, cold)); err != nil {
+		t.Fatal(err)
+	}
+	if rootfsSum(t, warm) != rootfsSum(t, cold) {
+		t.Error("the resumed conversion differs from the cold one")
 	}
 }

@@ -74,12 +74,7 @@ import (
 	"github.com/docker2vm/docker2vm/rootfs"
 )
 
-const (
-	resultCacheVersion = 1
-	sparseBlock        = 4096
-	sparseRegion       = 64 << 20
-	sparseBuf          = 1 << 20
-)
+const resultCacheVersion = 1
 
 // resultKey is the canonical key document. Add a field whenever something
 // new influences rootfs.ext4 or the cached Metadata.

@@ -454,7 +454,7 @@ func startRootfs(ctx context.Context, opts Options, img *image.Image, base *gond
 // when it is the prefix the cache keeps (best effort).
 func (rr *rootfsRun) afterLayer(ctx context.Context, progress func(string, ...any)) func(i int) error {
 	return func(i int) error {
-		if rr.pc == nil || i+1 != rr.pc.storeAt() || i+1 <= rr.from {
+		if rr.pc == nil || i+1 != rr.pc.storeAt() {
 			return nil
 		}
 		if err := rr.pc.store(ctx, i+1, rr.f, rr.w, rr.m, rr.glueCP); err != nil {
