@@ -2,7 +2,9 @@ package convert
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/image"
+	"github.com/docker2vm/docker2vm/internal/cachedir"
+	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
 )
 
@@ -67,6 +71,28 @@ func (d entryDirs) isDir(key string) bool {
 func (d entryDirs) complete(key string) bool {
 	_, err := os.Stat(filepath.Join(d.path(key), d.record))
 	return err == nil && d.isDir(key)
+}
+
+// readRecord reads the record of the entry in dir (key's, or one this run
+// owns) into v: a regular file only (a FIFO or device planted there is
+// not read), at most cachedir.MaxRecord bytes. The file stays open, with
+// a shared lock on it that tells pruning the entry is in use, until the
+// caller closes it.
+func (d entryDirs) readRecord(dir string, v any) (*os.File, error) {
+	rf, err := diskio.OpenRegular(filepath.Join(dir, d.record), os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	lock.TryShared(rf)
+	b, err := io.ReadAll(io.LimitReader(rf, cachedir.MaxRecord))
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		rf.Close()
+		return nil, err
+	}
+	return rf, nil
 }
 
 // touch records the entry's use, for pruning (its record's time).

@@ -66,7 +66,6 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
-	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/sparse"
 	"github.com/docker2vm/docker2vm/internal/units"
 	"github.com/docker2vm/docker2vm/rootfs"
@@ -76,9 +75,6 @@ const (
 	prefixCacheVersion = 1
 	prefixImageFile    = "rootfs.part"
 	prefixStateFile    = "state"
-	// maxPrefixRecord bounds what is read of prefix.json (its
-	// checkpoints hold the writer's free runs).
-	maxPrefixRecord = 64 << 20
 )
 
 // prefixKey is the key document of the state after Layers layers.
@@ -194,15 +190,13 @@ func (c *prefixCache) lookup(ctx context.Context, dst string, opts Options, read
 // openRecord opens and reads the prefix.json of the entry in dir, which
 // must be key's, of k layers; it holds a shared lock on it (pruning leaves
 // an entry in use) until the file is closed.
-func openRecord(dir, key string, k int) (*os.File, prefixEntry, bool) {
+func (c *prefixCache) openRecord(dir, key string, k int) (*os.File, prefixEntry, bool) {
 	var e prefixEntry
-	rec, err := diskio.OpenRegular(filepath.Join(dir, cachedir.PrefixFile), os.O_RDONLY)
+	rec, err := c.entries.readRecord(dir, &e)
 	if err != nil {
 		return nil, e, false
 	}
-	lock.TryShared(rec)
-	b, err := io.ReadAll(io.LimitReader(rec, maxPrefixRecord))
-	if err != nil || json.Unmarshal(b, &e) != nil || e.Key != key || e.Stats.Layers != k || e.SparseDigest == "" {
+	if e.Key != key || e.Stats.Layers != k || e.SparseDigest == "" {
 		rec.Close()
 		return nil, e, false
 	}
@@ -217,7 +211,7 @@ func (c *prefixCache) resume(ctx context.Context, key string, k int, dst string,
 	miss := func(why string, err error) (*rootfsRun, error) {
 		return c.miss(ctx, dst, key, why, err, c.entries.drop)
 	}
-	rec, e, ok := openRecord(dir, key, k)
+	rec, e, ok := c.openRecord(dir, key, k)
 	if !ok {
 		if !c.entries.isDir(key) {
 			return nil, nil // taken by another run meanwhile: not damaged
@@ -274,7 +268,7 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 	miss := func(why string, err error) (*rootfsRun, error) {
 		return c.miss(ctx, dst, key, why, err, c.entries.report)
 	}
-	rec, e, ok := openRecord(own, key, k)
+	rec, e, ok := c.openRecord(own, key, k)
 	if !ok {
 		return miss("failed its check", nil)
 	}

@@ -69,7 +69,6 @@ import (
 	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
-	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/sparse"
 	"github.com/docker2vm/docker2vm/rootfs"
 )
@@ -226,28 +225,20 @@ func (c *resultCache) lookup(ctx context.Context, dst, prev string) (entry *resu
 		}
 		return nil, false, false, nil
 	}
-	// Never blocks: a FIFO or device planted here is dropped, not read.
-	rf, err := diskio.OpenRegular(filepath.Join(dir, cachedir.ResultFile), os.O_RDONLY)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			c.entries.drop(c.key, "failed its check")
+	// In use until the copy is made: pruning (internal/cachedir) leaves it.
+	var e resultEntry
+	rf, err := c.entries.readRecord(dir, &e)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, false, nil
+	}
+	if err != nil || e.Key != c.key || e.SparseDigest == "" || e.Metadata.SourceDigest != c.keyDoc.ManifestDigest {
+		if rf != nil {
+			rf.Close()
 		}
+		c.entries.drop(c.key, "failed its check")
 		return nil, false, false, nil
 	}
 	defer rf.Close()
-	// In use until the copy is made: pruning (internal/cachedir) leaves it.
-	lock.TryShared(rf)
-	b, err := io.ReadAll(io.LimitReader(rf, 64<<20))
-	if err != nil {
-		c.entries.drop(c.key, "failed its check")
-		return nil, false, false, nil
-	}
-	var e resultEntry
-	if err := json.Unmarshal(b, &e); err != nil || e.Key != c.key || e.SparseDigest == "" ||
-		e.Metadata.SourceDigest != c.keyDoc.ManifestDigest {
-		c.entries.drop(c.key, "failed its check")
-		return nil, false, false, nil
-	}
 	if prev != "" && c.reusePrevious(prev, dst) {
 		c.entries.touch(c.key)
 		return &e, true, true, nil

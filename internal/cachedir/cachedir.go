@@ -102,8 +102,9 @@ type Label struct {
 	Prefix int `json:"prefix,omitempty"`
 }
 
-// maxResultFile bounds what List reads of a result.json.
-const maxResultFile = 16 << 20
+// MaxRecord bounds what is read of an entry's record file (a prefix
+// entry's holds the ext4 writer's free runs).
+const MaxRecord = 64 << 20
 
 // List returns every entry under root, least recently used first. A
 // missing cache is empty.
@@ -154,7 +155,7 @@ func label(entries []Entry) {
 		if e.Kind == "blob" {
 			continue
 		}
-		b, err := diskio.ReadRegular(record(e), maxResultFile)
+		b, err := diskio.ReadRegular(record(e), MaxRecord)
 		var l Label
 		if err != nil || json.Unmarshal(b, &l) != nil || l.Image == "" {
 			continue
