@@ -202,22 +202,11 @@ func resolveDockerSave(ctx context.Context, t *archive.FS, where, ref string, op
 	}
 	img, err := buildImage(blob.Sha256Of(rawManifest), m, rawManifest, cfgDigest, cfgRaw, opts.Platform, nil)
 	if err != nil {
-		if pe, ok := err.(*platformErr); ok {
-			return nil, pe.err
-		}
-		return nil, err
+		return nil, unwrapPlatform(err)
 	}
 	img.setStore(st)
 	img.RefName = ref
-	for i := range img.Layers {
-		img.Layers[i].Compression = sniffName(img.layers[i].MediaType)
-	}
 	return img, nil
-}
-
-func sniffName(mt types.MediaType) string {
-	c, _ := compressionOf(mt, "")
-	return c
 }
 
 func pickDockerSaveEntry(entries []dockerSaveEntry, ref, where string) (dockerSaveEntry, error) {

@@ -26,17 +26,11 @@ func resolveOCI(ctx context.Context, st *layout.Store, refName string, opts Opti
 	var img *Image
 	if len(entries) == 1 && entries[0].Platform == nil {
 		img, err = r.fromDescriptor(ctx, entries[0], nil)
-		if pe, ok := err.(*platformErr); ok {
-			err = pe.err
-		}
 	} else {
 		img, err = r.fromEntries(ctx, entries, nil)
-		if pe, ok := err.(*platformErr); ok {
-			err = pe.err
-		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, unwrapPlatform(err)
 	}
 	img.RefName = refName
 	return img, nil

@@ -42,14 +42,10 @@ func resolveRegistry(ctx context.Context, src Source, opts Options) (*Image, err
 	if err == nil {
 		r := &resolver{st: st, want: opts.Platform, maxLayers: opts.maxLayers()}
 		var img *Image
-		img, err = r.fromDescriptor(ctx, top, raw)
-		if pe, ok := err.(*platformErr); ok {
-			err = pe.err
-		}
-		if err == nil {
+		if img, err = r.fromDescriptor(ctx, top, raw); err == nil {
 			return img, nil
 		}
 	}
 	st.Close()
-	return nil, err
+	return nil, unwrapPlatform(err)
 }

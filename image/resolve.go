@@ -162,6 +162,15 @@ func (e *platformErr) Error() string   { return e.err.Error() }
 func (e *platformErr) Unwrap() error   { return e.err }
 func (e *platformErr) Hints() []string { return hint.Of(e.err) }
 
+// unwrapPlatform returns err, or the error a platformErr carries: that
+// type is the resolver's signal between its own steps, not for callers.
+func unwrapPlatform(err error) error {
+	if pe, ok := err.(*platformErr); ok {
+		return pe.err
+	}
+	return err
+}
+
 func asPlatformErr(err error, pe **platformErr) bool {
 	p, ok := err.(*platformErr)
 	if ok {
