@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"bytes"
+	"cmp"
 	"container/heap"
 	"encoding/binary"
 	"errors"
@@ -37,7 +38,7 @@ func (w *Writer) Checkpoint() ([]byte, error) {
 		return nil, err
 	}
 	free := slices.Clone(w.alloc.free)
-	slices.SortFunc(free, func(a, b run) int { return compareUint(a.start, b.start) })
+	slices.SortFunc(free, func(a, b run) int { return cmp.Compare(a.start, b.start) })
 	b := []byte(checkpointMagic)
 	b = binary.AppendUvarint(b, w.alloc.next)
 	b = binary.AppendUvarint(b, w.alloc.resv)
@@ -48,16 +49,6 @@ func (w *Writer) Checkpoint() ([]byte, error) {
 		b = binary.AppendUvarint(b, r.len)
 	}
 	return b, nil
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Resume returns a Writer that goes on with the image in f, which holds
@@ -86,7 +77,11 @@ func (w *Writer) Restore(cp []byte) error {
 	if a.resv != w.alloc.resv || a.limit != w.alloc.limit {
 		return fmt.Errorf("%w: the image's size options differ", ErrCheckpoint)
 	}
-	if a.next < w.alloc.next || (a.limit > 0 && a.next > a.limit) || a.next > maxAutoBytes/blockSize {
+	bound := a.limit // --size's, else the automatic size's bound
+	if bound == 0 {
+		bound = maxAutoBytes / blockSize
+	}
+	if a.next < w.alloc.next || a.next > bound {
 		return fmt.Errorf("%w: block %d is out of range", ErrCheckpoint, a.next)
 	}
 	if n > a.next {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -200,4 +201,43 @@ func FuzzCheckpoint(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCheckpointBounds: the blocks a checkpoint has handed out may reach
+// the image's size, --size's when it is set (beyond the automatic size's
+// bound), never past it.
+func TestCheckpointBounds(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	state := func(w *Writer, next uint64) []byte {
+		b := []byte(checkpointMagic)
+		for _, v := range []uint64{next, w.alloc.resv, w.alloc.limit, 0} {
+			b = binary.AppendUvarint(b, v)
+		}
+		return b
+	}
+	auto := uint64(maxAutoBytes / blockSize)
+	for _, tc := range []struct {
+		size int64
+		next uint64
+		ok   bool
+	}{
+		{0, auto, true},
+		{0, auto + 1, false},
+		{4 << 40, auto + 1, true},
+		{4 << 40, 4 << 40 / blockSize, true},
+		{4 << 40, 4<<40/blockSize + 1, false},
+		{64 << 20, 64<<20/blockSize + 1, false},
+	} {
+		w, err := Resume(f, Options{Size: tc.size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Restore(state(w, tc.next)); (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrCheckpoint) {
+			t.Errorf("size %d, next block %d: %v, want ok %v", tc.size, tc.next, err, tc.ok)
+		}
+	}
 }
