@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/docker2vm/docker2vm/gondolin"
-	"github.com/docker2vm/docker2vm/image"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
 	"github.com/docker2vm/docker2vm/internal/lock"
@@ -22,14 +21,11 @@ import (
 // --plain). ok is false when one cannot be had: the cache is then off for
 // the run (why goes to progress, headed by what).
 func cacheInputs(ctx context.Context, opts Options, base *gondolin.Base, what string, progress func(string, ...any)) (root, exe string, id *gondolin.BaseIdentity, ok bool) {
-	root = opts.Image.CacheDir
-	if root == "" {
-		var err error
-		if root, err = image.DefaultCacheDir(); err != nil {
-			return "", "", nil, false
-		}
+	root, err := opts.Image.CacheRoot()
+	if err != nil {
+		return "", "", nil, false
 	}
-	exe, err := executableHash()
+	exe, err = executableHash()
 	if err != nil {
 		progress("%s off: cannot hash the running executable: %v", what, err)
 		return "", "", nil, false

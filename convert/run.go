@@ -200,12 +200,9 @@ func trimCache(opts Options, progress func(string, ...any)) {
 	if opts.Image.NoCache || opts.CacheMax < 0 {
 		return
 	}
-	root := opts.Image.CacheDir
-	if root == "" {
-		var err error
-		if root, err = image.DefaultCacheDir(); err != nil {
-			return
-		}
+	root, err := opts.Image.CacheRoot()
+	if err != nil {
+		return
 	}
 	max := opts.CacheMax
 	if max == 0 {

@@ -155,9 +155,8 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 	if opts.Keychain == nil {
 		opts.Keychain = authn.DefaultKeychain
 	}
-	if !opts.NoCache && opts.CacheDir == "" {
-		opts.CacheDir, err = DefaultCacheDir()
-		if err != nil {
+	if !opts.NoCache {
+		if opts.CacheDir, err = opts.CacheRoot(); err != nil {
 			return nil, err
 		}
 	}
@@ -174,6 +173,14 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Image, error) {
 	}
 	img.Source = src
 	return img, nil
+}
+
+// CacheRoot returns the cache root: CacheDir, else DefaultCacheDir.
+func (o Options) CacheRoot() (string, error) {
+	if o.CacheDir != "" {
+		return o.CacheDir, nil
+	}
+	return DefaultCacheDir()
 }
 
 // DefaultCacheDir returns the user cache directory's docker2vm
