@@ -82,7 +82,7 @@ func record(e Entry) string {
 // Entry is one cache entry.
 type Entry struct {
 	Kind    string    `json:"kind"` // "blob", "result" or "prefix"
-	ID      string    `json:"id"`   // sha256:<hex>, or the result key
+	ID      string    `json:"id"`   // a blob's sha256:<hex>, else the entry's key
 	Path    string    `json:"path"`
 	Bytes   int64     `json:"bytes"` // on disk
 	LastUse time.Time `json:"lastUse"`

@@ -142,7 +142,7 @@ func (f Flag) Completes() string {
 		return ""
 	case f.Arg == "DIR":
 		return "dir"
-	case f.Arg == "PATH" || strings.HasPrefix(f.Arg, "PATH"):
+	case strings.HasPrefix(f.Arg, "PATH"):
 		return "file"
 	}
 	return ""
