@@ -265,8 +265,13 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 	if err := os.Rename(c.entries.path(key), own); err != nil {
 		return nil, nil // taken by another run meanwhile
 	}
+	keep := true // the entry goes back into the cache (false: said why not)
 	miss := func(why string, err error) (*rootfsRun, error) {
-		return c.miss(ctx, dst, key, why, err, c.entries.report)
+		gone := c.entries.report
+		if !keep {
+			gone = func(string, string) {}
+		}
+		return c.miss(ctx, dst, key, why, err, gone)
 	}
 	rec, e, ok := c.openRecord(own, key, k)
 	if !ok {
@@ -278,7 +283,6 @@ func (c *prefixCache) take(ctx context.Context, key string, k int, dst string, o
 		return miss("failed its check (image)", nil)
 	}
 	var digest string
-	keep := true // the entry goes back into the cache
 	if err := os.Rename(img, dst); err == nil {
 		out, err := os.Open(dst)
 		if err != nil {
