@@ -25,11 +25,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"golang.org/x/sys/unix"
+
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"golang.org/x/sys/unix"
 )
 
 // metric is what one run of one pipeline cost.

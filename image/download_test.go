@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
 	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/image/internal/registry"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 )
 
 // waitFor polls cond for up to 20s.

@@ -14,14 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image/internal/registry"
 	"github.com/docker2vm/docker2vm/internal/faultproxy"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 	"github.com/docker2vm/docker2vm/internal/testtar"

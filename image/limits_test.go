@@ -10,13 +10,12 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image/internal/blob"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )

@@ -8,13 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
 )

@@ -9,15 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
-	tarfs "github.com/docker2vm/docker2vm/image/internal/archive"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/docker2vm/docker2vm/hint"
+	tarfs "github.com/docker2vm/docker2vm/image/internal/archive"
 	"github.com/docker2vm/docker2vm/internal/require"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/docker2vm/docker2vm/convert"
 	"github.com/docker2vm/docker2vm/gondolin"
 	"github.com/docker2vm/docker2vm/internal/require"
@@ -20,7 +22,6 @@ import (
 	"github.com/docker2vm/docker2vm/internal/testenv/imagetest"
 	"github.com/docker2vm/docker2vm/internal/testenv/qemuuser"
 	"github.com/docker2vm/docker2vm/internal/testenv/registrytest"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // dockerfile2gondolin against a real BuildKit: buildkitd (built from the Go

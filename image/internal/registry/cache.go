@@ -13,13 +13,12 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/docker2vm/docker2vm/hint"
 	"github.com/docker2vm/docker2vm/image/internal/blob"
 	"github.com/docker2vm/docker2vm/internal/cachedir"
 	"github.com/docker2vm/docker2vm/internal/diskio"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/docker2vm/docker2vm/internal/lock"
 	"github.com/docker2vm/docker2vm/internal/units"
 )

@@ -16,14 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker2vm/docker2vm/internal/testenv"
-
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/docker2vm/docker2vm/image/internal/blob"
+	"github.com/docker2vm/docker2vm/internal/testenv"
 	"github.com/docker2vm/docker2vm/internal/testtar"
 )
 
