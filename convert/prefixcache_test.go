@@ -323,7 +323,7 @@ func TestPrefixCacheTakeFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Room for half the stored image: the take's rename fits, its copy back does not.
-	fill := int64(fs.Bavail)*fs.Bsize - st.Blocks*512/2
+	fill := int64(fs.Bavail)*int64(fs.Bsize) - st.Blocks*512/2
 	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, fill), 0o644); err != nil {
 		t.Fatalf("filling the tmpfs: %v", err)
 	}
