@@ -364,6 +364,18 @@ func (s *session) run() {
 		return
 	}
 
+	// The stdin window goes out before any output is read: the host sees
+	// it first, whatever the command writes at once.
+	stdinDone := make(chan struct{})
+	if req.Stdin || req.Pty {
+		go s.pumpStdin(stdinW, req.Pty, stdinDone)
+		if err := s.agent.send(Message{Type: TypeStdinWindow, ID: s.id, Payload: map[string]any{"stdin": stdinWindow}}); err != nil {
+			s.agent.logf("exec %d: send stdin_window: %v", s.id, err)
+		}
+	} else {
+		close(stdinDone)
+	}
+
 	var outWG sync.WaitGroup
 	for name, r := range readers {
 		outWG.Add(1)
@@ -380,16 +392,6 @@ func (s *session) run() {
 				}
 			}
 		}(name, r)
-	}
-
-	stdinDone := make(chan struct{})
-	if req.Stdin || req.Pty {
-		go s.pumpStdin(stdinW, req.Pty, stdinDone)
-		if err := s.agent.send(Message{Type: TypeStdinWindow, ID: s.id, Payload: map[string]any{"stdin": stdinWindow}}); err != nil {
-			s.agent.logf("exec %d: send stdin_window: %v", s.id, err)
-		}
-	} else {
-		close(stdinDone)
 	}
 
 	status := wait()
